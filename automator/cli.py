@@ -1,0 +1,416 @@
+"""The `automator` command line: check, import, tick, queue, preview."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from automator import queue as queue_actions
+from automator.engine import Engine, TickReport, preview
+from automator.errors import AutomatorError, NotFoundError
+from automator.importing import (
+    ImportReport,
+    import_contacts,
+    import_events,
+    normalize_email,
+    parse_timestamp,
+    read_coupon_codes,
+)
+from automator.project import Project, load_project
+from automator.rules import describe_trigger
+from automator.store import Store, coupons, messages, suppressions
+from automator.store.messages import QueueFilter
+from automator.transports.file import FileTransport
+
+app = typer.Typer(
+    help="Marketing automation rules engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+contacts_app = typer.Typer(help="Import contacts.", no_args_is_help=True)
+events_app = typer.Typer(help="Import events.", no_args_is_help=True)
+suppressions_app = typer.Typer(help="Addresses that get nothing from any rule.", no_args_is_help=True)
+coupons_app = typer.Typer(help="Coupon pools.", no_args_is_help=True)
+queue_app = typer.Typer(help="See and manage queued messages.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(events_app, name="events")
+app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(coupons_app, name="coupons")
+app.add_typer(queue_app, name="queue")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """The project folder chosen with --project, loaded on first use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._project: Project | None = None
+        self._store: Store | None = None
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            self._project = load_project(self.directory)
+        return self._project
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = self.project.open_store()
+        return self._store
+
+    def engine(self) -> Engine:
+        return Engine(self.project, self.store, make_transport(self.project))
+
+
+def make_transport(project: Project) -> Any:
+    """SMTP when configured, else the file outbox."""
+    if project.settings.smtp_url:
+        from automator.transports.smtp import SmtpSettings, SmtpTransport
+
+        return SmtpTransport(SmtpSettings.from_url(project.settings.smtp_url))
+    return FileTransport(project.settings.outbox_dir)
+
+
+_state: State | None = None
+
+
+def state() -> State:
+    assert _state is not None
+    return _state
+
+
+def reports_errors(command: F) -> F:
+    """Turn an AutomatorError into one readable line and exit code 1 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AutomatorError as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.", file_okay=False)] = Path(
+        "."
+    ),
+) -> None:
+    """automator: rules in rules/, templates in email_templates/, settings in automator.toml."""
+    global _state
+    _state = State(project)
+
+
+def parse_now(value: str | None) -> datetime:
+    """`--now` (ISO 8601; without an offset it is UTC), or the current time."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return parse_timestamp(value, UTC)
+    except ValueError as exc:
+        raise AutomatorError(f'--now "{value}" is not an ISO 8601 time, e.g. 2026-11-20T11:00:00Z') from exc
+
+
+NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601).")]
+
+
+@app.command()
+@reports_errors
+def check() -> None:
+    """Validate every rule file, journey.yaml and the templates the rules use."""
+    project = state().project
+    for error in project.errors:
+        typer.echo(str(error))
+    if project.errors:
+        raise typer.Exit(1)
+    typer.echo(f"ok: {len(project.ruleset.rules)} rules")
+
+
+@contacts_app.command("import")
+@reports_errors
+def contacts_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Upsert contacts from a .csv (header row) or .jsonl file, keyed by email."""
+    project = state().project
+    report = import_contacts(state().store, file, project.journey, project.settings.zone, datetime.now(UTC))
+    _print_import(report, "contacts")
+
+
+@events_app.command("import")
+@reports_errors
+def events_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Import events from a .jsonl file; an event id seen before is stored once."""
+    report = import_events(state().store, file, state().project.journey, datetime.now(UTC))
+    _print_import(report, "events")
+
+
+def _print_import(report: ImportReport, noun: str) -> None:
+    for error in report.errors:
+        typer.echo(f"rejected {error}", err=True)
+    extra = f", {report.duplicates} already known" if report.duplicates else ""
+    typer.echo(f"imported {report.imported} {noun}{extra}, rejected {len(report.errors)}")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@suppressions_app.command("add")
+@reports_errors
+def suppressions_add(
+    email: str,
+    reason: Annotated[str, typer.Option(help="unsubscribed, bounced, complained or blocked")] = "blocked",
+    note: Annotated[str, typer.Option(help="Free text kept with the suppression.")] = "",
+) -> None:
+    """Suppress an address: no rule sends it anything."""
+    if reason not in suppressions.REASONS:
+        raise AutomatorError(f"--reason must be one of {', '.join(suppressions.REASONS)}")
+    address = _email(email)
+    with state().store.session() as session:
+        added = suppressions.add(session, address, reason, note, datetime.now(UTC))
+    typer.echo(f"suppressed {address} ({reason})" if added else f"{address} was already suppressed")
+
+
+@suppressions_app.command("remove")
+@reports_errors
+def suppressions_remove(email: str) -> None:
+    """Allow mail to an address again."""
+    address = _email(email)
+    with state().store.session() as session:
+        if not suppressions.remove(session, address):
+            raise NotFoundError(f"{address} is not suppressed")
+    typer.echo(f"removed suppression of {address}")
+
+
+@suppressions_app.command("list")
+@reports_errors
+def suppressions_list() -> None:
+    """Every suppressed address, newest first."""
+    with state().store.session() as session:
+        rows = suppressions.listing(session)
+    for row in rows:
+        typer.echo(f"{row.email}\t{row.reason}\t{row.created_at.isoformat()}\t{row.note}")
+    typer.echo(f"{len(rows)} suppressed")
+
+
+def _email(value: str) -> str:
+    try:
+        return normalize_email(value)
+    except ValueError as exc:
+        raise AutomatorError(str(exc)) from exc
+
+
+@coupons_app.command("import")
+@reports_errors
+def coupons_import(
+    pool: str,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    percent_off: Annotated[int | None, typer.Option(help="Discount the codes give.")] = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry of the codes (ISO 8601).")] = None,
+) -> None:
+    """Add coupon codes (a CSV with a `code` column) to a pool."""
+    codes, errors = read_coupon_codes(file)
+    for error in errors:
+        typer.echo(f"rejected {error}", err=True)
+    expires_at = parse_now(expires) if expires else None
+    with state().store.session() as session:
+        added = coupons.import_pool(session, pool, codes, percent_off, expires_at, datetime.now(UTC))
+    typer.echo(
+        f"pool {pool}: added {added} codes, {len(codes) - added} already known, rejected {len(errors)}"
+    )
+    if errors:
+        raise typer.Exit(1)
+
+
+@coupons_app.command("list")
+@reports_errors
+def coupons_list() -> None:
+    """Free and taken codes per pool."""
+    with state().store.session() as session:
+        counts = coupons.pool_counts(session)
+    for pool, (free, taken) in sorted(counts.items()):
+        typer.echo(f"{pool}\tfree {free}\ttaken {taken}")
+
+
+@app.command()
+@reports_errors
+def tick(now: NowOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Evaluate every rule as of NOW, queue what is due, and deliver what may be sent."""
+    at = parse_now(now)
+    project = state().project
+    for error in project.errors:
+        typer.echo(f"skipping: {error}", err=True)
+    engine = state().engine()
+    report = asyncio.run(_tick(engine, at))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"now": at.isoformat(), "rules": [r.as_dict() for r in report.rules.values()]},
+                indent=2,
+            )
+        )
+    else:
+        _print_tick(report)
+    if any(r.error for r in report.rules.values()):
+        raise typer.Exit(1)
+
+
+async def _tick(engine: Engine, at: datetime) -> TickReport:
+    try:
+        return await engine.tick(at)
+    finally:
+        await engine.transport.close()
+
+
+def _print_tick(report: TickReport) -> None:
+    typer.echo(f"tick at {report.now.isoformat()}")
+    typer.echo(f"{'rule':<26}{'evaluated':>10}{'enqueued':>10}{'sent':>7}{'waiting':>9}  skipped")
+    for rule in sorted(report.rules.values(), key=lambda r: r.rule_id):
+        skipped = ", ".join(f"{why} ×{count}" for why, count in sorted(rule.outcomes.items())) or "-"
+        if rule.error:
+            skipped = f"ERROR {rule.error}"
+        typer.echo(
+            f"{rule.rule_id:<26}{rule.evaluated:>10}{rule.enqueued:>10}{rule.sent:>7}"
+            f"{rule.waiting:>9}  {skipped}"
+        )
+
+
+@queue_app.command("list")
+@reports_errors
+def queue_list(
+    status: Annotated[
+        str | None, typer.Option(help="queued, held, sending, sent, failed, cancelled, suppressed")
+    ] = None,
+    rule: Annotated[str | None, typer.Option(help="Rule id.")] = None,
+    contact: Annotated[str | None, typer.Option(help="Contact email.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Messages, newest first."""
+    if status and status not in messages.STATUSES:
+        raise AutomatorError(f"--status must be one of {', '.join(messages.STATUSES)}")
+    with state().store.session() as session:
+        rows = messages.listing(session, QueueFilter(status, rule, contact, limit))
+    if as_json:
+        typer.echo(json.dumps([_message_json(row) for row in rows], indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        typer.echo(
+            f"{row.id:>6}  {row.status:<10} {row.send_at:%Y-%m-%d %H:%M}Z  {row.rule_id:<24} "
+            f"{row.email:<28} {row.subject}"
+        )
+    typer.echo(f"{len(rows)} messages")
+
+
+def _message_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "rule": row.rule_id,
+        "email": row.email,
+        "status": row.status,
+        "send_at": row.send_at.isoformat(),
+        "subject": row.subject,
+        "created_at": row.created_at.isoformat(),
+        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        "message_id": row.message_id,
+    }
+
+
+@queue_app.command("show")
+@reports_errors
+def queue_show(message_id: int, html: Annotated[bool, typer.Option("--html")] = False) -> None:
+    """A message's headers, body and full status history."""
+    with state().store.session() as session:
+        message = messages.get(session, message_id)
+        if message is None:
+            raise NotFoundError(f"message {message_id} does not exist")
+        coupon = coupons.for_message(session, message_id)
+        history = messages.history(session, message_id)
+    settings = state().project.settings
+    typer.echo(f"Message {message.id}: {message.status}")
+    for name, value in (
+        ("From", settings.sender),
+        ("To", message.email),
+        ("Subject", message.subject),
+        ("Message-ID", message.message_id),
+        ("X-Automator-Rule", message.rule_id),
+        ("Send-At", message.send_at.isoformat()),
+        ("Locale", message.locale),
+        ("Coupon", coupon.code if coupon else "-"),
+    ):
+        typer.echo(f"{name}: {value}")
+    typer.echo("")
+    typer.echo(message.html_body if html else message.text_body)
+    typer.echo("")
+    typer.echo("History:")
+    for line in history:
+        typer.echo(f"  {line.at.isoformat()}  {line.status:<10} {line.actor:<12} {line.reason}")
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the message's history).")]
+ActorOption = Annotated[str, typer.Option("--by", help="Who acts (kept in the history).")]
+
+
+@queue_app.command("hold")
+@reports_errors
+def queue_hold(message_id: int, reason: ReasonOption, by: ActorOption = "cli") -> None:
+    """Keep a queued message from being sent until released."""
+    message = queue_actions.hold(state().engine(), message_id, reason, by, datetime.now(UTC))
+    typer.echo(f"message {message.id} held")
+
+
+@queue_app.command("release")
+@reports_errors
+def queue_release(message_id: int, reason: ReasonOption, by: ActorOption = "cli") -> None:
+    """Let a held message be sent."""
+    message = queue_actions.release(state().engine(), message_id, reason, by, datetime.now(UTC))
+    typer.echo(f"message {message.id} {message.status}")
+
+
+@queue_app.command("cancel")
+@reports_errors
+def queue_cancel(message_id: int, reason: ReasonOption, by: ActorOption = "cli") -> None:
+    """Make sure a queued or held message is never sent."""
+    message = queue_actions.cancel(state().engine(), message_id, reason, by, datetime.now(UTC))
+    typer.echo(f"message {message.id} cancelled")
+
+
+@app.command("preview")
+@reports_errors
+def preview_command(
+    rule: str,
+    contact: Annotated[str, typer.Option("--contact", help="The contact's email.")],
+    now: NowOption = None,
+    html: Annotated[bool, typer.Option("--html", help="Print the HTML part instead of the text.")] = False,
+) -> None:
+    """Render the message RULE would send a contact; stores and sends nothing."""
+    project = state().project
+    found = project.rule(rule)
+    if found is None:
+        known = ", ".join(r.id for r in project.ruleset.rules)
+        raise NotFoundError(f"no rule '{rule}' (rules: {known})")
+    rendered = preview(state().engine(), found, _email(contact), parse_now(now))
+    typer.echo(f"Subject: {rendered.subject}")
+    typer.echo("")
+    typer.echo(rendered.html if html else rendered.text)
+
+
+@app.command("rules")
+@reports_errors
+def rules_list() -> None:
+    """Each rule with its stages, trigger and template."""
+    for rule in state().project.ruleset.rules:
+        typer.echo(
+            f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {rule.send.template}"
+        )

@@ -1,0 +1,118 @@
+"""Settings: `automator.toml` in the project, overridden by `AUTOMATOR_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from automator.durations import parse_duration
+from automator.errors import ConfigError
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+ENVIRONMENT = {
+    "AUTOMATOR_DATABASE_URL": "database_url",
+    "AUTOMATOR_OUTBOX": "outbox",
+    "AUTOMATOR_FROM": "sender",
+    "AUTOMATOR_SMTP_URL": "smtp_url",
+    "AUTOMATOR_BASE_URL": "base_url",
+    "AUTOMATOR_SECRET": "secret",
+    "AUTOMATOR_TIMEZONE": "timezone",
+}
+
+
+class QuietHours(BaseModel):
+    """A daily window in the contact's local time during which due messages wait."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: time = time(21, 0)
+    end: time = time(8, 0)
+
+
+class FrequencyCap(BaseModel):
+    """At most `max` emails per contact in any rolling window of `per`, across rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: int = Field(default=2, ge=1)
+    per: Duration = timedelta(hours=24)
+
+
+class Settings(BaseModel):
+    """Everything an operator configures. Paths are resolved against the project folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    project: Path = Path(".")
+    database_url: str = ""
+    outbox: Path = Path("outbox")
+    sender: str = Field(default="Lotus Shop <hello@shop.example.com>", alias="from")
+    smtp_url: str | None = None
+    base_url: str = "https://shop.example.com"
+    secret: str = "change-me"
+    timezone: str = "UTC"
+    quiet_hours: QuietHours | None = QuietHours()
+    frequency_cap: FrequencyCap | None = FrequencyCap()
+    priorities: dict[str, int] = {}
+    retry_limit: int = Field(default=8, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as Asia/Ho_Chi_Minh)"
+            ) from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.project / "rules"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.project / "email_templates"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.outbox if self.outbox.is_absolute() else self.project / self.outbox
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.project / 'automator.db').resolve()}"
+
+
+def load_settings(project: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Read `project/automator.toml` (optional) and apply `AUTOMATOR_*` overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    path = project / "automator.toml"
+    if path.exists():
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"automator.toml: {exc}") from exc
+    values = {**values.pop("automator", {}), **values}
+    for variable, key in ENVIRONMENT.items():
+        if environ.get(variable):
+            values["from" if key == "sender" else key] = environ[variable]
+    try:
+        return Settings.model_validate({**values, "project": project})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"automator.toml or environment: {where}: {message}") from exc

@@ -1,0 +1,357 @@
+"""Deliver due messages: re-check each one, respect quiet hours and the frequency cap, send,
+and record every outcome in the message's history.
+
+Each message is claimed (status `sending`, with a lease) in one transaction, sent, then
+marked in another, so a crash between the two leaves a lease that expires and the message
+is sent again with the same Message-ID (at-least-once, never silently lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from automator import emails, policies
+from automator.config import Settings
+from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
+from automator.model import DateTrigger, EventTrigger, Rule
+from automator.schema import Contact, Event, Message
+from automator.store import contacts, messages, suppressions, table
+
+if TYPE_CHECKING:
+    from automator.engine import Engine, TickReport
+
+log = logging.getLogger("automator.dispatch")
+
+LEASE = timedelta(minutes=5)
+RULE_MISSING_RETRY = timedelta(minutes=10)
+BATCH = 500
+EVENTS = table(Event)
+
+
+def contact_zone(settings: Settings, contact: Contact) -> ZoneInfo:
+    try:
+        return ZoneInfo(contact.timezone) if contact.timezone else settings.zone
+    except (ZoneInfoNotFoundError, ValueError):
+        return settings.zone
+
+
+def planned_send_at(settings: Settings, contact: Contact, at: datetime) -> datetime:
+    """`at`, moved to the end of the contact's quiet hours when it falls inside them."""
+    if settings.quiet_hours is None:
+        return at
+    quiet = policies.quiet_until(
+        at, contact_zone(settings, contact), settings.quiet_hours.start, settings.quiet_hours.end
+    )
+    return quiet or at
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.store = engine.store
+
+    async def run(self, now: datetime, report: TickReport) -> None:
+        """Deliver every message due by `now`; bounded, since each pass moves every message it
+        touches out of the due set (sent, cancelled, or deferred past now)."""
+        self.recover_leases(now)
+        for _ in range(10_000):
+            with self.store.session() as session:
+                batch = messages.due(session, now, BATCH)
+            if not batch:
+                return
+            for message in batch:
+                await self.deliver(message.id or 0, now, report)
+
+    def recover_leases(self, now: datetime) -> None:
+        """Put back messages a stopped dispatcher left in `sending`."""
+        with self.store.session() as session:
+            for message in messages.expired_leases(session, now):
+                messages.change(
+                    session,
+                    message,
+                    "queued",
+                    now,
+                    "lease expired while sending; will be sent again",
+                    lease_until=None,
+                )
+
+    async def deliver(self, message_id: int, now: datetime, report: TickReport) -> None:
+        with self.store.session() as session:
+            message = session.get(Message, message_id)
+            if message is None or message.status != "queued" or message.send_at > now:
+                return  # handled meanwhile (another dispatcher, or a person)
+            rule_report = report.rule(message.rule_id)
+            outcome = self.recheck(session, message, now)
+            if outcome is not None:
+                rule_report.outcomes[outcome] += 1
+                return
+            email = self.build(session, message)
+            messages.change(
+                session,
+                message,
+                "sending",
+                now,
+                "sending",
+                lease_until=now + LEASE,
+                attempts=message.attempts + 1,
+            )
+        try:
+            await self.engine.transport.send(email)
+        except TemporaryDeliveryError as exc:
+            self.temporary_failure(message, now, exc)
+            rule_report.outcomes["retrying: delivery failed"] += 1
+        except PermanentDeliveryError as exc:
+            self.permanent_failure(message, now, exc)
+            rule_report.outcomes["failed: rejected by server"] += 1
+        else:
+            self.sent(message, now)
+            rule_report.sent += 1
+
+    def recheck(self, session: Session, message: Message, now: datetime) -> str | None:
+        """Everything that can stop or delay a message just before it goes out; the outcome
+        (for the tick summary) or None when it may be sent now."""
+        if suppressions.get(session, message.email):
+            messages.change(session, message, "suppressed", now, "address is suppressed")
+            return "suppressed"
+        rule = self.engine.project.rule(message.rule_id)
+        if rule is None or rule not in self.engine.project.rules:
+            messages.change(
+                session,
+                message,
+                "queued",
+                now,
+                f"waiting: rule '{message.rule_id}' does not load (see automator check)",
+                send_at=now + RULE_MISSING_RETRY,
+            )
+            return "waiting: rule does not load"
+        if now > message.expires_at:
+            messages.change(
+                session,
+                message,
+                "cancelled",
+                now,
+                f"too late: due {message.due_at.isoformat()}, max lateness passed",
+            )
+            return "cancelled: too late"
+        contact = session.get(Contact, message.contact_id)
+        assert contact is not None
+        reason = self.cancel_reason(session, rule, message, contact, now)
+        if reason:
+            messages.change(session, message, "cancelled", now, reason)
+            return "cancelled: " + reason.split(":")[0]
+        return self.defer(session, message, contact, rule, now)
+
+    def cancel_reason(
+        self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
+    ) -> str | None:
+        if contact.stage not in rule.stages:
+            return f"stage changed: contact is in {contact.stage}, rule targets {', '.join(rule.stages)}"
+        trigger = rule.trigger
+        if trigger.cancel_if is not None:
+            since = message.occurred_at
+            if isinstance(trigger, DateTrigger) and trigger.cancel_if.within is not None:
+                since = message.occurred_at - trigger.cancel_if.within
+            found = self._event_after(
+                session,
+                contact.id,
+                trigger.cancel_if.event,
+                since,
+                now,
+                inclusive=isinstance(trigger, DateTrigger),
+            )
+            if found is not None:
+                return f"{found.type}: {found.type} at {found.at.isoformat()} ({found.key})"
+        if isinstance(trigger, EventTrigger) and trigger.latest_per and message.event_id:
+            newer = self._newer_of_same(session, message.event_id, trigger.latest_per, now)
+            if newer is not None:
+                return f"superseded: a newer {newer.type} at {newer.at.isoformat()} ({newer.key})"
+        if isinstance(trigger, DateTrigger):
+            current = contacts.dates(session, contact.id or 0).get(trigger.attribute)
+            if current != message.occurred_at:
+                shown = current.isoformat() if current else "removed"
+                return f"date changed: {trigger.attribute} is now {shown}"
+        return None
+
+    def _event_after(
+        self,
+        session: Session,
+        contact_id: int | None,
+        event_type: str,
+        since: datetime,
+        now: datetime,
+        inclusive: bool,
+    ) -> Event | None:
+        after = EVENTS.c.at >= since if inclusive else EVENTS.c.at > since
+        return (
+            session.execute(
+                select(Event)
+                .where(
+                    EVENTS.c.contact_id == contact_id,
+                    EVENTS.c.type == event_type,
+                    after,
+                    EVENTS.c.at <= now,
+                )
+                .order_by(EVENTS.c.at)
+                .limit(1)
+            )
+            .scalars()
+            .first()
+        )
+
+    def _newer_of_same(self, session: Session, event_id: int, key: str, now: datetime) -> Event | None:
+        event = session.get(Event, event_id)
+        if event is None:
+            return None
+        value = event.properties.get(key)
+        later = session.execute(
+            select(Event)
+            .where(
+                EVENTS.c.contact_id == event.contact_id,
+                EVENTS.c.type == event.type,
+                EVENTS.c.at > event.at,
+                EVENTS.c.at <= now,
+            )
+            .order_by(EVENTS.c.at)
+        ).scalars()
+        return next((other for other in later if other.properties.get(key) == value), None)
+
+    def defer(
+        self, session: Session, message: Message, contact: Contact, rule: Rule, now: datetime
+    ) -> str | None:
+        """Quiet hours and the frequency cap make a message wait; they never drop it."""
+        quiet = planned_send_at(self.settings, contact, now)
+        if quiet > now:
+            self._wait(session, message, rule, quiet, now, "quiet hours in the contact's time zone")
+            return "waiting: quiet hours"
+        cap = self.settings.frequency_cap
+        if cap is not None:
+            sent = messages.sent_since(session, contact.id or 0, now - cap.per)
+            until = policies.cap_until(sent, cap.max, cap.per, now)
+            if until is not None:
+                until = planned_send_at(self.settings, contact, until)
+                self._wait(
+                    session,
+                    message,
+                    rule,
+                    until,
+                    now,
+                    f"frequency cap ({cap.max} per {_hours(cap.per)})",
+                )
+                return "waiting: frequency cap"
+        return None
+
+    def _wait(
+        self,
+        session: Session,
+        message: Message,
+        rule: Rule,
+        until: datetime,
+        now: datetime,
+        why: str,
+    ) -> None:
+        messages.change(
+            session,
+            message,
+            "queued",
+            now,
+            f"waiting until {until.isoformat()}: {why}",
+            send_at=until,
+            expires_at=max(message.expires_at, until + rule.lateness),
+        )
+
+    def build(self, session: Session, message: Message) -> emails.EmailMessage:
+        contact = session.get(Contact, message.contact_id)
+        name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None
+        return emails.build_email(
+            sender=self.settings.sender,
+            to=message.email,
+            to_name=name or None,
+            subject=message.subject,
+            text=message.text_body,
+            html=message.html_body,
+            message_id=message.message_id,
+            rule_id=message.rule_id,
+            date=message.send_at,
+            list_unsubscribe_url=emails.unsubscribe_url(
+                self.settings.base_url, self.settings.secret, message.email
+            ),
+        )
+
+    def sent(self, message: Message, now: datetime) -> None:
+        """Mark sent and carry out the rule's `then` (move the contact, tag it)."""
+        with self.store.session() as session:
+            messages.change(
+                session,
+                message,
+                "sent",
+                now,
+                f"sent to {message.email}",
+                sent_at=now,
+                lease_until=None,
+                last_error=None,
+            )
+            rule = self.engine.project.rule(message.rule_id)
+            contact = session.get(Contact, message.contact_id)
+            if rule is None or contact is None:
+                return
+            if rule.then.move_to:
+                contacts.move_stage(
+                    session,
+                    contact,
+                    rule.then.move_to,
+                    now,
+                    f"rule {rule.id} (message {message.id})",
+                )
+            if rule.then.tag:
+                contacts.add_tag(session, message.contact_id, rule.then.tag, now)
+
+    def temporary_failure(self, message: Message, now: datetime, exc: TemporaryDeliveryError) -> None:
+        with self.store.session() as session:
+            if message.attempts >= self.settings.retry_limit:
+                messages.change(
+                    session,
+                    message,
+                    "failed",
+                    now,
+                    f"gave up after {message.attempts} attempts: {exc}",
+                    lease_until=None,
+                    last_error=str(exc),
+                )
+                return
+            retry = policies.retry_at(message.attempts, now)
+            messages.change(
+                session,
+                message,
+                "queued",
+                now,
+                f"attempt {message.attempts} failed, retry at {retry.isoformat()}: {exc}",
+                send_at=retry,
+                lease_until=None,
+                last_error=str(exc),
+                expires_at=max(message.expires_at, retry + timedelta(days=1)),
+            )
+
+    def permanent_failure(self, message: Message, now: datetime, exc: PermanentDeliveryError) -> None:
+        with self.store.session() as session:
+            messages.change(
+                session,
+                message,
+                "failed",
+                now,
+                f"rejected: {exc}",
+                lease_until=None,
+                last_error=str(exc),
+            )
+            suppressions.add(session, message.email, "bounced", str(exc), now)
+
+
+def _hours(value: timedelta) -> str:
+    hours = value.total_seconds() / 3600
+    return f"{hours:g}h"

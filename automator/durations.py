@@ -1,0 +1,38 @@
+"""Durations as marketers write them: `30m`, `1h`, `3d`, `2w`, `1d12h`."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+)([smhdw])")
+_WHOLE = re.compile(r"^(?:\d+[smhdw])+$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: object) -> timedelta:
+    """Parse a duration; raise ValueError with a hint a marketer can act on."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, str):
+        compact = text.strip().replace(" ", "")
+        if _WHOLE.match(compact):
+            parts = {_UNITS[unit]: 0 for unit in _UNITS}
+            for amount, unit in _PART.findall(compact):
+                parts[_UNITS[unit]] += int(amount)
+            return timedelta(**parts)
+    shown = f'"{text}"' if isinstance(text, str) else repr(text)
+    raise ValueError(f"{shown} is not a duration (use 1h, 30m, 3d)")
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest marketer-style spelling of a duration (inverse of parse_duration)."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            out.append(f"{amount}{unit}")
+    return "".join(out)

@@ -1,0 +1,355 @@
+"""The engine: evaluate rules into queued messages, then deliver what is due.
+
+`tick(now)` is the heartbeat the CLI and the daemon call. Every step takes `now` from its
+caller; nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from automator import emails
+from automator.coupons import generate_code
+from automator.dispatch import Dispatcher, planned_send_at
+from automator.errors import AutomatorError, NotFoundError, TemplateError
+from automator.model import DateTrigger, EventTrigger, Rule
+from automator.project import Project
+from automator.schema import Contact, Coupon, Message
+from automator.store import Store, contacts, coupons, events, messages, rulestate
+from automator.store import candidates as candidate_queries
+from automator.store.candidates import Candidate, Watermark
+from automator.templates import Record, Rendered, wrap
+from automator.transports import Transport
+
+log = logging.getLogger("automator.engine")
+
+
+@dataclass
+class RuleReport:
+    """What one tick did for one rule."""
+
+    rule_id: str
+    evaluated: int = 0
+    enqueued: int = 0
+    sent: int = 0
+    waiting: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule_id,
+            "evaluated": self.evaluated,
+            "enqueued": self.enqueued,
+            "sent": self.sent,
+            "waiting": self.waiting,
+            "skipped": dict(self.outcomes),
+            "error": self.error,
+        }
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    rules: dict[str, RuleReport] = field(default_factory=dict)
+
+    def rule(self, rule_id: str) -> RuleReport:
+        return self.rules.setdefault(rule_id, RuleReport(rule_id))
+
+
+def trigger_hash(rule: Rule) -> str:
+    """Changes when the trigger or conditions change, which restarts the rule's watermark."""
+    shape = rule.trigger.model_dump_json() + repr([c.model_dump() for c in rule.when])
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def trigger_offset(rule: Rule) -> timedelta:
+    """Distance from the trigger occurrence to the moment the message is due."""
+    if isinstance(rule.trigger, DateTrigger):
+        return rule.trigger.offset
+    return rule.trigger.delay
+
+
+class Engine:
+    """Evaluates a project's rules against a store and delivers through a transport."""
+
+    def __init__(self, project: Project, store: Store, transport: Transport) -> None:
+        self.project = project
+        self.settings = project.settings
+        self.store = store
+        self.transport = transport
+
+    async def tick(self, now: datetime) -> TickReport:
+        """Evaluate every rule, then deliver every due message."""
+        report = TickReport(now)
+        self.evaluate(now, report)
+        await Dispatcher(self).run(now, report)
+        with self.store.session() as session:
+            for rule in self.project.ruleset.rules:
+                report.rule(rule.id).waiting = messages.waiting(session, rule.id, now)
+        return report
+
+    def evaluate(self, now: datetime, report: TickReport) -> None:
+        """Enqueue every due occurrence of every rule; a failing rule is reported and skipped."""
+        for rule in self.project.rules:
+            rule_report = report.rule(rule.id)
+            try:
+                self.evaluate_rule(rule, now, rule_report)
+            except Exception as exc:  # one broken rule must never stop the others
+                log.exception("rule %s failed", rule.id)
+                rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+    def evaluate_rule(self, rule: Rule, now: datetime, report: RuleReport) -> None:
+        shape = trigger_hash(rule)
+        kind = _sequence_kind(rule)
+        with self.store.session() as session:
+            fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
+            mark = rulestate.watermark(session, rule.id, shape, fresh)
+            seq_now = rulestate.current_seq(session, kind)
+            found = candidate_queries.find(session, rule, now, mark)
+        report.evaluated = len(found)
+        for candidate in found:
+            outcome = self.enqueue(rule, candidate, now)
+            if outcome == "queued":
+                report.enqueued += 1
+            elif outcome:
+                report.outcomes[outcome] += 1
+        with self.store.session() as session:
+            rulestate.advance(
+                session,
+                rule.id,
+                shape,
+                Watermark(until=now, seq=seq_now),
+                now,
+                {"evaluated": report.evaluated, "enqueued": report.enqueued},
+            )
+
+    def enqueue(self, rule: Rule, candidate: Candidate, now: datetime) -> str | None:
+        """Queue one message in one transaction: dedupe key, coupon and rendered content
+        commit together, so a retry never issues a second code. Returns the outcome."""
+        with self.store.session() as session:
+            contact = session.get(Contact, candidate.contact_id)
+            assert contact is not None
+            values = self._message_values(rule, candidate, contact, now)
+            if candidate.suppressed:
+                values["status"] = "suppressed"
+                message_id = messages.enqueue(session, values, "address is suppressed")
+                return "suppressed" if message_id else None
+            message_id = messages.enqueue(session, values, _queued_reason(values, now))
+            if message_id is None:
+                return None  # another tick or daemon queued it first
+            message = session.get(Message, message_id)
+            assert message is not None
+            return self.fill(session, rule, message, contact, now)
+
+    def fill(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> str:
+        """Attach the coupon and render; hold the message (never drop it) when either fails."""
+        coupon = self._coupon(session, rule, message, contact, now)
+        if rule.send.coupon is not None and coupon is None:
+            reason = f"coupon pool '{rule.send.coupon.pool}' is empty"
+            messages.change(session, message, "held", now, reason, hold_kind="coupon")
+            return "held: coupon pool empty"
+        try:
+            rendered = self.render(rule, message, contact, coupon, session)
+        except TemplateError as exc:
+            messages.change(session, message, "held", now, f"template error: {exc}", hold_kind="render")
+            return "held: template error"
+        messages.change(
+            session,
+            message,
+            message.status,
+            now,
+            "rendered",
+            subject=rendered.subject,
+            text_body=rendered.text,
+            html_body=rendered.html,
+            hold_kind=None,
+        )
+        return "queued"
+
+    def _message_values(
+        self, rule: Rule, candidate: Candidate, contact: Contact, now: datetime
+    ) -> dict[str, Any]:
+        due = candidate.occurred_at + trigger_offset(rule)
+        send_at = planned_send_at(self.settings, contact, max(due, now))
+        return {
+            "rule_id": rule.id,
+            "contact_id": contact.id,
+            "email": contact.email,
+            "occurrence": candidate.occurrence,
+            "occurred_at": candidate.occurred_at,
+            "event_id": candidate.event_id,
+            "status": "queued",
+            "priority": self.settings.priorities.get(rule.id, rule.priority),
+            "due_at": due,
+            "send_at": send_at,
+            "expires_at": send_at + rule.lateness,
+            "locale": contact.locale or "en",
+            "message_id": emails.new_message_id(self.settings.sender),
+            "created_at": now,
+        }
+
+    def _coupon(
+        self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
+    ) -> Coupon | None:
+        spec = rule.send.coupon
+        if spec is None:
+            return None
+        assert message.id is not None and contact.id is not None
+        existing = coupons.for_message(session, message.id)
+        if existing is not None:
+            return existing
+        if spec.pool:
+            taken = coupons.take_from_pool(session, spec.pool, message.id, contact.id, rule.id, now)
+            if taken is not None or spec.when_empty == "hold":
+                return taken
+        for _ in range(5):
+            created = coupons.create(
+                session,
+                generate_code(spec.prefix),
+                message.id,
+                contact.id,
+                rule.id,
+                spec.percent_off,
+                now + spec.expires_in,
+                now,
+            )
+            if created is not None:
+                return created
+        raise AutomatorError("could not generate a unique coupon code in 5 tries")
+
+    def render(
+        self,
+        rule: Rule,
+        message: Message,
+        contact: Contact,
+        coupon: Coupon | None,
+        session: Session,
+    ) -> Rendered:
+        """Render a message's content exactly as it will be sent."""
+        context = self.context(rule, message, contact, coupon, session)
+        return self.project.templates.render(
+            rule.send.template,
+            contact.locale,
+            context,
+            zone=contact.timezone or self.settings.timezone,
+        )
+
+    def context(
+        self,
+        rule: Rule,
+        message: Message,
+        contact: Contact,
+        coupon: Coupon | None,
+        session: Session,
+    ) -> dict[str, Any]:
+        """What a template sees: contact, event, coupon, rule, trigger, links."""
+        days_left = round((message.occurred_at - message.send_at).total_seconds() / 86400)
+        context: dict[str, Any] = {
+            "contact": contact_record(contact),
+            "coupon": None
+            if coupon is None
+            else Record(
+                {
+                    "code": coupon.code,
+                    "percent_off": coupon.percent_off,
+                    "expires_at": coupon.expires_at,
+                }
+            ),
+            "rule": Record({"id": rule.id, "name": rule.name or rule.id}),
+            "trigger": Record({"at": message.occurred_at, "days_left": days_left}),
+            "unsubscribe_url": emails.unsubscribe_url(
+                self.settings.base_url, self.settings.secret, contact.email
+            ),
+            "base_url": self.settings.base_url.rstrip("/"),
+            "now": message.send_at,
+        }
+        if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
+            event = session.get(events.Event, message.event_id)
+            context["event"] = Record(event.properties if event else {})
+        return context
+
+
+def contact_record(contact: Contact) -> Record:
+    fields = {
+        "email": contact.email,
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "locale": contact.locale,
+        "timezone": contact.timezone,
+        "stage": contact.stage,
+    }
+    return Record({**{key: wrap(value) for key, value in contact.attributes.items()}, **fields})
+
+
+def _sequence_kind(rule: Rule) -> str:
+    if isinstance(rule.trigger, EventTrigger):
+        return "event"
+    return "date" if isinstance(rule.trigger, DateTrigger) else "stage"
+
+
+def _queued_reason(values: dict[str, Any], now: datetime) -> str:
+    if values["send_at"] > now:
+        return f"queued; waits until {values['send_at'].isoformat()} (quiet hours)"
+    return "queued"
+
+
+def preview(engine: Engine, rule: Rule, email: str, now: datetime) -> Rendered:
+    """Render what `rule` would send `email` as of `now`, storing and sending nothing.
+
+    Event rules use the contact's latest event of the trigger's type; date rules the
+    contact's date attribute. A coupon is shown as a sample code.
+    """
+    with engine.store.session() as session:
+        contact = contacts.by_email(session, email)
+        if contact is None:
+            raise NotFoundError(f"no contact with email {email}")
+        occurred_at, event_id = _preview_occurrence(session, rule, contact, now)
+        message = Message(
+            rule_id=rule.id,
+            contact_id=contact.id or 0,
+            email=contact.email,
+            occurrence="preview",
+            occurred_at=occurred_at,
+            event_id=event_id,
+            status="preview",
+            due_at=occurred_at + trigger_offset(rule),
+            send_at=max(now, occurred_at + trigger_offset(rule)),
+            expires_at=now,
+            created_at=now,
+        )
+        spec = rule.send.coupon
+        coupon = (
+            None
+            if spec is None
+            else Coupon(
+                code=f"{spec.prefix + '-' if spec.prefix else ''}PREVIEW",
+                percent_off=spec.percent_off,
+                expires_at=now + spec.expires_in,
+            )
+        )
+        return engine.render(rule, message, contact, coupon, session)
+
+
+def _preview_occurrence(
+    session: Session, rule: Rule, contact: Contact, now: datetime
+) -> tuple[datetime, int | None]:
+    trigger = rule.trigger
+    if isinstance(trigger, EventTrigger):
+        event = events.latest(session, contact.id or 0, trigger.event, now)
+        if event is None:
+            raise NotFoundError(f"{contact.email} has no {trigger.event} event by {now.isoformat()}")
+        return event.at, event.id
+    if isinstance(trigger, DateTrigger):
+        value = contacts.dates(session, contact.id or 0).get(trigger.attribute)
+        if value is None:
+            raise NotFoundError(f"{contact.email} has no date attribute {trigger.attribute}")
+        return value, None
+    return contact.stage_entered_at or now, None

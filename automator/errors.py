@@ -1,0 +1,74 @@
+"""One exception hierarchy for everything automator reports to a person."""
+
+from __future__ import annotations
+
+
+class AutomatorError(Exception):
+    """Base of every error automator raises on purpose."""
+
+
+class ConfigError(AutomatorError):
+    """automator.toml or an environment variable holds a value we cannot use."""
+
+
+class RuleError(AutomatorError):
+    """A rule file (or journey.yaml) is invalid; names the file, line and field."""
+
+    def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        what = f"{self.field}: {self.message}" if self.field else self.message
+        return f"{where}: {what}"
+
+
+class TemplateError(AutomatorError):
+    """A template does not exist, does not parse, or fails to render."""
+
+    def __init__(self, template: str, line: int | None, message: str) -> None:
+        self.template = template
+        self.line = line
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.template if self.line is None else f"{self.template}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+class ImportRecordError(AutomatorError):
+    """One record of an import file is invalid; the others are still imported."""
+
+    def __init__(self, file: str, record: int, message: str) -> None:
+        self.file = file
+        self.record = record
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.record}: {self.message}"
+
+
+class NotFoundError(AutomatorError):
+    """A contact, message or rule asked for by name or id does not exist."""
+
+
+class StateError(AutomatorError):
+    """An action does not apply to the object in its current state (e.g. cancel a sent message)."""
+
+
+class DeliveryError(AutomatorError):
+    """A transport could not deliver a message."""
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Delivery failed in a way that may succeed later (4xx, refused connection, timeout)."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Delivery failed for good (5xx for the recipient): retrying will not help."""

@@ -1,0 +1,77 @@
+"""The customer journey: ordered stages and the events that move contacts between them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from automator.errors import RuleError
+from automator.model import DEFAULT_STAGES, Identifier
+from automator.yamlfile import load_yaml
+
+
+class _JourneyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stages: list[Identifier] = Field(default=list(DEFAULT_STAGES), min_length=1)
+    moves: dict[Identifier, Identifier] = {}
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> _JourneyFile:
+        for event, stage in self.moves.items():
+            if stage not in self.stages:
+                raise ValueError(f"moves.{event}: unknown stage '{stage}'")
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError("stages: a stage is listed twice")
+        return self
+
+
+@dataclass(frozen=True)
+class Journey:
+    """Stages in order; `moves` maps an event type to the stage it moves a contact to."""
+
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    moves: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def first_stage(self) -> str:
+        return self.stages[0]
+
+    def rank(self, stage: str | None) -> int:
+        return self.stages.index(stage) if stage in self.stages else -1
+
+    def move_for(self, event_type: str, current: str | None) -> str | None:
+        """The stage an event moves a contact to, or None; events only move contacts forward."""
+        target = self.moves.get(event_type)
+        if target is None or self.rank(target) <= self.rank(current):
+            return None
+        return target
+
+
+def load_journey(rules_dir: Path, display_root: Path) -> Journey:
+    """Read rules/journey.yaml (optional). Raises RuleError naming file and line."""
+    path = rules_dir / "journey.yaml"
+    if not path.exists():
+        return Journey()
+    shown = str(path.relative_to(display_root)) if path.is_relative_to(display_root) else str(path)
+    try:
+        data, lines = load_yaml(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RuleError(
+            shown,
+            mark.line + 1 if mark else None,
+            None,
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+        ) from exc
+    try:
+        parsed = _JourneyFile.model_validate(data or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path_text = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise RuleError(shown, lines.get(path_text, 1), path_text or None, message) from exc
+    return Journey(stages=tuple(parsed.stages), moves=dict(parsed.moves))

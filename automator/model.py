@@ -1,0 +1,259 @@
+"""Pure types of the rule language: triggers, conditions, sends and actions.
+
+Rule files are validated into these frozen pydantic models. Nothing here touches a
+database, the network or the clock.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from automator.durations import parse_duration
+
+DEFAULT_STAGES = ("awareness", "consideration", "conversion", "retention", "loyalty")
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists")
+CONTACT_COLUMNS = ("email", "first_name", "last_name", "locale", "timezone", "stage")
+
+
+class Strict(BaseModel):
+    """Base of every rule-file node: unknown fields are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CancelIf(Strict):
+    """An event that, occurring after the trigger, means the message must not go out."""
+
+    event: Identifier
+    within: Duration | None = Field(
+        default=None,
+        description="date triggers: events this long before the date count too",
+    )
+
+
+class EventTrigger(Strict):
+    """Fires `delay` after an event of type `event`."""
+
+    event: Identifier
+    delay: Duration = timedelta(0)
+    latest_per: str | None = Field(default=None, description="only the newest event per value")
+    once_per: str | None = Field(default=None, description="one message per value of this property")
+    cancel_if: CancelIf | None = None
+
+    @property
+    def default_max_lateness(self) -> timedelta:
+        return timedelta(days=1)
+
+
+class DateTrigger(Strict):
+    """Fires `before` or `after` a contact's date attribute."""
+
+    date: str
+    before: Duration | None = None
+    after: Duration | None = None
+    cancel_if: CancelIf | None = None
+
+    @field_validator("date")
+    @classmethod
+    def _contact_attribute(cls, value: str) -> str:
+        if not re.fullmatch(r"contact\.[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f'"{value}" must name a contact attribute, e.g. contact.renews_at')
+        return value
+
+    @model_validator(mode="after")
+    def _one_offset(self) -> DateTrigger:
+        if self.before is not None and self.after is not None:
+            raise ValueError("give either before or after, not both")
+        return self
+
+    @property
+    def attribute(self) -> str:
+        return self.date.removeprefix("contact.")
+
+    @property
+    def offset(self) -> timedelta:
+        """Signed distance from the date to the send time (negative = before)."""
+        if self.before is not None:
+            return -self.before
+        return self.after or timedelta(0)
+
+    @property
+    def default_max_lateness(self) -> timedelta:
+        return timedelta(days=2)
+
+
+class StageTrigger(Strict):
+    """Fires `delay` after a contact entered a stage."""
+
+    stage_entered: Identifier
+    delay: Duration = timedelta(0)
+    cancel_if: CancelIf | None = None
+
+    @property
+    def default_max_lateness(self) -> timedelta:
+        return timedelta(days=1)
+
+
+def _trigger_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    for key, tag in (
+        ("event", "event-trigger"),
+        ("date", "date-trigger"),
+        ("stage_entered", "stage-trigger"),
+    ):
+        if key in value:
+            return tag
+    return None
+
+
+Trigger = Annotated[
+    Annotated[EventTrigger, Tag("event-trigger")]
+    | Annotated[DateTrigger, Tag("date-trigger")]
+    | Annotated[StageTrigger, Tag("stage-trigger")],
+    Discriminator(
+        _trigger_kind,
+        custom_error_type="trigger_kind",
+        custom_error_message="a trigger needs one of: event, date, stage_entered",
+    ),
+]
+
+
+class Condition(Strict):
+    """One test on a contact field or an event property, e.g. `event.total >= 100000`."""
+
+    field: str
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists"]
+    value: Any = None
+
+    @property
+    def scope(self) -> str:
+        return self.field.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.field.split(".", 1)[1]
+
+
+def _conditions(raw: Any) -> Any:
+    """`- event.total: {gte: 100}` or `- contact.plan: pro` → Condition dicts."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ValueError("when must be a list of conditions, e.g. - event.total: {gte: 100}")
+    return [_condition(item, index) for index, item in enumerate(raw)]
+
+
+def _condition(item: Any, index: int) -> Any:
+    if isinstance(item, Condition):
+        return item
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ValueError(f"condition {index + 1} must be one 'field: test' pair")
+    ((field, test),) = item.items()
+    if not isinstance(field, str) or not re.fullmatch(r"(contact|event)\.[A-Za-z_][A-Za-z0-9_]*", field):
+        raise ValueError(f'condition {index + 1}: "{field}" must be contact.<field> or event.<field>')
+    if isinstance(test, dict):
+        if len(test) != 1:
+            raise ValueError(f"condition {index + 1}: one operator per condition ({', '.join(OPERATORS)})")
+        ((op, value),) = test.items()
+        if op not in OPERATORS:
+            raise ValueError(
+                f"condition {index + 1}: unknown operator '{op}' (use one of {', '.join(OPERATORS)})"
+            )
+    else:
+        op, value = "eq", test
+    if op in ("in", "not_in") and not isinstance(value, list):
+        raise ValueError(f"condition {index + 1}: {op} needs a list")
+    return {"field": field, "op": op, "value": value}
+
+
+class CouponSpec(Strict):
+    """A coupon attached to the message: taken from a pool, or generated."""
+
+    pool: Identifier | None = None
+    when_empty: Literal["hold", "generate"] = "hold"
+    percent_off: int | None = Field(default=None, ge=1, le=100)
+    expires_in: Duration = timedelta(days=30)
+    prefix: str = Field(default="", pattern=r"^[A-Z0-9-]{0,12}$")
+
+
+class Send(Strict):
+    """What to send: a template folder under email_templates/ and an optional coupon."""
+
+    template: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    coupon: CouponSpec | None = None
+
+
+class Then(Strict):
+    """What happens to the contact once the message is sent."""
+
+    move_to: Identifier | None = None
+    tag: Identifier | None = None
+
+
+class Rule(Strict):
+    """One rule file: whom it targets, when it fires, what it sends."""
+
+    id: Identifier
+    name: str = ""
+    description: str = ""
+    stages: list[Identifier] = Field(min_length=1)
+    trigger: Trigger
+    when: Annotated[list[Condition], BeforeValidator(_conditions)] = []
+    send: Send
+    priority: int = 0
+    max_lateness: Duration | None = None
+    then: Then = Then()
+    enabled: bool = True
+
+    # Where the rule came from, for error messages; not part of the rule language.
+    file: str = Field(default="", exclude=True)
+    lines: dict[str, int] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="after")
+    def _event_conditions_need_event_trigger(self) -> Rule:
+        if not isinstance(self.trigger, EventTrigger):
+            for cond in self.when:
+                if cond.scope == "event":
+                    raise ValueError(f"{cond.field}: only event triggers can test event properties")
+        return self
+
+    @property
+    def lateness(self) -> timedelta:
+        """How late a trigger may still be acted on; older occurrences are skipped."""
+        return self.max_lateness or self.trigger.default_max_lateness
+
+    def line_of(self, path: str) -> int | None:
+        """The line of a dotted field path (or its closest parent) in the rule file."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path.rpartition(".")[0]
+        return self.lines.get("")
+
+
+def field_names() -> set[str]:
+    """Every field name of the rule language, for "did you mean" suggestions."""
+    names: set[str] = set()
+    for model in (Rule, EventTrigger, DateTrigger, StageTrigger, CancelIf, CouponSpec, Send, Then):
+        names.update(name for name in model.model_fields if name not in ("file", "lines"))
+    return names

@@ -1,0 +1,63 @@
+"""What support staff do to queued messages: hold, release, cancel — each with a reason
+that lands in the message's history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from automator.engine import Engine
+from automator.errors import NotFoundError, StateError
+from automator.schema import Contact, Message
+from automator.store import messages
+
+
+def hold(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
+    """Stop a queued message from going out until someone releases it."""
+    with engine.store.session() as session:
+        message = _get(session, message_id)
+        if message.status != "queued":
+            raise StateError(f"message {message_id} is {message.status}; only a queued message can be held")
+        messages.change(session, message, "held", now, reason, actor, hold_kind="manual")
+        return message
+
+
+def release(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
+    """Put a held message back in the queue; one held for a coupon or a template error is
+    completed first (and stays held, with the new reason, if that still fails)."""
+    with engine.store.session() as session:
+        message = _get(session, message_id)
+        if message.status != "held":
+            raise StateError(f"message {message_id} is {message.status}; only a held message can be released")
+        rule = engine.project.rule(message.rule_id)
+        if message.hold_kind in ("coupon", "render"):
+            if rule is None:
+                raise StateError(f"rule '{message.rule_id}' does not load; fix it before releasing")
+            contact = session.get(Contact, message.contact_id)
+            assert contact is not None
+            if engine.fill(session, rule, message, contact, now) != "queued":
+                return message
+        lateness = rule.lateness if rule else None
+        expires = max(message.expires_at, now + lateness) if lateness else message.expires_at
+        messages.change(session, message, "queued", now, reason, actor, hold_kind=None, expires_at=expires)
+        return message
+
+
+def cancel(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
+    """Make sure a message is never sent."""
+    with engine.store.session() as session:
+        message = _get(session, message_id)
+        if message.status not in messages.OPEN_STATUSES:
+            raise StateError(
+                f"message {message_id} is {message.status}; only a queued or held message can be cancelled"
+            )
+        messages.change(session, message, "cancelled", now, reason, actor)
+        return message
+
+
+def _get(session: Session, message_id: int) -> Message:
+    message = messages.get(session, message_id)
+    if message is None:
+        raise NotFoundError(f"message {message_id} does not exist")
+    return message

@@ -1,0 +1,170 @@
+"""Load and validate rule files (`rules/*.yaml`) into frozen `Rule` objects.
+
+Every problem becomes a `RuleError` naming the file, the line and the field, so that one
+broken rule is reported and the others still load.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from automator.durations import format_duration
+from automator.errors import RuleError
+from automator.journey import Journey
+from automator.model import DateTrigger, EventTrigger, Rule, StageTrigger, field_names
+from automator.yamlfile import load_yaml
+
+
+@dataclass
+class RuleSet:
+    """The rules that loaded, and one error per problem in the ones that did not."""
+
+    rules: list[Rule] = field(default_factory=list)
+    errors: list[RuleError] = field(default_factory=list)
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.id == rule_id), None)
+
+
+def rule_files(rules_dir: Path) -> list[Path]:
+    """Every rule file: `*.yaml`/`*.yml` in rules/, except journey.yaml."""
+    files = [*rules_dir.glob("*.yaml"), *rules_dir.glob("*.yml")]
+    return sorted(path for path in files if path.stem != "journey")
+
+
+def load_rules(rules_dir: Path, journey: Journey, display_root: Path) -> RuleSet:
+    """Load every rule file; a broken file adds errors and never stops the others."""
+    ruleset = RuleSet()
+    seen: dict[str, str] = {}
+    for path in rule_files(rules_dir):
+        shown = _display(path, display_root)
+        try:
+            rule = load_rule(path, journey, shown)
+        except RuleErrors as exc:
+            ruleset.errors.extend(exc.errors)
+            continue
+        if rule.id in seen:
+            ruleset.errors.append(
+                RuleError(
+                    shown,
+                    rule.line_of("id"),
+                    "id",
+                    f"'{rule.id}' is already used by {seen[rule.id]}",
+                )
+            )
+            continue
+        seen[rule.id] = shown
+        ruleset.rules.append(rule)
+    return ruleset
+
+
+class RuleErrors(Exception):
+    """Several RuleErrors found in one file."""
+
+    def __init__(self, errors: list[RuleError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(error) for error in errors))
+
+
+def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
+    """Parse and validate one rule file. Raises RuleErrors listing every problem found."""
+    try:
+        data, lines = load_yaml(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise RuleErrors(
+            [RuleError(shown, line, None, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from exc
+    if not isinstance(data, dict):
+        raise RuleErrors([RuleError(shown, 1, None, "a rule file must be a mapping of fields")])
+    try:
+        rule = Rule.model_validate({**data, "file": shown, "lines": lines})
+    except ValidationError as exc:
+        raise RuleErrors([_rule_error(shown, lines, error) for error in exc.errors()]) from exc
+    problems = _journey_problems(rule, journey)
+    if problems:
+        raise RuleErrors(problems)
+    return rule
+
+
+def _rule_error(shown: str, lines: dict[str, int], error: Any) -> RuleError:
+    loc = [str(part) for part in error["loc"] if not str(part).endswith("-trigger")]
+    path = ".".join(loc)
+    line = _line(lines, path)
+    if error["type"] == "extra_forbidden":
+        return RuleError(shown, line, path, _unknown_field(loc[-1]))
+    if error["type"] == "missing":
+        return RuleError(shown, line, path, "is required")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "string_pattern_mismatch":
+        message = f'"{error["input"]}" is not allowed here (letters, digits and _ only)'
+    return RuleError(shown, line, path or None, message)
+
+
+def _unknown_field(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(field_names()), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown field{hint}"
+
+
+def _line(lines: dict[str, int], path: str) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path.rpartition(".")[0]
+    return lines.get("", 1)
+
+
+def _journey_problems(rule: Rule, journey: Journey) -> list[RuleError]:
+    """Stage names must exist in the journey."""
+    problems = []
+    named = [(f"stages.{i}", stage) for i, stage in enumerate(rule.stages)]
+    if rule.then.move_to:
+        named.append(("then.move_to", rule.then.move_to))
+    if isinstance(rule.trigger, StageTrigger):
+        named.append(("trigger.stage_entered", rule.trigger.stage_entered))
+    for path, stage in named:
+        if stage not in journey.stages:
+            close = difflib.get_close_matches(stage, journey.stages, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            known = ", ".join(journey.stages)
+            problems.append(
+                RuleError(
+                    rule.file,
+                    rule.line_of(path),
+                    path,
+                    f"unknown stage '{stage}'{hint}; stages are {known}",
+                )
+            )
+    return problems
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def describe_trigger(rule: Rule) -> str:
+    """A one-line human description of a rule's trigger, for summaries and the console."""
+    trigger = rule.trigger
+    if isinstance(trigger, EventTrigger):
+        text = f"{format_duration(trigger.delay)} after {trigger.event}"
+        if trigger.latest_per:
+            text += f" (latest per {trigger.latest_per})"
+    elif isinstance(trigger, DateTrigger):
+        side = "before" if trigger.before is not None else "after"
+        text = f"{format_duration(abs(trigger.offset))} {side} {trigger.date}"
+    else:
+        text = f"{format_duration(trigger.delay)} after entering {trigger.stage_entered}"
+    if trigger.cancel_if:
+        text += f", cancelled by {trigger.cancel_if.event}"
+    return text

@@ -1,0 +1,206 @@
+"""The database tables (SQLModel). Times are stored as UTC and always read back timezone-aware."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as naive UTC (SQLite has no time zones) and returns them aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: automator keeps every time in UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _id() -> Any:
+    # BigInteger on PostgreSQL, INTEGER PRIMARY KEY (rowid alias) on SQLite.
+    return Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+
+
+class Contact(SQLModel, table=True):
+    id: int | None = _id()
+    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    first_name: str | None = None
+    last_name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    stage: str | None = Field(default=None, index=True)
+    stage_entered_at: datetime | None = _time(nullable=True)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class ContactDate(SQLModel, table=True):
+    """Date attributes of contacts, indexed so date triggers read only the due window.
+
+    `id` grows on every change, so it doubles as a watermark for late or changed dates.
+    """
+
+    __tablename__ = "contact_date"
+    __table_args__ = (
+        UniqueConstraint("contact_id", "name"),
+        Index("ix_contact_date_name_value", "name", "value"),
+    )
+
+    id: int | None = _id()
+    contact_id: int = Field(foreign_key="contact.id")
+    name: str
+    value: datetime = _time()
+
+
+class ContactTag(SQLModel, table=True):
+    __tablename__ = "contact_tag"
+
+    contact_id: int = Field(foreign_key="contact.id", primary_key=True)
+    tag: str = Field(primary_key=True)
+    added_at: datetime = _time()
+
+
+class StageChange(SQLModel, table=True):
+    __tablename__ = "stage_change"
+    __table_args__ = (Index("ix_stage_change_stage_at", "to_stage", "at"),)
+
+    id: int | None = _id()
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    from_stage: str | None = None
+    to_stage: str
+    at: datetime = _time()
+    cause: str
+
+
+class Event(SQLModel, table=True):
+    """Something a contact did. `key` is the sender's id (or a hash of the event), so a
+    re-imported event is stored once."""
+
+    __table_args__ = (
+        Index("ix_event_type_at", "type", "at"),
+        Index("ix_event_contact_type_at", "contact_id", "type", "at"),
+    )
+
+    id: int | None = _id()
+    key: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
+    contact_id: int = Field(foreign_key="contact.id")
+    type: str
+    at: datetime = _time()
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = _time()
+
+
+class Suppression(SQLModel, table=True):
+    email: str = Field(sa_column=Column(String(320), primary_key=True))
+    reason: str
+    note: str = ""
+    created_at: datetime = _time()
+
+
+class Message(SQLModel, table=True):
+    """One email for one contact from one rule occurrence; `dedupe_key` makes it unique."""
+
+    # The dedupe key: one message per rule, contact and trigger occurrence, whoever inserts it.
+    __table_args__ = (
+        UniqueConstraint("rule_id", "contact_id", "occurrence", name="uq_message_dedupe"),
+        Index("ix_message_status_send_at", "status", "send_at"),
+        Index("ix_message_contact_sent", "contact_id", "sent_at"),
+        Index("ix_message_rule_contact_at", "rule_id", "contact_id", "occurred_at"),
+    )
+
+    id: int | None = _id()
+    rule_id: str
+    contact_id: int = Field(foreign_key="contact.id")
+    email: str = Field(index=True)
+    occurrence: str
+    occurred_at: datetime = _time()
+    event_id: int | None = None
+    status: str
+    priority: int = 0
+    due_at: datetime = _time()
+    send_at: datetime = _time()
+    expires_at: datetime = _time()
+    locale: str = "en"
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    text_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    html_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message_id: str = ""
+    hold_kind: str | None = None
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    lease_until: datetime | None = _time(nullable=True)
+    created_at: datetime = _time()
+    sent_at: datetime | None = _time(nullable=True)
+
+
+class MessageHistory(SQLModel, table=True):
+    __tablename__ = "message_history"
+
+    id: int | None = _id()
+    message_id: int = Field(foreign_key="message.id", index=True)
+    at: datetime = _time()
+    status: str
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    actor: str = "automator"
+
+
+class Coupon(SQLModel, table=True):
+    """A coupon code: from a pool (imported, unassigned until taken) or generated for a message."""
+
+    __table_args__ = (Index("ix_coupon_pool_free", "pool", "message_id"),)
+
+    id: int | None = _id()
+    code: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    pool: str | None = None
+    percent_off: int | None = None
+    expires_at: datetime | None = _time(nullable=True)
+    contact_id: int | None = None
+    rule_id: str | None = None
+    message_id: int | None = Field(default=None, index=True)
+    created_at: datetime = _time()
+    assigned_at: datetime | None = _time(nullable=True)
+
+
+class RuleState(SQLModel, table=True):
+    """Per-rule watermarks: what a tick has already looked at, so the next looks only at new work."""
+
+    __tablename__ = "rule_state"
+
+    rule_id: str = Field(primary_key=True)
+    trigger_hash: str
+    evaluated_until: datetime = _time()
+    event_seq: int = 0
+    date_seq: int = 0
+    last_tick_at: datetime | None = _time(nullable=True)
+    last_summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

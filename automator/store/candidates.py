@@ -1,0 +1,238 @@
+"""Set-wise rule evaluation: one SQL statement per rule finds every due trigger occurrence.
+
+A candidate is due when its send time (occurrence + offset) lies in
+`[now - max_lateness, now]`; it is new when that send time passed the rule's watermark or
+its row arrived after the last tick. Occurrences already messaged are left out, so a
+re-run finds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlmodel import Session
+
+from automator.conditions import compile_conditions
+from automator.model import CancelIf, DateTrigger, EventTrigger, Rule, StageTrigger
+from automator.schema import Contact, ContactDate, Event, Message, StageChange, Suppression
+from automator.store import table
+from automator.store.sqltime import shifted
+
+CONTACTS = table(Contact)
+EVENTS = table(Event)
+DATES = table(ContactDate)
+STAGES = table(StageChange)
+MESSAGES = table(Message)
+SUPPRESSIONS = table(Suppression)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What the previous tick of a rule covered: send times up to `until`, rows up to `seq`."""
+
+    until: datetime
+    seq: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    contact_id: int
+    email: str
+    occurrence: str
+    occurred_at: datetime
+    due_at: datetime
+    event_id: int | None
+    suppressed: bool
+
+
+def find(session: Session, rule: Rule, now: datetime, mark: Watermark) -> list[Candidate]:
+    """Every due, new, not yet messaged occurrence of a rule's trigger for targeted contacts."""
+    trigger = rule.trigger
+    if isinstance(trigger, EventTrigger):
+        query = _event_query(rule, trigger, now, mark)
+    elif isinstance(trigger, DateTrigger):
+        query = _date_query(rule, trigger, now, mark)
+    else:
+        query = _stage_query(rule, trigger, now, mark)
+    return [
+        Candidate(
+            row.contact_id,
+            row.email,
+            _occurrence(row),
+            row.occurred_at,
+            row.due_at,
+            row.event_id,
+            bool(row.suppressed),
+        )
+        for row in session.execute(query)
+    ]
+
+
+def _occurrence(row: Any) -> str:
+    """The occurrence part of the dedupe key; a date trigger's is the date itself, so a new
+    renews_at is a new occurrence and the same one never is."""
+    if str(row.occurrence).endswith("@"):
+        return f"{row.occurrence}{row.occurred_at.isoformat()}"
+    return str(row.occurrence)
+
+
+def _base(rule: Rule, contact: Any) -> list[ColumnElement[bool]]:
+    return [contact.c.stage.in_(rule.stages)]
+
+
+def _suppressed(contact: Any) -> Any:
+    return exists().where(SUPPRESSIONS.c.email == contact.c.email).label("suppressed")
+
+
+def _window(
+    column: Any, offset: timedelta, rule: Rule, now: datetime, mark: Watermark, seq: Any
+) -> list[ColumnElement[bool]]:
+    """`column + offset` is due by now, not older than max lateness, and new since the mark."""
+    latest = now - offset
+    earliest = now - offset - rule.lateness
+    fresh = or_(column > mark.until - offset, seq > mark.seq)
+    return [column <= latest, column >= earliest, fresh]
+
+
+def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any, now: datetime) -> ColumnElement[bool]:
+    """An event of the cancelling type occurred after `after` (and by now)."""
+    if cancel is None:
+        return false()
+    other = EVENTS.alias("cancel_event")
+    return exists().where(
+        other.c.contact_id == contact_id,
+        other.c.type == cancel.event,
+        other.c.at > after,
+        other.c.at <= now,
+    )
+
+
+def _not_messaged(rule: Rule, contact_id: Any, occurrence: Any) -> ColumnElement[bool]:
+    return ~exists().where(
+        MESSAGES.c.rule_id == rule.id,
+        MESSAGES.c.contact_id == contact_id,
+        MESSAGES.c.occurrence == occurrence,
+    )
+
+
+def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Watermark) -> Select[Any]:
+    event, contact = EVENTS.alias("e"), CONTACTS.alias("c")
+    occurrence: Any = event.c.key
+    if trigger.once_per:
+        occurrence = func.coalesce(event.c.properties[trigger.once_per].as_string(), event.c.key)
+    where = [
+        event.c.type == trigger.event,
+        *_window(event.c.at, trigger.delay, rule, now, mark, event.c.id),
+        *_base(rule, contact),
+        compile_conditions(rule.when, contact, event),
+        ~_cancelled(trigger.cancel_if, event.c.contact_id, event.c.at, now),
+        _not_messaged(rule, event.c.contact_id, occurrence),
+    ]
+    if trigger.latest_per:
+        where.append(~_newer_of_same(event, trigger.latest_per, now))
+    return (
+        select(
+            event.c.contact_id,
+            contact.c.email,
+            occurrence.label("occurrence"),
+            event.c.at.label("occurred_at"),
+            event.c.at.label("due_at"),
+            event.c.id.label("event_id"),
+            _suppressed(contact),
+        )
+        .join(contact, contact.c.id == event.c.contact_id)
+        .where(*where)
+    )
+
+
+def _newer_of_same(event: Any, key: str, now: datetime) -> ColumnElement[bool]:
+    """A later event of the same type and the same `key` property (e.g. the same cart)."""
+    newer = EVENTS.alias("newer")
+    return exists().where(
+        newer.c.contact_id == event.c.contact_id,
+        newer.c.type == event.c.type,
+        newer.c.properties[key].as_string() == event.c.properties[key].as_string(),
+        or_(newer.c.at > event.c.at, and_(newer.c.at == event.c.at, newer.c.id > event.c.id)),
+        newer.c.at <= now,
+    )
+
+
+def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark) -> Select[Any]:
+    date, contact = DATES.alias("d"), CONTACTS.alias("c")
+    cancel = trigger.cancel_if
+    since = shifted(date.c.value, -cancel.within) if cancel and cancel.within else None
+    where = [
+        date.c.name == trigger.attribute,
+        *_window(date.c.value, trigger.offset, rule, now, mark, date.c.id),
+        *_base(rule, contact),
+        compile_conditions(rule.when, contact, None),
+        ~exists().where(
+            MESSAGES.c.rule_id == rule.id,
+            MESSAGES.c.contact_id == date.c.contact_id,
+            MESSAGES.c.occurred_at == date.c.value,
+        ),
+    ]
+    if cancel is not None:
+        where.append(~_cancelled_since(cancel.event, date.c.contact_id, since, now))
+    occurrence = literal(f"{trigger.attribute}@")  # completed with the date in Python
+    return (
+        select(
+            date.c.contact_id,
+            contact.c.email,
+            occurrence.label("occurrence"),
+            date.c.value.label("occurred_at"),
+            date.c.value.label("due_at"),
+            cast(None, String).label("event_id"),
+            _suppressed(contact),
+        )
+        .join(contact, contact.c.id == date.c.contact_id)
+        .where(*where)
+    )
+
+
+def _cancelled_since(event_type: str, contact_id: Any, since: Any, now: datetime) -> ColumnElement[bool]:
+    other = EVENTS.alias("cancel_event")
+    where = [other.c.contact_id == contact_id, other.c.type == event_type, other.c.at <= now]
+    if since is not None:
+        where.append(other.c.at >= since)
+    return exists().where(*where)
+
+
+def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Watermark) -> Select[Any]:
+    change, contact = STAGES.alias("s"), CONTACTS.alias("c")
+    where = [
+        change.c.to_stage == trigger.stage_entered,
+        *_window(change.c.at, trigger.delay, rule, now, mark, change.c.id),
+        *_base(rule, contact),
+        compile_conditions(rule.when, contact, None),
+        ~_cancelled(trigger.cancel_if, change.c.contact_id, change.c.at, now),
+        _not_messaged(rule, change.c.contact_id, cast(change.c.id, String)),
+    ]
+    return (
+        select(
+            change.c.contact_id,
+            contact.c.email,
+            cast(change.c.id, String).label("occurrence"),
+            change.c.at.label("occurred_at"),
+            change.c.at.label("due_at"),
+            cast(None, String).label("event_id"),
+            _suppressed(contact),
+        )
+        .join(contact, contact.c.id == change.c.contact_id)
+        .where(*where)
+    )

@@ -1,0 +1,201 @@
+"""Contacts: upsert by email, date attributes, stages and tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlmodel import Session
+
+from automator.schema import Contact, ContactDate, ContactTag, StageChange
+from automator.store import insert, table
+
+CONTACTS = table(Contact)
+DATES = table(ContactDate)
+STAGES = table(StageChange)
+TAGS = table(ContactTag)
+
+
+@dataclass
+class ContactData:
+    """One contact as imported: known fields, JSON-ready attributes and parsed date attributes."""
+
+    email: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    dates: dict[str, datetime] = field(default_factory=dict)
+
+
+def upsert(session: Session, records: list[ContactData], now: datetime) -> None:
+    """Insert new contacts and update existing ones (matched by email) in one batch."""
+    by_email = {record.email: record for record in records}
+    existing = {
+        row.email: row
+        for row in session.execute(
+            select(CONTACTS.c.id, CONTACTS.c.email, CONTACTS.c.stage, CONTACTS.c.attributes).where(
+                CONTACTS.c.email.in_(by_email)
+            )
+        )
+    }
+    new_rows = [_new_row(record, now) for email, record in by_email.items() if email not in existing]
+    if new_rows:
+        session.execute(CONTACTS.insert(), new_rows)
+    for email, row in existing.items():
+        record = by_email[email]
+        values = {
+            **record.fields,
+            "attributes": {**row.attributes, **record.attributes},
+            "updated_at": now,
+        }
+        if record.fields.get("stage") and record.fields["stage"] != row.stage:
+            values["stage_entered_at"] = now
+        session.execute(update(CONTACTS).where(CONTACTS.c.id == row.id).values(**values))
+    ids = ids_by_email(session, list(by_email))
+    _record_stages(session, by_email, existing, ids, now)
+    _replace_dates(session, by_email, ids)
+
+
+def _new_row(record: ContactData, now: datetime) -> dict[str, Any]:
+    row = {
+        "first_name": None,
+        "last_name": None,
+        "locale": None,
+        "timezone": None,
+        "stage": None,
+        **record.fields,
+        "email": record.email,
+        "attributes": record.attributes,
+        "created_at": now,
+        "updated_at": now,
+    }
+    row["stage_entered_at"] = now if row["stage"] else None
+    return row
+
+
+def _record_stages(
+    session: Session,
+    by_email: dict[str, ContactData],
+    existing: dict[str, Any],
+    ids: dict[str, int],
+    now: datetime,
+) -> None:
+    changes = []
+    for email, record in by_email.items():
+        stage = record.fields.get("stage")
+        before = existing[email].stage if email in existing else None
+        if stage and stage != before:
+            changes.append(
+                {
+                    "contact_id": ids[email],
+                    "from_stage": before,
+                    "to_stage": stage,
+                    "at": now,
+                    "cause": "import",
+                }
+            )
+    if changes:
+        session.execute(STAGES.insert(), changes)
+
+
+def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict[str, int]) -> None:
+    """Rewrite changed date attributes; a fresh row id marks the change for the next tick."""
+    rows = [
+        {"contact_id": ids[email], "name": name, "value": value}
+        for email, record in by_email.items()
+        for name, value in record.dates.items()
+    ]
+    if not rows:
+        return
+    for row in rows:
+        session.execute(
+            delete(DATES).where(
+                DATES.c.contact_id == row["contact_id"],
+                DATES.c.name == row["name"],
+                DATES.c.value != row["value"],
+            )
+        )
+    statement = insert(session, DATES).on_conflict_do_nothing(index_elements=["contact_id", "name"])
+    session.execute(statement, rows)
+
+
+def ids_by_email(session: Session, emails: list[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(emails), 500):
+        chunk = emails[start : start + 500]
+        ids.update(
+            {
+                email: id_
+                for id_, email in session.execute(
+                    select(CONTACTS.c.id, CONTACTS.c.email).where(CONTACTS.c.email.in_(chunk))
+                )
+            }
+        )
+    return ids
+
+
+def ensure(session: Session, emails: list[str], now: datetime) -> dict[str, int]:
+    """Ids for these emails, creating bare contacts for the unknown ones."""
+    ids = ids_by_email(session, emails)
+    missing = sorted(set(emails) - set(ids))
+    if missing:
+        session.execute(CONTACTS.insert(), [_new_row(ContactData(email), now) for email in missing])
+        ids.update(ids_by_email(session, missing))
+    return ids
+
+
+def by_email(session: Session, email: str) -> Contact | None:
+    found = session.execute(select(Contact).where(CONTACTS.c.email == email.strip().lower()))
+    return found.scalars().first()
+
+
+def by_id(session: Session, contact_id: int) -> Contact | None:
+    return session.get(Contact, contact_id)
+
+
+def move_stage(session: Session, contact: Contact, stage: str, at: datetime, cause: str) -> None:
+    """Put a contact in a stage and record the change with its cause."""
+    if contact.stage == stage:
+        return
+    session.execute(
+        STAGES.insert().values(
+            contact_id=contact.id, from_stage=contact.stage, to_stage=stage, at=at, cause=cause
+        )
+    )
+    contact.stage, contact.stage_entered_at = stage, at
+    session.execute(
+        update(CONTACTS)
+        .where(CONTACTS.c.id == contact.id)
+        .values(stage=stage, stage_entered_at=at, updated_at=at)
+    )
+
+
+def add_tag(session: Session, contact_id: int, tag: str, at: datetime) -> None:
+    statement = insert(session, TAGS).on_conflict_do_nothing(index_elements=["contact_id", "tag"])
+    session.execute(statement.values(contact_id=contact_id, tag=tag, added_at=at))
+
+
+def tags(session: Session, contact_id: int) -> list[str]:
+    return list(
+        session.execute(
+            select(TAGS.c.tag).where(TAGS.c.contact_id == contact_id).order_by(TAGS.c.tag)
+        ).scalars()
+    )
+
+
+def stage_history(session: Session, contact_id: int) -> list[StageChange]:
+    return list(
+        session.execute(
+            select(StageChange).where(STAGES.c.contact_id == contact_id).order_by(STAGES.c.at, STAGES.c.id)
+        ).scalars()
+    )
+
+
+def dates(session: Session, contact_id: int) -> dict[str, datetime]:
+    return {
+        name: value
+        for name, value in session.execute(
+            select(DATES.c.name, DATES.c.value).where(DATES.c.contact_id == contact_id)
+        )
+    }

@@ -1,0 +1,117 @@
+"""Events: idempotent inserts and the journey moves they cause."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
+
+from automator.journey import Journey
+from automator.schema import Contact, Event, StageChange
+from automator.store import contacts, insert, table
+
+EVENTS = table(Event)
+CONTACTS = table(Contact)
+
+
+@dataclass
+class EventData:
+    key: str
+    type: str
+    email: str
+    at: datetime
+    properties: dict[str, Any]
+
+
+def add(session: Session, records: list[EventData], journey: Journey, now: datetime) -> int:
+    """Store events once per key (re-imports are no-ops) and apply their journey moves.
+
+    Returns how many events were new.
+    """
+    ids = contacts.ensure(session, sorted({record.email for record in records}), now)
+    rows = [
+        {
+            "key": record.key,
+            "contact_id": ids[record.email],
+            "type": record.type,
+            "at": record.at,
+            "properties": record.properties,
+            "received_at": now,
+        }
+        for record in records
+    ]
+    statement = insert(session, EVENTS).on_conflict_do_nothing(index_elements=["key"])
+    new_keys = set(session.execute(statement.returning(EVENTS.c.key), rows).scalars())
+    moving = [row for row in rows if row["key"] in new_keys and row["type"] in journey.moves]
+    _apply_moves(session, moving, journey)
+    return len(new_keys)
+
+
+def _apply_moves(session: Session, rows: list[dict[str, Any]], journey: Journey) -> None:
+    """Move each contact forward along the journey, in event order, recording every change."""
+    if not rows:
+        return
+    stages = dict(
+        session.execute(
+            select(CONTACTS.c.id, CONTACTS.c.stage).where(
+                CONTACTS.c.id.in_({row["contact_id"] for row in rows})
+            )
+        ).all()
+    )
+    changes, final = [], {}
+    for row in sorted(rows, key=lambda row: (row["at"], row["key"])):
+        current = stages[row["contact_id"]]
+        target = journey.move_for(row["type"], current)
+        if target is not None:
+            changes.append(
+                {
+                    "contact_id": row["contact_id"],
+                    "from_stage": current,
+                    "to_stage": target,
+                    "at": row["at"],
+                    "cause": f"event {row['type']} ({row['key']})",
+                }
+            )
+            stages[row["contact_id"]] = target
+            final[row["contact_id"]] = (target, row["at"])
+    if changes:
+        session.execute(table(StageChange).insert(), changes)
+        session.execute(
+            update(CONTACTS)
+            .where(CONTACTS.c.id == bindparam("cid"))
+            .values(stage=bindparam("new_stage"), stage_entered_at=bindparam("entered")),
+            [{"cid": cid, "new_stage": stage, "entered": at} for cid, (stage, at) in final.items()],
+        )
+
+
+def for_contact(session: Session, contact_id: int, limit: int = 100) -> list[Event]:
+    """A contact's events, newest first."""
+    return list(
+        session.execute(
+            select(Event)
+            .where(EVENTS.c.contact_id == contact_id)
+            .order_by(EVENTS.c.at.desc(), EVENTS.c.id.desc())
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def latest(session: Session, contact_id: int, event_type: str, now: datetime) -> Event | None:
+    """The contact's newest event of a type that happened by `now`."""
+    return (
+        session.execute(
+            select(Event)
+            .where(EVENTS.c.contact_id == contact_id, EVENTS.c.type == event_type, EVENTS.c.at <= now)
+            .order_by(EVENTS.c.at.desc(), EVENTS.c.id.desc())
+            .limit(1)
+        )
+        .scalars()
+        .first()
+    )
+
+
+def max_id(session: Session) -> int:
+    return session.execute(select(EVENTS.c.id).order_by(EVENTS.c.id.desc()).limit(1)).scalar() or 0

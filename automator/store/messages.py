@@ -1,0 +1,168 @@
+"""The message queue: dedupe-keyed inserts, status changes with history, and listings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from automator.schema import Message, MessageHistory
+from automator.store import insert, table
+
+MESSAGES = table(Message)
+HISTORY = table(MessageHistory)
+
+STATUSES = ("queued", "held", "sending", "sent", "failed", "cancelled", "suppressed")
+OPEN_STATUSES = ("queued", "held")
+
+
+def enqueue(session: Session, values: dict[str, Any], reason: str) -> int | None:
+    """Insert a message unless its (rule, contact, occurrence) exists; returns the new id or None."""
+    statement = (
+        insert(session, MESSAGES)
+        .on_conflict_do_nothing(index_elements=["rule_id", "contact_id", "occurrence"])
+        .returning(MESSAGES.c.id)
+    )
+    message_id = session.execute(statement, [values]).scalar()
+    if message_id is not None:
+        record(session, message_id, values["created_at"], values["status"], reason)
+    return message_id
+
+
+def record(
+    session: Session,
+    message_id: int,
+    at: datetime,
+    status: str,
+    reason: str,
+    actor: str = "automator",
+) -> None:
+    """Append one line to a message's history."""
+    session.execute(
+        HISTORY.insert().values(message_id=message_id, at=at, status=status, reason=reason, actor=actor)
+    )
+
+
+def change(
+    session: Session,
+    message: Message,
+    status: str,
+    at: datetime,
+    reason: str,
+    actor: str = "automator",
+    **values: Any,
+) -> None:
+    """Set a message's status (and other columns) and record why."""
+    session.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(status=status, **values))
+    for key, value in {"status": status, **values}.items():
+        setattr(message, key, value)
+    assert message.id is not None
+    record(session, message.id, at, status, reason, actor)
+
+
+def get(session: Session, message_id: int) -> Message | None:
+    return session.get(Message, message_id)
+
+
+def history(session: Session, message_id: int) -> list[MessageHistory]:
+    return list(
+        session.execute(
+            select(MessageHistory)
+            .where(HISTORY.c.message_id == message_id)
+            .order_by(HISTORY.c.at, HISTORY.c.id)
+        ).scalars()
+    )
+
+
+def due(session: Session, now: datetime, limit: int) -> list[Message]:
+    """Queued messages whose send time has come, most important first."""
+    return list(
+        session.execute(
+            select(Message)
+            .where(MESSAGES.c.status == "queued", MESSAGES.c.send_at <= now)
+            .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def expired_leases(session: Session, now: datetime) -> list[Message]:
+    """Messages left in `sending` by a dispatcher that stopped before finishing."""
+    return list(
+        session.execute(
+            select(Message).where(MESSAGES.c.status == "sending", MESSAGES.c.lease_until < now)
+        ).scalars()
+    )
+
+
+def sent_since(session: Session, contact_id: int, since: datetime) -> list[datetime]:
+    """Send times of a contact's messages sent after `since`, oldest first (frequency cap)."""
+    return list(
+        session.execute(
+            select(MESSAGES.c.sent_at)
+            .where(
+                MESSAGES.c.contact_id == contact_id,
+                MESSAGES.c.status == "sent",
+                MESSAGES.c.sent_at > since,
+            )
+            .order_by(MESSAGES.c.sent_at)
+        ).scalars()
+    )
+
+
+@dataclass
+class QueueFilter:
+    status: str | None = None
+    rule: str | None = None
+    email: str | None = None
+    limit: int = 100
+
+
+def listing(session: Session, where: QueueFilter) -> list[Message]:
+    """Messages matching a filter, newest first."""
+    query = select(Message)
+    if where.status:
+        query = query.where(MESSAGES.c.status == where.status)
+    if where.rule:
+        query = query.where(MESSAGES.c.rule_id == where.rule)
+    if where.email:
+        query = query.where(MESSAGES.c.email == where.email.strip().lower())
+    query = query.order_by(MESSAGES.c.created_at.desc(), MESSAGES.c.id.desc()).limit(where.limit)
+    return list(session.execute(query).scalars())
+
+
+def counts_by_rule(session: Session) -> dict[tuple[str, str], int]:
+    """(rule, status) → number of messages."""
+    rows = session.execute(
+        select(MESSAGES.c.rule_id, MESSAGES.c.status, func.count()).group_by(
+            MESSAGES.c.rule_id, MESSAGES.c.status
+        )
+    )
+    return {(rule, status): count for rule, status, count in rows}
+
+
+def waiting(session: Session, rule_id: str, now: datetime) -> int:
+    """Queued messages of a rule whose send time is still ahead."""
+    return (
+        session.execute(
+            select(func.count()).where(
+                MESSAGES.c.rule_id == rule_id,
+                MESSAGES.c.status == "queued",
+                MESSAGES.c.send_at > now,
+            )
+        ).scalar()
+        or 0
+    )
+
+
+def for_contact(session: Session, contact_id: int) -> list[Message]:
+    return list(
+        session.execute(
+            select(Message)
+            .where(MESSAGES.c.contact_id == contact_id)
+            .order_by(MESSAGES.c.created_at.desc(), MESSAGES.c.id.desc())
+        ).scalars()
+    )

@@ -1,0 +1,54 @@
+"""Per-rule watermarks and the last tick's summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from automator.schema import ContactDate, Event, RuleState, StageChange
+from automator.store import table
+from automator.store.candidates import Watermark
+
+SEQUENCES = {"event": table(Event), "date": table(ContactDate), "stage": table(StageChange)}
+
+
+def watermark(session: Session, rule_id: str, trigger_hash: str, fresh: datetime) -> Watermark:
+    """The rule's mark, or `fresh` for a new rule or one whose trigger changed."""
+    state = session.get(RuleState, rule_id)
+    if state is None or state.trigger_hash != trigger_hash:
+        return Watermark(until=fresh, seq=0)
+    return Watermark(until=state.evaluated_until, seq=state.event_seq)
+
+
+def current_seq(session: Session, kind: str) -> int:
+    source = SEQUENCES[kind]
+    return session.execute(select(func.max(source.c.id))).scalar() or 0
+
+
+def advance(
+    session: Session,
+    rule_id: str,
+    trigger_hash: str,
+    mark: Watermark,
+    now: datetime,
+    summary: dict[str, Any],
+) -> None:
+    """Record what this tick covered. Never moves the time mark backwards (a `--now` in the past)."""
+    state = session.get(RuleState, rule_id)
+    if state is None:
+        state = RuleState(rule_id=rule_id, trigger_hash=trigger_hash, evaluated_until=mark.until)
+        session.add(state)
+    if state.trigger_hash != trigger_hash:
+        state.trigger_hash, state.evaluated_until, state.event_seq = trigger_hash, mark.until, 0
+    state.evaluated_until = max(state.evaluated_until, mark.until)
+    state.event_seq = max(state.event_seq, mark.seq)
+    state.last_tick_at = now
+    state.last_summary = summary
+    session.flush()
+
+
+def all_states(session: Session) -> dict[str, RuleState]:
+    return {state.rule_id: state for state in session.execute(select(RuleState)).scalars()}

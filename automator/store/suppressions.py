@@ -1,0 +1,34 @@
+"""Suppressed addresses: they get nothing from any rule."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlmodel import Session
+
+from automator.schema import Suppression
+from automator.store import insert, table
+
+SUPPRESSIONS = table(Suppression)
+REASONS = ("unsubscribed", "bounced", "complained", "blocked")
+
+
+def add(session: Session, email: str, reason: str, note: str, now: datetime) -> bool:
+    """Suppress an address; returns False when it already was."""
+    statement = insert(session, SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email"])
+    result = session.execute(statement.values(email=email, reason=reason, note=note, created_at=now))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def remove(session: Session, email: str) -> bool:
+    result = session.execute(delete(SUPPRESSIONS).where(SUPPRESSIONS.c.email == email))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def get(session: Session, email: str) -> Suppression | None:
+    return session.get(Suppression, email)
+
+
+def listing(session: Session) -> list[Suppression]:
+    return list(session.execute(select(Suppression).order_by(SUPPRESSIONS.c.created_at.desc())).scalars())

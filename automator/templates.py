@@ -1,0 +1,231 @@
+"""Email templates: Jinja2 in a sandbox, strict about undefined names, with locale variants.
+
+A template is a folder under `email_templates/` holding `subject.txt`, `body.txt`,
+`body.html` and locale variants such as `body.vi.html`; `_layout.html` is shared.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_decimal
+from jinja2.sandbox import SandboxedEnvironment
+
+from automator.errors import TemplateError
+
+PARTS = ("subject.txt", "body.txt", "body.html")
+DEFAULT_LOCALE = "en"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+class Record:
+    """A read-only view of a dict whose keys are attributes, so `event.items` is the property,
+    not dict.items. Missing keys raise AttributeError, which StrictUndefined reports by name."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        object.__setattr__(self, "_data", {key: wrap(value) for key, value in data.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __repr__(self) -> str:
+        return f"Record({self._data!r})"
+
+
+def wrap(value: Any) -> Any:
+    """Dicts become Records (recursively), ISO strings become dates, the rest stays."""
+    if isinstance(value, dict):
+        return Record(value)
+    if isinstance(value, list):
+        return [wrap(item) for item in value]
+    if isinstance(value, str) and _ISO_DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, str) and _ISO_DATETIME.match(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def language(locale: str | None) -> str:
+    """`vi_VN`, `vi-VN` and `vi` all mean `vi`."""
+    return (locale or DEFAULT_LOCALE).replace("-", "_").split("_")[0].lower() or DEFAULT_LOCALE
+
+
+class Templates:
+    """The email_templates/ folder of a project."""
+
+    def __init__(self, root: Path, timezone: str = "UTC") -> None:
+        self.root = root
+        self.timezone = timezone
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(root)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            keep_trailing_newline=False,
+        )
+        self.env.filters.update(
+            money=_money_filter, date=_date_filter, datetime=_datetime_filter, number=_number_filter
+        )
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name).is_dir()
+
+    def check(self, name: str) -> list[TemplateError]:
+        """Parse every file of a template; one error per missing part or syntax error."""
+        if not self.exists(name):
+            return [TemplateError(f"email_templates/{name}", None, "template folder does not exist")]
+        errors = [
+            TemplateError(f"email_templates/{name}/{part}", None, "missing")
+            for part in PARTS
+            if not (self.root / name / part).exists()
+        ]
+        for path in sorted((self.root / name).glob("*")):
+            errors.extend(self._parse(path.relative_to(self.root).as_posix()))
+        return errors
+
+    def check_shared(self) -> list[TemplateError]:
+        """Parse the shared files (names starting with `_`, such as _layout.html)."""
+        errors: list[TemplateError] = []
+        for path in sorted(self.root.glob("_*")):
+            errors.extend(self._parse(path.relative_to(self.root).as_posix()))
+        return errors
+
+    def _parse(self, name: str) -> list[TemplateError]:
+        try:
+            self.env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            return [
+                TemplateError(
+                    f"email_templates/{exc.name or name}", exc.lineno, exc.message or "syntax error"
+                )
+            ]
+        except jinja2.TemplateNotFound as exc:
+            return [TemplateError(f"email_templates/{name}", None, f"includes missing template {exc.name}")]
+        return []
+
+    def render(
+        self, name: str, locale: str | None, context: dict[str, Any], zone: str | None = None
+    ) -> Rendered:
+        """Render subject, text and HTML in the contact's language (English when no variant).
+
+        Dates are shown in `zone` (the contact's time zone), else the project's.
+        """
+        lang = language(locale)
+        context = {**context, "locale": lang, "_zone": zone or self.timezone}
+        subject = " ".join(self._render(name, "subject", "txt", lang, context).split())
+        return Rendered(
+            subject=subject,
+            text=self._render(name, "body", "txt", lang, context),
+            html=self._render(name, "body", "html", lang, context),
+        )
+
+    def _render(self, name: str, part: str, ext: str, lang: str, context: dict[str, Any]) -> str:
+        file = self._variant(name, part, ext, lang)
+        try:
+            template = self.env.get_template(file)
+            return template.render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"email_templates/{exc.name or file}", exc.lineno, exc.message or "syntax error"
+            ) from exc
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"email_templates/{file}", None, f"template {exc.name} not found") from exc
+        except Exception as exc:  # any render failure is reported with the template's line
+            raise TemplateError(f"email_templates/{file}", _render_line(exc, file), _describe(exc)) from exc
+
+    def _variant(self, name: str, part: str, ext: str, lang: str) -> str:
+        localized = f"{name}/{part}.{lang}.{ext}"
+        return localized if (self.root / localized).exists() else f"{name}/{part}.{ext}"
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _render_line(exc: Exception, file: str) -> int | None:
+    """The template line a render error happened on, from the traceback Jinja rewrites."""
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(file):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+@jinja2.pass_context
+def _money_filter(context: Any, amount: Any, currency: str) -> str:
+    return money(amount, currency, context["locale"])
+
+
+@jinja2.pass_context
+def _date_filter(context: Any, value: date | datetime) -> str:
+    return local_date(value, context["locale"], context["_zone"])
+
+
+@jinja2.pass_context
+def _datetime_filter(context: Any, value: datetime) -> str:
+    return local_datetime(value, context["locale"], context["_zone"])
+
+
+@jinja2.pass_context
+def _number_filter(context: Any, value: Any) -> str:
+    return number(value, context["locale"])
+
+
+def money(amount: Any, currency: str, lang: str) -> str:
+    """`1250000, 'VND'` → `1.250.000 ₫` in Vietnamese, `$12.50` for USD in English."""
+    value = Decimal(str(amount))
+    return format_currency(value, currency, locale=_babel_locale(lang))
+
+
+def local_date(value: date | datetime, lang: str, zone: str) -> str:
+    if isinstance(value, datetime):
+        value = value.astimezone(ZoneInfo(zone)).date()
+    return format_date(value, format="long" if lang == "en" else "medium", locale=_babel_locale(lang))
+
+
+def local_datetime(value: datetime, lang: str, zone: str) -> str:
+    return format_datetime(value.astimezone(ZoneInfo(zone)), format="medium", locale=_babel_locale(lang))
+
+
+def number(value: Any, lang: str) -> str:
+    return format_decimal(value, locale=_babel_locale(lang))
+
+
+def _babel_locale(lang: str) -> str:
+    return {"en": "en_US", "vi": "vi_VN"}.get(lang, lang)

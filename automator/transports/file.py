@@ -1,0 +1,31 @@
+"""The embedded default transport: one RFC 5322 `.eml` file per message in an outbox folder."""
+
+from __future__ import annotations
+
+import os
+import re
+from email.message import EmailMessage
+from pathlib import Path
+
+from automator.errors import TemporaryDeliveryError
+
+
+class FileTransport:
+    """Writes each email atomically (temp file + rename) so a crash never leaves half a file."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+
+    async def send(self, email: EmailMessage) -> None:
+        message_id = str(email["Message-ID"] or "message")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", message_id.strip("<>")) + ".eml"
+        try:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            tmp = self.outbox / f".{name}.tmp"
+            tmp.write_bytes(email.as_bytes())
+            os.replace(tmp, self.outbox / name)
+        except OSError as exc:
+            raise TemporaryDeliveryError(f"cannot write to outbox {self.outbox}: {exc}") from exc
+
+    async def close(self) -> None:
+        return None

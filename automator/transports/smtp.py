@@ -1,0 +1,339 @@
+"""The SMTP transport: sends each email through a relay over a small pool of kept-open connections.
+
+Failures are sorted for the engine: a 4xx reply, a refused, dropped or timed-out connection is a
+`TemporaryDeliveryError` (retry later); a 5xx for the sender, a recipient or the data is a
+`PermanentDeliveryError`. Both carry the server's `code` and `reply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiosmtplib
+
+from automator.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
+
+log = logging.getLogger(__name__)
+
+URL_SETTING = "AUTOMATOR_SMTP_URL"
+_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to reach the SMTP relay, and how hard to push it."""
+
+    host: str
+    port: int = 25
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    use_tls: bool = False
+    start_tls: bool = False
+    timeout: float = 30.0
+    pool_size: int = 4
+    concurrency: int = 8
+    rate_limit: float = 0.0
+
+    def __post_init__(self) -> None:
+        problem = _settings_problem(self)
+        if problem:
+            raise ConfigError(f"invalid SMTP settings: {problem}")
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> SmtpSettings:
+        """Parses `smtp[s]://user:pass@host:port?starttls=1&timeout=10`, then applies overrides."""
+        try:
+            return cls(**{**_url_fields(url), **overrides})
+        except ConfigError as exc:
+            raise ConfigError(f"{URL_SETTING}: {exc}") from exc
+
+
+def _settings_problem(settings: SmtpSettings) -> str | None:
+    """Names the first value that cannot work, or None when all are usable."""
+    if not settings.host:
+        return "no host given"
+    if settings.use_tls and settings.start_tls:
+        return "implicit TLS (smtps) and STARTTLS cannot both be on"
+    if settings.timeout <= 0:
+        return f"timeout must be above 0 seconds, not {settings.timeout}"
+    if settings.pool_size < 1:
+        return f"pool_size must be at least 1, not {settings.pool_size}"
+    if settings.concurrency < 1:
+        return f"concurrency must be at least 1, not {settings.concurrency}"
+    if settings.rate_limit < 0:
+        return f"rate_limit must be 0 (unlimited) or more, not {settings.rate_limit}"
+    return None
+
+
+def _url_fields(url: str) -> dict[str, Any]:
+    """The SmtpSettings fields an SMTP URL spells out; raises ConfigError naming the fault."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:
+        raise ConfigError(f"not a URL ({exc})") from exc
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ConfigError(f"scheme must be smtp:// or smtps://, not {parts.scheme or 'missing'!r}")
+    if not parts.hostname:
+        raise ConfigError("no host given (expected smtp://host:port)")
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise ConfigError(f"port is not a number from 0 to 65535 ({exc})") from exc
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+        "use_tls": parts.scheme == "smtps",
+        **_query_fields(parts.query),
+    }
+
+
+def _query_fields(query: str) -> dict[str, Any]:
+    """The options of an SMTP URL's query string, converted to their field types."""
+    fields: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _URL_OPTIONS:
+            raise ConfigError(f"unknown option {name!r} (known: {', '.join(_URL_OPTIONS)})")
+        field_name, convert, expected = _URL_OPTIONS[name]
+        try:
+            fields[field_name] = convert(value)
+        except ValueError as exc:
+            raise ConfigError(f"option {name}={value!r} is not {expected}") from exc
+    return fields
+
+
+def _flag(value: str) -> bool:
+    """Reads a URL flag such as `starttls=1` or `starttls=false`."""
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+# URL query option -> (SmtpSettings field, converter, what the value must be)
+_URL_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "starttls": ("start_tls", _flag, "1 or 0"),
+    "timeout": ("timeout", float, "a number of seconds"),
+    "pool_size": ("pool_size", int, "a whole number"),
+    "concurrency": ("concurrency", int, "a whole number"),
+    "rate_limit": ("rate_limit", float, "a number of messages per second"),
+}
+
+
+class SmtpDeliveryError(DeliveryError):
+    """A delivery error that remembers the SMTP server's reply code and text, when there was one."""
+
+    def __init__(self, message: str, code: int | None = None, reply: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reply = reply
+
+
+class SmtpTemporaryError(SmtpDeliveryError, TemporaryDeliveryError):
+    """The relay answered 4xx, or could not be reached, or went silent: try again later."""
+
+
+class SmtpPermanentError(SmtpDeliveryError, PermanentDeliveryError):
+    """The relay answered 5xx for the sender, a recipient or the message: retrying will not help."""
+
+
+def _from_reply(what: str, code: int, reply: str) -> SmtpDeliveryError:
+    """Sorts a server reply by its class: 5xx is permanent, anything else is worth retrying."""
+    kind = SmtpPermanentError if 500 <= code < 600 else SmtpTemporaryError
+    return kind(f"{what}: {code} {reply}", code, reply)
+
+
+def _from_refused_recipients(
+    where: str, refusals: list[aiosmtplib.SMTPRecipientRefused]
+) -> SmtpDeliveryError:
+    """Every recipient was refused: permanent only if no refusal was temporary."""
+    listed = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
+    temporary = [r for r in refusals if not 500 <= r.code < 600]
+    first = (temporary or refusals)[0]
+    kind = SmtpTemporaryError if temporary else SmtpPermanentError
+    return kind(f"{where} refused the recipients ({listed})", first.code, first.message)
+
+
+def _connect_error(where: str, exc: Exception) -> SmtpTemporaryError:
+    """Any failure to open a usable session (refused, timeout, TLS, login, greeting) is temporary.
+
+    It says nothing about the message, so giving the message up would be wrong.
+    """
+    code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+    reply = exc.message if isinstance(exc, aiosmtplib.SMTPException) else str(exc)
+    detail = f"{code} {reply}" if code is not None else reply
+    return SmtpTemporaryError(f"cannot open a session with {where}: {detail}", code, reply)
+
+
+def _send_error(where: str, exc: Exception) -> SmtpDeliveryError:
+    """Classifies a failure while the message itself was being sent."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return _from_refused_recipients(where, exc.recipients)
+    if isinstance(exc, aiosmtplib.SMTPHeloError):
+        return _connect_error(where, exc)
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return _from_reply(f"{where} refused sender {exc.sender}", exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _from_reply(f"{where} refused the message", exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return SmtpTemporaryError(f"{where} timed out: {exc.message}", None, exc.message)
+    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, OSError)):
+        return SmtpTemporaryError(f"{where} dropped the connection: {exc}", None, str(exc))
+    # SMTPNotSupported (e.g. a non-ASCII address without SMTPUTF8) or ValueError (no From/To,
+    # an address that cannot go on a command line): this message can never be sent as it is.
+    return SmtpPermanentError(f"{where} cannot take this message: {exc}", None, str(exc))
+
+
+class RateLimit:
+    """Spaces sends at least 1/per_second seconds apart; a rate of 0 never waits."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next_slot = 0.0  # event-loop time at which the next send may start
+
+    async def wait(self) -> None:
+        """Reserves the next free slot, then sleeps until it comes."""
+        if not self._interval:
+            return
+        now = asyncio.get_running_loop().time()
+        start = max(now, self._next_slot)
+        self._next_slot = start + self._interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class ConnectionPool:
+    """At most `pool_size` open SMTP sessions, kept open between messages.
+
+    Each slot holds a session or None (not connected yet, or discarded); a LIFO queue hands out
+    the most recently used session first so a steady trickle of mail rides one connection.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+        self._slots: asyncio.LifoQueue[aiosmtplib.SMTP | None] = asyncio.LifoQueue()
+        for _ in range(settings.pool_size):
+            self._slots.put_nowait(None)
+
+    async def checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """A connected session, and whether it was reused (it may have died while idle)."""
+        session = await self._slots.get()
+        if session is not None and session.is_connected:
+            return session, True
+        try:
+            return await self._connect(), False
+        except BaseException:
+            self._slots.put_nowait(None)
+            raise
+
+    def checkin(self, session: aiosmtplib.SMTP) -> None:
+        """Returns a healthy session for the next message."""
+        self._slots.put_nowait(session)
+
+    def discard(self, session: aiosmtplib.SMTP) -> None:
+        """Closes a session an error happened on; its slot will open a fresh one."""
+        session.close()
+        self._slots.put_nowait(None)
+
+    async def close(self) -> None:
+        """Waits for sessions in use to come back, then says QUIT on every open one."""
+        sessions = [await self._slots.get() for _ in range(self._settings.pool_size)]
+        for session in sessions:
+            if session is not None:
+                await _quit(session)
+            self._slots.put_nowait(None)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        session = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=s.password,
+            use_tls=s.use_tls,
+            start_tls=s.start_tls,
+            timeout=s.timeout,
+        )
+        await session.connect()
+        return session
+
+
+async def _quit(session: aiosmtplib.SMTP) -> None:
+    """Ends a session politely; a server that is already gone only needs the socket closed."""
+    if not session.is_connected:
+        return
+    try:
+        await session.quit()
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        log.debug("QUIT failed, closing the socket instead: %s", exc)
+        session.close()
+
+
+class SmtpTransport:
+    """Delivers through an SMTP relay with pooled sessions, a concurrency cap and a rate limit."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._where = f"SMTP server {settings.host}:{settings.port}"
+        self._pool = ConnectionPool(settings)
+        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._rate = RateLimit(settings.rate_limit)
+
+    async def send(self, email: EmailMessage) -> None:
+        """Sends one email; envelope sender and recipients come from its From/To/Cc/Bcc headers."""
+        async with self._in_flight:
+            await self._rate.wait()
+            await self._deliver(email, retry_if_dropped=True)
+
+    async def close(self) -> None:
+        """Waits for sends in flight, then quits every kept-open connection."""
+        await self._pool.close()
+
+    async def _deliver(self, email: EmailMessage, retry_if_dropped: bool) -> None:
+        session, reused = await self._checkout()
+        try:
+            refused = (await session.send_message(email))[0]
+        except BaseException as exc:
+            self._pool.discard(session)
+            # Most likely a kept-open session the server hung up on while it sat idle. The server
+            # never answered 250, so one try on a fresh session cannot deliver the message twice.
+            if reused and retry_if_dropped and isinstance(exc, ConnectionError):
+                return await self._deliver(email, retry_if_dropped=False)
+            if isinstance(exc, (aiosmtplib.SMTPException, OSError, ValueError)):
+                raise _send_error(self._where, exc) from exc
+            raise
+        self._pool.checkin(session)
+        _warn_partly_refused(email, refused)
+
+    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        try:
+            return await self._pool.checkout()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise _connect_error(self._where, exc) from exc
+
+
+def _warn_partly_refused(email: EmailMessage, refused: dict[str, Any]) -> None:
+    """The server took the message for some recipients only; resending would duplicate it."""
+    for recipient, response in refused.items():
+        log.warning(
+            "message %s was not accepted for %s: %s %s",
+            email["Message-ID"],
+            recipient,
+            response.code,
+            response.message,
+        )

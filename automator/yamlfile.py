@@ -1,0 +1,46 @@
+"""Read YAML while remembering the line of every key, so errors can point at it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that records `dotted.path → line` for each mapping key and list item."""
+
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            lines[child] = key_node.start_mark.line + 1
+            _walk(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = f"{path}.{index}" if path else str(index)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines)
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """Parse a YAML file; return its data and a map from dotted paths to line numbers.
+
+    Raises yaml.YAMLError (with a mark) when the file does not parse.
+    """
+    text = path.read_text(encoding="utf-8")
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    _walk(node, "", lines)
+    return data, lines
