@@ -210,7 +210,8 @@ def _number_filter(context: Any, value: Any) -> str:
 def money(amount: Any, currency: str, lang: str) -> str:
     """`1250000, 'VND'` → `1.250.000 ₫` in Vietnamese, `$12.50` for USD in English."""
     value = Decimal(str(amount))
-    return format_currency(value, currency, locale=_babel_locale(lang))
+    # CLDR puts a no-break space before ₫; plain text readers and searches expect a space.
+    return format_currency(value, currency, locale=_babel_locale(lang)).replace("\xa0", " ")
 
 
 def local_date(value: date | datetime, lang: str, zone: str) -> str:

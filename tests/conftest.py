@@ -1,0 +1,146 @@
+"""Shared fixtures: a real project folder, a real SQLite file, factories, the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from automator.cli import app
+from automator.engine import Engine, TickReport
+from automator.importing import contact_data, ContactRecord, event_key, EventRecord
+from automator.project import Project, load_project
+from automator.store import Store
+from automator.store import contacts as contact_store
+from automator.store import events as event_store
+from automator.store.events import EventData
+from automator.testing import RecordingTransport
+from tests.smtp_server import smtp_server  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def utc(text: str) -> datetime:
+    """`utc("2026-11-20 10:00")` → an aware UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped project (rules, templates, automator.toml) with its own database."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copytree(REPO / "rules", root / "rules")
+    shutil.copytree(REPO / "email_templates", root / "email_templates")
+    shutil.copy(REPO / "automator.toml", root / "automator.toml")
+    return root
+
+
+@pytest.fixture
+def environ(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment with the project's database and outbox inside the test folder."""
+    values = {
+        "AUTOMATOR_DATABASE_URL": f"sqlite:///{project_dir / 'automator.db'}",
+        "AUTOMATOR_OUTBOX": str(project_dir / "outbox"),
+    }
+    for name in ("AUTOMATOR_SMTP_URL", "AUTOMATOR_FROM", "AUTOMATOR_TIMEZONE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def project(project_dir: Path, environ: dict[str, str]) -> Project:
+    return load_project(project_dir, environ)
+
+
+@pytest.fixture
+def store(project: Project) -> Iterator[Store]:
+    store = project.open_store()
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def transport() -> RecordingTransport:
+    return RecordingTransport()
+
+
+@pytest.fixture
+def engine(project: Project, store: Store, transport: RecordingTransport) -> Engine:
+    return Engine(project, store, transport)
+
+
+@pytest.fixture
+def tick(engine: Engine) -> Callable[[datetime], TickReport]:
+    """Run one engine tick at a given time."""
+
+    def run(now: datetime) -> TickReport:
+        return asyncio.run(engine.tick(now))
+
+    return run
+
+
+@pytest.fixture
+def make_contact(store: Store, project: Project) -> Callable[..., int]:
+    """Create or update a contact; extra keyword arguments become attributes."""
+
+    def make(email: str = "lan@example.com", **fields: Any) -> int:
+        fields.setdefault("stage", "consideration")
+        record = ContactRecord.model_validate({"email": email, **fields})
+        data = contact_data(record, project.journey, project.settings.zone)
+        now = fields.pop("_now", datetime.now(UTC))
+        with store.session() as session:
+            contact_store.upsert(session, [data], now)
+            return contact_store.ids_by_email(session, [record.email])[record.email]
+
+    return make
+
+
+@pytest.fixture
+def make_event(store: Store, project: Project) -> Callable[..., str]:
+    """Store an event (through the same path as an import); returns its key."""
+
+    def make(type: str, at: datetime, email: str = "lan@example.com", id: str | None = None,
+             **properties: Any) -> str:
+        record = EventRecord.model_validate(
+            {"id": id, "type": type, "email": email, "at": at.isoformat(), "properties": properties})
+        key = event_key(record)
+        with store.session() as session:
+            event_store.add(session, [EventData(key, record.type, record.email, record.at,
+                                                record.properties)], project.journey, at)
+        return key
+
+    return make
+
+
+def cart(cart_id: str = "c1", total: int = 1_250_000, currency: str = "VND") -> dict[str, Any]:
+    """Properties of a cart_updated event."""
+    return {"cart_id": cart_id, "total": total, "currency": currency,
+            "cart_url": f"https://shop.example.com/cart/{cart_id}",
+            "items": [{"name": "Áo dài lụa", "quantity": 1, "price": total}]}
+
+
+@pytest.fixture
+def cli(project_dir: Path, environ: dict[str, str]) -> Callable[..., Any]:
+    """Run the real `automator` CLI in the project folder; returns the click Result."""
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(app, ["--project", str(project_dir), *args], catch_exceptions=False)
+
+    return run
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any] | str]) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)
+                              for r in records) + "\n", encoding="utf-8")
+    return path
