@@ -406,6 +406,89 @@ def preview_command(
     typer.echo(rendered.html if html else rendered.text)
 
 
+@app.command("run")
+@reports_errors
+def run_daemon(
+    tick_interval: Annotated[float, typer.Option(help="Seconds between rule evaluations.")] = 60.0,
+    dispatch_interval: Annotated[float, typer.Option(help="Seconds between dispatch passes.")] = 2.0,
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+) -> None:
+    """Run the daemon: evaluate rules on a schedule and deliver due messages until SIGTERM."""
+    from automator.daemon import Daemon, DaemonOptions, SingleDaemonLock, configure_logging
+
+    if log_format not in ("text", "json"):
+        raise AutomatorError("--log-format must be text or json")
+    configure_logging(log_format)
+    project = state().project
+    for error in project.errors:
+        typer.echo(f"skipping: {error}", err=True)
+    lock = (
+        SingleDaemonLock(project.settings.database)
+        if project.settings.database.startswith("sqlite")
+        else None
+    )
+    if lock is not None:
+        lock.acquire()
+    engine = state().engine()
+    try:
+        asyncio.run(_run(Daemon(engine, DaemonOptions(tick_interval, dispatch_interval))))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _run(daemon: Any) -> None:
+    try:
+        await daemon.run()
+    finally:
+        await daemon.engine.transport.close()
+
+
+@app.command("status")
+@reports_errors
+def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Is a daemon running; queue counts by status; last tick; oldest waiting message."""
+    from automator.daemon import SingleDaemonLock
+    from automator.store import heartbeats
+
+    settings = state().project.settings
+    with state().store.session() as session:
+        counts = messages.counts_by_status(session)
+        oldest = messages.oldest_waiting(session)
+        beats = heartbeats.latest(session)
+    running = [beat for beat in beats if beat.state == "running"]
+    if settings.database.startswith("sqlite"):
+        held = SingleDaemonLock(settings.database).is_held()
+        running = running[:1] if held else []
+    last_tick = max((b.last_tick_at for b in beats if b.last_tick_at), default=None)
+    info = {
+        "daemon": [b.daemon for b in running] or None,
+        "queue": counts,
+        "last_tick": last_tick.isoformat() if last_tick else None,
+        "oldest_waiting": None
+        if oldest is None
+        else {
+            "id": oldest.id,
+            "rule": oldest.rule_id,
+            "email": oldest.email,
+            "send_at": oldest.send_at.isoformat(),
+            "status": oldest.status,
+        },
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    names = ", ".join(b.daemon for b in running)
+    typer.echo(f"daemon: running ({names})" if running else "daemon: not running")
+    typer.echo("queue: " + (", ".join(f"{status} {n}" for status, n in counts.items()) or "empty"))
+    typer.echo(f"last tick: {info['last_tick'] or 'never'}")
+    if oldest is not None:
+        typer.echo(
+            f"oldest waiting: message {oldest.id} ({oldest.rule_id} to {oldest.email}, "
+            f"{oldest.status}, send at {oldest.send_at.isoformat()})"
+        )
+
+
 @app.command("rules")
 @reports_errors
 def rules_list() -> None:

@@ -8,8 +8,12 @@ is sent again with the same Message-ID (at-least-once, never silently lost).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +36,7 @@ LEASE = timedelta(minutes=5)
 RULE_MISSING_RETRY = timedelta(minutes=10)
 BATCH = 500
 EVENTS = table(Event)
+MESSAGES = table(Message)
 
 
 def contact_zone(settings: Settings, contact: Contact) -> ZoneInfo:
@@ -51,23 +56,38 @@ def planned_send_at(settings: Settings, contact: Contact, at: datetime) -> datet
     return quiet or at
 
 
+@dataclass
+class Claimed:
+    message: Message
+    email: EmailMessage
+
+
 class Dispatcher:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
         self.store = engine.store
+        self.in_flight_ids: set[int] = set()
 
-    async def run(self, now: datetime, report: TickReport) -> None:
-        """Deliver every message due by `now`; bounded, since each pass moves every message it
-        touches out of the due set (sent, cancelled, or deferred past now)."""
+    async def run(
+        self, now: datetime, report: TickReport, batch_size: int = BATCH, stop: asyncio.Event | None = None
+    ) -> int:
+        """Deliver every message due by `now`; returns how many were sent.
+
+        Bounded: each pass moves every message it touches out of the due set (claimed,
+        cancelled, or deferred past now).
+        """
         self.recover_leases(now)
-        for _ in range(10_000):
-            with self.store.session() as session:
-                batch = messages.due(session, now, BATCH)
-            if not batch:
-                return
-            for message in batch:
-                await self.deliver(message.id or 0, now, report)
+        sent = 0
+        for _ in range(100_000):
+            if stop is not None and stop.is_set():
+                break  # stop claiming; what is claimed is finished by the caller's drain
+            claimed, more = self.claim(now, report, batch_size)
+            if claimed:
+                sent += await self.send_claimed(claimed, now, report)
+            if not more:
+                break
+        return sent
 
     def recover_leases(self, now: datetime) -> None:
         """Put back messages a stopped dispatcher left in `sending`."""
@@ -78,43 +98,73 @@ class Dispatcher:
                     message,
                     "queued",
                     now,
-                    "lease expired while sending; will be sent again",
+                    "lease expired while sending; will be sent again (same Message-ID)",
                     lease_until=None,
                 )
 
-    async def deliver(self, message_id: int, now: datetime, report: TickReport) -> None:
+    def claim(self, now: datetime, report: TickReport, limit: int) -> tuple[list[Claimed], bool]:
+        """In one transaction: re-check a batch of due messages and mark the sendable ones
+        `sending` with a lease. Returns them, and whether more may be due."""
         with self.store.session() as session:
-            message = session.get(Message, message_id)
-            if message is None or message.status != "queued" or message.send_at > now:
-                return  # handled meanwhile (another dispatcher, or a person)
-            rule_report = report.rule(message.rule_id)
-            outcome = self.recheck(session, message, now)
-            if outcome is not None:
-                rule_report.outcomes[outcome] += 1
-                return
-            email = self.build(session, message)
-            messages.change(
-                session,
-                message,
-                "sending",
-                now,
-                "sending",
-                lease_until=now + LEASE,
-                attempts=message.attempts + 1,
-            )
-        try:
-            await self.engine.transport.send(email)
-        except TemporaryDeliveryError as exc:
-            self.temporary_failure(message, now, exc)
-            rule_report.outcomes["retrying: delivery failed"] += 1
-        except PermanentDeliveryError as exc:
-            self.permanent_failure(message, now, exc)
-            rule_report.outcomes["failed: rejected by server"] += 1
-        else:
-            self.sent(message, now)
-            rule_report.sent += 1
+            batch = messages.due(session, now, limit, lock=True)
+            in_batch: Counter[int] = Counter()
+            claimed = []
+            for message in batch:
+                outcome = self.recheck(session, message, now, in_batch[message.contact_id])
+                if outcome is not None:
+                    report.rule(message.rule_id).outcomes[outcome] += 1
+                    continue
+                in_batch[message.contact_id] += 1
+                email = self.build(session, message)
+                messages.change(
+                    session,
+                    message,
+                    "sending",
+                    now,
+                    "sending",
+                    lease_until=now + LEASE,
+                    attempts=message.attempts + 1,
+                )
+                claimed.append(Claimed(message, email))
+        self.in_flight_ids.update(item.message.id or 0 for item in claimed)
+        return claimed, len(batch) == limit
 
-    def recheck(self, session: Session, message: Message, now: datetime) -> str | None:
+    def in_flight(self, session: Session) -> list[Message]:
+        """Messages this dispatcher claimed whose send has not been recorded yet."""
+        if not self.in_flight_ids:
+            return []
+        rows = session.execute(
+            select(Message).where(MESSAGES.c.id.in_(self.in_flight_ids), MESSAGES.c.status == "sending")
+        )
+        return list(rows.scalars())
+
+    async def send_claimed(self, claimed: list[Claimed], now: datetime, report: TickReport) -> int:
+        """Send claimed messages concurrently (the transport bounds its own concurrency)."""
+        results = await asyncio.gather(
+            *(self.engine.transport.send(item.email) for item in claimed), return_exceptions=True
+        )
+        sent = 0
+        for item, result in zip(claimed, results, strict=True):
+            rule_report = report.rule(item.message.rule_id)
+            if isinstance(result, TemporaryDeliveryError):
+                self.temporary_failure(item.message, now, result)
+                rule_report.outcomes["retrying: delivery failed"] += 1
+            elif isinstance(result, PermanentDeliveryError):
+                self.permanent_failure(item.message, now, result)
+                rule_report.outcomes["failed: rejected by server"] += 1
+            elif isinstance(result, BaseException):
+                # An unexpected error must not lose the message: retry it like a 4xx.
+                log.error("unexpected error sending message %s", item.message.id, exc_info=result)
+                self.temporary_failure(item.message, now, TemporaryDeliveryError(repr(result)))
+                rule_report.outcomes["retrying: delivery failed"] += 1
+            else:
+                self.sent(item.message, now)
+                rule_report.sent += 1
+                sent += 1
+            self.in_flight_ids.discard(item.message.id or 0)
+        return sent
+
+    def recheck(self, session: Session, message: Message, now: datetime, claimed: int = 0) -> str | None:
         """Everything that can stop or delay a message just before it goes out; the outcome
         (for the tick summary) or None when it may be sent now."""
         if suppressions.get(session, message.email):
@@ -146,7 +196,7 @@ class Dispatcher:
         if reason:
             messages.change(session, message, "cancelled", now, reason)
             return "cancelled: " + reason.split(":")[0]
-        return self.defer(session, message, contact, rule, now)
+        return self.defer(session, message, contact, rule, now, claimed)
 
     def cancel_reason(
         self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
@@ -223,7 +273,13 @@ class Dispatcher:
         return next((other for other in later if other.properties.get(key) == value), None)
 
     def defer(
-        self, session: Session, message: Message, contact: Contact, rule: Rule, now: datetime
+        self,
+        session: Session,
+        message: Message,
+        contact: Contact,
+        rule: Rule,
+        now: datetime,
+        claimed: int = 0,
     ) -> str | None:
         """Quiet hours and the frequency cap make a message wait; they never drop it."""
         quiet = planned_send_at(self.settings, contact, now)
@@ -232,7 +288,8 @@ class Dispatcher:
             return "waiting: quiet hours"
         cap = self.settings.frequency_cap
         if cap is not None:
-            sent = messages.sent_since(session, contact.id or 0, now - cap.per)
+            # Messages claimed earlier in this batch count as sent now.
+            sent = messages.sent_since(session, contact.id or 0, now - cap.per) + [now] * claimed
             until = policies.cap_until(sent, cap.max, cap.per, now)
             if until is not None:
                 until = planned_send_at(self.settings, contact, until)

@@ -204,3 +204,13 @@ class RuleState(SQLModel, table=True):
     date_seq: int = 0
     last_tick_at: datetime | None = _time(nullable=True)
     last_summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Heartbeat(SQLModel, table=True):
+    """One row per daemon process: its state and when it was last seen and last ticked."""
+
+    daemon: str = Field(primary_key=True)
+    state: str
+    started_at: datetime = _time()
+    seen_at: datetime = _time()
+    last_tick_at: datetime | None = _time(nullable=True)

@@ -77,16 +77,21 @@ def history(session: Session, message_id: int) -> list[MessageHistory]:
     )
 
 
-def due(session: Session, now: datetime, limit: int) -> list[Message]:
-    """Queued messages whose send time has come, most important first."""
-    return list(
-        session.execute(
-            select(Message)
-            .where(MESSAGES.c.status == "queued", MESSAGES.c.send_at <= now)
-            .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
-            .limit(limit)
-        ).scalars()
+def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list[Message]:
+    """Queued messages whose send time has come, most important first.
+
+    With `lock`, rows are locked FOR UPDATE SKIP LOCKED on PostgreSQL, so several daemons
+    claim disjoint batches; SQLite ignores it (one daemon per SQLite file).
+    """
+    query = (
+        select(Message)
+        .where(MESSAGES.c.status == "queued", MESSAGES.c.send_at <= now)
+        .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
+        .limit(limit)
     )
+    if lock:
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query).scalars())
 
 
 def expired_leases(session: Session, now: datetime) -> list[Message]:
@@ -165,4 +170,21 @@ def for_contact(session: Session, contact_id: int) -> list[Message]:
             .where(MESSAGES.c.contact_id == contact_id)
             .order_by(MESSAGES.c.created_at.desc(), MESSAGES.c.id.desc())
         ).scalars()
+    )
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(MESSAGES.c.status, func.count()).group_by(MESSAGES.c.status))
+    found = dict(rows.tuples().all())
+    return {status: found[status] for status in STATUSES if status in found}
+
+
+def oldest_waiting(session: Session) -> Message | None:
+    """The queued or held message that has waited longest past its send time."""
+    return (
+        session.execute(
+            select(Message).where(MESSAGES.c.status.in_(OPEN_STATUSES)).order_by(MESSAGES.c.send_at).limit(1)
+        )
+        .scalars()
+        .first()
     )
