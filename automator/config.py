@@ -63,6 +63,12 @@ class Settings(BaseModel):
     priorities: dict[str, int] = {}
     retry_limit: int = Field(default=8, ge=1)
 
+    @field_validator("quiet_hours", "frequency_cap", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        """`quiet_hours = false` in automator.toml turns a policy off (TOML has no null)."""
+        return None if value is False else value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
