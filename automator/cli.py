@@ -412,12 +412,20 @@ def run_daemon(
     tick_interval: Annotated[float, typer.Option(help="Seconds between rule evaluations.")] = 60.0,
     dispatch_interval: Annotated[float, typer.Option(help="Seconds between dispatch passes.")] = 2.0,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AUTOMATOR_LISTEN",
+            help="Serve unsubscribe links and /health on HOST:PORT (e.g. 0.0.0.0:8080).",
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon: evaluate rules on a schedule and deliver due messages until SIGTERM."""
-    from automator.daemon import Daemon, DaemonOptions, SingleDaemonLock, configure_logging
+    from automator.daemon import Daemon, DaemonOptions, SingleDaemonLock, configure_logging, parse_listen
 
     if log_format not in ("text", "json"):
         raise AutomatorError("--log-format must be text or json")
+    address = parse_listen(listen) if listen else None
     configure_logging(log_format)
     project = state().project
     for error in project.errors:
@@ -431,7 +439,10 @@ def run_daemon(
         lock.acquire()
     engine = state().engine()
     try:
-        asyncio.run(_run(Daemon(engine, DaemonOptions(tick_interval, dispatch_interval))))
+        options = DaemonOptions(
+            tick_interval, dispatch_interval, listen=address, exclusive=lock is not None
+        )
+        asyncio.run(_run(Daemon(engine, options)))
     finally:
         if lock is not None:
             lock.release()

@@ -1,8 +1,10 @@
 """`automator run`: the scheduler daemon.
 
 APScheduler (3.x, AsyncIOScheduler) evaluates the rules every `tick_interval` seconds and
-dispatches due messages every `dispatch_interval` seconds. On SIGTERM/SIGINT it stops
-claiming, lets in-flight sends finish (or puts them back in the queue), and exits.
+dispatches due messages every `dispatch_interval` seconds. With a listen address it also
+serves the web app (unsubscribe links, health) with uvicorn on the same event loop. On
+SIGTERM/SIGINT it stops claiming, lets in-flight sends finish (or puts them back in the
+queue), stops the web server, and exits.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
@@ -44,6 +47,19 @@ class DaemonOptions:
     tick_interval: float = 60.0
     dispatch_interval: float = 2.0
     shutdown_grace: float = 20.0
+    # (host, port) to serve the web app on; None serves nothing.
+    listen: tuple[str, int] | None = None
+    # This daemon holds the single-daemon lock (SQLite): no other process can be sending.
+    exclusive: bool = False
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` (all interfaces) or `[::1]:PORT` → (host, port)."""
+    host, colon, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or "0.0.0.0"
+    if not colon or not port.isdigit() or int(port) > 65535:
+        raise AutomatorError(f'--listen "{value}" is not HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080')
+    return host, int(port)
 
 
 class SingleDaemonLock:
@@ -127,17 +143,23 @@ class Daemon:
             coalesce=True,
             id="dispatch",
         )
+        web = None if self.options.listen is None else HttpServer(self, *self.options.listen)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
+        if self.options.exclusive:
+            self.release_orphans()
         self.beat("started")
         scheduler.start()
+        if web is not None:
+            web.start()
         log.info("daemon started", extra={"fields": {"daemon": self.name, **self.options.__dict__}})
         try:
             await self.stopping.wait()
         finally:
             scheduler.shutdown(wait=False)
-            await self.drain()
+            # The web server stops accepting at once and finishes its requests meanwhile.
+            await asyncio.gather(self.drain(), *([] if web is None else [web.stop()]))
             self.beat("stopped")
             log.info("daemon stopped", extra={"fields": {"daemon": self.name}})
 
@@ -151,6 +173,32 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.busy.acquire(), self.options.shutdown_grace)
         self.release_in_flight()
+
+    def release_orphans(self) -> None:
+        """Put back every `sending` message at once, without waiting for its lease.
+
+        Only for the holder of the single-daemon lock: no other process can be sending, so
+        these were left by a daemon that died (SIGKILL, power loss) mid-batch. They go out
+        again with the same Message-ID; some may already have been delivered.
+        """
+        now = self.clock()
+        with self.engine.store.session() as session:
+            orphans = messages.expired_leases(session, ANY_LEASE)
+            for message in orphans:
+                messages.change(
+                    session,
+                    message,
+                    "queued",
+                    now,
+                    "the daemon that was sending it stopped before recording the outcome; "
+                    "will be sent again (same Message-ID)",
+                    lease_until=None,
+                )
+        if orphans:
+            log.warning(
+                "re-queued messages a stopped daemon left in flight",
+                extra={"fields": {"count": len(orphans)}},
+            )
 
     def release_in_flight(self) -> None:
         with self.engine.store.session() as session:
@@ -211,6 +259,81 @@ class Daemon:
             heartbeats.beat(session, self.name, what, self.clock(), tick_at)
 
 
+# Later than any lease: expired_leases(ANY_LEASE) is every message in `sending`.
+ANY_LEASE = datetime.max.replace(tzinfo=UTC)
+
+
+class HttpServer:
+    """The web app (unsubscribe, health) served by uvicorn on the daemon's event loop.
+
+    The socket is bound in the constructor, so a port in use is a clear error before the
+    daemon starts anything, rather than a uvicorn `sys.exit` inside a task.
+    """
+
+    def __init__(self, daemon: Daemon, host: str, port: int) -> None:
+        # Imported here: `automator status` and a daemon without --listen need no FastAPI.
+        from automator.web import create_app
+
+        self.daemon = daemon
+        self.socket = _bind(host, port)
+        bound = self.socket.getsockname()
+        self.address = f"http://{_join_host_port(host, bound[1])}"
+        app = create_app(daemon.engine.project, daemon.engine.store, daemon.clock)
+        config = uvicorn.Config(
+            app,
+            log_config=None,  # our loggers (configure_logging), not uvicorn's own set-up
+            access_log=False,  # request lines would carry unsubscribe tokens into the log
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(daemon.options.shutdown_grace)),
+        )
+        self.server = EmbeddedServer(config)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.socket]))
+        self.task.add_done_callback(self._ended)
+        log.info("serving http", extra={"fields": {"listen": self.address}})
+
+    async def stop(self) -> None:
+        """Stop accepting, let open requests finish (bounded), close the socket."""
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self.task, self.daemon.options.shutdown_grace + 1)
+        self.socket.close()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A web server that dies on its own takes the daemon down, so the operator's
+        supervisor restarts the whole thing instead of leaving it half-alive."""
+        if self.daemon.stopping.is_set() or task.cancelled():
+            return
+        log.error("http server stopped unexpectedly", exc_info=task.exception())
+        self.daemon.stop()
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn that leaves SIGTERM/SIGINT to the daemon, which owns the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise AutomatorError(
+            f"cannot listen on {_join_host_port(host, port)}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _active(summary: dict[str, Any]) -> dict[str, Any]:
     """A rule's summary without its zero counts, to keep log lines short."""
     return {key: value for key, value in summary.items() if value and key != "rule"}
@@ -247,9 +370,16 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str) -> None:
+    """automator's own lines at INFO; the libraries' warnings and errors, in the same format,
+    so that with `--log-format json` every line on stderr is JSON."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger("automator")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    for name, level in (
+        ("automator", logging.INFO),
+        ("apscheduler", logging.WARNING),
+        ("uvicorn", logging.WARNING),
+    ):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False

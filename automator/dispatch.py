@@ -201,8 +201,6 @@ class Dispatcher:
     def cancel_reason(
         self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
     ) -> str | None:
-        if contact.stage not in rule.stages:
-            return f"stage changed: contact is in {contact.stage}, rule targets {', '.join(rule.stages)}"
         trigger = rule.trigger
         if trigger.cancel_if is not None:
             since = message.occurred_at
@@ -227,6 +225,8 @@ class Dispatcher:
             if current != message.occurred_at:
                 shown = current.isoformat() if current else "removed"
                 return f"date changed: {trigger.attribute} is now {shown}"
+        if contact.stage not in rule.stages:
+            return f"stage changed: contact is in {contact.stage}, rule targets {', '.join(rule.stages)}"
         return None
 
     def _event_after(

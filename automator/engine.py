@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlmodel import Session
 
 from automator import emails
@@ -22,13 +23,16 @@ from automator.errors import AutomatorError, NotFoundError, TemplateError
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.project import Project
 from automator.schema import Contact, Coupon, Message
-from automator.store import Store, contacts, coupons, events, messages, rulestate
+from automator.store import Store, contacts, coupons, events, messages, rulestate, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
 from automator.templates import Record, Rendered, wrap
 from automator.transports import Transport
 
 log = logging.getLogger("automator.engine")
+
+CHUNK = 200  # occurrences queued per transaction
+CONTACTS = table(Contact)
 
 
 @dataclass
@@ -115,12 +119,13 @@ class Engine:
             seq_now = rulestate.current_seq(session, kind)
             found = candidate_queries.find(session, rule, now, mark)
         report.evaluated = len(found)
-        for candidate in found:
-            outcome = self.enqueue(rule, candidate, now)
-            if outcome == "queued":
-                report.enqueued += 1
-            elif outcome:
-                report.outcomes[outcome] += 1
+        errors: list[str] = []
+        for start in range(0, len(found), CHUNK):
+            errors += self._enqueue_chunk(rule, found[start : start + CHUNK], now, report)
+        if errors:
+            # Keep the watermark: the next tick retries what failed (queued ones are skipped).
+            report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
+            return
         with self.store.session() as session:
             rulestate.advance(
                 session,
@@ -131,23 +136,50 @@ class Engine:
                 {"evaluated": report.evaluated, "enqueued": report.enqueued},
             )
 
-    def enqueue(self, rule: Rule, candidate: Candidate, now: datetime) -> str | None:
-        """Queue one message in one transaction: dedupe key, coupon and rendered content
-        commit together, so a retry never issues a second code. Returns the outcome."""
-        with self.store.session() as session:
-            contact = session.get(Contact, candidate.contact_id)
-            assert contact is not None
-            values = self._message_values(rule, candidate, contact, now)
-            if candidate.suppressed:
-                values["status"] = "suppressed"
-                message_id = messages.enqueue(session, values, "address is suppressed")
-                return "suppressed" if message_id else None
-            message_id = messages.enqueue(session, values, _queued_reason(values, now))
-            if message_id is None:
-                return None  # another tick or daemon queued it first
-            message = session.get(Message, message_id)
-            assert message is not None
-            return self.fill(session, rule, message, contact, now)
+    def _enqueue_chunk(
+        self, rule: Rule, chunk: list[Candidate], now: datetime, report: RuleReport
+    ) -> list[str]:
+        """Queue a chunk in one transaction; if anything unexpected fails, redo it one
+        candidate per transaction so that one bad occurrence never blocks the others."""
+        try:
+            with self.store.session() as session:
+                _prefetch(session, chunk)
+                outcomes = [self.enqueue(session, rule, candidate, now) for candidate in chunk]
+        except Exception:
+            log.warning(
+                "rule %s: a chunk failed; queueing its %d occurrences one by one", rule.id, len(chunk)
+            )
+            outcomes, errors = [], []
+            for candidate in chunk:
+                try:
+                    with self.store.session() as session:
+                        outcomes.append(self.enqueue(session, rule, candidate, now))
+                except Exception as exc:
+                    log.exception(
+                        "rule %s: cannot queue %s for %s", rule.id, candidate.occurrence, candidate.email
+                    )
+                    errors.append(f"{candidate.email} ({candidate.occurrence}): {str(exc).splitlines()[0]}")
+            _tally(report, outcomes)
+            return errors
+        _tally(report, outcomes)
+        return []
+
+    def enqueue(self, session: Session, rule: Rule, candidate: Candidate, now: datetime) -> str | None:
+        """Queue one message: its dedupe key, coupon and rendered content commit in the same
+        transaction, so a retry never issues a second code. Returns the outcome."""
+        contact = session.get(Contact, candidate.contact_id)
+        assert contact is not None
+        values = self._message_values(rule, candidate, contact, now)
+        if candidate.suppressed:
+            values["status"] = "suppressed"
+            message_id = messages.enqueue(session, values, "address is suppressed")
+            return "suppressed" if message_id else None
+        message_id = messages.enqueue(session, values, _queued_reason(values, now))
+        if message_id is None:
+            return None  # another tick or daemon queued it first
+        message = session.get(Message, message_id)
+        assert message is not None
+        return self.fill(session, rule, message, contact, now)
 
     def fill(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> str:
         """Attach the coupon and render; hold the message (never drop it) when either fails."""
@@ -275,6 +307,22 @@ class Engine:
             event = session.get(events.Event, message.event_id)
             context["event"] = Record(event.properties if event else {})
         return context
+
+
+def _prefetch(session: Session, chunk: list[Candidate]) -> None:
+    """Load a chunk's contacts and events in two queries (the session's identity map keeps them)."""
+    session.execute(select(Contact).where(CONTACTS.c.id.in_({c.contact_id for c in chunk}))).all()
+    event_ids = {c.event_id for c in chunk if c.event_id is not None}
+    if event_ids:
+        session.execute(select(events.Event).where(events.EVENTS.c.id.in_(event_ids))).all()
+
+
+def _tally(report: RuleReport, outcomes: list[str | None]) -> None:
+    for outcome in outcomes:
+        if outcome == "queued":
+            report.enqueued += 1
+        elif outcome:
+            report.outcomes[outcome] += 1
 
 
 def contact_record(contact: Contact) -> Record:

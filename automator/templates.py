@@ -142,7 +142,7 @@ class Templates:
 
         Dates are shown in `zone` (the contact's time zone), else the project's.
         """
-        lang = language(locale)
+        lang = self.language_for(name, locale)
         context = {**context, "locale": lang, "_zone": zone or self.timezone}
         subject = " ".join(self._render(name, "subject", "txt", lang, context).split())
         return Rendered(
@@ -164,6 +164,14 @@ class Templates:
             raise TemplateError(f"email_templates/{file}", None, f"template {exc.name} not found") from exc
         except Exception as exc:  # any render failure is reported with the template's line
             raise TemplateError(f"email_templates/{file}", _render_line(exc, file), _describe(exc)) from exc
+
+    def language_for(self, name: str, locale: str | None) -> str:
+        """The contact's language when the template has a variant for it, else English, so
+        an English email never carries French number formats (or an unknown locale's)."""
+        lang = language(locale)
+        if lang != DEFAULT_LOCALE and any((self.root / name).glob(f"*.{lang}.*")):
+            return lang
+        return DEFAULT_LOCALE
 
     def _variant(self, name: str, part: str, ext: str, lang: str) -> str:
         localized = f"{name}/{part}.{lang}.{ext}"
