@@ -22,10 +22,10 @@ from sqlmodel import Session
 
 from automator import emails, policies
 from automator.config import Settings
-from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
+from automator.errors import PermanentDeliveryError, TemplateError, TemporaryDeliveryError
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.schema import Contact, Event, Message
-from automator.store import contacts, messages, suppressions, table
+from automator.store import contacts, coupons, messages, suppressions, table
 
 if TYPE_CHECKING:
     from automator.engine import Engine, TickReport
@@ -115,7 +115,7 @@ class Dispatcher:
                     report.rule(message.rule_id).outcomes[outcome] += 1
                     continue
                 in_batch[message.contact_id] += 1
-                email = self.build(session, message)
+                email = self.build(session, message, now)
                 messages.change(
                     session,
                     message,
@@ -322,8 +322,39 @@ class Dispatcher:
             send_at=until,
             expires_at=max(message.expires_at, until + rule.lateness),
         )
+        self._rerender(session, message, rule, now)
 
-    def build(self, session: Session, message: Message) -> emails.EmailMessage:
+    def _rerender(self, session: Session, message: Message, rule: Rule, now: datetime) -> None:
+        """Content that depends on the send time (days left…) follows a moved send time; the
+        stored content stays exactly what will be sent."""
+        contact = session.get(Contact, message.contact_id)
+        assert contact is not None and message.id is not None
+        try:
+            rendered = self.engine.render(
+                rule, message, contact, coupons.for_message(session, message.id), session
+            )
+        except TemplateError as exc:
+            messages.record(
+                session, message.id, now, message.status, f"kept the content rendered earlier: {exc}"
+            )
+            return
+        if (rendered.subject, rendered.text, rendered.html) != (
+            message.subject,
+            message.text_body,
+            message.html_body,
+        ):
+            messages.change(
+                session,
+                message,
+                message.status,
+                now,
+                "re-rendered for the new send time",
+                subject=rendered.subject,
+                text_body=rendered.text,
+                html_body=rendered.html,
+            )
+
+    def build(self, session: Session, message: Message, now: datetime) -> emails.EmailMessage:
         contact = session.get(Contact, message.contact_id)
         name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None
         return emails.build_email(
@@ -335,7 +366,7 @@ class Dispatcher:
             html=message.html_body,
             message_id=message.message_id,
             rule_id=message.rule_id,
-            date=message.send_at,
+            date=now,
             list_unsubscribe_url=emails.unsubscribe_url(
                 self.settings.base_url, self.settings.secret, message.email
             ),

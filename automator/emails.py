@@ -15,7 +15,7 @@ class _Policy(EmailPolicy):
     """SMTP policy that folds URL-list headers between their entries instead of RFC 2047-
     encoding a long URL, which would break List-Unsubscribe in every mail client."""
 
-    URL_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+    URL_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post", "message-id"})
 
     def fold(self, name: str, value: str) -> str:
         if name.lower() in self.URL_HEADERS:
@@ -43,7 +43,7 @@ def unsubscribe_token(secret: str, email: str) -> str:
 
 
 def token_is_valid(secret: str, email: str, token: str) -> bool:
-    return hmac.compare_digest(unsubscribe_token(secret, email), token)
+    return hmac.compare_digest(unsubscribe_token(secret, email).encode(), token.encode("utf-8", "replace"))
 
 
 def unsubscribe_url(base_url: str, secret: str, email: str) -> str:

@@ -291,7 +291,10 @@ class Engine:
             else Record(
                 {
                     "code": coupon.code,
-                    "percent_off": coupon.percent_off,
+                    # A pool code imported without a value offers what the rule says.
+                    "percent_off": coupon.percent_off
+                    if coupon.percent_off is not None or rule.send.coupon is None
+                    else rule.send.coupon.percent_off,
                     "expires_at": coupon.expires_at,
                 }
             ),

@@ -218,8 +218,8 @@ def import_contacts(
             continue
         batch[data.email] = data  # a later line for the same email wins
         if len(batch) >= BATCH:
-            report.imported += _flush_contacts(store, batch, now)
-    report.imported += _flush_contacts(store, batch, now)
+            report.imported += _flush_contacts(store, batch, now, journey.first_stage)
+    report.imported += _flush_contacts(store, batch, now, journey.first_stage)
     return report
 
 
@@ -236,11 +236,11 @@ def _contact(
         raise ImportRecordError(str(path), line, str(exc)) from exc
 
 
-def _flush_contacts(store: Store, batch: dict[str, ContactData], now: datetime) -> int:
+def _flush_contacts(store: Store, batch: dict[str, ContactData], now: datetime, first_stage: str) -> int:
     if not batch:
         return 0
     with store.session() as session:
-        contact_store.upsert(session, list(batch.values()), now)
+        contact_store.upsert(session, list(batch.values()), now, first_stage)
     count = len(batch)
     batch.clear()
     return count

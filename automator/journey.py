@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +21,7 @@ class _JourneyFile(BaseModel):
     moves: dict[Identifier, Identifier] = {}
 
     @model_validator(mode="after")
-    def _known_targets(self) -> _JourneyFile:
-        for event, stage in self.moves.items():
-            if stage not in self.stages:
-                raise ValueError(f"moves.{event}: unknown stage '{stage}'")
+    def _distinct(self) -> _JourneyFile:
         if len(set(self.stages)) != len(self.stages):
             raise ValueError("stages: a stage is listed twice")
         return self
@@ -74,4 +72,11 @@ def load_journey(rules_dir: Path, display_root: Path) -> Journey:
         path_text = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         raise RuleError(shown, lines.get(path_text, 1), path_text or None, message) from exc
+    for event, stage in parsed.moves.items():
+        if stage not in parsed.stages:
+            close = difflib.get_close_matches(stage, parsed.stages, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; stages are {', '.join(parsed.stages)}"
+            raise RuleError(
+                shown, lines.get(f"moves.{event}"), f"moves.{event}", f"unknown stage '{stage}'{hint}"
+            )
     return Journey(stages=tuple(parsed.stages), moves=dict(parsed.moves))

@@ -78,7 +78,7 @@ def _template_problems(rule: Rule, templates: Templates) -> list[AutomatorError]
 
 
 def _priority_problems(settings: Settings, ruleset: RuleSet) -> list[AutomatorError]:
-    known = {rule.id for rule in ruleset.rules}
+    known = {rule.id for rule in ruleset.rules} | ruleset.broken_ids
     return [
         RuleError("automator.toml", None, f"priorities.{rule_id}", "no rule has this id")
         for rule_id in settings.priorities

@@ -31,6 +31,8 @@ def release(engine: Engine, message_id: int, reason: str, actor: str, now: datet
         if message.status != "held":
             raise StateError(f"message {message_id} is {message.status}; only a held message can be released")
         rule = engine.project.rule(message.rule_id)
+        if message.send_at < now:
+            message.send_at = now  # rendered content (days left…) counts from when it goes out
         if message.hold_kind in ("coupon", "render"):
             if rule is None:
                 raise StateError(f"rule '{message.rule_id}' does not load; fix it before releasing")
@@ -40,7 +42,17 @@ def release(engine: Engine, message_id: int, reason: str, actor: str, now: datet
                 return message
         lateness = rule.lateness if rule else None
         expires = max(message.expires_at, now + lateness) if lateness else message.expires_at
-        messages.change(session, message, "queued", now, reason, actor, hold_kind=None, expires_at=expires)
+        messages.change(
+            session,
+            message,
+            "queued",
+            now,
+            reason,
+            actor,
+            hold_kind=None,
+            expires_at=expires,
+            send_at=message.send_at,
+        )
         return message
 
 

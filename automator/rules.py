@@ -27,6 +27,7 @@ class RuleSet:
 
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
+    broken_ids: set[str] = field(default_factory=set)  # ids read from files that did not load
 
     def get(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.id == rule_id), None)
@@ -48,6 +49,8 @@ def load_rules(rules_dir: Path, journey: Journey, display_root: Path) -> RuleSet
             rule = load_rule(path, journey, shown)
         except RuleErrors as exc:
             ruleset.errors.extend(exc.errors)
+            if exc.rule_id:
+                ruleset.broken_ids.add(exc.rule_id)
             continue
         if rule.id in seen:
             ruleset.errors.append(
@@ -67,8 +70,9 @@ def load_rules(rules_dir: Path, journey: Journey, display_root: Path) -> RuleSet
 class RuleErrors(Exception):
     """Several RuleErrors found in one file."""
 
-    def __init__(self, errors: list[RuleError]) -> None:
+    def __init__(self, errors: list[RuleError], rule_id: str | None = None) -> None:
         self.errors = errors
+        self.rule_id = rule_id
         super().__init__("\n".join(str(error) for error in errors))
 
 
@@ -87,10 +91,11 @@ def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
     try:
         rule = Rule.model_validate({**data, "file": shown, "lines": lines})
     except ValidationError as exc:
-        raise RuleErrors([_rule_error(shown, lines, error) for error in exc.errors()]) from exc
+        rule_id = data.get("id") if isinstance(data.get("id"), str) else None
+        raise RuleErrors([_rule_error(shown, lines, error) for error in exc.errors()], rule_id) from exc
     problems = _journey_problems(rule, journey)
     if problems:
-        raise RuleErrors(problems)
+        raise RuleErrors(problems, rule.id)
     return rule
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from automator.cli import app
 from automator.engine import Engine, TickReport
-from automator.importing import contact_data, ContactRecord, event_key, EventRecord
+from automator.importing import ContactRecord, EventRecord, contact_data, event_key
 from automator.project import Project, load_project
 from automator.store import Store
 from automator.store import contacts as contact_store
@@ -94,10 +94,10 @@ def make_contact(store: Store, project: Project) -> Callable[..., int]:
     """Create or update a contact; extra keyword arguments become attributes."""
 
     def make(email: str = "lan@example.com", **fields: Any) -> int:
+        now = fields.pop("_now", datetime.now(UTC))
         fields.setdefault("stage", "consideration")
         record = ContactRecord.model_validate({"email": email, **fields})
         data = contact_data(record, project.journey, project.settings.zone)
-        now = fields.pop("_now", datetime.now(UTC))
         with store.session() as session:
             contact_store.upsert(session, [data], now)
             return contact_store.ids_by_email(session, [record.email])[record.email]
@@ -109,14 +109,20 @@ def make_contact(store: Store, project: Project) -> Callable[..., int]:
 def make_event(store: Store, project: Project) -> Callable[..., str]:
     """Store an event (through the same path as an import); returns its key."""
 
-    def make(type: str, at: datetime, email: str = "lan@example.com", id: str | None = None,
-             **properties: Any) -> str:
+    def make(
+        type: str, at: datetime, email: str = "lan@example.com", id: str | None = None, **properties: Any
+    ) -> str:
         record = EventRecord.model_validate(
-            {"id": id, "type": type, "email": email, "at": at.isoformat(), "properties": properties})
+            {"id": id, "type": type, "email": email, "at": at.isoformat(), "properties": properties}
+        )
         key = event_key(record)
         with store.session() as session:
-            event_store.add(session, [EventData(key, record.type, record.email, record.at,
-                                                record.properties)], project.journey, at)
+            event_store.add(
+                session,
+                [EventData(key, record.type, record.email, record.at, record.properties)],
+                project.journey,
+                at,
+            )
         return key
 
     return make
@@ -124,9 +130,13 @@ def make_event(store: Store, project: Project) -> Callable[..., str]:
 
 def cart(cart_id: str = "c1", total: int = 1_250_000, currency: str = "VND") -> dict[str, Any]:
     """Properties of a cart_updated event."""
-    return {"cart_id": cart_id, "total": total, "currency": currency,
-            "cart_url": f"https://shop.example.com/cart/{cart_id}",
-            "items": [{"name": "Áo dài lụa", "quantity": 1, "price": total}]}
+    return {
+        "cart_id": cart_id,
+        "total": total,
+        "currency": currency,
+        "cart_url": f"https://shop.example.com/cart/{cart_id}",
+        "items": [{"name": "Áo dài lụa", "quantity": 1, "price": total}],
+    }
 
 
 @pytest.fixture
@@ -141,6 +151,8 @@ def cli(project_dir: Path, environ: dict[str, str]) -> Callable[..., Any]:
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any] | str]) -> Path:
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)
-                              for r in records) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records) + "\n",
+        encoding="utf-8",
+    )
     return path

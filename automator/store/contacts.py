@@ -28,8 +28,13 @@ class ContactData:
     dates: dict[str, datetime] = field(default_factory=dict)
 
 
-def upsert(session: Session, records: list[ContactData], now: datetime) -> None:
-    """Insert new contacts and update existing ones (matched by email) in one batch."""
+def upsert(
+    session: Session, records: list[ContactData], now: datetime, first_stage: str | None = None
+) -> None:
+    """Insert new contacts and update existing ones (matched by email) in one batch.
+
+    A new contact without a stage starts in `first_stage` (the journey's first).
+    """
     by_email = {record.email: record for record in records}
     existing = {
         row.email: row
@@ -39,7 +44,9 @@ def upsert(session: Session, records: list[ContactData], now: datetime) -> None:
             )
         )
     }
-    new_rows = [_new_row(record, now) for email, record in by_email.items() if email not in existing]
+    new_rows = [
+        _new_row(record, now, first_stage) for email, record in by_email.items() if email not in existing
+    ]
     if new_rows:
         session.execute(CONTACTS.insert(), new_rows)
     for email, row in existing.items():
@@ -53,17 +60,18 @@ def upsert(session: Session, records: list[ContactData], now: datetime) -> None:
             values["stage_entered_at"] = now
         session.execute(update(CONTACTS).where(CONTACTS.c.id == row.id).values(**values))
     ids = ids_by_email(session, list(by_email))
-    _record_stages(session, by_email, existing, ids, now)
+    staged = {row["email"]: row["stage"] for row in new_rows}
+    _record_stages(session, by_email, existing, ids, staged, now)
     _replace_dates(session, by_email, ids)
 
 
-def _new_row(record: ContactData, now: datetime) -> dict[str, Any]:
+def _new_row(record: ContactData, now: datetime, first_stage: str | None) -> dict[str, Any]:
     row = {
         "first_name": None,
         "last_name": None,
         "locale": None,
         "timezone": None,
-        "stage": None,
+        "stage": first_stage,
         **record.fields,
         "email": record.email,
         "attributes": record.attributes,
@@ -79,11 +87,12 @@ def _record_stages(
     by_email: dict[str, ContactData],
     existing: dict[str, Any],
     ids: dict[str, int],
+    staged: dict[str, str | None],
     now: datetime,
 ) -> None:
     changes = []
     for email, record in by_email.items():
-        stage = record.fields.get("stage")
+        stage = record.fields.get("stage") or staged.get(email)
         before = existing[email].stage if email in existing else None
         if stage and stage != before:
             changes.append(
@@ -101,6 +110,7 @@ def _record_stages(
 
 def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict[str, int]) -> None:
     """Rewrite changed date attributes; a fresh row id marks the change for the next tick."""
+    _drop_undated(session, by_email, ids)
     rows = [
         {"contact_id": ids[email], "name": name, "value": value}
         for email, record in by_email.items()
@@ -120,6 +130,16 @@ def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict
     session.execute(statement, rows)
 
 
+def _drop_undated(session: Session, by_email: dict[str, ContactData], ids: dict[str, int]) -> None:
+    """An attribute re-imported as something that is not a date leaves the date index."""
+    by_name: dict[str, list[int]] = {}
+    for email, record in by_email.items():
+        for name in record.attributes.keys() - record.dates.keys():
+            by_name.setdefault(name, []).append(ids[email])
+    for name, contact_ids in by_name.items():
+        session.execute(delete(DATES).where(DATES.c.name == name, DATES.c.contact_id.in_(contact_ids)))
+
+
 def ids_by_email(session: Session, emails: list[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     for start in range(0, len(emails), 500):
@@ -135,13 +155,31 @@ def ids_by_email(session: Session, emails: list[str]) -> dict[str, int]:
     return ids
 
 
-def ensure(session: Session, emails: list[str], now: datetime) -> dict[str, int]:
-    """Ids for these emails, creating bare contacts for the unknown ones."""
+def ensure(
+    session: Session, emails: list[str], now: datetime, first_stage: str | None = None
+) -> dict[str, int]:
+    """Ids for these emails, creating bare contacts (in `first_stage`) for the unknown ones."""
     ids = ids_by_email(session, emails)
     missing = sorted(set(emails) - set(ids))
     if missing:
-        session.execute(CONTACTS.insert(), [_new_row(ContactData(email), now) for email in missing])
+        session.execute(
+            CONTACTS.insert(), [_new_row(ContactData(email), now, first_stage) for email in missing]
+        )
         ids.update(ids_by_email(session, missing))
+        if first_stage:
+            session.execute(
+                STAGES.insert(),
+                [
+                    {
+                        "contact_id": ids[email],
+                        "from_stage": None,
+                        "to_stage": first_stage,
+                        "at": now,
+                        "cause": "created by an event",
+                    }
+                    for email in missing
+                ],
+            )
     return ids
 
 

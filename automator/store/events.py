@@ -31,8 +31,8 @@ def add(session: Session, records: list[EventData], journey: Journey, now: datet
 
     Returns how many events were new.
     """
-    ids = contacts.ensure(session, sorted({record.email for record in records}), now)
-    rows = [
+    ids = contacts.ensure(session, sorted({record.email for record in records}), now, journey.first_stage)
+    rows: list[dict[str, Any]] = [
         {
             "key": record.key,
             "contact_id": ids[record.email],
@@ -45,7 +45,11 @@ def add(session: Session, records: list[EventData], journey: Journey, now: datet
     ]
     statement = insert(session, EVENTS).on_conflict_do_nothing(index_elements=["key"])
     new_keys = set(session.execute(statement.returning(EVENTS.c.key), rows).scalars())
-    moving = [row for row in rows if row["key"] in new_keys and row["type"] in journey.moves]
+    # The first row of a key is the one stored; a repeated key in the same file moves nobody.
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row["key"], row)
+    moving = [row for key, row in first.items() if key in new_keys and row["type"] in journey.moves]
     _apply_moves(session, moving, journey)
     return len(new_keys)
 

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from automator.schema import Message, MessageHistory
+from automator.schema import Coupon, Message, MessageHistory
 from automator.store import insert, table
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
+COUPONS = table(Coupon)
 
 STATUSES = ("queued", "held", "sending", "sent", "failed", "cancelled", "suppressed")
 OPEN_STATUSES = ("queued", "held")
@@ -61,6 +62,17 @@ def change(
         setattr(message, key, value)
     assert message.id is not None
     record(session, message.id, at, status, reason, actor)
+    if status == "cancelled":
+        _return_pool_coupon(session, message.id)
+
+
+def _return_pool_coupon(session: Session, message_id: int) -> None:
+    """A cancelled message never goes out, so its pool code goes back to the pool."""
+    session.execute(
+        update(COUPONS)
+        .where(COUPONS.c.message_id == message_id, COUPONS.c.pool.is_not(None))
+        .values(message_id=None, contact_id=None, rule_id=None, assigned_at=None)
+    )
 
 
 def get(session: Session, message_id: int) -> Message | None:

@@ -1,0 +1,268 @@
+"""What automator promises whatever the rule: once per occurrence, suppressions, nothing lost
+to a broken rule, a broken template or a failing mail server, and `then` recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+from freezegun import freeze_time
+
+from automator.engine import Engine
+from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
+from automator.importing import import_events
+from automator.project import load_project
+from automator.schema import Message, MessageHistory
+from automator.store import Store, contacts, messages, suppressions
+from automator.store.messages import QueueFilter
+from tests.conftest import cart, utc, write_jsonl
+
+ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}
+
+BROKEN_RULE = """\
+# A win-back rule with a typo in it.
+id: win_back
+stages: [retention]
+trigger:
+  event: order_placed
+  delay: 30d
+send:
+  templte: post_purchase_thank_you
+"""
+
+
+def all_messages(store: Store) -> list[Message]:
+    with store.session() as session:
+        return messages.listing(session, QueueFilter(limit=1000))
+
+
+def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
+    assert message_id is not None
+    with store.session() as session:
+        return messages.history(session, message_id)
+
+
+def run_tick(engine: Engine, now: datetime):
+    return asyncio.run(engine.tick(now))
+
+
+def shop_day(make_contact, make_event) -> None:
+    """A cart (due 04:00), an order (due 04:00 next day) and a trial end (due 04:00)."""
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 03:00"), email="lan@example.com", id="evt-1", **cart())
+    make_contact("minh@example.com")
+    make_event("order_placed", utc("2026-11-19 04:00"), email="minh@example.com", id="ord-1", **ORDER)
+    make_contact("hoa@example.com", trial_ends_at="2026-11-23T04:00:00Z")
+
+
+def test_rerunning_a_tick_at_the_same_time_does_nothing_more(
+    make_contact, make_event, tick, store, transport
+):
+    shop_day(make_contact, make_event)
+    first = tick(utc("2026-11-20 04:00"))
+    assert sum(rule.sent for rule in first.rules.values()) == 3
+
+    again = tick(utc("2026-11-20 04:00"))
+
+    assert sum(rule.enqueued + rule.sent for rule in again.rules.values()) == 0
+    assert len(all_messages(store)) == 3
+    assert len(transport.sent) == 3
+
+
+def test_reimporting_events_creates_no_duplicates(make_contact, project, store, tick, transport, tmp_path):
+    make_contact("lan@example.com")
+    path = write_jsonl(
+        tmp_path / "events.jsonl",
+        [
+            {"id": "evt-1", "type": "cart_updated", "email": "lan@example.com",
+             "at": "2026-11-20T03:00:00Z", "properties": cart("c1")},
+            # no id: the same line imported twice is recognised by its content
+            {"type": "cart_updated", "email": "lan@example.com",
+             "at": "2026-11-20T03:05:00Z", "properties": cart("c2")},
+        ],
+    )  # fmt: skip
+
+    import_events(store, path, project.journey, utc("2026-11-20 03:10"))
+    again = import_events(store, path, project.journey, utc("2026-11-20 03:20"))
+    tick(utc("2026-11-20 04:05"))
+
+    assert (again.imported, again.duplicates) == (0, 2)
+    assert len(all_messages(store)) == 2
+    assert len(transport.sent) == 2
+
+
+def test_suppressed_address_gets_nothing_and_the_message_is_recorded_suppressed(
+    make_contact, make_event, store, tick, transport
+):
+    make_contact("lan@example.com")
+    with store.session() as session:
+        suppressions.add(session, "lan@example.com", "unsubscribed", "", utc("2026-11-01 00:00"))
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+
+    tick(utc("2026-11-20 04:00"))
+
+    [message] = all_messages(store)
+    assert message.status == "suppressed"
+    assert transport.sent == []
+
+
+def test_suppression_added_after_queueing_stops_the_send(make_contact, make_event, store, tick, transport):
+    make_contact("lan@example.com", timezone="Asia/Ho_Chi_Minh")
+    make_event("cart_updated", utc("2026-11-20 13:30"), id="evt-1", **cart())
+    tick(utc("2026-11-20 14:30"))  # 21:30 local: waits for 08:00
+    with store.session() as session:
+        suppressions.add(session, "lan@example.com", "unsubscribed", "", utc("2026-11-20 16:00"))
+
+    tick(utc("2026-11-21 01:00"))
+
+    [message] = all_messages(store)
+    assert message.status == "suppressed"
+    assert transport.sent == []
+
+
+def test_a_broken_rule_does_not_stop_the_good_ones(
+    project_dir: Path, environ, store, transport, make_contact, make_event
+):
+    (project_dir / "rules" / "win_back.yaml").write_text(BROKEN_RULE, encoding="utf-8")
+    project = load_project(project_dir, environ)
+    engine = Engine(project, store, transport)
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+
+    report = run_tick(engine, utc("2026-11-20 04:00"))
+
+    assert "win_back" not in [rule.id for rule in project.rules]
+    assert report.rules["abandoned_cart"].sent == 1
+    assert [rule.error for rule in report.rules.values() if rule.error] == []
+    assert len(transport.sent) == 1
+
+
+def test_check_lists_the_broken_rule_with_file_line_and_field(project_dir: Path, cli):
+    (project_dir / "rules" / "win_back.yaml").write_text(BROKEN_RULE, encoding="utf-8")
+
+    result = cli("check")
+
+    assert result.exit_code == 1
+    [line] = [line for line in result.output.splitlines() if line.startswith("rules/win_back.yaml:8:")]
+    assert "send.templte: unknown field" in line
+    assert "abandoned_cart" not in result.output
+
+
+def test_a_template_failing_for_one_contact_holds_only_that_message(
+    make_contact, make_event, store, tick, transport
+):
+    make_contact("lan@example.com")
+    make_contact("minh@example.com")
+    broken = {key: value for key, value in cart().items() if key != "items"}
+    make_event("cart_updated", utc("2026-11-20 03:00"), email="lan@example.com", id="evt-1", **broken)
+    make_event("cart_updated", utc("2026-11-20 03:00"), email="minh@example.com", id="evt-2", **cart())
+
+    tick(utc("2026-11-20 04:00"))
+
+    by_email = {message.email: message for message in all_messages(store)}
+    assert by_email["lan@example.com"].status == "held"
+    reason = history_of(store, by_email["lan@example.com"].id)[-1].reason
+    assert reason.startswith("template error: email_templates/abandoned_cart/")
+    assert "items" in reason
+    assert by_email["minh@example.com"].status == "sent"
+    assert [email["To"] for email in transport.sent] == ["minh@example.com"]
+
+
+def test_temporary_failure_keeps_the_message_queued_with_a_retry_time(
+    make_contact, make_event, store, tick, transport
+):
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+    transport.fail_with = TemporaryDeliveryError("451 4.3.0 mailbox busy, try later")
+
+    tick(utc("2026-11-20 04:00"))
+
+    [message] = all_messages(store)
+    assert message.status == "queued"
+    assert message.send_at > utc("2026-11-20 04:00")
+    assert "451" in (message.last_error or "")
+    last = history_of(store, message.id)[-1]
+    assert (last.status, "retry at" in last.reason, "451" in last.reason) == ("queued", True, True)
+
+
+def test_temporarily_failed_message_is_sent_after_the_retry_time(
+    make_contact, make_event, store, tick, transport
+):
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+    transport.fail_with = TemporaryDeliveryError("451 4.3.0 mailbox busy, try later")
+    tick(utc("2026-11-20 04:00"))
+    transport.fail_with = None
+    [waiting] = all_messages(store)
+
+    tick(utc("2026-11-20 04:00:20"))  # backoff for a first failure is at least 30 s
+    assert transport.sent == []
+    tick(waiting.send_at)
+
+    [message] = all_messages(store)
+    assert (message.status, message.attempts) == ("sent", 2)
+    assert len(transport.sent) == 1
+
+
+def test_permanent_failure_fails_the_message_and_suppresses_the_address_as_bounced(
+    make_contact, make_event, store, tick, transport
+):
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+    transport.fail_with = PermanentDeliveryError("550 5.1.1 no such user")
+
+    tick(utc("2026-11-20 04:00"))
+
+    [message] = all_messages(store)
+    assert message.status == "failed"
+    with store.session() as session:
+        suppression = suppressions.get(session, "lan@example.com")
+        assert suppression is not None and suppression.reason == "bounced"
+
+
+def test_sent_abandoned_cart_moves_the_contact_to_conversion_with_its_cause(
+    make_contact, make_event, store, tick
+):
+    with freeze_time("2026-11-01"):
+        contact_id = make_contact("lan@example.com", stage="consideration")
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+
+    tick(utc("2026-11-20 04:00"))
+
+    [message] = all_messages(store)
+    with store.session() as session:
+        contact = contacts.by_id(session, contact_id)
+        last = contacts.stage_history(session, contact_id)[-1]
+    assert contact is not None and contact.stage == "conversion"
+    assert (last.from_stage, last.to_stage, last.at) == (
+        "consideration",
+        "conversion",
+        utc("2026-11-20 04:00"),
+    )
+    assert last.cause == f"rule abandoned_cart (message {message.id})"
+
+
+def test_sent_abandoned_cart_tags_the_contact_as_cart_abandoner(make_contact, make_event, store, tick):
+    contact_id = make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-1", **cart())
+
+    tick(utc("2026-11-20 04:00"))
+
+    with store.session() as session:
+        assert "cart_abandoner" in contacts.tags(session, contact_id)
+
+
+def test_an_event_move_is_recorded_in_stage_history_with_its_cause(make_contact, make_event, store):
+    with freeze_time("2026-11-01"):
+        contact_id = make_contact("lan@example.com", stage="consideration")
+
+    make_event("order_placed", utc("2026-11-20 03:00"), id="ord-1", **ORDER)
+
+    with store.session() as session:
+        last = contacts.stage_history(session, contact_id)[-1]
+    assert (last.to_stage, last.at, last.cause) == (
+        "retention",
+        utc("2026-11-20 03:00"),
+        "event order_placed (ord-1)",
+    )

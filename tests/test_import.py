@@ -1,0 +1,469 @@
+"""Importing contacts (CSV, JSONL), events (JSONL) and coupon codes (CSV) from files.
+
+A bad record is reported with its line number and reason; every good one is still imported.
+"""
+
+import json
+from pathlib import Path
+
+from automator.store import contacts as contact_store
+from automator.store import events as event_store
+from tests.conftest import cart, utc, write_jsonl
+
+
+def write_csv(path: Path, *rows: str) -> Path:
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def contact(store, email):
+    with store.session() as session:
+        return contact_store.by_email(session, email)
+
+
+def contact_dates(store, email):
+    with store.session() as session:
+        return contact_store.dates(session, contact_store.by_email(session, email).id)
+
+
+def stage_changes(store, email):
+    with store.session() as session:
+        found = contact_store.by_email(session, email)
+        return [(c.from_stage, c.to_stage, c.cause) for c in contact_store.stage_history(session, found.id)]
+
+
+def stored_events(store, email):
+    with store.session() as session:
+        found = contact_store.by_email(session, email)
+        return event_store.for_contact(session, found.id)
+
+
+HEADER = "email,first_name,last_name,locale,timezone,stage,plan"
+
+
+# Contacts
+
+
+def test_csv_contacts_are_imported_with_their_known_fields(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv", HEADER, "lan@example.com,Lan,Nguyen,vi,Asia/Ho_Chi_Minh,consideration,pro"
+    )
+    result = cli("contacts", "import", str(path))
+    assert (result.exit_code, result.stdout) == (0, "imported 1 contacts, rejected 0\n")
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.last_name, lan.locale, lan.timezone, lan.stage) == (
+        "Lan",
+        "Nguyen",
+        "vi",
+        "Asia/Ho_Chi_Minh",
+        "consideration",
+    )
+
+
+def test_other_columns_are_kept_as_attributes(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,plan,city", "lan@example.com,pro,Huế")
+    cli("contacts", "import", str(path))
+    assert contact(store, "lan@example.com").attributes == {"plan": "pro", "city": "Huế"}
+
+
+def test_email_is_lowercased(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,first_name", "  Lan.Nguyen@Example.COM ,Lan")
+    cli("contacts", "import", str(path))
+    assert contact(store, "lan.nguyen@example.com").first_name == "Lan"
+
+
+def test_an_iso_date_becomes_a_contact_date_at_local_midnight(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv", "email,timezone,trial_ends_at", "lan@example.com,Asia/Ho_Chi_Minh,2026-12-01"
+    )
+    cli("contacts", "import", str(path))
+    assert contact(store, "lan@example.com").attributes == {"trial_ends_at": "2026-12-01"}
+    assert contact_dates(store, "lan@example.com") == {"trial_ends_at": utc("2026-11-30 17:00")}
+
+
+def test_an_iso_time_with_an_offset_is_stored_in_utc(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl", [{"email": "lan@example.com", "renews_at": "2026-12-20T09:30:00+07:00"}]
+    )
+    cli("contacts", "import", str(path))
+    assert contact(store, "lan@example.com").attributes == {"renews_at": "2026-12-20T02:30:00+00:00"}
+    assert contact_dates(store, "lan@example.com") == {"renews_at": utc("2026-12-20 02:30")}
+
+
+def test_an_iso_time_without_an_offset_is_read_in_the_contacts_time_zone(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"email": "amy@example.com", "timezone": "America/New_York", "renews_at": "2026-12-20T09:00:00"}],
+    )
+    cli("contacts", "import", str(path))
+    assert contact_dates(store, "amy@example.com") == {"renews_at": utc("2026-12-20 14:00")}
+
+
+def test_a_date_without_a_contact_time_zone_uses_the_projects(cli, store, tmp_path):
+    # automator.toml says Asia/Ho_Chi_Minh.
+    path = write_csv(tmp_path / "c.csv", "email,trial_ends_at", "lan@example.com,2026-12-01")
+    cli("contacts", "import", str(path))
+    assert contact_dates(store, "lan@example.com") == {"trial_ends_at": utc("2026-11-30 17:00")}
+
+
+def test_text_that_only_looks_like_a_date_stays_text(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,order_ref", "lan@example.com,2026-99-01-A")
+    cli("contacts", "import", str(path))
+    assert contact(store, "lan@example.com").attributes == {"order_ref": "2026-99-01-A"}
+    assert contact_dates(store, "lan@example.com") == {}
+
+
+def test_importing_twice_updates_the_contact_instead_of_adding_one(cli, store, tmp_path):
+    first = write_csv(tmp_path / "a.csv", "email,first_name,plan", "lan@example.com,Lan,basic")
+    second = write_csv(tmp_path / "b.csv", "email,first_name,plan", "LAN@example.com,Lan Anh,pro")
+    cli("contacts", "import", str(first))
+    before = contact(store, "lan@example.com").id
+    assert cli("contacts", "import", str(second)).stdout == "imported 1 contacts, rejected 0\n"
+    after = contact(store, "lan@example.com")
+    assert (after.id, after.first_name, after.attributes) == (before, "Lan Anh", {"plan": "pro"})
+
+
+def test_a_reimport_keeps_attributes_it_does_not_mention(cli, store, tmp_path):
+    cli("contacts", "import", str(write_csv(tmp_path / "a.csv", "email,plan", "lan@example.com,pro")))
+    cli("contacts", "import", str(write_csv(tmp_path / "b.csv", "email,city", "lan@example.com,Huế")))
+    assert contact(store, "lan@example.com").attributes == {"plan": "pro", "city": "Huế"}
+
+
+def test_a_changed_date_replaces_the_old_one(cli, store, tmp_path):
+    cli(
+        "contacts",
+        "import",
+        str(write_csv(tmp_path / "a.csv", "email,renews_at", "lan@example.com,2026-12-20")),
+    )
+    cli(
+        "contacts",
+        "import",
+        str(write_csv(tmp_path / "b.csv", "email,renews_at", "lan@example.com,2027-01-05")),
+    )
+    assert contact_dates(store, "lan@example.com") == {"renews_at": utc("2027-01-04 17:00")}
+
+
+def test_an_attribute_that_is_no_longer_a_date_leaves_the_date_index(cli, store, tmp_path):
+    cli(
+        "contacts",
+        "import",
+        str(write_csv(tmp_path / "a.csv", "email,renews_at", "lan@example.com,2026-12-20")),
+    )
+    cli(
+        "contacts",
+        "import",
+        str(write_csv(tmp_path / "b.csv", "email,renews_at", "lan@example.com,cancelled")),
+    )
+    assert contact(store, "lan@example.com").attributes == {"renews_at": "cancelled"}
+    assert contact_dates(store, "lan@example.com") == {}
+
+
+def test_an_imported_stage_is_recorded_with_its_cause(cli, store, tmp_path):
+    cli("contacts", "import", str(write_csv(tmp_path / "c.csv", "email,stage", "lan@example.com,retention")))
+    assert stage_changes(store, "lan@example.com") == [(None, "retention", "import")]
+
+
+def test_a_bad_email_is_rejected_with_its_line_and_the_others_imported(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,first_name",
+        "lan@example.com,Lan",
+        "lan-at-example.com,X",
+        "minh@example.com,Minh",
+    )
+    result = cli("contacts", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f'rejected {path}:3: email: email "lan-at-example.com" is not valid: '
+        "An email address must have an @-sign.\n"
+    )
+    assert result.stdout == "imported 2 contacts, rejected 1\n"
+    assert contact(store, "minh@example.com") is not None
+
+
+def test_a_record_without_an_email_is_rejected(cli, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"first_name": "Lan"}])
+    result = cli("contacts", "import", str(path))
+    assert (result.exit_code, result.stderr) == (1, f"rejected {path}:1: email: Field required\n")
+
+
+def test_an_unknown_time_zone_is_rejected_with_a_hint(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,timezone",
+        "lan@example.com,Asia/Saigon City",
+        "minh@example.com,Asia/Bangkok",
+    )
+    result = cli("contacts", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f'rejected {path}:2: timezone: unknown time zone "Asia/Saigon City" '
+        "(use an IANA name such as Asia/Ho_Chi_Minh)\n"
+    )
+    assert (contact(store, "lan@example.com"), contact(store, "minh@example.com").timezone) == (
+        None,
+        "Asia/Bangkok",
+    )
+
+
+def test_an_unknown_stage_is_rejected_with_the_journeys_stages(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,stage", "lan@example.com,shopping")
+    result = cli("contacts", "import", str(path))
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f'rejected {path}:2: stage: unknown stage "shopping" '
+        "(stages are awareness, consideration, conversion, retention, loyalty)\n",
+    )
+    assert contact(store, "lan@example.com") is None
+
+
+def test_a_csv_row_with_too_many_columns_is_rejected(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv", "email,first_name", "lan@example.com,Lan,extra", "minh@example.com,Minh"
+    )
+    result = cli("contacts", "import", str(path))
+    assert (result.exit_code, result.stderr) == (1, f"rejected {path}:2: more values than header columns\n")
+    assert contact(store, "lan@example.com") is None
+    assert contact(store, "minh@example.com") is not None
+
+
+def test_a_csv_saved_with_a_byte_order_mark_is_read(cli, store, tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("email,first_name\nlan@example.com,Lan\n", encoding="utf-8-sig")
+    assert cli("contacts", "import", str(path)).exit_code == 0
+    assert contact(store, "lan@example.com").first_name == "Lan"
+
+
+def test_jsonl_contacts_are_imported(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"email": "lan@example.com", "locale": "vi", "vip": True}])
+    assert cli("contacts", "import", str(path)).exit_code == 0
+    lan = contact(store, "lan@example.com")
+    assert (lan.locale, lan.attributes) == ("vi", {"vip": True})
+
+
+def test_a_file_that_is_neither_csv_nor_jsonl_is_refused(cli, tmp_path):
+    path = tmp_path / "contacts.xlsx"
+    path.write_text("email\nlan@example.com\n", encoding="utf-8")
+    result = cli("contacts", "import", str(path))
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"error: {path}: use a .csv (with a header row) or .jsonl file\n",
+    )
+
+
+# Events
+
+
+def cart_event(**fields):
+    return {
+        "id": "evt-1",
+        "type": "cart_updated",
+        "email": "lan@example.com",
+        "at": "2026-11-20T10:00:00+07:00",
+        "properties": cart(),
+        **fields,
+    }
+
+
+def test_an_event_is_stored_with_its_time_in_utc(cli, store, tmp_path):
+    result = cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [cart_event()])))
+    assert (result.exit_code, result.stdout) == (0, "imported 1 events, rejected 0\n")
+    (event,) = stored_events(store, "lan@example.com")
+    assert (event.key, event.type, event.at, event.properties) == (
+        "evt-1",
+        "cart_updated",
+        utc("2026-11-20 03:00"),
+        cart(),
+    )
+
+
+def test_an_event_id_seen_twice_is_stored_once(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(), cart_event()])
+    assert cli("events", "import", str(path)).stdout == "imported 1 events, 1 already known, rejected 0\n"
+    assert len(stored_events(store, "lan@example.com")) == 1
+
+
+def test_reimporting_the_same_file_stores_nothing_new(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id="evt-1"), cart_event(id="evt-2")])
+    cli("events", "import", str(path))
+    assert cli("events", "import", str(path)).stdout == "imported 0 events, 2 already known, rejected 0\n"
+    assert len(stored_events(store, "lan@example.com")) == 2
+
+
+def test_an_identical_line_without_an_id_is_stored_once(cli, store, tmp_path):
+    event = cart_event()
+    del event["id"]
+    path = write_jsonl(tmp_path / "e.jsonl", [event, event])
+    assert cli("events", "import", str(path)).stdout == "imported 1 events, 1 already known, rejected 0\n"
+    assert len(stored_events(store, "lan@example.com")) == 1
+
+
+def test_the_same_moment_written_with_another_offset_is_the_same_event(cli, store, tmp_path):
+    local, utc_form = cart_event(), cart_event(at="2026-11-20T03:00:00Z")
+    del local["id"], utc_form["id"]
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [local, utc_form])))
+    assert len(stored_events(store, "lan@example.com")) == 1
+
+
+def test_events_without_an_id_that_differ_are_both_stored(cli, store, tmp_path):
+    first, second = cart_event(), cart_event(properties=cart(total=990_000))
+    del first["id"], second["id"]
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [first, second])))
+    assert len(stored_events(store, "lan@example.com")) == 2
+
+
+def test_an_event_for_an_unknown_email_creates_the_contact(cli, store, tmp_path):
+    cli(
+        "events",
+        "import",
+        str(write_jsonl(tmp_path / "e.jsonl", [cart_event(email="New.Buyer@Example.com")])),
+    )
+    assert contact(store, "new.buyer@example.com") is not None
+
+
+def test_a_contact_created_by_an_event_starts_in_the_first_stage(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(type="page_viewed", email="new@example.com")])
+    cli("events", "import", str(path))
+    assert contact(store, "new@example.com").stage == "awareness"
+
+
+def test_a_time_without_an_offset_is_rejected_with_a_clear_reason(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(at="2026-11-20T10:00:00"), cart_event(id="evt-2")])
+    result = cli("events", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f'rejected {path}:1: at: "2026-11-20T10:00:00" has no time zone offset (add Z or +07:00)\n'
+    )
+    assert [event.key for event in stored_events(store, "lan@example.com")] == ["evt-2"]
+
+
+def test_a_line_that_is_not_json_is_rejected_with_its_line_number(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "e.jsonl", [cart_event(id="evt-1"), '{"type": "cart_updated",', cart_event(id="evt-3")]
+    )
+    result = cli("events", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"rejected {path}:2: not valid JSON: ")
+    assert result.stdout == "imported 2 events, rejected 1\n"
+
+
+def test_a_json_line_that_is_not_an_object_is_rejected(cli, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", ['["cart_updated"]'])
+    result = cli("events", "import", str(path))
+    assert result.stderr == f"rejected {path}:1: each line must be a JSON object\n"
+
+
+def test_an_event_with_a_bad_email_is_rejected(cli, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(email="lan")])
+    result = cli("events", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f'rejected {path}:1: email: email "lan" is not valid')
+
+
+def test_a_cart_update_moves_the_contact_to_consideration_with_its_cause(cli, store, make_contact, tmp_path):
+    make_contact("lan@example.com", stage="awareness")
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [cart_event()])))
+    assert contact(store, "lan@example.com").stage == "consideration"
+    assert ("awareness", "consideration", "event cart_updated (evt-1)") in stage_changes(
+        store, "lan@example.com"
+    )
+
+
+def test_an_order_moves_the_contact_to_retention_at_the_time_of_the_order(cli, store, make_contact, tmp_path):
+    make_contact("lan@example.com", stage="consideration")
+    order = cart_event(
+        id="ord-1", type="order_placed", at="2026-11-20T12:00:00Z", properties={"order_id": "o1"}
+    )
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [order])))
+    lan = contact(store, "lan@example.com")
+    assert (lan.stage, lan.stage_entered_at) == ("retention", utc("2026-11-20 12:00"))
+    assert ("consideration", "retention", "event order_placed (ord-1)") in stage_changes(
+        store, "lan@example.com"
+    )
+
+
+def test_moves_in_one_file_are_applied_in_event_order(cli, store, make_contact, tmp_path):
+    make_contact("lan@example.com", stage="awareness")
+    order = cart_event(id="ord-1", type="order_placed", at="2026-11-20T12:00:00Z")
+    cart_update = cart_event(id="evt-1", at="2026-11-20T11:00:00Z")
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [order, cart_update])))
+    moves = [change for change in stage_changes(store, "lan@example.com") if change[2] != "import"]
+    assert moves == [
+        ("awareness", "consideration", "event cart_updated (evt-1)"),
+        ("consideration", "retention", "event order_placed (ord-1)"),
+    ]
+
+
+def test_events_only_move_contacts_forward(cli, store, make_contact, tmp_path):
+    make_contact("lan@example.com", stage="retention")
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [cart_event()])))
+    assert contact(store, "lan@example.com").stage == "retention"
+    assert stage_changes(store, "lan@example.com") == [(None, "retention", "import")]
+
+
+def test_a_duplicate_id_in_one_file_does_not_move_the_contact(cli, store, make_contact, tmp_path):
+    make_contact("lan@example.com", stage="consideration")
+    reused = cart_event(type="order_placed", at="2026-11-20T12:00:00Z", properties={"order_id": "o1"})
+    cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [cart_event(), reused])))
+    assert [event.type for event in stored_events(store, "lan@example.com")] == ["cart_updated"]
+    assert contact(store, "lan@example.com").stage == "consideration"
+
+
+def test_an_event_with_an_unknown_top_level_field_is_rejected(cli, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(total=5)])
+    result = cli("events", "import", str(path))
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"rejected {path}:1: total: Extra inputs are not permitted\n",
+    )
+
+
+# Coupons
+
+
+def test_coupon_codes_are_imported_into_a_pool_and_listed(cli, tmp_path):
+    path = write_csv(tmp_path / "codes.csv", "code", "RENEW-001", "RENEW-002", "RENEW-003")
+    result = cli("coupons", "import", "renewal", str(path), "--percent-off", "15")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        "pool renewal: added 3 codes, 0 already known, rejected 0\n",
+    )
+    assert cli("coupons", "list").stdout == "renewal\tfree 3\ttaken 0\n"
+
+
+def test_reimported_codes_are_not_added_twice(cli, tmp_path):
+    path = write_csv(tmp_path / "codes.csv", "code", "RENEW-001", "RENEW-002")
+    cli("coupons", "import", "renewal", str(path))
+    assert cli("coupons", "import", "renewal", str(path)).stdout == (
+        "pool renewal: added 0 codes, 2 already known, rejected 0\n"
+    )
+    assert cli("coupons", "list").stdout == "renewal\tfree 2\ttaken 0\n"
+
+
+def test_a_file_of_bare_codes_without_a_header_is_read(cli, tmp_path):
+    cli("coupons", "import", "vip", str(write_csv(tmp_path / "codes.csv", "VIP1", "VIP2")))
+    assert cli("coupons", "list").stdout == "vip\tfree 2\ttaken 0\n"
+
+
+def test_a_bad_code_is_rejected_with_its_line_and_the_others_imported(cli, tmp_path):
+    path = write_csv(tmp_path / "codes.csv", "code", "RENEW-001", "RENEW 002!", "RENEW-003")
+    result = cli("coupons", "import", "renewal", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == f'rejected {path}:3: "RENEW 002!" is not a coupon code\n'
+    assert cli("coupons", "list").stdout == "renewal\tfree 2\ttaken 0\n"
+
+
+def test_pools_are_listed_separately(cli, tmp_path):
+    cli("coupons", "import", "renewal", str(write_csv(tmp_path / "a.csv", "code", "R1")))
+    cli("coupons", "import", "winback", str(write_csv(tmp_path / "b.csv", "code", "W1", "W2")))
+    assert cli("coupons", "list").stdout == "renewal\tfree 1\ttaken 0\nwinback\tfree 2\ttaken 0\n"
+
+
+def test_a_renewal_offer_takes_one_code_from_the_pool(cli, make_contact, tmp_path):
+    cli("coupons", "import", "renewal", str(write_csv(tmp_path / "codes.csv", "code", "R1", "R2", "R3")))
+    # Renews on Dec 20 (Saigon); the offer is due 30 days before, at 17:00 UTC on Nov 19.
+    make_contact("lan@example.com", stage="retention", renews_at="2026-12-20")
+    assert cli("tick", "--now", "2026-11-20T03:00:00Z").exit_code == 0
+    assert cli("coupons", "list").stdout == "renewal\tfree 2\ttaken 1\n"
+    (message,) = json.loads(cli("queue", "list", "--json").stdout)
+    assert (message["rule"], message["status"]) == ("renewal_offer", "sent")
