@@ -170,33 +170,41 @@ class Dispatcher:
         if suppressions.get(session, message.email):
             messages.change(session, message, "suppressed", now, "address is suppressed")
             return "suppressed"
-        rule = self.engine.project.rule(message.rule_id)
-        if rule is None or rule not in self.engine.project.rules:
-            messages.change(
-                session,
-                message,
-                "queued",
-                now,
-                f"waiting: rule '{message.rule_id}' does not load (see automator check)",
-                send_at=now + RULE_MISSING_RETRY,
-            )
-            return "waiting: rule does not load"
         if now > message.expires_at:
+            late = f"too late: due {message.due_at.isoformat()}, max lateness passed"
+            messages.change(session, message, "cancelled", now, late)
+            return "cancelled: too late"
+        rule = self.engine.project.rule(message.rule_id)
+        if rule is not None and not rule.enabled:
             messages.change(
                 session,
                 message,
-                "cancelled",
+                "held",
                 now,
-                f"too late: due {message.due_at.isoformat()}, max lateness passed",
+                f"rule '{rule.id}' is disabled (enabled: false)",
+                hold_kind="rule",
             )
-            return "cancelled: too late"
+            return "held: rule disabled"
+        if rule is None or rule not in self.engine.project.rules:
+            self._wait_for_rule(session, message, now)
+            return "waiting: rule does not load"
         contact = session.get(Contact, message.contact_id)
         assert contact is not None
-        reason = self.cancel_reason(session, rule, message, contact, now)
-        if reason:
-            messages.change(session, message, "cancelled", now, reason)
-            return "cancelled: " + reason.split(":")[0]
+        cancel = self.cancel_reason(session, rule, message, contact, now)
+        if cancel:
+            messages.change(session, message, "cancelled", now, cancel)
+            return "cancelled: " + cancel.split(":")[0]
         return self.defer(session, message, contact, rule, now, claimed)
+
+    def _wait_for_rule(self, session: Session, message: Message, now: datetime) -> None:
+        """Retry later; the history says so once, not on every retry."""
+        reason = f"waiting: rule '{message.rule_id}' does not load (see automator check)"
+        assert message.id is not None
+        last = messages.history(session, message.id)[-1:]
+        if last and last[0].reason == reason:
+            messages.reschedule(session, message, now + RULE_MISSING_RETRY)
+        else:
+            messages.change(session, message, "queued", now, reason, send_at=now + RULE_MISSING_RETRY)
 
     def cancel_reason(
         self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
@@ -204,8 +212,9 @@ class Dispatcher:
         trigger = rule.trigger
         if trigger.cancel_if is not None:
             since = message.occurred_at
-            if isinstance(trigger, DateTrigger) and trigger.cancel_if.within is not None:
-                since = message.occurred_at - trigger.cancel_if.within
+            if isinstance(trigger, DateTrigger):
+                within = trigger.cancel_if.within
+                since = message.occurred_at - within if within is not None else message.due_at
             found = self._event_after(
                 session,
                 contact.id,
@@ -260,6 +269,8 @@ class Dispatcher:
         if event is None:
             return None
         value = event.properties.get(key)
+        if value is None:
+            return None  # events without the property are each their own group (as when queued)
         later = session.execute(
             select(Event)
             .where(

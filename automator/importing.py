@@ -199,6 +199,8 @@ def contact_data(record: ContactRecord, journey: Journey, default_zone: ZoneInfo
         elif isinstance(parsed, date):
             attributes[name] = parsed.isoformat()
             dates[name] = datetime.combine(parsed, time(0), tzinfo=zone).astimezone(UTC)
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            attributes[name] = value.lower() == "true"  # CSV has no booleans; conditions compare them
         else:
             attributes[name] = value
     return ContactData(email=record.email, fields=fields, attributes=attributes, dates=dates)

@@ -52,6 +52,8 @@ class Journey:
 def load_journey(rules_dir: Path, display_root: Path) -> Journey:
     """Read rules/journey.yaml (optional). Raises RuleError naming file and line."""
     path = rules_dir / "journey.yaml"
+    if not path.exists() and (rules_dir / "journey.yml").exists():
+        path = rules_dir / "journey.yml"
     if not path.exists():
         return Journey()
     shown = str(path.relative_to(display_root)) if path.is_relative_to(display_root) else str(path)

@@ -57,9 +57,21 @@ class EventTrigger(Strict):
     once_per: str | None = Field(default=None, description="one message per value of this property")
     cancel_if: CancelIf | None = None
 
+    @model_validator(mode="after")
+    def _within_is_for_dates(self) -> EventTrigger:
+        _no_within(self.cancel_if)
+        return self
+
     @property
     def default_max_lateness(self) -> timedelta:
         return timedelta(days=1)
+
+
+def _no_within(cancel: CancelIf | None) -> None:
+    if cancel is not None and cancel.within is not None:
+        raise ValueError(
+            "cancel_if.within applies to date triggers only (events after the trigger cancel it)"
+        )
 
 
 class DateTrigger(Strict):
@@ -105,6 +117,11 @@ class StageTrigger(Strict):
     stage_entered: Identifier
     delay: Duration = timedelta(0)
     cancel_if: CancelIf | None = None
+
+    @model_validator(mode="after")
+    def _within_is_for_dates(self) -> StageTrigger:
+        _no_within(self.cancel_if)
+        return self
 
     @property
     def default_max_lateness(self) -> timedelta:
@@ -180,7 +197,11 @@ def _condition(item: Any, index: int) -> Any:
                 f"condition {index + 1}: unknown operator '{op}' (use one of {', '.join(OPERATORS)})"
             )
     else:
-        op, value = "eq", test
+        op, value = ("in" if isinstance(test, list) else "eq"), test  # `field: [a, b]` means in
+    if isinstance(value, dict) or (
+        isinstance(value, list) and any(isinstance(v, list | dict) for v in value)
+    ):
+        raise ValueError(f"condition {index + 1}: compare with a value or a list of values")
     if op in ("in", "not_in") and not isinstance(value, list):
         raise ValueError(f"condition {index + 1}: {op} needs a list")
     return {"field": field, "op": op, "value": value}
@@ -232,9 +253,11 @@ class Rule(Strict):
     @model_validator(mode="after")
     def _event_conditions_need_event_trigger(self) -> Rule:
         if not isinstance(self.trigger, EventTrigger):
-            for cond in self.when:
+            for index, cond in enumerate(self.when):
                 if cond.scope == "event":
-                    raise ValueError(f"{cond.field}: only event triggers can test event properties")
+                    raise ValueError(
+                        f"condition {index + 1}: {cond.field}: only event triggers can test event properties"
+                    )
         return self
 
     @property

@@ -7,6 +7,7 @@ broken rule is reported and the others still load.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,16 +105,30 @@ def _rule_error(shown: str, lines: dict[str, int], error: Any) -> RuleError:
     path = ".".join(loc)
     line = _line(lines, path)
     if error["type"] == "extra_forbidden":
-        return RuleError(shown, line, path, _unknown_field(loc[-1]))
+        return RuleError(shown, line, path, _unknown_field(loc[-1], nested=len(loc) > 1))
     if error["type"] == "missing":
         return RuleError(shown, line, path, "is required")
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch":
-        message = f'"{error["input"]}" is not allowed here (letters, digits and _ only)'
+        allowed = PATTERN_HINTS.get(str(error.get("ctx", {}).get("pattern")), "see docs/rules.md")
+        message = f'"{error["input"]}" is not allowed here ({allowed})'
+    condition = re.match(r"condition (\d+): ", message)
+    if condition:
+        path = f"when.{int(condition.group(1)) - 1}"
+        line = _line(lines, path)
     return RuleError(shown, line, path or None, message)
 
 
-def _unknown_field(name: str) -> str:
+PATTERN_HINTS = {
+    "^[a-z][a-z0-9_]*$": "lowercase letters, digits and _, starting with a letter",
+    "^[A-Z0-9-]{0,12}$": "capital letters, digits and -, at most 12",
+    "^[A-Za-z0-9_-]+$": "letters, digits, _ and -",
+}
+
+
+def _unknown_field(name: str, nested: bool) -> str:
+    if nested and name in Rule.model_fields:
+        return f"unknown field here ({name} belongs at the top level of the rule)"
     close = difflib.get_close_matches(name, sorted(field_names()), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown field{hint}"

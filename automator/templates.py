@@ -180,7 +180,8 @@ class Templates:
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"undefined: {exc.message}"
+        message = str(exc.message).replace("'automator.templates.Record object' has no attribute", "no field")
+        return f"undefined: {message}"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -169,7 +169,7 @@ def test_conditions_are_read_from_the_short_form(tmp_path):
 def test_an_unknown_condition_operator_lists_the_known_ones(tmp_path):
     write_rule(tmp_path, "cart.yaml", CART_RULE + "when:\n  - event.total: {bigger: 100}\n")
     assert str(only_error(tmp_path)) == (
-        "rules/cart.yaml:8: when: condition 1: unknown operator 'bigger' "
+        "rules/cart.yaml:9: when.0: condition 1: unknown operator 'bigger' "
         "(use one of eq, ne, gt, gte, lt, lte, in, not_in, exists)"
     )
 
@@ -202,7 +202,9 @@ def test_only_event_triggers_may_test_event_properties(tmp_path):
           template: renewal_offer
         """,
     )
-    assert only_error(tmp_path).message == "event.total: only event triggers can test event properties"
+    error = only_error(tmp_path)
+    assert error.message == "condition 1: event.total: only event triggers can test event properties"
+    assert (error.line, error.field) == (7, "when.0")
 
 
 def test_an_unknown_stage_suggests_the_closest_one(tmp_path):
@@ -285,3 +287,18 @@ def test_without_a_journey_file_the_default_stages_apply(tmp_path):
 def test_both_yaml_suffixes_are_rule_files(tmp_path, suffix):
     write_rule(tmp_path, f"cart{suffix}", CART_RULE)
     assert [rule.id for rule in load(tmp_path).rules] == ["cart"]
+
+
+def test_a_list_in_the_shorthand_means_one_of(tmp_path):
+    write_rule(tmp_path, "cart.yaml", CART_RULE + "when:\n  - contact.plan: [pro, business]\n")
+    rule = load_rules(tmp_path / "rules", Journey(), tmp_path).rules[0]
+    assert (rule.when[0].op, rule.when[0].value) == ("in", ["pro", "business"])
+
+
+def test_cancel_if_within_is_refused_on_an_event_trigger(tmp_path):
+    write_rule(
+        tmp_path,
+        "cart.yaml",
+        CART_RULE.replace("  delay: 1h", "  delay: 1h\n  cancel_if: {event: order_placed, within: 1d}"),
+    )
+    assert "within applies to date triggers only" in only_error(tmp_path).message

@@ -175,7 +175,8 @@ def _newer_of_same(event: Any, key: str, now: datetime) -> ColumnElement[bool]:
 def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark) -> Select[Any]:
     date, contact = DATES.alias("d"), CONTACTS.alias("c")
     cancel = trigger.cancel_if
-    since = shifted(date.c.value, -cancel.within) if cancel and cancel.within else None
+    # Cancelling events count from `within` before the date, else from when the trigger fires.
+    since = shifted(date.c.value, -cancel.within if cancel and cancel.within else trigger.offset)
     where = [
         date.c.name == trigger.attribute,
         *_window(date.c.value, trigger.offset, rule, now, mark, date.c.id),
@@ -207,10 +208,9 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
 
 def _cancelled_since(event_type: str, contact_id: Any, since: Any, now: datetime) -> ColumnElement[bool]:
     other = EVENTS.alias("cancel_event")
-    where = [other.c.contact_id == contact_id, other.c.type == event_type, other.c.at <= now]
-    if since is not None:
-        where.append(other.c.at >= since)
-    return exists().where(*where)
+    return exists().where(
+        other.c.contact_id == contact_id, other.c.type == event_type, other.c.at >= since, other.c.at <= now
+    )
 
 
 def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Watermark) -> Select[Any]:

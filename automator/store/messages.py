@@ -75,6 +75,12 @@ def _return_pool_coupon(session: Session, message_id: int) -> None:
     )
 
 
+def reschedule(session: Session, message: Message, send_at: datetime) -> None:
+    """Move a message's send time without a history line (for repeated, identical waits)."""
+    session.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(send_at=send_at))
+    message.send_at = send_at
+
+
 def get(session: Session, message_id: int) -> Message | None:
     return session.get(Message, message_id)
 
