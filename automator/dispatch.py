@@ -293,6 +293,8 @@ class Dispatcher:
         claimed: int = 0,
     ) -> str | None:
         """Quiet hours and the frequency cap make a message wait; they never drop it."""
+        if message.skip_policies:
+            return None
         quiet = planned_send_at(self.settings, contact, now)
         if quiet > now:
             self._wait(session, message, rule, quiet, now, "quiet hours in the contact's time zone")

@@ -157,6 +157,7 @@ class Message(SQLModel, table=True):
     html_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     message_id: str = ""
     hold_kind: str | None = None
+    skip_policies: bool = False  # "send now" by support: no quiet hours or frequency cap
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     lease_until: datetime | None = _time(nullable=True)
@@ -214,3 +215,29 @@ class Heartbeat(SQLModel, table=True):
     started_at: datetime = _time()
     seen_at: datetime = _time()
     last_tick_at: datetime | None = _time(nullable=True)
+
+
+class User(SQLModel, table=True):
+    """A console user. `role` is `support` (view, hold, release) or `admin` (also cancel,
+    send now, bulk actions)."""
+
+    __tablename__ = "console_user"
+
+    name: str = Field(primary_key=True)
+    password_hash: str
+    role: str
+    created_at: datetime = _time()
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what, when and why: every action a person takes on a message or a contact."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = _id()
+    at: datetime = _time()
+    actor: str
+    action: str
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message_id: int | None = Field(default=None, index=True)
+    contact_id: int | None = Field(default=None, index=True)
