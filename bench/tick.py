@@ -1,0 +1,857 @@
+"""How fast is a tick on a big store? Import, first tick, incremental tick, memory, and the
+same rules evaluated contact by contact for comparison.
+
+Generates a store for the four shipped rules in a fresh SQLite file, imports it through the
+same code the CLI uses, and prints each figure on its own line, with the goals (which apply
+at 1M contacts / 5M events) marked PASS or MISS:
+
+    python bench/tick.py                                      # 100k contacts, 500k events
+    python bench/tick.py --contacts 1000000 --events 5000000  # the size the goals are for
+
+The clock is fixed (`NOW`), and every random choice comes from `--seed`, so two runs with the
+same arguments build the same store and find the same messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import csv
+import json
+import os
+import random
+import resource
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from automator.dispatch import Dispatcher
+from automator.engine import Engine, TickReport, trigger_hash, trigger_offset
+from automator.importing import import_contacts, import_events, read_coupon_codes
+from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, Rule
+from automator.project import Project, load_project
+from automator.schema import Contact, ContactDate, Event, Message, Suppression
+from automator.store import Store, coupons, rulestate, suppressions, table
+from automator.store import candidates as candidate_queries
+from automator.store.candidates import Candidate
+from automator.store.contacts import ids_by_email
+from automator.transports.file import FileTransport
+
+REPO = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 20, 5, 0, tzinfo=UTC)  # noon in Hanoi, night in New York
+LATER = NOW + timedelta(hours=1)  # the incremental tick
+HISTORY = timedelta(days=90)  # events are spread over the 90 days before NOW
+
+GOAL_TICK_S = 10.0
+GOAL_INCREMENTAL_S = 0.5
+GOAL_RSS_MB = 300.0
+GOAL_RATIO = 100.0
+
+CONTACTS = table(Contact)
+EVENTS = table(Event)
+DATES = table(ContactDate)
+MESSAGES = table(Message)
+SUPPRESSIONS = table(Suppression)
+
+# One due occurrence, as both evaluators report it: (rule, contact, occurrence, occurred_at, suppressed).
+Key = tuple[str, int, str, datetime, bool]
+T = TypeVar("T")
+
+
+# --- the store: contacts, events, suppressions, coupons -------------------------------------------
+
+STAGES = {"awareness": 40, "consideration": 25, "conversion": 5, "retention": 20, "loyalty": 10}
+ZONES_VI = ["Asia/Ho_Chi_Minh"] * 6 + [""]
+ZONES_EN = [
+    "America/New_York",
+    "America/Los_Angeles",
+    "Europe/London",
+    "Europe/Berlin",
+    "Asia/Singapore",
+    "Australia/Sydney",
+    "",
+]
+NAMES_VI = ["Lan", "Minh", "Hoa", "Tuấn", "Linh", "Hùng", "Mai", "Quang"]
+NAMES_EN = ["Anna", "Ben", "Chloe", "David", "Emma", "Frank", "Grace", "Henry"]
+SURNAMES_VI = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ"]
+SURNAMES_EN = ["Smith", "Jones", "Brown", "Taylor", "Wilson", "Clark"]
+PRODUCTS_VI = [
+    ("Áo dài lụa", 1_250_000),
+    ("Nón lá", 150_000),
+    ("Cà phê Đà Lạt", 220_000),
+    ("Túi cói", 380_000),
+    ("Gốm Bát Tràng", 640_000),
+]
+PRODUCTS_EN = [
+    ("Silk scarf", 39.0),
+    ("Coffee beans", 14.5),
+    ("Rattan bag", 52.0),
+    ("Ceramic bowl", 27.25),
+    ("Tea set", 68.0),
+]
+PLANS = ["basic", "pro", "team"]
+
+
+def email_of(index: int) -> str:
+    return f"contact{index}@bench.example.com"
+
+
+def iso(moment: datetime) -> str:
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+@dataclass
+class Population:
+    """What event generation needs to know about the contacts: locale and trial, by index."""
+
+    vietnamese: bytearray
+    on_trial: bytearray
+
+    @property
+    def size(self) -> int:
+        return len(self.vietnamese)
+
+
+def write_contacts(path: Path, count: int, rng: random.Random) -> Population:
+    """A CSV of contacts: stage, locale, zone, and the date attributes the date rules read."""
+    people = Population(bytearray(count), bytearray(count))
+    stages, weights = list(STAGES), list(STAGES.values())
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(
+            [
+                "email",
+                "first_name",
+                "last_name",
+                "locale",
+                "timezone",
+                "stage",
+                "plan",
+                "trial_ends_at",
+                "renews_at",
+            ]
+        )
+        for index in range(count):
+            vi = rng.random() < 0.6
+            stage = rng.choices(stages, weights)[0]
+            trial = stage in ("awareness", "consideration", "conversion") and rng.random() < 0.12
+            paying = stage in ("retention", "loyalty")
+            renews = paying and rng.random() < 0.7
+            people.vietnamese[index], people.on_trial[index] = vi, trial
+            out.writerow(
+                [
+                    email_of(index),
+                    rng.choice(NAMES_VI if vi else NAMES_EN) if rng.random() < 0.9 else "",
+                    rng.choice(SURNAMES_VI if vi else SURNAMES_EN),
+                    "vi" if vi else "en",
+                    rng.choice(ZONES_VI if vi else ZONES_EN),
+                    stage,
+                    rng.choice(PLANS) if paying else "",
+                    iso(NOW + timedelta(seconds=rng.uniform(-14, 14) * 86400)) if trial else "",
+                    (NOW.date() + timedelta(days=rng.randint(1, 365))).isoformat() if renews else "",
+                ]
+            )
+    return people
+
+
+@dataclass
+class Cart:
+    id: str
+    contact: int
+    items: list[dict[str, Any]]
+    currency: str
+    at: datetime
+
+    @property
+    def total(self) -> float:
+        return sum(item["price"] * item["quantity"] for item in self.items)
+
+
+@dataclass
+class Shop:
+    """Turns visits into events; numbers carts, orders and events, and remembers recent carts."""
+
+    rng: random.Random
+    people: Population
+    events: int = 0
+    carts: int = 0
+    orders: int = 0
+    recent: dict[str, Cart] = field(default_factory=dict)
+
+    def event(self, type_: str, contact: int, at: datetime, properties: dict[str, Any]) -> dict[str, Any]:
+        self.events += 1
+        return {
+            "id": f"e{self.events}",
+            "type": type_,
+            "email": email_of(contact),
+            "at": iso(at),
+            "properties": properties,
+        }
+
+    def visit(self, contact: int, at: datetime) -> Iterator[dict[str, Any]]:
+        """Some page views, maybe a cart updated a few times, maybe an order after it."""
+        rng = self.rng
+        for _ in range(rng.randint(0, 2)):
+            at += timedelta(seconds=rng.uniform(20, 300))
+            yield self.event("page_viewed", contact, at, {"path": rng.choice(["/", "/sale", "/new"])})
+        if self.people.on_trial[contact] and rng.random() < 0.05:
+            yield self.event("subscription_started", contact, at, {"plan": rng.choice(PLANS)})
+        if rng.random() < 0.8:
+            cart = self.new_cart(contact, at)
+            for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
+                cart.at = at = at + timedelta(seconds=rng.uniform(30, 1200))
+                yield self.cart_updated(cart)
+            if rng.random() < 0.35:
+                yield from self.order(cart, at + timedelta(seconds=rng.uniform(120, 10800)))
+
+    def new_cart(self, contact: int, at: datetime) -> Cart:
+        self.carts += 1
+        vi = self.people.vietnamese[contact]
+        return Cart(f"cart-{self.carts}", contact, [], "VND" if vi else "USD", at)
+
+    def cart_updated(self, cart: Cart) -> dict[str, Any]:
+        name, price = self.rng.choice(PRODUCTS_VI if cart.currency == "VND" else PRODUCTS_EN)
+        line = next((item for item in cart.items if item["name"] == name), None)
+        if line is None:
+            cart.items.append({"name": name, "quantity": 1, "price": price})
+        else:
+            line["quantity"] += 1
+        if cart.at >= NOW - timedelta(days=2):
+            self.recent[cart.id] = cart
+        return self.event(
+            "cart_updated",
+            cart.contact,
+            cart.at,
+            {
+                "cart_id": cart.id,
+                "items": [dict(item) for item in cart.items],
+                "total": cart.total,
+                "currency": cart.currency,
+                "cart_url": f"https://shop.example.com/cart/{cart.id}",
+            },
+        )
+
+    def order(self, cart: Cart, at: datetime) -> Iterator[dict[str, Any]]:
+        """An order for the cart; now and then the shop reports the same order twice."""
+        self.orders += 1
+        properties = {
+            "order_id": f"ORD-{self.orders}",
+            "cart_id": cart.id,
+            "total": cart.total,
+            "currency": cart.currency,
+            "items": cart.items,
+        }
+        yield self.event("order_placed", cart.contact, at, properties)
+        if self.rng.random() < 0.03:
+            yield self.event("order_placed", cart.contact, at, properties)
+
+
+def pick_contact(rng: random.Random, count: int) -> int:
+    """Some contacts are much more active than others."""
+    return min(count - 1, int(count * rng.random() ** 1.6))
+
+
+NOW_ISO, LATER_ISO = iso(NOW), iso(LATER)
+
+
+def history_events(shop: Shop, count: int) -> Iterator[dict[str, Any]]:
+    """`count` events from visits spread over the 90 days before NOW."""
+    made = 0
+    while True:
+        start = NOW - HISTORY + timedelta(seconds=shop.rng.uniform(0, HISTORY.total_seconds()))
+        for event in shop.visit(pick_contact(shop.rng, shop.people.size), start):
+            if event["at"] > NOW_ISO:
+                break
+            yield event
+            made += 1
+            if made == count:
+                return
+
+
+def new_events(shop: Shop, count: int) -> Iterator[dict[str, Any]]:
+    """What arrives between NOW and LATER: new visits, more updates of recent carts, and
+    orders for them, some reported late enough to be due for a thank-you at once."""
+    rng, made = shop.rng, 0
+    recent = list(shop.recent.values()) or [shop.new_cart(0, NOW)]
+    while made < count:
+        roll = rng.random()
+        if roll < 0.5:
+            start = NOW - timedelta(hours=2) + timedelta(seconds=rng.uniform(0, 3 * 3600))
+            batch = list(shop.visit(pick_contact(rng, shop.people.size), start))
+        elif roll < 0.75:
+            cart = rng.choice(recent)
+            cart.at = max(cart.at, NOW - timedelta(hours=2)) + timedelta(seconds=rng.uniform(0, 3600))
+            batch = [shop.cart_updated(cart)]
+        else:
+            cart = rng.choice(recent)
+            at = NOW - timedelta(hours=25) + timedelta(seconds=rng.uniform(0, 26 * 3600))
+            batch = list(shop.order(cart, max(at, cart.at + timedelta(minutes=2))))
+        for event in batch:
+            if event["at"] <= LATER_ISO and made < count:
+                yield event
+                made += 1
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_coupon_codes(path: Path, count: int) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("code\n")
+        handle.writelines(f"RENEW-{number:08d}\n" for number in range(count))
+
+
+def suppress(store: Store, rng: random.Random, count: int) -> int:
+    """About 2% of addresses unsubscribed, bounced or complained (as `automator suppressions add`)."""
+    chosen = sorted(rng.sample(range(count), max(1, count // 50)))
+    with store.session() as session:
+        for index in chosen:
+            suppressions.add(session, email_of(index), rng.choice(suppressions.REASONS[:3]), "", NOW)
+    return len(chosen)
+
+
+# --- the per-contact evaluator ---------------------------------------------------------------------
+
+
+@dataclass
+class ContactView:
+    """Everything a per-contact tool loads about one contact before applying the rules."""
+
+    id: int
+    email: str
+    stage: str | None
+    row: dict[str, Any]
+    suppressed: bool
+    events: Sequence[Any]
+    dates: dict[str, datetime]
+    occurrences: set[tuple[str, str]]
+    dated: set[tuple[str, datetime]]
+
+
+def load_contact(session: Session, contact_id: int) -> ContactView | None:
+    """One query per table, the way a tool that loops over contacts does it."""
+    row = session.execute(select(CONTACTS).where(CONTACTS.c.id == contact_id)).mappings().first()
+    if row is None:
+        return None
+    suppressed = session.execute(
+        select(SUPPRESSIONS.c.email).where(SUPPRESSIONS.c.email == row["email"])
+    ).first()
+    events = session.execute(
+        select(EVENTS.c.id, EVENTS.c.key, EVENTS.c.type, EVENTS.c.at, EVENTS.c.properties).where(
+            EVENTS.c.contact_id == contact_id
+        )
+    ).all()
+    dates = dict(
+        session.execute(select(DATES.c.name, DATES.c.value).where(DATES.c.contact_id == contact_id)).all()
+    )
+    sent = session.execute(
+        select(MESSAGES.c.rule_id, MESSAGES.c.occurrence, MESSAGES.c.occurred_at).where(
+            MESSAGES.c.contact_id == contact_id
+        )
+    ).all()
+    return ContactView(
+        contact_id,
+        row["email"],
+        row["stage"],
+        dict(row),
+        suppressed is not None,
+        events,
+        dates,
+        {(rule, occurrence) for rule, occurrence, _ in sent},
+        {(rule, at) for rule, _, at in sent},
+    )
+
+
+def per_contact(rules: list[Rule], contact: ContactView, now: datetime) -> set[Key]:
+    """The rules' semantics applied in Python to one contact's rows."""
+    found: set[Key] = set()
+    for rule in rules:
+        if contact.stage not in rule.stages:
+            continue
+        if isinstance(rule.trigger, EventTrigger):
+            found.update(_event_rule(rule, rule.trigger, contact, now))
+        elif isinstance(rule.trigger, DateTrigger):
+            found.update(_date_rule(rule, rule.trigger, contact, now))
+        else:
+            raise SystemExit(f"bench: rule {rule.id}: stage triggers are not benchmarked")
+    return found
+
+
+def _event_rule(rule: Rule, trigger: EventTrigger, contact: ContactView, now: datetime) -> Iterator[Key]:
+    latest = now - trigger.delay
+    earliest = latest - rule.lateness
+    of_type = [event for event in contact.events if event.type == trigger.event]
+    for event in of_type:
+        if not earliest <= event.at <= latest:
+            continue
+        if not all(_holds(cond, contact.row, event.properties) for cond in rule.when):
+            continue
+        if trigger.cancel_if and any(
+            other.type == trigger.cancel_if.event and event.at < other.at <= now for other in contact.events
+        ):
+            continue
+        if trigger.latest_per and _superseded(event, of_type, trigger.latest_per, now):
+            continue
+        occurrence = event.key
+        if trigger.once_per and event.properties.get(trigger.once_per) is not None:
+            occurrence = str(event.properties[trigger.once_per])
+        if (rule.id, occurrence) not in contact.occurrences:
+            yield rule.id, contact.id, occurrence, event.at, contact.suppressed
+
+
+def _superseded(event: Any, of_type: Sequence[Any], key: str, now: datetime) -> bool:
+    value = event.properties.get(key)
+    return value is not None and any(
+        other.properties.get(key) == value
+        and other.at <= now
+        and (other.at > event.at or (other.at == event.at and other.id > event.id))
+        for other in of_type
+    )
+
+
+def _date_rule(rule: Rule, trigger: DateTrigger, contact: ContactView, now: datetime) -> Iterator[Key]:
+    value = contact.dates.get(trigger.attribute)
+    latest = now - trigger.offset
+    if value is None or not latest - rule.lateness <= value <= latest:
+        return
+    if not all(_holds(cond, contact.row, None) for cond in rule.when):
+        return
+    cancel = trigger.cancel_if
+    if cancel is not None:
+        # Cancelling events count from `within` before the date, else from when the trigger fires.
+        since = value - cancel.within if cancel.within else value + trigger.offset
+        if any(other.type == cancel.event and since <= other.at <= now for other in contact.events):
+            return
+    if (rule.id, value) not in contact.dated:
+        yield rule.id, contact.id, f"{trigger.attribute}@{value.isoformat()}", value, contact.suppressed
+
+
+def _holds(cond: Condition, row: dict[str, Any], properties: dict[str, Any] | None) -> bool:
+    """One condition, with SQL's NULL semantics (a missing value fails every comparison)."""
+    if cond.scope == "contact":
+        value = row[cond.name] if cond.name in CONTACT_COLUMNS else row["attributes"].get(cond.name)
+    else:
+        value = (properties or {}).get(cond.name)
+    target = cond.value
+    if cond.op == "exists":
+        return (value is not None) == (target in (True, None))
+    if cond.op == "eq":
+        return value is None if target is None else value == target
+    if cond.op == "ne":
+        return value is not None if target is None else (value is None or value != target)
+    if cond.op == "not_in":
+        return value is None or value not in target
+    if value is None:
+        return False
+    compare: dict[str, Callable[[Any, Any], bool]] = {
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+        "in": lambda a, b: a in b,
+    }
+    return compare[cond.op](value, target)
+
+
+def evaluate_each(store: Store, rules: list[Rule], contact_ids: Iterable[int], now: datetime) -> set[Key]:
+    found: set[Key] = set()
+    with store.session() as session:
+        for contact_id in contact_ids:
+            contact = load_contact(session, contact_id)
+            if contact is not None:
+                found |= per_contact(rules, contact, now)
+    return found
+
+
+# --- set-wise ---------------------------------------------------------------------------------------
+
+
+def setwise(store: Store, rules: list[Rule], now: datetime) -> dict[str, list[Candidate]]:
+    """`candidates.find` for every rule with the watermark the engine would use."""
+    found: dict[str, list[Candidate]] = {}
+    for rule in rules:
+        fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
+        with store.session() as session:
+            mark = rulestate.watermark(session, rule.id, trigger_hash(rule), fresh)
+            found[rule.id] = candidate_queries.find(session, rule, now, mark)
+    return found
+
+
+@contextmanager
+def sql_timer() -> Iterator[dict[str, float]]:
+    """Seconds the engine spends in `candidates.find` (its set-wise SQL), per rule; the rest
+    of `Engine.evaluate` is queueing and rendering what was found."""
+    spent: dict[str, float] = {}
+    original = candidate_queries.find
+
+    def find(session: Session, rule: Rule, now: datetime, mark: Any) -> list[Candidate]:
+        started = time.perf_counter()
+        try:
+            return original(session, rule, now, mark)
+        finally:
+            spent[rule.id] = spent.get(rule.id, 0.0) + time.perf_counter() - started
+
+    candidate_queries.find = find  # type: ignore[assignment]
+    try:
+        yield spent
+    finally:
+        candidate_queries.find = original  # type: ignore[assignment]
+
+
+def key_of(rule_id: str, candidate: Candidate) -> Key:
+    return rule_id, candidate.contact_id, candidate.occurrence, candidate.occurred_at, candidate.suppressed
+
+
+def enqueued_at(store: Store, created: datetime, contact_ids: set[int]) -> set[Key]:
+    """What a tick queued (or recorded as suppressed) at `created`, for some contacts."""
+    with store.session() as session:
+        rows = session.execute(
+            select(
+                MESSAGES.c.rule_id,
+                MESSAGES.c.contact_id,
+                MESSAGES.c.occurrence,
+                MESSAGES.c.occurred_at,
+                MESSAGES.c.status,
+            ).where(MESSAGES.c.created_at == created)
+        ).all()
+    return {
+        (rule, contact, occurrence, at, status == "suppressed")
+        for rule, contact, occurrence, at, status in rows
+        if contact in contact_ids
+    }
+
+
+# --- reporting ----------------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def say_rate(what: str, records: int, seconds: Timing) -> None:
+    say(f"{what}: {records / seconds.wall:,.0f} records/s ({records:,} in {seconds})")
+
+
+def goal(met: bool, text: str) -> str:
+    return f"[goal {text}: {'PASS' if met else 'MISS'}]"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def agreement(what: str, setwise_keys: set[Key], each_keys: set[Key], contacts: int) -> bool:
+    only_setwise, only_each = setwise_keys - each_keys, each_keys - setwise_keys
+    same = not only_setwise and not only_each
+    by_rule = Counter(key[0] for key in setwise_keys & each_keys)
+    rules = ", ".join(f"{rule} {count}" for rule, count in sorted(by_rule.items()))
+    say(
+        f"agreement {what}: {'AGREE' if same else 'DISAGREE'} on {contacts:,} contacts: "
+        f"{len(setwise_keys & each_keys):,} due in both ({rules}), "
+        f"{len(only_setwise)} only set-wise, {len(only_each)} only per-contact"
+    )
+    for key in sorted(only_setwise, key=str)[:5]:
+        say(f"  only set-wise: {key}")
+    for key in sorted(only_each, key=str)[:5]:
+        say(f"  only per-contact: {key}")
+    return same
+
+
+class Profiler:
+    """cProfile around chosen phases when `--profile DIR` is given; a no-op otherwise."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        if directory:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if self.directory is None:
+            yield
+            return
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            yield
+        finally:
+            profile.disable()
+            profile.dump_stats(self.directory / f"{name}.prof")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall and CPU seconds of a phase; on a busy machine the wall time exceeds the CPU time."""
+
+    wall: float
+    cpu: float
+
+    def __str__(self) -> str:
+        return f"{self.wall:.2f} s (CPU {self.cpu:.2f} s)"
+
+
+def timed(action: Callable[[], T]) -> tuple[T, Timing]:
+    started, cpu = time.perf_counter(), time.process_time()
+    result = action()
+    return result, Timing(time.perf_counter() - started, time.process_time() - cpu)
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+def open_project(db: Path, outbox: Path) -> tuple[Project, Store]:
+    environ = {"AUTOMATOR_DATABASE_URL": f"sqlite:///{db}", "AUTOMATOR_OUTBOX": str(outbox)}
+    project = load_project(REPO, environ)
+    if project.errors:
+        raise SystemExit("bench: the project does not load:\n" + "\n".join(map(str, project.errors)))
+    return project, project.open_store()
+
+
+def build_store(
+    args: argparse.Namespace, work: Path, project: Project, store: Store, rng: random.Random
+) -> Shop:
+    """Generate the files, import them the way the CLI does, and print the import rates."""
+    people, contacts_written = timed(lambda: write_contacts(work / "contacts.csv", args.contacts, rng))
+    shop = Shop(rng, people)
+    _, events_written = timed(lambda: write_jsonl(work / "events.jsonl", history_events(shop, args.events)))
+    write_coupon_codes(work / "renewal.csv", max(1000, args.contacts // 50))
+    say(
+        f"generated files: {contacts_written.wall + events_written.wall:.1f} s "
+        f"({shop.carts:,} carts, {shop.orders:,} orders)"
+    )
+
+    zone, journey = project.settings.zone, project.journey
+    report, seconds = timed(lambda: import_contacts(store, work / "contacts.csv", journey, zone, NOW))
+    assert not report.errors, report.errors[:3]
+    say_rate("import contacts", report.imported, seconds)
+    report, seconds = timed(lambda: import_events(store, work / "events.jsonl", journey, NOW))
+    assert not report.errors, report.errors[:3]
+    say_rate("import events", report.imported, seconds)
+
+    codes, errors = read_coupon_codes(work / "renewal.csv")
+    assert not errors
+    with store.session() as session:
+        pooled = coupons.import_pool(session, "renewal", codes, 15, NOW + timedelta(days=120), NOW)
+    say(
+        f"store: {pooled:,} renewal coupons, {suppress(store, rng, args.contacts):,} suppressed addresses, "
+        f"{db_megabytes(store):,.0f} MB on disk"
+    )
+    return shop
+
+
+def db_megabytes(store: Store) -> float:
+    path = Path(store.engine.url.database or "")
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6
+
+
+def sample_ids(store: Store, rng: random.Random, population: int, size: int) -> list[int]:
+    chosen = sorted(rng.sample(range(population), min(size, population)))
+    with store.session() as session:
+        ids = ids_by_email(session, [email_of(index) for index in chosen])
+    return sorted(ids.values())
+
+
+@dataclass
+class FirstTick:
+    tick: Timing  # Engine.evaluate on the fresh store
+    sql: Timing  # candidates.find for every rule, alone
+    each: Timing  # the per-contact evaluation, extrapolated to the whole store
+    sample: list[int]
+
+
+def first_tick(
+    args: argparse.Namespace,
+    project: Project,
+    store: Store,
+    engine: Engine,
+    rng: random.Random,
+    profiler: Profiler,
+) -> FirstTick:
+    """Set-wise SQL alone, the per-contact sample, then the timed first tick (and dispatch)."""
+    rules = project.rules
+    found, sql = timed(lambda: setwise(store, rules, NOW))
+    say(
+        f"set-wise candidate SQL (candidates.find, all rules): {sql}, "
+        f"{sum(map(len, found.values())):,} candidates"
+    )
+
+    sample = sample_ids(store, rng, args.contacts, args.sample)
+    each, sampled = timed(lambda: evaluate_each(store, rules, sample, NOW))
+    scale = args.contacts / len(sample)
+    extrapolated = Timing(sampled.wall * scale, sampled.cpu * scale)
+    say(
+        f"per-contact evaluation: {sampled.wall / len(sample) * 1000:.3f} ms/contact on {len(sample):,} "
+        f"sampled contacts ({sampled}) -> {extrapolated} extrapolated to {args.contacts:,}"
+    )
+
+    # Random contacts are rarely due, so also check contacts the SQL found (up to 200 per rule).
+    due_contacts = set()
+    for rule_found in found.values():
+        ids = sorted({candidate.contact_id for candidate in rule_found})
+        due_contacts.update(rng.sample(ids, min(200, len(ids))))
+    extra = sorted(due_contacts - set(sample))
+    each |= evaluate_each(store, rules, extra, NOW)
+    checked = set(sample) | set(extra)
+    setwise_keys = {
+        key_of(rule_id, candidate)
+        for rule_id, rule_found in found.items()
+        for candidate in rule_found
+        if candidate.contact_id in checked
+    }
+    agreement("first tick, per-contact vs candidates.find", setwise_keys, each, len(checked))
+
+    report = TickReport(NOW)
+    with profiler.phase("first_tick"), sql_timer() as in_sql:
+        _, tick = timed(lambda: engine.evaluate(NOW, report))
+    say(f"first tick (Engine.evaluate): {tick} {goal(tick.wall <= GOAL_TICK_S, f'<= {GOAL_TICK_S:g} s')}")
+    print_rules(report, tick, in_sql)
+    agreement("first tick, per-contact vs enqueued", enqueued_at(store, NOW, checked), each, len(checked))
+    say(f"peak RSS after first tick: {peak_rss_mb():,.0f} MB")
+    if not args.no_dispatch:
+        dispatch(engine, report, profiler)
+    return FirstTick(tick, sql, extrapolated, sample)
+
+
+def dispatch(engine: Engine, report: TickReport, profiler: Profiler) -> None:
+    with profiler.phase("dispatch"):
+        _, seconds = timed(lambda: asyncio.run(Dispatcher(engine).run(NOW, report)))
+    sent = sum(rule.sent for rule in report.rules.values())
+    say(f"dispatch (Dispatcher.run, file transport): {seconds}, {sent:,} sent ({sent / seconds.wall:,.0f}/s)")
+    for rule in report.rules.values():
+        say(f"  {rule.rule_id}: {rule.sent:,} sent; {dict(rule.outcomes)}")
+    say(f"peak RSS after dispatch: {peak_rss_mb():,.0f} MB")
+
+
+def print_rules(report: TickReport, seconds: Timing, in_sql: dict[str, float]) -> None:
+    for rule in report.rules.values():
+        other = f"; {dict(rule.outcomes)}" if rule.outcomes else ""
+        error = f"; ERROR {rule.error}" if rule.error else ""
+        say(
+            f"  {rule.rule_id}: {rule.enqueued:,} enqueued of {rule.evaluated:,} found "
+            f"(SQL {in_sql.get(rule.rule_id, 0.0):.3f} s){other}{error}"
+        )
+    sql = sum(in_sql.values())
+    found = sum(rule.evaluated for rule in report.rules.values())
+    say(
+        f"  of which set-wise SQL {sql:.2f} s, queueing and rendering {seconds.wall - sql:.2f} s "
+        f"({(seconds.wall - sql) / max(found, 1) * 1000:.2f} ms per occurrence found)"
+    )
+
+
+def incremental_tick(
+    args: argparse.Namespace,
+    work: Path,
+    project: Project,
+    store: Store,
+    engine: Engine,
+    shop: Shop,
+    sample: list[int],
+    profiler: Profiler,
+) -> Timing:
+    """New events arrive through the import, then a tick an hour later."""
+    path = work / "new_events.jsonl"
+    write_jsonl(path, new_events(shop, args.new_events))
+    with path.open(encoding="utf-8") as lines:
+        touched_emails = sorted({json.loads(line)["email"] for line in lines})
+    report, seconds = timed(lambda: import_events(store, path, project.journey, LATER))
+    say_rate("import new events", report.imported, seconds)
+
+    with store.session() as session:
+        touched = sorted(ids_by_email(session, touched_emails).values())[:1000]
+    checked = set(sample) | set(touched)
+    each = evaluate_each(store, project.rules, sorted(checked), LATER)
+
+    tick = TickReport(LATER)
+    with profiler.phase("incremental_tick"), sql_timer() as in_sql:
+        _, seconds = timed(lambda: engine.evaluate(LATER, tick))
+    say(
+        f"incremental tick (Engine.evaluate at now + 1h): {seconds} "
+        f"{goal(seconds.wall <= GOAL_INCREMENTAL_S, f'<= {GOAL_INCREMENTAL_S:g} s')}"
+    )
+    print_rules(tick, seconds, in_sql)
+    enqueued = enqueued_at(store, LATER, checked)
+    agreement("incremental tick, per-contact vs enqueued", enqueued, each, len(checked))
+    say(f"peak RSS after incremental tick: {peak_rss_mb():,.0f} MB")
+    return seconds
+
+
+def compare(first: FirstTick) -> None:
+    ratio = first.each.wall / first.sql.wall
+    say(
+        f"speed ratio set-wise vs per-contact (candidate selection): {ratio:,.0f}x "
+        f"(CPU {first.each.cpu / first.sql.cpu:,.0f}x) {goal(ratio >= GOAL_RATIO, f'>= {GOAL_RATIO:g}x')}"
+    )
+    whole = (first.each.wall + first.tick.wall - first.sql.wall) / first.tick.wall
+    say(f"speed ratio whole first tick vs per-contact selection + the same enqueueing: {whole:,.1f}x")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the database and generated files")
+    parser.add_argument("--sample", type=int, default=2000, help="contacts evaluated one by one")
+    parser.add_argument("--new-events", type=int, default=10_000, help="events before the incremental tick")
+    parser.add_argument("--no-dispatch", action="store_true", help="skip timing the delivery")
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of the ticks to this folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="automator-bench-"))
+    db = args.db.resolve() if args.db else work / "bench.db"
+    if db.exists():
+        raise SystemExit(f"bench: {db} exists; remove it or pass another --db")
+    rng = random.Random(args.seed)
+    say(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
+    say(
+        f"bench: {args.contacts:,} contacts, {args.events:,} events, seed {args.seed}, "
+        f"now {NOW.isoformat()}, SQLite {sqlite3.sqlite_version}, db {db}"
+    )
+    project, store = open_project(db, work / "outbox")
+    engine = Engine(project, store, FileTransport(work / "outbox"))
+    profiler = Profiler(args.profile)
+    started = time.perf_counter()
+    try:
+        shop = build_store(args, work, project, store, rng)
+        say(f"peak RSS after import: {peak_rss_mb():,.0f} MB")
+        first = first_tick(args, project, store, engine, rng, profiler)
+        incremental_tick(args, work, project, store, engine, shop, first.sample, profiler)
+        compare(first)
+        rss = peak_rss_mb()
+        say(f"peak RSS: {rss:,.0f} MB {goal(rss <= GOAL_RSS_MB, f'<= {GOAL_RSS_MB:g} MB')}")
+        if (args.contacts, args.events) != (1_000_000, 5_000_000):
+            say("(the goals are for --contacts 1000000 --events 5000000)")
+        say(f"total bench time: {time.perf_counter() - started:,.0f} s")
+    finally:
+        store.dispose()
+        if args.keep:
+            say(f"kept: {db} and {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            for path in db.parent.glob(db.name + "*"):
+                path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
