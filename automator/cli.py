@@ -25,7 +25,7 @@ from automator.importing import (
 )
 from automator.project import Project, load_project
 from automator.rules import describe_trigger
-from automator.store import Store, coupons, messages, suppressions
+from automator.store import Store, coupons, messages, rulestate, suppressions
 from automator.store.messages import QueueFilter
 from automator.transports.file import FileTransport
 
@@ -142,18 +142,22 @@ def check() -> None:
 
 @contacts_app.command("import")
 @reports_errors
-def contacts_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+def contacts_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
+) -> None:
     """Upsert contacts from a .csv (header row) or .jsonl file, keyed by email."""
     project = state().project
-    report = import_contacts(state().store, file, project.journey, project.settings.zone, datetime.now(UTC))
+    report = import_contacts(state().store, file, project.journey, project.settings.zone, parse_now(now))
     _print_import(report, "contacts")
 
 
 @events_app.command("import")
 @reports_errors
-def events_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+def events_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
+) -> None:
     """Import events from a .jsonl file; an event id seen before is stored once."""
-    report = import_events(state().store, file, state().project.journey, datetime.now(UTC))
+    report = import_events(state().store, file, state().project.journey, parse_now(now))
     _print_import(report, "events")
 
 
@@ -308,7 +312,7 @@ def queue_list(
     for row in rows:
         typer.echo(
             f"{row.id:>6}  {row.status:<10} {row.send_at:%Y-%m-%d %H:%M}Z  {row.rule_id:<24} "
-            f"{row.email:<28} {row.subject}"
+            f"{row.email:<28} {row.subject or '(not rendered)'}"
         )
     typer.echo(f"{len(rows)} messages")
 
@@ -364,26 +368,40 @@ ActorOption = Annotated[str, typer.Option("--by", help="Who acts (kept in the hi
 
 @queue_app.command("hold")
 @reports_errors
-def queue_hold(message_id: int, reason: ReasonOption, by: ActorOption = "cli") -> None:
+def queue_hold(message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None) -> None:
     """Keep a queued message from being sent until released."""
-    message = queue_actions.hold(state().engine(), message_id, reason, by, datetime.now(UTC))
+    message = queue_actions.hold(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} held")
 
 
 @queue_app.command("release")
 @reports_errors
-def queue_release(message_id: int, reason: ReasonOption, by: ActorOption = "cli") -> None:
+def queue_release(
+    message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+) -> None:
     """Let a held message be sent."""
-    message = queue_actions.release(state().engine(), message_id, reason, by, datetime.now(UTC))
+    message = queue_actions.release(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} {message.status}")
 
 
 @queue_app.command("cancel")
 @reports_errors
-def queue_cancel(message_id: int, reason: ReasonOption, by: ActorOption = "cli") -> None:
+def queue_cancel(
+    message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+) -> None:
     """Make sure a queued or held message is never sent."""
-    message = queue_actions.cancel(state().engine(), message_id, reason, by, datetime.now(UTC))
+    message = queue_actions.cancel(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} cancelled")
+
+
+@queue_app.command("send-now")
+@reports_errors
+def queue_send_now(
+    message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+) -> None:
+    """Send a queued or held message at the next dispatch, past quiet hours and the cap."""
+    message = queue_actions.send_now(state().engine(), message_id, reason, by, parse_now(now))
+    typer.echo(f"message {message.id} will be sent at the next dispatch")
 
 
 @app.command("preview")
@@ -421,15 +439,15 @@ def run_daemon(
     ] = None,
 ) -> None:
     """Run the daemon: evaluate rules on a schedule and deliver due messages until SIGTERM."""
-    from automator.daemon import Daemon, DaemonOptions, SingleDaemonLock, configure_logging, parse_listen
+    from automator.daemon import Daemon, DaemonOptions, SingleDaemonLock, configure_logging, log, parse_listen
 
     if log_format not in ("text", "json"):
         raise AutomatorError("--log-format must be text or json")
     address = parse_listen(listen) if listen else None
     configure_logging(log_format)
     project = state().project
-    for error in project.errors:
-        typer.echo(f"skipping: {error}", err=True)
+    for error in project.errors:  # logged, so that with --log-format json every line is JSON
+        log.warning("skipping", extra={"fields": {"error": str(error)}})
     lock = (
         SingleDaemonLock(project.settings.database)
         if project.settings.database.startswith("sqlite")
@@ -439,9 +457,7 @@ def run_daemon(
         lock.acquire()
     engine = state().engine()
     try:
-        options = DaemonOptions(
-            tick_interval, dispatch_interval, listen=address, exclusive=lock is not None
-        )
+        options = DaemonOptions(tick_interval, dispatch_interval, listen=address, exclusive=lock is not None)
         asyncio.run(_run(Daemon(engine, options)))
     finally:
         if lock is not None:
@@ -467,11 +483,13 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         counts = messages.counts_by_status(session)
         oldest = messages.oldest_waiting(session)
         beats = heartbeats.latest(session)
+        states = rulestate.all_states(session)
     running = [beat for beat in beats if beat.state == "running"]
     if settings.database.startswith("sqlite"):
         held = SingleDaemonLock(settings.database).is_held()
         running = running[:1] if held else []
-    last_tick = max((b.last_tick_at for b in beats if b.last_tick_at), default=None)
+    ticks = [state.last_tick_at for state in states.values() if state.last_tick_at]
+    last_tick = max(ticks, default=None)
     info = {
         "daemon": [b.daemon for b in running] or None,
         "queue": counts,

@@ -125,24 +125,6 @@ class Daemon:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            self.evaluate,
-            "interval",
-            seconds=self.options.tick_interval,
-            next_run_time=self.clock(),
-            max_instances=1,
-            coalesce=True,
-            id="evaluate",
-        )
-        scheduler.add_job(
-            self.dispatch,
-            "interval",
-            seconds=self.options.dispatch_interval,
-            max_instances=1,
-            coalesce=True,
-            id="dispatch",
-        )
         web = None if self.options.listen is None else HttpServer(self, *self.options.listen)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -150,6 +132,7 @@ class Daemon:
         if self.options.exclusive:
             self.release_orphans()
         self.beat("started")
+        scheduler = self.schedule()
         scheduler.start()
         if web is not None:
             web.start()
@@ -157,21 +140,52 @@ class Daemon:
         try:
             await self.stopping.wait()
         finally:
-            scheduler.shutdown(wait=False)
             # The web server stops accepting at once and finishes its requests meanwhile.
-            await asyncio.gather(self.drain(), *([] if web is None else [web.stop()]))
+            await asyncio.gather(self.drain(scheduler), *([] if web is None else [web.stop()]))
             self.beat("stopped")
             log.info("daemon stopped", extra={"fields": {"daemon": self.name}})
+
+    def schedule(self) -> AsyncIOScheduler:
+        """The first tick now, then every `tick_interval`; dispatch every `dispatch_interval`.
+
+        A run that comes late (a slow start, a long batch) still runs, once: APScheduler's
+        default would skip a run more than a second late, and the first tick with it.
+        """
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(
+            self.evaluate,
+            "interval",
+            seconds=self.options.tick_interval,
+            next_run_time=self.clock(),
+            id="evaluate",
+            **every,
+        )
+        scheduler.add_job(
+            self.dispatch, "interval", seconds=self.options.dispatch_interval, id="dispatch", **every
+        )
+        return scheduler
 
     def stop(self, signum: int | None = None) -> None:
         if not self.stopping.is_set():
             log.info("stopping", extra={"fields": {"signal": signum}})
             self.stopping.set()
 
-    async def drain(self) -> None:
-        """Wait for the running job (bounded); then put back anything still `sending`."""
-        with contextlib.suppress(TimeoutError):
+    async def drain(self, scheduler: AsyncIOScheduler) -> None:
+        """Let the running job finish its batch (bounded by the grace), cancel it past that,
+        then put back anything still `sending`.
+
+        The scheduler is shut down only afterwards: its shutdown cancels running jobs, which
+        would abandon sends mid-batch and re-queue messages the server had already taken.
+        """
+        try:
             await asyncio.wait_for(self.busy.acquire(), self.options.shutdown_grace)
+        except TimeoutError:
+            scheduler.shutdown(wait=False)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.busy.acquire(), 5)  # the cancelled job unwinding
+        else:
+            scheduler.shutdown(wait=False)
         self.release_in_flight()
 
     def release_orphans(self) -> None:
@@ -370,13 +384,15 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str) -> None:
-    """automator's own lines at INFO; the libraries' warnings and errors, in the same format,
-    so that with `--log-format json` every line on stderr is JSON."""
+    """automator's own lines at INFO, and the libraries' problems in the same format, so
+    that with `--log-format json` every line on stderr is JSON."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    # apscheduler warns at every interval a long dispatch overlaps ("skipped: maximum number
+    # of running instances"), which is expected: only its errors (a job that raised) show.
     for name, level in (
         ("automator", logging.INFO),
-        ("apscheduler", logging.WARNING),
+        ("apscheduler", logging.ERROR),
         ("uvicorn", logging.WARNING),
     ):
         logger = logging.getLogger(name)

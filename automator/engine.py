@@ -11,14 +11,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlmodel import Session
 
 from automator import emails
 from automator.coupons import generate_code
-from automator.dispatch import Dispatcher, planned_send_at
+from automator.dispatch import Dispatcher
+from automator.enqueue import enqueue_chunk
 from automator.errors import AutomatorError, NotFoundError, TemplateError
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.project import Project
@@ -143,8 +143,7 @@ class Engine:
         candidate per transaction so that one bad occurrence never blocks the others."""
         try:
             with self.store.session() as session:
-                _prefetch(session, chunk)
-                outcomes = [self.enqueue(session, rule, candidate, now) for candidate in chunk]
+                outcomes: list[str | None] = list(enqueue_chunk(self, session, rule, chunk, now))
         except Exception:
             log.warning(
                 "rule %s: a chunk failed; queueing its %d occurrences one by one", rule.id, len(chunk)
@@ -153,7 +152,7 @@ class Engine:
             for candidate in chunk:
                 try:
                     with self.store.session() as session:
-                        outcomes.append(self.enqueue(session, rule, candidate, now))
+                        outcomes += enqueue_chunk(self, session, rule, [candidate], now)
                 except Exception as exc:
                     log.exception(
                         "rule %s: cannot queue %s for %s", rule.id, candidate.occurrence, candidate.email
@@ -163,23 +162,6 @@ class Engine:
             return errors
         _tally(report, outcomes)
         return []
-
-    def enqueue(self, session: Session, rule: Rule, candidate: Candidate, now: datetime) -> str | None:
-        """Queue one message: its dedupe key, coupon and rendered content commit in the same
-        transaction, so a retry never issues a second code. Returns the outcome."""
-        contact = session.get(Contact, candidate.contact_id)
-        assert contact is not None
-        values = self._message_values(rule, candidate, contact, now)
-        if candidate.suppressed:
-            values["status"] = "suppressed"
-            message_id = messages.enqueue(session, values, "address is suppressed")
-            return "suppressed" if message_id else None
-        message_id = messages.enqueue(session, values, _queued_reason(values, now))
-        if message_id is None:
-            return None  # another tick or daemon queued it first
-        message = session.get(Message, message_id)
-        assert message is not None
-        return self.fill(session, rule, message, contact, now)
 
     def fill(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> str:
         """Attach the coupon and render; hold the message (never drop it) when either fails."""
@@ -205,28 +187,6 @@ class Engine:
             hold_kind=None,
         )
         return "queued"
-
-    def _message_values(
-        self, rule: Rule, candidate: Candidate, contact: Contact, now: datetime
-    ) -> dict[str, Any]:
-        due = candidate.occurred_at + trigger_offset(rule)
-        send_at = planned_send_at(self.settings, contact, max(due, now))
-        return {
-            "rule_id": rule.id,
-            "contact_id": contact.id,
-            "email": contact.email,
-            "occurrence": candidate.occurrence,
-            "occurred_at": candidate.occurred_at,
-            "event_id": candidate.event_id,
-            "status": "queued",
-            "priority": self.settings.priorities.get(rule.id, rule.priority),
-            "due_at": due,
-            "send_at": send_at,
-            "expires_at": send_at + rule.lateness,
-            "locale": contact.locale or "en",
-            "message_id": emails.new_message_id(self.settings.sender),
-            "created_at": now,
-        }
 
     def _coupon(
         self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
@@ -258,32 +218,41 @@ class Engine:
         raise AutomatorError("could not generate a unique coupon code in 5 tries")
 
     def render(
+        self, rule: Rule, message: Message, contact: Contact, coupon: Coupon | None, session: Session
+    ) -> Rendered:
+        """Render a stored message's content exactly as it will be sent."""
+        properties = None
+        if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
+            event = session.get(events.Event, message.event_id)
+            properties = event.properties if event else {}
+        return self.render_with(rule, contact, coupon, message.occurred_at, message.send_at, properties)
+
+    def render_with(
         self,
         rule: Rule,
-        message: Message,
-        contact: Contact,
-        coupon: Coupon | None,
-        session: Session,
+        contact: ContactFields,
+        coupon: CouponFields | None,
+        occurred_at: datetime,
+        send_at: datetime,
+        event_properties: dict[str, Any] | None,
     ) -> Rendered:
-        """Render a message's content exactly as it will be sent."""
-        context = self.context(rule, message, contact, coupon, session)
-        return self.project.templates.render(
-            rule.send.template,
-            contact.locale,
-            context,
-            zone=contact.timezone or self.settings.timezone,
-        )
+        """Render from plain values (the set-wise enqueue has rows, not ORM objects)."""
+        context = self.context(rule, contact, coupon, occurred_at, send_at, event_properties)
+        zone = contact.timezone or self.settings.timezone
+        return self.project.templates.render(rule.send.template, contact.locale, context, zone=zone)
 
     def context(
         self,
         rule: Rule,
-        message: Message,
-        contact: Contact,
-        coupon: Coupon | None,
-        session: Session,
+        contact: ContactFields,
+        coupon: CouponFields | None,
+        occurred_at: datetime,
+        send_at: datetime,
+        event_properties: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """What a template sees: contact, event, coupon, rule, trigger, links."""
-        days_left = round((message.occurred_at - message.send_at).total_seconds() / 86400)
+        days_left = round((occurred_at - send_at).total_seconds() / 86400)
+        spec = rule.send.coupon
         context: dict[str, Any] = {
             "contact": contact_record(contact),
             "coupon": None
@@ -293,31 +262,50 @@ class Engine:
                     "code": coupon.code,
                     # A pool code imported without a value offers what the rule says.
                     "percent_off": coupon.percent_off
-                    if coupon.percent_off is not None or rule.send.coupon is None
-                    else rule.send.coupon.percent_off,
+                    if coupon.percent_off is not None or spec is None
+                    else spec.percent_off,
                     "expires_at": coupon.expires_at,
                 }
             ),
             "rule": Record({"id": rule.id, "name": rule.name or rule.id}),
-            "trigger": Record({"at": message.occurred_at, "days_left": days_left}),
+            "trigger": Record({"at": occurred_at, "days_left": days_left}),
             "unsubscribe_url": emails.unsubscribe_url(
                 self.settings.base_url, self.settings.secret, contact.email
             ),
             "base_url": self.settings.base_url.rstrip("/"),
-            "now": message.send_at,
+            "now": send_at,
         }
-        if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
-            event = session.get(events.Event, message.event_id)
-            context["event"] = Record(event.properties if event else {})
+        if event_properties is not None:
+            context["event"] = Record(event_properties)
         return context
 
 
-def _prefetch(session: Session, chunk: list[Candidate]) -> None:
-    """Load a chunk's contacts and events in two queries (the session's identity map keeps them)."""
-    session.execute(select(Contact).where(CONTACTS.c.id.in_({c.contact_id for c in chunk}))).all()
-    event_ids = {c.event_id for c in chunk if c.event_id is not None}
-    if event_ids:
-        session.execute(select(events.Event).where(events.EVENTS.c.id.in_(event_ids))).all()
+class ContactFields(Protocol):
+    """What rendering needs of a contact: an ORM Contact or a row of the contact table."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def first_name(self) -> str | None: ...
+    @property
+    def last_name(self) -> str | None: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def timezone(self) -> str | None: ...
+    @property
+    def stage(self) -> str | None: ...
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+
+
+class CouponFields(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def percent_off(self) -> int | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
 
 
 def _tally(report: RuleReport, outcomes: list[str | None]) -> None:
@@ -328,7 +316,7 @@ def _tally(report: RuleReport, outcomes: list[str | None]) -> None:
             report.outcomes[outcome] += 1
 
 
-def contact_record(contact: Contact) -> Record:
+def contact_record(contact: ContactFields) -> Record:
     fields = {
         "email": contact.email,
         "first_name": contact.first_name,

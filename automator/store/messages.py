@@ -193,7 +193,7 @@ def for_contact(session: Session, contact_id: int) -> list[Message]:
 
 def counts_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(MESSAGES.c.status, func.count()).group_by(MESSAGES.c.status))
-    found = dict(rows.tuples().all())
+    found: dict[str, int] = {status: count for status, count in rows}
     return {status: found[status] for status in STATUSES if status in found}
 
 

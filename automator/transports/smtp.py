@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -305,9 +306,13 @@ class SmtpTransport:
         await self._pool.close()
 
     async def _deliver(self, email: EmailMessage, retry_if_dropped: bool) -> None:
+        if not _sender(email) or not _recipients(email):
+            raise SmtpPermanentError("the email has no sender or no recipient")
         session, reused = await self._checkout()
         try:
-            refused = (await session.send_message(email))[0]
+            # Send the bytes as automator's email policy writes them: aiosmtplib's send_message
+            # would re-flatten with the default policy and RFC 2047-encode List-Unsubscribe.
+            refused = (await session.sendmail(_sender(email), _recipients(email), email.as_bytes()))[0]
         except BaseException as exc:
             self._pool.discard(session)
             # Most likely a kept-open session the server hung up on while it sat idle. The server
@@ -325,6 +330,15 @@ class SmtpTransport:
             return await self._pool.checkout()
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _connect_error(self._where, exc) from exc
+
+
+def _sender(email: EmailMessage) -> str:
+    return parseaddr(str(email["Sender"] or email["From"] or ""))[1]
+
+
+def _recipients(email: EmailMessage) -> list[str]:
+    headers = [str(value) for name in ("To", "Cc", "Bcc") for value in email.get_all(name, [])]
+    return [address for _, address in getaddresses(headers) if address]
 
 
 def _warn_partly_refused(email: EmailMessage, refused: dict[str, Any]) -> None:

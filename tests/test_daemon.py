@@ -1,0 +1,391 @@
+"""`automator run` as an operator runs it: a real subprocess, a real SQLite file, a real SMTP
+server on 127.0.0.1. Killed mid-batch it loses nothing and resends only with the same
+Message-ID; SIGTERM stops it cleanly; a second daemon on the same file refuses to start.
+
+The daemon runs on the real clock, so the messages are made due by events two hours old.
+Every wait polls the database, the SMTP server or the log with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from automator.daemon import Daemon, DaemonOptions
+from automator.engine import Engine
+from automator.project import Project
+from automator.store import Store, messages, suppressions
+from automator.store.messages import QueueFilter
+from automator.transports.smtp import SmtpSettings, SmtpTransport
+from tests.conftest import cart
+from tests.smtp_server import LoopbackSmtpServer, free_port
+
+SCRIPT = Path(sys.executable).with_name("automator")
+AUTOMATOR = (
+    [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from automator.cli import app; app()"]
+)
+
+# Quiet hours and the frequency cap off, so that everything due goes out at once whatever
+# the time of day the test runs.
+SETTINGS = """\
+[automator]
+from = "Lotus Shop <hello@shop.example.com>"
+base_url = "https://shop.example.com"
+timezone = "Asia/Ho_Chi_Minh"
+secret = "daemon-test-secret"
+quiet_hours = false
+frequency_cap = false
+"""
+
+BATCH_OF = 300
+STARTUP = 30.0  # seconds a daemon may take to start, evaluate and reach the SMTP server
+DELIVERY = 60.0  # seconds to deliver a batch of a few hundred messages
+STOP = 25.0  # seconds a SIGTERM may take: the daemon's 20 s grace, plus start-up slack
+
+
+@pytest.fixture
+def project_dir(project_dir: Path) -> Path:
+    (project_dir / "automator.toml").write_text(SETTINGS, encoding="utf-8")
+    return project_dir
+
+
+@pytest.fixture
+def daemon_env(environ: dict[str, str], smtp_server: LoopbackSmtpServer) -> dict[str, str]:
+    return {**os.environ, **environ, "AUTOMATOR_SMTP_URL": smtp_server.url(timeout=5)}
+
+
+class DaemonProcess:
+    """One `automator run` subprocess; its log (stderr) goes to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as stderr:
+            self.process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The complete JSON log lines written so far."""
+        text = self.log.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+    def logged(self, message: str) -> bool:
+        return any(line["message"] == message for line in self.lines())
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `condition` until it holds; fail if the deadline passes or the daemon dies."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the daemon exited ({self.process.returncode}) before {what}:\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout:g} s:\n{self.tail()}")
+            time.sleep(0.05)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP) -> tuple[int, float]:
+        """Send `signum`; the exit code and how long the daemon took to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout)
+        return code, time.monotonic() - started
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(encoding="utf-8").splitlines()[-20:])
+
+
+@pytest.fixture
+def start_daemon(
+    project_dir: Path, daemon_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start `automator run --log-format json` in the project; kills what is left at the end."""
+    started: list[DaemonProcess] = []
+
+    def start(*options: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        args = [*AUTOMATOR, "--project", str(project_dir), "run", "--log-format", "json"]
+        args += ["--dispatch-interval", "0.2", *options]
+        daemon = DaemonProcess(args, env or daemon_env, tmp_path / f"daemon-{len(started) + 1}.log")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)
+
+
+@pytest.fixture
+def carts_due(make_contact: Callable[..., int], make_event: Callable[..., str]) -> Callable[[int], list[str]]:
+    """`carts_due(n)`: n contacts, each with a cart left two hours ago (a reminder is due now)."""
+
+    def make(n: int) -> list[str]:
+        at = datetime.now(UTC) - timedelta(hours=2)
+        emails = [f"shopper{i:03d}@example.com" for i in range(n)]
+        for i, email in enumerate(emails):
+            make_contact(email)
+            make_event("cart_updated", at, email=email, id=f"cart-{i}", **cart(f"c{i}"))
+        return emails
+
+    return make
+
+
+def statuses(store: Store) -> dict[str, int]:
+    with store.session() as session:
+        return messages.counts_by_status(session)
+
+
+def all_messages(store: Store) -> list[Any]:
+    with store.session() as session:
+        return messages.listing(session, QueueFilter(limit=10_000))
+
+
+def message_ids_received(server: LoopbackSmtpServer) -> dict[str, list[str]]:
+    """Recipient → the Message-ID of every copy the server accepted for it."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for received in list(server.messages):
+        for recipient in received.rcpt_tos:
+            found[recipient].append(str(received.message["Message-ID"]).strip())
+    return found
+
+
+def test_a_daemon_killed_mid_batch_loses_nothing_and_resends_with_the_same_message_id(
+    start_daemon, carts_due, smtp_server, store, capsys, record_property
+) -> None:
+    addresses = carts_due(BATCH_OF)
+    smtp_server.hold_seconds = 0.02  # slow enough to catch the batch half-sent
+    first = start_daemon()
+    first.wait_until(lambda: len(smtp_server.messages) >= 50, STARTUP + DELIVERY, "50 messages at the server")
+
+    first.stop(signal.SIGKILL, timeout=10)
+
+    arrived_before_restart = len(smtp_server.messages)
+    in_flight = {m.id for m in all_messages(store) if m.status == "sending"}
+    assert arrived_before_restart < BATCH_OF, "the kill came after the batch: nothing was in flight"
+    assert in_flight, "the kill left nothing in flight"
+
+    smtp_server.hold_seconds = 0
+    second = start_daemon()
+    second.wait_until(
+        lambda: statuses(store).get("sent") == BATCH_OF, STARTUP + DELIVERY, f"all {BATCH_OF} messages sent"
+    )
+    code, _ = second.stop()
+
+    received = message_ids_received(smtp_server)
+    sent = {m.email: m for m in all_messages(store)}
+    duplicates = len(smtp_server.messages) - BATCH_OF
+    record_property("duplicates", duplicates)
+    with capsys.disabled():
+        print(
+            f"\nSIGKILL mid-batch of {BATCH_OF}: {arrived_before_restart} delivered before the kill, "
+            f"{len(in_flight)} in flight, {duplicates} duplicate(s), each with its original Message-ID"
+        )
+    assert code == 0
+    assert statuses(store) == {"sent": BATCH_OF}
+    assert sorted(received) == sorted(addresses)  # every message arrived
+    for address, ids in received.items():
+        assert set(ids) == {sent[address].message_id}  # a copy is never a new message
+        if len(ids) > 1:
+            assert sent[address].id in in_flight  # only what was in flight can arrive twice
+    assert 0 <= duplicates <= len(in_flight)
+    assert second.logged("re-queued messages a stopped daemon left in flight")
+
+
+def test_sigterm_mid_batch_exits_0_promptly_and_leaves_nothing_sending(
+    start_daemon, carts_due, smtp_server, store
+) -> None:
+    carts_due(BATCH_OF)
+    smtp_server.hold_seconds = 0.02
+    daemon = start_daemon()
+    daemon.wait_until(
+        lambda: len(smtp_server.messages) >= 50, STARTUP + DELIVERY, "50 messages at the server"
+    )
+
+    code, seconds = daemon.stop(signal.SIGTERM)
+
+    received = message_ids_received(smtp_server)
+    counts = statuses(store)
+    assert code == 0
+    assert seconds < STOP
+    assert "sending" not in counts
+    assert set(counts) <= {"sent", "queued"}
+    # What was claimed was finished, not abandoned: each sent message arrived exactly once.
+    sent = {m.email for m in all_messages(store) if m.status == "sent"}
+    assert sent == set(received)
+    assert all(len(ids) == 1 for ids in received.values())
+    assert daemon.logged("daemon stopped")
+
+
+def test_sigterm_during_a_stalled_send_puts_the_message_back_within_the_grace(
+    project: Project, store: Store, carts_due, smtp_server
+) -> None:
+    """In process, to shorten the 20 s grace: a send that outlasts it is abandoned, and its
+    message goes back to the queue instead of staying `sending` until its lease expires."""
+    carts_due(1)
+    smtp_server.mode, smtp_server.stall_seconds = "stall", 30
+
+    async def stop_while_stalled() -> float:
+        transport = SmtpTransport(SmtpSettings.from_url(smtp_server.url(timeout=30)))
+        options = DaemonOptions(dispatch_interval=0.05, shutdown_grace=0.5)
+        running = asyncio.create_task(Daemon(Engine(project, store, transport), options).run())
+        deadline = time.monotonic() + STARTUP
+        while statuses(store).get("sending") != 1:
+            assert not running.done() and time.monotonic() < deadline, "the message was never claimed"
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)  # caught by the daemon's handler on this loop
+        await asyncio.wait_for(running, STOP)
+        await asyncio.wait_for(transport.close(), STOP)
+        return time.monotonic() - started
+
+    seconds = asyncio.run(stop_while_stalled())
+
+    [message] = all_messages(store)
+    with store.session() as session:
+        last = messages.history(session, message.id)[-1]
+    assert seconds < 0.5 + 5 + 2  # the grace, the cancelled send unwinding, slack
+    assert message.status == "queued"
+    assert message.lease_until is None
+    assert last.reason == "daemon stopped before the send finished; will be sent again"
+    assert smtp_server.messages == []
+
+
+def test_sigint_stops_the_daemon_like_sigterm(start_daemon) -> None:
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("daemon started"), STARTUP, "start")
+
+    code, _ = daemon.stop(signal.SIGINT)
+
+    assert code == 0
+    assert daemon.logged("daemon stopped")
+
+
+def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(start_daemon, project_dir, daemon_env) -> None:
+    first = start_daemon()
+    first.wait_until(lambda: first.logged("daemon started"), STARTUP, "start")
+
+    second = subprocess.run(
+        [*AUTOMATOR, "--project", str(project_dir), "run"],
+        env=daemon_env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP,
+    )
+
+    assert second.returncode == 1
+    assert second.stderr.startswith(
+        f"error: another automator daemon (pid {first.process.pid} on {socket.gethostname()}) "
+        "is already running on this SQLite database"
+    )
+    assert first.process.poll() is None  # the first one is unaffected
+    assert first.stop()[0] == 0
+
+
+def test_status_shows_whether_a_daemon_is_running(start_daemon, cli) -> None:
+    assert cli("status").output.startswith("daemon: not running\n")
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("tick"), STARTUP, "the first tick")
+
+    running = cli("status").output
+
+    assert running.startswith(f"daemon: running ({socket.gethostname()}:{daemon.process.pid})\n")
+    assert "last tick: never" not in running
+    daemon.stop()
+    assert cli("status").output.startswith("daemon: not running\n")
+
+
+def test_every_log_line_is_json_with_one_line_per_tick_and_per_delivery_failure(
+    start_daemon, carts_due, smtp_server, store
+) -> None:
+    carts_due(3)
+    smtp_server.mode = "tempfail"
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("delivery failure"), STARTUP, "a delivery failure line")
+
+    assert daemon.stop()[0] == 0
+
+    text = daemon.log.read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in text.splitlines()]  # fails on any non-JSON line
+    by_message = Counter(line["message"] for line in lines)
+    assert by_message["tick"] >= 1
+    tick = next(line for line in lines if line["message"] == "tick")
+    assert tick["level"] == "info"
+    assert tick["rules"]["abandoned_cart"]["enqueued"] == 3
+    failure = next(line for line in lines if line["message"] == "delivery failure")
+    assert failure["level"] == "warning"
+    assert failure["rule"] == "abandoned_cart"
+    assert failure["outcome"].startswith("retrying")
+    assert statuses(store) == {"queued": 3}
+
+
+def test_the_unsubscribe_link_of_a_sent_email_works_against_the_running_daemon(
+    start_daemon, carts_due, smtp_server, store, daemon_env
+) -> None:
+    [address] = carts_due(1)
+    port = free_port()
+    env = {**daemon_env, "AUTOMATOR_BASE_URL": f"http://127.0.0.1:{port}"}
+    daemon = start_daemon("--listen", f"127.0.0.1:{port}", env=env)
+    daemon.wait_until(lambda: len(smtp_server.messages) == 1, STARTUP, "the reminder at the server")
+    header = str(smtp_server.messages[0].message["List-Unsubscribe"])
+    link = header.split("<", 1)[1].split(">", 1)[0]
+    assert urlsplit(link).netloc == f"127.0.0.1:{port}"
+
+    response = httpx.post(link, content="List-Unsubscribe=One-Click", timeout=10)
+
+    assert response.status_code == 200
+    with store.session() as session:
+        found = suppressions.get(session, address)
+    assert found is not None and found.reason == "unsubscribed"
+    assert daemon.stop()[0] == 0
+
+
+def test_the_daemon_serves_health_until_sigterm(start_daemon, carts_due, smtp_server, store) -> None:
+    carts_due(2)
+    port = free_port()
+    daemon = start_daemon("--listen", f"127.0.0.1:{port}")
+    daemon.wait_until(lambda: statuses(store).get("sent") == 2, STARTUP, "both messages sent")
+
+    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "queue": {"sent": 2}}
+    assert daemon.logged("serving http")
+    assert daemon.stop()[0] == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_a_listen_address_in_use_is_a_clear_error(project_dir, daemon_env) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*AUTOMATOR, "--project", str(project_dir), "run", "--listen", f"127.0.0.1:{port}"],
+            env=daemon_env,
+            capture_output=True,
+            text=True,
+            timeout=STARTUP,
+        )
+
+    assert result.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_a_listen_address_that_is_not_host_port_is_refused(cli) -> None:
+    result = cli("run", "--listen", "localhost")
+
+    assert result.exit_code == 1
+    assert 'error: --listen "localhost" is not HOST:PORT' in result.output
