@@ -13,7 +13,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,7 +58,7 @@ def planned_send_at(settings: Settings, contact: Contact, at: datetime) -> datet
 @dataclass
 class Claimed:
     message: Message
-    email: EmailMessage
+    email: emails.OutgoingEmail
 
 
 class Dispatcher:
@@ -367,7 +366,7 @@ class Dispatcher:
                 html_body=rendered.html,
             )
 
-    def build(self, session: Session, message: Message, now: datetime) -> emails.EmailMessage:
+    def build(self, session: Session, message: Message, now: datetime) -> emails.OutgoingEmail:
         contact = session.get(Contact, message.contact_id)
         name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None
         return emails.build_email(

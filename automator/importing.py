@@ -7,6 +7,7 @@ and every good one is still imported.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -42,8 +43,13 @@ class ImportReport:
 def normalize_email(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("email is required")
+    return _normalize_email(value.strip())
+
+
+@functools.lru_cache(maxsize=65536)  # an events file repeats the same addresses many times
+def _normalize_email(value: str) -> str:
     try:
-        checked = validate_email(value.strip(), check_deliverability=False)
+        checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f'email "{value}" is not valid: {exc}') from exc
     return checked.normalized.lower()

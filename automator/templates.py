@@ -6,6 +6,7 @@ A template is a folder under `email_templates/` holding `subject.txt`, `body.txt
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from jinja2.sandbox import SandboxedEnvironment
@@ -94,7 +96,10 @@ class Templates:
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
             keep_trailing_newline=False,
+            auto_reload=False,  # files are read once per process; restart to pick up edits
         )
+        self._languages: dict[tuple[str, str], str] = {}
+        self._variants: dict[tuple[str, str, str, str], str] = {}
         self.env.filters.update(
             money=_money_filter, date=_date_filter, datetime=_datetime_filter, number=_number_filter
         )
@@ -169,13 +174,18 @@ class Templates:
         """The contact's language when the template has a variant for it, else English, so
         an English email never carries French number formats (or an unknown locale's)."""
         lang = language(locale)
-        if lang != DEFAULT_LOCALE and any((self.root / name).glob(f"*.{lang}.*")):
-            return lang
-        return DEFAULT_LOCALE
+        key = (name, lang)
+        if key not in self._languages:
+            has_variant = lang != DEFAULT_LOCALE and any((self.root / name).glob(f"*.{lang}.*"))
+            self._languages[key] = lang if has_variant else DEFAULT_LOCALE
+        return self._languages[key]
 
     def _variant(self, name: str, part: str, ext: str, lang: str) -> str:
-        localized = f"{name}/{part}.{lang}.{ext}"
-        return localized if (self.root / localized).exists() else f"{name}/{part}.{ext}"
+        key = (name, part, ext, lang)
+        if key not in self._variants:
+            localized = f"{name}/{part}.{lang}.{ext}"
+            self._variants[key] = localized if (self.root / localized).exists() else f"{name}/{part}.{ext}"
+        return self._variants[key]
 
 
 def _describe(exc: Exception) -> str:
@@ -237,5 +247,6 @@ def number(value: Any, lang: str) -> str:
     return format_decimal(value, locale=_babel_locale(lang))
 
 
-def _babel_locale(lang: str) -> str:
-    return {"en": "en_US", "vi": "vi_VN"}.get(lang, lang)
+@functools.lru_cache(maxsize=64)
+def _babel_locale(lang: str) -> Locale:
+    return Locale.parse({"en": "en_US", "vi": "vi_VN"}.get(lang, lang))

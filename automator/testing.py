@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
+from automator.emails import OutgoingEmail
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 
 
@@ -14,10 +15,10 @@ class RecordingTransport:
         self.sent: list[EmailMessage] = []
         self.fail_with: TemporaryDeliveryError | PermanentDeliveryError | None = None
 
-    async def send(self, email: EmailMessage) -> None:
+    async def send(self, email: OutgoingEmail) -> None:
         if self.fail_with is not None:
             raise self.fail_with
-        self.sent.append(email)
+        self.sent.append(email.parsed())
 
     async def close(self) -> None:
         return None

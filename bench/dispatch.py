@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
@@ -160,7 +159,7 @@ def message_values(project: Project, contact_id: int, email: str) -> dict[str, o
     }
 
 
-def prebuilt_emails(project: Project, store: Store) -> list[EmailMessage]:
+def prebuilt_emails(project: Project, store: Store) -> list[emails.OutgoingEmail]:
     """The emails automator will send, built the way the dispatcher builds them."""
     settings = project.settings
     with store.session() as session:
@@ -168,7 +167,7 @@ def prebuilt_emails(project: Project, store: Store) -> list[EmailMessage]:
     return [build(settings.sender, settings.base_url, settings.secret, m) for m in queued]
 
 
-def build(sender: str, base_url: str, secret: str, message: Message) -> EmailMessage:
+def build(sender: str, base_url: str, secret: str, message: Message) -> emails.OutgoingEmail:
     return emails.build_email(
         sender=sender,
         to=message.email,
@@ -183,7 +182,7 @@ def build(sender: str, base_url: str, secret: str, message: Message) -> EmailMes
     )
 
 
-async def bare_loop(port: int, mail: list[EmailMessage], concurrency: int) -> int:
+async def bare_loop(port: int, mail: list[emails.OutgoingEmail], concurrency: int) -> int:
     """`concurrency` connections, each sending the next email until none is left."""
     pending = iter(mail)
     sent = 0
@@ -193,7 +192,7 @@ async def bare_loop(port: int, mail: list[EmailMessage], concurrency: int) -> in
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
         await smtp.connect()
         for email in pending:  # shared: each email is taken by exactly one connection
-            await smtp.send_message(email)
+            await smtp.sendmail(email.sender, list(email.recipients), email.data)
             sent += 1
         await smtp.quit()
 

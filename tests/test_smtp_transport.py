@@ -11,12 +11,17 @@ from email.message import EmailMessage
 
 import pytest
 
+from automator.emails import OutgoingEmail
 from automator.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
 from automator.transports.smtp import SmtpDeliveryError, SmtpSettings, SmtpTransport
 from tests.smtp_server import LoopbackSmtpServer, free_port, smtp_server  # noqa: F401
 
 
-def make_email(to: str = "bob@example.com", subject: str = "Welcome", n: int = 0) -> EmailMessage:
+def make_email(to: str = "bob@example.com", subject: str = "Welcome", n: int = 0) -> OutgoingEmail:
+    return OutgoingEmail.from_message(make_message(to, subject, n))
+
+
+def make_message(to: str = "bob@example.com", subject: str = "Welcome", n: int = 0) -> EmailMessage:
     email = EmailMessage()
     email["From"] = "Shop <news@shop.example>"
     email["To"] = to
@@ -30,7 +35,7 @@ def settings_for(server: LoopbackSmtpServer, **options: object) -> SmtpSettings:
     return SmtpSettings.from_url(server.url(**{"timeout": 2, **options}))
 
 
-def deliver(settings: SmtpSettings, *emails: EmailMessage, together: bool = False) -> None:
+def deliver(settings: SmtpSettings, *emails: OutgoingEmail, together: bool = False) -> None:
     """Sends the emails through one transport, one by one or all at once, then closes it."""
 
     async def run() -> None:
@@ -47,7 +52,7 @@ def deliver(settings: SmtpSettings, *emails: EmailMessage, together: bool = Fals
     asyncio.run(run())
 
 
-def delivery_error(settings: SmtpSettings, email: EmailMessage) -> SmtpDeliveryError:
+def delivery_error(settings: SmtpSettings, email: OutgoingEmail) -> SmtpDeliveryError:
     """The error one send raises (the test fails if it is delivered)."""
     with pytest.raises(SmtpDeliveryError) as caught:
         deliver(settings, email)
@@ -114,10 +119,10 @@ def test_5xx_for_the_data_is_permanent(smtp_server: LoopbackSmtpServer) -> None:
 
 
 def test_message_without_recipients_is_permanent(smtp_server: LoopbackSmtpServer) -> None:
-    email = make_email()
-    del email["To"]
+    message = make_message()
+    del message["To"]
 
-    error = delivery_error(settings_for(smtp_server), email)
+    error = delivery_error(settings_for(smtp_server), OutgoingEmail.from_message(message))
 
     assert isinstance(error, PermanentDeliveryError)
     assert error.code is None

@@ -118,16 +118,31 @@ def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict
     ]
     if not rows:
         return
-    for row in rows:
-        session.execute(
-            delete(DATES).where(
-                DATES.c.contact_id == row["contact_id"],
-                DATES.c.name == row["name"],
-                DATES.c.value != row["value"],
+    current = {
+        (row.contact_id, row.name): (row.id, row.value)
+        for row in session.execute(
+            select(DATES.c.id, DATES.c.contact_id, DATES.c.name, DATES.c.value).where(
+                DATES.c.contact_id.in_({row["contact_id"] for row in rows})
             )
         )
-    statement = insert(session, DATES).on_conflict_do_nothing(index_elements=["contact_id", "name"])
-    session.execute(statement, rows)
+    }
+    changed = {
+        current[key][0]
+        for row in rows
+        if (key := (row["contact_id"], row["name"])) in current and current[key][1] != row["value"]
+    }
+    if changed:
+        session.execute(delete(DATES).where(DATES.c.id.in_(changed)))
+    fresh = [
+        row
+        for row in rows
+        if (row["contact_id"], row["name"]) not in current
+        or current[(row["contact_id"], row["name"])][0] in changed
+    ]
+    if fresh:
+        session.execute(
+            insert(session, DATES).on_conflict_do_nothing(index_elements=["contact_id", "name"]), fresh
+        )
 
 
 def _drop_undated(session: Session, by_email: dict[str, ContactData], ids: dict[str, int]) -> None:

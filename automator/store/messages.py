@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from automator.schema import Coupon, Message, MessageHistory
@@ -59,7 +60,8 @@ def change(
     """Set a message's status (and other columns) and record why."""
     session.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(status=status, **values))
     for key, value in {"status": status, **values}.items():
-        setattr(message, key, value)
+        # Already written by the UPDATE above: keep the ORM from writing it a second time.
+        set_committed_value(message, key, value)
     assert message.id is not None
     record(session, message.id, at, status, reason, actor)
     if status == "cancelled":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from typing import Protocol
+
+from automator.emails import OutgoingEmail
 
 
 class Transport(Protocol):
@@ -13,6 +14,6 @@ class Transport(Protocol):
     `PermanentDeliveryError` when it will not. Returning normally means delivered.
     """
 
-    async def send(self, email: EmailMessage) -> None: ...
+    async def send(self, email: OutgoingEmail) -> None: ...
 
     async def close(self) -> None: ...

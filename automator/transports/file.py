@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from email.message import EmailMessage
 from pathlib import Path
 
+from automator.emails import OutgoingEmail
 from automator.errors import TemporaryDeliveryError
 
 
@@ -16,13 +16,13 @@ class FileTransport:
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
 
-    async def send(self, email: EmailMessage) -> None:
-        message_id = str(email["Message-ID"] or "message")
+    async def send(self, email: OutgoingEmail) -> None:
+        message_id = email.message_id or "message"
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", message_id.strip("<>")) + ".eml"
         try:
             self.outbox.mkdir(parents=True, exist_ok=True)
             tmp = self.outbox / f".{name}.tmp"
-            tmp.write_bytes(email.as_bytes())
+            tmp.write_bytes(email.data)
             os.replace(tmp, self.outbox / name)
         except OSError as exc:
             raise TemporaryDeliveryError(f"cannot write to outbox {self.outbox}: {exc}") from exc

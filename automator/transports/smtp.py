@@ -11,13 +11,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.utils import getaddresses, parseaddr
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosmtplib
 
+from automator.emails import OutgoingEmail
 from automator.errors import (
     ConfigError,
     DeliveryError,
@@ -295,7 +294,7 @@ class SmtpTransport:
         self._in_flight = asyncio.Semaphore(settings.concurrency)
         self._rate = RateLimit(settings.rate_limit)
 
-    async def send(self, email: EmailMessage) -> None:
+    async def send(self, email: OutgoingEmail) -> None:
         """Sends one email; envelope sender and recipients come from its From/To/Cc/Bcc headers."""
         async with self._in_flight:
             await self._rate.wait()
@@ -305,14 +304,14 @@ class SmtpTransport:
         """Waits for sends in flight, then quits every kept-open connection."""
         await self._pool.close()
 
-    async def _deliver(self, email: EmailMessage, retry_if_dropped: bool) -> None:
-        if not _sender(email) or not _recipients(email):
+    async def _deliver(self, email: OutgoingEmail, retry_if_dropped: bool) -> None:
+        if not email.sender or not email.recipients:
             raise SmtpPermanentError("the email has no sender or no recipient")
         session, reused = await self._checkout()
         try:
-            # Send the bytes as automator's email policy writes them: aiosmtplib's send_message
-            # would re-flatten with the default policy and RFC 2047-encode List-Unsubscribe.
-            refused = (await session.sendmail(_sender(email), _recipients(email), email.as_bytes()))[0]
+            # The bytes go out as automator wrote them (aiosmtplib's send_message would re-flatten
+            # them with the default policy and RFC 2047-encode List-Unsubscribe).
+            refused = (await session.sendmail(email.sender, list(email.recipients), email.data))[0]
         except BaseException as exc:
             self._pool.discard(session)
             # Most likely a kept-open session the server hung up on while it sat idle. The server
@@ -332,21 +331,12 @@ class SmtpTransport:
             raise _connect_error(self._where, exc) from exc
 
 
-def _sender(email: EmailMessage) -> str:
-    return parseaddr(str(email["Sender"] or email["From"] or ""))[1]
-
-
-def _recipients(email: EmailMessage) -> list[str]:
-    headers = [str(value) for name in ("To", "Cc", "Bcc") for value in email.get_all(name, [])]
-    return [address for _, address in getaddresses(headers) if address]
-
-
-def _warn_partly_refused(email: EmailMessage, refused: dict[str, Any]) -> None:
+def _warn_partly_refused(email: OutgoingEmail, refused: dict[str, Any]) -> None:
     """The server took the message for some recipients only; resending would duplicate it."""
     for recipient, response in refused.items():
         log.warning(
             "message %s was not accepted for %s: %s %s",
-            email["Message-ID"],
+            email.message_id,
             recipient,
             response.code,
             response.message,
