@@ -24,7 +24,7 @@ from automator.config import Settings
 from automator.errors import PermanentDeliveryError, TemplateError, TemporaryDeliveryError
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.schema import Contact, Event, Message
-from automator.store import contacts, coupons, messages, suppressions, table
+from automator.store import contacts, coupons, events, messages, suppressions, table
 
 if TYPE_CHECKING:
     from automator.engine import Engine, TickReport
@@ -106,25 +106,19 @@ class Dispatcher:
         `sending` with a lease. Returns them, and whether more may be due."""
         with self.store.session() as session:
             batch = messages.due(session, now, limit, lock=True)
+            facts = self.facts(session, batch, now)
             in_batch: Counter[int] = Counter()
             claimed = []
             for message in batch:
-                outcome = self.recheck(session, message, now, in_batch[message.contact_id])
+                outcome = self.recheck(session, message, now, facts, in_batch[message.contact_id])
                 if outcome is not None:
                     report.rule(message.rule_id).outcomes[outcome] += 1
                     continue
                 in_batch[message.contact_id] += 1
-                email = self.build(session, message, now)
-                messages.change(
-                    session,
-                    message,
-                    "sending",
-                    now,
-                    "sending",
-                    lease_until=now + LEASE,
-                    attempts=message.attempts + 1,
+                claimed.append(
+                    Claimed(message, self.build_for(facts.contacts.get(message.contact_id), message, now))
                 )
-                claimed.append(Claimed(message, email))
+            messages.mark_sending(session, [item.message for item in claimed], now, now + LEASE)
         self.in_flight_ids.update(item.message.id or 0 for item in claimed)
         return claimed, len(batch) == limit
 
@@ -142,7 +136,7 @@ class Dispatcher:
         results = await asyncio.gather(
             *(self.engine.transport.send(item.email) for item in claimed), return_exceptions=True
         )
-        sent = 0
+        delivered: list[Message] = []
         for item, result in zip(claimed, results, strict=True):
             rule_report = report.rule(item.message.rule_id)
             if isinstance(result, TemporaryDeliveryError):
@@ -157,16 +151,38 @@ class Dispatcher:
                 self.temporary_failure(item.message, now, TemporaryDeliveryError(repr(result)))
                 rule_report.outcomes["retrying: delivery failed"] += 1
             else:
-                self.sent(item.message, now)
+                delivered.append(item.message)
                 rule_report.sent += 1
-                sent += 1
             self.in_flight_ids.discard(item.message.id or 0)
-        return sent
+        self.sent(delivered, now)
+        return len(delivered)
 
-    def recheck(self, session: Session, message: Message, now: datetime, claimed: int = 0) -> str | None:
+    def facts(self, session: Session, batch: list[Message], now: datetime) -> Facts:
+        """Everything the re-checks of a batch need, read in a few queries for the whole batch."""
+        rules = {m.rule_id: self.engine.project.rule(m.rule_id) for m in batch}
+        event_types = set()
+        for rule in rules.values():
+            if rule is not None and rule.trigger.cancel_if is not None:
+                event_types.add(rule.trigger.cancel_if.event)
+            if rule is not None and isinstance(rule.trigger, EventTrigger) and rule.trigger.latest_per:
+                event_types.add(rule.trigger.event)
+        contact_ids = {m.contact_id for m in batch}
+        cap = self.settings.frequency_cap
+        return Facts(
+            suppressed=suppressions.among(session, {m.email for m in batch}),
+            contacts=contacts.by_ids(session, contact_ids),
+            events=events.of_types(session, contact_ids, event_types, now),
+            own_events=events.by_ids(session, {m.event_id for m in batch if m.event_id is not None}),
+            dates=contacts.dates_of(session, contact_ids),
+            sent=messages.sent_times(session, contact_ids, now - cap.per) if cap else {},
+        )
+
+    def recheck(
+        self, session: Session, message: Message, now: datetime, facts: Facts, claimed: int = 0
+    ) -> str | None:
         """Everything that can stop or delay a message just before it goes out; the outcome
         (for the tick summary) or None when it may be sent now."""
-        if suppressions.get(session, message.email):
+        if message.email in facts.suppressed:
             messages.change(session, message, "suppressed", now, "address is suppressed")
             return "suppressed"
         if now > message.expires_at:
@@ -187,13 +203,12 @@ class Dispatcher:
         if rule is None or rule not in self.engine.project.rules:
             self._wait_for_rule(session, message, now)
             return "waiting: rule does not load"
-        contact = session.get(Contact, message.contact_id)
-        assert contact is not None
-        cancel = self.cancel_reason(session, rule, message, contact, now)
+        contact = facts.contacts[message.contact_id]
+        cancel = self.cancel_reason(rule, message, contact, now, facts)
         if cancel:
             messages.change(session, message, "cancelled", now, cancel)
             return "cancelled: " + cancel.split(":")[0]
-        return self.defer(session, message, contact, rule, now, claimed)
+        return self.defer(session, message, contact, rule, now, facts.sent.get(contact.id or 0, []), claimed)
 
     def _wait_for_rule(self, session: Session, message: Message, now: datetime) -> None:
         """Retry later; the history says so once, not on every retry."""
@@ -206,81 +221,40 @@ class Dispatcher:
             messages.change(session, message, "queued", now, reason, send_at=now + RULE_MISSING_RETRY)
 
     def cancel_reason(
-        self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
+        self, rule: Rule, message: Message, contact: Contact, now: datetime, facts: Facts
     ) -> str | None:
         trigger = rule.trigger
+        history = facts.events.get(contact.id or 0, [])
         if trigger.cancel_if is not None:
             since = message.occurred_at
             if isinstance(trigger, DateTrigger):
                 within = trigger.cancel_if.within
                 since = message.occurred_at - within if within is not None else message.due_at
-            found = self._event_after(
-                session,
-                contact.id,
-                trigger.cancel_if.event,
-                since,
-                now,
-                inclusive=isinstance(trigger, DateTrigger),
+            inclusive = isinstance(trigger, DateTrigger)
+            found = next(
+                (
+                    e
+                    for e in history
+                    if e.type == trigger.cancel_if.event
+                    and e.at <= now
+                    and (e.at >= since if inclusive else e.at > since)
+                ),
+                None,
             )
             if found is not None:
                 return f"{found.type}: {found.type} at {found.at.isoformat()} ({found.key})"
         if isinstance(trigger, EventTrigger) and trigger.latest_per and message.event_id:
-            newer = self._newer_of_same(session, message.event_id, trigger.latest_per, now)
+            newer = _newer_of_same(facts.own_events.get(message.event_id), history, trigger.latest_per, now)
             if newer is not None:
                 return f"superseded: a newer {newer.type} at {newer.at.isoformat()} ({newer.key})"
         if isinstance(trigger, DateTrigger):
-            current = contacts.dates(session, contact.id or 0).get(trigger.attribute)
+            current = facts.dates.get(contact.id or 0, {}).get(trigger.attribute)
             if current != message.occurred_at:
                 shown = current.isoformat() if current else "removed"
                 return f"date changed: {trigger.attribute} is now {shown}"
         if contact.stage not in rule.stages:
             return f"stage changed: contact is in {contact.stage}, rule targets {', '.join(rule.stages)}"
         return None
-
-    def _event_after(
-        self,
-        session: Session,
-        contact_id: int | None,
-        event_type: str,
-        since: datetime,
-        now: datetime,
-        inclusive: bool,
-    ) -> Event | None:
-        after = EVENTS.c.at >= since if inclusive else EVENTS.c.at > since
-        return (
-            session.execute(
-                select(Event)
-                .where(
-                    EVENTS.c.contact_id == contact_id,
-                    EVENTS.c.type == event_type,
-                    after,
-                    EVENTS.c.at <= now,
-                )
-                .order_by(EVENTS.c.at)
-                .limit(1)
-            )
-            .scalars()
-            .first()
-        )
-
-    def _newer_of_same(self, session: Session, event_id: int, key: str, now: datetime) -> Event | None:
-        event = session.get(Event, event_id)
-        if event is None:
-            return None
-        value = event.properties.get(key)
-        if value is None:
-            return None  # events without the property are each their own group (as when queued)
-        later = session.execute(
-            select(Event)
-            .where(
-                EVENTS.c.contact_id == event.contact_id,
-                EVENTS.c.type == event.type,
-                EVENTS.c.at > event.at,
-                EVENTS.c.at <= now,
-            )
-            .order_by(EVENTS.c.at)
-        ).scalars()
-        return next((other for other in later if other.properties.get(key) == value), None)
 
     def defer(
         self,
@@ -289,6 +263,7 @@ class Dispatcher:
         contact: Contact,
         rule: Rule,
         now: datetime,
+        sent_before: list[datetime],
         claimed: int = 0,
     ) -> str | None:
         """Quiet hours and the frequency cap make a message wait; they never drop it."""
@@ -301,7 +276,7 @@ class Dispatcher:
         cap = self.settings.frequency_cap
         if cap is not None:
             # Messages claimed earlier in this batch count as sent now.
-            sent = messages.sent_since(session, contact.id or 0, now - cap.per) + [now] * claimed
+            sent = sent_before + [now] * claimed
             until = policies.cap_until(sent, cap.max, cap.per, now)
             if until is not None:
                 until = planned_send_at(self.settings, contact, until)
@@ -367,7 +342,10 @@ class Dispatcher:
             )
 
     def build(self, session: Session, message: Message, now: datetime) -> emails.OutgoingEmail:
-        contact = session.get(Contact, message.contact_id)
+        """The email a message becomes when it is sent at `now`."""
+        return self.build_for(session.get(Contact, message.contact_id), message, now)
+
+    def build_for(self, contact: Contact | None, message: Message, now: datetime) -> emails.OutgoingEmail:
         name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None
         return emails.build_email(
             sender=self.settings.sender,
@@ -384,33 +362,23 @@ class Dispatcher:
             ),
         )
 
-    def sent(self, message: Message, now: datetime) -> None:
-        """Mark sent and carry out the rule's `then` (move the contact, tag it)."""
+    def sent(self, delivered: list[Message], now: datetime) -> None:
+        """Mark messages sent and carry out their rules' `then` (move the contact, tag it)."""
+        if not delivered:
+            return
         with self.store.session() as session:
-            messages.change(
-                session,
-                message,
-                "sent",
-                now,
-                f"sent to {message.email}",
-                sent_at=now,
-                lease_until=None,
-                last_error=None,
-            )
-            rule = self.engine.project.rule(message.rule_id)
-            contact = session.get(Contact, message.contact_id)
-            if rule is None or contact is None:
-                return
-            if rule.then.move_to:
-                contacts.move_stage(
-                    session,
-                    contact,
-                    rule.then.move_to,
-                    now,
-                    f"rule {rule.id} (message {message.id})",
-                )
-            if rule.then.tag:
-                contacts.add_tag(session, message.contact_id, rule.then.tag, now)
+            messages.mark_sent(session, delivered, now)
+            people = contacts.by_ids(session, {m.contact_id for m in delivered})
+            for message in delivered:
+                rule = self.engine.project.rule(message.rule_id)
+                contact = people.get(message.contact_id)
+                if rule is None or contact is None:
+                    continue
+                if rule.then.move_to:
+                    cause = f"rule {rule.id} (message {message.id})"
+                    contacts.move_stage(session, contact, rule.then.move_to, now, cause)
+                if rule.then.tag:
+                    contacts.add_tag(session, message.contact_id, rule.then.tag, now)
 
     def temporary_failure(self, message: Message, now: datetime, exc: TemporaryDeliveryError) -> None:
         with self.store.session() as session:
@@ -450,6 +418,33 @@ class Dispatcher:
                 last_error=str(exc),
             )
             suppressions.add(session, message.email, "bounced", str(exc), now)
+
+
+@dataclass
+class Facts:
+    """What the re-checks of one claimed batch read, loaded once for the batch."""
+
+    suppressed: set[str]
+    contacts: dict[int, Contact]
+    events: dict[int, list[Event]]  # per contact, of the types the batch's rules look at, by time
+    own_events: dict[int, Event]  # the events that triggered the batch's messages
+    dates: dict[int, dict[str, datetime]]
+    sent: dict[int, list[datetime]]  # per contact, send times inside the frequency-cap window
+
+
+def _newer_of_same(event: Event | None, history: list[Event], key: str, now: datetime) -> Event | None:
+    """A later event of the same type with the same `key` property (e.g. the same cart)."""
+    if event is None or event.properties.get(key) is None:
+        return None  # events without the property are each their own group (as when queued)
+    value = event.properties[key]
+    return next(
+        (
+            other
+            for other in history
+            if other.type == event.type and event.at < other.at <= now and other.properties.get(key) == value
+        ),
+        None,
+    )
 
 
 def _hours(value: timedelta) -> str:

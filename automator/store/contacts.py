@@ -252,3 +252,22 @@ def dates(session: Session, contact_id: int) -> dict[str, datetime]:
             select(DATES.c.name, DATES.c.value).where(DATES.c.contact_id == contact_id)
         )
     }
+
+
+def by_ids(session: Session, contact_ids: set[int]) -> dict[int, Contact]:
+    if not contact_ids:
+        return {}
+    found = session.execute(select(Contact).where(CONTACTS.c.id.in_(contact_ids))).scalars()
+    return {contact.id or 0: contact for contact in found}
+
+
+def dates_of(session: Session, contact_ids: set[int]) -> dict[int, dict[str, datetime]]:
+    """Date attributes of several contacts: contact id → name → value."""
+    found: dict[int, dict[str, datetime]] = {}
+    if contact_ids:
+        rows = session.execute(
+            select(DATES.c.contact_id, DATES.c.name, DATES.c.value).where(DATES.c.contact_id.in_(contact_ids))
+        )
+        for contact_id, name, value in rows:
+            found.setdefault(contact_id, {})[name] = value
+    return found

@@ -119,3 +119,26 @@ def latest(session: Session, contact_id: int, event_type: str, now: datetime) ->
 
 def max_id(session: Session) -> int:
     return session.execute(select(EVENTS.c.id).order_by(EVENTS.c.id.desc()).limit(1)).scalar() or 0
+
+
+def by_ids(session: Session, event_ids: set[int]) -> dict[int, Event]:
+    if not event_ids:
+        return {}
+    found = session.execute(select(Event).where(EVENTS.c.id.in_(event_ids))).scalars()
+    return {event.id or 0: event for event in found}
+
+
+def of_types(
+    session: Session, contact_ids: set[int], types: set[str], now: datetime
+) -> dict[int, list[Event]]:
+    """Per contact, their events of these types that happened by `now`, oldest first."""
+    found: dict[int, list[Event]] = {}
+    if contact_ids and types:
+        rows = session.execute(
+            select(Event)
+            .where(EVENTS.c.contact_id.in_(contact_ids), EVENTS.c.type.in_(types), EVENTS.c.at <= now)
+            .order_by(EVENTS.c.at, EVENTS.c.id)
+        ).scalars()
+        for event in rows:
+            found.setdefault(event.contact_id, []).append(event)
+    return found

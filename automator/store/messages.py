@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -207,4 +207,71 @@ def oldest_waiting(session: Session) -> Message | None:
         )
         .scalars()
         .first()
+    )
+
+
+def sent_times(session: Session, contact_ids: set[int], since: datetime) -> dict[int, list[datetime]]:
+    """Per contact, when their messages were sent after `since` (the frequency-cap window)."""
+    found: dict[int, list[datetime]] = {}
+    if contact_ids:
+        rows = session.execute(
+            select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
+                MESSAGES.c.contact_id.in_(contact_ids),
+                MESSAGES.c.status == "sent",
+                MESSAGES.c.sent_at > since,
+            )
+        )
+        for contact_id, sent_at in rows:
+            found.setdefault(contact_id, []).append(sent_at)
+    return found
+
+
+def mark_sending(session: Session, claimed: list[Message], now: datetime, lease_until: datetime) -> None:
+    """Claim messages for sending under a lease, in two statements for the whole batch."""
+    if not claimed:
+        return
+    session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id == bindparam("mid"))
+        .values(status="sending", lease_until=lease_until, attempts=bindparam("new_attempts")),
+        [{"mid": m.id, "new_attempts": m.attempts + 1} for m in claimed],
+    )
+    for message in claimed:
+        set_committed_value(message, "status", "sending")
+        set_committed_value(message, "lease_until", lease_until)
+        set_committed_value(message, "attempts", message.attempts + 1)
+    _record_many(session, claimed, now, "sending", "sending")
+
+
+def mark_sent(session: Session, delivered: list[Message], now: datetime) -> None:
+    session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id.in_([m.id for m in delivered]))
+        .values(status="sent", sent_at=now, lease_until=None, last_error=None)
+    )
+    for message in delivered:
+        for key, value in (("status", "sent"), ("sent_at", now), ("lease_until", None), ("last_error", None)):
+            set_committed_value(message, key, value)
+    session.execute(
+        HISTORY.insert(),
+        [
+            {
+                "message_id": m.id,
+                "at": now,
+                "status": "sent",
+                "reason": f"sent to {m.email}",
+                "actor": "automator",
+            }
+            for m in delivered
+        ],
+    )
+
+
+def _record_many(session: Session, batch: list[Message], at: datetime, status: str, reason: str) -> None:
+    session.execute(
+        HISTORY.insert(),
+        [
+            {"message_id": m.id, "at": at, "status": status, "reason": reason, "actor": "automator"}
+            for m in batch
+        ],
     )

@@ -32,3 +32,12 @@ def get(session: Session, email: str) -> Suppression | None:
 
 def listing(session: Session) -> list[Suppression]:
     return list(session.execute(select(Suppression).order_by(SUPPRESSIONS.c.created_at.desc())).scalars())
+
+
+def among(session: Session, emails: set[str]) -> set[str]:
+    """Which of these addresses are suppressed."""
+    if not emails:
+        return set()
+    return set(
+        session.execute(select(SUPPRESSIONS.c.email).where(SUPPRESSIONS.c.email.in_(emails))).scalars()
+    )
