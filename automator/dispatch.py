@@ -369,16 +369,24 @@ class Dispatcher:
         with self.store.session() as session:
             messages.mark_sent(session, delivered, now)
             people = contacts.by_ids(session, {m.contact_id for m in delivered})
+            moves: list[tuple[int, str | None, str, str]] = []
+            tags: list[tuple[int, str]] = []
+            stages: dict[int | None, str | None] = {}
             for message in delivered:
                 rule = self.engine.project.rule(message.rule_id)
                 contact = people.get(message.contact_id)
                 if rule is None or contact is None:
                     continue
-                if rule.then.move_to:
+                if rule.then.move_to and stages.get(contact.id, contact.stage) != rule.then.move_to:
                     cause = f"rule {rule.id} (message {message.id})"
-                    contacts.move_stage(session, contact, rule.then.move_to, now, cause)
+                    moves.append(
+                        (message.contact_id, stages.get(contact.id, contact.stage), rule.then.move_to, cause)
+                    )
+                    stages[message.contact_id] = rule.then.move_to  # later messages see the move
                 if rule.then.tag:
-                    contacts.add_tag(session, message.contact_id, rule.then.tag, now)
+                    tags.append((message.contact_id, rule.then.tag))
+            contacts.move_many(session, moves, now)
+            contacts.add_tags(session, tags, now)
 
     def temporary_failure(self, message: Message, now: datetime, exc: TemporaryDeliveryError) -> None:
         with self.store.session() as session:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import Session
 
 from automator.schema import Contact, ContactDate, ContactTag, StageChange
@@ -222,6 +222,33 @@ def move_stage(session: Session, contact: Contact, stage: str, at: datetime, cau
         .where(CONTACTS.c.id == contact.id)
         .values(stage=stage, stage_entered_at=at, updated_at=at)
     )
+
+
+def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], at: datetime) -> None:
+    """(contact id, from stage, to stage, cause) for several contacts: recorded and applied."""
+    if not moves:
+        return
+    session.execute(
+        STAGES.insert(),
+        [
+            {"contact_id": cid, "from_stage": old, "to_stage": new, "at": at, "cause": cause}
+            for cid, old, new, cause in moves
+        ],
+    )
+    session.execute(
+        update(CONTACTS)
+        .where(CONTACTS.c.id == bindparam("cid"))
+        .values(stage=bindparam("new_stage"), stage_entered_at=at, updated_at=at),
+        [{"cid": cid, "new_stage": new} for cid, _, new, _ in moves],
+    )
+
+
+def add_tags(session: Session, tags: list[tuple[int, str]], at: datetime) -> None:
+    if tags:
+        statement = insert(session, TAGS).on_conflict_do_nothing(index_elements=["contact_id", "tag"])
+        session.execute(
+            statement, [{"contact_id": cid, "tag": tag, "added_at": at} for cid, tag in set(tags)]
+        )
 
 
 def add_tag(session: Session, contact_id: int, tag: str, at: datetime) -> None:
