@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import uuid
@@ -38,8 +39,12 @@ POLICY = _Policy(linesep="\r\n")  # what email.policy.SMTP is, plus the folding 
 
 def new_message_id(sender: str) -> str:
     """A Message-ID fixed when the message is queued, so a resend carries the same one."""
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "automator.local"
-    return make_msgid(idstring="automator", domain=domain)
+    return make_msgid(idstring="automator", domain=_domain(sender))
+
+
+@functools.lru_cache(maxsize=16)
+def _domain(sender: str) -> str:
+    return parseaddr(sender)[1].rpartition("@")[2] or "automator.local"
 
 
 def unsubscribe_token(secret: str, email: str) -> str:

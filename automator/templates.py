@@ -228,11 +228,17 @@ def _number_filter(context: Any, value: Any) -> str:
 
 def money(amount: Any, currency: str, lang: str) -> str:
     """`1250000, 'VND'` → `1.250.000 ₫` in Vietnamese, `$12.50` for USD in English."""
-    value = Decimal(str(amount))
+    return _money(str(amount), str(currency), lang)
+
+
+@functools.lru_cache(maxsize=16384)  # Babel's formatting is slow and prices repeat
+def _money(amount: str, currency: str, lang: str) -> str:
+    value = Decimal(amount)
     # CLDR puts a no-break space before ₫; plain text readers and searches expect a space.
     return format_currency(value, currency, locale=_babel_locale(lang)).replace("\xa0", " ")
 
 
+@functools.lru_cache(maxsize=4096)
 def local_date(value: date | datetime, lang: str, zone: str) -> str:
     if isinstance(value, datetime):
         value = value.astimezone(ZoneInfo(zone)).date()
