@@ -78,15 +78,30 @@ class Dispatcher:
         """
         self.recover_leases(now)
         sent = 0
+        claimed, more = await asyncio.to_thread(self.claim, now, report, batch_size)
         for _ in range(100_000):
-            if stop is not None and stop.is_set():
-                break  # stop claiming; what is claimed is finished by the caller's drain
-            claimed, more = self.claim(now, report, batch_size)
-            if claimed:
-                sent += await self.send_claimed(claimed, now, report)
-            if not more:
+            if not claimed:
                 break
+            # The next batch is claimed (in a thread) while this one is being sent.
+            sending = asyncio.ensure_future(self.send_claimed(claimed, now, report))
+            stopping = stop is not None and stop.is_set()
+            if more and not stopping:
+                claimed, more = await asyncio.to_thread(self.claim, now, report, batch_size)
+            else:
+                claimed, more = [], False
+            sent += await sending
+        for item in claimed:  # claimed but never sent (stopping): back to the queue now
+            self.in_flight_ids.discard(item.message.id or 0)
+        if claimed:
+            self.release_claimed([item.message for item in claimed], now)
         return sent
+
+    def release_claimed(self, claimed: list[Message], now: datetime) -> None:
+        with self.store.session() as session:
+            for message in claimed:
+                messages.change(
+                    session, message, "queued", now, "dispatch stopped before sending", lease_until=None
+                )
 
     def recover_leases(self, now: datetime) -> None:
         """Put back messages a stopped dispatcher left in `sending`."""
@@ -103,7 +118,11 @@ class Dispatcher:
 
     def claim(self, now: datetime, report: TickReport, limit: int) -> tuple[list[Claimed], bool]:
         """In one transaction: re-check a batch of due messages and mark the sendable ones
-        `sending` with a lease. Returns them, and whether more may be due."""
+        `sending` with a lease. Returns them, and whether more may be due.
+
+        Runs in a worker thread while the previous batch is sent; it only adds to `report`
+        under the report's lock.
+        """
         with self.store.session() as session:
             batch = messages.due(session, now, limit, lock=True)
             facts = self.facts(session, batch, now)
@@ -112,7 +131,8 @@ class Dispatcher:
             for message in batch:
                 outcome = self.recheck(session, message, now, facts, in_batch[message.contact_id])
                 if outcome is not None:
-                    report.rule(message.rule_id).outcomes[outcome] += 1
+                    with report.lock:
+                        report.rule(message.rule_id).outcomes[outcome] += 1
                     continue
                 in_batch[message.contact_id] += 1
                 claimed.append(
@@ -137,23 +157,19 @@ class Dispatcher:
             *(self.engine.transport.send(item.email) for item in claimed), return_exceptions=True
         )
         delivered: list[Message] = []
+        outcomes: list[tuple[str, str]] = []
         for item, result in zip(claimed, results, strict=True):
-            rule_report = report.rule(item.message.rule_id)
-            if isinstance(result, TemporaryDeliveryError):
-                self.temporary_failure(item.message, now, result)
-                rule_report.outcomes["retrying: delivery failed"] += 1
-            elif isinstance(result, PermanentDeliveryError):
-                self.permanent_failure(item.message, now, result)
-                rule_report.outcomes["failed: rejected by server"] += 1
-            elif isinstance(result, BaseException):
-                # An unexpected error must not lose the message: retry it like a 4xx.
-                log.error("unexpected error sending message %s", item.message.id, exc_info=result)
-                self.temporary_failure(item.message, now, TemporaryDeliveryError(repr(result)))
-                rule_report.outcomes["retrying: delivery failed"] += 1
+            message = item.message
+            if isinstance(result, BaseException):
+                outcomes.append((message.rule_id, self.failed(message, now, result)))
             else:
-                delivered.append(item.message)
-                rule_report.sent += 1
-            self.in_flight_ids.discard(item.message.id or 0)
+                delivered.append(message)
+            self.in_flight_ids.discard(message.id or 0)
+        with report.lock:
+            for rule_id, outcome in outcomes:
+                report.rule(rule_id).outcomes[outcome] += 1
+            for message in delivered:
+                report.rule(message.rule_id).sent += 1
         self.sent(delivered, now)
         return len(delivered)
 
@@ -174,7 +190,7 @@ class Dispatcher:
             events=events.of_types(session, contact_ids, event_types, now),
             own_events=events.by_ids(session, {m.event_id for m in batch if m.event_id is not None}),
             dates=contacts.dates_of(session, contact_ids),
-            sent=messages.sent_times(session, contact_ids, now - cap.per) if cap else {},
+            sent=messages.sent_times(session, contact_ids, now - cap.per, now) if cap else {},
         )
 
     def recheck(
@@ -387,6 +403,30 @@ class Dispatcher:
                     tags.append((message.contact_id, rule.then.tag))
             contacts.move_many(session, moves, now)
             contacts.add_tags(session, tags, now)
+
+    def failed(self, message: Message, now: datetime, error: BaseException) -> str:
+        """Record a failed send (one log line per failure); returns the outcome for the summary."""
+        log.warning(
+            "delivery failed",
+            extra={
+                "fields": {
+                    "message": message.id,
+                    "rule": message.rule_id,
+                    "email": message.email,
+                    "attempt": message.attempts,
+                    "error": str(error),
+                }
+            },
+        )
+        if isinstance(error, PermanentDeliveryError):
+            self.permanent_failure(message, now, error)
+            return "failed: rejected by server"
+        if not isinstance(error, TemporaryDeliveryError):
+            # An unexpected error must not lose the message: retry it like a 4xx.
+            log.error("unexpected error sending message %s", message.id, exc_info=error)
+            error = TemporaryDeliveryError(repr(error))
+        self.temporary_failure(message, now, error)
+        return "retrying: delivery failed"
 
     def temporary_failure(self, message: Message, now: datetime, exc: TemporaryDeliveryError) -> None:
         with self.store.session() as session:

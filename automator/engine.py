@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -63,6 +64,7 @@ class RuleReport:
 class TickReport:
     now: datetime
     rules: dict[str, RuleReport] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def rule(self, rule_id: str) -> RuleReport:
         return self.rules.setdefault(rule_id, RuleReport(rule_id))

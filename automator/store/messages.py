@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -210,19 +210,24 @@ def oldest_waiting(session: Session) -> Message | None:
     )
 
 
-def sent_times(session: Session, contact_ids: set[int], since: datetime) -> dict[int, list[datetime]]:
-    """Per contact, when their messages were sent after `since` (the frequency-cap window)."""
+def sent_times(
+    session: Session, contact_ids: set[int], since: datetime, now: datetime
+) -> dict[int, list[datetime]]:
+    """Per contact, when their messages were sent after `since` (the frequency-cap window);
+    a message being sent right now counts as sent now."""
     found: dict[int, list[datetime]] = {}
     if contact_ids:
         rows = session.execute(
             select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
                 MESSAGES.c.contact_id.in_(contact_ids),
-                MESSAGES.c.status == "sent",
-                MESSAGES.c.sent_at > since,
+                or_(
+                    and_(MESSAGES.c.status == "sent", MESSAGES.c.sent_at > since),
+                    MESSAGES.c.status == "sending",
+                ),
             )
         )
         for contact_id, sent_at in rows:
-            found.setdefault(contact_id, []).append(sent_at)
+            found.setdefault(contact_id, []).append(sent_at or now)
     return found
 
 
