@@ -21,7 +21,7 @@ from automator.coupons import generate_code
 from automator.dispatch import Dispatcher
 from automator.enqueue import enqueue_chunk
 from automator.errors import AutomatorError, NotFoundError, TemplateError
-from automator.model import DateTrigger, EventTrigger, Rule
+from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
 from automator.schema import Contact, Coupon, Message
 from automator.store import Store, contacts, coupons, events, messages, rulestate, table
@@ -80,6 +80,8 @@ def trigger_offset(rule: Rule) -> timedelta:
     """Distance from the trigger occurrence to the moment the message is due."""
     if isinstance(rule.trigger, DateTrigger):
         return rule.trigger.offset
+    if isinstance(rule.trigger, ScheduleTrigger):
+        return timedelta(0)
     return rule.trigger.delay
 
 
@@ -119,7 +121,7 @@ class Engine:
             fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
             mark = rulestate.watermark(session, rule.id, shape, fresh)
             seq_now = rulestate.current_seq(session, kind)
-            found = candidate_queries.find(session, rule, now, mark)
+            found = candidate_queries.find(session, rule, now, mark, self.settings.zone)
         report.evaluated = len(found)
         errors: list[str] = []
         for start in range(0, len(found), CHUNK):
@@ -333,6 +335,8 @@ def contact_record(contact: ContactFields) -> Record:
 def _sequence_kind(rule: Rule) -> str:
     if isinstance(rule.trigger, EventTrigger):
         return "event"
+    if isinstance(rule.trigger, ScheduleTrigger):
+        return "schedule"
     return "date" if isinstance(rule.trigger, DateTrigger) else "stage"
 
 

@@ -128,6 +128,35 @@ class StageTrigger(Strict):
         return timedelta(days=1)
 
 
+class ScheduleTrigger(Strict):
+    """Fires for every targeted contact on a schedule: a crontab line in the project's time
+    zone (`schedule: "0 9 * * mon"`) or a fixed interval (`every: 7d`)."""
+
+    schedule: str | None = None
+    every: Duration | None = None
+    cancel_if: CancelIf | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleTrigger:
+        if (self.schedule is None) == (self.every is None):
+            raise ValueError("give either schedule (a crontab line) or every (a duration)")
+        if self.schedule is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.schedule)
+            except ValueError as exc:
+                raise ValueError(f'schedule: "{self.schedule}" is not a crontab line ({exc})') from exc
+        if self.every is not None and self.every < timedelta(minutes=1):
+            raise ValueError("every: at least 1m")
+        _no_within(self.cancel_if)
+        return self
+
+    @property
+    def default_max_lateness(self) -> timedelta:
+        return timedelta(hours=6)
+
+
 def _trigger_kind(value: Any) -> str | None:
     if isinstance(value, BaseModel):
         value = value.model_dump()
@@ -137,6 +166,8 @@ def _trigger_kind(value: Any) -> str | None:
         ("event", "event-trigger"),
         ("date", "date-trigger"),
         ("stage_entered", "stage-trigger"),
+        ("schedule", "schedule-trigger"),
+        ("every", "schedule-trigger"),
     ):
         if key in value:
             return tag
@@ -146,11 +177,12 @@ def _trigger_kind(value: Any) -> str | None:
 Trigger = Annotated[
     Annotated[EventTrigger, Tag("event-trigger")]
     | Annotated[DateTrigger, Tag("date-trigger")]
-    | Annotated[StageTrigger, Tag("stage-trigger")],
+    | Annotated[StageTrigger, Tag("stage-trigger")]
+    | Annotated[ScheduleTrigger, Tag("schedule-trigger")],
     Discriminator(
         _trigger_kind,
         custom_error_type="trigger_kind",
-        custom_error_message="a trigger needs one of: event, date, stage_entered",
+        custom_error_message="a trigger needs one of: event, date, stage_entered, schedule, every",
     ),
 ]
 
@@ -277,6 +309,16 @@ class Rule(Strict):
 def field_names() -> set[str]:
     """Every field name of the rule language, for "did you mean" suggestions."""
     names: set[str] = set()
-    for model in (Rule, EventTrigger, DateTrigger, StageTrigger, CancelIf, CouponSpec, Send, Then):
+    for model in (
+        Rule,
+        EventTrigger,
+        DateTrigger,
+        StageTrigger,
+        ScheduleTrigger,
+        CancelIf,
+        CouponSpec,
+        Send,
+        Then,
+    ):
         names.update(name for name in model.model_fields if name not in ("file", "lines"))
     return names

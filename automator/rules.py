@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from automator.durations import format_duration
 from automator.errors import RuleError
 from automator.journey import Journey
-from automator.model import DateTrigger, EventTrigger, Rule, StageTrigger, field_names
+from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger, field_names
 from automator.yamlfile import load_yaml
 
 
@@ -183,6 +184,12 @@ def describe_trigger(rule: Rule) -> str:
     elif isinstance(trigger, DateTrigger):
         side = "before" if trigger.before is not None else "after"
         text = f"{format_duration(abs(trigger.offset))} {side} {trigger.date}"
+    elif isinstance(trigger, ScheduleTrigger):
+        text = (
+            f"on schedule {trigger.schedule}"
+            if trigger.schedule
+            else f"every {format_duration(trigger.every or timedelta(0))}"
+        )
     else:
         text = f"{format_duration(trigger.delay)} after entering {trigger.stage_entered}"
     if trigger.cancel_if:

@@ -108,7 +108,7 @@ def test_a_field_unlike_any_other_gets_no_suggestion(tmp_path):
 def test_a_trigger_must_say_what_kind_it_is(tmp_path):
     write_rule(tmp_path, "cart.yaml", CART_RULE.replace("event: cart_updated", "evnt: cart_updated"))
     assert str(only_error(tmp_path)) == (
-        "rules/cart.yaml:3: trigger: a trigger needs one of: event, date, stage_entered"
+        "rules/cart.yaml:3: trigger: a trigger needs one of: event, date, stage_entered, schedule, every"
     )
 
 
@@ -302,3 +302,12 @@ def test_cancel_if_within_is_refused_on_an_event_trigger(tmp_path):
         CART_RULE.replace("  delay: 1h", "  delay: 1h\n  cancel_if: {event: order_placed, within: 1d}"),
     )
     assert "within applies to date triggers only" in only_error(tmp_path).message
+
+
+def test_a_schedule_trigger_needs_a_valid_crontab_line(tmp_path):
+    write_rule(
+        tmp_path,
+        "weekly.yaml",
+        CART_RULE.replace("  event: cart_updated\n  delay: 1h\n", '  schedule: "0 9 * mon"\n'),
+    )
+    assert "is not a crontab line" in only_error(tmp_path).message

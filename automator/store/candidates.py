@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
@@ -28,8 +29,9 @@ from sqlalchemy import (
 from sqlmodel import Session
 
 from automator.conditions import compile_conditions
-from automator.model import CancelIf, DateTrigger, EventTrigger, Rule, StageTrigger
-from automator.schema import Contact, ContactDate, Event, Message, StageChange, Suppression
+from automator.model import CancelIf, DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
+from automator.schedules import last_fire
+from automator.schema import Contact, ContactDate, Event, Message, StageChange, Suppression, UTCDateTime
 from automator.store import table
 from automator.store.sqltime import shifted
 
@@ -60,10 +62,20 @@ class Candidate:
     suppressed: bool
 
 
-def find(session: Session, rule: Rule, now: datetime, mark: Watermark) -> list[Candidate]:
-    """Every due, new, not yet messaged occurrence of a rule's trigger for targeted contacts."""
+def find(
+    session: Session, rule: Rule, now: datetime, mark: Watermark, zone: ZoneInfo = ZoneInfo("UTC")
+) -> list[Candidate]:
+    """Every due, new, not yet messaged occurrence of a rule's trigger for targeted contacts.
+
+    `zone` is the project's time zone, in which schedules are read.
+    """
     trigger = rule.trigger
-    if isinstance(trigger, EventTrigger):
+    if isinstance(trigger, ScheduleTrigger):
+        fired = last_fire(trigger, zone, now, max(now - rule.lateness, mark.until))
+        if fired is None or fired <= mark.until:
+            return []  # not fired since the last tick: nothing to look at
+        query = _schedule_query(rule, fired)
+    elif isinstance(trigger, EventTrigger):
         query = _event_query(rule, trigger, now, mark)
     elif isinstance(trigger, DateTrigger):
         query = _date_query(rule, trigger, now, mark)
@@ -211,6 +223,29 @@ def _cancelled_since(event_type: str, contact_id: Any, since: Any, now: datetime
     return exists().where(
         other.c.contact_id == contact_id, other.c.type == event_type, other.c.at >= since, other.c.at <= now
     )
+
+
+def _schedule_query(rule: Rule, fired: datetime) -> Select[Any]:
+    """Every targeted contact, once per firing of the schedule."""
+    contact = CONTACTS.alias("c")
+    where = [
+        *_base(rule, contact),
+        compile_conditions(rule.when, contact, None),
+        ~exists().where(
+            MESSAGES.c.rule_id == rule.id,
+            MESSAGES.c.contact_id == contact.c.id,
+            MESSAGES.c.occurred_at == fired,
+        ),
+    ]
+    return select(
+        contact.c.id.label("contact_id"),
+        contact.c.email,
+        literal("schedule@").label("occurrence"),
+        literal(fired, UTCDateTime()).label("occurred_at"),
+        literal(fired, UTCDateTime()).label("due_at"),
+        cast(None, String).label("event_id"),
+        _suppressed(contact),
+    ).where(*where)
 
 
 def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Watermark) -> Select[Any]:
