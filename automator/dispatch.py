@@ -465,7 +465,8 @@ class Dispatcher:
                 lease_until=None,
                 last_error=str(exc),
             )
-            suppressions.add(session, message.email, "bounced", str(exc), now)
+            if exc.address_rejected:
+                suppressions.add(session, message.email, "bounced", str(exc), now)
 
 
 @dataclass

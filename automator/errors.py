@@ -71,4 +71,10 @@ class TemporaryDeliveryError(DeliveryError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """Delivery failed for good (5xx for the recipient): retrying will not help."""
+    """Delivery failed for good (5xx): retrying will not help.
+
+    `address_rejected` says the server refused the recipient itself (the address is then
+    suppressed as bounced), rather than this message or our sender.
+    """
+
+    address_rejected = True

@@ -162,7 +162,7 @@ def test_a_message_that_keeps_getting_4xx_fails_with_the_last_reply(
 
 
 @pytest.mark.usefixtures("cart_reminder")
-@pytest.mark.parametrize(("stage", "reply"), [("rcpt", REJECT_REPLY), ("data", REJECT_DATA_REPLY)])
+@pytest.mark.parametrize(("stage", "reply"), [("rcpt", REJECT_REPLY)])
 def test_a_5xx_reply_fails_the_message_and_suppresses_the_address(
     project, store, smtp_server, stage, reply
 ) -> None:
@@ -183,6 +183,20 @@ def test_a_5xx_reply_fails_the_message_and_suppresses_the_address(
     assert found is not None
     assert found[0] == "bounced"
     assert reply in found[1]
+
+
+@pytest.mark.usefixtures("cart_reminder")
+def test_a_5xx_for_the_message_fails_it_but_does_not_suppress_the_address(
+    project, store, smtp_server
+) -> None:
+    smtp_server.mode, smtp_server.fail_at = "reject", "data"
+
+    deliver(project, store, smtp_server, DUE)
+
+    message = the_message(store)
+    assert (message.status, message.attempts) == ("failed", 1)
+    assert REJECT_DATA_REPLY in (message.last_error or "")
+    assert suppression(store, "lan@example.com") is None  # the server refused this email, not Lan
 
 
 @pytest.mark.usefixtures("cart_reminder")

@@ -187,16 +187,23 @@ def _send_error(where: str, exc: Exception) -> SmtpDeliveryError:
     if isinstance(exc, aiosmtplib.SMTPHeloError):
         return _connect_error(where, exc)
     if isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        return _from_reply(f"{where} refused sender {exc.sender}", exc.code, exc.message)
+        return _not_the_address(_from_reply(f"{where} refused sender {exc.sender}", exc.code, exc.message))
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _from_reply(f"{where} refused the message", exc.code, exc.message)
+        return _not_the_address(_from_reply(f"{where} refused the message", exc.code, exc.message))
     if isinstance(exc, aiosmtplib.SMTPTimeoutError):
         return SmtpTemporaryError(f"{where} timed out: {exc.message}", None, exc.message)
     if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, OSError)):
         return SmtpTemporaryError(f"{where} dropped the connection: {exc}", None, str(exc))
     # SMTPNotSupported (e.g. a non-ASCII address without SMTPUTF8) or ValueError (no From/To,
     # an address that cannot go on a command line): this message can never be sent as it is.
-    return SmtpPermanentError(f"{where} cannot take this message: {exc}", None, str(exc))
+    return _not_the_address(SmtpPermanentError(f"{where} cannot take this message: {exc}", None, str(exc)))
+
+
+def _not_the_address(error: SmtpDeliveryError) -> SmtpDeliveryError:
+    """A permanent refusal of the message or the sender says nothing about the recipient."""
+    if isinstance(error, PermanentDeliveryError):
+        error.address_rejected = False
+    return error
 
 
 class RateLimit:
