@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# The browser tests drive Debian's chromium: installed here when missing (Playwright never
+# downloads a browser of its own).
 test: $(STAMP)
+	[ -x /usr/bin/chromium ] || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$s apt-get update && $$s env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

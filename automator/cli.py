@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(coupons_app, name="coupons")
 app.add_typer(queue_app, name="queue")
+users_app = typer.Typer(help="Who may log in to the support console.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -437,6 +440,11 @@ def run_daemon(
             help="Serve unsubscribe links and /health on HOST:PORT (e.g. 0.0.0.0:8080).",
         ),
     ] = None,
+    console: Annotated[bool, typer.Option("--console", help="Also serve the support console.")] = False,
+    console_listen: Annotated[
+        str,
+        typer.Option(envvar="AUTOMATOR_CONSOLE_LISTEN", help="Where --console serves it (HOST:PORT)."),
+    ] = "127.0.0.1:8081",
 ) -> None:
     """Run the daemon: evaluate rules on a schedule and deliver due messages until SIGTERM."""
     from automator.daemon import Daemon, DaemonOptions, SingleDaemonLock, configure_logging, log, parse_listen
@@ -444,6 +452,7 @@ def run_daemon(
     if log_format not in ("text", "json"):
         raise AutomatorError("--log-format must be text or json")
     address = parse_listen(listen) if listen else None
+    console_address = parse_listen(console_listen) if console else None
     configure_logging(log_format)
     project = state().project
     for error in project.errors:  # logged, so that with --log-format json every line is JSON
@@ -457,7 +466,13 @@ def run_daemon(
         lock.acquire()
     engine = state().engine()
     try:
-        options = DaemonOptions(tick_interval, dispatch_interval, listen=address, exclusive=lock is not None)
+        options = DaemonOptions(
+            tick_interval,
+            dispatch_interval,
+            listen=address,
+            console=console_address,
+            exclusive=lock is not None,
+        )
         asyncio.run(_run(Daemon(engine, options)))
     finally:
         if lock is not None:
@@ -526,3 +541,69 @@ def rules_list() -> None:
         typer.echo(
             f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {rule.send.template}"
         )
+
+
+@users_app.command("add")
+@reports_errors
+def users_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="support (view, hold, release, suppress) or admin (everything)")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a console user. The password is asked for (or read from stdin) and kept hashed."""
+    from automator.console.auth import ROLES, hash_password
+    from automator.store import users
+
+    if role not in ROLES:
+        raise AutomatorError(f"--role must be one of {', '.join(ROLES)}")
+    if not name.strip() or name != name.strip():
+        raise AutomatorError("a user name cannot be empty or start or end with a space")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password_hash = hash_password(password)
+    with state().store.session() as session:
+        if not users.add(session, name, password_hash, role, datetime.now(UTC)):
+            raise AutomatorError(f"there is already a user named {name}")
+    typer.echo(f"added {role} {name}")
+
+
+@users_app.command("list")
+@reports_errors
+def users_list() -> None:
+    """Every console user with their role."""
+    from automator.store import users
+
+    with state().store.session() as session:
+        rows = users.listing(session)
+    for user in rows:
+        typer.echo(f"{user.name}\t{user.role}\tsince {user.created_at:%Y-%m-%d}")
+    typer.echo(f"{len(rows)} user{'' if len(rows) == 1 else 's'}")
+
+
+@app.command("console")
+@reports_errors
+def console_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the support console (users come from `automator users add`)."""
+    import uvicorn
+
+    from automator.console import create_app
+    from automator.daemon import _bind, _join_host_port, configure_logging
+    from automator.store import users
+
+    configure_logging("text")
+    project = state().project
+    console_app = create_app(project, state().store)
+    with state().store.session() as session:
+        if not users.listing(session):
+            typer.echo("no console users yet: add one with `automator users add NAME --role admin`", err=True)
+    listener = _bind(host, port)
+    typer.echo(f"console on http://{_join_host_port(host, listener.getsockname()[1])} (Ctrl-C stops it)")
+    config = uvicorn.Config(console_app, log_config=None, server_header=False, access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])

@@ -49,6 +49,8 @@ class DaemonOptions:
     shutdown_grace: float = 20.0
     # (host, port) to serve the web app on; None serves nothing.
     listen: tuple[str, int] | None = None
+    # (host, port) to serve the support console on; None serves no console.
+    console: tuple[str, int] | None = None
     # This daemon holds the single-daemon lock (SQLite): no other process can be sending.
     exclusive: bool = False
 
@@ -125,7 +127,9 @@ class Daemon:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
-        web = None if self.options.listen is None else HttpServer(self, *self.options.listen)
+        servers = [] if self.options.listen is None else [HttpServer(self, *self.options.listen)]
+        if self.options.console is not None:
+            servers.append(HttpServer(self, *self.options.console, console=True))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
@@ -134,14 +138,14 @@ class Daemon:
         self.beat("started")
         scheduler = self.schedule()
         scheduler.start()
-        if web is not None:
-            web.start()
+        for server in servers:
+            server.start()
         log.info("daemon started", extra={"fields": {"daemon": self.name, **self.options.__dict__}})
         try:
             await self.stopping.wait()
         finally:
             # The web server stops accepting at once and finishes its requests meanwhile.
-            await asyncio.gather(self.drain(scheduler), *([] if web is None else [web.stop()]))
+            await asyncio.gather(self.drain(scheduler), *(server.stop() for server in servers))
             self.beat("stopped")
             log.info("daemon stopped", extra={"fields": {"daemon": self.name}})
 
@@ -278,21 +282,29 @@ ANY_LEASE = datetime.max.replace(tzinfo=UTC)
 
 
 class HttpServer:
-    """The web app (unsubscribe, health) served by uvicorn on the daemon's event loop.
+    """The web app (unsubscribe, health), or the support console, served by uvicorn on the
+    daemon's event loop.
 
     The socket is bound in the constructor, so a port in use is a clear error before the
     daemon starts anything, rather than a uvicorn `sys.exit` inside a task.
     """
 
-    def __init__(self, daemon: Daemon, host: str, port: int) -> None:
-        # Imported here: `automator status` and a daemon without --listen need no FastAPI.
-        from automator.web import create_app
-
+    def __init__(self, daemon: Daemon, host: str, port: int, console: bool = False) -> None:
         self.daemon = daemon
+        self.what = "console" if console else "http"
         self.socket = _bind(host, port)
         bound = self.socket.getsockname()
         self.address = f"http://{_join_host_port(host, bound[1])}"
-        app = create_app(daemon.engine.project, daemon.engine.store, daemon.clock)
+        engine = daemon.engine
+        # Imported here: `automator status` and a daemon without --listen need no FastAPI.
+        if console:
+            from automator.console import create_app as create_console
+
+            app = create_console(engine.project, engine.store, daemon.clock, engine=engine)
+        else:
+            from automator.web import create_app
+
+            app = create_app(engine.project, engine.store, daemon.clock)
         config = uvicorn.Config(
             app,
             log_config=None,  # our loggers (configure_logging), not uvicorn's own set-up
@@ -307,7 +319,7 @@ class HttpServer:
     def start(self) -> None:
         self.task = asyncio.create_task(self.server.serve(sockets=[self.socket]))
         self.task.add_done_callback(self._ended)
-        log.info("serving http", extra={"fields": {"listen": self.address}})
+        log.info(f"serving {self.what}", extra={"fields": {"listen": self.address}})
 
     async def stop(self) -> None:
         """Stop accepting, let open requests finish (bounded), close the socket."""
@@ -322,7 +334,7 @@ class HttpServer:
         supervisor restarts the whole thing instead of leaving it half-alive."""
         if self.daemon.stopping.is_set() or task.cancelled():
             return
-        log.error("http server stopped unexpectedly", exc_info=task.exception())
+        log.error(f"{self.what} server stopped unexpectedly", exc_info=task.exception())
         self.daemon.stop()
 
 

@@ -129,7 +129,8 @@ class Suppression(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """One email for one contact from one rule occurrence; `dedupe_key` makes it unique."""
+    """One email for one contact from one rule occurrence; (rule, contact, occurrence) is its
+    dedupe key, unique in the table."""
 
     # The dedupe key: one message per rule, contact and trigger occurrence, whoever inserts it.
     __table_args__ = (
@@ -137,6 +138,11 @@ class Message(SQLModel, table=True):
         Index("ix_message_status_send_at", "status", "send_at"),
         Index("ix_message_contact_sent", "contact_id", "sent_at"),
         Index("ix_message_rule_contact_at", "rule_id", "contact_id", "occurred_at"),
+        # The console's keyset-paged listing and per-rule counts.
+        Index("ix_message_created_id", "created_at", "id"),
+        Index("ix_message_status_created_id", "status", "created_at", "id"),
+        Index("ix_message_rule_created_id", "rule_id", "created_at", "id"),
+        Index("ix_message_rule_status", "rule_id", "status"),
     )
 
     id: int | None = _id()
@@ -167,6 +173,7 @@ class Message(SQLModel, table=True):
 
 class MessageHistory(SQLModel, table=True):
     __tablename__ = "message_history"
+    __table_args__ = (Index("ix_message_history_status_at", "status", "at"),)
 
     id: int | None = _id()
     message_id: int = Field(foreign_key="message.id", index=True)

@@ -12,31 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, and_, distinct, func, or_, select, update
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy import ColumnElement, and_, distinct, func, or_, select, update
 from sqlmodel import Session
 
 from automator.schema import Contact, Message
-from automator.store import Store, table
+from automator.store import table
 from automator.store.audit import AUDIT
 from automator.store.messages import COUPONS, HISTORY, MESSAGES
 
 CONTACTS = table(Contact)
-
-# What the listing and the rules page read by. They belong in schema.py's table args; until
-# then the console creates them (IF NOT EXISTS) when it starts.
-INDEXES = (
-    Index("ix_message_created_id", MESSAGES.c.created_at, MESSAGES.c.id),
-    Index("ix_message_status_created_id", MESSAGES.c.status, MESSAGES.c.created_at, MESSAGES.c.id),
-    Index("ix_message_rule_created_id", MESSAGES.c.rule_id, MESSAGES.c.created_at, MESSAGES.c.id),
-    Index("ix_message_history_status_at", HISTORY.c.status, HISTORY.c.at),
-)
-
-
-def ensure_indexes(store: Store) -> None:
-    with store.session() as session:
-        for index in INDEXES:
-            session.execute(CreateIndex(index, if_not_exists=True))
 
 
 @dataclass(frozen=True)

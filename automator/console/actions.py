@@ -1,0 +1,169 @@
+"""What support staff do: hold, release, cancel or send now one message; hold or cancel a
+whole selection after seeing how many it touches; suppress or unsuppress a contact.
+
+Each needs a reason and is recorded with who did it (the audit log, and the message's
+history). The role check is here, on the server; the pages only hide what is not allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from automator import queue
+from automator.console.auth import Forbidden, Viewer
+from automator.console.pages import QueueQuery, show_contact, show_message
+from automator.console.state import allowed, console_of, current_viewer, query, render
+from automator.errors import AutomatorError, NotFoundError, StateError
+from automator.store import audit, contacts, suppressions
+from automator.store import console as console_queries
+
+router = APIRouter()
+
+# URL segment → (what automator.queue does, the permission it needs)
+MESSAGE_ACTIONS = {
+    "hold": (queue.hold, "hold"),
+    "release": (queue.release, "release"),
+    "cancel": (queue.cancel, "cancel"),
+    "send-now": (queue.send_now, "send now"),
+}
+
+Reason = Annotated[str, Form()]
+
+
+@router.post("/messages/{message_id}/{action}")
+def message_action(
+    request: Request,
+    message_id: int,
+    action: str,
+    reason: Reason = "",
+    viewer: Viewer = Depends(current_viewer),
+) -> Response:
+    if action not in MESSAGE_ACTIONS:
+        raise NotFoundError(f"no action '{action}'")
+    act, permission = MESSAGE_ACTIONS[action]
+    if not viewer.can(permission):
+        raise Forbidden(f"the {viewer.role} role cannot {permission}; ask an admin")
+    console = console_of(request)
+    try:
+        act(console.engine, message_id, reason, viewer.name, console.clock())
+    except NotFoundError:
+        raise
+    except AutomatorError as exc:
+        status = 409 if isinstance(exc, StateError) else 400
+        return show_message(request, viewer, message_id, error=str(exc), status=status)
+    return RedirectResponse(f"/messages/{message_id}?done={action}", status_code=303)
+
+
+@router.get("/queue/bulk")
+def bulk_confirm(
+    request: Request,
+    action: str,
+    filters: QueueQuery = Depends(),
+    viewer: Viewer = Depends(allowed("bulk")),
+) -> Response:
+    """Say how many messages the action would touch, and ask for a reason."""
+    return _confirmation(request, viewer, action, filters)
+
+
+def _confirmation(
+    request: Request, viewer: Viewer, action: str, filters: QueueQuery, error: str | None = None
+) -> Response:
+    bulk = _bulk_action(action)
+    where = filters.selection(viewer)
+    with console_of(request).store.session() as session:
+        chosen = console_queries.selection(session, where, bulk)
+    return render(
+        request,
+        viewer,
+        "bulk.html",
+        status=400 if error else 200,
+        section="queue",
+        action=bulk,
+        chosen=chosen,
+        filters=filters.as_dict(),
+        error=error,
+    )
+
+
+@router.post("/queue/bulk")
+def bulk_apply(
+    request: Request,
+    action: Annotated[str, Form()],
+    upto: Annotated[int, Form()],
+    reason: Reason = "",
+    status: Annotated[str, Form()] = "",
+    rule: Annotated[str, Form()] = "",
+    q: Annotated[str, Form()] = "",
+    since: Annotated[str, Form()] = "",
+    until: Annotated[str, Form()] = "",
+    viewer: Viewer = Depends(allowed("bulk")),
+) -> Response:
+    """Apply the action to the messages that were counted (none queued since)."""
+    filters = QueueQuery(status, rule, q, since, until)
+    bulk = _bulk_action(action)
+    if not reason.strip():
+        return _confirmation(request, viewer, action, filters, "a reason is required")
+    console = console_of(request)
+    where = filters.selection(viewer)
+    with console.store.session() as session:
+        touched = console_queries.apply(
+            session, where, bulk, upto, reason.strip(), viewer.name, console.clock()
+        )
+    back = query(filters.as_dict(), done=action, touched=touched)
+    return RedirectResponse(f"/queue{back}", status_code=303)
+
+
+def _bulk_action(name: str) -> console_queries.BulkAction:
+    if name not in console_queries.BULK_ACTIONS:
+        raise AutomatorError(f"no bulk action '{name}' (hold or cancel)")
+    return console_queries.BULK_ACTIONS[name]
+
+
+@router.post("/contacts/{contact_id}/suppress")
+def suppress(
+    request: Request,
+    contact_id: int,
+    reason: Reason = "",
+    kind: Annotated[str, Form()] = "blocked",
+    viewer: Viewer = Depends(allowed("suppress")),
+) -> Response:
+    """Stop every rule from emailing this contact; queued messages to it are not sent."""
+    if kind not in suppressions.REASONS:
+        raise AutomatorError(f"the kind of suppression is one of {', '.join(suppressions.REASONS)}")
+    return _change_suppression(request, viewer, contact_id, reason, kind)
+
+
+@router.post("/contacts/{contact_id}/unsuppress")
+def unsuppress(
+    request: Request, contact_id: int, reason: Reason = "", viewer: Viewer = Depends(allowed("unsuppress"))
+) -> Response:
+    """Let rules email this contact again."""
+    return _change_suppression(request, viewer, contact_id, reason, None)
+
+
+def _change_suppression(
+    request: Request, viewer: Viewer, contact_id: int, reason: str, kind: str | None
+) -> Response:
+    console = console_of(request)
+    if not reason.strip():
+        return show_contact(request, viewer, contact_id, error="a reason is required", status=400)
+    now = console.clock()
+    with console.store.session() as session:
+        contact = contacts.by_id(session, contact_id)
+        if contact is None:
+            raise NotFoundError(f"contact {contact_id} does not exist")
+        if kind is None:
+            changed = suppressions.remove(session, contact.email)
+        else:
+            changed = suppressions.add(session, contact.email, kind, reason.strip(), now)
+        action = "unsuppress" if kind is None else f"suppress ({kind})"
+        if changed:
+            audit.record(session, now, viewer.name, action, reason.strip(), contact_id=contact_id)
+    if not changed:
+        state = "was not suppressed" if kind is None else "is already suppressed"
+        return show_contact(request, viewer, contact_id, error=f"{contact.email} {state}", status=409)
+    done = "unsuppress" if kind is None else "suppress"
+    return RedirectResponse(f"/contacts/{contact_id}?done={done}", status_code=303)

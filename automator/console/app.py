@@ -1,0 +1,140 @@
+"""The console's FastAPI app: `create_app(project, store, clock)`.
+
+Served by `automator console`, or by `automator run --console` inside the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from automator.console import actions, csrf, login, pages
+from automator.console.auth import Forbidden, LoginRequired, Sessions
+from automator.console.state import Clock, Console, current_viewer, page_templates, render
+from automator.emails import OutgoingEmail
+from automator.engine import Engine
+from automator.errors import AutomatorError, NotFoundError
+from automator.project import Project
+from automator.store import Store
+
+log = logging.getLogger("automator.console")
+
+STATIC = Path(__file__).parent / "static"
+
+# Console pages load only their own script and stylesheet. Styles may be inline because the
+# email preview (an iframe srcdoc, which inherits this policy) is styled inline; the
+# iframe's empty `sandbox` keeps every script in it from running whatever this says.
+POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: https:",
+        "font-src 'self' data: https:",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ]
+)
+HEADERS = {
+    "Content-Security-Policy": POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",  # pages hold customers' personal data
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _NoDelivery:
+    """The console never sends: "send now" puts a message first in line for the daemon."""
+
+    async def send(self, email: OutgoingEmail) -> None:
+        raise AutomatorError("the console does not send email; the daemon does")
+
+    async def close(self) -> None:
+        return None
+
+
+def create_app(
+    project: Project, store: Store, clock: Clock = utcnow, engine: Engine | None = None
+) -> FastAPI:
+    """The support console. Every page needs a login; every POST needs the session's CSRF token."""
+    if "change-me" in project.settings.secret:
+        log.warning("the console signs sessions with AUTOMATOR_SECRET, still the example one: set your own")
+    app = FastAPI(
+        title="automator console",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(csrf.protect)],
+    )
+    app.state.console = Console(
+        project=project,
+        store=store,
+        engine=engine or Engine(project, store, _NoDelivery()),
+        clock=clock,
+        sessions=Sessions(project.settings.secret),
+        pages=page_templates(),
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (login, pages, actions):
+        app.include_router(module.router)
+    _handle_errors(app)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    async def login_required(request: Request, exc: Exception) -> Response:
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+        return _error_page(request, 401, "Log in first.")
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        return _error_page(request, 403, str(exc))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error_page(request, 404, str(exc))
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        return _error_page(request, 400, str(exc))
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        return _error_page(request, 400, "That request is missing something or has a wrong value.")
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(Forbidden, forbidden)
+    app.add_exception_handler(NotFoundError, not_found)
+    app.add_exception_handler(AutomatorError, refused)
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _error_page(request: Request, status: int, text: str) -> Response:
+    try:
+        viewer = current_viewer(request)
+    except LoginRequired:
+        viewer = None
+    title = {400: "Not done", 401: "Log in first", 403: "Not allowed", 404: "Not found"}[status]
+    return render(request, viewer, "error.html", status=status, title=title, text=text)

@@ -1,0 +1,49 @@
+"""How the console shows values: times in the viewer's time zone (UTC on hover), dates typed
+in that zone, JSON attributes as their own text (Vietnamese stays Vietnamese)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from jinja2 import pass_context
+from markupsafe import Markup
+
+ZONES = sorted(zone for zone in available_timezones() if "/" in zone or zone == "UTC")
+
+
+def zone_named(name: object, default: str) -> ZoneInfo:
+    """The zone the viewer chose, or `default` when none (or an unknown one) is given."""
+    return ZoneInfo(name if isinstance(name, str) and name in ZONES else default)
+
+
+@pass_context
+def when(context: Any, value: datetime | None) -> Markup:
+    """`<time>` in the viewer's zone, with the UTC time in its title (shown on hover)."""
+    if value is None:
+        return Markup('<span class="muted">–</span>')
+    utc = value.astimezone(UTC)
+    local = value.astimezone(context["zone"])
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        utc.isoformat(), utc.strftime("%Y-%m-%d %H:%M:%S UTC"), local.strftime("%Y-%m-%d %H:%M")
+    )
+
+
+def as_json(value: Any) -> str:
+    """A value as JSON, non-ASCII kept as is; strings bare."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, indent=1, default=str)
+
+
+def day_start(text: str, zone: ZoneInfo, days: int = 0) -> datetime | None:
+    """`2026-11-20` (a day in the viewer's zone), `days` later, as the UTC time it starts."""
+    if not text:
+        return None
+    day = date.fromisoformat(text) + timedelta(days=days)
+    return datetime.combine(day, time(0), zone).astimezone(UTC)
+
+
+FILTERS = {"when": when, "as_json": as_json}

@@ -1,0 +1,277 @@
+"""The pages support staff read: the queue, a message, a contact, contact search, the rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+
+from automator.console import display
+from automator.console.auth import Viewer
+from automator.console.state import allowed, console_of, render
+from automator.dispatch import Dispatcher
+from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateError
+from automator.model import Rule
+from automator.project import Project
+from automator.rules import describe_trigger
+from automator.schema import Message, RuleState
+from automator.store import audit, contacts, coupons, events, messages, rulestate, suppressions
+from automator.store import console as console_queries
+
+router = APIRouter()
+
+PAGE_SIZE = 50
+
+NOTICES = {
+    "hold": "Held. It will not be sent until someone releases it.",
+    "release": "Released: it is back in the queue.",
+    "cancel": "Cancelled: it will never be sent.",
+    "send-now": "It will be sent at the next dispatch, past quiet hours and the frequency cap.",
+    "suppress": "Suppressed: this address gets nothing more from any rule.",
+    "unsuppress": "Suppression removed: rules may email this address again.",
+}
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/queue", status_code=303)
+
+
+@dataclass
+class QueueQuery:
+    """The queue page's filters as typed in the query string."""
+
+    status: str = ""
+    rule: str = ""
+    q: str = ""
+    since: str = ""
+    until: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+    def selection(self, viewer: Viewer) -> console_queries.MessageFilter:
+        """The store's filter; days are in the viewer's zone, `until` includes its day."""
+        if self.status and self.status not in messages.STATUSES:
+            raise AutomatorError(f"unknown status '{self.status}'")
+        try:
+            since = display.day_start(self.since, viewer.zone)
+            until = display.day_start(self.until, viewer.zone, days=1)
+        except ValueError:
+            raise AutomatorError("dates are YYYY-MM-DD") from None
+        return console_queries.MessageFilter(self.status or None, self.rule or None, self.q, since, until)
+
+
+@router.get("/queue")
+def queue_page(
+    request: Request,
+    viewer: Viewer = Depends(allowed("view")),
+    filters: QueueQuery = Depends(),
+    before: int | None = None,
+    after: int | None = None,
+    done: str = "",
+    touched: int = 0,
+) -> Response:
+    """Every message, newest first, filtered, counted by status, a page at a time."""
+    console = console_of(request)
+    error: str | None = None
+    try:
+        where = filters.selection(viewer)
+    except AutomatorError as exc:
+        where, error = console_queries.MessageFilter(), str(exc)
+    with console.store.session() as session:
+        found = console_queries.page(session, where, before, after, PAGE_SIZE)
+        counts = console_queries.counts_by_status(session, where)
+    notice = None
+    if done in BULK_DONE:
+        notice = f"{BULK_DONE[done]} {touched} message{'' if touched == 1 else 's'}."
+    return render(
+        request,
+        viewer,
+        "queue.html",
+        section="queue",
+        page=found,
+        counts=counts,
+        total=sum(counts.values()),
+        statuses=messages.STATUSES,
+        rule_ids=_rule_ids(console.project),
+        filters=filters.as_dict(),
+        error=error,
+        notice=notice,
+    )
+
+
+BULK_DONE = {"hold": "Held", "cancel": "Cancelled"}
+
+
+def _rule_ids(project: Project) -> list[str]:
+    return sorted({rule.id for rule in project.ruleset.rules} | project.ruleset.broken_ids)
+
+
+@router.get("/messages/{message_id}")
+def message_page(
+    request: Request, message_id: int, viewer: Viewer = Depends(allowed("view")), done: str = ""
+) -> Response:
+    return show_message(request, viewer, message_id, notice=NOTICES.get(done))
+
+
+def show_message(
+    request: Request,
+    viewer: Viewer,
+    message_id: int,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """A message as it will be sent (preview, text, headers), its contact, rule, coupon,
+    status history and audit log, and the actions the viewer may take on it."""
+    console = console_of(request)
+    with console.store.session() as session:
+        message = messages.get(session, message_id)
+        if message is None:
+            raise NotFoundError(f"message {message_id} does not exist")
+        contact = contacts.by_id(session, message.contact_id)
+        coupon = coupons.for_message(session, message_id)
+        history = messages.history(session, message_id)
+        entries = audit.for_message(session, message_id)
+        # The same builder the dispatcher uses; only Date is set again when it is sent.
+        email = Dispatcher(console.engine).build(session, message, message.send_at).parsed()
+    rule = console.project.rule(message.rule_id)
+    return render(
+        request,
+        viewer,
+        "message.html",
+        status=status,
+        section="queue",
+        message=message,
+        contact=contact,
+        coupon=coupon,
+        history=list(reversed(history)),
+        entries=list(reversed(entries)),
+        headers=[(name, str(value)) for name, value in email.items()],
+        rule=rule,
+        trigger=describe_trigger(rule) if rule else None,
+        actions=[action for action in _actions(message) if viewer.can(action[2])],
+        locked=[label.lower() for _, label, permission in _actions(message) if not viewer.can(permission)],
+        notice=notice,
+        error=error,
+    )
+
+
+def _actions(message: Message) -> list[tuple[str, str, str]]:
+    """(path, label, permission) of the actions that apply to the message now; the same
+    conditions as automator.queue's."""
+    found = []
+    if message.status == "queued":
+        found.append(("hold", "Hold", "hold"))
+    if message.status == "held":
+        found.append(("release", "Release", "release"))
+    if message.status in messages.OPEN_STATUSES and message.hold_kind not in ("coupon", "render"):
+        found.append(("send-now", "Send now", "send now"))
+    if message.status in messages.OPEN_STATUSES:
+        found.append(("cancel", "Cancel", "cancel"))
+    return found
+
+
+@router.get("/contacts")
+def contact_search(request: Request, q: str = "", viewer: Viewer = Depends(allowed("view"))) -> Response:
+    """Find a contact by email: an exact address opens it, the start of one lists matches."""
+    console = console_of(request)
+    text = q.strip()
+    with console.store.session() as session:
+        exact = contacts.by_email(session, text) if text else None
+        found = [] if exact or not text else console_queries.contacts_by_email(session, text)
+    if exact is not None or len(found) == 1:
+        return RedirectResponse(f"/contacts/{(exact or found[0]).id}", status_code=303)
+    return render(request, viewer, "contacts.html", contact_query=text, found=found)
+
+
+@router.get("/contacts/{contact_id}")
+def contact_page(
+    request: Request, contact_id: int, viewer: Viewer = Depends(allowed("view")), done: str = ""
+) -> Response:
+    return show_contact(request, viewer, contact_id, notice=NOTICES.get(done))
+
+
+def show_contact(
+    request: Request,
+    viewer: Viewer,
+    contact_id: int,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """A contact's profile, stage and its history, events, messages, suppression, audit log."""
+    console = console_of(request)
+    with console.store.session() as session:
+        contact = contacts.by_id(session, contact_id)
+        if contact is None:
+            raise NotFoundError(f"contact {contact_id} does not exist")
+        details = {
+            "stages": list(reversed(contacts.stage_history(session, contact_id))),
+            "tags": contacts.tags(session, contact_id),
+            "dates": contacts.dates(session, contact_id),
+            "events": events.for_contact(session, contact_id, limit=200),
+            "messages": messages.for_contact(session, contact_id),
+            "suppression": suppressions.get(session, contact.email),
+            "entries": audit.for_contact(session, contact_id),
+        }
+    return render(
+        request,
+        viewer,
+        "contact.html",
+        status=status,
+        contact=contact,
+        reasons=suppressions.REASONS,
+        notice=notice,
+        error=error,
+        **details,
+    )
+
+
+@dataclass
+class RuleRow:
+    rule: Rule
+    trigger: str
+    running: bool
+    state: RuleState | None
+    activity: console_queries.RuleActivity
+    errors: list[AutomatorError] = field(default_factory=list)
+
+
+@router.get("/rules")
+def rules_page(request: Request, viewer: Viewer = Depends(allowed("view"))) -> Response:
+    """Each rule: trigger, last evaluation, the last 7 days' counts, and what `check` found."""
+    console = console_of(request)
+    project = console.project
+    with console.store.session() as session:
+        states = rulestate.all_states(session)
+        activity = console_queries.activity_since(session, console.clock() - timedelta(days=7))
+    rows: list[RuleRow] = []
+    placed: set[int] = set()
+    running = {rule.id for rule in project.rules}
+    for rule in project.ruleset.rules:
+        errors = [error for error in project.errors if _concerns(error, rule)]
+        placed.update(map(id, errors))
+        rows.append(
+            RuleRow(
+                rule,
+                describe_trigger(rule),
+                rule.id in running,
+                states.get(rule.id),
+                activity.get(rule.id, console_queries.RuleActivity()),
+                errors,
+            )
+        )
+    others = [error for error in project.errors if id(error) not in placed]
+    return render(request, viewer, "rules.html", section="rules", rows=rows, others=others)
+
+
+def _concerns(error: AutomatorError, rule: Rule) -> bool:
+    if isinstance(error, RuleError):
+        return error.file == rule.file
+    if isinstance(error, TemplateError):
+        return error.template.startswith(f"email_templates/{rule.send.template}/")
+    return False

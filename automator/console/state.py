@@ -1,0 +1,122 @@
+"""What every console request needs: the project, the store, the engine (for the queue
+actions), the clock, the session cookie and the page templates; and who is asking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+
+from automator.console import display
+from automator.console.auth import Forbidden, LoginRequired, Sessions, Viewer
+from automator.engine import Engine
+from automator.project import Project
+from automator.store import Store, users
+
+Clock = Callable[[], datetime]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Console:
+    project: Project
+    store: Store
+    engine: Engine
+    clock: Clock
+    sessions: Sessions
+    pages: jinja2.Environment
+
+    @property
+    def default_zone(self) -> str:
+        return self.project.settings.timezone
+
+
+def page_templates() -> jinja2.Environment:
+    """The console's own pages. Autoescaped: contacts, events and templates are not trusted."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(display.FILTERS)
+    env.globals["query"] = query
+    return env
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def current_viewer(request: Request) -> Viewer:
+    """The logged-in user, read again from the store so a removed user is out at once."""
+    console = console_of(request)
+    session = console.sessions.read(request)
+    name = session.get("user")
+    if not isinstance(name, str):
+        raise LoginRequired("log in first")
+    with console.store.session() as db:
+        user = users.get(db, name)
+    if user is None:
+        raise LoginRequired("log in first")
+    zone = display.zone_named(session.get("tz"), console.default_zone)
+    return Viewer(user.name, user.role, str(session.get("csrf", "")), zone)
+
+
+def allowed(action: str) -> Callable[..., Viewer]:
+    """A dependency: the viewer, when their role allows `action`; else 403."""
+
+    def check(viewer: Viewer = Depends(current_viewer)) -> Viewer:
+        if not viewer.can(action):
+            raise Forbidden(f"the {viewer.role} role cannot {action}; ask an admin")
+        return viewer
+
+    return check
+
+
+def render(
+    request: Request,
+    viewer: Viewer | None,
+    template: str,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    console = console_of(request)
+    zone = viewer.zone if viewer else display.zone_named(None, console.default_zone)
+    values = {
+        "viewer": viewer,
+        "csrf": viewer.csrf if viewer else "",
+        "zone": zone,
+        "zones": display.ZONES,
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "section": "",
+        "notice": None,
+        "error": None,
+        "contact_query": "",
+        **context,
+    }
+    html = console.pages.get_template(template).render(values)
+    return HTMLResponse(html, status_code=status)
+
+
+def query(values: dict[str, Any], **changes: Any) -> str:
+    """A query string of `values` with `changes`, leaving out empty ones: `?status=held&rule=x`."""
+    merged = {key: value for key, value in {**values, **changes}.items() if value not in (None, "")}
+    return f"?{urlencode(merged)}" if merged else "?"
+
+
+def local_path(value: str | None, default: str = "/queue") -> str:
+    """Where to go after logging in: only a path on this site, never another site."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
+        return value
+    return default

@@ -1,0 +1,230 @@
+"""The support console in a real browser (Debian's chromium, driven by Playwright): an agent
+logs in, finds a contact by email, opens her queued Vietnamese cart reminder, checks what it
+says and holds it with a reason; a script inside an email template never runs in the preview.
+
+The screenshots in docs/screenshots/ are taken here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from argon2 import PasswordHasher
+
+from automator import queue
+from automator.console import auth, create_app
+from automator.console.auth import hash_password
+from automator.engine import Engine
+from automator.project import Project, load_project
+from automator.store import Store, messages, users
+from automator.testing import RecordingTransport
+from tests.conftest import REPO, cart, utc
+from tests.smtp_server import free_port
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+
+# Lan's cart, left at 21:00 in Saigon, is due at 22:00, inside quiet hours: the reminder
+# waits in the queue until 08:00 local time.
+EVENING_CART = utc("2026-11-20 14:00")
+EVENING_TICK = utc("2026-11-20 15:00")
+NOW = utc("2026-11-20 15:05")
+VI_SUBJECT = "Bạn còn sản phẩm chưa thanh toán trong giỏ hàng"
+PASSWORD = "correct horse battery"
+REASON = "Khách hàng muốn chờ đến cuối tuần"
+START = 10.0  # seconds the console may take to start answering
+
+
+@pytest.fixture(autouse=True)
+def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's chromium; Playwright never downloads a browser of its own."""
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: `make test` installs it (apt-get install chromium)")
+    with playwright.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="vi-VN")
+    yield context.new_page()
+    context.close()
+
+
+def serve(project: Project, store: Store, engine: Engine) -> Iterator[str]:
+    """The console on 127.0.0.1 in a background thread, until the test ends; its URL."""
+    with store.session() as session:
+        users.add(session, "sam", hash_password(PASSWORD), "support", NOW)
+    port = free_port()
+    app = create_app(project, store, clock=lambda: NOW, engine=engine)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START
+    while not server.started:
+        assert thread.is_alive(), "the console stopped while starting"
+        assert time.monotonic() < deadline, f"the console did not start within {START:g} s"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(START)
+
+
+@pytest.fixture
+def busy_day(
+    make_contact: Callable[..., int],
+    make_event: Callable[..., str],
+    tick: Callable[..., Any],
+    engine: Engine,
+) -> None:
+    """A day of the shop: reminders and thank-yous sent, a trial ending, one reminder
+    cancelled by an admin, then the evening's carts waiting for the morning."""
+    joined = {"_now": utc("2026-11-02 02:00")}
+    make_contact("minh@example.com", first_name="Minh", locale="en", **joined)
+    make_contact("hoa@example.com", first_name="Hoa", locale="vi", stage="retention", **joined)
+    make_contact("binh@example.com", first_name="Bình", trial_ends_at="2026-11-23T05:00:00Z", **joined)
+    make_contact("tuan@example.com", first_name="Tuấn", locale="vi", **joined)
+    make_contact(
+        "lan@example.com",
+        first_name="Lan",
+        last_name="Nguyễn",
+        locale="vi",
+        timezone="Asia/Ho_Chi_Minh",
+        city="Thành phố Hồ Chí Minh",
+        plan="Thành viên Vàng",
+        **joined,
+    )
+    make_event("cart_updated", utc("2026-11-20 02:00"), email="minh@example.com", id="cart-m", **cart("m"))
+    order = {"order_id": "A-1001", "total": 2_490_000, "currency": "VND"}
+    make_event("order_placed", utc("2026-11-19 03:00"), email="hoa@example.com", id="order-h", **order)
+    tick(utc("2026-11-20 03:30"))
+    tick(utc("2026-11-20 05:30"))
+    make_event("cart_updated", utc("2026-11-20 13:30"), email="tuan@example.com", id="cart-t", **cart("t"))
+    make_event("page_viewed", utc("2026-11-20 13:40"), email="lan@example.com", id="view-1", page="/áo-dài")
+    make_event("cart_updated", utc("2026-11-20 13:50"), email="minh@example.com", id="cart-m2", **cart("m2"))
+    make_event("cart_updated", EVENING_CART, email="lan@example.com", id="cart-1", **cart())
+    tick(EVENING_TICK)
+    tuan = _only_message(engine, "tuan@example.com")
+    queue.cancel(engine, tuan, "Khách đã đặt hàng qua điện thoại", "ada", utc("2026-11-20 15:02"))
+
+
+def _only_message(engine: Engine, email: str) -> int:
+    with engine.store.session() as session:
+        [found] = messages.listing(session, messages.QueueFilter(email=email))
+    assert found.id is not None
+    return found.id
+
+
+@pytest.fixture
+def console(busy_day: None, project: Project, store: Store, engine: Engine) -> Iterator[str]:
+    yield from serve(project, store, engine)
+
+
+def log_in(page: Any, url: str) -> None:
+    page.goto(f"{url}/queue")
+    page.get_by_label("Name").fill("sam")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(r"/queue$"))
+
+
+def test_support_holds_a_vietnamese_cart_reminder_found_by_the_contacts_email(console, page, store) -> None:
+    log_in(page, console)
+    expect(page.locator("table.messages")).to_contain_text(VI_SUBJECT)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "queue.png"), full_page=True)
+
+    page.get_by_placeholder("Find a contact by email").fill("lan@example.com")
+    page.get_by_placeholder("Find a contact by email").press("Enter")
+    expect(page.locator("h1")).to_have_text("Lan Nguyễn")
+    page.locator("table.messages").get_by_role("link", name=VI_SUBJECT).click()
+
+    expect(page.locator("h1.subject-line")).to_have_text(VI_SUBJECT)
+    preview = page.frame_locator("iframe.preview")
+    expect(preview.get_by_text("Áo dài lụa")).to_be_visible()
+    expect(preview.get_by_text("Tổng cộng")).to_be_visible()
+    expect(preview.get_by_text("1.250.000 ₫").last).to_be_visible()
+
+    page.get_by_label("Reason").fill(REASON)
+    page.get_by_role("button", name="Hold", exact=True).click()
+
+    expect(page.locator(".flash.notice")).to_contain_text("Held.")
+    latest = page.locator(".timeline li").first
+    expect(latest).to_contain_text("held")
+    expect(latest).to_contain_text(REASON)
+    expect(latest).to_contain_text("by sam")
+    page.screenshot(path=str(SCREENSHOTS / "message.png"), full_page=True)
+    with store.session() as session:
+        [held] = messages.listing(session, messages.QueueFilter(email="lan@example.com"))
+    assert held.status == "held"
+
+    page.get_by_role("link", name="lan@example.com").first.click()
+    expect(page.locator("h1")).to_have_text("Lan Nguyễn")
+    expect(page.get_by_text(REASON).first).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "contact.png"), full_page=True)
+
+
+@pytest.fixture
+def scripted_console(
+    project_dir: Path, environ: dict[str, str], store: Store, make_contact: Callable[..., int], make_event
+) -> Iterator[str]:
+    """Lan's reminder from a template whose HTML holds scripts (project loaded after the edit)."""
+    body = project_dir / "email_templates" / "abandoned_cart" / "body.vi.html"
+    script = (
+        "<script>document.title = 'pwned'; parent.document.title = 'pwned';"
+        "document.body.insertAdjacentHTML('beforeend', '<p id=\"pwned\">pwned</p>')</script>"
+        "<img src=\"data:,\" onerror=\"document.body.insertAdjacentHTML('beforeend', '<p id=pwned2>x</p>')\">"
+    )
+    text = body.read_text(encoding="utf-8").replace("{% block content %}", "{% block content %}" + script)
+    body.write_text(text, encoding="utf-8")
+    project = load_project(project_dir, environ)
+    engine = Engine(project, store, RecordingTransport())
+    make_contact("lan@example.com", first_name="Lan", locale="vi", timezone="Asia/Ho_Chi_Minh")
+    make_event("cart_updated", EVENING_CART, email="lan@example.com", id="cart-1", **cart())
+    asyncio.run(engine.tick(EVENING_TICK))
+    yield from serve(project, store, engine)
+
+
+def test_a_script_in_an_email_template_does_not_run_in_the_preview(scripted_console, page) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    log_in(page, scripted_console)
+
+    page.goto(f"{scripted_console}/messages/1")
+
+    preview = page.frame_locator("iframe.preview")
+    expect(preview.get_by_text("Áo dài lụa")).to_be_visible()  # the email itself renders
+    expect(preview.locator("script")).to_have_count(1)  # the script is there…
+    expect(preview.locator("#pwned")).to_have_count(0)  # …and did nothing
+    expect(preview.locator("#pwned2")).to_have_count(0)
+    assert page.title() == "Message 1 · automator console"
+    assert errors == []
