@@ -17,10 +17,12 @@ from automator.cli import app
 from automator.engine import Engine, TickReport
 from automator.importing import ContactRecord, EventRecord, contact_data, event_key
 from automator.project import Project, load_project
-from automator.store import Store
+from automator.schema import Message, MessageHistory
+from automator.store import Store, messages
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from automator.store.events import EventData
+from automator.store.messages import QueueFilter
 from automator.testing import RecordingTransport
 from tests.smtp_server import smtp_server  # noqa: F401  (fixture)
 
@@ -156,3 +158,20 @@ def write_jsonl(path: Path, records: list[dict[str, Any] | str]) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def all_messages(store: Store) -> list[Message]:
+    """Every message in the store, newest first."""
+    with store.session() as session:
+        return messages.listing(session, QueueFilter(limit=1000))
+
+
+def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
+    assert message_id is not None
+    with store.session() as session:
+        return messages.history(session, message_id)
+
+
+def text_of(email: Any) -> str:
+    """The text/plain part of a sent email."""
+    return email.get_body(("plain",)).get_content()

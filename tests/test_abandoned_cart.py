@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from automator.schema import Message, MessageHistory
-from automator.store import Store, messages
-from automator.store.messages import QueueFilter
-from tests.conftest import cart, utc
+from tests.conftest import all_messages, cart, history_of, text_of, utc
 
 # Asia/Ho_Chi_Minh is UTC+7, so its quiet hours (21:00–08:00) are 14:00–01:00 UTC.
-
-
-def all_messages(store: Store) -> list[Message]:
-    with store.session() as session:
-        return messages.listing(session, QueueFilter(limit=1000))
-
-
-def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
-    assert message_id is not None
-    with store.session() as session:
-        return messages.history(session, message_id)
-
-
-def text_of(email) -> str:
-    return email.get_body(("plain",)).get_content()
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ from automator.engine import Engine
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
-from automator.schema import Message, MessageHistory
-from automator.store import Store, contacts, messages, suppressions
-from automator.store.messages import QueueFilter
-from tests.conftest import cart, utc, write_jsonl
+from automator.store import contacts, suppressions
+from tests.conftest import all_messages, cart, history_of, utc, write_jsonl
 
 ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}
 
@@ -30,17 +28,6 @@ trigger:
 send:
   templte: post_purchase_thank_you
 """
-
-
-def all_messages(store: Store) -> list[Message]:
-    with store.session() as session:
-        return messages.listing(session, QueueFilter(limit=1000))
-
-
-def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
-    assert message_id is not None
-    with store.session() as session:
-        return messages.history(session, message_id)
 
 
 def run_tick(engine: Engine, now: datetime):

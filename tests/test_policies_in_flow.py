@@ -6,25 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from automator.schema import Message, MessageHistory
-from automator.store import Store, messages
-from automator.store.messages import QueueFilter
-from tests.conftest import cart, utc
+from tests.conftest import all_messages, cart, history_of, utc
 
 ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}
 HO_CHI_MINH = ZoneInfo("Asia/Ho_Chi_Minh")  # UTC+7: quiet from 14:00 to 01:00 UTC
 NEW_YORK = ZoneInfo("America/New_York")  # UTC-5 in November: quiet from 02:00 to 13:00 UTC
-
-
-def all_messages(store: Store) -> list[Message]:
-    with store.session() as session:
-        return messages.listing(session, QueueFilter(limit=1000))
-
-
-def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
-    assert message_id is not None
-    with store.session() as session:
-        return messages.history(session, message_id)
 
 
 def test_quiet_hours_in_ho_chi_minh_city_hold_the_message_until_8_local(

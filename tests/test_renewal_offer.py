@@ -8,21 +8,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from automator import queue
-from automator.schema import Coupon, Message, MessageHistory
-from automator.store import Store, coupons, messages, suppressions
-from automator.store.messages import QueueFilter
-from tests.conftest import utc
-
-
-def all_messages(store: Store) -> list[Message]:
-    with store.session() as session:
-        return messages.listing(session, QueueFilter(limit=1000))
-
-
-def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
-    assert message_id is not None
-    with store.session() as session:
-        return messages.history(session, message_id)
+from automator.schema import Coupon
+from automator.store import Store, coupons, suppressions
+from tests.conftest import all_messages, history_of, text_of, utc
 
 
 def coupon_of(store: Store, message_id: int | None) -> Coupon | None:
@@ -36,10 +24,6 @@ def fill_pool(store: Store, *codes: str) -> None:
         coupons.import_pool(
             session, "renewal", list(codes), 15, utc("2027-01-31 00:00"), utc("2026-11-01 00:00")
         )
-
-
-def text_of(email) -> str:
-    return email.get_body(("plain",)).get_content()
 
 
 def subscriber(make_contact, renews_at: str = "2026-12-20T03:00:00Z", **fields) -> int:
