@@ -135,6 +135,7 @@ def build_email(
     return OutgoingEmail(parseaddr(sender)[1], (to,), message_id, "\r\n".join(lines).encode("ascii"))
 
 
+@functools.lru_cache(maxsize=4096)  # the sender is constant; names and subjects repeat a lot
 def _address(value: str) -> str:
     name, address = parseaddr(value)
     if not name:
@@ -142,6 +143,7 @@ def _address(value: str) -> str:
     return formataddr((name, address)) if name.isascii() else f"{_encoded(name, 'To')} <{address}>"
 
 
+@functools.lru_cache(maxsize=4096)
 def _encoded(value: str, header: str) -> str:
     """RFC 2047 encoded words (folded at 78 characters) for non-ASCII text; ASCII as it is."""
     if value.isascii():
