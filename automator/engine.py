@@ -17,10 +17,9 @@ from typing import Any, Protocol
 from sqlmodel import Session
 
 from automator import emails
-from automator.coupons import generate_code
 from automator.dispatch import Dispatcher
-from automator.enqueue import enqueue_chunk
-from automator.errors import AutomatorError, NotFoundError, TemplateError
+from automator.enqueue import Draft, attach_coupons, enqueue_chunk
+from automator.errors import NotFoundError, TemplateError
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
 from automator.schema import Contact, Coupon, Message
@@ -192,34 +191,18 @@ class Engine:
         )
         return "queued"
 
-    def _coupon(
-        self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
-    ) -> Coupon | None:
+    def _coupon(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> Any:
+        """The message's coupon: the one it has, else one taken or generated as when queueing."""
         spec = rule.send.coupon
         if spec is None:
             return None
-        assert message.id is not None and contact.id is not None
+        assert message.id is not None
         existing = coupons.for_message(session, message.id)
         if existing is not None:
             return existing
-        if spec.pool:
-            taken = coupons.take_from_pool(session, spec.pool, message.id, contact.id, rule.id, now)
-            if taken is not None or spec.when_empty == "hold":
-                return taken
-        for _ in range(5):
-            created = coupons.create(
-                session,
-                generate_code(spec.prefix),
-                message.id,
-                contact.id,
-                rule.id,
-                spec.percent_off,
-                now + spec.expires_in,
-                now,
-            )
-            if created is not None:
-                return created
-        raise AutomatorError("could not generate a unique coupon code in 5 tries")
+        draft = Draft({"contact_id": contact.id, "status": "queued"}, contact, message.id)
+        attach_coupons(session, rule, spec, [draft], now)
+        return draft.coupon
 
     def render(
         self, rule: Rule, message: Message, contact: Contact, coupon: Coupon | None, session: Session

@@ -58,7 +58,7 @@ def enqueue_chunk(
     drafts = _insert(session, drafts)
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
     if rule.send.coupon is not None:
-        _attach_coupons(session, rule, rule.send.coupon, sendable, now)
+        attach_coupons(session, rule, rule.send.coupon, sendable, now)
     _render(engine, session, rule, sendable)
     _write(session, drafts, now)
     return [draft.outcome for draft in drafts]
@@ -114,7 +114,7 @@ def _insert(session: Session, drafts: list[Draft]) -> list[Draft]:
     return [draft for draft in drafts if draft.id is not None]
 
 
-def _attach_coupons(
+def attach_coupons(
     session: Session, rule: Rule, spec: CouponSpec, drafts: list[Draft], now: datetime
 ) -> None:
     waiting = drafts

@@ -207,23 +207,6 @@ def by_id(session: Session, contact_id: int) -> Contact | None:
     return session.get(Contact, contact_id)
 
 
-def move_stage(session: Session, contact: Contact, stage: str, at: datetime, cause: str) -> None:
-    """Put a contact in a stage and record the change with its cause."""
-    if contact.stage == stage:
-        return
-    session.execute(
-        STAGES.insert().values(
-            contact_id=contact.id, from_stage=contact.stage, to_stage=stage, at=at, cause=cause
-        )
-    )
-    contact.stage, contact.stage_entered_at = stage, at
-    session.execute(
-        update(CONTACTS)
-        .where(CONTACTS.c.id == contact.id)
-        .values(stage=stage, stage_entered_at=at, updated_at=at)
-    )
-
-
 def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], at: datetime) -> None:
     """(contact id, from stage, to stage, cause) for several contacts: recorded and applied."""
     if not moves:
@@ -249,11 +232,6 @@ def add_tags(session: Session, tags: list[tuple[int, str]], at: datetime) -> Non
         session.execute(
             statement, [{"contact_id": cid, "tag": tag, "added_at": at} for cid, tag in set(tags)]
         )
-
-
-def add_tag(session: Session, contact_id: int, tag: str, at: datetime) -> None:
-    statement = insert(session, TAGS).on_conflict_do_nothing(index_elements=["contact_id", "tag"])
-    session.execute(statement.values(contact_id=contact_id, tag=tag, added_at=at))
 
 
 def tags(session: Session, contact_id: int) -> list[str]:

@@ -64,33 +64,6 @@ def take_from_pool(
     return None
 
 
-def create(
-    session: Session,
-    code: str,
-    message_id: int,
-    contact_id: int,
-    rule_id: str,
-    percent_off: int | None,
-    expires_at: datetime,
-    now: datetime,
-) -> Coupon | None:
-    """Store a generated code for a message; None when the code already exists (try another)."""
-    statement = insert(session, COUPONS).on_conflict_do_nothing(index_elements=["code"])
-    created = session.execute(
-        statement.returning(COUPONS.c.id).values(
-            code=code,
-            percent_off=percent_off,
-            expires_at=expires_at,
-            contact_id=contact_id,
-            rule_id=rule_id,
-            message_id=message_id,
-            created_at=now,
-            assigned_at=now,
-        )
-    ).scalar()
-    return None if created is None else session.get(Coupon, created)
-
-
 def for_message(session: Session, message_id: int) -> Coupon | None:
     return session.execute(select(Coupon).where(COUPONS.c.message_id == message_id)).scalars().first()
 

@@ -123,21 +123,6 @@ def expired_leases(session: Session, now: datetime) -> list[Message]:
     )
 
 
-def sent_since(session: Session, contact_id: int, since: datetime) -> list[datetime]:
-    """Send times of a contact's messages sent after `since`, oldest first (frequency cap)."""
-    return list(
-        session.execute(
-            select(MESSAGES.c.sent_at)
-            .where(
-                MESSAGES.c.contact_id == contact_id,
-                MESSAGES.c.status == "sent",
-                MESSAGES.c.sent_at > since,
-            )
-            .order_by(MESSAGES.c.sent_at)
-        ).scalars()
-    )
-
-
 @dataclass
 class QueueFilter:
     status: str | None = None
@@ -157,16 +142,6 @@ def listing(session: Session, where: QueueFilter) -> list[Message]:
         query = query.where(MESSAGES.c.email == where.email.strip().lower())
     query = query.order_by(MESSAGES.c.created_at.desc(), MESSAGES.c.id.desc()).limit(where.limit)
     return list(session.execute(query).scalars())
-
-
-def counts_by_rule(session: Session) -> dict[tuple[str, str], int]:
-    """(rule, status) → number of messages."""
-    rows = session.execute(
-        select(MESSAGES.c.rule_id, MESSAGES.c.status, func.count()).group_by(
-            MESSAGES.c.rule_id, MESSAGES.c.status
-        )
-    )
-    return {(rule, status): count for rule, status, count in rows}
 
 
 def waiting(session: Session, rule_id: str, now: datetime) -> int:
