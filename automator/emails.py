@@ -108,10 +108,11 @@ def build_email(
     (RFC 2047 words, base64) is still the standard library's.
     """
     boundary = f"=_automator_{uuid.uuid4().hex}"
-    mailto = f"mailto:{parseaddr(sender)[1]}?subject=unsubscribe"
+    envelope_sender = _address_of(sender)
+    mailto = f"mailto:{envelope_sender}?subject=unsubscribe"
     headers = [
         ("From", _address(sender)),
-        ("To", _address(formataddr((to_name, to)) if to_name else to)),
+        ("To", _named(to_name, to) if to_name else to),
         ("Subject", _encoded(subject, "Subject")),
         ("Date", format_datetime(date)),
         ("Message-ID", message_id),
@@ -132,14 +133,22 @@ def build_email(
             base64.encodebytes(content.encode("utf-8")).decode("ascii").rstrip("\n").replace("\n", "\r\n"),
         ]
     lines += [f"--{boundary}--", ""]
-    return OutgoingEmail(parseaddr(sender)[1], (to,), message_id, "\r\n".join(lines).encode("ascii"))
+    return OutgoingEmail(envelope_sender, (to,), message_id, "\r\n".join(lines).encode("ascii"))
 
 
-@functools.lru_cache(maxsize=4096)  # the sender is constant; names and subjects repeat a lot
+@functools.lru_cache(maxsize=16)
+def _address_of(sender: str) -> str:
+    return parseaddr(sender)[1]
+
+
+@functools.lru_cache(maxsize=16)  # the sender is constant
 def _address(value: str) -> str:
     name, address = parseaddr(value)
-    if not name:
-        return address
+    return _named(name, address) if name else address
+
+
+def _named(name: str, address: str) -> str:
+    """`Name <address>`, the name quoted as needed or RFC 2047-encoded when not ASCII."""
     return formataddr((name, address)) if name.isascii() else f"{_encoded(name, 'To')} <{address}>"
 
 

@@ -26,7 +26,7 @@ from automator.schema import Contact, Coupon, Message
 from automator.store import Store, contacts, coupons, events, messages, rulestate, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
-from automator.templates import Record, Rendered, wrap
+from automator.templates import Record, Rendered
 from automator.transports import Transport
 
 log = logging.getLogger("automator.engine")
@@ -312,7 +312,7 @@ def contact_record(contact: ContactFields) -> Record:
         "timezone": contact.timezone,
         "stage": contact.stage,
     }
-    return Record({**{key: wrap(value) for key, value in contact.attributes.items()}, **fields})
+    return Record({**contact.attributes, **fields})
 
 
 def _sequence_kind(rule: Rule) -> str:

@@ -38,21 +38,28 @@ class Rendered:
 
 class Record:
     """A read-only view of a dict whose keys are attributes, so `event.items` is the property,
-    not dict.items. Missing keys raise AttributeError, which StrictUndefined reports by name."""
+    not dict.items. Missing keys raise AttributeError, which StrictUndefined reports by name.
 
-    __slots__ = ("_data",)
+    Values are wrapped when first read: a template reads a few fields of a contact or an
+    event, and most messages never look at the rest."""
+
+    __slots__ = ("_data", "_wrapped")
 
     def __init__(self, data: dict[str, Any]) -> None:
-        object.__setattr__(self, "_data", {key: wrap(value) for key, value in data.items()})
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_wrapped", {})
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self._data[name]
+            return self[name]
         except KeyError:
             raise AttributeError(name) from None
 
     def __getitem__(self, name: str) -> Any:
-        return self._data[name]
+        wrapped = self._wrapped
+        if name not in wrapped:
+            wrapped[name] = wrap(self._data[name])
+        return wrapped[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._data
@@ -85,13 +92,35 @@ def language(locale: str | None) -> str:
     return (locale or DEFAULT_LOCALE).replace("-", "_").split("_")[0].lower() or DEFAULT_LOCALE
 
 
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, reading a Record's fields directly: they are data the engine built
+    (strings, numbers, dates, lists, Records), so the per-attribute safety checks only cost
+    time. Everything else still goes through the sandbox."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is Record:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is Record and type(argument) is str:
+            try:
+                return obj[argument]
+            except KeyError:
+                return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
+
+
 class Templates:
     """The email_templates/ folder of a project."""
 
     def __init__(self, root: Path, timezone: str = "UTC") -> None:
         self.root = root
         self.timezone = timezone
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(root)),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
@@ -100,9 +129,11 @@ class Templates:
         )
         self._languages: dict[tuple[str, str], str] = {}
         self._variants: dict[tuple[str, str, str, str], str] = {}
+        self._templates: dict[str, jinja2.Template] = {}
         self.env.filters.update(
             money=_money_filter, date=_date_filter, datetime=_datetime_filter, number=_number_filter
         )
+        self._globals = dict(self.env.globals)
 
     def exists(self, name: str) -> bool:
         return (self.root / name).is_dir()
@@ -148,7 +179,9 @@ class Templates:
         Dates are shown in `zone` (the contact's time zone), else the project's.
         """
         lang = self.language_for(name, locale)
-        context = {**context, "locale": lang, "_zone": zone or self.timezone}
+        # One dict holding the globals too, shared by the three parts: Jinja would otherwise
+        # merge the globals into a fresh dict for every part of every message.
+        context = {**self._globals, **context, "locale": lang, "_zone": zone or self.timezone}
         subject = " ".join(self._render(name, "subject", "txt", lang, context).split())
         return Rendered(
             subject=subject,
@@ -159,8 +192,12 @@ class Templates:
     def _render(self, name: str, part: str, ext: str, lang: str, context: dict[str, Any]) -> str:
         file = self._variant(name, part, ext, lang)
         try:
-            template = self.env.get_template(file)
-            return template.render(context)
+            template = self._template(file)
+            try:
+                parts = template.root_render_func(template.new_context(context, shared=True))
+                return self.env.concat(parts)  # type: ignore[attr-defined]
+            except Exception:
+                self.env.handle_exception()  # re-raises with the template's own line numbers
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"email_templates/{exc.name or file}", exc.lineno, exc.message or "syntax error"
@@ -169,6 +206,12 @@ class Templates:
             raise TemplateError(f"email_templates/{file}", None, f"template {exc.name} not found") from exc
         except Exception as exc:  # any render failure is reported with the template's line
             raise TemplateError(f"email_templates/{file}", _render_line(exc, file), _describe(exc)) from exc
+
+    def _template(self, file: str) -> jinja2.Template:
+        template = self._templates.get(file)
+        if template is None:
+            template = self._templates[file] = self.env.get_template(file)
+        return template
 
     def language_for(self, name: str, locale: str | None) -> str:
         """The contact's language when the template has a variant for it, else English, so

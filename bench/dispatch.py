@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
 import shutil
 import socket
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="SMTP connections on both sides (default 8)"
     )
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of automator's dispatch to this file")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run", flush=True)
 
@@ -230,14 +232,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"queued {args.messages} messages in {time.perf_counter() - started:.1f} s", flush=True)
         port = free_port()
         with smtp_sink(port):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             bare_sent = asyncio.run(bare_loop(port, mail, args.concurrency))
-            bare_s = time.perf_counter() - started
-            print(f"bare aiosmtplib loop: {bare_sent} sent in {bare_s:.1f} s", flush=True)
-            started = time.perf_counter()
+            bare_s, bare_cpu = time.perf_counter() - started, time.process_time() - cpu
+            print(
+                f"bare aiosmtplib loop: {bare_sent} sent in {bare_s:.1f} s "
+                f"(CPU {bare_cpu:.1f} s, {bare_cpu / max(bare_sent, 1) * 1000:.2f} ms per message)",
+                flush=True,
+            )
+            started, cpu = time.perf_counter(), time.process_time()
+            profile = cProfile.Profile() if args.profile else None
+            if profile:
+                profile.enable()
             automator_sent = asyncio.run(automator_dispatch(project, store, port, args.concurrency))
-            automator_s = time.perf_counter() - started
-            print(f"automator dispatch: {automator_sent} sent in {automator_s:.1f} s", flush=True)
+            automator_s, automator_cpu = time.perf_counter() - started, time.process_time() - cpu
+            if profile:
+                profile.disable()
+                profile.dump_stats(args.profile)
+            print(
+                f"automator dispatch: {automator_sent} sent in {automator_s:.1f} s "
+                f"(CPU {automator_cpu:.1f} s, {automator_cpu / max(automator_sent, 1) * 1000:.2f} ms per message)",
+                flush=True,
+            )
         store.dispose()
 
     bare, ours = rate(bare_sent, bare_s), rate(automator_sent, automator_s)

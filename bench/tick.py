@@ -20,6 +20,7 @@ import cProfile
 import csv
 import json
 import os
+import pickle
 import random
 import resource
 import shutil
@@ -500,10 +501,10 @@ def sql_timer() -> Iterator[dict[str, float]]:
     spent: dict[str, float] = {}
     original = candidate_queries.find
 
-    def find(session: Session, rule: Rule, now: datetime, mark: Any) -> list[Candidate]:
+    def find(session: Session, rule: Rule, now: datetime, *rest: Any) -> list[Candidate]:
         started = time.perf_counter()
         try:
-            return original(session, rule, now, mark)
+            return original(session, rule, now, *rest)
         finally:
             spent[rule.id] = spent.get(rule.id, 0.0) + time.perf_counter() - started
 
@@ -653,6 +654,36 @@ def build_store(
         f"{db_megabytes(store):,.0f} MB on disk"
     )
     return shop
+
+
+def saved_store(
+    args: argparse.Namespace, work: Path, project: Project, store: Store, rng: random.Random, db: Path
+) -> tuple[Shop, random.Random]:
+    """Build the store, or copy the one an earlier run with the same arguments saved in --store."""
+    if args.store is None:
+        return build_store(args, work, project, store, rng), rng
+    saved, state = args.store / "bench.db", args.store / "state.pickle"
+    wanted = (args.contacts, args.events, args.seed)
+    if state.exists():
+        with state.open("rb") as handle:
+            built, shop, rng = pickle.load(handle)
+        if built != wanted:
+            raise SystemExit(f"bench: {args.store} holds a store for {built}, not {wanted}; use another --store")
+        store.dispose()
+        for stale in db.parent.glob(db.name + "-*"):
+            stale.unlink()
+        shutil.copyfile(saved, db)
+        say(f"store copied from {saved} ({db_megabytes(store):,.0f} MB on disk)")
+        return shop, rng
+    shop = build_store(args, work, project, store, rng)
+    args.store.mkdir(parents=True, exist_ok=True)
+    store.dispose()
+    with sqlite3.connect(db) as source, sqlite3.connect(saved) as target:
+        source.backup(target)
+    with state.open("wb") as handle:
+        pickle.dump((wanted, shop, rng), handle)
+    say(f"store saved in {args.store} for the next run")
+    return shop, rng
 
 
 def db_megabytes(store: Store) -> float:
@@ -808,6 +839,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the database and generated files")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="folder keeping the imported store: built and saved there on the first run, copied from there on later runs",
+    )
     parser.add_argument("--sample", type=int, default=2000, help="contacts evaluated one by one")
     parser.add_argument("--new-events", type=int, default=10_000, help="events before the incremental tick")
     parser.add_argument("--no-dispatch", action="store_true", help="skip timing the delivery")
@@ -832,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     profiler = Profiler(args.profile)
     started = time.perf_counter()
     try:
-        shop = build_store(args, work, project, store, rng)
+        shop, rng = saved_store(args, work, project, store, rng, db)
         say(f"peak RSS after import: {peak_rss_mb():,.0f} MB")
         first = first_tick(args, project, store, engine, rng, profiler)
         incremental_tick(args, work, project, store, engine, shop, first.sample, profiler)
