@@ -166,3 +166,24 @@ def test_cart_moves_an_awareness_contact_into_consideration_and_it_gets_the_remi
     tick(utc("2026-11-20 04:00"))
 
     assert len(transport.to("lan@example.com")) == 1
+
+
+def test_a_cart_reported_late_is_still_reminded_on_the_next_tick(lan, make_event, tick, store, transport):
+    tick(utc("2026-11-20 05:00"))  # the 03:00 cart is not in the store yet
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-late", **cart())
+
+    tick(utc("2026-11-20 05:10"))
+
+    [message] = all_messages(store)
+    assert (message.occurrence, message.status) == ("evt-late", "sent")
+    assert len(transport.to("lan@example.com")) == 1
+
+
+def test_a_cart_reported_after_its_max_lateness_is_never_reminded(lan, make_event, tick, store, transport):
+    tick(utc("2026-11-22 05:00"))
+    make_event("cart_updated", utc("2026-11-20 03:00"), id="evt-stale", **cart())  # due 04:00 two days ago
+
+    tick(utc("2026-11-22 05:10"))
+
+    assert all_messages(store) == []
+    assert transport.sent == []

@@ -25,7 +25,9 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    union_all,
 )
+from sqlalchemy.sql.selectable import CompoundSelect
 from sqlmodel import Session
 
 from automator.conditions import compile_conditions
@@ -34,6 +36,8 @@ from automator.schedules import last_fire
 from automator.schema import Contact, ContactDate, Event, Message, StageChange, Suppression, UTCDateTime
 from automator.store import table
 from automator.store.sqltime import shifted
+
+Query = Select[Any] | CompoundSelect
 
 CONTACTS = table(Contact)
 EVENTS = table(Event)
@@ -74,7 +78,7 @@ def find(
         fired = last_fire(trigger, zone, now, max(now - rule.lateness, mark.until))
         if fired is None or fired <= mark.until:
             return []  # not fired since the last tick: nothing to look at
-        query = _schedule_query(rule, fired)
+        query: Query = _schedule_query(rule, fired)
     elif isinstance(trigger, EventTrigger):
         query = _event_query(rule, trigger, now, mark)
     elif isinstance(trigger, DateTrigger):
@@ -111,14 +115,27 @@ def _suppressed(contact: Any) -> Any:
     return exists().where(SUPPRESSIONS.c.email == contact.c.email).label("suppressed")
 
 
-def _window(
+def _windows(
     column: Any, offset: timedelta, rule: Rule, now: datetime, mark: Watermark, seq: Any
-) -> list[ColumnElement[bool]]:
-    """`column + offset` is due by now, not older than max lateness, and new since the mark."""
+) -> list[list[ColumnElement[bool]]]:
+    """`column + offset` is due by now, not older than max lateness, and new since the mark:
+    either its time came after the mark, or its row arrived since (a late event).
+
+    Two disjoint windows, queried apart and joined by UNION ALL, so that each reads only
+    its own slice: with an OR between them the whole lateness window would be read.
+    """
     latest = now - offset
-    earliest = now - offset - rule.lateness
-    fresh = or_(column > mark.until - offset, seq > mark.seq)
-    return [column <= latest, column >= earliest, fresh]
+    earliest = latest - rule.lateness
+    since = mark.until - offset
+    windows = [[column <= latest, column >= earliest, column > since]]
+    if since >= earliest:
+        windows.append([column <= since, column >= earliest, seq > mark.seq])
+    return windows
+
+
+def _each_window(query: Select[Any], windows: list[list[ColumnElement[bool]]]) -> Query:
+    parts = [query.where(*window) for window in windows]
+    return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
 def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any, now: datetime) -> ColumnElement[bool]:
@@ -142,14 +159,13 @@ def _not_messaged(rule: Rule, contact_id: Any, occurrence: Any) -> ColumnElement
     )
 
 
-def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Watermark) -> Select[Any]:
+def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Watermark) -> Query:
     event, contact = EVENTS.alias("e"), CONTACTS.alias("c")
     occurrence: Any = event.c.key
     if trigger.once_per:
         occurrence = func.coalesce(event.c.properties[trigger.once_per].as_string(), event.c.key)
     where = [
         event.c.type == trigger.event,
-        *_window(event.c.at, trigger.delay, rule, now, mark, event.c.id),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, event),
         ~_cancelled(trigger.cancel_if, event.c.contact_id, event.c.at, now),
@@ -157,7 +173,7 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
     ]
     if trigger.latest_per:
         where.append(~_newer_of_same(event, trigger.latest_per, now))
-    return (
+    query = (
         select(
             event.c.contact_id,
             contact.c.email,
@@ -170,6 +186,7 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
+    return _each_window(query, _windows(event.c.at, trigger.delay, rule, now, mark, event.c.id))
 
 
 def _newer_of_same(event: Any, key: str, now: datetime) -> ColumnElement[bool]:
@@ -184,14 +201,13 @@ def _newer_of_same(event: Any, key: str, now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark) -> Select[Any]:
+def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark) -> Query:
     date, contact = DATES.alias("d"), CONTACTS.alias("c")
     cancel = trigger.cancel_if
     # Cancelling events count from `within` before the date, else from when the trigger fires.
     since = shifted(date.c.value, -cancel.within if cancel and cancel.within else trigger.offset)
     where = [
         date.c.name == trigger.attribute,
-        *_window(date.c.value, trigger.offset, rule, now, mark, date.c.id),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
         ~exists().where(
@@ -203,7 +219,7 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
     if cancel is not None:
         where.append(~_cancelled_since(cancel.event, date.c.contact_id, since, now))
     occurrence = literal(f"{trigger.attribute}@")  # completed with the date in Python
-    return (
+    query = (
         select(
             date.c.contact_id,
             contact.c.email,
@@ -216,6 +232,7 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
         .join(contact, contact.c.id == date.c.contact_id)
         .where(*where)
     )
+    return _each_window(query, _windows(date.c.value, trigger.offset, rule, now, mark, date.c.id))
 
 
 def _cancelled_since(event_type: str, contact_id: Any, since: Any, now: datetime) -> ColumnElement[bool]:
@@ -248,17 +265,16 @@ def _schedule_query(rule: Rule, fired: datetime) -> Select[Any]:
     ).where(*where)
 
 
-def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Watermark) -> Select[Any]:
+def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Watermark) -> Query:
     change, contact = STAGES.alias("s"), CONTACTS.alias("c")
     where = [
         change.c.to_stage == trigger.stage_entered,
-        *_window(change.c.at, trigger.delay, rule, now, mark, change.c.id),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
         ~_cancelled(trigger.cancel_if, change.c.contact_id, change.c.at, now),
         _not_messaged(rule, change.c.contact_id, cast(change.c.id, String)),
     ]
-    return (
+    query = (
         select(
             change.c.contact_id,
             contact.c.email,
@@ -271,3 +287,4 @@ def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Waterma
         .join(contact, contact.c.id == change.c.contact_id)
         .where(*where)
     )
+    return _each_window(query, _windows(change.c.at, trigger.delay, rule, now, mark, change.c.id))
