@@ -1,9 +1,10 @@
 """Turn a chunk of due trigger occurrences into queued, rendered messages, set-wise.
 
-One transaction per chunk: insert the messages under their dedupe key (conflicts are
-skipped), take or generate their coupons, render them, and write bodies and history — a
-handful of statements per chunk instead of several per message. Coupons are allocated in
-the same transaction that records the dedupe key, so a re-run never issues a second code.
+One transaction per chunk: choose the coupons, render, insert the messages with their
+content under their dedupe key (conflicts are skipped), give the coupons to the inserted
+messages and write one history line each: a handful of statements per chunk, and each
+message row written once. Coupons are allocated in the same transaction that records the
+dedupe key, so a re-run never issues a second code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from automator import emails
@@ -20,18 +20,13 @@ from automator.coupons import generate_code
 from automator.dispatch import planned_send_at
 from automator.errors import AutomatorError, TemplateError
 from automator.model import CouponSpec, EventTrigger, Rule
-from automator.schema import Contact, Coupon, Event, Message, MessageHistory
-from automator.store import insert, table
+from automator.store import coupons, queueing
 from automator.store.candidates import Candidate
 
 if TYPE_CHECKING:
     from automator.engine import Engine
 
-CONTACTS = table(Contact)
-EVENTS = table(Event)
-MESSAGES = table(Message)
-HISTORY = table(MessageHistory)
-COUPONS = table(Coupon)
+GENERATE_TRIES = 5
 
 
 @dataclass
@@ -46,22 +41,38 @@ class Draft:
     reason: str = "queued"
 
 
+@dataclass(frozen=True)
+class NewCoupon:
+    """A generated code not stored yet (it is stored once its message has an id)."""
+
+    code: str
+    percent_off: int | None
+    expires_at: datetime
+
+
 def enqueue_chunk(
     engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime
 ) -> list[str]:
     """Queue a chunk of occurrences; returns one outcome per message actually inserted."""
-    contacts = {
-        row.id: row
-        for row in session.execute(select(CONTACTS).where(CONTACTS.c.id.in_({c.contact_id for c in chunk})))
-    }
-    drafts = [_draft(engine, rule, candidate, contacts[candidate.contact_id], now) for candidate in chunk]
-    drafts = _insert(session, drafts)
+    contacts = queueing.contact_rows(session, {c.contact_id for c in chunk})
+    drafts = _unique(
+        [_draft(engine, rule, candidate, contacts[candidate.contact_id], now) for candidate in chunk]
+    )
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
-    if rule.send.coupon is not None:
-        attach_coupons(session, rule, rule.send.coupon, sendable, now)
+    spec = rule.send.coupon
+    if spec is not None:
+        _choose_coupons(session, spec, sendable, now)
     _render(engine, session, rule, sendable)
-    _write(session, drafts, now)
-    return [draft.outcome for draft in drafts]
+    ids = queueing.insert_messages(session, [draft.values for draft in drafts])
+    inserted = []
+    for draft in drafts:
+        draft.id = ids.get((draft.values["contact_id"], draft.values["occurrence"]))
+        if draft.id is not None:
+            inserted.append(draft)
+    if spec is not None:
+        _give_coupons(session, rule, spec, inserted, now)
+    queueing.record_history(session, [(d.id or 0, d.values["status"], d.reason) for d in inserted], now)
+    return [draft.outcome for draft in inserted]
 
 
 def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: datetime) -> Draft:
@@ -77,11 +88,15 @@ def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: 
         "occurred_at": candidate.occurred_at,
         "event_id": candidate.event_id,
         "status": "suppressed" if candidate.suppressed else "queued",
+        "hold_kind": None,
         "priority": engine.settings.priorities.get(rule.id, rule.priority),
         "due_at": due,
         "send_at": send_at,
         "expires_at": send_at + rule.lateness,
         "locale": contact.locale or "en",
+        "subject": "",
+        "text_body": "",
+        "html_body": "",
         "message_id": emails.new_message_id(engine.settings.sender),
         "created_at": now,
     }
@@ -93,109 +108,94 @@ def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: 
     return draft
 
 
-def _insert(session: Session, drafts: list[Draft]) -> list[Draft]:
-    """Insert all drafts; those whose dedupe key exists already (another tick or daemon
-    queued them first) are dropped."""
+def _unique(drafts: list[Draft]) -> list[Draft]:
+    """Two events of one order in the same chunk: one message."""
     unique: dict[tuple[int, str], Draft] = {}
-    for draft in drafts:  # two events of one order in the same chunk: one message
-        unique.setdefault((draft.values["contact_id"], draft.values["occurrence"]), draft)
-    drafts = list(unique.values())
-    statement = (
-        insert(session, MESSAGES)
-        .on_conflict_do_nothing(index_elements=["rule_id", "contact_id", "occurrence"])
-        .returning(MESSAGES.c.id, MESSAGES.c.contact_id, MESSAGES.c.occurrence)
-    )
-    ids = {
-        (row.contact_id, row.occurrence): row.id
-        for row in session.execute(statement, [draft.values for draft in drafts])
-    }
     for draft in drafts:
-        draft.id = ids.get((draft.values["contact_id"], draft.values["occurrence"]))
-    return [draft for draft in drafts if draft.id is not None]
+        unique.setdefault((draft.values["contact_id"], draft.values["occurrence"]), draft)
+    return list(unique.values())
+
+
+def _choose_coupons(session: Session, spec: CouponSpec, drafts: list[Draft], now: datetime) -> None:
+    """Pick each draft's code before rendering: a free pool code, else (when the rule says
+    so) a fresh one; with an empty pool and `when_empty: hold` the draft is held."""
+    waiting = drafts
+    if spec.pool:
+        for draft, row in zip(drafts, coupons.free_codes(session, spec.pool, len(drafts)), strict=False):
+            draft.coupon = row
+        waiting = [draft for draft in drafts if draft.coupon is None]
+        if spec.when_empty == "hold":
+            for draft in waiting:
+                _hold_for_coupon(draft, spec.pool)
+            return
+    for draft, code in zip(waiting, _fresh_codes(session, spec.prefix, len(waiting)), strict=True):
+        draft.coupon = NewCoupon(code, spec.percent_off, now + spec.expires_in)
+
+
+def _hold_for_coupon(draft: Draft, pool: str) -> None:
+    draft.values["status"], draft.values["hold_kind"] = "held", "coupon"
+    draft.outcome, draft.reason = "held: coupon pool empty", f"coupon pool '{pool}' is empty"
+
+
+def _fresh_codes(session: Session, prefix: str, count: int) -> list[str]:
+    """`count` new codes that no coupon in the store has; one drawn twice is drawn again."""
+    codes: set[str] = set()
+    for _ in range(GENERATE_TRIES):
+        codes |= {generate_code(prefix) for _ in range(count - len(codes))}
+        codes -= coupons.existing_codes(session, codes)
+        if len(codes) == count:
+            return list(codes)
+    raise AutomatorError(f"could not generate unique coupon codes in {GENERATE_TRIES} tries")
+
+
+def _give_coupons(session: Session, rule: Rule, spec: CouponSpec, drafts: list[Draft], now: datetime) -> None:
+    """Store the chosen codes against the inserted messages."""
+    generated = []
+    for draft in drafts:
+        coupon = draft.coupon
+        if isinstance(coupon, NewCoupon):
+            generated.append(
+                {
+                    "code": coupon.code,
+                    "percent_off": coupon.percent_off,
+                    "expires_at": coupon.expires_at,
+                    "contact_id": draft.values["contact_id"],
+                    "rule_id": rule.id,
+                    "message_id": draft.id,
+                    "created_at": now,
+                    "assigned_at": now,
+                }
+            )
+        elif coupon is not None and not coupons.assign(
+            session, coupon.id, draft.id or 0, draft.values["contact_id"], rule.id, now
+        ):
+            # Taken since it was chosen (another daemon): the chunk is redone one by one.
+            raise AutomatorError(f"coupon {coupon.code} of pool '{spec.pool}' was taken meanwhile")
+    stored = coupons.add_generated(session, generated)
+    for draft in drafts:
+        if isinstance(draft.coupon, NewCoupon):
+            draft.coupon = stored[draft.id or 0]
 
 
 def attach_coupons(
     session: Session, rule: Rule, spec: CouponSpec, drafts: list[Draft], now: datetime
 ) -> None:
-    waiting = drafts
-    if spec.pool:
-        waiting = _take_from_pool(session, rule, spec.pool, drafts, now)
-        if spec.when_empty == "hold":
-            for draft in waiting:
-                draft.values["status"], draft.values["hold_kind"] = "held", "coupon"
-                draft.outcome = "held: coupon pool empty"
-                draft.reason = f"coupon pool '{spec.pool}' is empty"
-            return
-    _generate(session, rule, spec, waiting, now)
-
-
-def _take_from_pool(
-    session: Session, rule: Rule, pool: str, drafts: list[Draft], now: datetime
-) -> list[Draft]:
-    """Assign free codes of the pool in order; returns the drafts left without one.
-
-    Rows are locked FOR UPDATE SKIP LOCKED on PostgreSQL, so two daemons never take the
-    same code; the UPDATE re-checks that the code is still free.
-    """
-    free = session.execute(
-        select(COUPONS)
-        .where(COUPONS.c.pool == pool, COUPONS.c.message_id.is_(None))
-        .order_by(COUPONS.c.id)
-        .limit(len(drafts))
-        .with_for_update(skip_locked=True)
-    ).all()
-    for draft, row in zip(drafts, free, strict=False):
-        taken = session.execute(
-            update(COUPONS)
-            .where(COUPONS.c.id == row.id, COUPONS.c.message_id.is_(None))
-            .values(
-                message_id=draft.id, contact_id=draft.values["contact_id"], rule_id=rule.id, assigned_at=now
-            )
-        )
-        if getattr(taken, "rowcount", 0):
-            draft.coupon = row
-    return [draft for draft in drafts if draft.coupon is None]
-
-
-def _generate(session: Session, rule: Rule, spec: CouponSpec, drafts: list[Draft], now: datetime) -> None:
-    """A fresh unique code per draft; a code that collides is drawn again."""
-    statement = insert(session, COUPONS).on_conflict_do_nothing(index_elements=["code"]).returning(COUPONS)
-    pending = drafts
-    for _ in range(5):
-        if not pending:
-            return
-        rows = [
-            {
-                "code": generate_code(spec.prefix),
-                "percent_off": spec.percent_off,
-                "expires_at": now + spec.expires_in,
-                "contact_id": d.values["contact_id"],
-                "rule_id": rule.id,
-                "message_id": d.id,
-                "created_at": now,
-                "assigned_at": now,
-            }
-            for d in pending
-        ]
-        created = {row.message_id: row for row in session.execute(statement, rows)}
-        for draft in pending:
-            draft.coupon = created.get(draft.id)
-        pending = [draft for draft in pending if draft.coupon is None]
-    raise AutomatorError("could not generate unique coupon codes in 5 tries")
+    """Choose and store coupons for messages that exist already (released from a hold)."""
+    _choose_coupons(session, spec, drafts, now)
+    _give_coupons(session, rule, spec, [draft for draft in drafts if draft.coupon is not None], now)
 
 
 def _render(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> None:
+    is_event = isinstance(rule.trigger, EventTrigger)
     properties: dict[int, dict[str, Any]] = {}
-    event_ids = {d.values["event_id"] for d in drafts if d.values["event_id"] is not None}
-    if isinstance(rule.trigger, EventTrigger) and event_ids:
-        properties = dict(
-            session.execute(select(EVENTS.c.id, EVENTS.c.properties).where(EVENTS.c.id.in_(event_ids))).all()
-        )
+    if is_event:
+        event_ids = {d.values["event_id"] for d in drafts if d.values["event_id"] is not None}
+        properties = queueing.event_properties(session, event_ids)
     for draft in drafts:
         if draft.values["status"] != "queued":
             continue
         values = draft.values
-        event = properties.get(values["event_id"], {}) if isinstance(rule.trigger, EventTrigger) else None
+        event = properties.get(values["event_id"], {}) if is_event else None
         try:
             rendered = engine.render_with(
                 rule, draft.contact, draft.coupon, values["occurred_at"], values["send_at"], event
@@ -205,44 +205,3 @@ def _render(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -
             draft.outcome, draft.reason = "held: template error", f"template error: {exc}"
             continue
         values.update(subject=rendered.subject, text_body=rendered.text, html_body=rendered.html)
-
-
-def _write(session: Session, drafts: list[Draft], now: datetime) -> None:
-    """Bodies and statuses in one executemany, one history line per message."""
-    if not drafts:
-        return
-    session.execute(
-        update(MESSAGES)
-        .where(MESSAGES.c.id == bindparam("mid"))
-        .values(
-            status=bindparam("new_status"),
-            hold_kind=bindparam("new_hold_kind"),
-            subject=bindparam("new_subject"),
-            text_body=bindparam("new_text"),
-            html_body=bindparam("new_html"),
-        ),
-        [
-            {
-                "mid": d.id,
-                "new_status": d.values["status"],
-                "new_hold_kind": d.values.get("hold_kind"),
-                "new_subject": d.values.get("subject", ""),
-                "new_text": d.values.get("text_body", ""),
-                "new_html": d.values.get("html_body", ""),
-            }
-            for d in drafts
-        ],
-    )
-    session.execute(
-        HISTORY.insert(),
-        [
-            {
-                "message_id": d.id,
-                "at": now,
-                "status": d.values["status"],
-                "reason": d.reason,
-                "actor": "automator",
-            }
-            for d in drafts
-        ],
-    )

@@ -723,7 +723,8 @@ def test_bulk_cancel_returns_pool_coupons(admin, make_messages, store) -> None:
     [held] = make_messages(1, status="held", hold_kind="manual")
     with store.session() as session:
         coupons.import_pool(session, "renewal", ["CODE-1"], 15, None, NOW)
-        assert coupons.take_from_pool(session, "renewal", held, 1, "abandoned_cart", NOW) is not None
+        [code] = coupons.free_codes(session, "renewal", 1)
+        assert coupons.assign(session, code.id, held, 1, "abandoned_cart", NOW)
     confirm = admin.get("/queue/bulk?action=cancel")
 
     admin.post(

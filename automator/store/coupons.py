@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlmodel import Session
@@ -36,32 +37,44 @@ def import_pool(
     return len(session.execute(statement.returning(COUPONS.c.id), rows).all())
 
 
-def take_from_pool(
-    session: Session, pool: str, message_id: int, contact_id: int, rule_id: str, now: datetime
-) -> Coupon | None:
-    """Assign a free code of the pool to a message, or None when the pool is empty.
-
-    The UPDATE re-checks `message_id IS NULL`, so two dispatchers racing for one code cannot
-    both win it; the loser tries the next code.
-    """
-    for _ in range(5):
-        free = session.execute(
-            select(COUPONS.c.id)
+def free_codes(session: Session, pool: str, limit: int) -> list[Any]:
+    """Up to `limit` free codes of a pool, oldest first; on PostgreSQL locked FOR UPDATE SKIP
+    LOCKED, so two daemons never pick the same code."""
+    return list(
+        session.execute(
+            select(COUPONS)
             .where(COUPONS.c.pool == pool, COUPONS.c.message_id.is_(None))
             .order_by(COUPONS.c.id)
-            .limit(1)
+            .limit(limit)
             .with_for_update(skip_locked=True)
-        ).scalar()
-        if free is None:
-            return None
-        taken = session.execute(
-            update(COUPONS)
-            .where(COUPONS.c.id == free, COUPONS.c.message_id.is_(None))
-            .values(message_id=message_id, contact_id=contact_id, rule_id=rule_id, assigned_at=now)
-        )
-        if getattr(taken, "rowcount", 0):
-            return session.get(Coupon, free)
-    return None
+        ).all()
+    )
+
+
+def assign(
+    session: Session, coupon_id: int, message_id: int, contact_id: int, rule_id: str, now: datetime
+) -> bool:
+    """Give a pool code to a message; False when it was taken meanwhile (the UPDATE re-checks)."""
+    taken = session.execute(
+        update(COUPONS)
+        .where(COUPONS.c.id == coupon_id, COUPONS.c.message_id.is_(None))
+        .values(message_id=message_id, contact_id=contact_id, rule_id=rule_id, assigned_at=now)
+    )
+    return bool(getattr(taken, "rowcount", 0))
+
+
+def existing_codes(session: Session, codes: set[str]) -> set[str]:
+    """Which of these codes the store holds already."""
+    if not codes:
+        return set()
+    return set(session.execute(select(COUPONS.c.code).where(COUPONS.c.code.in_(codes))).scalars())
+
+
+def add_generated(session: Session, rows: list[dict[str, Any]]) -> dict[int, Any]:
+    """Store generated codes (each row names its message); returns the stored rows by message id."""
+    if not rows:
+        return {}
+    return {row.message_id: row for row in session.execute(COUPONS.insert().returning(COUPONS), rows)}
 
 
 def for_message(session: Session, message_id: int) -> Coupon | None:

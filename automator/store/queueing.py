@@ -1,0 +1,56 @@
+"""Set-wise statements that put a chunk of due occurrences on the queue: a handful of
+statements per chunk of messages, never several per message."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from automator.schema import Contact, Event, Message, MessageHistory
+from automator.store import insert, table
+
+CONTACTS = table(Contact)
+EVENTS = table(Event)
+MESSAGES = table(Message)
+HISTORY = table(MessageHistory)
+
+
+def contact_rows(session: Session, contact_ids: set[int]) -> dict[int, Any]:
+    """Contact rows (not ORM objects: a chunk only reads them) by id."""
+    rows = session.execute(select(CONTACTS).where(CONTACTS.c.id.in_(contact_ids)))
+    return {row.id: row for row in rows}
+
+
+def event_properties(session: Session, event_ids: set[int]) -> dict[int, dict[str, Any]]:
+    if not event_ids:
+        return {}
+    rows = session.execute(select(EVENTS.c.id, EVENTS.c.properties).where(EVENTS.c.id.in_(event_ids)))
+    return {event_id: properties for event_id, properties in rows}
+
+
+def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
+    """Insert messages, content included; a row whose dedupe key exists already (another tick
+    or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence)."""
+    if not rows:
+        return {}
+    statement = (
+        insert(session, MESSAGES)
+        .on_conflict_do_nothing(index_elements=["rule_id", "contact_id", "occurrence"])
+        .returning(MESSAGES.c.id, MESSAGES.c.contact_id, MESSAGES.c.occurrence)
+    )
+    return {(row.contact_id, row.occurrence): row.id for row in session.execute(statement, rows)}
+
+
+def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
+    """One history line per (message id, status, reason)."""
+    if lines:
+        session.execute(
+            HISTORY.insert(),
+            [
+                {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
+                for message_id, status, reason in lines
+            ],
+        )
