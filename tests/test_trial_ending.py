@@ -11,6 +11,7 @@ def test_trial_ending_is_sent_three_days_before_the_trial_ends(make_contact, tic
     make_contact("lan@example.com", trial_ends_at="2026-11-23T03:00:00Z")
 
     tick(utc("2026-11-20 02:59"))
+    assert all_messages(store) == []
     assert transport.sent == []
     tick(utc("2026-11-20 03:00"))
 
@@ -20,6 +21,16 @@ def test_trial_ending_is_sent_three_days_before_the_trial_ends(make_contact, tic
         "sent",
         utc("2026-11-20 03:00"),
     )
+
+
+def test_a_trial_ending_in_ten_days_is_not_queued_yet(make_contact, tick, store, transport):
+    make_contact("lan@example.com", trial_ends_at="2026-11-30T03:00:00Z")
+
+    tick(utc("2026-11-20 03:00"))
+    tick(utc("2026-11-21 03:00"))
+
+    assert all_messages(store) == []
+    assert transport.sent == []
 
 
 def test_trial_ending_says_how_many_days_are_left(make_contact, tick, transport):

@@ -129,7 +129,7 @@ def _windows(
     since = mark.until - offset
     windows = [[column <= latest, column >= earliest, column > since]]
     if since >= earliest:
-        windows.append([column <= since, column >= earliest, seq > mark.seq])
+        windows.append([column <= min(since, latest), column >= earliest, seq > mark.seq])
     return windows
 
 
