@@ -259,7 +259,10 @@ def tick(now: NowOption = None, as_json: Annotated[bool, typer.Option("--json")]
     for error in project.errors:
         typer.echo(f"skipping: {error}", err=True)
     engine = state().engine()
-    report = asyncio.run(_tick(engine, at))
+    try:
+        report = asyncio.run(_tick(engine, at))
+    finally:
+        engine.close()
     if as_json:
         typer.echo(
             json.dumps(

@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "AUTOMATOR_BASE_URL": "base_url",
     "AUTOMATOR_SECRET": "secret",
     "AUTOMATOR_TIMEZONE": "timezone",
+    "AUTOMATOR_RENDER_WORKERS": "render_workers",
 }
 
 
@@ -62,6 +63,9 @@ class Settings(BaseModel):
     frequency_cap: FrequencyCap | None = FrequencyCap()
     priorities: dict[str, int] = {}
     retry_limit: int = Field(default=8, ge=1)
+    # Processes that render a big chunk of messages: 0 is one per CPU core, 1 renders in the
+    # tick's own process.
+    render_workers: int = Field(default=0, ge=0)
 
     @field_validator("quiet_hours", "frequency_cap", mode="before")
     @classmethod

@@ -146,6 +146,7 @@ class Daemon:
         finally:
             # The web server stops accepting at once and finishes its requests meanwhile.
             await asyncio.gather(self.drain(scheduler), *(server.stop() for server in servers))
+            self.engine.close()
             self.beat("stopped")
             log.info("daemon stopped", extra={"fields": {"daemon": self.name}})
 

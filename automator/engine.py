@@ -16,17 +16,17 @@ from typing import Any, Protocol
 
 from sqlmodel import Session
 
-from automator import emails
 from automator.dispatch import Dispatcher
 from automator.enqueue import Draft, attach_coupons, enqueue_chunk
 from automator.errors import NotFoundError, TemplateError
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
+from automator.rendering import Links, Renderer, RenderJob, RenderPool
 from automator.schema import Contact, Coupon, Message
 from automator.store import Store, contacts, coupons, events, messages, rulestate, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
-from automator.templates import Record, Rendered
+from automator.templates import Rendered
 from automator.transports import Transport
 
 log = logging.getLogger("automator.engine")
@@ -92,6 +92,13 @@ class Engine:
         self.settings = project.settings
         self.store = store
         self.transport = transport
+        links = Links(self.settings.base_url, self.settings.secret)
+        self.renderer = Renderer(project.templates, links)
+        self.render_pool = RenderPool(self.renderer, self.settings.render_workers)
+
+    def close(self) -> None:
+        """Stop the render workers, if any were started."""
+        self.render_pool.close()
 
     async def tick(self, now: datetime) -> TickReport:
         """Evaluate every rule, then deliver every due message."""
@@ -212,9 +219,10 @@ class Engine:
         if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
             event = session.get(events.Event, message.event_id)
             properties = event.properties if event else {}
-        return self.render_with(rule, contact, coupon, message.occurred_at, message.send_at, properties)
+        job = self.job(rule, contact, coupon, message.occurred_at, message.send_at, properties)
+        return self.renderer.render(job)
 
-    def render_with(
+    def job(
         self,
         rule: Rule,
         contact: ContactFields,
@@ -222,49 +230,37 @@ class Engine:
         occurred_at: datetime,
         send_at: datetime,
         event_properties: dict[str, Any] | None,
-    ) -> Rendered:
-        """Render from plain values (the set-wise enqueue has rows, not ORM objects)."""
-        context = self.context(rule, contact, coupon, occurred_at, send_at, event_properties)
-        zone = contact.timezone or self.settings.timezone
-        return self.project.templates.render(rule.send.template, contact.locale, context, zone=zone)
-
-    def context(
-        self,
-        rule: Rule,
-        contact: ContactFields,
-        coupon: CouponFields | None,
-        occurred_at: datetime,
-        send_at: datetime,
-        event_properties: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        """What a template sees: contact, event, coupon, rule, trigger, links."""
-        days_left = round((occurred_at - send_at).total_seconds() / 86400)
+    ) -> RenderJob:
+        """What a message's content depends on, from plain values (the set-wise enqueue has
+        rows, not ORM objects)."""
         spec = rule.send.coupon
-        context: dict[str, Any] = {
-            "contact": contact_record(contact),
-            "coupon": None
+        return RenderJob(
+            template=rule.send.template,
+            rule={"id": rule.id, "name": rule.name or rule.id},
+            contact={
+                **contact.attributes,
+                "email": contact.email,
+                "first_name": contact.first_name,
+                "last_name": contact.last_name,
+                "locale": contact.locale,
+                "timezone": contact.timezone,
+                "stage": contact.stage,
+            },
+            coupon=None
             if coupon is None
-            else Record(
-                {
-                    "code": coupon.code,
-                    # A pool code imported without a value offers what the rule says.
-                    "percent_off": coupon.percent_off
-                    if coupon.percent_off is not None or spec is None
-                    else spec.percent_off,
-                    "expires_at": coupon.expires_at,
-                }
-            ),
-            "rule": Record({"id": rule.id, "name": rule.name or rule.id}),
-            "trigger": Record({"at": occurred_at, "days_left": days_left}),
-            "unsubscribe_url": emails.unsubscribe_url(
-                self.settings.base_url, self.settings.secret, contact.email
-            ),
-            "base_url": self.settings.base_url.rstrip("/"),
-            "now": send_at,
-        }
-        if event_properties is not None:
-            context["event"] = Record(event_properties)
-        return context
+            else {
+                "code": coupon.code,
+                # A pool code imported without a value offers what the rule says.
+                "percent_off": coupon.percent_off
+                if coupon.percent_off is not None or spec is None
+                else spec.percent_off,
+                "expires_at": coupon.expires_at,
+            },
+            occurred_at=occurred_at,
+            send_at=send_at,
+            event=event_properties,
+            zone=contact.timezone or self.settings.timezone,
+        )
 
 
 class ContactFields(Protocol):
@@ -301,18 +297,6 @@ def _tally(report: RuleReport, outcomes: list[str | None]) -> None:
             report.enqueued += 1
         elif outcome:
             report.outcomes[outcome] += 1
-
-
-def contact_record(contact: ContactFields) -> Record:
-    fields = {
-        "email": contact.email,
-        "first_name": contact.first_name,
-        "last_name": contact.last_name,
-        "locale": contact.locale,
-        "timezone": contact.timezone,
-        "stage": contact.stage,
-    }
-    return Record({**contact.attributes, **fields})
 
 
 def _sequence_kind(rule: Rule) -> str:

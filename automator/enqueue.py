@@ -18,8 +18,9 @@ from sqlmodel import Session
 from automator import emails
 from automator.coupons import generate_code
 from automator.dispatch import planned_send_at
-from automator.errors import AutomatorError, TemplateError
+from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule
+from automator.rendering import Failed
 from automator.store import coupons, queueing
 from automator.store.candidates import Candidate
 
@@ -186,22 +187,28 @@ def attach_coupons(
 
 
 def _render(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> None:
+    """Render the chunk's sendable drafts (on every core when the chunk is big); a template
+    error holds only the message it happened in."""
     is_event = isinstance(rule.trigger, EventTrigger)
     properties: dict[int, dict[str, Any]] = {}
     if is_event:
         event_ids = {d.values["event_id"] for d in drafts if d.values["event_id"] is not None}
         properties = queueing.event_properties(session, event_ids)
-    for draft in drafts:
-        if draft.values["status"] != "queued":
-            continue
-        values = draft.values
-        event = properties.get(values["event_id"], {}) if is_event else None
-        try:
-            rendered = engine.render_with(
-                rule, draft.contact, draft.coupon, values["occurred_at"], values["send_at"], event
-            )
-        except TemplateError as exc:
-            values["status"], values["hold_kind"] = "held", "render"
-            draft.outcome, draft.reason = "held: template error", f"template error: {exc}"
-            continue
-        values.update(subject=rendered.subject, text_body=rendered.text, html_body=rendered.html)
+    drafts = [draft for draft in drafts if draft.values["status"] == "queued"]
+    jobs = [
+        engine.job(
+            rule,
+            draft.contact,
+            draft.coupon,
+            draft.values["occurred_at"],
+            draft.values["send_at"],
+            properties.get(draft.values["event_id"], {}) if is_event else None,
+        )
+        for draft in drafts
+    ]
+    for draft, result in zip(drafts, engine.render_pool.render_each(jobs), strict=True):
+        if isinstance(result, Failed):
+            draft.values["status"], draft.values["hold_kind"] = "held", "render"
+            draft.outcome, draft.reason = "held: template error", result.reason
+        else:
+            draft.values.update(subject=result.subject, text_body=result.text, html_body=result.html)

@@ -181,7 +181,12 @@ class Templates:
         lang = self.language_for(name, locale)
         # One dict holding the globals too, shared by the three parts: Jinja would otherwise
         # merge the globals into a fresh dict for every part of every message.
-        context = {**self._globals, **context, "locale": lang, "_zone": zone or self.timezone}
+        context = {
+            **self._globals,
+            **{key: wrap(value) for key, value in context.items()},
+            "locale": lang,
+            "_zone": zone or self.timezone,
+        }
         subject = " ".join(self._render(name, "subject", "txt", lang, context).split())
         return Rendered(
             subject=subject,

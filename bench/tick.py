@@ -879,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
             say("(the goals are for --contacts 1000000 --events 5000000)")
         say(f"total bench time: {time.perf_counter() - started:,.0f} s")
     finally:
+        engine.close()
         store.dispose()
         if args.keep:
             say(f"kept: {db} and {work}")

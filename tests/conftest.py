@@ -77,8 +77,10 @@ def transport() -> RecordingTransport:
 
 
 @pytest.fixture
-def engine(project: Project, store: Store, transport: RecordingTransport) -> Engine:
-    return Engine(project, store, transport)
+def engine(project: Project, store: Store, transport: RecordingTransport) -> Iterator[Engine]:
+    engine = Engine(project, store, transport)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture

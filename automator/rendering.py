@@ -1,0 +1,152 @@
+"""A message's content from its facts: what a template sees, rendered here or, for a big
+chunk, on every core.
+
+Rendering is most of the cost of queueing a message (Jinja's sandbox, Babel's formats), and
+it needs nothing but the facts and the templates, so a chunk is split over worker processes
+while the tick's own process does the SQL. Workers are started on first need, with the
+`spawn` method (a forked copy of a process holding database connections and threads is not
+safe), and kept for the life of the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from automator import emails
+from automator.errors import TemplateError
+from automator.templates import Rendered, Templates
+
+log = logging.getLogger("automator.rendering")
+
+POOL_MIN = 64  # fewer messages than this render in the calling process: the hop costs more
+
+
+@dataclass(frozen=True)
+class Links:
+    """What the links in a message are made of."""
+
+    base_url: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """Everything one message's content depends on, as plain values (they cross processes)."""
+
+    template: str
+    rule: dict[str, Any]  # id, name
+    contact: dict[str, Any]  # its fields and attributes
+    coupon: dict[str, Any] | None  # code, percent_off, expires_at
+    occurred_at: datetime
+    send_at: datetime
+    event: dict[str, Any] | None  # the triggering event's properties, for event rules
+    zone: str  # dates are shown in this time zone: the contact's, else the project's
+
+    @property
+    def locale(self) -> str | None:
+        return self.contact.get("locale")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A message whose template failed, with what to tell the person who fixes it."""
+
+    reason: str
+
+
+class Renderer:
+    """Renders jobs with a project's templates."""
+
+    def __init__(self, templates: Templates, links: Links) -> None:
+        self.templates = templates
+        self.links = links
+
+    def context(self, job: RenderJob) -> dict[str, Any]:
+        """What a template sees: contact, event, coupon, rule, trigger, links."""
+        days_left = round((job.occurred_at - job.send_at).total_seconds() / 86400)
+        context: dict[str, Any] = {
+            "contact": job.contact,
+            "coupon": job.coupon,
+            "rule": job.rule,
+            "trigger": {"at": job.occurred_at, "days_left": days_left},
+            "unsubscribe_url": emails.unsubscribe_url(
+                self.links.base_url, self.links.secret, job.contact["email"]
+            ),
+            "base_url": self.links.base_url.rstrip("/"),
+            "now": job.send_at,
+        }
+        if job.event is not None:
+            context["event"] = job.event
+        return context
+
+    def render(self, job: RenderJob) -> Rendered:
+        """Raises TemplateError naming the template file and line."""
+        return self.templates.render(job.template, job.locale, self.context(job), zone=job.zone)
+
+    def render_each(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
+        return [self._render_or_fail(job) for job in jobs]
+
+    def _render_or_fail(self, job: RenderJob) -> Rendered | Failed:
+        try:
+            return self.render(job)
+        except TemplateError as exc:
+            return Failed(f"template error: {exc}")
+
+
+class RenderPool:
+    """Renders chunks on `workers` processes (0: one per core; 1: none, all in this process)."""
+
+    def __init__(self, renderer: Renderer, workers: int = 0) -> None:
+        self.renderer = renderer
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    def render_each(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
+        if self.workers < 2 or len(jobs) < POOL_MIN:
+            return self.renderer.render_each(jobs)
+        size = -(-len(jobs) // self.workers)
+        slices = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+        try:
+            return [result for part in self._started().map(_render_slice, slices) for result in part]
+        except BrokenProcessPool:
+            log.exception("a render worker died; rendering in this process from now on")
+            self.close()
+            self.workers = 1
+            return self.renderer.render_each(jobs)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            templates, links = self.renderer.templates, self.renderer.links
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(str(templates.root), templates.timezone, links),
+            )
+        return self._pool
+
+
+_worker: Renderer | None = None  # the renderer of a worker process
+
+
+def _start_worker(root: str, timezone: str, links: Links) -> None:
+    global _worker
+    _worker = Renderer(Templates(Path(root), timezone), links)
+
+
+def _render_slice(jobs: list[RenderJob]) -> list[Rendered | Failed]:
+    assert _worker is not None, "not a render worker"
+    return _worker.render_each(jobs)
