@@ -17,7 +17,6 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     String,
-    and_,
     cast,
     exists,
     false,
@@ -196,7 +195,8 @@ def _newer_of_same(event: Any, key: str, now: datetime) -> ColumnElement[bool]:
         newer.c.contact_id == event.c.contact_id,
         newer.c.type == event.c.type,
         newer.c.properties[key].as_string() == event.c.properties[key].as_string(),
-        or_(newer.c.at > event.c.at, and_(newer.c.at == event.c.at, newer.c.id > event.c.id)),
+        newer.c.at >= event.c.at,  # a range on the index; the OR below alone would not be one
+        or_(newer.c.at > event.c.at, newer.c.id > event.c.id),
         newer.c.at <= now,
     )
 
