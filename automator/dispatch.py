@@ -9,6 +9,7 @@ is sent again with the same Message-ID (at-least-once, never silently lost).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -39,10 +40,15 @@ MESSAGES = table(Message)
 
 
 def contact_zone(settings: Settings, contact: Contact) -> ZoneInfo:
+    return (_zone(contact.timezone) if contact.timezone else None) or settings.zone
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
     try:
-        return ZoneInfo(contact.timezone) if contact.timezone else settings.zone
+        return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return settings.zone
+        return None
 
 
 def planned_send_at(settings: Settings, contact: Contact, at: datetime) -> datetime:

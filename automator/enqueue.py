@@ -151,7 +151,7 @@ def _fresh_codes(session: Session, prefix: str, count: int) -> list[str]:
 
 def _give_coupons(session: Session, rule: Rule, spec: CouponSpec, drafts: list[Draft], now: datetime) -> None:
     """Store the chosen codes against the inserted messages."""
-    generated = []
+    generated, owners = [], {}
     for draft in drafts:
         coupon = draft.coupon
         if isinstance(coupon, NewCoupon):
@@ -167,11 +167,11 @@ def _give_coupons(session: Session, rule: Rule, spec: CouponSpec, drafts: list[D
                     "assigned_at": now,
                 }
             )
-        elif coupon is not None and not coupons.assign(
-            session, coupon.id, draft.id or 0, draft.values["contact_id"], rule.id, now
-        ):
-            # Taken since it was chosen (another daemon): the chunk is redone one by one.
-            raise AutomatorError(f"coupon {coupon.code} of pool '{spec.pool}' was taken meanwhile")
+        elif coupon is not None:
+            owners[coupon.id] = (draft.id or 0, draft.values["contact_id"])
+    if len(coupons.assign(session, owners, rule.id, now)) < len(owners):
+        # A code was taken since it was chosen (another daemon): the chunk is redone one by one.
+        raise AutomatorError(f"a code of pool '{spec.pool}' was taken meanwhile")
     stored = coupons.add_generated(session, generated)
     for draft in drafts:
         if isinstance(draft.coupon, NewCoupon):

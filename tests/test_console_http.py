@@ -724,7 +724,7 @@ def test_bulk_cancel_returns_pool_coupons(admin, make_messages, store) -> None:
     with store.session() as session:
         coupons.import_pool(session, "renewal", ["CODE-1"], 15, None, NOW)
         [code] = coupons.free_codes(session, "renewal", 1)
-        assert coupons.assign(session, code.id, held, 1, "abandoned_cart", NOW)
+        assert coupons.assign(session, {code.id: (held, 1)}, "abandoned_cart", NOW) == {code.id}
     confirm = admin.get("/queue/bulk?action=cancel")
 
     admin.post(

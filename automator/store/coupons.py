@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlmodel import Session
 
 from automator.schema import Coupon
@@ -51,16 +51,20 @@ def free_codes(session: Session, pool: str, limit: int) -> list[Any]:
     )
 
 
-def assign(
-    session: Session, coupon_id: int, message_id: int, contact_id: int, rule_id: str, now: datetime
-) -> bool:
-    """Give a pool code to a message; False when it was taken meanwhile (the UPDATE re-checks)."""
+def assign(session: Session, owners: dict[int, tuple[int, int]], rule_id: str, now: datetime) -> set[int]:
+    """Give pool codes to messages: coupon id → (message id, contact id), in one statement.
+    Returns the coupon ids actually given; one taken meanwhile is not (the UPDATE re-checks)."""
+    if not owners:
+        return set()
+    messages = case({coupon: message for coupon, (message, _) in owners.items()}, value=COUPONS.c.id)
+    contacts = case({coupon: contact for coupon, (_, contact) in owners.items()}, value=COUPONS.c.id)
     taken = session.execute(
         update(COUPONS)
-        .where(COUPONS.c.id == coupon_id, COUPONS.c.message_id.is_(None))
-        .values(message_id=message_id, contact_id=contact_id, rule_id=rule_id, assigned_at=now)
+        .where(COUPONS.c.id.in_(owners), COUPONS.c.message_id.is_(None))
+        .values(message_id=messages, contact_id=contacts, rule_id=rule_id, assigned_at=now)
+        .returning(COUPONS.c.id)
     )
-    return bool(getattr(taken, "rowcount", 0))
+    return set(taken.scalars())
 
 
 def existing_codes(session: Session, codes: set[str]) -> set[str]:
