@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from sqlmodel import Session
 
 from automator.dispatch import Dispatcher
-from automator.enqueue import Draft, attach_coupons, enqueue_chunk
+from automator.enqueue import Draft, Prepared, attach_coupons, can_overlap, enqueue_chunk, finish, prepare
 from automator.errors import NotFoundError, TemplateError
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
@@ -129,9 +129,9 @@ class Engine:
             seq_now = rulestate.current_seq(session, kind)
             found = candidate_queries.find(session, rule, now, mark, self.settings.zone)
         report.evaluated = len(found)
-        errors: list[str] = []
-        for start in range(0, len(found), CHUNK):
-            errors += self._enqueue_chunk(rule, found[start : start + CHUNK], now, report)
+        errors = self._enqueue(
+            rule, [found[start : start + CHUNK] for start in range(0, len(found), CHUNK)], now, report
+        )
         if errors:
             # Keep the watermark: the next tick retries what failed (queued ones are skipped).
             report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
@@ -146,6 +146,48 @@ class Engine:
                 {"evaluated": report.evaluated, "enqueued": report.enqueued},
             )
 
+    def _enqueue(
+        self, rule: Rule, chunks: list[list[Candidate]], now: datetime, report: RuleReport
+    ) -> list[str]:
+        """Queue every chunk; returns what could not be queued.
+
+        While the render workers render one chunk, the chunk before is written: the tick's
+        process does the SQL and the workers the templates, at the same time."""
+        if not can_overlap(rule):
+            return [error for chunk in chunks for error in self._enqueue_chunk(rule, chunk, now, report)]
+        errors: list[str] = []
+        before: tuple[list[Candidate], Prepared | None] | None = None
+        for chunk in chunks:
+            started = self._prepare(rule, chunk, now)
+            if before is not None:
+                errors += self._finish(rule, *before, now, report)
+            before = (chunk, started)
+        if before is not None:
+            errors += self._finish(rule, *before, now, report)
+        return errors
+
+    def _prepare(self, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared | None:
+        try:
+            with self.store.session() as session:
+                return prepare(self, session, rule, chunk, now)
+        except Exception:
+            log.warning("rule %s: a chunk could not be prepared", rule.id, exc_info=True)
+            return None  # _finish redoes it one by one
+
+    def _finish(
+        self, rule: Rule, chunk: list[Candidate], prepared: Prepared | None, now: datetime, report: RuleReport
+    ) -> list[str]:
+        if prepared is not None:
+            try:
+                with self.store.session() as session:
+                    _tally(report, list(finish(session, rule, prepared, now)))
+                return []
+            except Exception:
+                log.warning(
+                    "rule %s: a chunk failed; queueing its %d occurrences one by one", rule.id, len(chunk)
+                )
+        return self._one_by_one(rule, chunk, now, report)
+
     def _enqueue_chunk(
         self, rule: Rule, chunk: list[Candidate], now: datetime, report: RuleReport
     ) -> list[str]:
@@ -153,25 +195,28 @@ class Engine:
         candidate per transaction so that one bad occurrence never blocks the others."""
         try:
             with self.store.session() as session:
-                outcomes: list[str | None] = list(enqueue_chunk(self, session, rule, chunk, now))
+                _tally(report, list(enqueue_chunk(self, session, rule, chunk, now)))
+            return []
         except Exception:
             log.warning(
                 "rule %s: a chunk failed; queueing its %d occurrences one by one", rule.id, len(chunk)
             )
-            outcomes, errors = [], []
-            for candidate in chunk:
-                try:
-                    with self.store.session() as session:
-                        outcomes += enqueue_chunk(self, session, rule, [candidate], now)
-                except Exception as exc:
-                    log.exception(
-                        "rule %s: cannot queue %s for %s", rule.id, candidate.occurrence, candidate.email
-                    )
-                    errors.append(f"{candidate.email} ({candidate.occurrence}): {str(exc).splitlines()[0]}")
-            _tally(report, outcomes)
-            return errors
+        return self._one_by_one(rule, chunk, now, report)
+
+    def _one_by_one(self, rule: Rule, chunk: list[Candidate], now: datetime, report: RuleReport) -> list[str]:
+        outcomes: list[str | None] = []
+        errors = []
+        for candidate in chunk:
+            try:
+                with self.store.session() as session:
+                    outcomes += enqueue_chunk(self, session, rule, [candidate], now)
+            except Exception as exc:
+                log.exception(
+                    "rule %s: cannot queue %s for %s", rule.id, candidate.occurrence, candidate.email
+                )
+                errors.append(f"{candidate.email} ({candidate.occurrence}): {str(exc).splitlines()[0]}")
         _tally(report, outcomes)
-        return []
+        return errors
 
     def fill(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> str:
         """Attach the coupon and render; hold the message (never drop it) when either fails."""

@@ -20,9 +20,10 @@ from automator.coupons import generate_code
 from automator.dispatch import planned_send_at
 from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule
-from automator.rendering import Failed
+from automator.rendering import Failed, Rendering, RenderJob
 from automator.store import coupons, queueing
 from automator.store.candidates import Candidate
+from automator.templates import Rendered
 
 if TYPE_CHECKING:
     from automator.engine import Engine
@@ -51,27 +52,57 @@ class NewCoupon:
     expires_at: datetime
 
 
+@dataclass
+class Prepared:
+    """A chunk read, its coupons chosen and its rendering started; nothing written yet."""
+
+    drafts: list[Draft]
+    rendered: list[Draft]  # the drafts being rendered, in the order of the rendering's results
+    rendering: Rendering
+
+
 def enqueue_chunk(
     engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime
 ) -> list[str]:
-    """Queue a chunk of occurrences; returns one outcome per message actually inserted."""
+    """Queue a chunk of occurrences in one transaction; returns one outcome per message
+    actually inserted."""
+    return finish(session, rule, prepare(engine, session, rule, chunk, now), now)
+
+
+def can_overlap(rule: Rule) -> bool:
+    """Whether a chunk of this rule may be prepared while the one before is still being
+    written. Not when it takes pool codes: those are chosen in the transaction that gives
+    them (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+    return rule.send.coupon is None or rule.send.coupon.pool is None
+
+
+def prepare(engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared:
+    """Read what the chunk needs, choose its coupons and start rendering it (on the render
+    workers when it is big enough, so that the caller can write the chunk before meanwhile)."""
     contacts = queueing.contact_rows(session, {c.contact_id for c in chunk})
     drafts = _unique(
         [_draft(engine, rule, candidate, contacts[candidate.contact_id], now) for candidate in chunk]
     )
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
-    spec = rule.send.coupon
-    if spec is not None:
-        _choose_coupons(session, spec, sendable, now)
-    _render(engine, session, rule, sendable)
+    if rule.send.coupon is not None:
+        _choose_coupons(session, rule.send.coupon, sendable, now)
+    rendered = [draft for draft in sendable if draft.values["status"] == "queued"]
+    jobs = _jobs(engine, session, rule, rendered)
+    return Prepared(drafts, rendered, engine.render_pool.start(jobs))
+
+
+def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> list[str]:
+    """Write a prepared chunk: the messages with their content, their coupons, their history."""
+    _apply(prepared.rendered, prepared.rendering.results())
+    drafts = prepared.drafts
     ids = queueing.insert_messages(session, [draft.values for draft in drafts])
     inserted = []
     for draft in drafts:
         draft.id = ids.get((draft.values["contact_id"], draft.values["occurrence"]))
         if draft.id is not None:
             inserted.append(draft)
-    if spec is not None:
-        _give_coupons(session, rule, spec, inserted, now)
+    if rule.send.coupon is not None:
+        _give_coupons(session, rule, rule.send.coupon, inserted, now)
     queueing.record_history(session, [(d.id or 0, d.values["status"], d.reason) for d in inserted], now)
     return [draft.outcome for draft in inserted]
 
@@ -186,16 +217,13 @@ def attach_coupons(
     _give_coupons(session, rule, spec, [draft for draft in drafts if draft.coupon is not None], now)
 
 
-def _render(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> None:
-    """Render the chunk's sendable drafts (on every core when the chunk is big); a template
-    error holds only the message it happened in."""
+def _jobs(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
     is_event = isinstance(rule.trigger, EventTrigger)
     properties: dict[int, dict[str, Any]] = {}
     if is_event:
         event_ids = {d.values["event_id"] for d in drafts if d.values["event_id"] is not None}
         properties = queueing.event_properties(session, event_ids)
-    drafts = [draft for draft in drafts if draft.values["status"] == "queued"]
-    jobs = [
+    return [
         engine.job(
             rule,
             draft.contact,
@@ -206,7 +234,11 @@ def _render(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -
         )
         for draft in drafts
     ]
-    for draft, result in zip(drafts, engine.render_pool.render_each(jobs), strict=True):
+
+
+def _apply(drafts: list[Draft], results: list[Rendered | Failed]) -> None:
+    """Each draft's content; a template error holds only the message it happened in."""
+    for draft, result in zip(drafts, results, strict=True):
         if isinstance(result, Failed):
             draft.values["status"], draft.values["hold_kind"] = "held", "render"
             draft.outcome, draft.reason = "held: template error", result.reason

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,17 +110,26 @@ class RenderPool:
         self._pool: ProcessPoolExecutor | None = None
 
     def render_each(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
+        return self.start(jobs).results()
+
+    def start(self, jobs: list[RenderJob]) -> Rendering:
+        """Start rendering; the caller collects the results when it needs them."""
         if self.workers < 2 or len(jobs) < POOL_MIN:
-            return self.renderer.render_each(jobs)
+            return Rendering(self, jobs, done=self.renderer.render_each(jobs))
         size = -(-len(jobs) // self.workers)
         slices = [jobs[start : start + size] for start in range(0, len(jobs), size)]
         try:
-            return [result for part in self._started().map(_render_slice, slices) for result in part]
+            pool = self._started()
+            return Rendering(self, jobs, parts=[pool.submit(_render_slice, part) for part in slices])
         except BrokenProcessPool:
-            log.exception("a render worker died; rendering in this process from now on")
-            self.close()
-            self.workers = 1
-            return self.renderer.render_each(jobs)
+            return Rendering(self, jobs, done=self.fall_back(jobs))
+
+    def fall_back(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
+        """A worker died: render these, and every later chunk, in this process."""
+        log.exception("a render worker died; rendering in this process from now on")
+        self.close()
+        self.workers = 1
+        return self.renderer.render_each(jobs)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -137,6 +146,28 @@ class RenderPool:
                 initargs=(str(templates.root), templates.timezone, links),
             )
         return self._pool
+
+
+class Rendering:
+    """A chunk's rendering, started: done already, or running on the workers."""
+
+    def __init__(
+        self,
+        pool: RenderPool,
+        jobs: list[RenderJob],
+        done: list[Rendered | Failed] | None = None,
+        parts: list[Future[list[Rendered | Failed]]] | None = None,
+    ) -> None:
+        self._pool, self._jobs, self._done, self._parts = pool, jobs, done, parts or []
+
+    def results(self) -> list[Rendered | Failed]:
+        """One result per job, in order; waits for the workers."""
+        if self._done is None:
+            try:
+                self._done = [result for part in self._parts for result in part.result()]
+            except BrokenProcessPool:
+                self._done = self._pool.fall_back(self._jobs)
+        return self._done
 
 
 _worker: Renderer | None = None  # the renderer of a worker process

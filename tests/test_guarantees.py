@@ -8,12 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 from freezegun import freeze_time
+from sqlalchemy.exc import OperationalError
 
 from automator.engine import Engine
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
-from automator.store import contacts, suppressions
+from automator.store import contacts, coupons, queueing, suppressions
 from tests.conftest import all_messages, cart, history_of, utc, write_jsonl
 
 ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}
@@ -253,3 +254,57 @@ def test_an_event_move_is_recorded_in_stage_history_with_its_cause(make_contact,
         utc("2026-11-20 03:00"),
         "event order_placed (ord-1)",
     )
+
+
+def failing_insert_for(monkeypatch, email: str) -> None:
+    """The database refuses any chunk holding `email`'s message (a row it cannot take)."""
+    original = queueing.insert_messages
+
+    def insert_messages(session, rows):
+        if any(row["email"] == email for row in rows):
+            raise OperationalError("INSERT INTO message", {}, Exception("disk I/O error"))
+        return original(session, rows)
+
+    monkeypatch.setattr(queueing, "insert_messages", insert_messages)
+
+
+def test_an_occurrence_the_database_refuses_does_not_stop_the_others_of_its_chunk(
+    make_contact, make_event, store, tick, transport, monkeypatch
+):
+    for name in ("lan", "minh", "hoa"):
+        make_contact(f"{name}@example.com")
+        make_event(
+            "cart_updated", utc("2026-11-20 03:00"), email=f"{name}@example.com", id=f"evt-{name}", **cart()
+        )
+    failing_insert_for(monkeypatch, "minh@example.com")
+
+    report = tick(utc("2026-11-20 04:00"))
+
+    assert sorted(email["To"] for email in transport.sent) == ["hoa@example.com", "lan@example.com"]
+    error = report.rules["abandoned_cart"].error or ""
+    assert error.startswith("1 occurrence(s) could not be queued; first: minh@example.com (evt-minh)")
+
+    monkeypatch.undo()  # the database is well again: the next tick queues what failed
+    tick(utc("2026-11-20 04:05"))
+    assert sorted(email["To"] for email in transport.sent) == [
+        "hoa@example.com",
+        "lan@example.com",
+        "minh@example.com",
+    ]
+
+
+def test_a_pool_coupon_rule_also_queues_around_an_occurrence_the_database_refuses(
+    make_contact, store, tick, transport, monkeypatch
+):
+    with store.session() as session:
+        coupons.import_pool(session, "renewal", ["RENEW-1", "RENEW-2"], 15, None, utc("2026-11-01 00:00"))
+    for name in ("lan", "minh"):
+        make_contact(f"{name}@example.com", stage="retention", renews_at="2026-12-20T03:00:00Z")
+    failing_insert_for(monkeypatch, "lan@example.com")
+
+    report = tick(utc("2026-11-20 03:00"))
+
+    assert [email["To"] for email in transport.sent] == ["minh@example.com"]
+    assert "lan@example.com" in (report.rules["renewal_offer"].error or "")
+    with store.session() as session:
+        assert coupons.pool_counts(session) == {"renewal": (1, 1)}  # lan's code went back with the rollback
