@@ -75,6 +75,12 @@ class State:
     def engine(self) -> Engine:
         return Engine(self.project, self.store, make_transport(self.project))
 
+    def close(self) -> None:
+        """Release the database (and its checkpoint thread) when the command is done."""
+        if self._store is not None:
+            self._store.dispose()
+            self._store = None
+
 
 def make_transport(project: Project) -> Any:
     """SMTP when configured, else the file outbox."""
@@ -109,6 +115,7 @@ def reports_errors(command: F) -> F:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.", file_okay=False)] = Path(
         "."
     ),
@@ -116,6 +123,7 @@ def main(
     """automator: rules in rules/, templates in email_templates/, settings in automator.toml."""
     global _state
     _state = State(project)
+    ctx.call_on_close(_state.close)
 
 
 def parse_now(value: str | None) -> datetime:

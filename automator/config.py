@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from datetime import time, timedelta
@@ -86,7 +87,7 @@ class Settings(BaseModel):
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return _zone(self.timezone)
 
     @property
     def rules_dir(self) -> Path:
@@ -126,3 +127,8 @@ def load_settings(project: Path, environ: dict[str, str] | None = None) -> Setti
         where = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"automator.toml or environment: {where}: {message}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)

@@ -31,7 +31,7 @@ from automator.transports import Transport
 
 log = logging.getLogger("automator.engine")
 
-CHUNK = 200  # occurrences queued per transaction
+CHUNK = 500  # occurrences queued per transaction
 CONTACTS = table(Contact)
 
 
