@@ -4,17 +4,22 @@ to a broken rule, a broken template or a failing mail server, and `then` recorde
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from freezegun import freeze_time
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from automator.engine import Engine
+from automator import enqueue
+from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
-from automator.store import contacts, coupons, queueing, suppressions
+from automator.schema import Coupon
+from automator.store import candidates, contacts, coupons, queueing, suppressions, table
+from automator.store.candidates import Watermark
+from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, history_of, utc, write_jsonl
 
 ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}
@@ -308,3 +313,26 @@ def test_a_pool_coupon_rule_also_queues_around_an_occurrence_the_database_refuse
     assert "lan@example.com" in (report.rules["renewal_offer"].error or "")
     with store.session() as session:
         assert coupons.pool_counts(session) == {"renewal": (1, 1)}  # lan's code went back with the rollback
+
+
+def test_an_occurrence_another_daemon_queued_first_is_skipped_without_a_second_code(
+    make_contact, make_event, project, store, engine
+):
+    make_contact("lan@example.com")
+    make_event("order_placed", utc("2026-11-19 03:00"), id="evt-order", **ORDER)
+    rule = project.rule("post_purchase_thank_you")
+    now = utc("2026-11-20 04:00")
+    with store.session() as session:
+        found = candidates.find(session, rule, now, Watermark(until=now - timedelta(days=3), seq=0))
+        prepared = enqueue.prepare(engine, session, rule, found, now)
+    other = Engine(project, store, RecordingTransport())
+    other.evaluate(now, TickReport(now))  # the other daemon queues the same occurrence first
+
+    with store.session() as session:
+        outcomes = enqueue.finish(session, rule, prepared, now)
+
+    assert outcomes == []
+    [message] = all_messages(store)
+    with store.session() as session:
+        [code] = session.execute(select(table(Coupon))).all()
+    assert code.message_id == message.id

@@ -33,15 +33,26 @@ def event_properties(session: Session, event_ids: set[int]) -> dict[int, dict[st
 
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
     """Insert messages, content included; a row whose dedupe key exists already (another tick
-    or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence)."""
+    or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence).
+
+    The rows go in as one executemany, which SQLAlchemy hands to the driver as it is (with
+    RETURNING it would build and bind a many-row VALUES statement, at twice the cost); the
+    ids are read back through the dedupe key, and a row is ours when it carries our
+    Message-ID."""
     if not rows:
         return {}
-    statement = (
-        insert(session, MESSAGES)
-        .on_conflict_do_nothing(index_elements=["rule_id", "contact_id", "occurrence"])
-        .returning(MESSAGES.c.id, MESSAGES.c.contact_id, MESSAGES.c.occurrence)
+    statement = insert(session, MESSAGES).on_conflict_do_nothing(
+        index_elements=["rule_id", "contact_id", "occurrence"]
     )
-    return {(row.contact_id, row.occurrence): row.id for row in session.execute(statement, rows)}
+    session.execute(statement, rows)
+    ours = {row["message_id"] for row in rows}
+    found = session.execute(
+        select(MESSAGES.c.id, MESSAGES.c.contact_id, MESSAGES.c.occurrence, MESSAGES.c.message_id).where(
+            MESSAGES.c.rule_id == rows[0]["rule_id"],
+            MESSAGES.c.contact_id.in_({row["contact_id"] for row in rows}),
+        )
+    )
+    return {(row.contact_id, row.occurrence): row.id for row in found if row.message_id in ours}
 
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
