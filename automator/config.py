@@ -64,9 +64,9 @@ class Settings(BaseModel):
     frequency_cap: FrequencyCap | None = FrequencyCap()
     priorities: dict[str, int] = {}
     retry_limit: int = Field(default=8, ge=1)
-    # Processes that render a big chunk of messages: 0 is one per CPU core, 1 renders in the
-    # tick's own process.
-    render_workers: int = Field(default=0, ge=0)
+    # Processes that render big chunks of messages while the tick writes the ones before:
+    # unset is one per CPU core but one (the tick's own), 0 renders in the tick's process.
+    render_workers: int | None = Field(default=None, ge=0)
 
     @field_validator("quiet_hours", "frequency_cap", mode="before")
     @classmethod

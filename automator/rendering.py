@@ -102,11 +102,12 @@ class Renderer:
 
 
 class RenderPool:
-    """Renders chunks on `workers` processes (0: one per core; 1: none, all in this process)."""
+    """Renders chunks on `workers` processes (None: one per core but one, the caller's; 0:
+    none, all in the calling process)."""
 
-    def __init__(self, renderer: Renderer, workers: int = 0) -> None:
+    def __init__(self, renderer: Renderer, workers: int | None = None) -> None:
         self.renderer = renderer
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = (os.cpu_count() or 1) - 1 if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
 
     def render_each(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
@@ -114,7 +115,7 @@ class RenderPool:
 
     def start(self, jobs: list[RenderJob]) -> Rendering:
         """Start rendering; the caller collects the results when it needs them."""
-        if self.workers < 2 or len(jobs) < POOL_MIN:
+        if self.workers < 1 or len(jobs) < POOL_MIN:
             return Rendering(self, jobs, done=self.renderer.render_each(jobs))
         size = -(-len(jobs) // self.workers)
         slices = [jobs[start : start + size] for start in range(0, len(jobs), size)]
@@ -128,7 +129,7 @@ class RenderPool:
         """A worker died: render these, and every later chunk, in this process."""
         log.exception("a render worker died; rendering in this process from now on")
         self.close()
-        self.workers = 1
+        self.workers = 0
         return self.renderer.render_each(jobs)
 
     def close(self) -> None:

@@ -82,8 +82,9 @@ def test_a_small_chunk_stays_in_process(engine, pool) -> None:
 
 
 def test_a_tick_with_many_due_carts_queues_them_all_through_the_workers(
-    make_contact, make_event, engine, tick, store, transport
+    make_contact, make_event, engine, pool, tick, store, transport
 ) -> None:
+    engine.render_pool = pool
     count = POOL_MIN + 10
     for index in range(count):
         email = f"shopper{index}@example.com"

@@ -103,7 +103,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA cache_size=-32768")
     # The Checkpointer copies the log; SQLite's own checkpoint (which the committing
     # connection runs, waiting for the disk) only when the log passes ~200 MB anyway.
     cursor.execute("PRAGMA wal_autocheckpoint=50000")
