@@ -12,20 +12,22 @@ import asyncio
 import functools
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
 from sqlmodel import Session
 
 from automator import emails, policies
 from automator.config import Settings
 from automator.errors import PermanentDeliveryError, TemplateError, TemporaryDeliveryError
 from automator.model import DateTrigger, EventTrigger, Rule
-from automator.schema import Contact, Event, Message
-from automator.store import contacts, coupons, events, messages, suppressions, table
+from automator.schema import Event, Message
+from automator.store import contacts, coupons, events, messages, suppressions
+from automator.store.contacts import Recipient
+from automator.store.messages import Due
 
 if TYPE_CHECKING:
     from automator.engine import Engine, TickReport
@@ -35,11 +37,43 @@ log = logging.getLogger("automator.dispatch")
 LEASE = timedelta(minutes=5)
 RULE_MISSING_RETRY = timedelta(minutes=10)
 BATCH = 500
-EVENTS = table(Event)
-MESSAGES = table(Message)
+T = TypeVar("T")
 
 
-def contact_zone(settings: Settings, contact: Contact) -> ZoneInfo:
+class Located(Protocol):
+    """A contact as far as quiet hours go: an ORM Contact, a dispatch Recipient or a row."""
+
+    @property
+    def timezone(self) -> str | None: ...
+
+
+class Named(Protocol):
+    """A contact as far as the To header goes."""
+
+    @property
+    def first_name(self) -> str | None: ...
+    @property
+    def last_name(self) -> str | None: ...
+
+
+class Letter(Protocol):
+    """A message as far as its email goes: a stored Message or a claimed Due."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def text_body(self) -> str: ...
+    @property
+    def html_body(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def rule_id(self) -> str: ...
+
+
+def contact_zone(settings: Settings, contact: Located) -> ZoneInfo:
     return (_zone(contact.timezone) if contact.timezone else None) or settings.zone
 
 
@@ -51,7 +85,7 @@ def _zone(name: str) -> ZoneInfo | None:
         return None
 
 
-def planned_send_at(settings: Settings, contact: Contact, at: datetime) -> datetime:
+def planned_send_at(settings: Settings, contact: Located, at: datetime) -> datetime:
     """`at`, moved to the end of the contact's quiet hours when it falls inside them."""
     if settings.quiet_hours is None:
         return at
@@ -63,7 +97,7 @@ def planned_send_at(settings: Settings, contact: Contact, at: datetime) -> datet
 
 @dataclass
 class Claimed:
-    message: Message
+    message: Due
     email: emails.OutgoingEmail
 
 
@@ -83,30 +117,38 @@ class Dispatcher:
         cancelled, or deferred past now).
         """
         self.recover_leases(now)
+        # The database work runs in a worker thread while the event loop sends, one
+        # transaction at a time: two at once would contend for SQLite's write lock and the GIL.
+        database = asyncio.Lock()
         sent = 0
-        claimed, more = await asyncio.to_thread(self.claim, now, report, batch_size)
+        claimed, more = await _serially(database, self.claim, now, report, batch_size)
         for _ in range(100_000):
             if not claimed:
                 break
-            # The next batch is claimed (in a thread) while this one is being sent.
-            sending = asyncio.ensure_future(self.send_claimed(claimed, now, report))
+            # The next batch is claimed while this one is being sent.
+            sending = asyncio.ensure_future(self.send_claimed(claimed, now, report, database))
             stopping = stop is not None and stop.is_set()
             if more and not stopping:
-                claimed, more = await asyncio.to_thread(self.claim, now, report, batch_size)
+                claimed, more = await _serially(database, self.claim, now, report, batch_size)
             else:
                 claimed, more = [], False
             sent += await sending
         for item in claimed:  # claimed but never sent (stopping): back to the queue now
-            self.in_flight_ids.discard(item.message.id or 0)
+            self.in_flight_ids.discard(item.message.id)
         if claimed:
             self.release_claimed([item.message for item in claimed], now)
         return sent
 
-    def release_claimed(self, claimed: list[Message], now: datetime) -> None:
+    def release_claimed(self, claimed: list[Due], now: datetime) -> None:
         with self.store.session() as session:
             for message in claimed:
                 messages.change(
-                    session, message, "queued", now, "dispatch stopped before sending", lease_until=None
+                    session,
+                    _stored(session, message),
+                    "queued",
+                    now,
+                    "dispatch stopped before sending",
+                    lease_until=None,
                 )
 
     def recover_leases(self, now: datetime) -> None:
@@ -134,103 +176,108 @@ class Dispatcher:
             facts = self.facts(session, batch, now)
             in_batch: Counter[int] = Counter()
             claimed = []
+            held: list[tuple[str, str]] = []
             for message in batch:
                 outcome = self.recheck(session, message, now, facts, in_batch[message.contact_id])
                 if outcome is not None:
-                    with report.lock:
-                        report.rule(message.rule_id).outcomes[outcome] += 1
+                    held.append((message.rule_id, outcome))
                     continue
                 in_batch[message.contact_id] += 1
-                claimed.append(
-                    Claimed(message, self.build_for(facts.contacts.get(message.contact_id), message, now))
-                )
+                claimed.append(Claimed(message, self.build_for(message.contact, message, now)))
             messages.mark_sending(session, [item.message for item in claimed], now, now + LEASE)
-        self.in_flight_ids.update(item.message.id or 0 for item in claimed)
+            with report.lock:
+                for rule_id, outcome in held:
+                    report.rule(rule_id).outcomes[outcome] += 1
+        self.in_flight_ids.update(item.message.id for item in claimed)
         return claimed, len(batch) == limit
 
     def in_flight(self, session: Session) -> list[Message]:
         """Messages this dispatcher claimed whose send has not been recorded yet."""
-        if not self.in_flight_ids:
-            return []
-        rows = session.execute(
-            select(Message).where(MESSAGES.c.id.in_(self.in_flight_ids), MESSAGES.c.status == "sending")
-        )
-        return list(rows.scalars())
+        return messages.sending_among(session, self.in_flight_ids)
 
-    async def send_claimed(self, claimed: list[Claimed], now: datetime, report: TickReport) -> int:
-        """Send claimed messages concurrently (the transport bounds its own concurrency)."""
-        results = await asyncio.gather(
-            *(self.engine.transport.send(item.email) for item in claimed), return_exceptions=True
-        )
-        delivered: list[Message] = []
-        outcomes: list[tuple[str, str]] = []
+    async def send_claimed(
+        self, claimed: list[Claimed], now: datetime, report: TickReport, database: asyncio.Lock
+    ) -> int:
+        """Send claimed messages as one batch (the transport bounds its own concurrency), then
+        record the outcomes; returns how many were sent."""
+        results = await self.engine.transport.send_many([item.email for item in claimed])
+        return await _serially(database, self.record, claimed, results, now, report)
+
+    def record(
+        self, claimed: list[Claimed], results: list[BaseException | None], now: datetime, report: TickReport
+    ) -> int:
+        """Record what the transport did with each claimed message; returns how many were sent."""
+        delivered: list[Due] = []
+        failures: list[tuple[Due, BaseException]] = []
         for item, result in zip(claimed, results, strict=True):
-            message = item.message
-            if isinstance(result, BaseException):
-                outcomes.append((message.rule_id, self.failed(message, now, result)))
+            if result is None:
+                delivered.append(item.message)
             else:
-                delivered.append(message)
-            self.in_flight_ids.discard(message.id or 0)
+                failures.append((item.message, result))
+            self.in_flight_ids.discard(item.message.id)
+        outcomes = self.failed(failures, now) if failures else []
+        sent = Counter(message.rule_id for message in delivered)
         with report.lock:
             for rule_id, outcome in outcomes:
                 report.rule(rule_id).outcomes[outcome] += 1
-            for message in delivered:
-                report.rule(message.rule_id).sent += 1
+            for rule_id, count in sent.items():
+                report.rule(rule_id).sent += count
         self.sent(delivered, now)
         return len(delivered)
 
-    def facts(self, session: Session, batch: list[Message], now: datetime) -> Facts:
+    def facts(self, session: Session, batch: list[Due], now: datetime) -> Facts:
         """Everything the re-checks of a batch need, read in a few queries for the whole batch."""
-        rules = {m.rule_id: self.engine.project.rule(m.rule_id) for m in batch}
-        event_types = set()
-        for rule in rules.values():
-            if rule is not None and rule.trigger.cancel_if is not None:
-                event_types.add(rule.trigger.cancel_if.event)
-            if rule is not None and isinstance(rule.trigger, EventTrigger) and rule.trigger.latest_per:
-                event_types.add(rule.trigger.event)
+        project = self.engine.project
+        rules = {rule_id: project.rule(rule_id) for rule_id in {m.rule_id for m in batch}}
+        triggers = [rule.trigger for rule in rules.values() if rule is not None]
+        newest = {t.event for t in triggers if isinstance(t, EventTrigger) and t.latest_per}
+        event_types = {t.cancel_if.event for t in triggers if t.cancel_if is not None} | newest
+        event_ids = {m.event_id for m in batch if m.event_id is not None} if newest else set()
+        dated = any(isinstance(t, DateTrigger) for t in triggers)
         contact_ids = {m.contact_id for m in batch}
         cap = self.settings.frequency_cap
         return Facts(
+            rules=rules,
+            runnable={rule.id for rule in project.rules},
             suppressed=suppressions.among(session, {m.email for m in batch}),
-            contacts=contacts.by_ids(session, contact_ids),
             events=events.of_types(session, contact_ids, event_types, now),
-            own_events=events.by_ids(session, {m.event_id for m in batch if m.event_id is not None}),
-            dates=contacts.dates_of(session, contact_ids),
+            own_events=events.by_ids(session, event_ids),
+            dates=contacts.dates_of(session, contact_ids) if dated else {},
             sent=messages.sent_times(session, contact_ids, now - cap.per, now) if cap else {},
         )
 
     def recheck(
-        self, session: Session, message: Message, now: datetime, facts: Facts, claimed: int = 0
+        self, session: Session, message: Due, now: datetime, facts: Facts, claimed: int = 0
     ) -> str | None:
         """Everything that can stop or delay a message just before it goes out; the outcome
         (for the tick summary) or None when it may be sent now."""
         if message.email in facts.suppressed:
-            messages.change(session, message, "suppressed", now, "address is suppressed")
+            messages.change(session, _stored(session, message), "suppressed", now, "address is suppressed")
             return "suppressed"
         if now > message.expires_at:
             late = f"too late: due {message.due_at.isoformat()}, max lateness passed"
-            messages.change(session, message, "cancelled", now, late)
+            messages.change(session, _stored(session, message), "cancelled", now, late)
             return "cancelled: too late"
-        rule = self.engine.project.rule(message.rule_id)
+        rule = facts.rules[message.rule_id]
         if rule is not None and not rule.enabled:
             messages.change(
                 session,
-                message,
+                _stored(session, message),
                 "held",
                 now,
                 f"rule '{rule.id}' is disabled (enabled: false)",
                 hold_kind="rule",
             )
             return "held: rule disabled"
-        if rule is None or rule not in self.engine.project.rules:
-            self._wait_for_rule(session, message, now)
+        if rule is None or rule.id not in facts.runnable:
+            self._wait_for_rule(session, _stored(session, message), now)
             return "waiting: rule does not load"
-        contact = facts.contacts[message.contact_id]
+        contact = message.contact
         cancel = self.cancel_reason(rule, message, contact, now, facts)
         if cancel:
-            messages.change(session, message, "cancelled", now, cancel)
+            messages.change(session, _stored(session, message), "cancelled", now, cancel)
             return "cancelled: " + cancel.split(":")[0]
-        return self.defer(session, message, contact, rule, now, facts.sent.get(contact.id or 0, []), claimed)
+        return self.defer(session, message, contact, rule, now, facts.sent.get(contact.id, []), claimed)
 
     def _wait_for_rule(self, session: Session, message: Message, now: datetime) -> None:
         """Retry later; the history says so once, not on every retry."""
@@ -243,10 +290,10 @@ class Dispatcher:
             messages.change(session, message, "queued", now, reason, send_at=now + RULE_MISSING_RETRY)
 
     def cancel_reason(
-        self, rule: Rule, message: Message, contact: Contact, now: datetime, facts: Facts
+        self, rule: Rule, message: Due, contact: Recipient, now: datetime, facts: Facts
     ) -> str | None:
         trigger = rule.trigger
-        history = facts.events.get(contact.id or 0, [])
+        history = facts.events.get(contact.id, [])
         if trigger.cancel_if is not None:
             since = message.occurred_at
             if isinstance(trigger, DateTrigger):
@@ -270,7 +317,7 @@ class Dispatcher:
             if newer is not None:
                 return f"superseded: a newer {newer.type} at {newer.at.isoformat()} ({newer.key})"
         if isinstance(trigger, DateTrigger):
-            current = facts.dates.get(contact.id or 0, {}).get(trigger.attribute)
+            current = facts.dates.get(contact.id, {}).get(trigger.attribute)
             if current != message.occurred_at:
                 shown = current.isoformat() if current else "removed"
                 return f"date changed: {trigger.attribute} is now {shown}"
@@ -281,8 +328,8 @@ class Dispatcher:
     def defer(
         self,
         session: Session,
-        message: Message,
-        contact: Contact,
+        message: Due,
+        contact: Recipient,
         rule: Rule,
         now: datetime,
         sent_before: list[datetime],
@@ -316,27 +363,28 @@ class Dispatcher:
     def _wait(
         self,
         session: Session,
-        message: Message,
+        message: Due,
         rule: Rule,
         until: datetime,
         now: datetime,
         why: str,
     ) -> None:
+        stored = _stored(session, message)
         messages.change(
             session,
-            message,
+            stored,
             "queued",
             now,
             f"waiting until {until.isoformat()}: {why}",
             send_at=until,
             expires_at=max(message.expires_at, until + rule.lateness),
         )
-        self._rerender(session, message, rule, now)
+        self._rerender(session, stored, rule, now)
 
     def _rerender(self, session: Session, message: Message, rule: Rule, now: datetime) -> None:
         """Content that depends on the send time (days left…) follows a moved send time; the
         stored content stays exactly what will be sent."""
-        contact = session.get(Contact, message.contact_id)
+        contact = contacts.by_id(session, message.contact_id)
         assert contact is not None and message.id is not None
         try:
             rendered = self.engine.render(
@@ -365,9 +413,9 @@ class Dispatcher:
 
     def build(self, session: Session, message: Message, now: datetime) -> emails.OutgoingEmail:
         """The email a message becomes when it is sent at `now`."""
-        return self.build_for(session.get(Contact, message.contact_id), message, now)
+        return self.build_for(contacts.by_id(session, message.contact_id), message, now)
 
-    def build_for(self, contact: Contact | None, message: Message, now: datetime) -> emails.OutgoingEmail:
+    def build_for(self, contact: Named | None, message: Letter, now: datetime) -> emails.OutgoingEmail:
         name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None
         return emails.build_email(
             sender=self.settings.sender,
@@ -384,34 +432,49 @@ class Dispatcher:
             ),
         )
 
-    def sent(self, delivered: list[Message], now: datetime) -> None:
+    def sent(self, delivered: list[Due], now: datetime) -> None:
         """Mark messages sent and carry out their rules' `then` (move the contact, tag it)."""
         if not delivered:
             return
         with self.store.session() as session:
             messages.mark_sent(session, delivered, now)
-            people = contacts.by_ids(session, {m.contact_id for m in delivered})
-            moves: list[tuple[int, str | None, str, str]] = []
-            tags: list[tuple[int, str]] = []
-            stages: dict[int | None, str | None] = {}
-            for message in delivered:
-                rule = self.engine.project.rule(message.rule_id)
-                contact = people.get(message.contact_id)
-                if rule is None or contact is None:
-                    continue
-                if rule.then.move_to and stages.get(contact.id, contact.stage) != rule.then.move_to:
-                    cause = f"rule {rule.id} (message {message.id})"
-                    moves.append(
-                        (message.contact_id, stages.get(contact.id, contact.stage), rule.then.move_to, cause)
-                    )
-                    stages[message.contact_id] = rule.then.move_to  # later messages see the move
-                if rule.then.tag:
-                    tags.append((message.contact_id, rule.then.tag))
-            contacts.move_many(session, moves, now)
-            contacts.add_tags(session, tags, now)
+            self.follow_up(session, delivered, now)
 
-    def failed(self, message: Message, now: datetime, error: BaseException) -> str:
-        """Record a failed send (one log line per failure); returns the outcome for the summary."""
+    def follow_up(self, session: Session, delivered: list[Due], now: datetime) -> None:
+        """Each delivered message's `then`, in order: later messages see earlier moves."""
+        rules = {rule_id: self.engine.project.rule(rule_id) for rule_id in {m.rule_id for m in delivered}}
+        followed = [
+            (message, rule)
+            for message in delivered
+            if (rule := rules[message.rule_id]) is not None and (rule.then.move_to or rule.then.tag)
+        ]
+        if not followed:
+            return
+        # As they are now: an event may have moved a contact since the claim.
+        claimed_in = {message.contact_id: message.contact.stage for message, _ in followed}
+        stages = contacts.current_stages(session, claimed_in)
+        moves: list[tuple[int, str | None, str, str]] = []
+        tags: list[tuple[int, str]] = []
+        for message, rule in followed:
+            stage = stages[message.contact_id]
+            if rule.then.move_to and stage != rule.then.move_to:
+                cause = f"rule {rule.id} (message {message.id})"
+                moves.append((message.contact_id, stage, rule.then.move_to, cause))
+                stages[message.contact_id] = rule.then.move_to
+            if rule.then.tag:
+                tags.append((message.contact_id, rule.then.tag))
+        contacts.move_many(session, moves, now)
+        contacts.add_tags(session, tags, now)
+
+    def failed(self, failures: list[tuple[Due, BaseException]], now: datetime) -> list[tuple[str, str]]:
+        """Record failed sends (one log line per failure) in one transaction; returns each
+        one's rule and outcome for the summary."""
+        with self.store.session() as session:
+            return [
+                (message.rule_id, self._failure(session, message, now, error)) for message, error in failures
+            ]
+
+    def _failure(self, session: Session, message: Due, now: datetime, error: BaseException) -> str:
         log.warning(
             "delivery failed",
             extra={
@@ -425,65 +488,81 @@ class Dispatcher:
             },
         )
         if isinstance(error, PermanentDeliveryError):
-            self.permanent_failure(message, now, error)
+            self.permanent_failure(session, message, now, error)
             return "failed: rejected by server"
         if not isinstance(error, TemporaryDeliveryError):
             # An unexpected error must not lose the message: retry it like a 4xx.
             log.error("unexpected error sending message %s", message.id, exc_info=error)
             error = TemporaryDeliveryError(repr(error))
-        self.temporary_failure(message, now, error)
+        self.temporary_failure(session, message, now, error)
         return "retrying: delivery failed"
 
-    def temporary_failure(self, message: Message, now: datetime, exc: TemporaryDeliveryError) -> None:
-        with self.store.session() as session:
-            if message.attempts >= self.settings.retry_limit:
-                messages.change(
-                    session,
-                    message,
-                    "failed",
-                    now,
-                    f"gave up after {message.attempts} attempts: {exc}",
-                    lease_until=None,
-                    last_error=str(exc),
-                )
-                return
-            retry = policies.retry_at(message.attempts, now)
+    def temporary_failure(
+        self, session: Session, message: Due, now: datetime, exc: TemporaryDeliveryError
+    ) -> None:
+        if message.attempts >= self.settings.retry_limit:
             messages.change(
                 session,
-                message,
-                "queued",
-                now,
-                f"attempt {message.attempts} failed, retry at {retry.isoformat()}: {exc}",
-                send_at=retry,
-                lease_until=None,
-                last_error=str(exc),
-                expires_at=max(message.expires_at, retry + timedelta(days=1)),
-            )
-
-    def permanent_failure(self, message: Message, now: datetime, exc: PermanentDeliveryError) -> None:
-        with self.store.session() as session:
-            messages.change(
-                session,
-                message,
+                _stored(session, message),
                 "failed",
                 now,
-                f"rejected: {exc}",
+                f"gave up after {message.attempts} attempts: {exc}",
                 lease_until=None,
                 last_error=str(exc),
             )
-            if exc.address_rejected:
-                suppressions.add(session, message.email, "bounced", str(exc), now)
+            return
+        retry = policies.retry_at(message.attempts, now)
+        messages.change(
+            session,
+            _stored(session, message),
+            "queued",
+            now,
+            f"attempt {message.attempts} failed, retry at {retry.isoformat()}: {exc}",
+            send_at=retry,
+            lease_until=None,
+            last_error=str(exc),
+            expires_at=max(message.expires_at, retry + timedelta(days=1)),
+        )
+
+    def permanent_failure(
+        self, session: Session, message: Due, now: datetime, exc: PermanentDeliveryError
+    ) -> None:
+        messages.change(
+            session,
+            _stored(session, message),
+            "failed",
+            now,
+            f"rejected: {exc}",
+            lease_until=None,
+            last_error=str(exc),
+        )
+        if exc.address_rejected:
+            suppressions.add(session, message.email, "bounced", str(exc), now)
+
+
+async def _serially(database: asyncio.Lock, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a worker thread, once the pass's previous database work is done."""
+    async with database:
+        return await asyncio.to_thread(work, *args)
+
+
+def _stored(session: Session, message: Due) -> Message:
+    """The stored message behind a claimed one, for the rare paths that change it."""
+    stored = messages.get(session, message.id)
+    assert stored is not None
+    return stored
 
 
 @dataclass
 class Facts:
     """What the re-checks of one claimed batch read, loaded once for the batch."""
 
+    rules: dict[str, Rule | None]  # the batch's rules by id (None: does not load)
+    runnable: set[str]  # ids of the rules that run (enabled, template parses)
     suppressed: set[str]
-    contacts: dict[int, Contact]
     events: dict[int, list[Event]]  # per contact, of the types the batch's rules look at, by time
-    own_events: dict[int, Event]  # the events that triggered the batch's messages
-    dates: dict[int, dict[str, datetime]]
+    own_events: dict[int, Event]  # the events that triggered the batch's messages (for latest_per)
+    dates: dict[int, dict[str, datetime]]  # per contact, date attributes (for date triggers)
     sent: dict[int, list[datetime]]  # per contact, send times inside the frequency-cap window
 
 

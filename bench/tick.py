@@ -668,7 +668,7 @@ def saved_store(
         with state.open("rb") as handle:
             built, shop, rng = pickle.load(handle)
         if built != wanted:
-            raise SystemExit(f"bench: {args.store} holds a store for {built}, not {wanted}; use another --store")
+            raise SystemExit(f"bench: {args.store} holds a store for {built}, not {wanted}")
         store.dispose()
         for stale in db.parent.glob(db.name + "-*"):
             stale.unlink()
@@ -842,7 +842,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--store",
         type=Path,
-        help="folder keeping the imported store: built and saved there on the first run, copied from there on later runs",
+        help="folder keeping the imported store: saved there on the first run, copied from there later",
     )
     parser.add_argument("--sample", type=int, default=2000, help="contacts evaluated one by one")
     parser.add_argument("--new-events", type=int, default=10_000, help="events before the incremental tick")

@@ -214,6 +214,25 @@ def test_permanent_failure_fails_the_message_and_suppresses_the_address_as_bounc
         assert suppression is not None and suppression.reason == "bounced"
 
 
+def test_a_refused_address_does_not_hold_back_the_rest_of_its_batch(
+    make_contact, make_event, store, tick, transport
+):
+    for address in ("lan@example.com", "minh@example.com", "hoa@example.com"):
+        make_contact(address)
+        make_event("cart_updated", utc("2026-11-20 03:00"), email=address, id=f"evt-{address}", **cart())
+    transport.refuse["minh@example.com"] = PermanentDeliveryError("550 5.1.1 no such user")
+    transport.refuse["hoa@example.com"] = TemporaryDeliveryError("451 4.3.0 mailbox busy, try later")
+
+    tick(utc("2026-11-20 04:00"))
+
+    statuses = {message.email: message.status for message in all_messages(store)}
+    assert statuses == {"lan@example.com": "sent", "minh@example.com": "failed", "hoa@example.com": "queued"}
+    assert [str(email["To"]) for email in transport.sent] == ["lan@example.com"]
+    with store.session() as session:
+        assert suppressions.get(session, "minh@example.com") is not None
+        assert suppressions.get(session, "hoa@example.com") is None
+
+
 def test_sent_abandoned_cart_moves_the_contact_to_conversion_with_its_cause(
     make_contact, make_event, store, tick
 ):

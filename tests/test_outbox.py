@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from email import policy
 from email.message import EmailMessage
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
+from automator.emails import OutgoingEmail
+from automator.errors import TemporaryDeliveryError
+from automator.transports.file import FileTransport
 from tests.conftest import cart, write_jsonl
 
 VIETNAMESE_SUBJECT = "Bạn còn sản phẩm chưa thanh toán trong giỏ hàng"
@@ -159,3 +163,27 @@ def test_message_id_header_is_written_on_one_line_as_queued(vietnamese_sender_do
 
     assert header_line(raw, b"Message-ID") == b"Message-ID: " + row["message_id"].encode()
     assert parse(sent["lan@example.com"])["Message-ID"] == row["message_id"]
+
+
+def outgoing(n: int) -> OutgoingEmail:
+    return OutgoingEmail(
+        "news@shop.example", ("bob@example.com",), f"<{n}@shop.example>", b"Subject: hi\r\n\r\nhi\r\n"
+    )
+
+
+def test_file_transport_writes_a_batch_one_file_per_email(tmp_path: Path) -> None:
+    outcomes = asyncio.run(FileTransport(tmp_path / "outbox").send_many([outgoing(1), outgoing(2)]))
+
+    assert outcomes == [None, None]
+    assert sorted(path.name for path in (tmp_path / "outbox").iterdir()) == [
+        "1_shop.example.eml",
+        "2_shop.example.eml",
+    ]
+
+
+def test_file_transport_reports_an_unwritable_outbox_for_each_email_of_a_batch(tmp_path: Path) -> None:
+    (tmp_path / "outbox").write_text("a file where the folder should be", encoding="utf-8")
+
+    outcomes = asyncio.run(FileTransport(tmp_path / "outbox").send_many([outgoing(1), outgoing(2)]))
+
+    assert [type(outcome) for outcome in outcomes] == [TemporaryDeliveryError, TemporaryDeliveryError]

@@ -91,6 +91,19 @@ def test_an_accepted_message_arrives_and_is_marked_sent(project, store, smtp_ser
 
 
 @pytest.mark.usefixtures("cart_reminder")
+def test_the_history_says_when_and_to_whom_a_message_was_sent(project, store, smtp_server) -> None:
+    deliver(project, store, smtp_server, DUE)
+
+    message = the_message(store)
+    with store.session() as session:
+        lines = messages.history(session, message.id or 0)
+    assert [(line.status, line.reason, line.at, line.actor) for line in lines[1:]] == [
+        ("sending", "sending", DUE, "automator"),
+        ("sent", "sent to lan@example.com", DUE, "automator"),
+    ]
+
+
+@pytest.mark.usefixtures("cart_reminder")
 @pytest.mark.parametrize("stage", ["rcpt", "data"])
 def test_a_4xx_reply_keeps_the_message_queued_with_a_retry_time(project, store, smtp_server, stage) -> None:
     smtp_server.mode, smtp_server.fail_at = "tempfail", stage

@@ -217,6 +217,68 @@ def test_pool_size_caps_open_connections(smtp_server: LoopbackSmtpServer) -> Non
     assert smtp_server.max_in_flight <= 2
 
 
+def send_batch(settings: SmtpSettings, emails: list[OutgoingEmail]) -> list[BaseException | None]:
+    """Sends the emails as one batch through one transport, then closes it."""
+
+    async def run() -> list[BaseException | None]:
+        transport = SmtpTransport(settings)
+        try:
+            return await transport.send_many(emails)
+        finally:
+            await transport.close()
+
+    return asyncio.run(run())
+
+
+def test_a_batch_reports_each_email_outcome_in_order(smtp_server: LoopbackSmtpServer) -> None:
+    unaddressed = make_message(n=2)
+    del unaddressed["To"]
+    batch = [make_email(n=1), OutgoingEmail.from_message(unaddressed), make_email(n=3)]
+
+    outcomes = send_batch(settings_for(smtp_server), batch)
+
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], PermanentDeliveryError)
+    assert sorted(m.message["Message-ID"] for m in smtp_server.messages) == [
+        "<msg-1@shop.example>",
+        "<msg-3@shop.example>",
+    ]
+
+
+def test_a_batch_keeps_to_the_concurrency_limit(smtp_server: LoopbackSmtpServer) -> None:
+    smtp_server.hold_seconds = 0.1
+    settings = settings_for(smtp_server, concurrency=3, pool_size=8)
+
+    outcomes = send_batch(settings, [make_email(n=n) for n in range(6)])
+
+    assert outcomes == [None] * 6
+    assert smtp_server.max_in_flight == 3
+
+
+def test_a_batch_rides_the_pooled_connections(smtp_server: LoopbackSmtpServer) -> None:
+    outcomes = send_batch(settings_for(smtp_server, pool_size=2), [make_email(n=n) for n in range(10)])
+
+    assert outcomes == [None] * 10
+    assert smtp_server.connections == 2
+
+
+def test_a_batch_failing_at_the_server_reports_every_email(smtp_server: LoopbackSmtpServer) -> None:
+    smtp_server.mode = "tempfail"
+
+    outcomes = send_batch(settings_for(smtp_server), [make_email(n=n) for n in range(3)])
+
+    assert all(isinstance(outcome, TemporaryDeliveryError) for outcome in outcomes)
+
+
+def test_a_batch_keeps_to_the_rate_limit(smtp_server: LoopbackSmtpServer) -> None:
+    started = time.monotonic()
+
+    outcomes = send_batch(settings_for(smtp_server, rate_limit=50), [make_email(n=n) for n in range(10)])
+
+    assert outcomes == [None] * 10
+    assert time.monotonic() - started >= 0.15  # 9 gaps of 1/50 s
+
+
 def test_rate_limit_spaces_out_messages(smtp_server: LoopbackSmtpServer) -> None:
     settings = settings_for(smtp_server, rate_limit=50)
     started = time.monotonic()

@@ -24,6 +24,7 @@ from automator.engine import Engine
 from automator.errors import AutomatorError, NotFoundError
 from automator.project import Project
 from automator.store import Store
+from automator.transports import Transport
 
 log = logging.getLogger("automator.console")
 
@@ -57,7 +58,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _NoDelivery:
+class _NoDelivery(Transport):
     """The console never sends: "send now" puts a message first in line for the daemon."""
 
     async def send(self, email: OutgoingEmail) -> None:

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, literal, select, update
 from sqlmodel import Session
 
-from automator.schema import Contact, ContactDate, ContactTag, StageChange
+from automator.schema import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 from automator.store import insert, table
 
 CONTACTS = table(Contact)
@@ -208,7 +208,8 @@ def by_id(session: Session, contact_id: int) -> Contact | None:
 
 
 def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], at: datetime) -> None:
-    """(contact id, from stage, to stage, cause) for several contacts: recorded and applied."""
+    """(contact id, from stage, to stage, cause) for several contacts, in order: each move
+    recorded, each contact left in its last stage (one UPDATE per stage)."""
     if not moves:
         return
     session.execute(
@@ -218,19 +219,31 @@ def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], a
             for cid, old, new, cause in moves
         ],
     )
-    session.execute(
-        update(CONTACTS)
-        .where(CONTACTS.c.id == bindparam("cid"))
-        .values(stage=bindparam("new_stage"), stage_entered_at=at, updated_at=at),
-        [{"cid": cid, "new_stage": new} for cid, _, new, _ in moves],
-    )
+    final = {cid: new for cid, _, new, _ in moves}
+    by_stage: dict[str, list[int]] = {}
+    for cid, stage in final.items():
+        by_stage.setdefault(stage, []).append(cid)
+    for stage, contact_ids in by_stage.items():
+        session.execute(
+            update(CONTACTS)
+            .where(CONTACTS.c.id.in_(contact_ids))
+            .values(stage=stage, stage_entered_at=at, updated_at=at)
+        )
 
 
 def add_tags(session: Session, tags: list[tuple[int, str]], at: datetime) -> None:
-    if tags:
-        statement = insert(session, TAGS).on_conflict_do_nothing(index_elements=["contact_id", "tag"])
+    """Tag contacts (contact id, tag); a tag a contact already has keeps its date."""
+    by_tag: dict[str, set[int]] = {}
+    for cid, tag in tags:
+        by_tag.setdefault(tag, set()).add(cid)
+    for tag, contact_ids in by_tag.items():
+        rows = select(CONTACTS.c.id, literal(tag), literal(at, UTCDateTime())).where(
+            CONTACTS.c.id.in_(contact_ids)
+        )
         session.execute(
-            statement, [{"contact_id": cid, "tag": tag, "added_at": at} for cid, tag in set(tags)]
+            insert(session, TAGS)
+            .from_select(["contact_id", "tag", "added_at"], rows)
+            .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
         )
 
 
@@ -259,11 +272,31 @@ def dates(session: Session, contact_id: int) -> dict[str, datetime]:
     }
 
 
-def by_ids(session: Session, contact_ids: set[int]) -> dict[int, Contact]:
-    if not contact_ids:
-        return {}
-    found = session.execute(select(Contact).where(CONTACTS.c.id.in_(contact_ids))).scalars()
-    return {contact.id or 0: contact for contact in found}
+@dataclass(slots=True)
+class Recipient:
+    """What dispatch reads of a message's contact: the name for the To header, the time zone
+    for quiet hours, the stage its rules are limited to."""
+
+    id: int
+    first_name: str | None
+    last_name: str | None
+    timezone: str | None
+    stage: str | None
+
+
+def current_stages(session: Session, known: dict[int, str | None]) -> dict[int, str | None]:
+    """The stage each contact is in now, given the stage it was in a moment ago: only the
+    few whose stage changed since are read back."""
+    by_stage: dict[str | None, list[int]] = {}
+    for contact_id, stage in known.items():
+        by_stage.setdefault(stage, []).append(contact_id)
+    current = dict(known)
+    for stage, contact_ids in by_stage.items():
+        moved = select(CONTACTS.c.id, CONTACTS.c.stage).where(
+            CONTACTS.c.id.in_(contact_ids), CONTACTS.c.stage.is_distinct_from(stage)
+        )
+        current.update({contact_id: now for contact_id, now in session.execute(moved)})
+    return current
 
 
 def dates_of(session: Session, contact_ids: set[int]) -> dict[int, dict[str, datetime]]:

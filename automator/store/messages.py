@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
-from automator.schema import Coupon, Message, MessageHistory
+from automator.schema import Coupon, Message, MessageHistory, UTCDateTime
 from automator.store import insert, table
+from automator.store.contacts import CONTACTS, Recipient
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
@@ -97,20 +98,70 @@ def history(session: Session, message_id: int) -> list[MessageHistory]:
     )
 
 
-def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list[Message]:
+@dataclass(slots=True)
+class Due:
+    """A due message as the dispatcher reads it, with its contact: the columns its re-checks,
+    the email and the outcome need, as plain values (no ORM objects to build and track)."""
+
+    id: int
+    rule_id: str
+    contact_id: int
+    email: str
+    occurred_at: datetime
+    event_id: int | None
+    due_at: datetime
+    expires_at: datetime
+    skip_policies: bool
+    attempts: int
+    subject: str
+    text_body: str
+    html_body: str
+    message_id: str
+    contact: Recipient
+
+
+DUE_COLUMNS = [MESSAGES.c[column.name] for column in fields(Due) if column.name != "contact"]
+RECIPIENT_COLUMNS = [CONTACTS.c[column.name] for column in fields(Recipient) if column.name != "id"]
+
+
+def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list[Due]:
     """Queued messages whose send time has come, most important first.
 
     With `lock`, rows are locked FOR UPDATE SKIP LOCKED on PostgreSQL, so several daemons
     claim disjoint batches; SQLite ignores it (one daemon per SQLite file).
     """
-    query = (
-        select(Message)
+    order = (MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
+    # Choose the ids first: sorting every due message's (priority, send_at, id) costs far less
+    # than sorting whole rows, bodies included, of which only `limit` are kept.
+    chosen = (
+        select(MESSAGES.c.id)
         .where(MESSAGES.c.status == "queued", MESSAGES.c.send_at <= now)
-        .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
+        .order_by(*order)
         .limit(limit)
     )
     if lock:
-        query = query.with_for_update(skip_locked=True)
+        chosen = chosen.with_for_update(skip_locked=True)
+    query = (
+        select(*DUE_COLUMNS, *RECIPIENT_COLUMNS)
+        .select_from(MESSAGES.outerjoin(CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id))
+        .where(MESSAGES.c.id.in_(chosen))
+        .order_by(*order)
+    )
+    return [_due(row) for row in session.execute(query)]
+
+
+def _due(row: Row[Any]) -> Due:
+    """A Due from a row of its columns followed by its contact's."""
+    width = len(DUE_COLUMNS)
+    values = (*row[:width], Recipient(row.contact_id, *row[width:]))
+    return Due(*values)
+
+
+def sending_among(session: Session, message_ids: set[int]) -> list[Message]:
+    """Those of these messages still in `sending` (their outcome not recorded yet)."""
+    if not message_ids:
+        return []
+    query = select(Message).where(MESSAGES.c.id.in_(message_ids), MESSAGES.c.status == "sending")
     return list(session.execute(query).scalars())
 
 
@@ -206,52 +257,44 @@ def sent_times(
     return found
 
 
-def mark_sending(session: Session, claimed: list[Message], now: datetime, lease_until: datetime) -> None:
-    """Claim messages for sending under a lease, in two statements for the whole batch."""
+def mark_sending(session: Session, claimed: list[Due], now: datetime, lease_until: datetime) -> None:
+    """Claim messages for sending under a lease (one more attempt each), with a history line;
+    two statements for the whole batch."""
     if not claimed:
         return
+    ids = [message.id for message in claimed]
     session.execute(
         update(MESSAGES)
-        .where(MESSAGES.c.id == bindparam("mid"))
-        .values(status="sending", lease_until=lease_until, attempts=bindparam("new_attempts")),
-        [{"mid": m.id, "new_attempts": m.attempts + 1} for m in claimed],
+        .where(MESSAGES.c.id.in_(ids))
+        .values(status="sending", lease_until=lease_until, attempts=MESSAGES.c.attempts + 1)
     )
     for message in claimed:
-        set_committed_value(message, "status", "sending")
-        set_committed_value(message, "lease_until", lease_until)
-        set_committed_value(message, "attempts", message.attempts + 1)
-    _record_many(session, claimed, now, "sending", "sending")
+        message.attempts += 1
+    _record_many(session, ids, now, "sending", literal("sending"))
 
 
-def mark_sent(session: Session, delivered: list[Message], now: datetime) -> None:
+def mark_sent(session: Session, delivered: list[Due], now: datetime) -> None:
+    """Record messages as sent, with a history line naming the address; two statements."""
+    if not delivered:
+        return
+    ids = [message.id for message in delivered]
     session.execute(
         update(MESSAGES)
-        .where(MESSAGES.c.id.in_([m.id for m in delivered]))
+        .where(MESSAGES.c.id.in_(ids))
         .values(status="sent", sent_at=now, lease_until=None, last_error=None)
     )
-    for message in delivered:
-        for key, value in (("status", "sent"), ("sent_at", now), ("lease_until", None), ("last_error", None)):
-            set_committed_value(message, key, value)
-    session.execute(
-        HISTORY.insert(),
-        [
-            {
-                "message_id": m.id,
-                "at": now,
-                "status": "sent",
-                "reason": f"sent to {m.email}",
-                "actor": "automator",
-            }
-            for m in delivered
-        ],
-    )
+    _record_many(session, ids, now, "sent", literal("sent to ") + MESSAGES.c.email)
 
 
-def _record_many(session: Session, batch: list[Message], at: datetime, status: str, reason: str) -> None:
-    session.execute(
-        HISTORY.insert(),
-        [
-            {"message_id": m.id, "at": at, "status": status, "reason": reason, "actor": "automator"}
-            for m in batch
-        ],
-    )
+def _record_many(
+    session: Session, message_ids: list[int], at: datetime, status: str, reason: ColumnElement[str]
+) -> None:
+    """One history line per message; `reason` may use the message's columns."""
+    lines = select(
+        MESSAGES.c.id,
+        literal(at, UTCDateTime()),
+        literal(status),
+        reason,
+        literal("automator"),
+    ).where(MESSAGES.c.id.in_(message_ids))
+    session.execute(HISTORY.insert().from_select(["message_id", "at", "status", "reason", "actor"], lines))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from automator.emails import OutgoingEmail
 from automator.errors import TemporaryDeliveryError
+from automator.transports.base import Transport
 
 
-class FileTransport:
+class FileTransport(Transport):
     """Writes each email atomically (temp file + rename) so a crash never leaves half a file."""
 
     def __init__(self, outbox: Path) -> None:

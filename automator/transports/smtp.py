@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -23,6 +23,7 @@ from automator.errors import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
+from automator.transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ async def _quit(session: aiosmtplib.SMTP) -> None:
         session.close()
 
 
-class SmtpTransport:
+class SmtpTransport(Transport):
     """Delivers through an SMTP relay with pooled sessions, a concurrency cap and a rate limit."""
 
     def __init__(self, settings: SmtpSettings) -> None:
@@ -306,6 +307,24 @@ class SmtpTransport:
         async with self._in_flight:
             await self._rate.wait()
             await self._deliver(email, retry_if_dropped=True)
+
+    async def send_many(self, emails: Sequence[OutgoingEmail]) -> list[BaseException | None]:
+        """Sends a batch with one worker per usable connection, each taking the next email
+        until none is left: no task per email, and the same caps and errors as `send`."""
+        outcomes: list[BaseException | None] = [None] * len(emails)
+        pending = enumerate(emails)  # shared: each email is taken by exactly one worker
+        workers = min(self.settings.concurrency, self.settings.pool_size, len(emails))
+        await asyncio.gather(*(self._work(pending, outcomes) for _ in range(workers)))
+        return outcomes
+
+    async def _work(
+        self, pending: Iterator[tuple[int, OutgoingEmail]], outcomes: list[BaseException | None]
+    ) -> None:
+        for index, email in pending:
+            try:
+                await self.send(email)
+            except Exception as exc:
+                outcomes[index] = exc
 
     async def close(self) -> None:
         """Waits for sends in flight, then quits every kept-open connection."""
