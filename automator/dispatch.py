@@ -37,6 +37,10 @@ log = logging.getLogger("automator.dispatch")
 LEASE = timedelta(minutes=5)
 RULE_MISSING_RETRY = timedelta(minutes=10)
 BATCH = 500
+# While a batch goes out, what has been sent is recorded once this many are done, or this
+# often: a crash re-sends at most that much (plus what was on the wire), not the batch.
+RECORD_EVERY = 50
+RECORD_AFTER_SECONDS = 1.0
 T = TypeVar("T")
 
 
@@ -198,27 +202,60 @@ class Dispatcher:
     async def send_claimed(
         self, claimed: list[Claimed], now: datetime, report: TickReport, database: asyncio.Lock
     ) -> int:
-        """Send claimed messages as one batch (the transport bounds its own concurrency), then
-        record the outcomes; returns how many were sent."""
-        results = await self.engine.transport.send_many([item.email for item in claimed])
-        return await _serially(database, self.record, claimed, results, now, report)
+        """Send claimed messages as one batch (the transport bounds its own concurrency) and
+        record the outcomes while the rest is still going out, a few dozen per transaction:
+        a crash can then send again only what went out since the last record, not the whole
+        batch. Returns how many were sent."""
+        finished: list[tuple[Claimed, BaseException | None]] = []
+        enough = asyncio.Event()
+
+        def on_result(index: int, outcome: BaseException | None) -> None:
+            finished.append((claimed[index], outcome))
+            if len(finished) >= RECORD_EVERY:
+                enough.set()
+
+        sending = asyncio.ensure_future(
+            self.engine.transport.send_many([item.email for item in claimed], on_result)
+        )
+        sent = 0
+        try:
+            while not sending.done() or finished:
+                if not sending.done():
+                    waiting = asyncio.ensure_future(enough.wait())
+                    try:
+                        await asyncio.wait(
+                            {sending, waiting},
+                            timeout=RECORD_AFTER_SECONDS,
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    finally:
+                        waiting.cancel()
+                enough.clear()
+                taken = finished[:]
+                del finished[:]
+                if taken:
+                    sent += await _serially(database, self.record, taken, now, report)
+        finally:
+            sending.cancel()  # a stop past the grace cancels us: the sends stop with us
+        await sending  # send_many reports each email's error; this only raises on a bug
+        return sent
 
     def record(
-        self, claimed: list[Claimed], results: list[BaseException | None], now: datetime, report: TickReport
+        self, outcomes: list[tuple[Claimed, BaseException | None]], now: datetime, report: TickReport
     ) -> int:
-        """Record what the transport did with each claimed message; returns how many were sent."""
+        """Record what the transport did with claimed messages; returns how many were sent."""
         delivered: list[Due] = []
         failures: list[tuple[Due, BaseException]] = []
-        for item, result in zip(claimed, results, strict=True):
+        for item, result in outcomes:
             if result is None:
                 delivered.append(item.message)
             else:
                 failures.append((item.message, result))
             self.in_flight_ids.discard(item.message.id)
-        outcomes = self.failed(failures, now) if failures else []
+        failed = self.failed(failures, now) if failures else []
         sent = Counter(message.rule_id for message in delivered)
         with report.lock:
-            for rule_id, outcome in outcomes:
+            for rule_id, outcome in failed:
                 report.rule(rule_id).outcomes[outcome] += 1
             for rule_id, count in sent.items():
                 report.rule(rule_id).sent += count

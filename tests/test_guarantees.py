@@ -12,12 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from automator import enqueue
+from automator.dispatch import Dispatcher
+from automator.emails import OutgoingEmail
 from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
 from automator.schema import Coupon
-from automator.store import candidates, contacts, coupons, queueing, suppressions, table
+from automator.store import candidates, contacts, coupons, messages, queueing, suppressions, table
 from automator.store.candidates import Watermark
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, history_of, utc, write_jsonl
@@ -231,6 +233,64 @@ def test_a_refused_address_does_not_hold_back_the_rest_of_its_batch(
     with store.session() as session:
         assert suppressions.get(session, "minh@example.com") is not None
         assert suppressions.get(session, "hoa@example.com") is None
+
+
+class StallingTransport(RecordingTransport):
+    """Sends `before` emails, then waits for `go` before it sends the rest."""
+
+    def __init__(self, before: int) -> None:
+        super().__init__()
+        self.before = before
+        self.stalled = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def send(self, email: OutgoingEmail) -> None:
+        if len(self.sent) == self.before:
+            self.stalled.set()
+            await self.go.wait()
+        await super().send(email)
+
+
+def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
+    make_contact, make_event, project, store
+):
+    addresses = [f"shopper{i:03d}@example.com" for i in range(120)]
+    for i, address in enumerate(addresses):
+        make_contact(address)
+        make_event("cart_updated", utc("2026-11-20 03:00"), email=address, id=f"cart-{i}", **cart(f"c{i}"))
+    transport = StallingTransport(before=75)  # a full group of RECORD_EVERY, then a partial one
+    engine = Engine(project, store, transport)
+    now = utc("2026-11-20 04:00")
+
+    async def send_and_look_while_stalled() -> dict[str, int]:
+        report = TickReport(now)
+        engine.evaluate(now, report)
+        dispatching = asyncio.ensure_future(Dispatcher(engine).run(now, report))
+        await asyncio.wait_for(transport.stalled.wait(), timeout=10)
+        # The partial group is recorded within RECORD_AFTER_SECONDS, by the dispatcher's thread.
+        for _ in range(100):
+            counts = statuses(store)
+            if counts.get("sent") == 75:
+                break
+            await asyncio.sleep(0.05)
+        transport.go.set()
+        await dispatching
+        return counts
+
+    try:
+        while_stalled = asyncio.run(send_and_look_while_stalled())
+    finally:
+        engine.close()
+
+    # A crash at that moment would send again only the 45 still `sending`, not the batch.
+    assert while_stalled == {"sent": 75, "sending": 45}
+    assert statuses(store) == {"sent": 120}
+    assert len(transport.sent) == 120
+
+
+def statuses(store) -> dict[str, int]:
+    with store.session() as session:
+        return messages.counts_by_status(session)
 
 
 def test_sent_abandoned_cart_moves_the_contact_to_conversion_with_its_cause(

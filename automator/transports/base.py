@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from automator.emails import OutgoingEmail
+
+# Told each email's outcome as soon as it is known: its index in the batch, and None or the error.
+OnResult = Callable[[int, BaseException | None], None]
 
 
 class Transport(Protocol):
@@ -17,20 +20,26 @@ class Transport(Protocol):
 
     async def send(self, email: OutgoingEmail) -> None: ...
 
-    async def send_many(self, emails: Sequence[OutgoingEmail]) -> list[BaseException | None]:
+    async def send_many(
+        self, emails: Sequence[OutgoingEmail], on_result: OnResult | None = None
+    ) -> list[BaseException | None]:
         """Sends a batch; per email, in order, None when delivered or the error `send` raised.
+        `on_result` hears each outcome the moment it is known (the batch's caller records them
+        while the rest is still going out).
 
         This default sends one email after the other; a transport that can do better (the
         SMTP transport's pooled connections) overrides it.
         """
         outcomes: list[BaseException | None] = []
-        for email in emails:
+        for index, email in enumerate(emails):
+            outcome: BaseException | None = None
             try:
                 await self.send(email)
             except Exception as exc:
-                outcomes.append(exc)
-            else:
-                outcomes.append(None)
+                outcome = exc
+            outcomes.append(outcome)
+            if on_result is not None:
+                on_result(index, outcome)
         return outcomes
 
     async def close(self) -> None: ...

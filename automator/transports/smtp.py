@@ -23,7 +23,7 @@ from automator.errors import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
-from automator.transports.base import Transport
+from automator.transports.base import OnResult, Transport
 
 log = logging.getLogger(__name__)
 
@@ -308,23 +308,30 @@ class SmtpTransport(Transport):
             await self._rate.wait()
             await self._deliver(email, retry_if_dropped=True)
 
-    async def send_many(self, emails: Sequence[OutgoingEmail]) -> list[BaseException | None]:
+    async def send_many(
+        self, emails: Sequence[OutgoingEmail], on_result: OnResult | None = None
+    ) -> list[BaseException | None]:
         """Sends a batch with one worker per usable connection, each taking the next email
         until none is left: no task per email, and the same caps and errors as `send`."""
         outcomes: list[BaseException | None] = [None] * len(emails)
         pending = enumerate(emails)  # shared: each email is taken by exactly one worker
         workers = min(self.settings.concurrency, self.settings.pool_size, len(emails))
-        await asyncio.gather(*(self._work(pending, outcomes) for _ in range(workers)))
+        await asyncio.gather(*(self._work(pending, outcomes, on_result) for _ in range(workers)))
         return outcomes
 
     async def _work(
-        self, pending: Iterator[tuple[int, OutgoingEmail]], outcomes: list[BaseException | None]
+        self,
+        pending: Iterator[tuple[int, OutgoingEmail]],
+        outcomes: list[BaseException | None],
+        on_result: OnResult | None,
     ) -> None:
         for index, email in pending:
             try:
                 await self.send(email)
             except Exception as exc:
                 outcomes[index] = exc
+            if on_result is not None:
+                on_result(index, outcomes[index])
 
     async def close(self) -> None:
         """Waits for sends in flight, then quits every kept-open connection."""
