@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -32,6 +32,9 @@ from automator.transports import Transport
 log = logging.getLogger("automator.engine")
 
 CHUNK = 500  # occurrences queued per transaction
+# Chunks started (read, rendering) before the oldest is written: the workers render a chunk
+# while the tick's process writes the one before and reads the one after.
+AHEAD = 2
 CONTACTS = table(Contact)
 
 
@@ -151,19 +154,18 @@ class Engine:
     ) -> list[str]:
         """Queue every chunk; returns what could not be queued.
 
-        While the render workers render one chunk, the chunk before is written: the tick's
-        process does the SQL and the workers the templates, at the same time."""
+        While the render workers render a chunk, the chunks before it are written: the
+        tick's process does the SQL and the workers the templates, at the same time."""
         if not can_overlap(rule):
             return [error for chunk in chunks for error in self._enqueue_chunk(rule, chunk, now, report)]
         errors: list[str] = []
-        before: tuple[list[Candidate], Prepared | None] | None = None
+        started: deque[tuple[list[Candidate], Prepared | None]] = deque()
         for chunk in chunks:
-            started = self._prepare(rule, chunk, now)
-            if before is not None:
-                errors += self._finish(rule, *before, now, report)
-            before = (chunk, started)
-        if before is not None:
-            errors += self._finish(rule, *before, now, report)
+            started.append((chunk, self._prepare(rule, chunk, now)))
+            if len(started) > AHEAD:
+                errors += self._finish(rule, *started.popleft(), now, report)
+        while started:
+            errors += self._finish(rule, *started.popleft(), now, report)
         return errors
 
     def _prepare(self, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared | None:

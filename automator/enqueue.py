@@ -203,10 +203,7 @@ def _give_coupons(session: Session, rule: Rule, spec: CouponSpec, drafts: list[D
     if len(coupons.assign(session, owners, rule.id, now)) < len(owners):
         # A code was taken since it was chosen (another daemon): the chunk is redone one by one.
         raise AutomatorError(f"a code of pool '{spec.pool}' was taken meanwhile")
-    stored = coupons.add_generated(session, generated)
-    for draft in drafts:
-        if isinstance(draft.coupon, NewCoupon):
-            draft.coupon = stored[draft.id or 0]
+    coupons.add_generated(session, generated)
 
 
 def attach_coupons(

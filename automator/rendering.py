@@ -27,6 +27,9 @@ from automator.templates import Rendered, Templates
 log = logging.getLogger("automator.rendering")
 
 POOL_MIN = 64  # fewer messages than this render in the calling process: the hop costs more
+# A chunk goes to the workers in slices this big; the slices no worker has taken yet when
+# the caller wants the results, the caller renders itself instead of waiting.
+SLICE = 32
 
 
 @dataclass(frozen=True)
@@ -117,13 +120,13 @@ class RenderPool:
         """Start rendering; the caller collects the results when it needs them."""
         if self.workers < 1 or len(jobs) < POOL_MIN:
             return Rendering(self, jobs, done=self.renderer.render_each(jobs))
-        size = -(-len(jobs) // self.workers)
-        slices = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+        slices = [jobs[start : start + SLICE] for start in range(0, len(jobs), SLICE)]
         try:
             pool = self._started()
-            return Rendering(self, jobs, parts=[pool.submit(_render_slice, part) for part in slices])
+            parts = [(part, pool.submit(_render_slice, part)) for part in slices]
         except BrokenProcessPool:
             return Rendering(self, jobs, done=self.fall_back(jobs))
+        return Rendering(self, jobs, parts=parts)
 
     def fall_back(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
         """A worker died: render these, and every later chunk, in this process."""
@@ -157,15 +160,29 @@ class Rendering:
         pool: RenderPool,
         jobs: list[RenderJob],
         done: list[Rendered | Failed] | None = None,
-        parts: list[Future[list[Rendered | Failed]]] | None = None,
+        parts: list[tuple[list[RenderJob], Future[list[Rendered | Failed]]]] | None = None,
     ) -> None:
         self._pool, self._jobs, self._done, self._parts = pool, jobs, done, parts or []
+        self.stolen = 0  # slices the caller rendered itself (no worker had taken them)
 
     def results(self) -> list[Rendered | Failed]:
-        """One result per job, in order; waits for the workers."""
+        """One result per job, in order. The slices no worker has started yet are rendered
+        here, from the last one back, while the workers go on from the first: the caller's
+        process renders instead of waiting."""
         if self._done is None:
+            here: dict[int, list[Rendered | Failed]] = {}
+            for index in range(len(self._parts) - 1, -1, -1):
+                part, future = self._parts[index]
+                if not future.cancel():
+                    break  # a worker has it, and so every slice before it
+                here[index] = self._pool.renderer.render_each(part)
+            self.stolen = len(here)
             try:
-                self._done = [result for part in self._parts for result in part.result()]
+                self._done = [
+                    result
+                    for index, (_, future) in enumerate(self._parts)
+                    for result in (here[index] if index in here else future.result())
+                ]
             except BrokenProcessPool:
                 self._done = self._pool.fall_back(self._jobs)
         return self._done

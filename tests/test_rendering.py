@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from automator.engine import Engine
-from automator.rendering import POOL_MIN, Failed, RenderJob, RenderPool
+from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool
 from automator.templates import Rendered
 from tests.conftest import all_messages, cart, utc
 
@@ -61,6 +61,17 @@ def test_a_big_chunk_renders_on_workers_exactly_as_in_process(engine, pool) -> N
     assert in_workers == engine.renderer.render_each(jobs)
     assert all(isinstance(result, Rendered) for result in in_workers)
     assert "Lan 0" in in_workers[0].text and "Anna 1" in in_workers[1].text
+
+
+def test_the_caller_renders_the_slices_no_worker_has_taken_yet(engine, pool) -> None:
+    jobs = cart_jobs(engine, SLICE * 12)
+
+    rendering = pool.start(jobs)  # the workers are still starting: they take the first slices
+    results = rendering.results()
+
+    assert 0 < rendering.stolen < 12  # the caller took the last ones; the workers the first
+    assert results == engine.renderer.render_each(jobs)  # in order, whoever rendered them
+    assert all(f"Lan {index}" in results[index].text for index in range(0, len(jobs), 2))
 
 
 def test_a_template_error_on_a_worker_fails_only_that_message(engine, pool) -> None:

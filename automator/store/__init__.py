@@ -110,6 +110,47 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """`session.execute(statement, rows)` for many rows of plain values (an INSERT of
+    them), with the parameters prepared here in one pass over the rows.
+
+    The same SQL on the same connection; only the per-row parameter handling differs:
+    SQLAlchemy's own is general (it handles every kind of statement) and costs more than
+    SQLite's insert of the row itself, about 70 µs for a message. Here each row becomes a
+    tuple (or a dict, for named parameters) through the columns' own bind processors."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
+    names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
+    binds = [compiled.binds[name] for name in names]
+    keys = [bind.key for bind in binds]
+    # Columns the rows leave out get their default, as SQLAlchemy would give it.
+    defaults: dict[str, Any] = {}
+    for key in set(keys) - set(rows[0]):
+        default = statement.table.c[key].default
+        if default is None or not default.is_scalar:
+            session.execute(statement, rows)  # a default computed per row: SQLAlchemy's way
+            return
+        defaults[key] = default.arg
+    rows = [{**defaults, **row} for row in rows] if defaults else rows
+    processors = [bind.type.bind_processor(dialect) for bind in binds]
+    pairs = list(zip(keys, processors, strict=True))
+    params: list[Any]
+    if compiled.positional:
+        params = [tuple([row[key] if p is None else p(row[key]) for key, p in pairs]) for row in rows]
+    else:
+        params = [
+            {
+                name: row[key] if p is None else p(row[key])
+                for name, (key, p) in zip(names, pairs, strict=True)
+            }
+            for row in rows
+        ]
+    connection.exec_driver_sql(compiled.string, params)
+
+
 def insert(session: Session, table: Table) -> Any:
     """An INSERT that supports ON CONFLICT on both SQLite and PostgreSQL."""
     dialect = session.get_bind().dialect.name

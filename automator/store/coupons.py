@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from automator.schema import Coupon
-from automator.store import insert, table
+from automator.store import execute_many, insert, table
 
 COUPONS = table(Coupon)
 
@@ -52,19 +52,26 @@ def free_codes(session: Session, pool: str, limit: int) -> list[Any]:
 
 
 def assign(session: Session, owners: dict[int, tuple[int, int]], rule_id: str, now: datetime) -> set[int]:
-    """Give pool codes to messages: coupon id → (message id, contact id), in one statement.
-    Returns the coupon ids actually given; one taken meanwhile is not (the UPDATE re-checks)."""
+    """Give pool codes to messages: coupon id → (message id, contact id). Returns the coupon
+    ids actually given; one taken meanwhile is not (the UPDATE re-checks it is free).
+
+    One executemany, then one read back: a single UPDATE with a CASE per row would be
+    compiled afresh for every chunk size, and compiling it costs more than running it."""
     if not owners:
         return set()
-    messages = case({coupon: message for coupon, (message, _) in owners.items()}, value=COUPONS.c.id)
-    contacts = case({coupon: contact for coupon, (_, contact) in owners.items()}, value=COUPONS.c.id)
-    taken = session.execute(
+    session.execute(
         update(COUPONS)
-        .where(COUPONS.c.id.in_(owners), COUPONS.c.message_id.is_(None))
-        .values(message_id=messages, contact_id=contacts, rule_id=rule_id, assigned_at=now)
-        .returning(COUPONS.c.id)
+        .where(COUPONS.c.id == bindparam("coupon"), COUPONS.c.message_id.is_(None))
+        .values(
+            message_id=bindparam("message"), contact_id=bindparam("contact"), rule_id=rule_id, assigned_at=now
+        ),
+        [
+            {"coupon": coupon, "message": message, "contact": contact}
+            for coupon, (message, contact) in owners.items()
+        ],
     )
-    return set(taken.scalars())
+    given = session.execute(select(COUPONS.c.id, COUPONS.c.message_id).where(COUPONS.c.id.in_(owners))).all()
+    return {coupon for coupon, message in given if message == owners[coupon][0]}
 
 
 def existing_codes(session: Session, codes: set[str]) -> set[str]:
@@ -74,11 +81,9 @@ def existing_codes(session: Session, codes: set[str]) -> set[str]:
     return set(session.execute(select(COUPONS.c.code).where(COUPONS.c.code.in_(codes))).scalars())
 
 
-def add_generated(session: Session, rows: list[dict[str, Any]]) -> dict[int, Any]:
-    """Store generated codes (each row names its message); returns the stored rows by message id."""
-    if not rows:
-        return {}
-    return {row.message_id: row for row in session.execute(COUPONS.insert().returning(COUPONS), rows)}
+def add_generated(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Store generated codes; each row names its message (one executemany, nothing read back)."""
+    execute_many(session, COUPONS.insert(), rows)
 
 
 def for_message(session: Session, message_id: int) -> Coupon | None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from automator.schema import Contact, Event, Message, MessageHistory
-from automator.store import insert, table
+from automator.store import execute_many, insert, table
 
 CONTACTS = table(Contact)
 EVENTS = table(Event)
@@ -18,9 +18,14 @@ MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 
 
+# What queueing reads of a contact: the address, where it lives and what templates show.
+QUEUEING_COLUMNS = ("id", "email", "first_name", "last_name", "locale", "timezone", "stage", "attributes")
+
+
 def contact_rows(session: Session, contact_ids: set[int]) -> dict[int, Any]:
     """Contact rows (not ORM objects: a chunk only reads them) by id."""
-    rows = session.execute(select(CONTACTS).where(CONTACTS.c.id.in_(contact_ids)))
+    columns = [CONTACTS.c[name] for name in QUEUEING_COLUMNS]
+    rows = session.execute(select(*columns).where(CONTACTS.c.id.in_(contact_ids)))
     return {row.id: row for row in rows}
 
 
@@ -35,16 +40,15 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
     """Insert messages, content included; a row whose dedupe key exists already (another tick
     or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence).
 
-    The rows go in as one executemany, which SQLAlchemy hands to the driver as it is (with
-    RETURNING it would build and bind a many-row VALUES statement, at twice the cost); the
-    ids are read back through the dedupe key, and a row is ours when it carries our
-    Message-ID."""
+    The rows go in as one executemany (with RETURNING, SQLAlchemy would build and bind a
+    many-row VALUES statement, at twice the cost); the ids are read back through the dedupe
+    key, and a row is ours when it carries our Message-ID."""
     if not rows:
         return {}
     statement = insert(session, MESSAGES).on_conflict_do_nothing(
         index_elements=["rule_id", "contact_id", "occurrence"]
     )
-    session.execute(statement, rows)
+    execute_many(session, statement, rows)
     ours = {row["message_id"] for row in rows}
     found = session.execute(
         select(MESSAGES.c.id, MESSAGES.c.contact_id, MESSAGES.c.occurrence, MESSAGES.c.message_id).where(
@@ -57,11 +61,11 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
     """One history line per (message id, status, reason)."""
-    if lines:
-        session.execute(
-            HISTORY.insert(),
-            [
-                {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
-                for message_id, status, reason in lines
-            ],
-        )
+    execute_many(
+        session,
+        HISTORY.insert(),
+        [
+            {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
+            for message_id, status, reason in lines
+        ],
+    )
