@@ -276,7 +276,7 @@ class Engine:
         coupon: CouponFields | None,
         occurred_at: datetime,
         send_at: datetime,
-        event_properties: dict[str, Any] | None,
+        event_properties: dict[str, Any] | str | None,
     ) -> RenderJob:
         """What a message's content depends on, from plain values (the set-wise enqueue has
         rows, not ORM objects)."""
@@ -285,7 +285,6 @@ class Engine:
             template=rule.send.template,
             rule={"id": rule.id, "name": rule.name or rule.id},
             contact={
-                **contact.attributes,
                 "email": contact.email,
                 "first_name": contact.first_name,
                 "last_name": contact.last_name,
@@ -307,6 +306,7 @@ class Engine:
             send_at=send_at,
             event=event_properties,
             zone=contact.timezone or self.settings.timezone,
+            attributes=contact.attributes,
         )
 
 
@@ -326,7 +326,7 @@ class ContactFields(Protocol):
     @property
     def stage(self) -> str | None: ...
     @property
-    def attributes(self) -> dict[str, Any]: ...
+    def attributes(self) -> dict[str, Any] | str: ...  # a row's may be the JSON text
 
 
 class CouponFields(Protocol):

@@ -131,6 +131,8 @@ def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: 
         "html_body": "",
         "message_id": emails.new_message_id(engine.settings.sender),
         "created_at": now,
+        "skip_policies": False,
+        "attempts": 0,
     }
     draft = Draft(values, contact)
     if candidate.suppressed:
@@ -216,7 +218,7 @@ def attach_coupons(
 
 def _jobs(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
     is_event = isinstance(rule.trigger, EventTrigger)
-    properties: dict[int, dict[str, Any]] = {}
+    properties: dict[int, dict[str, Any] | str] = {}
     if is_event:
         event_ids = {d.values["event_id"] for d in drafts if d.values["event_id"] is not None}
         properties = queueing.event_properties(session, event_ids)

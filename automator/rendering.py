@@ -10,12 +10,13 @@ safe), and kept for the life of the engine.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,15 @@ class RenderJob:
 
     template: str
     rule: dict[str, Any]  # id, name
-    contact: dict[str, Any]  # its fields and attributes
+    contact: dict[str, Any]  # its fields (email, first_name, locale…)
     coupon: dict[str, Any] | None  # code, percent_off, expires_at
     occurred_at: datetime
     send_at: datetime
-    event: dict[str, Any] | None  # the triggering event's properties, for event rules
+    # The triggering event's properties, for event rules; like `attributes`, a dict or its
+    # JSON text as stored: a chunk's rows go to the workers undecoded, and they decode them.
+    event: dict[str, Any] | str | None
     zone: str  # dates are shown in this time zone: the contact's, else the project's
+    attributes: dict[str, Any] | str = field(default_factory=dict)  # the contact's other fields
 
     @property
     def locale(self) -> str | None:
@@ -75,8 +79,9 @@ class Renderer:
     def context(self, job: RenderJob) -> dict[str, Any]:
         """What a template sees: contact, event, coupon, rule, trigger, links."""
         days_left = round((job.occurred_at - job.send_at).total_seconds() / 86400)
+        attributes = _decoded(job.attributes)
         context: dict[str, Any] = {
-            "contact": job.contact,
+            "contact": {**attributes, **job.contact} if attributes else job.contact,
             "coupon": job.coupon,
             "rule": job.rule,
             "trigger": {"at": job.occurred_at, "days_left": days_left},
@@ -87,7 +92,7 @@ class Renderer:
             "now": job.send_at,
         }
         if job.event is not None:
-            context["event"] = job.event
+            context["event"] = _decoded(job.event)
         return context
 
     def render(self, job: RenderJob) -> Rendered:
@@ -186,6 +191,13 @@ class Rendering:
             except BrokenProcessPool:
                 self._done = self._pool.fall_back(self._jobs)
         return self._done
+
+
+def _decoded(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """A JSON column's value: decoded already (the ORM, PostgreSQL's driver) or its text."""
+    if value is None:
+        return {}
+    return json.loads(value) if isinstance(value, str) else value
 
 
 _worker: Renderer | None = None  # the renderer of a worker process
