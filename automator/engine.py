@@ -10,6 +10,7 @@ import hashlib
 import logging
 import threading
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -72,6 +73,15 @@ class TickReport:
         return self.rules.setdefault(rule_id, RuleReport(rule_id))
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """A rule's candidates, and the watermark to keep once they are all queued."""
+
+    shape: str  # trigger_hash of the rule they were found for
+    next_mark: Watermark
+    found: list[Candidate]
+
+
 def trigger_hash(rule: Rule) -> str:
     """Changes when the trigger or conditions change, which restarts the rule's watermark."""
     shape = rule.trigger.model_dump_json() + repr([c.model_dump() for c in rule.when])
@@ -114,23 +124,39 @@ class Engine:
         return report
 
     def evaluate(self, now: datetime, report: TickReport) -> None:
-        """Enqueue every due occurrence of every rule; a failing rule is reported and skipped."""
-        for rule in self.project.rules:
-            rule_report = report.rule(rule.id)
-            try:
-                self.evaluate_rule(rule, now, rule_report)
-            except Exception as exc:  # one broken rule must never stop the others
-                log.exception("rule %s failed", rule.id)
-                rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        """Enqueue every due occurrence of every rule; a failing rule is reported and skipped.
 
-    def evaluate_rule(self, rule: Rule, now: datetime, report: RuleReport) -> None:
+        The next rule's candidates are looked up in a thread of their own while this rule's
+        are queued: SQLite reads from its own snapshot without blocking the writer, and the
+        lookup's SQL runs without the GIL, on the core the render workers leave free."""
+        rules = self.project.rules
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-find") as finder:
+            lookups = [finder.submit(self.look_up, rule, now) for rule in rules[:1]]
+            for index, rule in enumerate(rules):
+                if index + 1 < len(rules):
+                    lookups.append(finder.submit(self.look_up, rules[index + 1], now))
+                rule_report = report.rule(rule.id)
+                try:
+                    self.evaluate_rule(rule, now, rule_report, lookups[index].result())
+                except Exception as exc:  # one broken rule must never stop the others
+                    log.exception("rule %s failed", rule.id)
+                    rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+    def look_up(self, rule: Rule, now: datetime) -> Lookup:
+        """A rule's due, new occurrences, with the watermark they were found against."""
         shape = trigger_hash(rule)
-        kind = _sequence_kind(rule)
         with self.store.session() as session:
             fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
             mark = rulestate.watermark(session, rule.id, shape, fresh)
-            seq_now = rulestate.current_seq(session, kind)
+            seq_now = rulestate.current_seq(session, _sequence_kind(rule))
             found = candidate_queries.find(session, rule, now, mark, self.settings.zone)
+        return Lookup(shape, Watermark(until=now, seq=seq_now), found)
+
+    def evaluate_rule(
+        self, rule: Rule, now: datetime, report: RuleReport, lookup: Lookup | None = None
+    ) -> None:
+        lookup = lookup or self.look_up(rule, now)
+        found = lookup.found
         report.evaluated = len(found)
         errors = self._enqueue(
             rule, [found[start : start + CHUNK] for start in range(0, len(found), CHUNK)], now, report
@@ -143,8 +169,8 @@ class Engine:
             rulestate.advance(
                 session,
                 rule.id,
-                shape,
-                Watermark(until=now, seq=seq_now),
+                lookup.shape,
+                lookup.next_mark,
                 now,
                 {"evaluated": report.evaluated, "enqueued": report.enqueued},
             )
