@@ -32,7 +32,12 @@ from automator.transports import Transport
 
 log = logging.getLogger("automator.engine")
 
-CHUNK = 500  # occurrences queued per transaction
+# Occurrences queued per transaction: up to CHUNK, but a rule with few is cut into about
+# SPREAD chunks of at least CHUNK_MIN, so that the render workers start early and the
+# pipeline below has something to overlap.
+CHUNK = 500
+CHUNK_MIN = 100
+SPREAD = 8
 # Chunks started (read, rendering) before the oldest is written: the workers render a chunk
 # while the tick's process writes the one before and reads the one after.
 AHEAD = 2
@@ -158,8 +163,9 @@ class Engine:
         lookup = lookup or self.look_up(rule, now)
         found = lookup.found
         report.evaluated = len(found)
+        size = max(CHUNK_MIN, min(CHUNK, -(-len(found) // SPREAD)))
         errors = self._enqueue(
-            rule, [found[start : start + CHUNK] for start in range(0, len(found), CHUNK)], now, report
+            rule, [found[start : start + size] for start in range(0, len(found), size)], now, report
         )
         if errors:
             # Keep the watermark: the next tick retries what failed (queued ones are skipped).

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -206,6 +208,17 @@ _worker: Renderer | None = None  # the renderer of a worker process
 def _start_worker(root: str, timezone: str, links: Links) -> None:
     global _worker
     _worker = Renderer(Templates(Path(root), timezone), links)
+    threading.Thread(target=_exit_with_parent, name="automator-render-parent", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    """A worker outlives a parent killed outright (SIGKILL, the OOM killer): it holds its
+    own end of the task queue, so it would wait on it forever. It leaves when the parent
+    is gone instead."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
 
 
 def _render_slice(jobs: list[RenderJob]) -> list[Rendered | Failed]:

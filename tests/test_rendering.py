@@ -3,9 +3,15 @@ process gives; a template error there holds only the message it happened in."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +117,56 @@ def test_a_tick_with_many_due_carts_queues_them_all_through_the_workers(
     assert {message.status for message in all_messages(store)} == {"sent"}
     [email] = transport.to("shopper7@example.com")
     assert "Shopper 7" in email.get_body(("plain",)).get_content()
+
+
+HOLD_A_POOL = """
+import sys, time
+from pathlib import Path
+from automator.engine import Engine
+from automator.project import load_project
+from automator.transports.file import FileTransport
+
+if __name__ == "__main__":
+    project_dir, db = Path(sys.argv[1]), sys.argv[2]
+    project = load_project(project_dir, {"AUTOMATOR_DATABASE_URL": f"sqlite:///{db}"})
+    engine = Engine(project, project.open_store(), FileTransport(project_dir / "outbox"))
+    pool = engine.render_pool._started()
+    pool.submit(time.time).result()  # the worker is up
+    print(*pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not reaped yet) is gone too.
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_render_workers_leave_when_the_tick_process_is_killed(project_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "hold_a_pool.py"
+    script.write_text(HOLD_A_POOL, encoding="utf-8")
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(project_dir), str(tmp_path / "automator.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert workers and all(alive(pid) for pid in workers)
+
+        parent.send_signal(signal.SIGKILL)  # as the OOM killer would
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        assert not any(alive(pid) for pid in workers), "a render worker outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
