@@ -135,6 +135,7 @@ class Daemon:
             loop.add_signal_handler(signum, self.stop, signum)
         if self.options.exclusive:
             self.release_orphans()
+        self.engine.render_pool.warm()  # the workers start while the first lookup runs
         self.beat("started")
         scheduler = self.schedule()
         scheduler.start()

@@ -129,23 +129,28 @@ class Engine:
         return report
 
     def evaluate(self, now: datetime, report: TickReport) -> None:
-        """Enqueue every due occurrence of every rule; a failing rule is reported and skipped.
+        """Enqueue every due occurrence of every rule, the highest priority first; a failing
+        rule is reported and skipped.
 
-        The next rule's candidates are looked up in a thread of their own while this rule's
-        are queued: SQLite reads from its own snapshot without blocking the writer, and the
-        lookup's SQL runs without the GIL, on the core the render workers leave free."""
-        rules = self.project.rules
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-find") as finder:
-            lookups = [finder.submit(self.look_up, rule, now) for rule in rules[:1]]
-            for index, rule in enumerate(rules):
-                if index + 1 < len(rules):
-                    lookups.append(finder.submit(self.look_up, rules[index + 1], now))
+        The rules' candidates are looked up one after the other in a thread of their own
+        while the tick's thread queues what was found: SQLite reads from its own snapshot
+        without blocking the writer, and the lookups' SQL runs without the GIL, on the core
+        the render workers leave free."""
+        for rule in self.project.rules:
+            report.rule(rule.id)  # the summary lists the rules in the project's order
+        rules = sorted(self.project.rules, key=lambda rule: -self.priority(rule))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
+            lookups = [finder.submit(self.look_up, rule, now) for rule in rules]
+            for rule, lookup in zip(rules, lookups, strict=True):
                 rule_report = report.rule(rule.id)
                 try:
-                    self.evaluate_rule(rule, now, rule_report, lookups[index].result())
+                    self.evaluate_rule(rule, now, rule_report, lookup.result())
                 except Exception as exc:  # one broken rule must never stop the others
                     log.exception("rule %s failed", rule.id)
                     rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+    def priority(self, rule: Rule) -> int:
+        return self.settings.priorities.get(rule.id, rule.priority)
 
     def look_up(self, rule: Rule, now: datetime) -> Lookup:
         """A rule's due, new occurrences, with the watermark they were found against."""

@@ -121,7 +121,7 @@ def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: 
         "event_id": candidate.event_id,
         "status": "suppressed" if candidate.suppressed else "queued",
         "hold_kind": None,
-        "priority": engine.settings.priorities.get(rule.id, rule.priority),
+        "priority": engine.priority(rule),
         "due_at": due,
         "send_at": send_at,
         "expires_at": send_at + rule.lateness,

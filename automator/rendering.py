@@ -135,6 +135,17 @@ class RenderPool:
             return Rendering(self, jobs, done=self.fall_back(jobs))
         return Rendering(self, jobs, parts=parts)
 
+    def warm(self) -> None:
+        """Start the workers now rather than with the first big chunk (a second or so of
+        start-up each, on their own cores: the caller goes on meanwhile)."""
+        if self.workers >= 1:
+            try:
+                self._started().submit(int)
+            except BrokenProcessPool:
+                log.warning("the render workers did not start; rendering in this process")
+                self.close()
+                self.workers = 0
+
     def fall_back(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
         """A worker died: render these, and every later chunk, in this process."""
         log.exception("a render worker died; rendering in this process from now on")
