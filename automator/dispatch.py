@@ -39,7 +39,7 @@ RULE_MISSING_RETRY = timedelta(minutes=10)
 BATCH = 500
 # While a batch goes out, what has been sent is recorded once this many are done, or this
 # often: a crash re-sends at most that much (plus what was on the wire), not the batch.
-RECORD_EVERY = 50
+RECORD_EVERY = 100
 RECORD_AFTER_SECONDS = 1.0
 T = TypeVar("T")
 

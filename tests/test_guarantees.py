@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from automator import enqueue
-from automator.dispatch import Dispatcher
+from automator.dispatch import RECORD_EVERY, Dispatcher
 from automator.emails import OutgoingEmail
 from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -254,11 +254,12 @@ class StallingTransport(RecordingTransport):
 def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
     make_contact, make_event, project, store
 ):
-    addresses = [f"shopper{i:03d}@example.com" for i in range(120)]
+    before, total = RECORD_EVERY + 25, RECORD_EVERY + 45
+    addresses = [f"shopper{i:03d}@example.com" for i in range(total)]
     for i, address in enumerate(addresses):
         make_contact(address)
         make_event("cart_updated", utc("2026-11-20 03:00"), email=address, id=f"cart-{i}", **cart(f"c{i}"))
-    transport = StallingTransport(before=75)  # a full group of RECORD_EVERY, then a partial one
+    transport = StallingTransport(before)  # a full group of RECORD_EVERY, then a partial one
     engine = Engine(project, store, transport)
     now = utc("2026-11-20 04:00")
 
@@ -270,7 +271,7 @@ def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
         # The partial group is recorded within RECORD_AFTER_SECONDS, by the dispatcher's thread.
         for _ in range(100):
             counts = statuses(store)
-            if counts.get("sent") == 75:
+            if counts.get("sent") == before:
                 break
             await asyncio.sleep(0.05)
         transport.go.set()
@@ -282,10 +283,10 @@ def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
     finally:
         engine.close()
 
-    # A crash at that moment would send again only the 45 still `sending`, not the batch.
-    assert while_stalled == {"sent": 75, "sending": 45}
-    assert statuses(store) == {"sent": 120}
-    assert len(transport.sent) == 120
+    # A crash at that moment would send again only the ones still `sending`, not the batch.
+    assert while_stalled == {"sent": before, "sending": total - before}
+    assert statuses(store) == {"sent": total}
+    assert len(transport.sent) == total
 
 
 def statuses(store) -> dict[str, int]:
