@@ -162,10 +162,8 @@ class Engine:
             found = candidate_queries.find(session, rule, now, mark, self.settings.zone)
         return Lookup(shape, Watermark(until=now, seq=seq_now), found)
 
-    def evaluate_rule(
-        self, rule: Rule, now: datetime, report: RuleReport, lookup: Lookup | None = None
-    ) -> None:
-        lookup = lookup or self.look_up(rule, now)
+    def evaluate_rule(self, rule: Rule, now: datetime, report: RuleReport, lookup: Lookup) -> None:
+        """Queue what `lookup` found for the rule, then keep its watermark."""
         found = lookup.found
         report.evaluated = len(found)
         size = max(CHUNK_MIN, min(CHUNK, -(-len(found) // SPREAD)))

@@ -139,12 +139,7 @@ class RenderPool:
         """Start the workers now rather than with the first big chunk (a second or so of
         start-up each, on their own cores: the caller goes on meanwhile)."""
         if self.workers >= 1:
-            try:
-                self._started().submit(int)
-            except BrokenProcessPool:
-                log.warning("the render workers did not start; rendering in this process")
-                self.close()
-                self.workers = 0
+            self._started().submit(int)  # a pool never stays broken: fall_back closes it
 
     def fall_back(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
         """A worker died: render these, and every later chunk, in this process."""

@@ -168,6 +168,12 @@ def all_messages(store: Store) -> list[Message]:
         return messages.listing(session, QueueFilter(limit=1000))
 
 
+def statuses(store: Store) -> dict[str, int]:
+    """How many messages are in each status."""
+    with store.session() as session:
+        return messages.counts_by_status(session)
+
+
 def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
     assert message_id is not None
     with store.session() as session:

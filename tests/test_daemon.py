@@ -32,7 +32,7 @@ from automator.project import Project
 from automator.store import Store, messages, suppressions
 from automator.store.messages import QueueFilter
 from automator.transports.smtp import SmtpSettings, SmtpTransport
-from tests.conftest import cart
+from tests.conftest import cart, statuses
 from tests.smtp_server import LoopbackSmtpServer, free_port
 
 SCRIPT = Path(sys.executable).with_name("automator")
@@ -142,11 +142,6 @@ def carts_due(make_contact: Callable[..., int], make_event: Callable[..., str]) 
         return emails
 
     return make
-
-
-def statuses(store: Store) -> dict[str, int]:
-    with store.session() as session:
-        return messages.counts_by_status(session)
 
 
 def all_messages(store: Store) -> list[Any]:

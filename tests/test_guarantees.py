@@ -19,10 +19,10 @@ from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
 from automator.schema import Coupon
-from automator.store import candidates, contacts, coupons, messages, queueing, suppressions, table
+from automator.store import candidates, contacts, coupons, queueing, suppressions, table
 from automator.store.candidates import Watermark
 from automator.testing import RecordingTransport
-from tests.conftest import all_messages, cart, history_of, utc, write_jsonl
+from tests.conftest import all_messages, cart, history_of, statuses, utc, write_jsonl
 
 ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}
 
@@ -287,11 +287,6 @@ def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
     assert while_stalled == {"sent": before, "sending": total - before}
     assert statuses(store) == {"sent": total}
     assert len(transport.sent) == total
-
-
-def statuses(store) -> dict[str, int]:
-    with store.session() as session:
-        return messages.counts_by_status(session)
 
 
 def test_sent_abandoned_cart_moves_the_contact_to_conversion_with_its_cause(
