@@ -354,6 +354,7 @@ def queue_show(message_id: int, html: Annotated[bool, typer.Option("--html")] = 
         if message is None:
             raise NotFoundError(f"message {message_id} does not exist")
         coupon = coupons.for_message(session, message_id)
+        content = messages.content(session, message_id)
         history = messages.history(session, message_id)
     settings = state().project.settings
     typer.echo(f"Message {message.id}: {message.status}")
@@ -369,7 +370,7 @@ def queue_show(message_id: int, html: Annotated[bool, typer.Option("--html")] = 
     ):
         typer.echo(f"{name}: {value}")
     typer.echo("")
-    typer.echo(message.html_body if html else message.text_body)
+    typer.echo(content.html if html else content.text)
     typer.echo("")
     typer.echo("History:")
     for line in history:

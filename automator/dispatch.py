@@ -61,7 +61,7 @@ class Named(Protocol):
 
 
 class Letter(Protocol):
-    """A message as far as its email goes: a stored Message or a claimed Due."""
+    """A message as far as its email goes: a claimed Due, or a Stored one."""
 
     @property
     def email(self) -> str: ...
@@ -75,6 +75,18 @@ class Letter(Protocol):
     def message_id(self) -> str: ...
     @property
     def rule_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored message with its content, as far as its email goes."""
+
+    email: str
+    subject: str
+    text_body: str
+    html_body: str
+    message_id: str
+    rule_id: str
 
 
 def contact_zone(settings: Settings, contact: Located) -> ZoneInfo:
@@ -432,11 +444,8 @@ class Dispatcher:
                 session, message.id, now, message.status, f"kept the content rendered earlier: {exc}"
             )
             return
-        if (rendered.subject, rendered.text, rendered.html) != (
-            message.subject,
-            message.text_body,
-            message.html_body,
-        ):
+        stored = messages.content(session, message.id)
+        if (rendered.subject, rendered.text, rendered.html) != (message.subject, stored.text, stored.html):
             messages.change(
                 session,
                 message,
@@ -444,13 +453,17 @@ class Dispatcher:
                 now,
                 "re-rendered for the new send time",
                 subject=rendered.subject,
-                text_body=rendered.text,
-                html_body=rendered.html,
             )
+            messages.set_content(session, message.id, rendered.text, rendered.html)
 
     def build(self, session: Session, message: Message, now: datetime) -> emails.OutgoingEmail:
         """The email a message becomes when it is sent at `now`."""
-        return self.build_for(contacts.by_id(session, message.contact_id), message, now)
+        assert message.id is not None
+        stored = messages.content(session, message.id)
+        letter = Stored(
+            message.email, message.subject, stored.text, stored.html, message.message_id, message.rule_id
+        )
+        return self.build_for(contacts.by_id(session, message.contact_id), letter, now)
 
     def build_for(self, contact: Named | None, message: Letter, now: datetime) -> emails.OutgoingEmail:
         name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None

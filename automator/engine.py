@@ -268,16 +268,10 @@ class Engine:
             messages.change(session, message, "held", now, f"template error: {exc}", hold_kind="render")
             return "held: template error"
         messages.change(
-            session,
-            message,
-            message.status,
-            now,
-            "rendered",
-            subject=rendered.subject,
-            text_body=rendered.text,
-            html_body=rendered.html,
-            hold_kind=None,
+            session, message, message.status, now, "rendered", subject=rendered.subject, hold_kind=None
         )
+        assert message.id is not None
+        messages.set_content(session, message.id, rendered.text, rendered.html)
         return "queued"
 
     def _coupon(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> Any:

@@ -1,10 +1,10 @@
 """Turn a chunk of due trigger occurrences into queued, rendered messages, set-wise.
 
-One transaction per chunk: choose the coupons, render, insert the messages with their
-content under their dedupe key (conflicts are skipped), give the coupons to the inserted
-messages and write one history line each: a handful of statements per chunk, and each
-message row written once. Coupons are allocated in the same transaction that records the
-dedupe key, so a re-run never issues a second code.
+One transaction per chunk: choose the coupons, render, insert the messages under their
+dedupe key (conflicts are skipped), then the inserted ones' content, coupons and one history
+line each: a handful of statements per chunk, and each message row written once. Coupons
+are allocated in the same transaction that records the dedupe key, so a re-run never issues
+a second code.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ GENERATE_TRIES = 5
 
 @dataclass
 class Draft:
-    """A message being queued: its row values, then its coupon and rendered content."""
+    """A message being queued: its row values, then its coupon and rendered bodies."""
 
     values: dict[str, Any]
     contact: Any
     id: int | None = None
     coupon: Any = None
+    text: str = ""
+    html: str = ""
     outcome: str = "queued"
     reason: str = "queued"
 
@@ -92,7 +94,7 @@ def prepare(engine: Engine, session: Session, rule: Rule, chunk: list[Candidate]
 
 
 def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> list[str]:
-    """Write a prepared chunk: the messages with their content, their coupons, their history."""
+    """Write a prepared chunk: the messages, their content, their coupons, their history."""
     _apply(prepared.rendered, prepared.rendering.results())
     drafts = prepared.drafts
     ids = queueing.insert_messages(session, [draft.values for draft in drafts])
@@ -101,6 +103,7 @@ def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> l
         draft.id = ids.get((draft.values["contact_id"], draft.values["occurrence"]))
         if draft.id is not None:
             inserted.append(draft)
+    queueing.insert_contents(session, [(d.id or 0, d.text, d.html) for d in inserted if d.text or d.html])
     if rule.send.coupon is not None:
         _give_coupons(session, rule, rule.send.coupon, inserted, now)
     queueing.record_history(session, [(d.id or 0, d.values["status"], d.reason) for d in inserted], now)
@@ -127,8 +130,6 @@ def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: 
         "expires_at": send_at + rule.lateness,
         "locale": contact.locale or "en",
         "subject": "",
-        "text_body": "",
-        "html_body": "",
         "message_id": emails.new_message_id(engine.settings.sender),
         "created_at": now,
         "skip_policies": False,
@@ -242,4 +243,4 @@ def _apply(drafts: list[Draft], results: list[Rendered | Failed]) -> None:
             draft.values["status"], draft.values["hold_kind"] = "held", "render"
             draft.outcome, draft.reason = "held: template error", result.reason
         else:
-            draft.values.update(subject=result.subject, text_body=result.text, html_body=result.html)
+            draft.values["subject"], draft.text, draft.html = result.subject, result.text, result.html

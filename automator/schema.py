@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -187,8 +188,23 @@ class Message(SQLModel, table=True):
     lease_until: datetime | None = _time(nullable=True)
     created_at: datetime = _time()
     sent_at: datetime | None = _time(nullable=True)
-    # The bodies last: a row's small columns then sit in its first page, and reading or
-    # updating them never walks the several kilobytes of content in its overflow pages.
+
+
+class MessageContent(SQLModel, table=True):
+    """A message's rendered bodies, apart from its row: a message row is read and rewritten at
+    every claim and every outcome, and without several kilobytes of content in it (and in its
+    overflow pages) each of those writes is a small one."""
+
+    __tablename__ = "message_content"
+
+    message_id: int = Field(
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"),
+            ForeignKey("message.id"),
+            primary_key=True,
+            autoincrement=False,
+        )
+    )
     text_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     html_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 

@@ -140,7 +140,8 @@ def queue_messages(project: Project, store: Store, count: int) -> None:
             contact_store.upsert(session, [contact_data(r, journey, zone) for r in records], NOW)
             ids = contact_store.ids_by_email(session, [r.email for r in records])
             for record in records:
-                messages.enqueue(session, message_values(project, ids[record.email], record.email), "queued")
+                values = message_values(project, ids[record.email], record.email)
+                messages.enqueue(session, values, "queued", TEXT, HTML)
 
 
 def message_values(project: Project, contact_id: int, email: str) -> dict[str, object]:
@@ -158,8 +159,6 @@ def message_values(project: Project, contact_id: int, email: str) -> dict[str, o
         "expires_at": NOW + timedelta(days=1),
         "locale": "vi",
         "subject": SUBJECT,
-        "text_body": TEXT,
-        "html_body": HTML,
         "message_id": emails.new_message_id(project.settings.sender),
         "created_at": NOW - timedelta(minutes=1),
     }
@@ -179,8 +178,8 @@ def build(sender: str, base_url: str, secret: str, message: Message) -> emails.O
         to=message.email,
         to_name="Lan",
         subject=message.subject,
-        text=message.text_body,
-        html=message.html_body,
+        text=TEXT,
+        html=HTML,
         message_id=message.message_id,
         rule_id=message.rule_id,
         date=message.send_at,

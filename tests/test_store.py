@@ -1,6 +1,7 @@
 """The SQLite store copies its write-ahead log into the database file in the background, so
 that a tick's commits never wait for the disk, and stops doing so when it is closed; its
-fast many-row insert stores exactly what SQLAlchemy's own would."""
+fast many-row insert stores exactly what SQLAlchemy's own would; a database made when the
+bodies were kept in the message row gets them moved, and its messages keep their content."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from automator.schema import Message, Suppression
 from automator.store import Store, execute_many, insert, table
+from automator.store import messages as message_store
 from tests.conftest import utc
 
 SUPPRESSIONS = table(Suppression)
@@ -83,8 +85,6 @@ def test_execute_many_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
             "send_at": utc("2026-11-20 04:00:00.123456"),
             "expires_at": utc("2026-11-21 04:00"),
             "subject": "Bạn quên giỏ hàng",
-            "text_body": "text",
-            "html_body": "<p>html</p>",
             "message_id": f"<{occurrence}@shop.example>",
             "created_at": utc("2026-11-20 04:00"),
         }
@@ -107,3 +107,46 @@ def test_execute_many_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
     assert {key: value for key, value in raw[1].items() if key not in differ} == expected
     assert raw[1]["send_at"] == "2026-11-20 04:00:00.123456" and raw[1]["priority"] == 0
     assert read[1].due_at == utc("2026-11-20 04:00") and read[1].subject == "Bạn quên giỏ hàng"
+
+
+OLD_MESSAGE_TABLE = """
+CREATE TABLE message (
+    id INTEGER NOT NULL PRIMARY KEY, rule_id VARCHAR NOT NULL, contact_id INTEGER NOT NULL,
+    email VARCHAR NOT NULL, occurrence VARCHAR NOT NULL, occurred_at DATETIME NOT NULL,
+    event_id INTEGER, status VARCHAR NOT NULL, priority INTEGER NOT NULL, due_at DATETIME NOT NULL,
+    send_at DATETIME NOT NULL, expires_at DATETIME NOT NULL, locale VARCHAR NOT NULL,
+    subject TEXT NOT NULL, message_id VARCHAR NOT NULL, hold_kind VARCHAR,
+    skip_policies BOOLEAN NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
+    lease_until DATETIME, created_at DATETIME NOT NULL, sent_at DATETIME,
+    text_body TEXT NOT NULL, html_body TEXT NOT NULL,
+    CONSTRAINT uq_message_dedupe UNIQUE (rule_id, contact_id, occurrence)
+)
+"""
+
+
+def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'automator.db'}"
+    old = Store(url)
+    with old.engine.begin() as connection:
+        connection.exec_driver_sql(OLD_MESSAGE_TABLE)
+        connection.exec_driver_sql(
+            "INSERT INTO message VALUES (7, 'abandoned_cart', 1, 'lan@example.com', 'cart-1',"
+            " '2026-11-20 03:00:00', NULL, 'queued', 20, '2026-11-20 04:00:00', '2026-11-20 04:00:00',"
+            " '2026-11-21 04:00:00', 'vi', 'Bạn quên giỏ hàng', '<m7@shop.example>', NULL, 0, 0, NULL,"
+            " NULL, '2026-11-20 03:00:00', NULL, 'Giỏ hàng của bạn', '<p>Giỏ hàng</p>')"
+        )
+    old.dispose()
+
+    store = Store(url)
+    store.create_schema()
+    store.create_schema()  # a second start finds nothing left to move
+    with store.session() as session:
+        content = message_store.content(session, 7)
+        queued = message_store.get(session, 7)
+    with store.engine.connect() as connection:
+        columns = [row[1] for row in connection.exec_driver_sql("PRAGMA table_info(message)")]
+    store.dispose()
+
+    assert (content.text, content.html) == ("Giỏ hàng của bạn", "<p>Giỏ hàng</p>")
+    assert queued is not None and queued.subject == "Bạn quên giỏ hàng" and queued.status == "queued"
+    assert "text_body" not in columns and "html_body" not in columns

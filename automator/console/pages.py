@@ -135,6 +135,7 @@ def show_message(
         contact = contacts.by_id(session, message.contact_id)
         coupon = coupons.for_message(session, message_id)
         history = messages.history(session, message_id)
+        content = messages.content(session, message_id)
         entries = audit.for_message(session, message_id)
         # The same builder the dispatcher uses; only Date is set again when it is sent.
         email = Dispatcher(console.engine).build(session, message, message.send_at).parsed()
@@ -146,6 +147,7 @@ def show_message(
         status=status,
         section="queue",
         message=message,
+        content=content,
         contact=contact,
         coupon=coupon,
         history=list(reversed(history)),

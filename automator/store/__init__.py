@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Table, event
+from sqlalchemy import Engine, Table, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -41,6 +41,7 @@ class Store:
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self.engine)
+        _move_bodies(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -96,6 +97,22 @@ class Checkpointer:
             except Exception:  # the next commit asks again; SQLite's own checkpoint is the backstop
                 log.warning("WAL checkpoint failed", exc_info=True)
             time.sleep(CHECKPOINT_PAUSE)  # at most one checkpoint per pause, however many commits
+
+
+def _move_bodies(engine: Engine) -> None:
+    """A database made before `message_content` existed kept the bodies in the message row:
+    they move to `message_content`, and the message row loses its two body columns."""
+    with engine.begin() as connection:
+        if "text_body" not in {column["name"] for column in inspect(connection).get_columns("message")}:
+            return
+        log.info("moving message bodies to the message_content table")
+        connection.exec_driver_sql(
+            "INSERT INTO message_content (message_id, text_body, html_body)"
+            " SELECT id, text_body, html_body FROM message"
+            " WHERE id NOT IN (SELECT message_id FROM message_content)"
+        )
+        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
+        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

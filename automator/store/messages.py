@@ -10,20 +10,24 @@ from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, upd
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
-from automator.schema import Coupon, Message, MessageHistory, UTCDateTime
+from automator.schema import Coupon, Message, MessageContent, MessageHistory, UTCDateTime
 from automator.store import insert, table
 from automator.store.contacts import CONTACTS, Recipient
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
+CONTENT = table(MessageContent)
 COUPONS = table(Coupon)
 
 STATUSES = ("queued", "held", "sending", "sent", "failed", "cancelled", "suppressed")
 OPEN_STATUSES = ("queued", "held")
 
 
-def enqueue(session: Session, values: dict[str, Any], reason: str) -> int | None:
-    """Insert a message unless its (rule, contact, occurrence) exists; returns the new id or None."""
+def enqueue(
+    session: Session, values: dict[str, Any], reason: str, text: str = "", html: str = ""
+) -> int | None:
+    """Insert a message and its content unless its (rule, contact, occurrence) exists;
+    returns the new id or None."""
     statement = (
         insert(session, MESSAGES)
         .on_conflict_do_nothing(index_elements=["rule_id", "contact_id", "occurrence"])
@@ -31,8 +35,36 @@ def enqueue(session: Session, values: dict[str, Any], reason: str) -> int | None
     )
     message_id = session.execute(statement, [values]).scalar()
     if message_id is not None:
+        set_content(session, message_id, text, html)
         record(session, message_id, values["created_at"], values["status"], reason)
     return message_id
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """A message's rendered bodies."""
+
+    text: str
+    html: str
+
+
+def content(session: Session, message_id: int) -> Content:
+    """A message's bodies (empty before it is rendered)."""
+    row = session.execute(
+        select(CONTENT.c.text_body, CONTENT.c.html_body).where(CONTENT.c.message_id == message_id)
+    ).first()
+    return Content(row.text_body, row.html_body) if row else Content("", "")
+
+
+def set_content(session: Session, message_id: int, text: str, html: str) -> None:
+    """Store a message's bodies, replacing what it had."""
+    statement = insert(session, CONTENT).values(message_id=message_id, text_body=text, html_body=html)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["message_id"],
+            set_={"text_body": statement.excluded.text_body, "html_body": statement.excluded.html_body},
+        )
+    )
 
 
 def record(
@@ -120,7 +152,14 @@ class Due:
     contact: Recipient
 
 
-DUE_COLUMNS = [MESSAGES.c[column.name] for column in fields(Due) if column.name != "contact"]
+BODIES = ("text_body", "html_body")
+DUE_COLUMNS = [
+    func.coalesce(CONTENT.c[column.name], "").label(column.name)
+    if column.name in BODIES
+    else MESSAGES.c[column.name]
+    for column in fields(Due)
+    if column.name != "contact"
+]
 RECIPIENT_COLUMNS = [CONTACTS.c[column.name] for column in fields(Recipient) if column.name != "id"]
 
 
@@ -131,8 +170,7 @@ def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list
     claim disjoint batches; SQLite ignores it (one daemon per SQLite file).
     """
     order = (MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
-    # Choose the ids first: sorting every due message's (priority, send_at, id) costs far less
-    # than sorting whole rows, bodies included, of which only `limit` are kept.
+    # Choose the ids first, from the index alone; the bodies are joined to those only.
     chosen = (
         select(MESSAGES.c.id)
         .where(MESSAGES.c.status == "queued", MESSAGES.c.send_at <= now)
@@ -143,7 +181,11 @@ def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list
         chosen = chosen.with_for_update(skip_locked=True)
     query = (
         select(*DUE_COLUMNS, *RECIPIENT_COLUMNS)
-        .select_from(MESSAGES.outerjoin(CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id))
+        .select_from(
+            MESSAGES.outerjoin(CONTENT, CONTENT.c.message_id == MESSAGES.c.id).outerjoin(
+                CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id
+            )
+        )
         .where(MESSAGES.c.id.in_(chosen))
         .order_by(*order)
     )

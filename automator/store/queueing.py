@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy import Text, select, type_coerce
 from sqlmodel import Session
 
-from automator.schema import Contact, Event, Message, MessageHistory
+from automator.schema import Contact, Event, Message, MessageContent, MessageHistory
 from automator.store import execute_many, insert, table
 
 CONTACTS = table(Contact)
 EVENTS = table(Event)
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
+CONTENT = table(MessageContent)
 
 
 # What queueing reads of a contact: the address, where it lives and what templates show.
@@ -41,7 +42,7 @@ def event_properties(session: Session, event_ids: set[int]) -> dict[int, dict[st
 
 
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
-    """Insert messages, content included; a row whose dedupe key exists already (another tick
+    """Insert messages; a row whose dedupe key exists already (another tick
     or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence).
 
     The rows go in as one executemany (with RETURNING, SQLAlchemy would build and bind a
@@ -61,6 +62,18 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
         )
     )
     return {(row.contact_id, row.occurrence): row.id for row in found if row.message_id in ours}
+
+
+def insert_contents(session: Session, contents: list[tuple[int, str, str]]) -> None:
+    """The bodies of new messages: (message id, text, html) each."""
+    execute_many(
+        session,
+        CONTENT.insert(),
+        [
+            {"message_id": message_id, "text_body": text, "html_body": html}
+            for message_id, text, html in contents
+        ],
+    )
 
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
