@@ -156,7 +156,8 @@ class Message(SQLModel, table=True):
     # The dedupe key: one message per rule, contact and trigger occurrence, whoever inserts it.
     __table_args__ = (
         UniqueConstraint("rule_id", "contact_id", "occurrence", name="uq_message_dedupe"),
-        Index("ix_message_status_send_at", "status", "send_at"),
+        # Due messages by priority, then send time (the dispatcher's batches).
+        Index("ix_message_status_priority_send_at", "status", "priority", "send_at", "id"),
         Index("ix_message_contact_sent", "contact_id", "sent_at"),
         Index("ix_message_rule_contact_at", "rule_id", "contact_id", "occurred_at"),
         # The console's keyset-paged listing and per-rule counts.

@@ -673,6 +673,7 @@ def saved_store(
         for stale in db.parent.glob(db.name + "-*"):
             stale.unlink()
         shutil.copyfile(saved, db)
+        store.create_schema()  # a store saved by an older automator is brought up to date
         say(f"store copied from {saved} ({db_megabytes(store):,.0f} MB on disk)")
         return shop, rng
     shop = build_store(args, work, project, store, rng)

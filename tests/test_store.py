@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from automator.schema import Message, Suppression
 from automator.store import Store, execute_many, insert, table
+from automator.store import contacts as contact_store
 from automator.store import messages as message_store
 from tests.conftest import utc
 
@@ -122,6 +123,7 @@ CREATE TABLE message (
     CONSTRAINT uq_message_dedupe UNIQUE (rule_id, contact_id, occurrence)
 )
 """
+OLD_DUE_INDEX = "CREATE INDEX ix_message_status_send_at ON message (status, send_at)"
 
 
 def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path) -> None:
@@ -129,6 +131,7 @@ def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path
     old = Store(url)
     with old.engine.begin() as connection:
         connection.exec_driver_sql(OLD_MESSAGE_TABLE)
+        connection.exec_driver_sql(OLD_DUE_INDEX)
         connection.exec_driver_sql(
             "INSERT INTO message VALUES (7, 'abandoned_cart', 1, 'lan@example.com', 'cart-1',"
             " '2026-11-20 03:00:00', NULL, 'queued', 20, '2026-11-20 04:00:00', '2026-11-20 04:00:00',"
@@ -145,8 +148,56 @@ def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path
         queued = message_store.get(session, 7)
     with store.engine.connect() as connection:
         columns = [row[1] for row in connection.exec_driver_sql("PRAGMA table_info(message)")]
+        indexes = {row[1] for row in connection.exec_driver_sql("PRAGMA index_list(message)")}
     store.dispose()
 
     assert (content.text, content.html) == ("Giỏ hàng của bạn", "<p>Giỏ hàng</p>")
     assert queued is not None and queued.subject == "Bạn quên giỏ hàng" and queued.status == "queued"
     assert "text_body" not in columns and "html_body" not in columns
+    assert "ix_message_status_priority_send_at" in indexes and "ix_message_status_send_at" not in indexes
+
+
+def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
+    store.create_schema()
+    now = utc("2026-11-20 12:00")
+    # (occurrence, priority, minutes from now): negative is due, positive is not yet.
+    planned = [
+        ("low-early", 10, -50),
+        ("high-late", 30, -5),
+        ("mid-a", 20, -30),
+        ("high-early", 30, -40),
+        ("mid-future", 20, 10),
+        ("none", 0, -60),
+        ("mid-b", 20, -30),
+        ("high-future", 30, 5),
+    ]
+    with store.session() as session:
+        contact_ids = contact_store.ensure(session, ["lan@example.com"], now)
+        for occurrence, priority, minutes in planned:
+            send_at = now + timedelta(minutes=minutes)
+            values = {
+                "rule_id": "abandoned_cart",
+                "contact_id": contact_ids["lan@example.com"],
+                "email": "lan@example.com",
+                "occurrence": occurrence,
+                "occurred_at": send_at,
+                "status": "queued",
+                "priority": priority,
+                "due_at": send_at,
+                "send_at": send_at,
+                "expires_at": send_at + timedelta(days=1),
+                "message_id": f"<{occurrence}@shop.example>",
+                "created_at": send_at,
+            }
+            message_store.enqueue(session, values, "queued", "text", "<p>html</p>")
+    with store.session() as session:
+        first = [m.message_id for m in message_store.due(session, now, 4)]
+        every = [m.message_id for m in message_store.due(session, now, 100)]
+        bodies = {(m.text_body, m.html_body) for m in message_store.due(session, now, 100)}
+    store.dispose()
+
+    order = ["high-early", "high-late", "mid-a", "mid-b", "low-early", "none"]
+    assert every == [f"<{name}@shop.example>" for name in order]
+    assert first == every[:4]
+    assert bodies == {("text", "<p>html</p>")}

@@ -41,7 +41,7 @@ class Store:
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self.engine)
-        _move_bodies(self.engine)
+        _upgrade(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -99,20 +99,33 @@ class Checkpointer:
             time.sleep(CHECKPOINT_PAUSE)  # at most one checkpoint per pause, however many commits
 
 
-def _move_bodies(engine: Engine) -> None:
-    """A database made before `message_content` existed kept the bodies in the message row:
-    they move to `message_content`, and the message row loses its two body columns."""
+OBSOLETE_INDEXES = {"message": ["ix_message_status_send_at"]}
+
+
+def _upgrade(engine: Engine) -> None:
+    """Bring a database made by an earlier automator up to date: `create_all` adds missing
+    tables only, not what changed in the tables that exist."""
     with engine.begin() as connection:
-        if "text_body" not in {column["name"] for column in inspect(connection).get_columns("message")}:
-            return
-        log.info("moving message bodies to the message_content table")
-        connection.exec_driver_sql(
-            "INSERT INTO message_content (message_id, text_body, html_body)"
-            " SELECT id, text_body, html_body FROM message"
-            " WHERE id NOT IN (SELECT message_id FROM message_content)"
-        )
-        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
-        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
+        inspector = inspect(connection)
+        if "text_body" in {column["name"] for column in inspector.get_columns("message")}:
+            # The bodies were kept in the message row: they move to `message_content`.
+            log.info("moving message bodies to the message_content table")
+            connection.exec_driver_sql(
+                "INSERT INTO message_content (message_id, text_body, html_body)"
+                " SELECT id, text_body, html_body FROM message"
+                " WHERE id NOT IN (SELECT message_id FROM message_content)"
+            )
+            connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
+            connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
+        for table_ in SQLModel.metadata.sorted_tables:
+            existing = {index["name"] for index in inspector.get_indexes(table_.name)}
+            for index in table_.indexes:
+                if index.name not in existing:
+                    log.info("creating index %s", index.name)
+                    index.create(connection)
+            for name in OBSOLETE_INDEXES.get(table_.name, []):
+                if name in existing:
+                    connection.exec_driver_sql(f"DROP INDEX {name}")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

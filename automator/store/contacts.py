@@ -10,7 +10,7 @@ from sqlalchemy import delete, literal, select, update
 from sqlmodel import Session
 
 from automator.schema import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
-from automator.store import insert, table
+from automator.store import execute_many, insert, table
 
 CONTACTS = table(Contact)
 DATES = table(ContactDate)
@@ -182,7 +182,8 @@ def ensure(
         )
         ids.update(ids_by_email(session, missing))
         if first_stage:
-            session.execute(
+            execute_many(
+                session,
                 STAGES.insert(),
                 [
                     {
@@ -212,7 +213,8 @@ def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], a
     recorded, each contact left in its last stage (one UPDATE per stage)."""
     if not moves:
         return
-    session.execute(
+    execute_many(
+        session,
         STAGES.insert(),
         [
             {"contact_id": cid, "from_stage": old, "to_stage": new, "at": at, "cause": cause}
