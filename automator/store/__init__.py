@@ -30,9 +30,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         try:
-            # Last in, first out: a thread's next session gets the connection it just used,
-            # and so that connection's warm page cache.
-            self.engine: Engine = create_engine(url, pool_use_lifo=True)
+            self.engine: Engine = create_engine(url)
         except Exception as exc:  # SQLAlchemy raises several types for a bad URL
             raise ConfigError(f"database_url '{url}': {exc}") from exc
         self._checkpointer: Checkpointer | None = None
