@@ -456,14 +456,15 @@ class Dispatcher:
             )
             messages.set_content(session, message.id, rendered.text, rendered.html)
 
-    def build(self, session: Session, message: Message, now: datetime) -> emails.OutgoingEmail:
-        """The email a message becomes when it is sent at `now`."""
-        assert message.id is not None
-        stored = messages.content(session, message.id)
+    def build(
+        self, contact: Named | None, message: Message, content: messages.Content, now: datetime
+    ) -> emails.OutgoingEmail:
+        """The email a stored message, with its contact and content, becomes when it is sent
+        at `now`."""
         letter = Stored(
-            message.email, message.subject, stored.text, stored.html, message.message_id, message.rule_id
+            message.email, message.subject, content.text, content.html, message.message_id, message.rule_id
         )
-        return self.build_for(contacts.by_id(session, message.contact_id), letter, now)
+        return self.build_for(contact, letter, now)
 
     def build_for(self, contact: Named | None, message: Letter, now: datetime) -> emails.OutgoingEmail:
         name = " ".join(filter(None, [contact.first_name, contact.last_name])) if contact else None

@@ -137,8 +137,8 @@ def show_message(
         history = messages.history(session, message_id)
         content = messages.content(session, message_id)
         entries = audit.for_message(session, message_id)
-        # The same builder the dispatcher uses; only Date is set again when it is sent.
-        email = Dispatcher(console.engine).build(session, message, message.send_at).parsed()
+    # The same builder the dispatcher uses; only Date is set again when it is sent.
+    email = Dispatcher(console.engine).build(contact, message, content, message.send_at).parsed()
     rule = console.project.rule(message.rule_id)
     return render(
         request,
