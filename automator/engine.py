@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +36,8 @@ log = logging.getLogger("automator.engine")
 
 # Occurrences queued per transaction: up to CHUNK, but a rule with few is cut into about
 # SPREAD chunks of at least CHUNK_MIN, so that the render workers start early and the
-# pipeline below has something to overlap.
+# pipeline below has something to overlap. While a lookup is still running, a chunk is what
+# it has found so far (at least CHUNK_MIN).
 CHUNK = 500
 CHUNK_MIN = 100
 SPREAD = 8
@@ -78,13 +81,60 @@ class TickReport:
         return self.rules.setdefault(rule_id, RuleReport(rule_id))
 
 
-@dataclass(frozen=True)
 class Lookup:
-    """A rule's candidates, and the watermark to keep once they are all queued."""
+    """A rule's candidates as the lookup thread finds them, and the watermark to keep once
+    they are all queued. The lookup thread adds; the tick's thread takes them in chunks,
+    from the first ones found, while the rest are still being looked for."""
 
-    shape: str  # trigger_hash of the rule they were found for
-    next_mark: Watermark
-    found: list[Candidate]
+    def __init__(self) -> None:
+        self._arrived: queue.SimpleQueue[list[Candidate] | tuple[str, Watermark] | BaseException] = (
+            queue.SimpleQueue()
+        )
+        self._waiting: deque[Candidate] = deque()
+        self.found = 0
+        self.shape = ""  # trigger_hash of the rule they were found for
+        self.next_mark: Watermark | None = None  # set when the lookup has ended
+        self.abandoned = threading.Event()  # the tick's thread wants no more
+
+    # The lookup thread's side.
+    def add(self, batch: list[Candidate]) -> None:
+        self._arrived.put(batch)
+
+    def end(self, shape: str, next_mark: Watermark) -> None:
+        self._arrived.put((shape, next_mark))
+
+    def fail(self, error: BaseException) -> None:
+        self._arrived.put(error)
+
+    # The tick's side.
+    def chunks(self) -> Iterator[list[Candidate]]:
+        """Every candidate, in chunks: what has arrived when a chunk is asked for (at least
+        CHUNK_MIN unless the lookup has ended), cut as described at CHUNK."""
+        while self._take(block=len(self._waiting) < CHUNK_MIN and self.next_mark is None):
+            pass
+        while self._waiting:
+            if self.next_mark is None:
+                size = min(CHUNK, len(self._waiting))
+            else:
+                size = max(CHUNK_MIN, min(CHUNK, -(-self.found // SPREAD)))
+            yield [self._waiting.popleft() for _ in range(min(size, len(self._waiting)))]
+            while self._take(block=len(self._waiting) < CHUNK_MIN and self.next_mark is None):
+                pass
+
+    def _take(self, block: bool) -> bool:
+        """Take what has arrived into the waiting line; whether anything was there."""
+        try:
+            item = self._arrived.get(block=block)
+        except queue.Empty:
+            return False
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, tuple):
+            self.shape, self.next_mark = item
+        else:
+            self._waiting.extend(item)
+            self.found += len(item)
+        return True
 
 
 def trigger_hash(rule: Rule) -> str:
@@ -139,41 +189,52 @@ class Engine:
         for rule in self.project.rules:
             report.rule(rule.id)  # the summary lists the rules in the project's order
         rules = sorted(self.project.rules, key=lambda rule: -self.priority(rule))
+        lookups = [Lookup() for _ in rules]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
-            lookups = [finder.submit(self.look_up, rule, now) for rule in rules]
+            finder.submit(self._look_up_each, list(zip(rules, lookups, strict=True)), now)
             for rule, lookup in zip(rules, lookups, strict=True):
                 rule_report = report.rule(rule.id)
                 try:
-                    self.evaluate_rule(rule, now, rule_report, lookup.result())
+                    self.evaluate_rule(rule, now, rule_report, lookup)
                 except Exception as exc:  # one broken rule must never stop the others
                     log.exception("rule %s failed", rule.id)
                     rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                finally:
+                    lookup.abandoned.set()
 
     def priority(self, rule: Rule) -> int:
         return self.settings.priorities.get(rule.id, rule.priority)
 
-    def look_up(self, rule: Rule, now: datetime) -> Lookup:
-        """A rule's due, new occurrences, with the watermark they were found against."""
+    def _look_up_each(self, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
+        for rule, lookup in work:
+            try:
+                self.look_up(rule, now, lookup)
+            except BaseException as exc:  # the tick's thread reports it with the rule
+                lookup.fail(exc)
+
+    def look_up(self, rule: Rule, now: datetime, lookup: Lookup) -> None:
+        """Find a rule's due, new occurrences into `lookup`, then the watermark they were
+        found against."""
         shape = trigger_hash(rule)
         with self.store.session() as session:
             fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
             mark = rulestate.watermark(session, rule.id, shape, fresh)
             seq_now = rulestate.current_seq(session, _sequence_kind(rule))
-            found = candidate_queries.find(session, rule, now, mark, self.settings.zone)
-        return Lookup(shape, Watermark(until=now, seq=seq_now), found)
+            for batch in candidate_queries.batches(session, rule, now, mark, self.settings.zone):
+                if lookup.abandoned.is_set():
+                    return
+                lookup.add(batch)
+        lookup.end(shape, Watermark(until=now, seq=seq_now))
 
     def evaluate_rule(self, rule: Rule, now: datetime, report: RuleReport, lookup: Lookup) -> None:
-        """Queue what `lookup` found for the rule, then keep its watermark."""
-        found = lookup.found
-        report.evaluated = len(found)
-        size = max(CHUNK_MIN, min(CHUNK, -(-len(found) // SPREAD)))
-        errors = self._enqueue(
-            rule, [found[start : start + size] for start in range(0, len(found), size)], now, report
-        )
+        """Queue what `lookup` finds for the rule, then keep its watermark."""
+        errors = self._enqueue(rule, lookup.chunks(), now, report)
+        report.evaluated = lookup.found
         if errors:
             # Keep the watermark: the next tick retries what failed (queued ones are skipped).
             report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
             return
+        assert lookup.next_mark is not None, "every chunk was taken, so the lookup has ended"
         with self.store.session() as session:
             rulestate.advance(
                 session,
@@ -185,7 +246,7 @@ class Engine:
             )
 
     def _enqueue(
-        self, rule: Rule, chunks: list[list[Candidate]], now: datetime, report: RuleReport
+        self, rule: Rule, chunks: Iterator[list[Candidate]], now: datetime, report: RuleReport
     ) -> list[str]:
         """Queue every chunk; returns what could not be queued.
 

@@ -38,6 +38,7 @@ class Draft:
     values: dict[str, Any]
     contact: Any
     id: int | None = None
+    properties: dict[str, Any] | str | None = None  # the triggering event's, for event rules
     coupon: Any = None
     text: str = ""
     html: str = ""
@@ -79,17 +80,15 @@ def can_overlap(rule: Rule) -> bool:
 
 
 def prepare(engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared:
-    """Read what the chunk needs, choose its coupons and start rendering it (on the render
-    workers when it is big enough, so that the caller can write the chunk before meanwhile)."""
-    contacts = queueing.contact_rows(session, {c.contact_id for c in chunk})
-    drafts = _unique(
-        [_draft(engine, rule, candidate, contacts[candidate.contact_id], now) for candidate in chunk]
-    )
+    """Choose the chunk's coupons and start rendering it (on the render workers when it is
+    big enough, so that the caller can write the chunk before meanwhile). The candidates
+    carry what the messages need of their contacts and events: nothing is read again."""
+    drafts = _unique([_draft(engine, rule, candidate, now) for candidate in chunk])
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
     if rule.send.coupon is not None:
         _choose_coupons(session, rule.send.coupon, sendable, now)
     rendered = [draft for draft in sendable if draft.values["status"] == "queued"]
-    jobs = _jobs(engine, session, rule, rendered)
+    jobs = _jobs(engine, rule, rendered)
     return Prepared(drafts, rendered, engine.render_pool.start(jobs))
 
 
@@ -110,9 +109,10 @@ def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> l
     return [draft.outcome for draft in inserted]
 
 
-def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: datetime) -> Draft:
+def _draft(engine: Engine, rule: Rule, candidate: Candidate, now: datetime) -> Draft:
     from automator.engine import trigger_offset
 
+    contact = candidate.contact
     due = candidate.occurred_at + trigger_offset(rule)
     send_at = planned_send_at(engine.settings, contact, max(due, now))
     values = {
@@ -135,7 +135,7 @@ def _draft(engine: Engine, rule: Rule, candidate: Candidate, contact: Any, now: 
         "skip_policies": False,
         "attempts": 0,
     }
-    draft = Draft(values, contact)
+    draft = Draft(values, contact, properties=candidate.properties)
     if candidate.suppressed:
         draft.outcome, draft.reason = "suppressed", "address is suppressed"
     elif send_at > now:
@@ -217,12 +217,8 @@ def attach_coupons(
     _give_coupons(session, rule, spec, [draft for draft in drafts if draft.coupon is not None], now)
 
 
-def _jobs(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
+def _jobs(engine: Engine, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
     is_event = isinstance(rule.trigger, EventTrigger)
-    properties: dict[int, dict[str, Any] | str] = {}
-    if is_event:
-        event_ids = {d.values["event_id"] for d in drafts if d.values["event_id"] is not None}
-        properties = queueing.event_properties(session, event_ids)
     return [
         engine.job(
             rule,
@@ -230,7 +226,7 @@ def _jobs(engine: Engine, session: Session, rule: Rule, drafts: list[Draft]) -> 
             draft.coupon,
             draft.values["occurred_at"],
             draft.values["send_at"],
-            properties.get(draft.values["event_id"], {}) if is_event else None,
+            (draft.properties or {}) if is_event else None,
         )
         for draft in drafts
     ]

@@ -8,6 +8,7 @@ re-run finds nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     String,
+    Text,
     cast,
     exists,
     false,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.sql.selectable import CompoundSelect
@@ -54,15 +57,39 @@ class Watermark:
     seq: int
 
 
-@dataclass(frozen=True)
-class Candidate:
-    contact_id: int
+@dataclass(frozen=True, slots=True)
+class Addressee:
+    """A candidate's contact, as far as queueing and its templates go; read by the lookup
+    that found the candidate, which reads the contact's row anyway."""
+
+    id: int
     email: str
+    first_name: str | None
+    last_name: str | None
+    locale: str | None
+    timezone: str | None
+    stage: str | None
+    attributes: dict[str, Any] | str  # the JSON text as stored, on SQLite
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    contact: Addressee
     occurrence: str
     occurred_at: datetime
     due_at: datetime
     event_id: int | None
     suppressed: bool
+    # The triggering event's properties (event rules): like `attributes`, as stored.
+    properties: dict[str, Any] | str | None = None
+
+    @property
+    def contact_id(self) -> int:
+        return self.contact.id
+
+    @property
+    def email(self) -> str:
+        return self.contact.email
 
 
 def find(
@@ -72,11 +99,19 @@ def find(
 
     `zone` is the project's time zone, in which schedules are read.
     """
+    return [candidate for batch in batches(session, rule, now, mark, zone) for candidate in batch]
+
+
+def batches(
+    session: Session, rule: Rule, now: datetime, mark: Watermark, zone: ZoneInfo, size: int = 64
+) -> Iterator[list[Candidate]]:
+    """`find`'s candidates, `size` at a time as SQLite finds them: the caller can queue
+    the first ones while the rest are still being looked for."""
     trigger = rule.trigger
     if isinstance(trigger, ScheduleTrigger):
         fired = last_fire(trigger, zone, now, max(now - rule.lateness, mark.until))
         if fired is None or fired <= mark.until:
-            return []  # not fired since the last tick: nothing to look at
+            return  # not fired since the last tick: nothing to look at
         query: Query = _schedule_query(rule, fired)
     elif isinstance(trigger, EventTrigger):
         query = _event_query(rule, trigger, now, mark)
@@ -84,18 +119,28 @@ def find(
         query = _date_query(rule, trigger, now, mark)
     else:
         query = _stage_query(rule, trigger, now, mark)
-    return [
-        Candidate(
-            row.contact_id,
-            row.email,
-            _occurrence(row),
-            row.occurred_at,
-            row.due_at,
-            row.event_id,
-            bool(row.suppressed),
-        )
-        for row in session.execute(query)
-    ]
+    for rows in session.execute(query).partitions(size):
+        yield [
+            Candidate(
+                Addressee(
+                    row.contact_id,
+                    row.email,
+                    row.first_name,
+                    row.last_name,
+                    row.locale,
+                    row.timezone,
+                    row.stage,
+                    row.attributes,
+                ),
+                _occurrence(row),
+                row.occurred_at,
+                row.due_at,
+                row.event_id,
+                bool(row.suppressed),
+                row.properties,
+            )
+            for row in rows
+        ]
 
 
 def _occurrence(row: Any) -> str:
@@ -112,6 +157,21 @@ def _base(rule: Rule, contact: Any) -> list[ColumnElement[bool]]:
 
 def _suppressed(contact: Any) -> Any:
     return exists().where(SUPPRESSIONS.c.email == contact.c.email).label("suppressed")
+
+
+def _addressee(contact: Any, event: Any = None) -> list[Any]:
+    """The contact's fields a message needs (see `Addressee`) and the event's properties; the
+    JSON comes as stored (text on SQLite): only the render workers need it decoded."""
+    properties = cast(None, Text) if event is None else type_coerce(event.c.properties, Text)
+    return [
+        contact.c.first_name,
+        contact.c.last_name,
+        contact.c.locale,
+        contact.c.timezone,
+        contact.c.stage,
+        type_coerce(contact.c.attributes, Text).label("attributes"),
+        properties.label("properties"),
+    ]
 
 
 def _windows(
@@ -163,15 +223,18 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
     occurrence: Any = event.c.key
     if trigger.once_per:
         occurrence = func.coalesce(event.c.properties[trigger.once_per].as_string(), event.c.key)
+    # The subqueries are tied to the contact's row, not the event's contact_id (the same
+    # value): SQLite then runs them only for events whose contact passed the stage and `when`
+    # conditions, which reject most; tied to the event, they ran for every event in the window.
     where = [
         event.c.type == trigger.event,
         *_base(rule, contact),
         compile_conditions(rule.when, contact, event),
-        ~_cancelled(trigger.cancel_if, event.c.contact_id, event.c.at, now),
-        _not_messaged(rule, event.c.contact_id, occurrence),
+        ~_cancelled(trigger.cancel_if, contact.c.id, event.c.at, now),
+        _not_messaged(rule, contact.c.id, occurrence),
     ]
     if trigger.latest_per:
-        where.append(~_newer_of_same(event, trigger.latest_per, now))
+        where.append(~_newer_of_same(event, contact.c.id, trigger.latest_per, now))
     query = (
         select(
             event.c.contact_id,
@@ -181,6 +244,7 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
             event.c.at.label("due_at"),
             event.c.id.label("event_id"),
             _suppressed(contact),
+            *_addressee(contact, event),
         )
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
@@ -188,11 +252,11 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
     return _each_window(query, _windows(event.c.at, trigger.delay, rule, now, mark, event.c.id))
 
 
-def _newer_of_same(event: Any, key: str, now: datetime) -> ColumnElement[bool]:
+def _newer_of_same(event: Any, contact_id: Any, key: str, now: datetime) -> ColumnElement[bool]:
     """A later event of the same type and the same `key` property (e.g. the same cart)."""
     newer = EVENTS.alias("newer")
     return exists().where(
-        newer.c.contact_id == event.c.contact_id,
+        newer.c.contact_id == contact_id,
         newer.c.type == event.c.type,
         newer.c.properties[key].as_string() == event.c.properties[key].as_string(),
         newer.c.at >= event.c.at,  # a range on the index; the OR below alone would not be one
@@ -212,12 +276,12 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
         compile_conditions(rule.when, contact, None),
         ~exists().where(
             MESSAGES.c.rule_id == rule.id,
-            MESSAGES.c.contact_id == date.c.contact_id,
+            MESSAGES.c.contact_id == contact.c.id,  # tied to the contact: see _event_query
             MESSAGES.c.occurred_at == date.c.value,
         ),
     ]
     if cancel is not None:
-        where.append(~_cancelled_since(cancel.event, date.c.contact_id, since, now))
+        where.append(~_cancelled_since(cancel.event, contact.c.id, since, now))
     occurrence = literal(f"{trigger.attribute}@")  # completed with the date in Python
     query = (
         select(
@@ -228,6 +292,7 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
             date.c.value.label("due_at"),
             cast(None, String).label("event_id"),
             _suppressed(contact),
+            *_addressee(contact),
         )
         .join(contact, contact.c.id == date.c.contact_id)
         .where(*where)
@@ -262,6 +327,7 @@ def _schedule_query(rule: Rule, fired: datetime) -> Select[Any]:
         literal(fired, UTCDateTime()).label("due_at"),
         cast(None, String).label("event_id"),
         _suppressed(contact),
+        *_addressee(contact),
     ).where(*where)
 
 
@@ -271,8 +337,8 @@ def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Waterma
         change.c.to_stage == trigger.stage_entered,
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
-        ~_cancelled(trigger.cancel_if, change.c.contact_id, change.c.at, now),
-        _not_messaged(rule, change.c.contact_id, cast(change.c.id, String)),
+        ~_cancelled(trigger.cancel_if, contact.c.id, change.c.at, now),
+        _not_messaged(rule, contact.c.id, cast(change.c.id, String)),
     ]
     query = (
         select(
@@ -283,6 +349,7 @@ def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Waterma
             change.c.at.label("due_at"),
             cast(None, String).label("event_id"),
             _suppressed(contact),
+            *_addressee(contact),
         )
         .join(contact, contact.c.id == change.c.contact_id)
         .where(*where)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, select, type_coerce
+from sqlalchemy import select
 from sqlmodel import Session
 
 from automator.schema import Contact, Event, Message, MessageContent, MessageHistory
@@ -17,28 +17,6 @@ EVENTS = table(Event)
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 CONTENT = table(MessageContent)
-
-
-# What queueing reads of a contact: the address, where it lives and what templates show.
-QUEUEING_COLUMNS = ("id", "email", "first_name", "last_name", "locale", "timezone", "stage")
-
-
-def contact_rows(session: Session, contact_ids: set[int]) -> dict[int, Any]:
-    """Contact rows (not ORM objects: a chunk only reads them) by id. Their `attributes`
-    come as stored (JSON text on SQLite): only the render workers need them decoded."""
-    columns = [CONTACTS.c[name] for name in QUEUEING_COLUMNS]
-    raw = type_coerce(CONTACTS.c.attributes, Text).label("attributes")
-    rows = session.execute(select(*columns, raw).where(CONTACTS.c.id.in_(contact_ids)))
-    return {row.id: row for row in rows}
-
-
-def event_properties(session: Session, event_ids: set[int]) -> dict[int, dict[str, Any] | str]:
-    """Events' properties by id, as stored (JSON text on SQLite), for the render workers."""
-    if not event_ids:
-        return {}
-    raw = type_coerce(EVENTS.c.properties, Text)
-    rows = session.execute(select(EVENTS.c.id, raw).where(EVENTS.c.id.in_(event_ids)))
-    return {event_id: properties for event_id, properties in rows}
 
 
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:

@@ -1,0 +1,141 @@
+"""A rule's lookup hands its candidates to the tick's thread as it finds them."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from automator import engine as engine_module
+from automator.engine import CHUNK_MIN, SPREAD, Lookup, TickReport
+from automator.store.candidates import Addressee, Candidate, Watermark
+from tests.conftest import all_messages, utc
+
+MARK = Watermark(until=utc("2026-11-20 04:00"), seq=7)
+
+
+def candidates(count: int, start: int = 0) -> list[Candidate]:
+    at = utc("2026-11-20 03:00")
+    return [
+        Candidate(
+            Addressee(number, f"c{number}@example.com", None, None, "en", None, "consideration", "{}"),
+            f"evt-{number}",
+            at,
+            at,
+            number,
+            False,
+        )
+        for number in range(start, start + count)
+    ]
+
+
+def test_a_chunk_is_what_has_arrived_once_there_is_enough_of_it():
+    lookup = Lookup()
+    lookup.add(candidates(CHUNK_MIN // 2))
+    lookup.add(candidates(CHUNK_MIN // 2 + 10, start=1000))
+    chunks = lookup.chunks()
+
+    first = next(chunks)
+
+    assert len(first) == CHUNK_MIN + 10
+    assert lookup.next_mark is None  # the lookup goes on; the first chunk did not wait for it
+
+
+def test_the_tick_waits_for_a_chunk_until_the_lookup_has_found_enough():
+    lookup = Lookup()
+    lookup.add(candidates(3))
+    asked = threading.Event()
+    got: list[list[Candidate]] = []
+
+    def take_first() -> None:
+        asked.set()
+        got.append(next(lookup.chunks()))
+
+    taker = threading.Thread(target=take_first)
+    taker.start()
+    asked.wait(timeout=10)
+    lookup.add(candidates(CHUNK_MIN, start=100))
+    taker.join(timeout=10)
+
+    assert not taker.is_alive()
+    assert [len(chunk) for chunk in got] == [CHUNK_MIN + 3]
+
+
+def test_an_ended_lookup_is_cut_into_spread_chunks_and_keeps_its_mark():
+    lookup = Lookup()
+    total = SPREAD * CHUNK_MIN * 2
+    lookup.add(candidates(total))
+    lookup.end("shape", MARK)
+
+    sizes = [len(chunk) for chunk in lookup.chunks()]
+
+    assert sizes == [total // SPREAD] * SPREAD
+    assert (lookup.found, lookup.shape, lookup.next_mark) == (total, "shape", MARK)
+
+
+def test_a_short_lookup_is_one_chunk():
+    lookup = Lookup()
+    lookup.add(candidates(5))
+    lookup.end("shape", MARK)
+
+    assert [len(chunk) for chunk in lookup.chunks()] == [5]
+
+
+def test_a_failing_lookup_raises_in_the_tick_after_what_it_found_before():
+    lookup = Lookup()
+    lookup.add(candidates(CHUNK_MIN))
+    chunks = lookup.chunks()
+    assert len(next(chunks)) == CHUNK_MIN
+
+    lookup.fail(RuntimeError("no such column: e.nope"))
+
+    with pytest.raises(RuntimeError, match="no such column"):
+        next(chunks)
+
+
+def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run(
+    make_contact, make_event, engine, store, monkeypatch
+):
+    cart = {"items": [{"name": "Tea", "quantity": 1, "price": 10}], "total": 10, "currency": "USD"}
+    for number in range(3):
+        make_contact(f"cart{number}@example.com")
+        make_event(
+            "cart_updated",
+            utc("2026-11-20 01:00"),
+            email=f"cart{number}@example.com",
+            cart_id=f"cart-{number}",
+            cart_url="https://shop.example/cart",
+            **cart,
+        )
+        make_contact(f"order{number}@example.com")
+        make_event(
+            "order_placed",
+            utc("2026-11-19 01:00"),
+            email=f"order{number}@example.com",
+            order_id=f"A-{number}",
+            total=10,
+            currency="USD",
+        )
+    original = engine_module.candidate_queries.batches
+
+    def failing_for_carts(session, rule, *rest):  # type: ignore[no-untyped-def]
+        for batch in original(session, rule, *rest):
+            yield batch[:1]
+            if rule.id == "abandoned_cart":
+                raise RuntimeError("the disk went away")
+            yield batch[1:]
+
+    monkeypatch.setattr(engine_module.candidate_queries, "batches", failing_for_carts)
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    assert "the disk went away" in (report.rules["abandoned_cart"].error or "")
+    assert report.rules["post_purchase_thank_you"].enqueued == 3
+    monkeypatch.setattr(engine_module.candidate_queries, "batches", original)
+    engine.evaluate(now + timedelta(minutes=1), TickReport(now))  # the next tick finds the carts again
+    rules = sorted(message.rule_id for message in all_messages(store))
+    assert rules.count("abandoned_cart") == 3
+    assert rules.count("post_purchase_thank_you") == 3
