@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from automator.schema import Message, Suppression
-from automator.store import Store, execute_many, insert, table
+from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
 from tests.conftest import utc
@@ -201,3 +201,44 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
     assert every == [f"<{name}@shop.example>" for name in order]
     assert first == every[:4]
     assert bodies == {("text", "<p>html</p>")}
+
+
+def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_first(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
+    store.create_schema()
+    now = utc("2026-11-20 12:00")
+    emails = [f"c{number}@example.com" for number in range(6)]
+
+    def row(email: str, occurrence: str, tag: str) -> dict[str, object]:
+        return {
+            "rule_id": "abandoned_cart",
+            "contact_id": contact_ids[email],
+            "email": email,
+            "occurrence": occurrence,
+            "occurred_at": now,
+            "status": "queued",
+            "due_at": now,
+            "send_at": now,
+            "expires_at": now + timedelta(days=1),
+            "message_id": f"<{occurrence}.{tag}@shop.example>",
+            "created_at": now,
+        }
+
+    with store.session() as session:
+        contact_ids = contact_store.ensure(session, emails, now)
+        first = queueing.insert_messages(session, [row(email, f"cart-{email}", "a") for email in emails[:3]])
+    with store.session() as session:  # c2's cart again (another daemon had it first), and three new
+        second = queueing.insert_messages(session, [row(email, f"cart-{email}", "b") for email in emails[2:]])
+    with store.session() as session:
+        stored = {
+            message.id: (message.contact_id, message.occurrence, message.message_id)
+            for message in session.execute(select(Message)).scalars()
+        }
+    store.dispose()
+
+    assert len(first) == 3 and len(second) == 3
+    assert set(second) == {(contact_ids[email], f"cart-{email}") for email in emails[3:]}
+    for tag, ids in (("a", first), ("b", second)):
+        for (contact_id, occurrence), message_id in ids.items():
+            assert stored[message_id] == (contact_id, occurrence, f"<{occurrence}.{tag}@shop.example>")
+    assert len(stored) == 6

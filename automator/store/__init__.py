@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Table, event, inspect
@@ -140,45 +141,81 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> None:
+def execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> int:
     """`session.execute(statement, rows)` for many rows of plain values (an INSERT of
     them), with the parameters prepared here in one pass over the rows.
 
     The same SQL on the same connection; only the per-row parameter handling differs:
     SQLAlchemy's own is general (it handles every kind of statement) and costs more than
     SQLite's insert of the row itself, about 70 µs for a message. Here each row becomes a
-    tuple (or a dict, for named parameters) through the columns' own bind processors."""
+    tuple (or a dict, for named parameters) through the columns' own bind processors.
+
+    Returns how many rows the statement wrote (an insert that skips conflicts writes fewer)."""
     if not rows:
-        return
+        return 0
     connection = session.connection()
-    dialect = connection.dialect
-    compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
+    plan = _plan(statement, connection.dialect, tuple(rows[0]))
+    if plan is None:
+        # A default computed per row: SQLAlchemy's way.
+        return session.execute(statement, rows).rowcount  # type: ignore[attr-defined,no-any-return]
+    rows = [{**plan.defaults, **row} for row in rows] if plan.defaults else rows
+    pairs = plan.pairs
+    params: list[Any]
+    if plan.names is None:
+        params = [tuple([row[key] if p is None else p(row[key]) for key, p in pairs]) for row in rows]
+    else:
+        named = list(zip(plan.names, pairs, strict=True))
+        params = [{name: row[key] if p is None else p(row[key]) for name, (key, p) in named} for row in rows]
+    return connection.exec_driver_sql(plan.sql, params).rowcount
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An INSERT compiled for `execute_many`: its SQL and, per parameter, the row key it
+    takes and the bind processor it goes through."""
+
+    sql: str
+    pairs: list[tuple[str, Any]]
+    names: list[str] | None  # the parameters' names, for named parameters; None: positional
+    defaults: dict[str, Any]
+
+
+_PLANS: dict[Any, _Plan | None] = {}
+PLANS_KEPT = 256
+
+
+def _plan(statement: Any, dialect: Any, columns: tuple[str, ...]) -> _Plan | None:
+    """The statement compiled for rows with these keys; kept, since queueing runs the same
+    few INSERTs for every chunk (compiling one costs more than binding a hundred rows)."""
+    cache_key = statement._generate_cache_key()  # SQLAlchemy's own key for its compiled cache
+    key = None if cache_key is None or cache_key.bindparams else (cache_key.key, dialect.name, columns)
+    if key is not None and key in _PLANS:
+        return _PLANS[key]
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
     names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
     binds = [compiled.binds[name] for name in names]
     keys = [bind.key for bind in binds]
     # Columns the rows leave out get their default, as SQLAlchemy would give it.
     defaults: dict[str, Any] = {}
-    for key in set(keys) - set(rows[0]):
-        default = statement.table.c[key].default
+    plan: _Plan | None = None
+    for missing in set(keys) - set(columns):
+        default = statement.table.c[missing].default
         if default is None or not default.is_scalar:
-            session.execute(statement, rows)  # a default computed per row: SQLAlchemy's way
-            return
-        defaults[key] = default.arg
-    rows = [{**defaults, **row} for row in rows] if defaults else rows
-    processors = [bind.type.bind_processor(dialect) for bind in binds]
-    pairs = list(zip(keys, processors, strict=True))
-    params: list[Any]
-    if compiled.positional:
-        params = [tuple([row[key] if p is None else p(row[key]) for key, p in pairs]) for row in rows]
+            break
+        defaults[missing] = default.arg
     else:
-        params = [
-            {
-                name: row[key] if p is None else p(row[key])
-                for name, (key, p) in zip(names, pairs, strict=True)
-            }
-            for row in rows
-        ]
-    connection.exec_driver_sql(compiled.string, params)
+        processors = [bind.type.bind_processor(dialect) for bind in binds]
+        plan = _Plan(
+            compiled.string,
+            list(zip(keys, processors, strict=True)),
+            None if compiled.positional else names,
+            defaults,
+        )
+    if key is not None:
+        if len(_PLANS) >= PLANS_KEPT:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
 
 
 def insert(session: Session, table: Table) -> Any:

@@ -6,14 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.schema import Contact, Event, Message, MessageContent, MessageHistory
+from automator.schema import Message, MessageContent, MessageHistory
 from automator.store import execute_many, insert, table
 
-CONTACTS = table(Contact)
-EVENTS = table(Event)
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 CONTENT = table(MessageContent)
@@ -24,14 +22,21 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
     or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence).
 
     The rows go in as one executemany (with RETURNING, SQLAlchemy would build and bind a
-    many-row VALUES statement, at twice the cost); the ids are read back through the dedupe
+    many-row VALUES statement, at twice the cost). When SQLite wrote every row, their ids are
+    the last ones it gave, in order: a row without an id gets the largest id plus one, and the
+    transaction holds the only write lock from the first row on. Otherwise (some were skipped,
+    or PostgreSQL, whose sequences promise no order) the ids are read back through the dedupe
     key, and a row is ours when it carries our Message-ID."""
     if not rows:
         return {}
     statement = insert(session, MESSAGES).on_conflict_do_nothing(
         index_elements=["rule_id", "contact_id", "occurrence"]
     )
-    execute_many(session, statement, rows)
+    written = execute_many(session, statement, rows)
+    if written == len(rows) and session.get_bind().dialect.name == "sqlite":
+        last = session.execute(select(func.last_insert_rowid())).scalar_one()
+        first = last - len(rows) + 1
+        return {(row["contact_id"], row["occurrence"]): first + n for n, row in enumerate(rows)}
     ours = {row["message_id"] for row in rows}
     found = session.execute(
         select(MESSAGES.c.id, MESSAGES.c.contact_id, MESSAGES.c.occurrence, MESSAGES.c.message_id).where(
