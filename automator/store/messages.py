@@ -252,8 +252,9 @@ def listing(session: Session, where: QueueFilter) -> list[Message]:
         query = query.where(MESSAGES.c.status == where.status)
     if where.rule:
         query = query.where(MESSAGES.c.rule_id == where.rule)
-    if where.email:
-        query = query.where(MESSAGES.c.email == where.email.strip().lower())
+    if where.email:  # through the contact's index (see console._to_address_starting)
+        contact = select(CONTACTS.c.id).where(CONTACTS.c.email == where.email.strip().lower())
+        query = query.where(MESSAGES.c.contact_id.in_(contact))
     query = query.order_by(MESSAGES.c.created_at.desc(), MESSAGES.c.id.desc()).limit(where.limit)
     return list(session.execute(query).scalars())
 
