@@ -183,23 +183,25 @@ class Engine:
         rule is reported and skipped.
 
         The rules' candidates are looked up one after the other in a thread of their own
-        while the tick's thread queues what was found: SQLite reads from its own snapshot
-        without blocking the writer, and the lookups' SQL runs without the GIL, on the core
-        the render workers leave free."""
+        while the tick's thread queues them, as they are found: SQLite reads from its own
+        snapshot without blocking the writer, and the lookups' SQL runs without the GIL."""
         for rule in self.project.rules:
             report.rule(rule.id)  # the summary lists the rules in the project's order
         rules = sorted(self.project.rules, key=lambda rule: -self.priority(rule))
         lookups = [Lookup() for _ in rules]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
             finder.submit(self._look_up_each, list(zip(rules, lookups, strict=True)), now)
-            for rule, lookup in zip(rules, lookups, strict=True):
-                rule_report = report.rule(rule.id)
-                try:
-                    self.evaluate_rule(rule, now, rule_report, lookup)
-                except Exception as exc:  # one broken rule must never stop the others
-                    log.exception("rule %s failed", rule.id)
-                    rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-                finally:
+            try:
+                for rule, lookup in zip(rules, lookups, strict=True):
+                    rule_report = report.rule(rule.id)
+                    try:
+                        self.evaluate_rule(rule, now, rule_report, lookup)
+                    except Exception as exc:  # one broken rule must never stop the others
+                        lookup.abandoned.set()  # its lookup need not go on
+                        log.exception("rule %s failed", rule.id)
+                        rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            finally:
+                for lookup in lookups:  # a tick stopped midway stops the lookups too
                     lookup.abandoned.set()
 
     def priority(self, rule: Rule) -> int:
@@ -207,6 +209,8 @@ class Engine:
 
     def _look_up_each(self, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
         for rule, lookup in work:
+            if lookup.abandoned.is_set():
+                continue
             try:
                 self.look_up(rule, now, lookup)
             except BaseException as exc:  # the tick's thread reports it with the rule
