@@ -110,16 +110,16 @@ class Lookup:
     def chunks(self) -> Iterator[list[Candidate]]:
         """Every candidate, in chunks: what has arrived when a chunk is asked for (at least
         CHUNK_MIN unless the lookup has ended), cut as described at CHUNK."""
-        while self._take(block=len(self._waiting) < CHUNK_MIN and self.next_mark is None):
-            pass
-        while self._waiting:
+        while True:
+            while self._take(block=len(self._waiting) < CHUNK_MIN and self.next_mark is None):
+                pass
+            if not self._waiting:
+                return
             if self.next_mark is None:
                 size = min(CHUNK, len(self._waiting))
             else:
                 size = max(CHUNK_MIN, min(CHUNK, -(-self.found // SPREAD)))
             yield [self._waiting.popleft() for _ in range(min(size, len(self._waiting)))]
-            while self._take(block=len(self._waiting) < CHUNK_MIN and self.next_mark is None):
-                pass
 
     def _take(self, block: bool) -> bool:
         """Take what has arrived into the waiting line; whether anything was there."""

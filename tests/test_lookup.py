@@ -10,7 +10,7 @@ import pytest
 from automator import engine as engine_module
 from automator.engine import CHUNK_MIN, SPREAD, Lookup, TickReport
 from automator.store.candidates import Addressee, Candidate, Watermark
-from tests.conftest import all_messages, utc
+from tests.conftest import all_messages, cart, utc
 
 MARK = Watermark(until=utc("2026-11-20 04:00"), seq=7)
 
@@ -97,26 +97,12 @@ def test_a_failing_lookup_raises_in_the_tick_after_what_it_found_before():
 def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run(
     make_contact, make_event, engine, store, monkeypatch
 ):
-    cart = {"items": [{"name": "Tea", "quantity": 1, "price": 10}], "total": 10, "currency": "USD"}
     for number in range(3):
         make_contact(f"cart{number}@example.com")
-        make_event(
-            "cart_updated",
-            utc("2026-11-20 01:00"),
-            email=f"cart{number}@example.com",
-            cart_id=f"cart-{number}",
-            cart_url="https://shop.example/cart",
-            **cart,
-        )
+        make_event("cart_updated", utc("2026-11-20 01:00"), f"cart{number}@example.com", **cart(f"c{number}"))
         make_contact(f"order{number}@example.com")
-        make_event(
-            "order_placed",
-            utc("2026-11-19 01:00"),
-            email=f"order{number}@example.com",
-            order_id=f"A-{number}",
-            total=10,
-            currency="USD",
-        )
+        order = {"order_id": f"A-{number}", "total": 10, "currency": "USD"}
+        make_event("order_placed", utc("2026-11-19 01:00"), f"order{number}@example.com", **order)
     original = engine_module.candidate_queries.batches
 
     def failing_for_carts(session, rule, *rest):  # type: ignore[no-untyped-def]
