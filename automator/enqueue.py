@@ -20,10 +20,10 @@ from automator.coupons import generate_code
 from automator.dispatch import planned_send_at
 from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule
-from automator.rendering import Failed, Rendering, RenderJob
+from automator.packing import Packed
+from automator.rendering import Failed, Rendering, RenderJob, Result
 from automator.store import coupons, queueing
 from automator.store.candidates import Candidate
-from automator.templates import Rendered
 
 if TYPE_CHECKING:
     from automator.engine import Engine
@@ -40,8 +40,8 @@ class Draft:
     id: int | None = None
     properties: dict[str, Any] | str | None = None  # the triggering event's, for event rules
     coupon: Any = None
-    text: str = ""
-    html: str = ""
+    text: Packed = Packed()
+    html: Packed = Packed()
     outcome: str = "queued"
     reason: str = "queued"
 
@@ -232,7 +232,7 @@ def _jobs(engine: Engine, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
     ]
 
 
-def _apply(drafts: list[Draft], results: list[Rendered | Failed]) -> None:
+def _apply(drafts: list[Draft], results: list[Result]) -> None:
     """Each draft's content; a template error holds only the message it happened in."""
     for draft, result in zip(drafts, results, strict=True):
         if isinstance(result, Failed):

@@ -25,6 +25,7 @@ from typing import Any
 
 from automator import emails
 from automator.errors import TemplateError
+from automator.packing import Packed, pack
 from automator.templates import Rendered, Templates
 
 log = logging.getLogger("automator.rendering")
@@ -71,6 +72,19 @@ class Failed:
     reason: str
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A message's content as queueing stores it: the bodies are packed where they were
+    rendered, so a worker sends back a third of the bytes (see `automator.packing`)."""
+
+    subject: str
+    text: Packed
+    html: Packed
+
+
+Result = Stored | Failed
+
+
 class Renderer:
     """Renders jobs with a project's templates."""
 
@@ -104,6 +118,10 @@ class Renderer:
     def render_each(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
         return [self._render_or_fail(job) for job in jobs]
 
+    def store_each(self, jobs: list[RenderJob]) -> list[Result]:
+        """Each job's content as it is stored."""
+        return [_stored(result) for result in self.render_each(jobs)]
+
     def _render_or_fail(self, job: RenderJob) -> Rendered | Failed:
         try:
             return self.render(job)
@@ -111,8 +129,14 @@ class Renderer:
             return Failed(f"template error: {exc}")
 
 
+def _stored(result: Rendered | Failed) -> Result:
+    if isinstance(result, Failed):
+        return result
+    return Stored(result.subject, pack(result.text), pack(result.html))
+
+
 class RenderPool:
-    """Renders chunks on `workers` processes (None: one per core but one, the caller's; 0:
+    """Renders chunks, for storage, on `workers` processes (None: one per core but one, the caller's; 0:
     none, all in the calling process)."""
 
     def __init__(self, renderer: Renderer, workers: int | None = None) -> None:
@@ -120,13 +144,13 @@ class RenderPool:
         self.workers = (os.cpu_count() or 1) - 1 if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def render_each(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
+    def store_each(self, jobs: list[RenderJob]) -> list[Result]:
         return self.start(jobs).results()
 
     def start(self, jobs: list[RenderJob]) -> Rendering:
         """Start rendering; the caller collects the results when it needs them."""
         if self.workers < 1 or len(jobs) < POOL_MIN:
-            return Rendering(self, jobs, done=self.renderer.render_each(jobs))
+            return Rendering(self, jobs, done=self.renderer.store_each(jobs))
         slices = [jobs[start : start + SLICE] for start in range(0, len(jobs), SLICE)]
         try:
             pool = self._started()
@@ -141,12 +165,12 @@ class RenderPool:
         if self.workers >= 1:
             self._started().submit(int)  # a pool never stays broken: fall_back closes it
 
-    def fall_back(self, jobs: list[RenderJob]) -> list[Rendered | Failed]:
+    def fall_back(self, jobs: list[RenderJob]) -> list[Result]:
         """A worker died: render these, and every later chunk, in this process."""
         log.exception("a render worker died; rendering in this process from now on")
         self.close()
         self.workers = 0
-        return self.renderer.render_each(jobs)
+        return self.renderer.store_each(jobs)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -172,23 +196,23 @@ class Rendering:
         self,
         pool: RenderPool,
         jobs: list[RenderJob],
-        done: list[Rendered | Failed] | None = None,
-        parts: list[tuple[list[RenderJob], Future[list[Rendered | Failed]]]] | None = None,
+        done: list[Result] | None = None,
+        parts: list[tuple[list[RenderJob], Future[list[Result]]]] | None = None,
     ) -> None:
         self._pool, self._jobs, self._done, self._parts = pool, jobs, done, parts or []
         self.stolen = 0  # slices the caller rendered itself (no worker had taken them)
 
-    def results(self) -> list[Rendered | Failed]:
+    def results(self) -> list[Result]:
         """One result per job, in order. The slices no worker has started yet are rendered
         here, from the last one back, while the workers go on from the first: the caller's
         process renders instead of waiting."""
         if self._done is None:
-            here: dict[int, list[Rendered | Failed]] = {}
+            here: dict[int, list[Result]] = {}
             for index in range(len(self._parts) - 1, -1, -1):
                 part, future = self._parts[index]
                 if not future.cancel():
                     break  # a worker has it, and so every slice before it
-                here[index] = self._pool.renderer.render_each(part)
+                here[index] = self._pool.renderer.store_each(part)
             self.stolen = len(here)
             try:
                 self._done = [
@@ -227,6 +251,6 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-def _render_slice(jobs: list[RenderJob]) -> list[Rendered | Failed]:
+def _render_slice(jobs: list[RenderJob]) -> list[Result]:
     assert _worker is not None, "not a render worker"
-    return _worker.render_each(jobs)
+    return _worker.store_each(jobs)

@@ -13,12 +13,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from automator.packing import Packed, pack, unpack
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,6 +61,24 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
         return process
+
+
+class PackedText(TypeDecorator[str]):
+    """Text stored packed (see `automator.packing`); a `Packed` value is stored as it is.
+    Reads unpack, and read text written before packing as it is."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        if value is None or isinstance(value, Packed):
+            return value
+        if not isinstance(value, str):
+            raise TypeError(f"{value!r} is not text")
+        return pack(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else unpack(value)
 
 
 def _time(nullable: bool = False, index: bool = False) -> Any:
@@ -207,8 +228,8 @@ class MessageContent(SQLModel, table=True):
             autoincrement=False,
         )
     )
-    text_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    html_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    text_body: str = Field(default="", sa_column=Column(PackedText, nullable=False, default=""))
+    html_body: str = Field(default="", sa_column=Column(PackedText, nullable=False, default=""))
 
 
 class MessageHistory(SQLModel, table=True):

@@ -74,12 +74,14 @@ def wrap(value: Any) -> Any:
         return Record(value)
     if isinstance(value, list):
         return [wrap(item) for item in value]
-    if isinstance(value, str) and _ISO_DATE.match(value):
+    if not isinstance(value, str) or value[4:5] != "-":  # most strings are no date: no regex
+        return value
+    if _ISO_DATE.match(value):
         try:
             return date.fromisoformat(value)
         except ValueError:
             return value
-    if isinstance(value, str) and _ISO_DATETIME.match(value):
+    if _ISO_DATETIME.match(value):
         try:
             return datetime.fromisoformat(value)
         except ValueError:

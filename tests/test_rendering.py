@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from automator.engine import Engine
-from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool
-from automator.templates import Rendered
+from automator.packing import unpack
+from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool, Stored
 from tests.conftest import all_messages, cart, utc
 
 NOW = utc("2026-11-20 05:00")
@@ -61,12 +61,14 @@ class _Fields:
 def test_a_big_chunk_renders_on_workers_exactly_as_in_process(engine, pool) -> None:
     jobs = cart_jobs(engine, POOL_MIN + 6)
 
-    in_workers = pool.render_each(jobs)
+    in_workers = pool.store_each(jobs)
 
     assert pool._pool is not None  # the chunk went to the workers
-    assert in_workers == engine.renderer.render_each(jobs)
-    assert all(isinstance(result, Rendered) for result in in_workers)
-    assert "Lan 0" in in_workers[0].text and "Anna 1" in in_workers[1].text
+    assert in_workers == engine.renderer.store_each(jobs)
+    assert all(isinstance(result, Stored) for result in in_workers)
+    assert "Lan 0" in unpack(in_workers[0].text) and "Anna 1" in unpack(in_workers[1].text)
+    first = engine.renderer.render(jobs[0])
+    assert (unpack(in_workers[0].text), unpack(in_workers[0].html)) == (first.text, first.html)
 
 
 def test_the_caller_renders_the_slices_no_worker_has_taken_yet(engine, pool) -> None:
@@ -76,15 +78,15 @@ def test_the_caller_renders_the_slices_no_worker_has_taken_yet(engine, pool) -> 
     results = rendering.results()
 
     assert 0 < rendering.stolen < 12  # the caller took the last ones; the workers the first
-    assert results == engine.renderer.render_each(jobs)  # in order, whoever rendered them
-    assert all(f"Lan {index}" in results[index].text for index in range(0, len(jobs), 2))
+    assert results == engine.renderer.store_each(jobs)  # in order, whoever rendered them
+    assert all(f"Lan {index}" in unpack(results[index].text) for index in range(0, len(jobs), 2))
 
 
 def test_a_template_error_on_a_worker_fails_only_that_message(engine, pool) -> None:
     jobs = cart_jobs(engine, POOL_MIN)
     jobs[5] = replace(jobs[5], event={"cart_id": "c5"})  # no items, no total
 
-    results = pool.render_each(jobs)
+    results = pool.store_each(jobs)
 
     failed = [index for index, result in enumerate(results) if isinstance(result, Failed)]
     assert failed == [5]
@@ -93,7 +95,7 @@ def test_a_template_error_on_a_worker_fails_only_that_message(engine, pool) -> N
 
 
 def test_a_small_chunk_stays_in_process(engine, pool) -> None:
-    pool.render_each(cart_jobs(engine, POOL_MIN - 1))
+    pool.store_each(cart_jobs(engine, POOL_MIN - 1))
 
     assert pool._pool is None
 

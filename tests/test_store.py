@@ -1,15 +1,18 @@
 """The SQLite store copies its write-ahead log into the database file in the background, so
 that a tick's commits never wait for the disk, and stops doing so when it is closed; its
 fast many-row insert stores exactly what SQLAlchemy's own would; a database made when the
-bodies were kept in the message row gets them moved, and its messages keep their content."""
+bodies were kept in the message row gets them moved, and its messages keep their content;
+bodies are stored packed, and bodies stored as text before still read."""
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import lz4.frame
 from sqlalchemy import select
 
 from automator.schema import Message, Suppression
@@ -163,6 +166,59 @@ def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path
     assert not indexes & {"ix_message_status_send_at", "ix_message_email", "ix_message_rule_contact_at"}
 
 
+def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
+    store.create_schema()
+    now = utc("2026-11-20 12:00")
+    html = "<p>" + "Giỏ hàng của bạn vẫn đang chờ. " * 100 + "</p>"
+    with store.session() as session:
+        contact_id = contact_store.ensure(session, ["lan@example.com"], now)["lan@example.com"]
+        packed = message_store.enqueue(
+            session, _queued(contact_id, "packed", now, 0), "queued", "Chào Lan", html
+        )
+        older = message_store.enqueue(
+            session, _queued(contact_id, "older", now, 0), "queued", "x", "<p>x</p>"
+        )
+    with store.engine.begin() as connection:
+        raw = connection.exec_driver_sql(
+            "SELECT text_body, html_body FROM message_content WHERE message_id = ?", (packed,)
+        ).one()
+        # A body written by a release that stored text.
+        connection.exec_driver_sql(
+            "UPDATE message_content SET text_body = 'Older text', html_body = '<p>older</p>'"
+            " WHERE message_id = ?",
+            (older,),
+        )
+    with store.session() as session:
+        assert packed is not None and older is not None
+        contents = [message_store.content(session, message_id) for message_id in (packed, older)]
+        due = {m.id: (m.text_body, m.html_body) for m in message_store.due(session, now, 10)}
+    store.dispose()
+
+    assert isinstance(raw.html_body, bytes) and len(raw.html_body) < len(html.encode()) / 10
+    assert lz4.frame.decompress(raw.html_body).decode() == html  # the standard LZ4 frame format
+    assert [(c.text, c.html) for c in contents] == [("Chào Lan", html), ("Older text", "<p>older</p>")]
+    assert due == {packed: ("Chào Lan", html), older: ("Older text", "<p>older</p>")}
+
+
+def _queued(contact_id: int, occurrence: str, send_at: datetime, priority: int) -> dict[str, Any]:
+    """A queued message's row values."""
+    return {
+        "rule_id": "abandoned_cart",
+        "contact_id": contact_id,
+        "email": "lan@example.com",
+        "occurrence": occurrence,
+        "occurred_at": send_at,
+        "status": "queued",
+        "priority": priority,
+        "due_at": send_at,
+        "send_at": send_at,
+        "expires_at": send_at + timedelta(days=1),
+        "message_id": f"<{occurrence}@shop.example>",
+        "created_at": send_at,
+    }
+
+
 def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
     store.create_schema()
@@ -181,21 +237,9 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
     with store.session() as session:
         contact_ids = contact_store.ensure(session, ["lan@example.com"], now)
         for occurrence, priority, minutes in planned:
-            send_at = now + timedelta(minutes=minutes)
-            values = {
-                "rule_id": "abandoned_cart",
-                "contact_id": contact_ids["lan@example.com"],
-                "email": "lan@example.com",
-                "occurrence": occurrence,
-                "occurred_at": send_at,
-                "status": "queued",
-                "priority": priority,
-                "due_at": send_at,
-                "send_at": send_at,
-                "expires_at": send_at + timedelta(days=1),
-                "message_id": f"<{occurrence}@shop.example>",
-                "created_at": send_at,
-            }
+            values = _queued(
+                contact_ids["lan@example.com"], occurrence, now + timedelta(minutes=minutes), priority
+            )
             message_store.enqueue(session, values, "queued", "text", "<p>html</p>")
     with store.session() as session:
         first = [m.message_id for m in message_store.due(session, now, 4)]

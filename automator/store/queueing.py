@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from automator.packing import Packed
 from automator.schema import Message, MessageContent, MessageHistory
 from automator.store import execute_many, insert, table
 
@@ -47,8 +48,8 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
     return {(row.contact_id, row.occurrence): row.id for row in found if row.message_id in ours}
 
 
-def insert_contents(session: Session, contents: list[tuple[int, str, str]]) -> None:
-    """The bodies of new messages: (message id, text, html) each."""
+def insert_contents(session: Session, contents: list[tuple[int, str | Packed, str | Packed]]) -> None:
+    """The bodies of new messages: (message id, text, html) each, packed already or not."""
     execute_many(
         session,
         CONTENT.insert(),

@@ -1,0 +1,31 @@
+"""Message bodies as they are stored: compressed with LZ4.
+
+An HTML email is mostly its layout's markup and inline styles, so a body packs to about a
+third of its size, in microseconds. Queueing writes a third of the bytes (a message's
+content fits in one database page instead of spilling into overflow pages), the render
+workers send a third of the bytes back, and a store of a million messages is gigabytes
+smaller. The LZ4 frame format is the standard one: `lz4 -d` reads a body exported from
+the database.
+"""
+
+from __future__ import annotations
+
+import lz4.frame
+
+
+class Packed(bytes):
+    """A body packed already (by a render worker, say): stored as it is."""
+
+
+def pack(text: str) -> Packed:
+    """The empty body stays empty (a message not rendered yet)."""
+    return Packed(lz4.frame.compress(text.encode()) if text else b"")
+
+
+def unpack(value: bytes | str | None) -> str:
+    """A stored body: packed, or text stored before bodies were packed (read as it is)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return lz4.frame.decompress(value).decode() if value else ""
