@@ -58,7 +58,7 @@ class UTCDateTime(TypeDecorator[datetime]):
                 raise ValueError(f"naive datetime {value!r}: automator keeps every time in UTC")
             if value.tzinfo is not UTC:
                 value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
         return process
 
