@@ -150,7 +150,10 @@ class Event(SQLModel, table=True):
     re-imported event is stored once."""
 
     __table_args__ = (
-        Index("ix_event_type_at", "type", "at"),
+        # A lookup's scan of an event type's time window reaches each event's contact (and
+        # its stage) from the index alone: the event's row is read only for the contacts the
+        # rule targets.
+        Index("ix_event_type_at_contact", "type", "at", "contact_id"),
         Index("ix_event_contact_type_at", "contact_id", "type", "at"),
     )
 

@@ -166,6 +166,37 @@ def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path
     assert not indexes & {"ix_message_status_send_at", "ix_message_email", "ix_message_rule_contact_at"}
 
 
+def test_the_event_type_index_of_an_earlier_version_is_replaced_by_the_one_with_the_contact(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'automator.db'}"
+    old = Store(url)
+    old.create_schema()
+    with old.engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX ix_event_type_at_contact")
+        connection.exec_driver_sql("CREATE INDEX ix_event_type_at ON event (type, at)")
+    old.dispose()
+
+    store = Store(url)
+    store.create_schema()
+    with store.engine.connect() as connection:
+        indexes = {row[1] for row in connection.exec_driver_sql("PRAGMA index_list(event)")}
+        columns = [
+            row[2] for row in connection.exec_driver_sql("PRAGMA index_info(ix_event_type_at_contact)")
+        ]
+        plan = " ".join(
+            row[3]
+            for row in connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT contact_id FROM event WHERE type = 'cart_updated' AND at > ''"
+            )
+        )
+    store.dispose()
+
+    assert "ix_event_type_at" not in indexes
+    assert columns == ["type", "at", "contact_id"]
+    assert "COVERING INDEX ix_event_type_at_contact" in plan  # the contact without the event's row
+
+
 def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
     store.create_schema()

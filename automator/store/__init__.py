@@ -103,6 +103,7 @@ class Checkpointer:
 # Indexes an earlier automator made that nothing reads any more (each costs every insert).
 OBSOLETE_INDEXES = {
     "message": ["ix_message_status_send_at", "ix_message_email", "ix_message_rule_contact_at"],
+    "event": ["ix_event_type_at"],  # ix_event_type_at_contact does its work
 }
 
 
