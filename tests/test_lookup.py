@@ -22,7 +22,6 @@ def candidates(count: int, start: int = 0) -> list[Candidate]:
             Addressee(number, f"c{number}@example.com", None, None, "en", None, "consideration", "{}"),
             f"evt-{number}",
             at,
-            at,
             number,
             False,
         )

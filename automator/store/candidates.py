@@ -77,7 +77,6 @@ class Candidate:
     contact: Addressee
     occurrence: str
     occurred_at: datetime
-    due_at: datetime
     event_id: int | None
     suppressed: bool
     # The triggering event's properties (event rules): like `attributes`, as stored.
@@ -134,7 +133,6 @@ def batches(
                 ),
                 _occurrence(row),
                 row.occurred_at,
-                row.due_at,
                 row.event_id,
                 bool(row.suppressed),
                 row.properties,
@@ -241,7 +239,6 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
             contact.c.email,
             occurrence.label("occurrence"),
             event.c.at.label("occurred_at"),
-            event.c.at.label("due_at"),
             event.c.id.label("event_id"),
             _suppressed(contact),
             *_addressee(contact, event),
@@ -289,7 +286,6 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
             contact.c.email,
             occurrence.label("occurrence"),
             date.c.value.label("occurred_at"),
-            date.c.value.label("due_at"),
             cast(None, String).label("event_id"),
             _suppressed(contact),
             *_addressee(contact),
@@ -324,7 +320,6 @@ def _schedule_query(rule: Rule, fired: datetime) -> Select[Any]:
         contact.c.email,
         literal("schedule@").label("occurrence"),
         literal(fired, UTCDateTime()).label("occurred_at"),
-        literal(fired, UTCDateTime()).label("due_at"),
         cast(None, String).label("event_id"),
         _suppressed(contact),
         *_addressee(contact),
@@ -346,7 +341,6 @@ def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Waterma
             contact.c.email,
             cast(change.c.id, String).label("occurrence"),
             change.c.at.label("occurred_at"),
-            change.c.at.label("due_at"),
             cast(None, String).label("event_id"),
             _suppressed(contact),
             *_addressee(contact),
