@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import lz4.frame
+import pytest
 from sqlalchemy import select
 
+import automator.store as store_module
 from automator.schema import Message, Suppression
 from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import contacts as contact_store
@@ -67,6 +69,30 @@ def test_closing_the_store_stops_its_checkpoint_thread(tmp_path: Path) -> None:
     store.dispose()
 
     assert set(checkpoint_threads()) - others == set()
+
+
+def test_the_log_file_shrinks_back_once_a_big_write_is_copied_into_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "WAL_KEPT_BYTES", 64 * 1024)
+    path = tmp_path / "automator.db"
+    wal = Path(f"{path}-wal")
+    store = Store(f"sqlite:///{path}")
+    store.create_schema()
+    suppress = "INSERT INTO suppression (email, reason, note, created_at) VALUES (?, ?, '', '2026-11-20')"
+    with store.engine.begin() as connection:  # about 2 MB of log
+        for index in range(2000):
+            connection.exec_driver_sql(suppress, (f"big{index}@example.com", "x" * 1000))
+    grown = wal.stat().st_size
+    with store.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    with store.engine.begin() as connection:  # the next write starts the log over
+        connection.exec_driver_sql(suppress, ("one@example.com", ""))
+    kept = wal.stat().st_size
+    store.dispose()
+
+    assert grown > 1_000_000
+    assert kept <= 64 * 1024 + 2 * 4096  # the limit, and the frame just written
 
 
 def test_execute_many_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:

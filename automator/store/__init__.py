@@ -24,6 +24,9 @@ from automator.errors import ConfigError
 log = logging.getLogger("automator.store")
 
 CHECKPOINT_PAUSE = 0.5  # seconds
+# The log file is reused from its start once it is all copied; this is the size it keeps
+# then (a big first tick or import would otherwise leave it at its largest for good).
+WAL_KEPT_BYTES = 64 * 1024 * 1024
 
 
 class Store:
@@ -142,6 +145,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     # The Checkpointer copies the log; SQLite's own checkpoint (which the committing
     # connection runs, waiting for the disk) only when the log passes ~200 MB anyway.
     cursor.execute("PRAGMA wal_autocheckpoint=50000")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
     cursor.close()
 
 
