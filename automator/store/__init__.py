@@ -26,7 +26,7 @@ log = logging.getLogger("automator.store")
 CHECKPOINT_PAUSE = 0.5  # seconds
 # The log file is reused from its start once it is all copied; this is the size it keeps
 # then (a big first tick or import would otherwise leave it at its largest for good).
-WAL_KEPT_BYTES = 64 * 1024 * 1024
+WAL_KEPT_BYTES = 256 * 1024 * 1024  # about the size at which SQLite checkpoints by itself
 
 
 class Store:
