@@ -64,14 +64,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class PackedText(TypeDecorator[str]):
-    """Text stored packed (see `automator.packing`); a `Packed` value is stored as it is.
-    Reads unpack, and read text written before packing as it is."""
+    """Text stored packed on SQLite (see `automator.packing`): a `Packed` value is stored as
+    it is, and text read as it was stored before bodies were packed. PostgreSQL compresses
+    long text itself (TOAST), so there the column stays text and a packed value is unpacked
+    before it is stored."""
 
     impl = LargeBinary
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
-        if value is None or isinstance(value, Packed):
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return Text() if dialect.name == "postgresql" else LargeBinary()
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | bytes | None:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return unpack(value) if isinstance(value, bytes) else value
+        if isinstance(value, Packed):
             return value
         if not isinstance(value, str):
             raise TypeError(f"{value!r} is not text")

@@ -15,9 +15,12 @@ from typing import Any
 import lz4.frame
 import pytest
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateTable
 
 import automator.store as store_module
-from automator.schema import Message, Suppression
+from automator.packing import pack
+from automator.schema import Message, MessageContent, Suppression
 from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
@@ -256,6 +259,19 @@ def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tm
     assert lz4.frame.decompress(raw.html_body).decode() == html  # the standard LZ4 frame format
     assert [(c.text, c.html) for c in contents] == [("Chào Lan", html), ("Older text", "<p>older</p>")]
     assert due == {packed: ("Chào Lan", html), older: ("Older text", "<p>older</p>")}
+
+
+def test_on_postgresql_bodies_stay_text_which_it_compresses_itself() -> None:
+    dialect = postgresql.dialect()
+    column = table(MessageContent).c.html_body
+    bind = column.type.bind_processor(dialect)
+
+    ddl = str(CreateTable(table(MessageContent)).compile(dialect=dialect))
+
+    assert "html_body TEXT NOT NULL" in ddl
+    assert bind is not None
+    assert bind(pack("<p>Chào Lan</p>")) == "<p>Chào Lan</p>"  # as a render worker packed it
+    assert bind("<p>Chào Lan</p>") == "<p>Chào Lan</p>"
 
 
 def _queued(contact_id: int, occurrence: str, send_at: datetime, priority: int) -> dict[str, Any]:
