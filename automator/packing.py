@@ -22,10 +22,8 @@ def pack(text: str) -> Packed:
     return Packed(lz4.frame.compress(text.encode()) if text else b"")
 
 
-def unpack(value: bytes | str | None) -> str:
+def unpack(value: bytes | str) -> str:
     """A stored body: packed, or text stored before bodies were packed (read as it is)."""
-    if value is None:
-        return ""
     if isinstance(value, str):
         return value
     return lz4.frame.decompress(value).decode() if value else ""

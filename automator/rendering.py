@@ -136,8 +136,8 @@ def _stored(result: Rendered | Failed) -> Result:
 
 
 class RenderPool:
-    """Renders chunks, for storage, on `workers` processes (None: one per core but one, the caller's; 0:
-    none, all in the calling process)."""
+    """Renders chunks for storage on `workers` processes (None: one per core but one, the
+    caller's; 0: none, all in the calling process)."""
 
     def __init__(self, renderer: Renderer, workers: int | None = None) -> None:
         self.renderer = renderer
