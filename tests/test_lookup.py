@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import timedelta
 
@@ -124,3 +125,27 @@ def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run
     rules = sorted(message.rule_id for message in all_messages(store))
     assert rules.count("abandoned_cart") == 3
     assert rules.count("post_purchase_thank_you") == 3
+
+
+def test_full_collections_during_a_tick_leave_the_older_objects_aside(
+    make_contact, make_event, engine, monkeypatch
+):
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 01:00"), "lan@example.com", **cart("c1"))
+    frozen_during: list[int] = []
+    original = engine_module.candidate_queries.batches
+
+    def noting_the_frozen(*args):  # type: ignore[no-untyped-def]
+        frozen_during.append(gc.get_freeze_count())
+        yield from original(*args)
+
+    monkeypatch.setattr(engine_module.candidate_queries, "batches", noting_the_frozen)
+    before = gc.get_freeze_count()
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    assert report.rules["abandoned_cart"].enqueued == 1
+    assert frozen_during and min(frozen_during) > before  # set aside while the tick ran
+    assert gc.get_freeze_count() == before  # and back in the collector's reach after it

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Table, event, inspect
+from sqlalchemy import Engine, Table, event, inspect, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -34,11 +34,15 @@ class Store:
 
     def __init__(self, url: str) -> None:
         try:
-            self.engine: Engine = create_engine(url)
+            parsed = make_url(url)
+            in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+            # The connection used last comes back first: its cache is the warmest. A SQLite
+            # connection drops its whole page cache when another one wrote since it last read.
+            self.engine: Engine = create_engine(parsed, **({} if in_memory else {"pool_use_lifo": True}))
         except Exception as exc:  # SQLAlchemy raises several types for a bad URL
             raise ConfigError(f"database_url '{url}': {exc}") from exc
         self._checkpointer: Checkpointer | None = None
-        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
+        if self.engine.dialect.name == "sqlite" and not in_memory:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             self._checkpointer = Checkpointer(self.engine)
             event.listen(self.engine, "commit", self._checkpointer.wake)
