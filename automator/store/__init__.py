@@ -146,9 +146,8 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     # 16 MB per connection. A connection drops its cache whenever another one has written
-    # since it last read, which happens all through a tick; refilling a bigger cache took
-    # fresh memory from the system page by page, and a bench tick took a quarter longer
-    # with 32 MB than with 8 or 16.
+    # since it last read, which happens all through a tick, so a bigger cache is mostly
+    # memory to refill (from the system, page by page) rather than pages found again.
     cursor.execute("PRAGMA cache_size=-16384")
     # The Checkpointer copies the log; SQLite's own checkpoint (which the committing
     # connection runs, waiting for the disk) only when the log passes ~200 MB anyway.
