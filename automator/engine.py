@@ -442,9 +442,9 @@ class CouponFields(Protocol):
 def _collecting_young_objects_only() -> Iterator[None]:
     """While a tick runs, Python's full garbage collections scan only the objects made since
     it started. A full collection scans every object the process holds (modules, rules,
-    templates, a web console's state): 100–150 ms each at a time, which fell in the middle
-    of a tick now and then, and several times in a first tick. `gc.freeze` sets the older
-    objects aside; at the end of the tick they are collected as before. When objects are
+    templates, a web console's state): 60–150 ms, depending on the process, and one tick in
+    eight or so had one in the middle of it. `gc.freeze` sets the older objects aside; at
+    the end of the tick they are collected as before. When objects are
     frozen already (a tick running beside this one, or the process's own choice), they stay
     as they are."""
     if gc.get_freeze_count():
