@@ -444,9 +444,8 @@ def _collecting_young_objects_only() -> Iterator[None]:
     it started. A full collection scans every object the process holds (modules, rules,
     templates, a web console's state): 60–150 ms, depending on the process, and one tick in
     eight or so had one in the middle of it. `gc.freeze` sets the older objects aside; at
-    the end of the tick they are collected as before. When objects are
-    frozen already (a tick running beside this one, or the process's own choice), they stay
-    as they are."""
+    the end of the tick they are collected as before. When objects are frozen already (a
+    tick running beside this one, or the process's own choice), they stay as they are."""
     if gc.get_freeze_count():
         yield
         return
