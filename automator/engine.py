@@ -43,8 +43,7 @@ log = logging.getLogger("automator.engine")
 CHUNK = 500
 CHUNK_MIN = 100
 SPREAD = 8
-# Chunks started (read, rendering) before the oldest is written: the workers render a chunk
-# while the tick's process writes the one before and reads the one after.
+# Chunks started (read, rendering) before the oldest is written (see Pipeline).
 AHEAD = 2
 CONTACTS = table(Contact)
 
@@ -139,19 +138,88 @@ class Lookup:
         return True
 
 
+@dataclass(eq=False)
+class Queueing:
+    """One rule's occurrences on their way to the queue."""
+
+    rule: Rule
+    lookup: Lookup
+    report: RuleReport
+    errors: list[str] = field(default_factory=list)  # what could not be queued
+    in_flight: int = 0  # chunks started and not written yet
+    taken: bool = False  # every chunk has been taken from the lookup (or the rule failed)
+    failed: bool = False
+
+
+class Pipeline:
+    """Queues the rules' chunks one rule after the other, with AHEAD chunks in flight
+    (read, rendering) before the oldest is written: the render workers render a chunk while
+    the tick's thread writes the one before and reads the one after, also from one rule to
+    the next, so that the workers start on a rule while the last chunks of the rule before
+    are written. A rule's watermark is kept once its last chunk is written."""
+
+    def __init__(self, engine: Engine, now: datetime) -> None:
+        self.engine = engine
+        self.now = now
+        self.started: deque[tuple[Queueing, list[Candidate], Prepared | None]] = deque()
+
+    def queue(self, rule: Queueing) -> None:
+        """Start (and write, as more are started) the rule's chunks; a failing rule is
+        reported and skipped."""
+        try:
+            if can_overlap(rule.rule):
+                for chunk in rule.lookup.chunks():
+                    self.started.append((rule, chunk, self.engine.prepare_chunk(rule.rule, chunk, self.now)))
+                    rule.in_flight += 1
+                    if len(self.started) > AHEAD:
+                        self._finish_oldest()
+            else:
+                # Pool codes are chosen in the transaction that gives them: one chunk at a
+                # time, after what is in flight.
+                self.drain()
+                for chunk in rule.lookup.chunks():
+                    rule.errors += self.engine.enqueue_chunk(rule.rule, chunk, self.now, rule.report)
+        except Exception as exc:  # one broken rule must never stop the others
+            rule.lookup.abandoned.set()  # its lookup need not go on
+            log.exception("rule %s failed", rule.rule.id)
+            rule.report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            rule.failed = True
+        rule.taken = True
+        self._settle(rule)
+
+    def drain(self) -> None:
+        while self.started:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        rule, chunk, prepared = self.started.popleft()
+        rule.errors += self.engine.finish_chunk(rule.rule, chunk, prepared, self.now, rule.report)
+        rule.in_flight -= 1
+        self._settle(rule)
+
+    def _settle(self, rule: Queueing) -> None:
+        """Once a rule's chunks are all written: its count, then its watermark, unless
+        something failed (the next tick then retries; what was queued is skipped)."""
+        if rule.in_flight or not rule.taken:
+            return
+        rule.report.evaluated = rule.lookup.found
+        if rule.failed:
+            return
+        if rule.errors:
+            errors = rule.errors
+            rule.report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
+            return
+        try:
+            self.engine.keep_watermark(rule.rule, rule.lookup, rule.report, self.now)
+        except Exception as exc:
+            log.exception("rule %s: its watermark could not be kept", rule.rule.id)
+            rule.report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
 def trigger_hash(rule: Rule) -> str:
     """Changes when the trigger or conditions change, which restarts the rule's watermark."""
     shape = rule.trigger.model_dump_json() + repr([c.model_dump() for c in rule.when])
     return hashlib.sha256(shape.encode()).hexdigest()[:16]
-
-
-def trigger_offset(rule: Rule) -> timedelta:
-    """Distance from the trigger occurrence to the moment the message is due."""
-    if isinstance(rule.trigger, DateTrigger):
-        return rule.trigger.offset
-    if isinstance(rule.trigger, ScheduleTrigger):
-        return timedelta(0)
-    return rule.trigger.delay
 
 
 class Engine:
@@ -197,15 +265,11 @@ class Engine:
         lookups = [Lookup() for _ in rules]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
             finder.submit(self._look_up_each, list(zip(rules, lookups, strict=True)), now)
+            pipeline = Pipeline(self, now)
             try:
                 for rule, lookup in zip(rules, lookups, strict=True):
-                    rule_report = report.rule(rule.id)
-                    try:
-                        self.evaluate_rule(rule, now, rule_report, lookup)
-                    except Exception as exc:  # one broken rule must never stop the others
-                        lookup.abandoned.set()  # its lookup need not go on
-                        log.exception("rule %s failed", rule.id)
-                        rule_report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                    pipeline.queue(Queueing(rule, lookup, report.rule(rule.id)))
+                pipeline.drain()
             finally:
                 for lookup in lookups:  # a tick stopped midway stops the lookups too
                     lookup.abandoned.set()
@@ -227,7 +291,7 @@ class Engine:
         found against."""
         shape = trigger_hash(rule)
         with self.store.session() as session:
-            fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
+            fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
             mark = rulestate.watermark(session, rule.id, shape, fresh)
             seq_now = rulestate.current_seq(session, _sequence_kind(rule))
             for batch in candidate_queries.batches(session, rule, now, mark, self.settings.zone):
@@ -236,14 +300,8 @@ class Engine:
                 lookup.add(batch)
         lookup.end(shape, Watermark(until=now, seq=seq_now))
 
-    def evaluate_rule(self, rule: Rule, now: datetime, report: RuleReport, lookup: Lookup) -> None:
-        """Queue what `lookup` finds for the rule, then keep its watermark."""
-        errors = self._enqueue(rule, lookup.chunks(), now, report)
-        report.evaluated = lookup.found
-        if errors:
-            # Keep the watermark: the next tick retries what failed (queued ones are skipped).
-            report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
-            return
+    def keep_watermark(self, rule: Rule, lookup: Lookup, report: RuleReport, now: datetime) -> None:
+        """Once every occurrence the lookup found is queued, the next tick starts from its mark."""
         assert lookup.next_mark is not None, "every chunk was taken, so the lookup has ended"
         with self.store.session() as session:
             rulestate.advance(
@@ -255,36 +313,18 @@ class Engine:
                 {"evaluated": report.evaluated, "enqueued": report.enqueued},
             )
 
-    def _enqueue(
-        self, rule: Rule, chunks: Iterator[list[Candidate]], now: datetime, report: RuleReport
-    ) -> list[str]:
-        """Queue every chunk; returns what could not be queued.
-
-        While the render workers render a chunk, the chunks before it are written: the
-        tick's process does the SQL and the workers the templates, at the same time."""
-        if not can_overlap(rule):
-            return [error for chunk in chunks for error in self._enqueue_chunk(rule, chunk, now, report)]
-        errors: list[str] = []
-        started: deque[tuple[list[Candidate], Prepared | None]] = deque()
-        for chunk in chunks:
-            started.append((chunk, self._prepare(rule, chunk, now)))
-            if len(started) > AHEAD:
-                errors += self._finish(rule, *started.popleft(), now, report)
-        while started:
-            errors += self._finish(rule, *started.popleft(), now, report)
-        return errors
-
-    def _prepare(self, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared | None:
+    def prepare_chunk(self, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared | None:
         try:
             with self.store.session() as session:
                 return prepare(self, session, rule, chunk, now)
         except Exception:
             log.warning("rule %s: a chunk could not be prepared", rule.id, exc_info=True)
-            return None  # _finish redoes it one by one
+            return None  # finish redoes it one by one
 
-    def _finish(
+    def finish_chunk(
         self, rule: Rule, chunk: list[Candidate], prepared: Prepared | None, now: datetime, report: RuleReport
     ) -> list[str]:
+        """Write a prepared chunk; returns what could not be queued."""
         if prepared is not None:
             try:
                 with self.store.session() as session:
@@ -296,7 +336,7 @@ class Engine:
                 )
         return self._one_by_one(rule, chunk, now, report)
 
-    def _enqueue_chunk(
+    def enqueue_chunk(
         self, rule: Rule, chunk: list[Candidate], now: datetime, report: RuleReport
     ) -> list[str]:
         """Queue a chunk in one transaction; if anything unexpected fails, redo it one
@@ -497,8 +537,8 @@ def preview(engine: Engine, rule: Rule, email: str, now: datetime) -> Rendered:
             occurred_at=occurred_at,
             event_id=event_id,
             status="preview",
-            due_at=occurred_at + trigger_offset(rule),
-            send_at=max(now, occurred_at + trigger_offset(rule)),
+            due_at=occurred_at + rule.offset,
+            send_at=max(now, occurred_at + rule.offset),
             expires_at=now,
             created_at=now,
         )

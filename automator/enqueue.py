@@ -23,7 +23,7 @@ from automator.model import CouponSpec, EventTrigger, Rule
 from automator.packing import Packed
 from automator.rendering import Failed, Rendering, RenderJob, Result
 from automator.store import coupons, queueing
-from automator.store.candidates import Candidate
+from automator.store.candidates import Addressee, Candidate
 
 if TYPE_CHECKING:
     from automator.engine import Engine
@@ -83,7 +83,8 @@ def prepare(engine: Engine, session: Session, rule: Rule, chunk: list[Candidate]
     """Choose the chunk's coupons and start rendering it (on the render workers when it is
     big enough, so that the caller can write the chunk before meanwhile). The candidates
     carry what the messages need of their contacts and events: nothing is read again."""
-    drafts = _unique([_draft(engine, rule, candidate, now) for candidate in chunk])
+    drafting = Drafting(engine, rule, now)
+    drafts = _unique([drafting.draft(candidate) for candidate in chunk])
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
     if rule.send.coupon is not None:
         _choose_coupons(session, rule.send.coupon, sendable, now)
@@ -109,38 +110,59 @@ def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> l
     return [draft.outcome for draft in inserted]
 
 
-def _draft(engine: Engine, rule: Rule, candidate: Candidate, now: datetime) -> Draft:
-    from automator.engine import trigger_offset
+class Drafting:
+    """Drafts a chunk's messages; what every message of the chunk shares is worked out once.
 
-    contact = candidate.contact
-    due = candidate.occurred_at + trigger_offset(rule)
-    send_at = planned_send_at(engine.settings, contact, max(due, now))
-    values = {
-        "rule_id": rule.id,
-        "contact_id": contact.id,
-        "email": contact.email,
-        "occurrence": candidate.occurrence,
-        "occurred_at": candidate.occurred_at,
-        "event_id": candidate.event_id,
-        "status": "suppressed" if candidate.suppressed else "queued",
-        "hold_kind": None,
-        "priority": engine.priority(rule),
-        "due_at": due,
-        "send_at": send_at,
-        "expires_at": send_at + rule.lateness,
-        "locale": contact.locale or "en",
-        "subject": "",
-        "message_id": emails.new_message_id(engine.settings.sender),
-        "created_at": now,
-        "skip_policies": False,
-        "attempts": 0,
-    }
-    draft = Draft(values, contact, properties=candidate.properties)
-    if candidate.suppressed:
-        draft.outcome, draft.reason = "suppressed", "address is suppressed"
-    elif send_at > now:
-        draft.reason = f"queued; waits until {send_at.isoformat()} (quiet hours)"
-    return draft
+    Most of a chunk is due by now and so planned for now, moved to the end of the quiet
+    hours in the contact's time zone: a send time is worked out once per time zone and
+    due time, not once per message."""
+
+    def __init__(self, engine: Engine, rule: Rule, now: datetime) -> None:
+        self.settings = engine.settings
+        self.rule = rule
+        self.now = now
+        self.offset = rule.offset
+        self.lateness = rule.lateness
+        self.priority = engine.priority(rule)
+        self._send_at: dict[tuple[str | None, datetime], datetime] = {}
+
+    def draft(self, candidate: Candidate) -> Draft:
+        contact = candidate.contact
+        due = candidate.occurred_at + self.offset
+        send_at = self.send_at(contact, max(due, self.now))
+        values = {
+            "rule_id": self.rule.id,
+            "contact_id": contact.id,
+            "email": contact.email,
+            "occurrence": candidate.occurrence,
+            "occurred_at": candidate.occurred_at,
+            "event_id": candidate.event_id,
+            "status": "suppressed" if candidate.suppressed else "queued",
+            "hold_kind": None,
+            "priority": self.priority,
+            "due_at": due,
+            "send_at": send_at,
+            "expires_at": send_at + self.lateness,
+            "locale": contact.locale or "en",
+            "subject": "",
+            "message_id": emails.new_message_id(self.settings.sender),
+            "created_at": self.now,
+            "skip_policies": False,
+            "attempts": 0,
+        }
+        draft = Draft(values, contact, properties=candidate.properties)
+        if candidate.suppressed:
+            draft.outcome, draft.reason = "suppressed", "address is suppressed"
+        elif send_at > self.now:
+            draft.reason = f"queued; waits until {send_at.isoformat()} (quiet hours)"
+        return draft
+
+    def send_at(self, contact: Addressee, at: datetime) -> datetime:
+        key = (contact.timezone, at)
+        send_at = self._send_at.get(key)
+        if send_at is None:
+            send_at = self._send_at[key] = planned_send_at(self.settings, contact, at)
+        return send_at
 
 
 def _unique(drafts: list[Draft]) -> list[Draft]:

@@ -297,6 +297,16 @@ class Rule(Strict):
         """How late a trigger may still be acted on; older occurrences are skipped."""
         return self.max_lateness or self.trigger.default_max_lateness
 
+    @property
+    def offset(self) -> timedelta:
+        """Distance from a trigger occurrence to the moment its message is due."""
+        trigger = self.trigger
+        if isinstance(trigger, DateTrigger):
+            return trigger.offset
+        if isinstance(trigger, ScheduleTrigger):
+            return timedelta(0)
+        return trigger.delay
+
     def line_of(self, path: str) -> int | None:
         """The line of a dotted field path (or its closest parent) in the rule file."""
         while path:

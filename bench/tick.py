@@ -40,7 +40,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from automator.dispatch import Dispatcher
-from automator.engine import Engine, TickReport, trigger_hash, trigger_offset
+from automator.engine import Engine, TickReport, trigger_hash
 from automator.importing import import_contacts, import_events, read_coupon_codes
 from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, Rule
 from automator.project import Project, load_project
@@ -487,7 +487,7 @@ def setwise(store: Store, rules: list[Rule], now: datetime) -> dict[str, list[Ca
     """`candidates.find` for every rule with the watermark the engine would use."""
     found: dict[str, list[Candidate]] = {}
     for rule in rules:
-        fresh = now - trigger_offset(rule) - rule.lateness - timedelta(seconds=1)
+        fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
         with store.session() as session:
             mark = rulestate.watermark(session, rule.id, trigger_hash(rule), fresh)
             found[rule.id] = candidate_queries.find(session, rule, now, mark)

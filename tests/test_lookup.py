@@ -10,6 +10,7 @@ import pytest
 
 from automator import engine as engine_module
 from automator.engine import CHUNK_MIN, SPREAD, Lookup, TickReport
+from automator.store import rulestate
 from automator.store.candidates import Addressee, Candidate, Watermark
 from tests.conftest import all_messages, cart, utc
 
@@ -97,12 +98,7 @@ def test_a_failing_lookup_raises_in_the_tick_after_what_it_found_before():
 def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run(
     make_contact, make_event, engine, store, monkeypatch
 ):
-    for number in range(3):
-        make_contact(f"cart{number}@example.com")
-        make_event("cart_updated", utc("2026-11-20 01:00"), f"cart{number}@example.com", **cart(f"c{number}"))
-        make_contact(f"order{number}@example.com")
-        order = {"order_id": f"A-{number}", "total": 10, "currency": "USD"}
-        make_event("order_placed", utc("2026-11-19 01:00"), f"order{number}@example.com", **order)
+    carts_and_orders(make_contact, make_event)
     original = engine_module.candidate_queries.batches
 
     def failing_for_carts(session, rule, *rest):  # type: ignore[no-untyped-def]
@@ -149,3 +145,65 @@ def test_full_collections_during_a_tick_leave_the_older_objects_aside(
     assert report.rules["abandoned_cart"].enqueued == 1
     assert frozen_during and min(frozen_during) > before  # set aside while the tick ran
     assert gc.get_freeze_count() == before  # and back in the collector's reach after it
+
+
+def carts_and_orders(make_contact, make_event, count: int = 3) -> None:  # type: ignore[no-untyped-def]
+    for number in range(count):
+        make_contact(f"cart{number}@example.com")
+        make_event("cart_updated", utc("2026-11-20 01:00"), f"cart{number}@example.com", **cart(f"c{number}"))
+        make_contact(f"order{number}@example.com")
+        order = {"order_id": f"A-{number}", "total": 10, "currency": "USD"}
+        make_event("order_placed", utc("2026-11-19 01:00"), f"order{number}@example.com", **order)
+
+
+def test_the_next_rule_starts_rendering_before_the_last_chunk_of_the_rule_before_is_written(
+    make_contact, make_event, engine, monkeypatch
+):
+    carts_and_orders(make_contact, make_event)
+    steps: list[tuple[str, str]] = []
+    for name in ("prepare_chunk", "finish_chunk"):
+        original = getattr(engine, name)
+
+        def noting(rule, *args, _name=name, _original=original):  # type: ignore[no-untyped-def]
+            steps.append((_name, rule.id))
+            return _original(rule, *args)
+
+        monkeypatch.setattr(engine, name, noting)
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    # The cart rule goes first (priority 20); its one chunk is written after the thank-you's
+    # chunk has been started.
+    assert steps.index(("prepare_chunk", "post_purchase_thank_you")) < steps.index(
+        ("finish_chunk", "abandoned_cart")
+    )
+    enqueued = {rule_id: rule.enqueued for rule_id, rule in report.rules.items()}
+    assert (enqueued["abandoned_cart"], enqueued["post_purchase_thank_you"]) == (3, 3)
+
+
+def test_a_rule_that_fails_leaves_the_chunks_of_the_rule_before_to_be_written_and_its_mark_kept(
+    make_contact, make_event, engine, store, monkeypatch
+):
+    carts_and_orders(make_contact, make_event)
+    original = engine_module.candidate_queries.batches
+
+    def failing_for_orders(session, rule, *rest):  # type: ignore[no-untyped-def]
+        if rule.id == "post_purchase_thank_you":
+            raise RuntimeError("the disk went away")
+        yield from original(session, rule, *rest)
+
+    monkeypatch.setattr(engine_module.candidate_queries, "batches", failing_for_orders)
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    assert "the disk went away" in (report.rules["post_purchase_thank_you"].error or "")
+    assert report.rules["abandoned_cart"].error is None
+    assert report.rules["abandoned_cart"].enqueued == 3
+    with store.session() as session:
+        states = rulestate.all_states(session)
+    assert states["abandoned_cart"].evaluated_until == now
+    assert "post_purchase_thank_you" not in states  # its mark waits for a tick that queues it

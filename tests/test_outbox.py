@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from automator.emails import OutgoingEmail
+from automator.emails import OutgoingEmail, new_message_id
 from automator.errors import TemporaryDeliveryError
 from automator.transports.file import FileTransport
 from tests.conftest import cart, write_jsonl
@@ -92,6 +94,25 @@ def test_eml_carries_from_to_date_message_id_and_rule(sent):
     assert email["Date"].datetime.isoformat() == "2026-11-20T04:00:00+00:00"
     assert email["Message-ID"].strip().endswith("@shop.example.com>")
     assert email["X-Automator-Rule"] == "abandoned_cart"
+
+
+def test_message_ids_differ_within_a_process_and_in_a_forked_child():
+    sender = "Lotus Shop <hello@shop.example.com>"
+    ids = {new_message_id(sender) for _ in range(1000)}
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.write(write, new_message_id(sender).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"<\d+\.\d{20}\.\d+\.automator@shop\.example\.com>", id_) for id_ in ids)
+    # Each process draws its own random part: a fork does not repeat its parent's ids.
+    assert from_child.split(".")[1] != next(iter(ids)).split(".")[1]
 
 
 def test_vietnamese_subject_is_rfc2047_encoded_and_decodes_back(sent):

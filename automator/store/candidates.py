@@ -179,15 +179,19 @@ def _windows(
     either its time came after the mark, or its row arrived since (a late event).
 
     Two disjoint windows, queried apart and joined by UNION ALL, so that each reads only
-    its own slice: with an OR between them the whole lateness window would be read.
+    its own slice: with an OR between them the whole lateness window would be read. Each
+    window has one lower bound on `column`: given two, SQLite may take the looser one for
+    the index range and read the whole lateness window to filter it by the other.
     """
     latest = now - offset
     earliest = latest - rule.lateness
     since = mark.until - offset
-    windows = [[column <= latest, column >= earliest, column > since]]
-    if since >= earliest:
-        windows.append([column <= min(since, latest), column >= earliest, seq > mark.seq])
-    return windows
+    if since < earliest:  # the mark is older than max lateness: the whole window is new
+        return [[column <= latest, column >= earliest]]
+    return [
+        [column <= latest, column > since],
+        [column <= min(since, latest), column >= earliest, seq > mark.seq],
+    ]
 
 
 def _each_window(query: Select[Any], windows: list[list[ColumnElement[bool]]]) -> Query:
