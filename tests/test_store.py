@@ -74,6 +74,22 @@ def test_closing_the_store_stops_its_checkpoint_thread(tmp_path: Path) -> None:
     assert set(checkpoint_threads()) - others == set()
 
 
+def test_a_store_used_again_after_closing_starts_a_new_checkpoint_thread(tmp_path: Path) -> None:
+    others = set(checkpoint_threads())
+    store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
+    store.create_schema()
+    store.dispose()  # closed (as before copying the file, say), then used again
+    row = {"email": "a@example.com", "reason": "manual", "created_at": utc("2026-11-20 03:00")}
+    with store.session() as session:
+        session.execute(SUPPRESSIONS.insert(), [row])
+
+    started = set(checkpoint_threads()) - others
+    store.dispose()
+
+    assert len(started) == 1  # without it, the log would grow until a commit copies it, waiting
+    assert set(checkpoint_threads()) - others == set()
+
+
 def test_the_log_file_shrinks_back_once_a_big_write_is_copied_into_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +57,8 @@ class Store:
             yield session
 
     def dispose(self) -> None:
+        """Close the connections and stop the checkpoint thread. A store used again opens
+        new connections, as SQLAlchemy's engine does, and starts a new thread."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
@@ -71,7 +72,7 @@ class Checkpointer:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._wanted = threading.Event()
-        self._stopping = False
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -79,32 +80,35 @@ class Checkpointer:
         """Ask for a checkpoint soon (called on every commit; it never blocks)."""
         if self._thread is None:
             with self._lock:
-                if self._thread is None and not self._stopping:
+                if self._thread is None:
+                    self._stop = threading.Event()
                     self._thread = threading.Thread(
-                        target=self._run, name="automator-checkpoint", daemon=True
+                        target=self._run, args=(self._stop,), name="automator-checkpoint", daemon=True
                     )
                     self._thread.start()
         self._wanted.set()
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wanted.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        """Stop the thread; the next commit starts a new one."""
+        with self._lock:
+            if self._thread is not None:
+                self._stop.set()
+                self._wanted.set()
+                self._thread.join(timeout=30)
+                self._thread = None
 
-    def _run(self) -> None:
-        while not self._stopping:
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             self._wanted.wait()
             self._wanted.clear()
-            if self._stopping:
+            if stop.is_set():
                 return
             try:
                 with self._engine.connect() as connection:
                     connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
             except Exception:  # the next commit asks again; SQLite's own checkpoint is the backstop
                 log.warning("WAL checkpoint failed", exc_info=True)
-            time.sleep(CHECKPOINT_PAUSE)  # at most one checkpoint per pause, however many commits
+            stop.wait(CHECKPOINT_PAUSE)  # at most one checkpoint per pause, however many commits
 
 
 # Indexes an earlier automator made that nothing reads any more (each costs every insert).
