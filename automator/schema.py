@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        # A chunk's rows share a few instants (the tick's time, a send time, an expiry), and
+        # the text of one costs more than finding it again.
+        @functools.lru_cache(maxsize=1024)
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
