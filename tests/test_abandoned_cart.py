@@ -187,3 +187,19 @@ def test_a_cart_reported_after_its_max_lateness_is_never_reminded(lan, make_even
 
     assert all_messages(store) == []
     assert transport.sent == []
+
+
+def test_only_carts_of_contacts_in_the_targeted_stages_with_a_total_get_a_reminder(
+    make_contact, make_event, tick, transport
+):
+    make_contact("lan@example.com", stage="consideration")
+    make_contact("empty@example.com", stage="consideration")
+    make_contact("loyal@example.com", stage="loyalty")
+    make_event("cart_updated", utc("2026-11-20 03:00"), "lan@example.com", **cart("c1"))
+    make_event("cart_updated", utc("2026-11-20 03:00"), "empty@example.com", **cart("c2", total=0))
+    make_event("cart_updated", utc("2026-11-20 03:00"), "loyal@example.com", **cart("c3"))
+
+    report = tick(utc("2026-11-20 04:00"))
+
+    assert report.rules["abandoned_cart"].enqueued == 1
+    assert [email["To"].addresses[0].addr_spec for email in transport.sent] == ["lan@example.com"]

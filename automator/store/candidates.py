@@ -19,6 +19,7 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    case,
     cast,
     exists,
     false,
@@ -153,6 +154,17 @@ def _base(rule: Rule, contact: Any) -> list[ColumnElement[bool]]:
     return [contact.c.stage.in_(rule.stages)]
 
 
+def _for_targeted(rule: Rule, contact: Any, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """`condition` (the rule's `when`, which may test the event's properties) tested only
+    for a contact in the rule's stages. SQLite tests a condition as soon as it has read what
+    the condition names: on the event's properties alone, that is as soon as it finds the
+    event in the index, and it reads the event's row (its JSON) for every event in the
+    window. Named with the contact's stage, the test waits for the contact's row, and most
+    events' contacts are not in the rule's stages: the cart rule's lookup read 5,330 event
+    rows for 1,900 events of targeted contacts."""
+    return case((contact.c.stage.in_(rule.stages), condition), else_=false())
+
+
 def _suppressed(contact: Any) -> Any:
     return exists().where(SUPPRESSIONS.c.email == contact.c.email).label("suppressed")
 
@@ -231,7 +243,7 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
     where = [
         event.c.type == trigger.event,
         *_base(rule, contact),
-        compile_conditions(rule.when, contact, event),
+        _for_targeted(rule, contact, compile_conditions(rule.when, contact, event)),
         ~_cancelled(trigger.cancel_if, contact.c.id, event.c.at, now),
         _not_messaged(rule, contact.c.id, occurrence),
     ]
