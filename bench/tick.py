@@ -816,11 +816,21 @@ def incremental_tick(
     checked = set(sample) | set(touched)
     each = evaluate_each(store, project.rules, sorted(checked), LATER)
 
-    tick = TickReport(LATER)
-    with profiler.phase("incremental_tick"), sql_timer() as in_sql:
-        _, seconds = timed(lambda: engine.evaluate(LATER, tick))
+    with store.engine.connect() as connection:
+        marks = connection.exec_driver_sql("SELECT * FROM rule_state").all()
+    runs: list[tuple[Timing, TickReport, dict[str, float]]] = []
+    for run in range(args.incremental_runs):
+        if run:
+            undo_tick(store, LATER, marks)
+        tick = TickReport(LATER)
+        with profiler.phase(f"incremental_tick_{run + 1}"), sql_timer() as in_sql:
+            _, seconds = timed(lambda: engine.evaluate(LATER, tick))  # noqa: B023 (called at once)
+        runs.append((seconds, tick, dict(in_sql)))
+    seconds, tick, in_sql = sorted(runs, key=lambda run: run[0].wall)[len(runs) // 2]
+    walls = ", ".join(f"{timing.wall:.2f}" for timing, _, _ in runs)
     say(
-        f"incremental tick (Engine.evaluate at now + 1h): {seconds} "
+        f"incremental tick (Engine.evaluate at now + 1h): {seconds}, the median of {len(runs)} "
+        f"({walls} s; each undone before the next) "
         f"{goal(seconds.wall <= GOAL_INCREMENTAL_S, f'<= {GOAL_INCREMENTAL_S:g} s')}"
     )
     print_rules(tick, seconds, in_sql)
@@ -828,6 +838,28 @@ def incremental_tick(
     agreement("incremental tick, per-contact vs enqueued", enqueued, each, len(checked))
     say(f"peak RSS after incremental tick: {peak_rss_mb():,.0f} MB")
     return seconds
+
+
+def undo_tick(store: Store, created: datetime, marks: Sequence[Any]) -> None:
+    """Remove what a tick at `created` queued (its messages with their content, history and
+    coupons: generated codes go, pool codes are free again) and put the rules' watermarks
+    back, so that the same tick can run again."""
+    at = created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as the store keeps times
+    ids = f"SELECT id FROM message WHERE created_at = '{at}'"
+    with store.engine.begin() as connection:
+        for statement in (
+            f"DELETE FROM message_content WHERE message_id IN ({ids})",
+            f"DELETE FROM message_history WHERE message_id IN ({ids})",
+            f"DELETE FROM coupon WHERE pool IS NULL AND message_id IN ({ids})",
+            "UPDATE coupon SET message_id = NULL, contact_id = NULL, rule_id = NULL, assigned_at = NULL"
+            f" WHERE message_id IN ({ids})",
+            f"DELETE FROM message WHERE id IN ({ids})",
+            "DELETE FROM rule_state",
+        ):
+            connection.exec_driver_sql(statement)
+        for mark in marks:
+            values = ", ".join("?" * len(mark))
+            connection.exec_driver_sql(f"INSERT INTO rule_state VALUES ({values})", tuple(mark))
 
 
 def compare(first: FirstTick) -> None:
@@ -854,6 +886,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sample", type=int, default=2000, help="contacts evaluated one by one")
     parser.add_argument("--new-events", type=int, default=10_000, help="events before the incremental tick")
+    parser.add_argument(
+        "--incremental-runs",
+        type=int,
+        default=5,
+        help="times the incremental tick runs, undone in between; the median is reported",
+    )
     parser.add_argument("--no-dispatch", action="store_true", help="skip timing the delivery")
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the ticks to this folder")
     return parser.parse_args(argv)

@@ -42,6 +42,7 @@ from automator.store.sqltime import shifted
 
 Query = Select[Any] | CompoundSelect
 
+RESOLUTION = timedelta(microseconds=1)
 CONTACTS = table(Contact)
 EVENTS = table(Event)
 DATES = table(ContactDate)
@@ -193,22 +194,22 @@ def _windows(
     Two disjoint windows, queried apart and joined by UNION ALL, so that each reads only
     its own slice: with an OR between them the whole lateness window would be read. Each
     window has one lower bound on `column`: given two, SQLite may take the looser one for
-    the index range and read the whole lateness window to filter it by the other.
+    the index range and read the whole lateness window to filter it by the other. A mark
+    older than max lateness leaves the second window empty; it is there all the same, so
+    that every tick runs the statement SQLAlchemy compiled for the first.
     """
     latest = now - offset
     earliest = latest - rule.lateness
     since = mark.until - offset
-    if since < earliest:  # the mark is older than max lateness: the whole window is new
-        return [[column <= latest, column >= earliest]]
+    after_mark = max(earliest, since + RESOLUTION)  # times are stored to the microsecond
     return [
-        [column <= latest, column > since],
+        [column <= latest, column >= after_mark],
         [column <= min(since, latest), column >= earliest, seq > mark.seq],
     ]
 
 
 def _each_window(query: Select[Any], windows: list[list[ColumnElement[bool]]]) -> Query:
-    parts = [query.where(*window) for window in windows]
-    return parts[0] if len(parts) == 1 else union_all(*parts)
+    return union_all(*(query.where(*window) for window in windows))
 
 
 def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any, now: datetime) -> ColumnElement[bool]:
