@@ -16,9 +16,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
     String,
     Text,
+    bindparam,
     case,
     cast,
     exists,
@@ -43,6 +45,17 @@ from automator.store.sqltime import shifted
 Query = Select[Any] | CompoundSelect
 
 RESOLUTION = timedelta(microseconds=1)
+# What changes from one tick to the next is bound when a lookup runs; a rule's statement is
+# built (and compiled by SQLAlchemy) once.
+NOW = bindparam("now", type_=UTCDateTime())
+LATEST = bindparam("latest", type_=UTCDateTime())  # the window of occurrences new since the mark
+AFTER_MARK = bindparam("after_mark", type_=UTCDateTime())
+LATE_UNTIL = bindparam("late_until", type_=UTCDateTime())  # the window of rows arrived late
+EARLIEST = bindparam("earliest", type_=UTCDateTime())
+SEQ = bindparam("seq", type_=Integer())
+FIRED = bindparam("fired", type_=UTCDateTime())  # a schedule's firing
+STATEMENTS_KEPT = 256
+_statements: dict[tuple[str, str], Query] = {}
 CONTACTS = table(Contact)
 EVENTS = table(Event)
 DATES = table(ContactDate)
@@ -109,18 +122,15 @@ def batches(
     """`find`'s candidates, `size` at a time as SQLite finds them: the caller can queue
     the first ones while the rest are still being looked for."""
     trigger = rule.trigger
+    values: dict[str, Any]
     if isinstance(trigger, ScheduleTrigger):
         fired = last_fire(trigger, zone, now, max(now - rule.lateness, mark.until))
         if fired is None or fired <= mark.until:
             return  # not fired since the last tick: nothing to look at
-        query: Query = _schedule_query(rule, fired)
-    elif isinstance(trigger, EventTrigger):
-        query = _event_query(rule, trigger, now, mark)
-    elif isinstance(trigger, DateTrigger):
-        query = _date_query(rule, trigger, now, mark)
+        values = {"fired": fired}
     else:
-        query = _stage_query(rule, trigger, now, mark)
-    for rows in session.execute(query).partitions(size):
+        values = _window_values(rule, now, mark)
+    for rows in session.execute(_statement(rule), values).partitions(size):
         yield [
             Candidate(
                 Addressee(
@@ -141,6 +151,26 @@ def batches(
             )
             for row in rows
         ]
+
+
+def _statement(rule: Rule) -> Query:
+    """The rule's lookup, built the first time it is asked for."""
+    key = (rule.id, rule.model_dump_json())
+    statement = _statements.get(key)
+    if statement is None:
+        if len(_statements) >= STATEMENTS_KEPT:
+            _statements.clear()
+        trigger = rule.trigger
+        if isinstance(trigger, ScheduleTrigger):
+            statement = _schedule_query(rule)
+        elif isinstance(trigger, EventTrigger):
+            statement = _event_query(rule, trigger)
+        elif isinstance(trigger, DateTrigger):
+            statement = _date_query(rule, trigger)
+        else:
+            statement = _stage_query(rule, trigger)
+        _statements[key] = statement
+    return statement
 
 
 def _occurrence(row: Any) -> str:
@@ -185,34 +215,39 @@ def _addressee(contact: Any, event: Any = None) -> list[Any]:
     ]
 
 
-def _windows(
-    column: Any, offset: timedelta, rule: Rule, now: datetime, mark: Watermark, seq: Any
-) -> list[list[ColumnElement[bool]]]:
+def _windows(column: Any, seq: Any) -> list[list[ColumnElement[bool]]]:
     """`column + offset` is due by now, not older than max lateness, and new since the mark:
-    either its time came after the mark, or its row arrived since (a late event).
+    either its time came after the mark, or its row arrived since (a late event). The
+    bounds are bound when the lookup runs (see `_window_values`).
 
     Two disjoint windows, queried apart and joined by UNION ALL, so that each reads only
     its own slice: with an OR between them the whole lateness window would be read. Each
     window has one lower bound on `column`: given two, SQLite may take the looser one for
     the index range and read the whole lateness window to filter it by the other. A mark
-    older than max lateness leaves the second window empty; it is there all the same, so
-    that every tick runs the statement SQLAlchemy compiled for the first.
+    older than max lateness leaves the second window empty.
     """
-    latest = now - offset
+    return [[column <= LATEST, column >= AFTER_MARK], [column <= LATE_UNTIL, column >= EARLIEST, seq > SEQ]]
+
+
+def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
+    latest = now - rule.offset
     earliest = latest - rule.lateness
-    since = mark.until - offset
-    after_mark = max(earliest, since + RESOLUTION)  # times are stored to the microsecond
-    return [
-        [column <= latest, column >= after_mark],
-        [column <= min(since, latest), column >= earliest, seq > mark.seq],
-    ]
+    since = mark.until - rule.offset
+    return {
+        "now": now,
+        "latest": latest,
+        "after_mark": max(earliest, since + RESOLUTION),  # times are stored to the microsecond
+        "late_until": min(since, latest),
+        "earliest": earliest,
+        "seq": mark.seq,
+    }
 
 
 def _each_window(query: Select[Any], windows: list[list[ColumnElement[bool]]]) -> Query:
     return union_all(*(query.where(*window) for window in windows))
 
 
-def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any, now: datetime) -> ColumnElement[bool]:
+def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any) -> ColumnElement[bool]:
     """An event of the cancelling type occurred after `after` (and by now)."""
     if cancel is None:
         return false()
@@ -221,7 +256,7 @@ def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any, now: dateti
         other.c.contact_id == contact_id,
         other.c.type == cancel.event,
         other.c.at > after,
-        other.c.at <= now,
+        other.c.at <= NOW,
     )
 
 
@@ -233,7 +268,7 @@ def _not_messaged(rule: Rule, contact_id: Any, occurrence: Any) -> ColumnElement
     )
 
 
-def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Watermark) -> Query:
+def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
     event, contact = EVENTS.alias("e"), CONTACTS.alias("c")
     occurrence: Any = event.c.key
     if trigger.once_per:
@@ -245,11 +280,11 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
         event.c.type == trigger.event,
         *_base(rule, contact),
         _for_targeted(rule, contact, compile_conditions(rule.when, contact, event)),
-        ~_cancelled(trigger.cancel_if, contact.c.id, event.c.at, now),
+        ~_cancelled(trigger.cancel_if, contact.c.id, event.c.at),
         _not_messaged(rule, contact.c.id, occurrence),
     ]
     if trigger.latest_per:
-        where.append(~_newer_of_same(event, contact.c.id, trigger.latest_per, now))
+        where.append(~_newer_of_same(event, contact.c.id, trigger.latest_per))
     query = (
         select(
             event.c.contact_id,
@@ -263,10 +298,10 @@ def _event_query(rule: Rule, trigger: EventTrigger, now: datetime, mark: Waterma
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(event.c.at, trigger.delay, rule, now, mark, event.c.id))
+    return _each_window(query, _windows(event.c.at, event.c.id))
 
 
-def _newer_of_same(event: Any, contact_id: Any, key: str, now: datetime) -> ColumnElement[bool]:
+def _newer_of_same(event: Any, contact_id: Any, key: str) -> ColumnElement[bool]:
     """A later event of the same type and the same `key` property (e.g. the same cart)."""
     newer = EVENTS.alias("newer")
     return exists().where(
@@ -275,11 +310,11 @@ def _newer_of_same(event: Any, contact_id: Any, key: str, now: datetime) -> Colu
         newer.c.properties[key].as_string() == event.c.properties[key].as_string(),
         newer.c.at >= event.c.at,  # a range on the index; the OR below alone would not be one
         or_(newer.c.at > event.c.at, newer.c.id > event.c.id),
-        newer.c.at <= now,
+        newer.c.at <= NOW,
     )
 
 
-def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark) -> Query:
+def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
     date, contact = DATES.alias("d"), CONTACTS.alias("c")
     cancel = trigger.cancel_if
     # Cancelling events count from `within` before the date, else from when the trigger fires.
@@ -295,7 +330,7 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
         ),
     ]
     if cancel is not None:
-        where.append(~_cancelled_since(cancel.event, contact.c.id, since, now))
+        where.append(~_cancelled_since(cancel.event, contact.c.id, since))
     occurrence = literal(f"{trigger.attribute}@")  # completed with the date in Python
     query = (
         select(
@@ -310,17 +345,17 @@ def _date_query(rule: Rule, trigger: DateTrigger, now: datetime, mark: Watermark
         .join(contact, contact.c.id == date.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(date.c.value, trigger.offset, rule, now, mark, date.c.id))
+    return _each_window(query, _windows(date.c.value, date.c.id))
 
 
-def _cancelled_since(event_type: str, contact_id: Any, since: Any, now: datetime) -> ColumnElement[bool]:
+def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElement[bool]:
     other = EVENTS.alias("cancel_event")
     return exists().where(
-        other.c.contact_id == contact_id, other.c.type == event_type, other.c.at >= since, other.c.at <= now
+        other.c.contact_id == contact_id, other.c.type == event_type, other.c.at >= since, other.c.at <= NOW
     )
 
 
-def _schedule_query(rule: Rule, fired: datetime) -> Select[Any]:
+def _schedule_query(rule: Rule) -> Select[Any]:
     """Every targeted contact, once per firing of the schedule."""
     contact = CONTACTS.alias("c")
     where = [
@@ -329,27 +364,27 @@ def _schedule_query(rule: Rule, fired: datetime) -> Select[Any]:
         ~exists().where(
             MESSAGES.c.rule_id == rule.id,
             MESSAGES.c.contact_id == contact.c.id,
-            MESSAGES.c.occurred_at == fired,
+            MESSAGES.c.occurred_at == FIRED,
         ),
     ]
     return select(
         contact.c.id.label("contact_id"),
         contact.c.email,
         literal("schedule@").label("occurrence"),
-        literal(fired, UTCDateTime()).label("occurred_at"),
+        FIRED.label("occurred_at"),
         cast(None, String).label("event_id"),
         _suppressed(contact),
         *_addressee(contact),
     ).where(*where)
 
 
-def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Watermark) -> Query:
+def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
     change, contact = STAGES.alias("s"), CONTACTS.alias("c")
     where = [
         change.c.to_stage == trigger.stage_entered,
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
-        ~_cancelled(trigger.cancel_if, contact.c.id, change.c.at, now),
+        ~_cancelled(trigger.cancel_if, contact.c.id, change.c.at),
         _not_messaged(rule, contact.c.id, cast(change.c.id, String)),
     ]
     query = (
@@ -365,4 +400,4 @@ def _stage_query(rule: Rule, trigger: StageTrigger, now: datetime, mark: Waterma
         .join(contact, contact.c.id == change.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(change.c.at, trigger.delay, rule, now, mark, change.c.id))
+    return _each_window(query, _windows(change.c.at, change.c.id))

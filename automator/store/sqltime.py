@@ -7,12 +7,18 @@ from typing import Any
 
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from automator.schema import UTCDateTime
 
 
 class shifted(ColumnElement[Any]):  # noqa: N801  (reads like a SQL function)
-    inherit_cache = False  # the delta is part of the SQL text, so never reuse a compiled form
+    # The delta is part of the SQL text, and so of the key SQLAlchemy caches compiled forms by.
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("seconds", InternalTraversal.dp_plain_obj),
+    ]
+    inherit_cache = True
     type = UTCDateTime()
 
     def __init__(self, column: Any, delta: timedelta) -> None:
