@@ -20,7 +20,6 @@ from automator.coupons import generate_code
 from automator.dispatch import planned_send_at
 from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule
-from automator.packing import Packed
 from automator.rendering import Failed, Rendering, RenderJob, Result
 from automator.store import coupons, queueing
 from automator.store.candidates import Addressee, Candidate
@@ -40,8 +39,8 @@ class Draft:
     id: int | None = None
     properties: dict[str, Any] | str | None = None  # the triggering event's, for event rules
     coupon: Any = None
-    text: Packed = Packed()
-    html: Packed = Packed()
+    text: bytes = b""  # packed (see automator.packing)
+    html: bytes = b""
     outcome: str = "queued"
     reason: str = "queued"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from automator import emails
 from automator.errors import TemplateError
-from automator.packing import Packed, pack
+from automator.packing import pack
 from automator.templates import Rendered, Templates
 
 log = logging.getLogger("automator.rendering")
@@ -78,8 +78,8 @@ class Stored:
     rendered, so a worker sends back a third of the bytes (see `automator.packing`)."""
 
     subject: str
-    text: Packed
-    html: Packed
+    text: bytes
+    html: bytes
 
 
 Result = Stored | Failed

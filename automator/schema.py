@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from automator.packing import Packed, pack, unpack
+from automator.packing import pack, unpack
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -68,8 +68,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class PackedText(TypeDecorator[str]):
-    """Text stored packed on SQLite (see `automator.packing`): a `Packed` value is stored as
-    it is, and text read as it was stored before bodies were packed. PostgreSQL compresses
+    """Text stored packed on SQLite (see `automator.packing`): bytes (packed already) are
+    stored as they are, and text read as it was stored before bodies were packed. PostgreSQL compresses
     long text itself (TOAST), so there the column stays text and a packed value is unpacked
     before it is stored."""
 
@@ -84,8 +84,8 @@ class PackedText(TypeDecorator[str]):
             return None
         if dialect.name == "postgresql":
             return unpack(value) if isinstance(value, bytes) else value
-        if isinstance(value, Packed):
-            return value
+        if isinstance(value, bytes):
+            return value  # packed already
         if not isinstance(value, str):
             raise TypeError(f"{value!r} is not text")
         return pack(value)

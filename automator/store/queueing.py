@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.packing import Packed
 from automator.schema import Message, MessageContent, MessageHistory
 from automator.store import execute_many, insert, table
 
@@ -48,7 +47,7 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
     return {(row.contact_id, row.occurrence): row.id for row in found if row.message_id in ours}
 
 
-def insert_contents(session: Session, contents: list[tuple[int, str | Packed, str | Packed]]) -> None:
+def insert_contents(session: Session, contents: list[tuple[int, str | bytes, str | bytes]]) -> None:
     """The bodies of new messages: (message id, text, html) each, packed already or not."""
     execute_many(
         session,
