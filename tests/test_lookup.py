@@ -123,20 +123,22 @@ def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run
     assert rules.count("post_purchase_thank_you") == 3
 
 
-def test_full_collections_during_a_tick_leave_the_older_objects_aside(
+def test_collections_during_a_tick_leave_the_older_objects_aside_and_come_seldom(
     make_contact, make_event, engine, monkeypatch
 ):
     make_contact("lan@example.com")
     make_event("cart_updated", utc("2026-11-20 01:00"), "lan@example.com", **cart("c1"))
     frozen_during: list[int] = []
+    thresholds_during: list[int] = []
     original = engine_module.candidate_queries.batches
 
     def noting_the_frozen(*args):  # type: ignore[no-untyped-def]
         frozen_during.append(gc.get_freeze_count())
+        thresholds_during.append(gc.get_threshold()[0])
         yield from original(*args)
 
     monkeypatch.setattr(engine_module.candidate_queries, "batches", noting_the_frozen)
-    before = gc.get_freeze_count()
+    before, threshold = gc.get_freeze_count(), gc.get_threshold()
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
 
@@ -145,6 +147,9 @@ def test_full_collections_during_a_tick_leave_the_older_objects_aside(
     assert report.rules["abandoned_cart"].enqueued == 1
     assert frozen_during and min(frozen_during) > before  # set aside while the tick ran
     assert gc.get_freeze_count() == before  # and back in the collector's reach after it
+    # The tick's own objects are looked at seldom while it runs, as often as before after.
+    assert min(thresholds_during) >= engine_module.YOUNG_GARBAGE > threshold[0]
+    assert gc.get_threshold() == threshold
 
 
 def carts_and_orders(make_contact, make_event, count: int = 3) -> None:  # type: ignore[no-untyped-def]
