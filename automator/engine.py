@@ -164,57 +164,58 @@ class Pipeline:
         self.now = now
         self.started: deque[tuple[Queueing, list[Candidate], Prepared | None]] = deque()
 
-    def queue(self, rule: Queueing) -> None:
+    def queue(self, queueing: Queueing) -> None:
         """Start (and write, as more are started) the rule's chunks; a failing rule is
         reported and skipped."""
+        rule, engine = queueing.rule, self.engine
         try:
-            if can_overlap(rule.rule):
-                for chunk in rule.lookup.chunks():
-                    self.started.append((rule, chunk, self.engine.prepare_chunk(rule.rule, chunk, self.now)))
-                    rule.in_flight += 1
+            if can_overlap(rule):
+                for chunk in queueing.lookup.chunks():
+                    self.started.append((queueing, chunk, engine.prepare_chunk(rule, chunk, self.now)))
+                    queueing.in_flight += 1
                     if len(self.started) > AHEAD:
                         self._finish_oldest()
             else:
                 # Pool codes are chosen in the transaction that gives them: one chunk at a
                 # time, after what is in flight.
                 self.drain()
-                for chunk in rule.lookup.chunks():
-                    rule.errors += self.engine.enqueue_chunk(rule.rule, chunk, self.now, rule.report)
+                for chunk in queueing.lookup.chunks():
+                    queueing.errors += engine.enqueue_chunk(rule, chunk, self.now, queueing.report)
         except Exception as exc:  # one broken rule must never stop the others
-            rule.lookup.abandoned.set()  # its lookup need not go on
-            log.exception("rule %s failed", rule.rule.id)
-            rule.report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            rule.failed = True
-        rule.taken = True
-        self._settle(rule)
+            queueing.lookup.abandoned.set()  # its lookup need not go on
+            log.exception("rule %s failed", rule.id)
+            queueing.report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            queueing.failed = True
+        queueing.taken = True
+        self._settle(queueing)
 
     def drain(self) -> None:
         while self.started:
             self._finish_oldest()
 
     def _finish_oldest(self) -> None:
-        rule, chunk, prepared = self.started.popleft()
-        rule.errors += self.engine.finish_chunk(rule.rule, chunk, prepared, self.now, rule.report)
-        rule.in_flight -= 1
-        self._settle(rule)
+        queueing, chunk, prepared = self.started.popleft()
+        queueing.errors += self.engine.finish_chunk(queueing.rule, chunk, prepared, self.now, queueing.report)
+        queueing.in_flight -= 1
+        self._settle(queueing)
 
-    def _settle(self, rule: Queueing) -> None:
+    def _settle(self, queueing: Queueing) -> None:
         """Once a rule's chunks are all written: its count, then its watermark, unless
         something failed (the next tick then retries; what was queued is skipped)."""
-        if rule.in_flight or not rule.taken:
+        if queueing.in_flight or not queueing.taken:
             return
-        rule.report.evaluated = rule.lookup.found
-        if rule.failed:
+        queueing.report.evaluated = queueing.lookup.found
+        if queueing.failed:
             return
-        if rule.errors:
-            errors = rule.errors
-            rule.report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
+        if queueing.errors:
+            errors = queueing.errors
+            queueing.report.error = f"{len(errors)} occurrence(s) could not be queued; first: {errors[0]}"
             return
         try:
-            self.engine.keep_watermark(rule.rule, rule.lookup, rule.report, self.now)
+            self.engine.keep_watermark(queueing.rule, queueing.lookup, queueing.report, self.now)
         except Exception as exc:
-            log.exception("rule %s: its watermark could not be kept", rule.rule.id)
-            rule.report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            log.exception("rule %s: its watermark could not be kept", queueing.rule.id)
+            queueing.report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
 
 
 def trigger_hash(rule: Rule) -> str:
