@@ -69,9 +69,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class PackedText(TypeDecorator[str]):
     """Text stored packed on SQLite (see `automator.packing`): bytes (packed already) are
-    stored as they are, and text read as it was stored before bodies were packed. PostgreSQL compresses
-    long text itself (TOAST), so there the column stays text and a packed value is unpacked
-    before it is stored."""
+    stored as they are, and text read as it was stored before bodies were packed.
+    PostgreSQL compresses long text itself (TOAST), so there the column stays text and a
+    packed value is unpacked before it is stored."""
 
     impl = LargeBinary
     cache_ok = True

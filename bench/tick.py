@@ -842,17 +842,17 @@ def incremental_tick(
 
 def undo_tick(store: Store, created: datetime, marks: Sequence[Any]) -> None:
     """Remove what a tick at `created` queued (its messages with their content, history and
-    coupons: generated codes go, pool codes are free again) and put the rules' watermarks
-    back, so that the same tick can run again."""
+    coupons: pool codes go back to their pool, generated codes go) and put the rules'
+    watermarks back, so that the same tick can run again."""
     at = created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as the store keeps times
     ids = f"SELECT id FROM message WHERE created_at = '{at}'"
-    with store.engine.begin() as connection:
+    with store.session() as session:
+        connection = session.connection()
+        coupons.return_to_pool(session, list(connection.exec_driver_sql(ids).scalars()))
         for statement in (
             f"DELETE FROM message_content WHERE message_id IN ({ids})",
             f"DELETE FROM message_history WHERE message_id IN ({ids})",
             f"DELETE FROM coupon WHERE pool IS NULL AND message_id IN ({ids})",
-            "UPDATE coupon SET message_id = NULL, contact_id = NULL, rule_id = NULL, assigned_at = NULL"
-            f" WHERE message_id IN ({ids})",
             f"DELETE FROM message WHERE id IN ({ids})",
             "DELETE FROM rule_state",
         ):

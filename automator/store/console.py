@@ -16,9 +16,9 @@ from sqlalchemy import ColumnElement, and_, distinct, func, or_, select, update
 from sqlmodel import Session
 
 from automator.schema import Contact, Message
-from automator.store import table
+from automator.store import coupons, table
 from automator.store.audit import AUDIT
-from automator.store.messages import COUPONS, HISTORY, MESSAGES
+from automator.store.messages import HISTORY, MESSAGES
 
 CONTACTS = table(Contact)
 
@@ -288,9 +288,5 @@ def _apply_chunk(
         ],
     )
     if action.status == "cancelled":  # a cancelled message never goes out: its pool code goes back
-        session.execute(
-            update(COUPONS)
-            .where(COUPONS.c.message_id.in_([id_ for id_, _ in rows]), COUPONS.c.pool.is_not(None))
-            .values(message_id=None, contact_id=None, rule_id=None, assigned_at=None)
-        )
+        coupons.return_to_pool(session, [id_ for id_, _ in rows])
     return len(rows)

@@ -98,3 +98,13 @@ def pool_counts(session: Session) -> dict[str, tuple[int, int]]:
     ):
         counts.setdefault(pool, [0, 0])[message_id is not None] += 1
     return {pool: (free, taken) for pool, (free, taken) in counts.items()}
+
+
+def return_to_pool(session: Session, message_ids: list[int]) -> None:
+    """The pool codes these messages took go back to their pools (the messages never go
+    out); generated codes stay with their messages."""
+    session.execute(
+        update(COUPONS)
+        .where(COUPONS.c.message_id.in_(message_ids), COUPONS.c.pool.is_not(None))
+        .values(message_id=None, contact_id=None, rule_id=None, assigned_at=None)
+    )

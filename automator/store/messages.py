@@ -10,14 +10,13 @@ from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, upd
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
-from automator.schema import Coupon, Message, MessageContent, MessageHistory, UTCDateTime
-from automator.store import insert, table
+from automator.schema import Message, MessageContent, MessageHistory, UTCDateTime
+from automator.store import coupons, insert, table
 from automator.store.contacts import CONTACTS, Recipient
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 CONTENT = table(MessageContent)
-COUPONS = table(Coupon)
 
 STATUSES = ("queued", "held", "sending", "sent", "failed", "cancelled", "suppressed")
 OPEN_STATUSES = ("queued", "held")
@@ -98,16 +97,7 @@ def change(
     assert message.id is not None
     record(session, message.id, at, status, reason, actor)
     if status == "cancelled":
-        _return_pool_coupon(session, message.id)
-
-
-def _return_pool_coupon(session: Session, message_id: int) -> None:
-    """A cancelled message never goes out, so its pool code goes back to the pool."""
-    session.execute(
-        update(COUPONS)
-        .where(COUPONS.c.message_id == message_id, COUPONS.c.pool.is_not(None))
-        .values(message_id=None, contact_id=None, rule_id=None, assigned_at=None)
-    )
+        coupons.return_to_pool(session, [message.id])  # a cancelled message never goes out
 
 
 def reschedule(session: Session, message: Message, send_at: datetime) -> None:
