@@ -1,6 +1,7 @@
 """Turn a chunk of due trigger occurrences into queued, rendered messages, set-wise.
 
-One transaction per chunk: choose the coupons, render, insert the messages under their
+A chunk is written as one unit (a savepoint of the tick's transaction, see
+`automator.engine.Writes`): choose the coupons, render, insert the messages under their
 dedupe key (conflicts are skipped), then the inserted ones' content, coupons and one history
 line each: a handful of statements per chunk, and each message row written once. Coupons
 are allocated in the same transaction that records the dedupe key, so a re-run never issues
@@ -66,8 +67,8 @@ class Prepared:
 def enqueue_chunk(
     engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime
 ) -> list[str]:
-    """Queue a chunk of occurrences in one transaction; returns one outcome per message
-    actually inserted."""
+    """Queue a chunk of occurrences in the session's transaction; returns one outcome per
+    message actually inserted."""
     return finish(session, rule, prepare(engine, session, rule, chunk, now), now)
 
 

@@ -62,6 +62,11 @@ class StateError(AutomatorError):
     """An action does not apply to the object in its current state (e.g. cancel a sent message)."""
 
 
+class TransactionLost(AutomatorError):
+    """The database rolled a transaction back by itself (SQLite does on a full disk or an I/O
+    error): everything written in it since its start is undone."""
+
+
 class DeliveryError(AutomatorError):
     """A transport could not deliver a message."""
 

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from freezegun import freeze_time
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from automator import engine as engine_module
 from automator import enqueue
 from automator.dispatch import RECORD_EVERY, Dispatcher
 from automator.emails import OutgoingEmail
@@ -18,8 +19,8 @@ from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
-from automator.schema import Coupon
-from automator.store import candidates, contacts, coupons, queueing, suppressions, table
+from automator.schema import Coupon, Message
+from automator.store import candidates, contacts, coupons, queueing, rulestate, suppressions, table
 from automator.store.candidates import Watermark
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, history_of, statuses, utc, write_jsonl
@@ -348,14 +349,21 @@ def failing_insert_for(monkeypatch, email: str) -> None:
     monkeypatch.setattr(queueing, "insert_messages", insert_messages)
 
 
-def test_an_occurrence_the_database_refuses_does_not_stop_the_others_of_its_chunk(
-    make_contact, make_event, store, tick, transport, monkeypatch
-):
+THREE = ["hoa@example.com", "lan@example.com", "minh@example.com"]
+
+
+def three_carts(make_contact, make_event) -> None:
     for name in ("lan", "minh", "hoa"):
         make_contact(f"{name}@example.com")
         make_event(
             "cart_updated", utc("2026-11-20 03:00"), email=f"{name}@example.com", id=f"evt-{name}", **cart()
         )
+
+
+def test_an_occurrence_the_database_refuses_does_not_stop_the_others_of_its_chunk(
+    make_contact, make_event, store, tick, transport, monkeypatch
+):
+    three_carts(make_contact, make_event)
     failing_insert_for(monkeypatch, "minh@example.com")
 
     report = tick(utc("2026-11-20 04:00"))
@@ -366,11 +374,64 @@ def test_an_occurrence_the_database_refuses_does_not_stop_the_others_of_its_chun
 
     monkeypatch.undo()  # the database is well again: the next tick queues what failed
     tick(utc("2026-11-20 04:05"))
-    assert sorted(email["To"] for email in transport.sent) == [
-        "hoa@example.com",
-        "lan@example.com",
-        "minh@example.com",
-    ]
+    assert sorted(email["To"] for email in transport.sent) == THREE
+
+
+def test_a_chunk_that_fails_after_its_messages_are_inserted_is_undone_alone_and_queued_again(
+    make_contact, make_event, store, tick, transport, monkeypatch
+):
+    three_carts(make_contact, make_event)
+    original = queueing.record_history
+
+    def record_history(session, lines, at):  # the chunk's history fails; one message's does not
+        if len(lines) > 1:
+            raise OperationalError("INSERT INTO message_history", {}, Exception("disk I/O error"))
+        return original(session, lines, at)
+
+    monkeypatch.setattr(queueing, "record_history", record_history)
+
+    report = tick(utc("2026-11-20 04:00"))
+
+    assert report.rules["abandoned_cart"].error is None
+    assert report.rules["abandoned_cart"].enqueued == 3
+    assert sorted(email["To"] for email in transport.sent) == THREE
+    for message in all_messages(store):  # the chunk's rows were undone, not left half-written
+        assert [line.status for line in history_of(store, message.id)][:1] == ["queued"]
+
+
+def test_a_transaction_the_database_rolled_back_by_itself_keeps_no_mark_and_is_queued_again(
+    make_contact, make_event, store, tick, transport, monkeypatch
+):
+    three_carts(make_contact, make_event)
+    monkeypatch.setattr(engine_module, "CHUNK_MIN", 1)  # a chunk per message
+    original = queueing.record_history
+    failed: list[object] = []
+
+    def record_history(session, lines, at):
+        # A chunk written after another in the same transaction fails as SQLite fails on a
+        # full disk: the whole transaction is rolled back, the chunk before too.
+        written_before = len(all_messages(store))  # what is committed
+        if not failed and count_messages(session) > written_before + len(lines):
+            failed.append(lines)
+            session.connection().connection.driver_connection.rollback()
+            raise OperationalError("INSERT INTO message_history", {}, Exception("database or disk is full"))
+        return original(session, lines, at)
+
+    monkeypatch.setattr(queueing, "record_history", record_history)
+
+    report = tick(utc("2026-11-20 04:00"))
+
+    assert failed
+    assert "not committed" in (report.rules["abandoned_cart"].error or "")
+    with store.session() as session:
+        assert "abandoned_cart" not in rulestate.all_states(session)
+    monkeypatch.undo()
+    tick(utc("2026-11-20 04:05"))
+    assert sorted(email["To"] for email in transport.sent) == THREE
+
+
+def count_messages(session) -> int:
+    return session.execute(select(func.count()).select_from(table(Message))).scalar_one()
 
 
 def test_a_pool_coupon_rule_also_queues_around_an_occurrence_the_database_refuses(

@@ -212,3 +212,30 @@ def test_a_rule_that_fails_leaves_the_chunks_of_the_rule_before_to_be_written_an
         states = rulestate.all_states(session)
     assert states["abandoned_cart"].evaluated_until == now
     assert "post_purchase_thank_you" not in states  # its mark waits for a tick that queues it
+
+
+@pytest.mark.parametrize("every, committed_before_the_third", [(2, 2), (1_000_000, 0)])
+def test_a_big_rule_is_committed_every_commit_every_messages(
+    make_contact, make_event, engine, store, monkeypatch, every, committed_before_the_third
+):
+    carts_and_orders(make_contact, make_event)
+    monkeypatch.setattr(engine_module, "CHUNK_MIN", 1)  # a chunk per cart
+    monkeypatch.setattr(engine_module, "COMMIT_EVERY", every)
+    committed: list[int] = []  # what another connection sees as each cart chunk is written
+    original = engine.finish_chunk
+
+    def noting(rule, *args):  # type: ignore[no-untyped-def]
+        if rule.id == "abandoned_cart":
+            committed.append(len([m for m in all_messages(store) if m.rule_id == "abandoned_cart"]))
+        return original(rule, *args)
+
+    monkeypatch.setattr(engine, "finish_chunk", noting)
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    # A rule commits when its last chunk is written, and a big rule every COMMIT_EVERY.
+    assert committed[2] == committed_before_the_third
+    assert report.rules["abandoned_cart"].enqueued == 3
+    assert len(all_messages(store)) == 6

@@ -1,8 +1,10 @@
 """The SQLite store copies its write-ahead log into the database file in the background, so
 that a tick's commits never wait for the disk, and stops doing so when it is closed; its
-fast many-row insert stores exactly what SQLAlchemy's own would; a database made when the
-bodies were kept in the message row gets them moved, and its messages keep their content;
-bodies are stored packed, and bodies stored as text before still read."""
+fast many-row insert stores exactly what SQLAlchemy's own would; a writing session's
+savepoints nest in its transaction, which commits only when told, and keep what they may
+undo in memory; a database made when the bodies were kept in the message row gets them
+moved, and its messages keep their content; bodies are stored packed, and bodies stored as
+text before still read."""
 
 from __future__ import annotations
 
@@ -176,6 +178,39 @@ OLD_INDEXES = [
     "CREATE INDEX ix_message_email ON message (email)",
     "CREATE INDEX ix_message_rule_contact_at ON message (rule_id, contact_id, occurred_at)",
 ]
+
+
+def test_savepoints_of_a_writing_session_nest_in_its_transaction(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
+    store.create_schema()
+
+    def suppress(session: Any, email: str) -> None:
+        row = {"email": email, "reason": "manual", "note": "", "created_at": utc("2026-11-20 03:00")}
+        execute_many(session, SUPPRESSIONS.insert(), [row])
+
+    def stored() -> list[str]:
+        with store.session() as session:
+            return sorted(session.execute(select(SUPPRESSIONS.c.email)).scalars())
+
+    def temp_store(session: Any) -> int:
+        return int(session.connection().exec_driver_sql("PRAGMA temp_store").scalar_one())
+
+    session = store.writing()
+    assert temp_store(session) == 2  # what savepoints may undo is kept in memory
+    with session.begin_nested():
+        suppress(session, "lan@example.com")
+    with pytest.raises(RuntimeError), session.begin_nested():
+        suppress(session, "minh@example.com")
+        raise RuntimeError("this one is undone alone")
+    with session.begin_nested():
+        suppress(session, "hoa@example.com")
+    assert stored() == []  # a released savepoint commits nothing by itself
+    session.commit()
+    session.close()
+    assert stored() == ["hoa@example.com", "lan@example.com"]
+    with store.session() as again:  # the same connection (the pool gives the last one back)
+        assert temp_store(again) == 0  # its temporary storage is the default again
+    store.dispose()
 
 
 def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ class Store:
         self._checkpointer: Checkpointer | None = None
         if self.engine.dialect.name == "sqlite" and not in_memory:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "checkin", _temp_store_back)
             self._checkpointer = Checkpointer(self.engine)
             event.listen(self.engine, "commit", self._checkpointer.wake)
 
@@ -55,6 +56,44 @@ class Store:
         """A session whose transaction commits on success and rolls back on error."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def writing(self) -> Session:
+        """A session whose transaction is begun at once, for writing, so that savepoints
+        (`session.begin_nested()`) nest inside it; the caller commits or closes it (closing
+        rolls back).
+
+        On SQLite the transaction takes the write lock from the start: Python's driver would
+        begin it only at the first INSERT, so a savepoint opened before would be a
+        transaction of its own, and releasing it would commit. What a savepoint may have to
+        undo is kept in memory, not in a temporary file: a transaction of many savepoints
+        (a tick's chunks) wrote each one's copies of the pages it changed, as much again as
+        the transaction itself. The connection's temporary storage is put back when it
+        returns to the pool (an index built in memory would hold all of it)."""
+        session = Session(self.engine, expire_on_commit=False)
+        session.begin()
+        try:
+            if self.engine.dialect.name == "sqlite":
+                connection = session.connection()
+                connection.info[TEMP_IN_MEMORY] = True
+                connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except Exception:
+            session.close()
+            raise
+        return session
+
+    def in_transaction(self, session: Session) -> bool:
+        """Whether a session from `writing` is still in its transaction. SQLite rolls a
+        transaction back by itself on some errors (a full disk, an I/O error); the
+        savepoints after that would be transactions of their own. PostgreSQL never does:
+        a failed statement leaves the transaction to its savepoint's rollback. A session
+        that cannot even tell is taken as out of it."""
+        if self.engine.dialect.name != "sqlite":
+            return True
+        try:
+            return bool(session.connection().connection.driver_connection.in_transaction)  # type: ignore[union-attr]
+        except Exception:
+            return False
 
     def dispose(self) -> None:
         """Close the connections and stop the checkpoint thread. A store used again opens
@@ -158,6 +197,14 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA wal_autocheckpoint=50000")
     cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
     cursor.close()
+
+
+TEMP_IN_MEMORY = "automator_temp_in_memory"  # a connection's info: `Store.writing` set temp_store
+
+
+def _temp_store_back(connection: Any, record: Any) -> None:
+    if connection is not None and record.info.pop(TEMP_IN_MEMORY, False):
+        connection.execute("PRAGMA temp_store=DEFAULT")
 
 
 def execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> int:
