@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -99,6 +100,10 @@ class _Sandbox(SandboxedEnvironment):
     (strings, numbers, dates, lists, Records), so the per-attribute safety checks only cost
     time. Everything else still goes through the sandbox."""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._loaded: dict[tuple[str, str | None], jinja2.Template] = {}
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is Record:
             try:
@@ -106,6 +111,23 @@ class _Sandbox(SandboxedEnvironment):
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def get_template(
+        self,
+        name: str | jinja2.Template,
+        parent: str | None = None,
+        globals: MutableMapping[str, Any] | None = None,
+    ) -> jinja2.Template:
+        """A template once loaded, kept by name (files are read once per process, see
+        `auto_reload`). `{% extends %}` asks for its layout on every render, and Jinja's own
+        cache made a ChainMap of the globals and copied them into the layout's each time."""
+        if globals is not None or not isinstance(name, str) or self.auto_reload:
+            return super().get_template(name, parent, globals)
+        key = (name, parent)
+        template = self._loaded.get(key)
+        if template is None:
+            template = self._loaded[key] = super().get_template(name, parent)
+        return template
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         if type(obj) is Record and type(argument) is str:
@@ -131,7 +153,7 @@ class Templates:
         )
         self._languages: dict[tuple[str, str], str] = {}
         self._variants: dict[tuple[str, str, str, str], str] = {}
-        self._templates: dict[str, jinja2.Template] = {}
+        self._templates: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
         self.env.filters.update(
             money=_money_filter, date=_date_filter, datetime=_datetime_filter, number=_number_filter
         )
@@ -199,9 +221,12 @@ class Templates:
     def _render(self, name: str, part: str, ext: str, lang: str, context: dict[str, Any]) -> str:
         file = self._variant(name, part, ext, lang)
         try:
-            template = self._template(file)
+            template, names = self._template(file)
             try:
-                parts = template.root_render_func(template.new_context(context, shared=True))
+                # Jinja's `new_context` would make a set of the template's globals from a
+                # ChainMap of them for every render: a tenth of a message's rendering.
+                here = self.env.context_class(self.env, context, template.name, template.blocks, names)
+                parts = template.root_render_func(here)
                 return self.env.concat(parts)  # type: ignore[attr-defined]
             except Exception:
                 self.env.handle_exception()  # re-raises with the template's own line numbers
@@ -214,11 +239,13 @@ class Templates:
         except Exception as exc:  # any render failure is reported with the template's line
             raise TemplateError(f"email_templates/{file}", _render_line(exc, file), _describe(exc)) from exc
 
-    def _template(self, file: str) -> jinja2.Template:
-        template = self._templates.get(file)
-        if template is None:
-            template = self._templates[file] = self.env.get_template(file)
-        return template
+    def _template(self, file: str) -> tuple[jinja2.Template, dict[str, Any]]:
+        """The template, and its globals in one dict."""
+        loaded = self._templates.get(file)
+        if loaded is None:
+            template = self.env.get_template(file)
+            loaded = self._templates[file] = (template, dict(template.globals))
+        return loaded
 
     def language_for(self, name: str, locale: str | None) -> str:
         """The contact's language when the template has a variant for it, else English, so
