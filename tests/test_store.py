@@ -1,13 +1,14 @@
 """The SQLite store copies its write-ahead log into the database file in the background, so
 that a tick's commits never wait for the disk, and stops doing so when it is closed; its
-fast many-row insert stores exactly what SQLAlchemy's own would; a writing session's
-savepoints nest in its transaction, which commits only when told, and keep what they may
-undo in memory; a database made when the bodies were kept in the message row gets them
-moved, and its messages keep their content; bodies are stored packed, and bodies stored as
-text before still read."""
+fast many-row insert stores exactly what SQLAlchemy's own would; commands started at once on
+a new database all open it; a writing session's savepoints nest in its transaction, which
+commits only when told, and keep what they may undo in memory; a database made when the
+bodies were kept in the message row gets them moved, and its messages keep their content;
+bodies are stored packed, and bodies stored as text before still read."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from typing import Any
 
 import lz4.frame
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
@@ -178,6 +179,33 @@ OLD_INDEXES = [
     "CREATE INDEX ix_message_email ON message (email)",
     "CREATE INDEX ix_message_rule_contact_at ON message (rule_id, contact_id, occurred_at)",
 ]
+
+
+def _open_new_store(path: str, start: Any, results: Any) -> None:
+    start.wait(timeout=60)  # every process opens the database at the same moment
+    try:
+        store = Store(f"sqlite:///{path}")
+        store.create_schema()
+        store.dispose()
+        results.put("ok")
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_commands_started_at_once_on_a_new_database_all_open_it(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(4), context.Queue()
+    path = str(tmp_path / "automator.db")
+    processes = [context.Process(target=_open_new_store, args=(path, start, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert outcomes == ["ok"] * 4
+    store = Store(f"sqlite:///{path}")
+    assert "message" in inspect(store.engine).get_table_names()
+    store.dispose()
 
 
 def test_savepoints_of_a_writing_session_nest_in_its_transaction(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Table, event, inspect, make_url
+from sqlalchemy import Connection, Engine, Table, event, inspect, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -23,6 +23,7 @@ from automator.errors import ConfigError
 log = logging.getLogger("automator.store")
 
 CHECKPOINT_PAUSE = 0.5  # seconds
+SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema is made ("automato")
 # The log file is reused from its start once it is all copied; this is the size it keeps
 # then (a big first tick or import would otherwise leave it at its largest for good).
 WAL_KEPT_BYTES = 256 * 1024 * 1024  # about the size at which SQLite checkpoints by itself
@@ -48,8 +49,17 @@ class Store:
             event.listen(self.engine, "commit", self._checkpointer.wake)
 
     def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
-        _upgrade(self.engine)
+        """Create what is missing and bring an older database up to date, one process at a
+        time: two commands started at once on a new database (the daemon and the console,
+        say) would otherwise both create its tables, and all but one fail."""
+        with self.engine.connect() as connection:
+            if self.engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
+            elif self.engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+            SQLModel.metadata.create_all(connection)
+            _upgrade(connection)
+            connection.commit()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -157,37 +167,36 @@ OBSOLETE_INDEXES = {
 }
 
 
-def _upgrade(engine: Engine) -> None:
+def _upgrade(connection: Connection) -> None:
     """Bring a database made by an earlier automator up to date: `create_all` adds missing
     tables only, not what changed in the tables that exist."""
-    with engine.begin() as connection:
-        inspector = inspect(connection)
-        if "text_body" in {column["name"] for column in inspector.get_columns("message")}:
-            # The bodies were kept in the message row: they move to `message_content`.
-            log.info("moving message bodies to the message_content table")
-            connection.exec_driver_sql(
-                "INSERT INTO message_content (message_id, text_body, html_body)"
-                " SELECT id, text_body, html_body FROM message"
-                " WHERE id NOT IN (SELECT message_id FROM message_content)"
-            )
-            connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
-            connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
-        for table_ in SQLModel.metadata.sorted_tables:
-            existing = {index["name"] for index in inspector.get_indexes(table_.name)}
-            for index in table_.indexes:
-                if index.name not in existing:
-                    log.info("creating index %s", index.name)
-                    index.create(connection)
-            for name in OBSOLETE_INDEXES.get(table_.name, []):
-                if name in existing:
-                    connection.exec_driver_sql(f"DROP INDEX {name}")
+    inspector = inspect(connection)
+    if "text_body" in {column["name"] for column in inspector.get_columns("message")}:
+        # The bodies were kept in the message row: they move to `message_content`.
+        log.info("moving message bodies to the message_content table")
+        connection.exec_driver_sql(
+            "INSERT INTO message_content (message_id, text_body, html_body)"
+            " SELECT id, text_body, html_body FROM message"
+            " WHERE id NOT IN (SELECT message_id FROM message_content)"
+        )
+        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
+        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
+    for table_ in SQLModel.metadata.sorted_tables:
+        existing = {index["name"] for index in inspector.get_indexes(table_.name)}
+        for index in table_.indexes:
+            if index.name not in existing:
+                log.info("creating index %s", index.name)
+                index.create(connection)
+        for name in OBSOLETE_INDEXES.get(table_.name, []):
+            if name in existing:
+                connection.exec_driver_sql(f"DROP INDEX {name}")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")  # first: a new file's switch to WAL may wait too
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     # 16 MB per connection. A connection drops its cache whenever another one has written
     # since it last read, which happens all through a tick, so a bigger cache is mostly
     # memory to refill (from the system, page by page) rather than pages found again.
