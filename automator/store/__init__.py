@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from automator.errors import ConfigError
 log = logging.getLogger("automator.store")
 
 CHECKPOINT_PAUSE = 0.5  # seconds
+WAL_SWITCH_TRIES = 20  # about ten seconds in all (see _use_wal)
 SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema is made ("automato")
 # The log file is reused from its start once it is all copied; this is the size it keeps
 # then (a big first tick or import would otherwise leave it at its largest for good).
@@ -51,7 +54,11 @@ class Store:
     def create_schema(self) -> None:
         """Create what is missing and bring an older database up to date, one process at a
         time: two commands started at once on a new database (the daemon and the console,
-        say) would otherwise both create its tables, and all but one fail."""
+        say) would otherwise both create its tables, and all but one fail. A database that
+        is up to date is only looked at: no lock is taken (a tick may be holding it)."""
+        with self.engine.connect() as connection:
+            if not _out_of_date(connection):
+                return
         with self.engine.connect() as connection:
             if self.engine.dialect.name == "sqlite":
                 connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
@@ -167,6 +174,24 @@ OBSOLETE_INDEXES = {
 }
 
 
+def _out_of_date(connection: Connection) -> bool:
+    """Whether `create_schema` has anything to do: a table or an index missing, an obsolete
+    index left, bodies still in the message row."""
+    inspector = inspect(connection)
+    tables = set(inspector.get_table_names())
+    if any(table_.name not in tables for table_ in SQLModel.metadata.sorted_tables):
+        return True
+    if "text_body" in {column["name"] for column in inspector.get_columns("message")}:
+        return True
+    for table_ in SQLModel.metadata.sorted_tables:
+        existing = {index["name"] for index in inspector.get_indexes(table_.name)}
+        if {index.name for index in table_.indexes} - existing or existing & set(
+            OBSOLETE_INDEXES.get(table_.name, [])
+        ):
+            return True
+    return False
+
+
 def _upgrade(connection: Connection) -> None:
     """Bring a database made by an earlier automator up to date: `create_all` adds missing
     tables only, not what changed in the tables that exist."""
@@ -194,8 +219,8 @@ def _upgrade(connection: Connection) -> None:
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=10000")  # first: a new file's switch to WAL may wait too
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     # 16 MB per connection. A connection drops its cache whenever another one has written
     # since it last read, which happens all through a tick, so a bigger cache is mostly
@@ -214,6 +239,20 @@ TEMP_IN_MEMORY = "automator_temp_in_memory"  # a connection's info: `Store.writi
 def _temp_store_back(connection: Any, record: Any) -> None:
     if connection is not None and record.info.pop(TEMP_IN_MEMORY, False):
         connection.execute("PRAGMA temp_store=DEFAULT")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the database to WAL (the file keeps it). A new file being switched by another
+    process at the same moment answers "database is locked" at once, without the busy
+    timeout: this one tries again, a few times, and then finds the file in WAL already."""
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> int:
