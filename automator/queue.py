@@ -26,7 +26,8 @@ def hold(engine: Engine, message_id: int, reason: str, actor: str, now: datetime
 
 def release(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
     """Put a held message back in the queue; one held for a coupon or a template error is
-    completed first (and stays held, with the new reason, if that still fails)."""
+    completed first. When that still fails, the attempt is recorded (the message stays held,
+    with the new reason) and StateError says why, so nobody is told it is on its way."""
     with engine.store.session() as session:
         message = _get(session, message_id, reason)
         _audit(session, message, "release", reason, actor, now)
@@ -35,27 +36,30 @@ def release(engine: Engine, message_id: int, reason: str, actor: str, now: datet
         rule = engine.project.rule(message.rule_id)
         if message.send_at < now:
             message.send_at = now  # rendered content (days left…) counts from when it goes out
+        still_held = None
         if message.hold_kind in ("coupon", "render"):
             if rule is None:
                 raise StateError(f"rule '{message.rule_id}' does not load; fix it before releasing")
             contact = session.get(Contact, message.contact_id)
             assert contact is not None
             if engine.fill(session, rule, message, contact, now) != "queued":
-                return message
-        lateness = rule.lateness if rule else None
-        expires = max(message.expires_at, now + lateness) if lateness else message.expires_at
-        messages.change(
-            session,
-            message,
-            "queued",
-            now,
-            reason,
-            actor,
-            hold_kind=None,
-            expires_at=expires,
-            send_at=message.send_at,
-        )
-        return message
+                still_held = messages.history(session, message_id)[-1].reason
+        if still_held is None:
+            lateness = rule.lateness if rule else None
+            expires = max(message.expires_at, now + lateness) if lateness else message.expires_at
+            messages.change(
+                session,
+                message,
+                "queued",
+                now,
+                reason,
+                actor,
+                hold_kind=None,
+                expires_at=expires,
+                send_at=message.send_at,
+            )
+            return message
+    raise StateError(f"message {message_id} is still held: {still_held}")
 
 
 def cancel(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:

@@ -109,9 +109,12 @@ def automator(*args: str, show: bool = True) -> str:
 def command() -> str:
     """How to call automator from here: the script next to this Python, e.g. .venv/bin/automator."""
     script = Path(sys.executable).parent / "automator"
-    if not script.exists():
-        return "automator"
-    return str(script.relative_to(Path.cwd())) if script.is_relative_to(Path.cwd()) else str(script)
+    return shown(script) if script.exists() else "automator"
+
+
+def shown(path: Path) -> str:
+    """A path as typed from here: relative when it is under the current folder."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def hourly_feed(events: Path, folder: Path) -> dict[datetime, Path]:
@@ -235,9 +238,10 @@ def print_notes(outcomes: dict[str, Counter[str]]) -> None:
         for outcome, number in sorted(seen.items()):
             why = WHY.get(outcome)
             print(f"  {rule}: {outcome} ×{number}" + (f" ({why})" if why else ""))
+    codes = shown(EXAMPLES / "more_renewal_coupons.csv")
     for message in queue(status="held"):
         print(f"  Message {message['id']} to {message['email']} is held. Add codes, then release it:")
-        print(f"    {command()} coupons import renewal more_codes.csv --percent-off 15")
+        print(f"    {command()} coupons import renewal {codes} --percent-off 15")
         print(f"    {command()} queue release {message['id']} --reason 'pool refilled'")
     print("\nNot in the table, because the rules never queued them:")
     for line in never_queued():

@@ -33,7 +33,7 @@ from automator.schema import Message
 from automator.store import Store, audit, contacts, coupons, messages, suppressions, users
 from automator.store.users import USERS
 from automator.testing import RecordingTransport
-from tests.conftest import cart, utc
+from tests.conftest import all_messages, cart, utc
 from tests.smtp_server import free_port
 
 # A cart left at 21:00 in Saigon is due at 22:00, inside quiet hours (21:00–08:00): its
@@ -621,6 +621,22 @@ def test_support_releases_a_held_message(support, queued, store) -> None:
     assert response.status_code == 303
     assert message(store, queued).status == "queued"
     assert audit_of(store, queued)[-1] == ("sam", "release", "customer is fine with it")
+
+
+def test_releasing_an_offer_whose_pool_is_still_empty_shows_it_stays_held(
+    support, make_contact, tick, store
+) -> None:
+    make_contact("lan@example.com", stage="retention", renews_at="2026-12-20")
+    tick(utc("2026-11-20 03:00"))
+    [held] = all_messages(store)
+
+    response = act(support, f"/messages/{held.id}/release", reason="codes should be in")
+
+    assert response.status_code == 409
+    assert "still held: coupon pool &#39;renewal&#39; is empty" in response.text
+    assert "back in the queue" not in response.text
+    assert message(store, held.id).status == "held"
+    assert audit_of(store, held.id) == [("sam", "release", "codes should be in")]
 
 
 def test_admin_cancels_a_message(admin, queued, store) -> None:

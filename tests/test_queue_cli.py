@@ -292,6 +292,18 @@ def test_a_template_error_holds_the_message_with_file_and_line_until_fixed_and_r
     assert (queue(cli)[0]["status"], queue(cli)[0]["subject"]) == ("queued", VI_SUBJECT)
 
 
+def test_releasing_an_offer_while_its_pool_is_still_empty_says_it_stays_held(cli, make_contact):
+    make_contact("lan@example.com", stage="retention", renews_at="2026-12-20")
+    cli("tick", "--now", "2026-11-20T03:00:00Z")
+    (message,) = queue(cli)
+
+    result = cli("queue", "release", str(message["id"]), "--reason", "try again")
+
+    assert result.exit_code == 1
+    assert result.stderr == f"error: message {message['id']} is still held: coupon pool 'renewal' is empty\n"
+    assert queue(cli)[0]["status"] == "held"
+
+
 def test_an_offer_held_for_an_empty_pool_goes_out_once_codes_arrive_and_it_is_released(
     cli, make_contact, tmp_path
 ):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
 from automator import queue
+from automator.errors import StateError
 from automator.schema import Coupon
 from automator.store import Store, coupons, suppressions
 from tests.conftest import all_messages, history_of, text_of, utc
@@ -128,12 +130,13 @@ def test_releasing_while_the_pool_is_still_empty_keeps_the_offer_held(make_conta
     tick(utc("2026-11-20 03:00"))
     [held] = all_messages(store)
 
-    released = queue.release(engine, held.id, "try again", "support", utc("2026-11-20 04:00"))
+    with pytest.raises(StateError, match=f"message {held.id} is still held: coupon pool 'renewal' is empty"):
+        queue.release(engine, held.id, "try again", "support", utc("2026-11-20 04:00"))
     tick(utc("2026-11-20 04:10"))
 
-    assert released.status == "held"
     assert all_messages(store)[0].status == "held"
-    assert "empty" in history_of(store, held.id)[-1].reason
+    holds = [line.reason for line in history_of(store, held.id) if line.status == "held"]
+    assert holds == ["coupon pool 'renewal' is empty"] * 2  # the hold, and the attempt
 
 
 def test_a_suppressed_subscriber_takes_no_code_from_the_pool(make_contact, store, tick, transport):
