@@ -60,7 +60,10 @@ def parse_timestamp(value: Any, zone: tzinfo | None = None) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f'"{value}" is not an ISO 8601 time, e.g. 2026-11-20T10:00:00+07:00') from None
     else:
         raise ValueError(f"{value!r} is not an ISO 8601 time")
     if parsed.tzinfo is None:

@@ -6,6 +6,8 @@ A bad record is reported with its line number and reason; every good one is stil
 import json
 from pathlib import Path
 
+import pytest
+
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from tests.conftest import cart, utc, write_jsonl
@@ -327,13 +329,20 @@ def test_a_contact_created_by_an_event_starts_in_the_first_stage(cli, store, tmp
     assert contact(store, "new@example.com").stage == "awareness"
 
 
-def test_a_time_without_an_offset_is_rejected_with_a_clear_reason(cli, store, tmp_path):
-    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(at="2026-11-20T10:00:00"), cart_event(id="evt-2")])
+@pytest.mark.parametrize(
+    "at, reason",
+    [
+        ("2026-11-20T10:00:00", "has no time zone offset (add Z or +07:00)"),
+        ("20/11/2026 10:00", "is not an ISO 8601 time, e.g. 2026-11-20T10:00:00+07:00"),
+    ],
+)
+def test_a_time_without_an_offset_or_not_iso_8601_is_rejected_with_a_clear_reason(
+    cli, store, tmp_path, at, reason
+):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(at=at), cart_event(id="evt-2")])
     result = cli("events", "import", str(path))
     assert result.exit_code == 1
-    assert result.stderr == (
-        f'rejected {path}:1: at: "2026-11-20T10:00:00" has no time zone offset (add Z or +07:00)\n'
-    )
+    assert result.stderr == f'rejected {path}:1: at: "{at}" {reason}\n'
     assert [event.key for event in stored_events(store, "lan@example.com")] == ["evt-2"]
 
 
