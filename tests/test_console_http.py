@@ -623,20 +623,33 @@ def test_support_releases_a_held_message(support, queued, store) -> None:
     assert audit_of(store, queued)[-1] == ("sam", "release", "customer is fine with it")
 
 
-def test_releasing_an_offer_whose_pool_is_still_empty_shows_it_stays_held(
-    support, make_contact, tick, store
-) -> None:
+@pytest.fixture
+def held_offer(make_contact: Callable[..., int], tick: Callable[..., Any], store: Store) -> int:
+    """Lan's renewal offer, held: the coupon pool is empty; its id."""
     make_contact("lan@example.com", stage="retention", renews_at="2026-12-20")
     tick(utc("2026-11-20 03:00"))
     [held] = all_messages(store)
+    assert held.status == "held" and held.id is not None
+    return held.id
 
-    response = act(support, f"/messages/{held.id}/release", reason="codes should be in")
+
+def test_releasing_an_offer_whose_pool_is_still_empty_shows_it_stays_held(support, held_offer, store) -> None:
+    response = act(support, f"/messages/{held_offer}/release", reason="codes should be in")
 
     assert response.status_code == 409
     assert "still held: coupon pool &#39;renewal&#39; is empty" in response.text
     assert "back in the queue" not in response.text
-    assert message(store, held.id).status == "held"
-    assert audit_of(store, held.id) == [("sam", "release", "codes should be in")]
+    assert message(store, held_offer).status == "held"
+    assert audit_of(store, held_offer) == [("sam", "release", "codes should be in")]
+
+
+def test_an_offer_held_for_its_coupon_says_what_it_waits_for_instead_of_a_blank_preview(
+    support, held_offer
+) -> None:
+    page = support.get(f"/messages/{held_offer}").text
+
+    assert "Not rendered yet. It waits for a code from its rule's coupon pool" in page
+    assert "<iframe" not in page
 
 
 def test_admin_cancels_a_message(admin, queued, store) -> None:
