@@ -34,6 +34,7 @@ def release(engine: Engine, message_id: int, reason: str, actor: str, now: datet
         if message.status != "held":
             raise StateError(f"message {message_id} is {message.status}; only a held message can be released")
         rule = engine.project.rule(message.rule_id)
+        planned = message.send_at
         if message.send_at < now:
             message.send_at = now  # rendered content (days left…) counts from when it goes out
         still_held = None
@@ -44,6 +45,7 @@ def release(engine: Engine, message_id: int, reason: str, actor: str, now: datet
             assert contact is not None
             if engine.fill(session, rule, message, contact, now) != "queued":
                 still_held = messages.history(session, message_id)[-1].reason
+                message.send_at = planned  # nothing changes but its history
         if still_held is None:
             lateness = rule.lateness if rule else None
             expires = max(message.expires_at, now + lateness) if lateness else message.expires_at

@@ -134,7 +134,8 @@ def test_releasing_while_the_pool_is_still_empty_keeps_the_offer_held(make_conta
         queue.release(engine, held.id, "try again", "support", utc("2026-11-20 04:00"))
     tick(utc("2026-11-20 04:10"))
 
-    assert all_messages(store)[0].status == "held"
+    [still] = all_messages(store)
+    assert (still.status, still.send_at) == ("held", held.send_at)
     holds = [line.reason for line in history_of(store, held.id) if line.status == "held"]
     assert holds == ["coupon pool 'renewal' is empty"] * 2  # the hold, and the attempt
 
