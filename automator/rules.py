@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from automator.durations import format_duration
 from automator.errors import RuleError
 from automator.journey import Journey
-from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger, field_names
+from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, field_names
 from automator.yamlfile import load_yaml
 
 
@@ -90,12 +90,15 @@ def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
         ) from exc
     if not isinstance(data, dict):
         raise RuleErrors([RuleError(shown, 1, None, "a rule file must be a mapping of fields")])
+    problems = _journey_problems(data, lines, shown, journey)  # reported with the others
     try:
         rule = Rule.model_validate({**data, "file": shown, "lines": lines})
     except ValidationError as exc:
         rule_id = data.get("id") if isinstance(data.get("id"), str) else None
-        raise RuleErrors([_rule_error(shown, lines, error) for error in exc.errors()], rule_id) from exc
-    problems = _journey_problems(rule, journey)
+        invalid = [_rule_error(shown, lines, error) for error in exc.errors()]
+        fields = {error.field for error in invalid}
+        problems = [problem for problem in problems if problem.field not in fields]
+        raise RuleErrors(sorted(invalid + problems, key=lambda error: error.line or 0), rule_id) from exc
     if problems:
         raise RuleErrors(problems, rule.id)
     return rule
@@ -143,25 +146,26 @@ def _line(lines: dict[str, int], path: str) -> int | None:
     return lines.get("", 1)
 
 
-def _journey_problems(rule: Rule, journey: Journey) -> list[RuleError]:
-    """Stage names must exist in the journey."""
+def _journey_problems(
+    data: dict[str, Any], lines: dict[str, int], shown: str, journey: Journey
+) -> list[RuleError]:
+    """Stage names must exist in the journey. Read from the file's data as it is, so that a
+    rule with other mistakes gets its unknown stages reported in the same run."""
+    named = []
+    if isinstance(data.get("stages"), list):
+        named = [(f"stages.{i}", stage) for i, stage in enumerate(data["stages"])]
+    for section, key in (("then", "move_to"), ("trigger", "stage_entered")):
+        if isinstance(data.get(section), dict) and key in data[section]:
+            named.append((f"{section}.{key}", data[section][key]))
     problems = []
-    named = [(f"stages.{i}", stage) for i, stage in enumerate(rule.stages)]
-    if rule.then.move_to:
-        named.append(("then.move_to", rule.then.move_to))
-    if isinstance(rule.trigger, StageTrigger):
-        named.append(("trigger.stage_entered", rule.trigger.stage_entered))
     for path, stage in named:
-        if stage not in journey.stages:
+        if isinstance(stage, str) and stage not in journey.stages:
             close = difflib.get_close_matches(stage, journey.stages, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             known = ", ".join(journey.stages)
             problems.append(
                 RuleError(
-                    rule.file,
-                    rule.line_of(path),
-                    path,
-                    f"unknown stage '{stage}'{hint}; stages are {known}",
+                    shown, _line(lines, path), path, f"unknown stage '{stage}'{hint}; stages are {known}"
                 )
             )
     return problems

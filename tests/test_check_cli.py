@@ -157,6 +157,20 @@ def test_every_problem_is_listed_not_just_the_first(cli, project_dir, cart_rule)
     assert len(lines(result)) == 2
 
 
+def test_a_rule_with_several_mistakes_gets_them_all_in_one_run_in_line_order(cli, cart_rule):
+    stages = edit(cart_rule, "stages: [consideration, conversion]", "stages: [consideration, convertion]")
+    delay = edit(cart_rule, "delay: 1h", "delay: 1 hour")
+    move = edit(cart_rule, "move_to: conversion", "move_to: checkout")
+    result = cli("check")
+    assert result.exit_code == 1
+    assert lines(result) == [
+        f"rules/abandoned_cart.yaml:{stages}: stages.1: unknown stage 'convertion' "
+        f"(did you mean 'conversion'?); {ALL_STAGES}",
+        f'rules/abandoned_cart.yaml:{delay}: trigger.delay: "1 hour" is not a duration (use 1h, 30m, 3d)',
+        f"rules/abandoned_cart.yaml:{move}: then.move_to: unknown stage 'checkout'; {ALL_STAGES}",
+    ]
+
+
 def test_an_unknown_stage_in_the_journey_is_reported(cli, project_dir):
     edit(project_dir / "rules" / "journey.yaml", "order_placed: retention", "order_placed: retension")
     result = cli("check")
