@@ -27,6 +27,7 @@ from automator.importing import (
 from automator.project import Project, load_project
 from automator.rules import describe_trigger
 from automator.store import Store, coupons, messages, rulestate, suppressions
+from automator.store import contacts as contact_store
 from automator.store.messages import QueueFilter
 from automator.transports.file import FileTransport
 
@@ -36,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-contacts_app = typer.Typer(help="Import contacts.", no_args_is_help=True)
+contacts_app = typer.Typer(help="Import and look up contacts.", no_args_is_help=True)
 events_app = typer.Typer(help="Import events.", no_args_is_help=True)
 suppressions_app = typer.Typer(help="Addresses that get nothing from any rule.", no_args_is_help=True)
 coupons_app = typer.Typer(help="Coupon pools.", no_args_is_help=True)
@@ -162,6 +163,46 @@ def contacts_import(
     _print_import(report, "contacts")
 
 
+@contacts_app.command("show")
+@reports_errors
+def contacts_show(email: str) -> None:
+    """A contact: fields and attributes, stage and its history, tags, suppression, messages."""
+    with state().store.session() as session:
+        contact = contact_store.by_email(session, email.strip().lower())
+        if contact is None or contact.id is None:
+            raise NotFoundError(f"no contact with email {email}")
+        stages = contact_store.stage_history(session, contact.id)
+        tags = contact_store.tags(session, contact.id)
+        suppression = suppressions.get(session, contact.email)
+        sent = messages.listing(session, QueueFilter(None, None, contact.email, 20))
+    name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
+    typer.echo(f"Contact {contact.email}" + (f" ({name})" if name else ""))
+    since = f" since {contact.stage_entered_at:%Y-%m-%d %H:%M}Z" if contact.stage_entered_at else ""
+    suppressed = f"{suppression.reason} since {suppression.created_at:%Y-%m-%d}" if suppression else "no"
+    for label, value in (
+        ("Stage", f"{contact.stage or '-'}{since}"),
+        ("Locale", contact.locale or "-"),
+        ("Time zone", contact.timezone or "-"),
+        ("Tags", ", ".join(tags) or "-"),
+        ("Suppressed", suppressed),
+    ):
+        typer.echo(f"{label}: {value}")
+    for key, value in sorted(contact.attributes.items()):
+        typer.echo(f"  {key}: {value}")
+    typer.echo("\nStage history:")
+    for change in stages:
+        move = f"{change.from_stage or '-'} -> {change.to_stage}"
+        typer.echo(f"  {change.at:%Y-%m-%d %H:%M}Z  {move}  ({change.cause})")
+    typer.echo(f"\nMessages (newest first, at most 20; queue list --contact {contact.email} for all):")
+    for row in sent:
+        when = f"{row.send_at:%Y-%m-%d %H:%M}Z"
+        typer.echo(
+            f"  {row.id:>6}  {row.status:<10} {when}  {row.rule_id:<24} {row.subject or '(not rendered)'}"
+        )
+    if not sent:
+        typer.echo("  none")
+
+
 @events_app.command("import")
 @reports_errors
 def events_import(
@@ -187,13 +228,14 @@ def suppressions_add(
     email: str,
     reason: Annotated[str, typer.Option(help="unsubscribed, bounced, complained or blocked")] = "blocked",
     note: Annotated[str, typer.Option(help="Free text kept with the suppression.")] = "",
+    now: NowOption = None,
 ) -> None:
     """Suppress an address: no rule sends it anything."""
     if reason not in suppressions.REASONS:
         raise AutomatorError(f"--reason must be one of {', '.join(suppressions.REASONS)}")
     address = _email(email)
     with state().store.session() as session:
-        added = suppressions.add(session, address, reason, note, datetime.now(UTC))
+        added = suppressions.add(session, address, reason, note, parse_now(now))
     typer.echo(f"suppressed {address} ({reason})" if added else f"{address} was already suppressed")
 
 

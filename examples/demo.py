@@ -58,7 +58,7 @@ def main() -> None:
     isolate_from_environment()
     clean_slate()
     automator("check")
-    automator("contacts", "import", str(EXAMPLES / "contacts.csv"))
+    automator("contacts", "import", str(EXAMPLES / "contacts.csv"), "--now", START.isoformat())
     automator(
         "coupons", "import", "renewal", str(EXAMPLES / "renewal_coupons.csv"),
         "--percent-off", "15", "--expires", POOL_EXPIRES,
@@ -145,7 +145,8 @@ def walk(
     for offset in range(DAYS):
         day = (START + timedelta(days=offset)).date()
         if day == UNSUBSCRIBES[0]:
-            automator("suppressions", "add", UNSUBSCRIBES[1], "--reason", "unsubscribed")
+            at = (START + timedelta(days=offset, hours=9)).isoformat()
+            automator("suppressions", "add", UNSUBSCRIBES[1], "--reason", "unsubscribed", "--now", at)
             print()
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         imported = 0

@@ -228,6 +228,7 @@ def test_the_main_help_lists_every_command(cli):
     [
         (["check"], "Validate every rule file"),
         (["contacts", "import"], ".csv"),
+        (["contacts", "show"], "stage and its history"),
         (["events", "import"], ".jsonl"),
         (["queue", "hold"], "--reason"),
         (["queue", "list"], "--status"),

@@ -1,5 +1,6 @@
 """What support staff do from the command line: list, read, hold, release and cancel queued
-messages; suppress addresses; preview a rule's email for a contact without sending it."""
+messages; look a contact up; suppress addresses; preview a rule's email for a contact
+without sending it."""
 
 import json
 from pathlib import Path
@@ -316,6 +317,31 @@ def test_an_offer_held_for_an_empty_pool_goes_out_once_codes_arrive_and_it_is_re
     cli("queue", "release", str(message["id"]), "--reason", "pool refilled")
     assert "Coupon: RENEW-001" in cli("queue", "show", str(message["id"])).stdout
     assert queue(cli)[0]["status"] == "queued"
+
+
+# contacts
+
+
+def test_a_contact_is_shown_with_its_stage_history_suppression_and_messages(cli, sent):
+    cli("suppressions", "add", "lan@example.com", "--reason", "unsubscribed", "--now", "2026-11-21T02:00:00Z")
+
+    shown = cli("contacts", "show", "LAN@example.com").stdout.splitlines()
+
+    assert shown[:6] == [
+        "Contact lan@example.com (Lan)",
+        "Stage: conversion since 2026-11-20 04:00Z",
+        "Locale: vi",
+        "Time zone: Asia/Ho_Chi_Minh",
+        "Tags: cart_abandoner",
+        "Suppressed: unsubscribed since 2026-11-21",
+    ]
+    assert "  2026-11-20 04:00Z  consideration -> conversion  (rule abandoned_cart (message 1))" in shown
+    assert f"  {sent:>6}  sent       2026-11-20 04:00Z  abandoned_cart           {VI_SUBJECT}" in shown
+
+
+def test_an_unknown_contact_is_one_readable_line(cli):
+    result = cli("contacts", "show", "nobody@example.com")
+    assert (result.exit_code, result.stderr) == (1, "error: no contact with email nobody@example.com\n")
 
 
 # suppressions
