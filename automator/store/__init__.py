@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, event, inspect, make_url, text
+from sqlalchemy import Connection, Engine, Index, Table, event, inspect, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -57,7 +57,7 @@ class Store:
         say) would otherwise both create its tables, and all but one fail. A database that
         is up to date is only looked at: no lock is taken (a tick may be holding it)."""
         with self.engine.connect() as connection:
-            if not _out_of_date(connection):
+            if not _Upgrade.of(connection):
                 return
         with self.engine.connect() as connection:
             if self.engine.dialect.name == "sqlite":
@@ -65,7 +65,7 @@ class Store:
             elif self.engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
             SQLModel.metadata.create_all(connection)
-            _upgrade(connection)
+            _Upgrade.of(connection).apply(connection)  # looked at again: another process may have done it
             connection.commit()
 
     @contextmanager
@@ -174,47 +174,52 @@ OBSOLETE_INDEXES = {
 }
 
 
-def _out_of_date(connection: Connection) -> bool:
-    """Whether `create_schema` has anything to do: a table or an index missing, an obsolete
-    index left, bodies still in the message row."""
-    inspector = inspect(connection)
-    tables = set(inspector.get_table_names())
-    if any(table_.name not in tables for table_ in SQLModel.metadata.sorted_tables):
-        return True
-    if "text_body" in {column["name"] for column in inspector.get_columns("message")}:
-        return True
-    for table_ in SQLModel.metadata.sorted_tables:
-        existing = {index["name"] for index in inspector.get_indexes(table_.name)}
-        if {index.name for index in table_.indexes} - existing or existing & set(
-            OBSOLETE_INDEXES.get(table_.name, [])
-        ):
-            return True
-    return False
+@dataclass
+class _Upgrade:
+    """What a database made by an earlier automator lacks: `create_all` adds missing tables
+    only, not what changed in the tables that exist."""
 
+    tables: list[str]  # missing (create_all makes them, with their indexes)
+    move_bodies: bool  # the bodies are still kept in the message row
+    indexes: list[Index]  # missing from tables that exist
+    obsolete: list[str]  # indexes nothing reads any more
 
-def _upgrade(connection: Connection) -> None:
-    """Bring a database made by an earlier automator up to date: `create_all` adds missing
-    tables only, not what changed in the tables that exist."""
-    inspector = inspect(connection)
-    if "text_body" in {column["name"] for column in inspector.get_columns("message")}:
-        # The bodies were kept in the message row: they move to `message_content`.
-        log.info("moving message bodies to the message_content table")
-        connection.exec_driver_sql(
-            "INSERT INTO message_content (message_id, text_body, html_body)"
-            " SELECT id, text_body, html_body FROM message"
-            " WHERE id NOT IN (SELECT message_id FROM message_content)"
+    @classmethod
+    def of(cls, connection: Connection) -> _Upgrade:
+        inspector = inspect(connection)
+        existing_tables = set(inspector.get_table_names())
+        present = [table_ for table_ in SQLModel.metadata.sorted_tables if table_.name in existing_tables]
+        indexes, obsolete = [], []
+        for table_ in present:
+            existing = {index["name"] for index in inspector.get_indexes(table_.name)}
+            indexes += [index for index in table_.indexes if index.name not in existing]
+            obsolete += [name for name in OBSOLETE_INDEXES.get(table_.name, []) if name in existing]
+        columns = inspector.get_columns("message") if "message" in existing_tables else []
+        return cls(
+            [table_.name for table_ in SQLModel.metadata.sorted_tables if table_.name not in existing_tables],
+            "text_body" in {column["name"] for column in columns},
+            indexes,
+            obsolete,
         )
-        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
-        connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
-    for table_ in SQLModel.metadata.sorted_tables:
-        existing = {index["name"] for index in inspector.get_indexes(table_.name)}
-        for index in table_.indexes:
-            if index.name not in existing:
-                log.info("creating index %s", index.name)
-                index.create(connection)
-        for name in OBSOLETE_INDEXES.get(table_.name, []):
-            if name in existing:
-                connection.exec_driver_sql(f"DROP INDEX {name}")
+
+    def __bool__(self) -> bool:
+        return bool(self.tables or self.move_bodies or self.indexes or self.obsolete)
+
+    def apply(self, connection: Connection) -> None:
+        if self.move_bodies:
+            log.info("moving message bodies to the message_content table")
+            connection.exec_driver_sql(
+                "INSERT INTO message_content (message_id, text_body, html_body)"
+                " SELECT id, text_body, html_body FROM message"
+                " WHERE id NOT IN (SELECT message_id FROM message_content)"
+            )
+            connection.exec_driver_sql("ALTER TABLE message DROP COLUMN text_body")
+            connection.exec_driver_sql("ALTER TABLE message DROP COLUMN html_body")
+        for index in self.indexes:
+            log.info("creating index %s", index.name)
+            index.create(connection)
+        for name in self.obsolete:
+            connection.exec_driver_sql(f"DROP INDEX {name}")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
