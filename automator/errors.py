@@ -83,3 +83,9 @@ class PermanentDeliveryError(DeliveryError):
     """
 
     address_rejected = True
+
+
+class UnsafeHeaderError(AutomatorError):
+    """A header value of an email carries a line break or another control character, which
+    would let the text that follows it become a header (a Bcc) or the body. Such an email is
+    never sent: its message is held with this reason."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Index, Table, event, inspect, make_url, text
+from sqlalchemy import Column, Connection, Engine, Index, Table, event, inspect, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -180,6 +180,7 @@ class _Upgrade:
     only, not what changed in the tables that exist."""
 
     tables: list[str]  # missing (create_all makes them, with their indexes)
+    columns: list[Column[Any]]  # missing from tables that exist (all nullable or defaulted)
     move_bodies: bool  # the bodies are still kept in the message row
     indexes: list[Index]  # missing from tables that exist
     obsolete: list[str]  # indexes nothing reads any more
@@ -189,23 +190,33 @@ class _Upgrade:
         inspector = inspect(connection)
         existing_tables = set(inspector.get_table_names())
         present = [table_ for table_ in SQLModel.metadata.sorted_tables if table_.name in existing_tables]
-        indexes, obsolete = [], []
+        indexes, obsolete, columns = [], [], []
         for table_ in present:
+            known = {column["name"] for column in inspector.get_columns(table_.name)}
+            columns += [column for column in table_.columns if column.name not in known]
             existing = {index["name"] for index in inspector.get_indexes(table_.name)}
             indexes += [index for index in table_.indexes if index.name not in existing]
             obsolete += [name for name in OBSOLETE_INDEXES.get(table_.name, []) if name in existing]
-        columns = inspector.get_columns("message") if "message" in existing_tables else []
+        message_columns = inspector.get_columns("message") if "message" in existing_tables else []
         return cls(
             [table_.name for table_ in SQLModel.metadata.sorted_tables if table_.name not in existing_tables],
-            "text_body" in {column["name"] for column in columns},
+            columns,
+            "text_body" in {column["name"] for column in message_columns},
             indexes,
             obsolete,
         )
 
     def __bool__(self) -> bool:
-        return bool(self.tables or self.move_bodies or self.indexes or self.obsolete)
+        return bool(self.tables or self.columns or self.move_bodies or self.indexes or self.obsolete)
 
     def apply(self, connection: Connection) -> None:
+        for column in self.columns:
+            log.info("adding column %s.%s", column.table.name, column.name)
+            kind = column.type.compile(dialect=connection.dialect)
+            default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            # A NOT NULL column needs a value for the rows already there.
+            tail = "" if column.nullable else f" NOT NULL DEFAULT {_sql_literal(default)}"
+            connection.exec_driver_sql(f'ALTER TABLE "{column.table.name}" ADD COLUMN "{column.name}" {kind}{tail}')
         if self.move_bodies:
             log.info("moving message bodies to the message_content table")
             connection.exec_driver_sql(
@@ -220,6 +231,15 @@ class _Upgrade:
             index.create(connection)
         for name in self.obsolete:
             connection.exec_driver_sql(f"DROP INDEX {name}")
+
+
+def _sql_literal(value: Any) -> str:
+    """A column default as SQL, for ALTER TABLE (booleans and numbers as numbers)."""
+    if isinstance(value, bool | int | float):
+        return str(int(value) if isinstance(value, bool) else value)
+    if value is None:
+        raise ValueError("a NOT NULL column added to a table needs a scalar default")
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
