@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# The browser tests drive Debian's chromium: installed here when missing (Playwright never
-# downloads a browser of its own).
+# The browser tests drive Debian's chromium (Playwright never downloads a browser of its own)
+# and the deliverability tests run Debian's spamassassin: each installed here when missing.
 test: $(STAMP)
-	[ -x /usr/bin/chromium ] || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$s apt-get update && $$s env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	p=$$([ -x /usr/bin/chromium ] || echo chromium; [ -x /usr/bin/spamassassin ] || echo spamassassin); \
+	[ -z "$$p" ] || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$s apt-get update && $$s env DEBIAN_FRONTEND=noninteractive apt-get install -y $$p; }
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

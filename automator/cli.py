@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,8 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlmodel import Session
 
 from automator import queue as queue_actions
+from automator.config import Settings, require_secret
+from automator.display import printable, printable_json, printable_text
 from automator.engine import Engine, TickReport, preview
 from automator.errors import AutomatorError, NotFoundError
 from automator.importing import (
@@ -26,6 +30,7 @@ from automator.importing import (
 )
 from automator.project import Project, load_project
 from automator.rules import describe_trigger
+from automator.schema import User
 from automator.store import Store, coupons, messages, rulestate, suppressions
 from automator.store import contacts as contact_store
 from automator.store.messages import QueueFilter
@@ -49,6 +54,10 @@ app.add_typer(coupons_app, name="coupons")
 app.add_typer(queue_app, name="queue")
 users_app = typer.Typer(help="Who may log in to the support console.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+secret_app = typer.Typer(
+    help="The secret that signs unsubscribe links and console logins.", no_args_is_help=True
+)
+app.add_typer(secret_app, name="secret")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +104,17 @@ def make_transport(project: Project) -> Any:
 _state: State | None = None
 
 
+def _say(line: str, err: bool = False) -> None:
+    """Print one line whose text comes (in part) from the store or a file: a control
+    character in it is shown as its escape, so that it cannot act on the terminal."""
+    typer.echo(printable(line), err=err)
+
+
+def _say_columns(*values: object) -> None:
+    """Print values separated by tabs, each escaped as `_say` does (tabs in them too)."""
+    typer.echo("\t".join(printable(str(value)) for value in values))
+
+
 def state() -> State:
     assert _state is not None
     return _state
@@ -108,7 +128,7 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except AutomatorError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            typer.secho(f"error: {printable(str(exc))}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -146,7 +166,7 @@ def check() -> None:
     """Validate every rule file, journey.yaml and the templates the rules use."""
     project = state().project
     for error in project.errors:
-        typer.echo(str(error))
+        _say(str(error))
     if project.errors:
         raise typer.Exit(1)
     typer.echo(f"ok: {len(project.ruleset.rules)} rules")
@@ -176,7 +196,7 @@ def contacts_show(email: str) -> None:
         suppression = suppressions.get(session, contact.email)
         sent = messages.listing(session, QueueFilter(None, None, contact.email, 20))
     name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
-    typer.echo(f"Contact {contact.email}" + (f" ({name})" if name else ""))
+    _say(f"Contact {contact.email}" + (f" ({name})" if name else ""))
     since = f" since {contact.stage_entered_at:%Y-%m-%d %H:%M}Z" if contact.stage_entered_at else ""
     suppressed = f"{suppression.reason} since {suppression.created_at:%Y-%m-%d}" if suppression else "no"
     for label, value in (
@@ -186,19 +206,18 @@ def contacts_show(email: str) -> None:
         ("Tags", ", ".join(tags) or "-"),
         ("Suppressed", suppressed),
     ):
-        typer.echo(f"{label}: {value}")
+        _say(f"{label}: {value}")
     for key, value in sorted(contact.attributes.items()):
-        typer.echo(f"  {key}: {value}")
+        _say(f"  {key}: {value}")
     typer.echo("\nStage history:")
     for change in stages:
         move = f"{change.from_stage or '-'} -> {change.to_stage}"
-        typer.echo(f"  {change.at:%Y-%m-%d %H:%M}Z  {move}  ({change.cause})")
-    typer.echo(f"\nMessages (newest first, at most 20; queue list --contact {contact.email} for all):")
+        _say(f"  {change.at:%Y-%m-%d %H:%M}Z  {move}  ({change.cause})")
+    typer.echo("")
+    _say(f"Messages (newest first, at most 20; queue list --contact {contact.email} for all):")
     for row in sent:
         when = f"{row.send_at:%Y-%m-%d %H:%M}Z"
-        typer.echo(
-            f"  {row.id:>6}  {row.status:<10} {when}  {row.rule_id:<24} {row.subject or '(not rendered)'}"
-        )
+        _say(f"  {row.id:>6}  {row.status:<10} {when}  {row.rule_id:<24} {row.subject or '(not rendered)'}")
     if not sent:
         typer.echo("  none")
 
@@ -215,7 +234,7 @@ def events_import(
 
 def _print_import(report: ImportReport, noun: str) -> None:
     for error in report.errors:
-        typer.echo(f"rejected {error}", err=True)
+        _say(f"rejected {error}", err=True)
     extra = f", {report.duplicates} already known" if report.duplicates else ""
     typer.echo(f"imported {report.imported} {noun}{extra}, rejected {len(report.errors)}")
     if report.errors:
@@ -236,7 +255,7 @@ def suppressions_add(
     address = _email(email)
     with state().store.session() as session:
         added = suppressions.add(session, address, reason, note, parse_now(now))
-    typer.echo(f"suppressed {address} ({reason})" if added else f"{address} was already suppressed")
+    _say(f"suppressed {address} ({reason})" if added else f"{address} was already suppressed")
 
 
 @suppressions_app.command("remove")
@@ -247,7 +266,7 @@ def suppressions_remove(email: str) -> None:
     with state().store.session() as session:
         if not suppressions.remove(session, address):
             raise NotFoundError(f"{address} is not suppressed")
-    typer.echo(f"removed suppression of {address}")
+    _say(f"removed suppression of {address}")
 
 
 @suppressions_app.command("list")
@@ -257,7 +276,7 @@ def suppressions_list() -> None:
     with state().store.session() as session:
         rows = suppressions.listing(session)
     for row in rows:
-        typer.echo(f"{row.email}\t{row.reason}\t{row.created_at.isoformat()}\t{row.note}")
+        _say_columns(row.email, row.reason, row.created_at.isoformat(), row.note)
     typer.echo(f"{len(rows)} suppressed")
 
 
@@ -279,13 +298,11 @@ def coupons_import(
     """Add coupon codes (a CSV with a `code` column) to a pool."""
     codes, errors = read_coupon_codes(file)
     for error in errors:
-        typer.echo(f"rejected {error}", err=True)
+        _say(f"rejected {error}", err=True)
     expires_at = parse_now(expires) if expires else None
     with state().store.session() as session:
         added = coupons.import_pool(session, pool, codes, percent_off, expires_at, datetime.now(UTC))
-    typer.echo(
-        f"pool {pool}: added {added} codes, {len(codes) - added} already known, rejected {len(errors)}"
-    )
+    _say(f"pool {pool}: added {added} codes, {len(codes) - added} already known, rejected {len(errors)}")
     if errors:
         raise typer.Exit(1)
 
@@ -297,7 +314,7 @@ def coupons_list() -> None:
     with state().store.session() as session:
         counts = coupons.pool_counts(session)
     for pool, (free, taken) in sorted(counts.items()):
-        typer.echo(f"{pool}\tfree {free}\ttaken {taken}")
+        _say_columns(pool, f"free {free}", f"taken {taken}")
 
 
 @app.command()
@@ -306,8 +323,12 @@ def tick(now: NowOption = None, as_json: Annotated[bool, typer.Option("--json")]
     """Evaluate every rule as of NOW, queue what is due, and deliver what may be sent."""
     at = parse_now(now)
     project = state().project
+    if project.settings.smtp_url:
+        require_secret(
+            project.settings, "automator tick signs the unsubscribe links of the email it sends with it"
+        )
     for error in project.errors:
-        typer.echo(f"skipping: {error}", err=True)
+        typer.echo(printable(f"skipping: {error}"), err=True)
     engine = state().engine()
     try:
         report = asyncio.run(_tick(engine, at))
@@ -341,8 +362,10 @@ def _print_tick(report: TickReport) -> None:
         if rule.error:
             skipped = f"ERROR {rule.error}"
         typer.echo(
-            f"{rule.rule_id:<26}{rule.evaluated:>10}{rule.enqueued:>10}{rule.sent:>7}"
-            f"{rule.waiting:>9}  {skipped}"
+            printable(
+                f"{rule.rule_id:<26}{rule.evaluated:>10}{rule.enqueued:>10}{rule.sent:>7}"
+                f"{rule.waiting:>9}  {skipped}"
+            )
         )
 
 
@@ -363,10 +386,12 @@ def queue_list(
     with state().store.session() as session:
         rows = messages.listing(session, QueueFilter(status, rule, contact, limit))
     if as_json:
-        typer.echo(json.dumps([_message_json(row) for row in rows], indent=2, ensure_ascii=False))
+        typer.echo(
+            printable_json(json.dumps([_message_json(row) for row in rows], indent=2, ensure_ascii=False))
+        )
         return
     for row in rows:
-        typer.echo(
+        _say(
             f"{row.id:>6}  {row.status:<10} {row.send_at:%Y-%m-%d %H:%M}Z  {row.rule_id:<24} "
             f"{row.email:<28} {row.subject or '(not rendered)'}"
         )
@@ -399,7 +424,7 @@ def queue_show(message_id: int, html: Annotated[bool, typer.Option("--html")] = 
         content = messages.content(session, message_id)
         history = messages.history(session, message_id)
     settings = state().project.settings
-    typer.echo(f"Message {message.id}: {message.status}")
+    _say(f"Message {message.id}: {message.status}")
     for name, value in (
         ("From", settings.sender),
         ("To", message.email),
@@ -410,13 +435,13 @@ def queue_show(message_id: int, html: Annotated[bool, typer.Option("--html")] = 
         ("Locale", message.locale),
         ("Coupon", coupon.code if coupon else "-"),
     ):
-        typer.echo(f"{name}: {value}")
+        _say(f"{name}: {value}")
     typer.echo("")
-    typer.echo(content.html if html else content.text)
+    typer.echo(printable_text(content.html if html else content.text))
     typer.echo("")
     typer.echo("History:")
     for line in history:
-        typer.echo(f"  {line.at.isoformat()}  {line.status:<10} {line.actor:<12} {line.reason}")
+        _say(f"  {line.at.isoformat()}  {line.status:<10} {line.actor:<12} {line.reason}")
 
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the message's history).")]
@@ -476,9 +501,9 @@ def preview_command(
         known = ", ".join(r.id for r in project.ruleset.rules)
         raise NotFoundError(f"no rule '{rule}' (rules: {known})")
     rendered = preview(state().engine(), found, _email(contact), parse_now(now))
-    typer.echo(f"Subject: {rendered.subject}")
+    _say(f"Subject: {rendered.subject}")
     typer.echo("")
-    typer.echo(rendered.html if html else rendered.text)
+    typer.echo(printable_text(rendered.html if html else rendered.text))
 
 
 @app.command("run")
@@ -507,8 +532,9 @@ def run_daemon(
         raise AutomatorError("--log-format must be text or json")
     address = parse_listen(listen) if listen else None
     console_address = parse_listen(console_listen) if console else None
-    configure_logging(log_format)
     project = state().project
+    _refuse_a_weak_secret(project.settings, address is not None, console_address is not None)
+    configure_logging(log_format)
     for error in project.errors:  # logged, so that with --log-format json every line is JSON
         log.warning("skipping", extra={"fields": {"error": str(error)}})
     lock = (
@@ -531,6 +557,18 @@ def run_daemon(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _refuse_a_weak_secret(settings: Settings, listen: bool, console: bool) -> None:
+    """What `automator run` signs or checks must not be forgeable: over SMTP it signs each
+    email's unsubscribe link, --listen checks them, --console signs logins. The file outbox
+    alone (the demo) needs no secret."""
+    if settings.smtp_url:
+        require_secret(settings, "automator run signs the unsubscribe links of the email it sends with it")
+    if listen:
+        require_secret(settings, "automator run --listen checks unsubscribe links with it", previous=True)
+    if console:
+        require_secret(settings, "automator run --console signs logins with it")
 
 
 async def _run(daemon: Any) -> None:
@@ -577,11 +615,11 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         typer.echo(json.dumps(info, indent=2))
         return
     names = ", ".join(b.daemon for b in running)
-    typer.echo(f"daemon: running ({names})" if running else "daemon: not running")
-    typer.echo("queue: " + (", ".join(f"{status} {n}" for status, n in counts.items()) or "empty"))
-    typer.echo(f"last tick: {info['last_tick'] or 'never'}")
+    _say(f"daemon: running ({names})" if running else "daemon: not running")
+    _say("queue: " + (", ".join(f"{status} {n}" for status, n in counts.items()) or "empty"))
+    _say(f"last tick: {info['last_tick'] or 'never'}")
     if oldest is not None:
-        typer.echo(
+        _say(
             f"oldest waiting: message {oldest.id} ({oldest.rule_id} to {oldest.email}, "
             f"{oldest.status}, send at {oldest.send_at.isoformat()})"
         )
@@ -592,9 +630,12 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
 def rules_list() -> None:
     """Each rule with its stages, trigger and template."""
     for rule in state().project.ruleset.rules:
-        typer.echo(
-            f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {rule.send.template}"
-        )
+        _say(f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {rule.send.template}")
+
+
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
 
 
 @users_app.command("add")
@@ -602,27 +643,26 @@ def rules_list() -> None:
 def users_add(
     name: str,
     role: Annotated[str, typer.Option(help="support (view, hold, release, suppress) or admin (everything)")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
+    password_stdin: PasswordStdinOption = False,
+    by: ActorOption = "cli",
 ) -> None:
     """Create a console user. The password is asked for (or read from stdin) and kept hashed."""
     from automator.console.auth import ROLES, hash_password
-    from automator.store import users
+    from automator.store import audit, users
 
     if role not in ROLES:
         raise AutomatorError(f"--role must be one of {', '.join(ROLES)}")
     if not name.strip() or name != name.strip():
         raise AutomatorError("a user name cannot be empty or start or end with a space")
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    password_hash = hash_password(password)
+    if len(name) > users.NAME_KEPT:
+        raise AutomatorError(f"a user name has at most {users.NAME_KEPT} characters")
+    password_hash = hash_password(_new_password(password_stdin))
+    now = datetime.now(UTC)
     with state().store.session() as session:
-        if not users.add(session, name, password_hash, role, datetime.now(UTC)):
+        if not users.add(session, name, password_hash, role, now):
             raise AutomatorError(f"there is already a user named {name}")
-    typer.echo(f"added {role} {name}")
+        audit.record(session, now, by, "add user", f"{name} ({role})")
+    typer.echo(printable(f"added {role} {name}"))
 
 
 @users_app.command("list")
@@ -634,8 +674,80 @@ def users_list() -> None:
     with state().store.session() as session:
         rows = users.listing(session)
     for user in rows:
-        typer.echo(f"{user.name}\t{user.role}\tsince {user.created_at:%Y-%m-%d}")
+        _say_columns(user.name, user.role, f"since {user.created_at:%Y-%m-%d}")
     typer.echo(f"{len(rows)} user{'' if len(rows) == 1 else 's'}")
+
+
+@users_app.command("remove")
+@reports_errors
+def users_remove(name: str, by: ActorOption = "cli") -> None:
+    """Remove a console user; their sessions end at once."""
+    from automator.store import audit, users
+
+    now = datetime.now(UTC)
+    with state().store.session() as session:
+        _existing_user(session, name)
+        users.remove(session, name)
+        audit.record(session, now, by, "remove user", name)
+    _say(f"removed {name}")
+
+
+@users_app.command("passwd")
+@reports_errors
+def users_passwd(name: str, password_stdin: PasswordStdinOption = False, by: ActorOption = "cli") -> None:
+    """Give a console user a new password (asked for, or read from stdin); their sessions end."""
+    from automator.console.auth import hash_password
+    from automator.store import audit, users
+
+    with state().store.session() as session:
+        _existing_user(session, name)
+    password_hash = hash_password(_new_password(password_stdin))
+    now = datetime.now(UTC)
+    with state().store.session() as session:
+        _existing_user(session, name)  # again: it may have been removed while the password was typed
+        users.set_password(session, name, password_hash)
+        audit.record(session, now, by, "change password", name)
+    _say(f"changed the password of {name}; their sessions have ended")
+
+
+@users_app.command("role")
+@reports_errors
+def users_role(name: str, role: str, by: ActorOption = "cli") -> None:
+    """Give a console user another role (support or admin); their sessions end."""
+    from automator.console.auth import ROLES
+    from automator.store import audit, users
+
+    if role not in ROLES:
+        raise AutomatorError(f"unknown role {role} (roles: {', '.join(ROLES)})")
+    now = datetime.now(UTC)
+    with state().store.session() as session:
+        before = _existing_user(session, name).role
+        users.set_role(session, name, role)
+        audit.record(session, now, by, "change role", f"{name}: {before} → {role}")
+    _say(f"{name} is now {role}; their sessions have ended")
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _existing_user(session: Session, name: str) -> User:
+    """The user called `name`, or NotFoundError naming the users there are."""
+    from automator.store import users
+
+    user = users.get(session, name)
+    if user is None:
+        known = ", ".join(row.name for row in users.listing(session)) or "none yet"
+        raise NotFoundError(f"no console user named {name} (users: {known})")
+    return user
+
+
+@secret_app.command("generate")
+def secret_generate() -> None:
+    """Print a new random secret (32 bytes as hex), for AUTOMATOR_SECRET or `secret` in automator.toml."""
+    typer.echo(secrets.token_hex(32))
 
 
 @app.command("console")
@@ -651,8 +763,9 @@ def console_command(
     from automator.daemon import _bind, _join_host_port, configure_logging
     from automator.store import users
 
-    configure_logging("text")
     project = state().project
+    require_secret(project.settings, "automator console signs logins with it")
+    configure_logging("text")
     console_app = create_app(project, state().store)
     with state().store.session() as session:
         if not users.listing(session):

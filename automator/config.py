@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "AUTOMATOR_SMTP_URL": "smtp_url",
     "AUTOMATOR_BASE_URL": "base_url",
     "AUTOMATOR_SECRET": "secret",
+    "AUTOMATOR_SECRET_PREVIOUS": "secret_previous",
     "AUTOMATOR_TIMEZONE": "timezone",
     "AUTOMATOR_RENDER_WORKERS": "render_workers",
 }
@@ -58,7 +59,12 @@ class Settings(BaseModel):
     sender: str = Field(default="Lotus Shop <hello@shop.example.com>", alias="from")
     smtp_url: str | None = None
     base_url: str = "https://shop.example.com"
-    secret: str = "change-me"
+    # Signs unsubscribe links (the key itself) and console sessions (a key derived from it);
+    # empty when unset. What must not be forged refuses to run on a weak one: require_secret.
+    secret: str = ""
+    # The secrets used before this one, newest first: unsubscribe links in emails already sent
+    # were signed with them and keep working. Sessions are checked with `secret` alone.
+    secret_previous: list[str] = []
     timezone: str = "UTC"
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap | None = FrequencyCap()
@@ -74,6 +80,14 @@ class Settings(BaseModel):
         """`quiet_hours = false` in automator.toml turns a policy off (TOML has no null)."""
         return None if value is False else value
 
+    @field_validator("secret_previous", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """AUTOMATOR_SECRET_PREVIOUS is one string: `old-one,older-one`."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -84,6 +98,11 @@ class Settings(BaseModel):
                 f"unknown time zone '{value}' (use an IANA name such as Asia/Ho_Chi_Minh)"
             ) from exc
         return value
+
+    @property
+    def unsubscribe_secrets(self) -> list[str]:
+        """The keys an unsubscribe link may be signed with: the current secret, then the previous."""
+        return [self.secret, *self.secret_previous]
 
     @property
     def zone(self) -> ZoneInfo:
@@ -127,6 +146,42 @@ def load_settings(project: Path, environ: dict[str, str] | None = None) -> Setti
         where = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"automator.toml or environment: {where}: {message}") from exc
+
+
+SECRET_LENGTH = 32
+MAKE_A_SECRET = (
+    "make one with `automator secret generate` (or `openssl rand -hex 32`) and put it in "
+    "AUTOMATOR_SECRET or as `secret` in automator.toml"
+)
+DROP_A_SECRET = "remove it from AUTOMATOR_SECRET_PREVIOUS or `secret_previous` in automator.toml"
+
+
+def require_secret(settings: Settings, use: str, previous: bool = False) -> None:
+    """Refuse (ConfigError) to sign or check what must not be forged with a secret that anyone
+    could know or guess: the example ones say "change-me", and a short one falls to a search.
+    `use` says what would rely on it ("the support console signs logins with it");
+    `previous` checks the previous secrets too, for what accepts links signed with them."""
+    weakness = secret_weakness(settings.secret, "the secret")
+    if weakness:
+        raise ConfigError(f"{weakness}, and {use}: {MAKE_A_SECRET}")
+    for number, old in enumerate(settings.secret_previous if previous else [], 1):
+        weakness = secret_weakness(old, f"secret_previous entry {number}")
+        if weakness:
+            raise ConfigError(
+                f"{weakness}, and unsubscribe links signed with it are accepted: {DROP_A_SECRET}"
+            )
+
+
+def secret_weakness(secret: str, name: str) -> str | None:
+    """Why a secret called `name` must not be used, or None when it may. Never the secret itself:
+    the reason ends up in logs."""
+    if not secret:
+        return f"{name} is not set"
+    if "change-me" in secret:
+        return f"{name} is an example that everyone can read (it says change-me)"
+    if len(secret) < SECRET_LENGTH:
+        return f"{name} has only {len(secret)} characters (at least {SECRET_LENGTH} are needed)"
+    return None
 
 
 @functools.lru_cache(maxsize=64)

@@ -7,6 +7,7 @@ import functools
 import hmac
 import itertools
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from email.message import EmailMessage, Message
 from email.policy import EmailPolicy, default
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from urllib.parse import quote
+
+from automator.errors import UnsafeHeaderError
 
 
 class _Policy(EmailPolicy):
@@ -37,6 +40,7 @@ class _Policy(EmailPolicy):
 
 
 POLICY = _Policy(linesep="\r\n")  # what email.policy.SMTP is, plus the folding above
+MAX_LINE = 78  # RFC 5322's limit for a header line, without its CRLF (998 is the hard one)
 
 
 def new_message_id(sender: str) -> str:
@@ -124,6 +128,10 @@ def build_email(
 ) -> OutgoingEmail:
     """A multipart/alternative email; non-ASCII headers are RFC 2047-encoded, URLs never are.
 
+    Raises UnsafeHeaderError when a header value (the contact's name, the subject, any other)
+    holds a line break or another control character: nothing that comes from a contact, a
+    template or a setting can add a header (a Bcc) or start the body.
+
     The two-part MIME layout is written directly: the email package's generator costs more
     than a millisecond per message, which would be most of the dispatch time. Encoding
     (RFC 2047 words, base64) is still the standard library's.
@@ -132,15 +140,16 @@ def build_email(
     envelope_sender = _address_of(sender)
     head = (
         f"From: {_address(sender)}\r\n"
-        f"To: {_named(to_name, to) if to_name else to}\r\n"
-        f"Subject: {_encoded(subject, 'Subject')}\r\n"
+        f"To: {_recipient(to_name, to)}\r\n"
+        f"Subject: {_encoded(_safe('Subject', 'the subject', subject), 'Subject')}\r\n"
         f"Date: {_date(date)}\r\n"
-        f"Message-ID: {message_id}\r\n"
-        f"X-Automator-Rule: {rule_id}\r\n"
-        f"List-Unsubscribe: <{list_unsubscribe_url}>,\r\n <{_mailto(envelope_sender)}>\r\n"
+        f"Message-ID: {_safe('Message-ID', 'the id', message_id)}\r\n"
+        f"X-Automator-Rule: {_safe('X-Automator-Rule', 'the rule id', rule_id)}\r\n"
+        f"List-Unsubscribe: <{_safe('List-Unsubscribe', 'the URL', list_unsubscribe_url)}>,\r\n"
+        f" <{_mailto(envelope_sender)}>\r\n"
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         "MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'
     )
     parts = [head.encode("ascii")]
     for subtype, content in (("plain", text), ("html", html)):
@@ -177,18 +186,76 @@ def _address_of(sender: str) -> str:
 
 @functools.lru_cache(maxsize=16)  # the sender is constant
 def _address(value: str) -> str:
-    name, address = parseaddr(value)
-    return _named(name, address) if name else address
+    name, address = parseaddr(_safe("From", "the sender", value))
+    return _named(name, address, "From") if name else address
 
 
-def _named(name: str, address: str) -> str:
-    """`Name <address>`, the name quoted as needed or RFC 2047-encoded when not ASCII."""
-    return formataddr((name, address)) if name.isascii() else f"{_encoded(name, 'To')} <{address}>"
+def _recipient(name: str | None, address: str) -> str:
+    """The To header's value: the address, after the contact's name when it has one."""
+    _safe("To", "the address", address)
+    return _named(_safe("To", "the name", name), address, "To") if name else address
+
+
+def _named(name: str, address: str, header: str) -> str:
+    """`Name <address>`, the name quoted as needed or RFC 2047-encoded when not ASCII, folded
+    before the address when the line would be too long."""
+    if name.isascii():
+        return _folded(formataddr((name, address)), len(header) + 2)
+    encoded = _encoded(name, header)
+    last = encoded.rpartition("\n")[2]
+    end = len(last) + (len(header) + 2 if last == encoded else 0) + len(address) + 3
+    space = " " if end <= MAX_LINE else "\r\n "
+    return f"{encoded}{space}<{address}>"
 
 
 @functools.lru_cache(maxsize=4096)
 def _encoded(value: str, header: str) -> str:
-    """RFC 2047 encoded words (folded at 78 characters) for non-ASCII text; ASCII as it is."""
+    """RFC 2047 encoded words (folded at 78 characters) for non-ASCII text; ASCII as it is,
+    folded at its spaces when long."""
     if value.isascii():
-        return value
+        return _folded(value, len(header) + 2)
     return Header(value, "utf-8", header_name=header).encode(linesep="\r\n")
+
+
+def _folded(text: str, column: int) -> str:
+    """`text` with CRLF before some of its spaces, so that its lines end by column 78 as far as
+    its words allow; a reader removes the CRLFs and has `text` back (RFC 5322 folding).
+    `column` is where `text` starts on the header's first line."""
+    if column + len(text) <= MAX_LINE:
+        return text
+    first, *words = text.split(" ")
+    lines = [first]
+    width = column + len(first)
+    for word in words:
+        if word and width + 1 + len(word) > MAX_LINE and lines[-1].strip():
+            lines.append(" " + word)  # never a line of white space only
+            width = 1 + len(word)
+        else:
+            lines[-1] += " " + word
+            width += 1 + len(word)
+    return "\r\n".join(lines)
+
+
+# What would end a header line (CR, LF, and what some software also breaks lines at: VT, FF,
+# NEL, the Unicode line and paragraph separators), or is a control character that no header
+# value holds (NUL, tab and the other C0 and C1 controls, DEL).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_BREAKS = frozenset("\r\n\x0b\x0c\x85\u2028\u2029")
+
+
+def _safe(header: str, what: str, value: str) -> str:
+    """`value` for the header, unless it holds a line break or another control character:
+    written out, the text after it would become another header (a Bcc) or the body."""
+    found = _UNSAFE.search(value)
+    if found is None:
+        return value
+    shown = value if len(value) <= 60 else value[:60] + "…"
+    raise UnsafeHeaderError(
+        f"header {header}: {what} {shown!r} holds {_kind(found[0])}; the message is held, not sent"
+    )
+
+
+def _kind(char: str) -> str:
+    if char in _LINE_BREAKS:
+        return "a line break"
+    return "a NUL" if char == "\0" else f"the control character U+{ord(char):04X}"

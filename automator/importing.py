@@ -2,6 +2,12 @@
 
 Each record is validated on its own: a bad one is reported with its line number and reason,
 and every good one is still imported.
+
+No imported text may hold a control character (C0, DEL, C1; tab, CR and LF included):
+names, emails and attributes end up in subject lines, headers and the terminal, where a line
+break or an ESC sequence would let a record's text pose as something else. The one
+exception is the value of an event property, which may be multi-line text (an address, a
+note) and so may hold tabs and line breaks, though no other control character.
 """
 
 from __future__ import annotations
@@ -10,16 +16,19 @@ import csv
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from automator.display import CONTROL, escape, printable
 from automator.errors import AutomatorError, ImportRecordError
 from automator.journey import Journey
 from automator.store import Store
@@ -87,6 +96,50 @@ def _iso_value(value: Any) -> date | datetime | None:
         return None
 
 
+_ANY_CONTROL = re.compile(f"[{CONTROL}]+")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]+")  # tab, LF and CR pass
+
+
+def _control_characters(value: Any, where: str = "", lines: bool = False) -> Iterator[tuple[str, str]]:
+    """(field, first run of control characters, at most 8 of them) for each string in
+    `value` that holds one. Nested lists and objects are searched too, and the names of
+    their keys; with `lines`, strings (not names) may hold tabs and line breaks."""
+    if isinstance(value, str):
+        if found := (_CONTROL_BUT_LINES if lines else _ANY_CONTROL).search(value):
+            yield where, found.group()[:8]
+    elif isinstance(value, dict) and not _all_clean_strings(value):
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else str(key)
+            if found := _ANY_CONTROL.search(str(key)):
+                yield f"{inner} (its name)", found.group()[:8]
+            yield from _control_characters(item, inner, lines)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from _control_characters(item, f"{where}.{number}", lines)
+
+
+def _all_clean_strings(value: dict[Any, Any]) -> bool:
+    """Whether an object's keys and values are all strings without a control character:
+    one search for a whole CSV row rather than one per string."""
+    try:
+        return not _ANY_CONTROL.search("".join([*value, *value.values()]))
+    except TypeError:  # a number, a list, an object: searched one by one
+        return False
+
+
+def _refuse_control_characters(found: Iterable[tuple[str, str]], rule: str) -> None:
+    """Raise one ValueError naming every field that holds a control character, and the rule."""
+    problems = [f"{printable(where)}: holds {_kind(run)} ({escape(run)})" for where, run in found]
+    if problems:
+        raise ValueError("; ".join([*problems, rule]))
+
+
+def _kind(run: str) -> str:
+    if not run.strip("\r\n"):
+        return "a line break"
+    return "a tab" if not run.strip("\t") else "a control character"
+
+
 class ContactRecord(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
@@ -96,6 +149,15 @@ class ContactRecord(BaseModel):
     locale: str | None = None
     timezone: str | None = None
     stage: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        _refuse_control_characters(
+            _control_characters(data),
+            "a contact's fields and attributes may not hold line breaks, tabs or other control characters",
+        )
+        return data
 
     @field_validator("email", mode="before")
     @classmethod
@@ -123,6 +185,22 @@ class EventRecord(BaseModel):
     email: str
     at: datetime
     properties: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        """Property values may be multi-line text (an address, a note); nothing else may."""
+        if isinstance(data, dict):
+            fields = {key: value for key, value in data.items() if key != "properties"}
+            _refuse_control_characters(
+                [
+                    *_control_characters(fields),
+                    *_control_characters(data.get("properties"), "properties", lines=True),
+                ],
+                "an event's fields and property names may not hold control characters, "
+                "its property values no others than tabs and line breaks",
+            )
+        return data
 
     @field_validator("email", mode="before")
     @classmethod
@@ -163,17 +241,113 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | ImportRecor
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | ImportRecordError]]:
+    """Each row after the header as a dict of its non-empty values, by the record's first line."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            line = reader.line_num
-            if None in row:
+        header: list[str] | None = None
+        for line, row in _csv_rows(path, _Lines(handle)):
+            if header is None:
+                if isinstance(row, ImportRecordError):
+                    raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
+                header = [name.strip() for name in row]
+            elif isinstance(row, ImportRecordError):
+                yield line, row
+            elif len(row) > len(header):
                 yield line, ImportRecordError(str(path), line, "more values than header columns")
-                continue
-            yield (
-                line,
-                {key.strip(): value for key, value in row.items() if key and value not in (None, "")},
-            )
+            else:
+                yield line, {key: value for key, value in zip(header, row, strict=False) if key and value}
+
+
+def _csv_rows(path: Path, lines: _Lines) -> Iterator[tuple[int, list[str] | ImportRecordError]]:
+    """(first line, values) for each record that is not blank. A record the csv module
+    refuses (a field over its size limit) is an error, and reading goes on after its end."""
+    reader = csv.reader(lines)
+    while True:
+        lines.start_record()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            lines.skip_rest_of_record()
+            yield lines.first, ImportRecordError(str(path), lines.first, _csv_problem(exc))
+            continue
+        if row:
+            yield lines.first, row
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return f"field larger than {csv.field_size_limit()} characters"
+    return f"not valid CSV: {exc}"
+
+
+class _Lines:
+    """A CSV file's physical lines as the csv reader takes them: numbered, and those of the
+    record being read kept, so that a record the reader gives up on can be skipped to its end.
+
+    The reader stops in the middle of a record when a field passes its size limit, and reads
+    on from the next line as if a record started there. If the field is quoted and runs on
+    for more lines, those lines are its text, not records: a file exported from a shop, with
+    a customer's text in a quoted field, would otherwise have that text imported as contacts.
+    """
+
+    def __init__(self, handle: Iterator[str]) -> None:
+        self._handle = handle
+        self.number = 0  # lines read so far
+        self.first = 1  # the current record's first line
+        self._record: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self.number += 1
+        self._record.append(line)
+        return line
+
+    def start_record(self) -> None:
+        self.first = self.number + 1
+        self._record = []
+
+    def skip_rest_of_record(self) -> None:
+        """Read on to the end of the current record, which may lie lines further down."""
+        state = _CsvState.START
+        for line in self._record:
+            state = _csv_state_after(line, state)
+        while state is not _CsvState.START:
+            following = next(self._handle, None)
+            if following is None:
+                return
+            self.number += 1
+            state = _csv_state_after(following, state)
+
+
+class _CsvState(Enum):
+    START = "start of a field"
+    FIELD = "in an unquoted field"
+    QUOTED = "in a quoted field"
+    QUOTE_IN_QUOTED = "after a quote in a quoted field (it ends there, or doubles the quote)"
+
+
+_CSV_TOKEN = re.compile(r'[",\r\n]|[^",\r\n]+')
+
+
+def _csv_state_after(line: str, state: _CsvState) -> _CsvState:
+    """Where the csv module's reader (default dialect) is after `line`: at START after the
+    end of a record. Only quotes, commas and line ends move it; a quote opens a quoted field
+    at the start of a field only, and is plain text inside an unquoted one."""
+    for found in _CSV_TOKEN.finditer(line):
+        token = found.group()
+        if state is _CsvState.QUOTED:
+            state = _CsvState.QUOTE_IN_QUOTED if token == '"' else _CsvState.QUOTED
+        elif token == '"' and state in (_CsvState.START, _CsvState.QUOTE_IN_QUOTED):
+            state = _CsvState.QUOTED  # opens a quoted field, or doubles a quote inside one
+        elif token in (",", "\r", "\n"):
+            state = _CsvState.START
+        else:
+            state = _CsvState.FIELD
+    return state
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | ImportRecordError]]:

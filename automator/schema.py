@@ -225,6 +225,7 @@ class Message(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     lease_until: datetime | None = _time(nullable=True)
+    claimed_by: str | None = None  # the dispatcher sending it (`daemon:…` or `tick:…`)
     created_at: datetime = _time()
     sent_at: datetime | None = _time(nullable=True)
 
@@ -303,14 +304,36 @@ class Heartbeat(SQLModel, table=True):
 
 class User(SQLModel, table=True):
     """A console user. `role` is `support` (view, hold, release) or `admin` (also cancel,
-    send now, bulk actions)."""
+    send now, bulk actions).
+
+    Every session cookie carries the `session_version` it was made under; logging out, a new
+    password or role moves it on, which ends all the user's sessions at once. It starts at a
+    random number, so a cookie of a removed user never fits a new user given the same name."""
 
     __tablename__ = "console_user"
 
     name: str = Field(primary_key=True)
     password_hash: str
     role: str
+    session_version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     created_at: datetime = _time()
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed login to the console: the name typed, the client's address, when. Kept in the
+    database so that every console process counts the same failures; forgotten after a day."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_name_at", "name", "at"),
+        Index("ix_login_failure_address_at", "address", "at"),
+        Index("ix_login_failure_at", "at"),
+    )
+
+    id: int | None = _id()
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    address: str = Field(sa_column=Column(String(64), nullable=False))
+    at: datetime = _time()
 
 
 class AuditEntry(SQLModel, table=True):

@@ -27,6 +27,9 @@ from automator.testing import RecordingTransport
 from tests.smtp_server import smtp_server  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
+# Long enough for the commands that refuse a short or shipped secret (`run` over SMTP or with
+# --listen, `console`); the tests of that refusal set their own.
+TEST_SECRET = "automator-test-secret-0123456789abcdef0123456789abcdef"
 
 
 def utc(text: str) -> datetime:
@@ -51,8 +54,9 @@ def environ(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     values = {
         "AUTOMATOR_DATABASE_URL": f"sqlite:///{project_dir / 'automator.db'}",
         "AUTOMATOR_OUTBOX": str(project_dir / "outbox"),
+        "AUTOMATOR_SECRET": TEST_SECRET,
     }
-    for name in ("AUTOMATOR_SMTP_URL", "AUTOMATOR_FROM", "AUTOMATOR_TIMEZONE"):
+    for name in ("AUTOMATOR_SMTP_URL", "AUTOMATOR_FROM", "AUTOMATOR_TIMEZONE", "AUTOMATOR_SECRET_PREVIOUS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():
         monkeypatch.setenv(name, value)

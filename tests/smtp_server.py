@@ -2,6 +2,8 @@
 
 Use the `smtp_server` fixture (import it into a test module or conftest.py), set
 `smtp_server.mode` / `fail_at` and read `smtp_server.messages` / `connections`.
+`AuthSmtpServer` adds AUTH and TLS (STARTTLS or implicit) with a throw-away certificate from
+the `certificate` fixture.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ import asyncio
 import email
 import email.policy
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 Mode = Literal["accept", "tempfail", "reject", "drop", "stall"]
 Stage = Literal["rcpt", "data"]
@@ -170,3 +176,109 @@ def smtp_server() -> Iterator[LoopbackSmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A throw-away self-signed certificate for 127.0.0.1 and localhost, and its private key."""
+
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """The server side of TLS with this certificate."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_certificate(folder: Path) -> Certificate:
+    """Generates a self-signed P-256 certificate, valid for a day, with openssl."""
+    certificate = Certificate(folder / "cert.pem", folder / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=automator test",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(certificate.key), "-out", str(certificate.cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return certificate
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """One self-signed certificate for the whole test run."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@dataclass(frozen=True)
+class Login:
+    """One AUTH that reached the server: the credentials, and whether they came over TLS."""
+
+    username: str
+    password: str
+    over_tls: bool
+
+
+TlsMode = Literal["starttls", "implicit", "none"]
+
+
+class AuthSmtpServer(LoopbackSmtpServer):
+    """A loopback server that takes AUTH even on plaintext (as a careless relay would) and offers
+    TLS as `tls` says: STARTTLS, TLS from the first byte (implicit, smtps://), or none.
+
+    `logins` records every AUTH that reached it; `mail_over_tls` says, for each MAIL FROM,
+    whether the session was encrypted. Only USERNAME / PASSWORD log in.
+    """
+
+    USERNAME = "mailer@shop.example"
+    PASSWORD = "s3cret:pa55"
+
+    def __init__(self, tls: TlsMode, certificate: Certificate | None = None) -> None:
+        super().__init__()
+        self.scheme = "smtps" if tls == "implicit" else "smtp"
+        self.logins: list[Login] = []
+        self.mail_over_tls: list[bool] = []
+        context = certificate.server_context() if certificate is not None else None
+        self._controller = Controller(
+            self,
+            hostname=self.host,
+            port=self.port,
+            tls_context=context if tls == "starttls" else None,
+            ssl_context=context if tls == "implicit" else None,
+            authenticator=self._authenticate,
+            auth_require_tls=False,
+        )
+
+    def url(self, **options: object) -> str:
+        """`smtp://` or `smtps://127.0.0.1:<port>` with the given query options, no login."""
+        return self.scheme + super().url(**options).removeprefix("smtp")
+
+    def login_url(self, password: str = PASSWORD, **options: object) -> str:
+        """The URL with USERNAME and `password` (escaped as the URL needs)."""
+        login = f"{quote(self.USERNAME, safe='')}:{quote(password, safe='')}@"
+        return self.url(**options).replace("://", "://" + login, 1)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_over_tls.append(_over_tls(server))
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        login = Login(data.login.decode(), data.password.decode(), _over_tls(server))
+        self.logins.append(login)
+        valid = (login.username, login.password) == (self.USERNAME, self.PASSWORD)
+        return AuthResult(success=valid, handled=False)  # handled=False: aiosmtpd replies 535
+
+
+def _over_tls(server: SMTP) -> bool:
+    """Whether the server's session with this client is encrypted (STARTTLS or implicit TLS)."""
+    return server.transport is not None and server.transport.get_extra_info("sslcontext") is not None

@@ -47,7 +47,7 @@ SETTINGS = """\
 from = "Lotus Shop <hello@shop.example.com>"
 base_url = "https://shop.example.com"
 timezone = "Asia/Ho_Chi_Minh"
-secret = "daemon-test-secret"
+secret = "daemon-test-secret-0123456789abcdef0123456789"
 quiet_hours = false
 frequency_cap = false
 """

@@ -5,7 +5,6 @@ Served by `automator console`, or by `automator run --console` inside the daemon
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,17 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from automator.config import require_secret
 from automator.console import actions, csrf, login, pages
 from automator.console.auth import Forbidden, LoginRequired, Sessions
-from automator.console.state import Clock, Console, current_viewer, page_templates, render
+from automator.console.state import Clock, Console, page_templates, render, viewer_or_none
 from automator.emails import OutgoingEmail
 from automator.engine import Engine
 from automator.errors import AutomatorError, NotFoundError
 from automator.project import Project
 from automator.store import Store
 from automator.transports import Transport
-
-log = logging.getLogger("automator.console")
 
 STATIC = Path(__file__).parent / "static"
 
@@ -71,9 +69,9 @@ class _NoDelivery(Transport):
 def create_app(
     project: Project, store: Store, clock: Clock = utcnow, engine: Engine | None = None
 ) -> FastAPI:
-    """The support console. Every page needs a login; every POST needs the session's CSRF token."""
-    if "change-me" in project.settings.secret:
-        log.warning("the console signs sessions with AUTOMATOR_SECRET, still the example one: set your own")
+    """The support console. Every page needs a login; every POST needs the session's CSRF token.
+    Refuses (ConfigError) a secret anyone could know: with it, anyone could sign a login."""
+    require_secret(project.settings, "the support console signs logins with it")
     app = FastAPI(
         title="automator console",
         docs_url=None,
@@ -133,9 +131,6 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _error_page(request: Request, status: int, text: str) -> Response:
-    try:
-        viewer = current_viewer(request)
-    except LoginRequired:
-        viewer = None
+    viewer = viewer_or_none(request)
     title = {400: "Not done", 401: "Log in first", 403: "Not allowed", 404: "Not found"}[status]
     return render(request, viewer, "error.html", status=status, title=title, text=text)

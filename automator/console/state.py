@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
 from automator.console import display
-from automator.console.auth import Forbidden, LoginRequired, Sessions, Viewer
+from automator.console.auth import Forbidden, LoginRequired, Sessions, Viewer, is_current
 from automator.engine import Engine
 from automator.project import Project
 from automator.store import Store, users
@@ -59,7 +59,8 @@ def console_of(request: Request) -> Console:
 
 
 def current_viewer(request: Request) -> Viewer:
-    """The logged-in user, read again from the store so a removed user is out at once."""
+    """The logged-in user, read again from the store so that a user removed, given a new
+    password or role, or logged out elsewhere is out at once; and 12 hours after logging in."""
     console = console_of(request)
     session = console.sessions.read(request)
     name = session.get("user")
@@ -67,10 +68,18 @@ def current_viewer(request: Request) -> Viewer:
         raise LoginRequired("log in first")
     with console.store.session() as db:
         user = users.get(db, name)
-    if user is None:
+    if user is None or not is_current(session, user, console.clock()):
         raise LoginRequired("log in first")
     zone = display.zone_named(session.get("tz"), console.default_zone)
     return Viewer(user.name, user.role, str(session.get("csrf", "")), zone)
+
+
+def viewer_or_none(request: Request) -> Viewer | None:
+    """The logged-in user, or None for a visitor (or a session that has ended)."""
+    try:
+        return current_viewer(request)
+    except LoginRequired:
+        return None
 
 
 def allowed(action: str) -> Callable[..., Viewer]:

@@ -41,3 +41,9 @@ def for_contact(session: Session, contact_id: int) -> list[AuditEntry]:
         .order_by(AUDIT.c.at.desc(), AUDIT.c.id.desc())
     )
     return list(session.execute(query).scalars())
+
+
+def for_action(session: Session, action: str) -> list[AuditEntry]:
+    """Entries of one kind (`login failed`, `remove user`…), oldest first."""
+    query = select(AuditEntry).where(AUDIT.c.action == action).order_by(AUDIT.c.at, AUDIT.c.id)
+    return list(session.execute(query).scalars())

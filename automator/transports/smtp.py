@@ -3,16 +3,24 @@
 Failures are sorted for the engine: a 4xx reply, a refused, dropped or timed-out connection is a
 `TemporaryDeliveryError` (retry later); a 5xx for the sender, a recipient or the data is a
 `PermanentDeliveryError`. Both carry the server's `code` and `reply`.
+
+The password never crosses the network in cleartext: an `smtp://` session is upgraded with
+STARTTLS whenever the server offers it, and AUTH on a session that stayed plaintext is refused
+(`SmtpInsecureError`, temporary so that no message is lost while the set-up is fixed) unless
+the URL allows it with `insecure_auth=1`, which only a loopback host may. Certificates are
+verified unless the URL says `tls_verify=0`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiosmtplib
 
@@ -41,8 +49,11 @@ class SmtpSettings:
     port: int = 25
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    use_tls: bool = False
-    start_tls: bool = False
+    use_tls: bool = False  # smtps://: TLS from the first byte
+    start_tls: bool = False  # require STARTTLS; without it STARTTLS is still used whenever offered
+    insecure_auth: bool = False  # allow AUTH without TLS (loopback hosts only)
+    tls_verify: bool = True
+    tls_ca: str | None = None  # a PEM file of CA certificates trusted besides the system's
     timeout: float = 30.0
     pool_size: int = 4
     concurrency: int = 8
@@ -61,13 +72,66 @@ class SmtpSettings:
         except ConfigError as exc:
             raise ConfigError(f"{URL_SETTING}: {exc}") from exc
 
+    @property
+    def masked_url(self) -> str:
+        """The relay's URL with the password shown as `***`, fit for errors and logs."""
+        scheme = "smtps" if self.use_tls else "smtp"
+        user = quote(self.username, safe="") if self.username is not None else ""
+        secret = ":***" if self.password else ""
+        login = f"{user}{secret}@" if self.username is not None else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{login}{host}:{self.port}"
+
 
 def _settings_problem(settings: SmtpSettings) -> str | None:
     """Names the first value that cannot work, or None when all are usable."""
     if not settings.host:
         return "no host given"
+    return _tls_problem(settings) or _capacity_problem(settings)
+
+
+def _tls_problem(settings: SmtpSettings) -> str | None:
+    """Names the first TLS or AUTH option that cannot work together with the others."""
     if settings.use_tls and settings.start_tls:
         return "implicit TLS (smtps) and STARTTLS cannot both be on"
+    if settings.insecure_auth and not _is_loopback(settings.host):
+        return (
+            f"insecure_auth=1 would send the password in cleartext to {settings.host}, and is allowed"
+            " only for a loopback host (127.0.0.1, ::1, localhost); use smtps:// or a server that"
+            " offers STARTTLS instead"
+        )
+    if settings.tls_ca is not None and not settings.tls_verify:
+        return "tls_ca has no effect with tls_verify=0; give one of them, not both"
+    if settings.tls_ca is not None:
+        return _ca_file_problem(settings.tls_ca)
+    return None
+
+
+def _ca_file_problem(path: str) -> str | None:
+    """Why `path` cannot serve as a PEM file of CA certificates, or None when it can."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        return f"tls_ca={path}: no such file"
+    except OSError as exc:  # ssl.SSLError is one: the file holds no PEM certificate
+        return f"tls_ca={path}: not a readable PEM file of CA certificates ({exc})"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _capacity_problem(settings: SmtpSettings) -> str | None:
+    """Names the first timeout, pool or rate value that cannot work."""
     if settings.timeout <= 0:
         return f"timeout must be above 0 seconds, not {settings.timeout}"
     if settings.pool_size < 1:
@@ -126,9 +190,26 @@ def _flag(value: str) -> bool:
     raise ValueError(value)
 
 
+def _explicit_flag(value: str) -> bool:
+    """Like `_flag`, but an empty value is an error: `tls_verify=` must not turn checks off."""
+    if not value:
+        raise ValueError(value)
+    return _flag(value)
+
+
+def _file_path(value: str) -> str:
+    """A file path given in the URL; it must not be empty."""
+    if not value:
+        raise ValueError(value)
+    return value
+
+
 # URL query option -> (SmtpSettings field, converter, what the value must be)
 _URL_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "starttls": ("start_tls", _flag, "1 or 0"),
+    "insecure_auth": ("insecure_auth", _flag, "1 or 0"),
+    "tls_verify": ("tls_verify", _explicit_flag, "1 or 0"),
+    "tls_ca": ("tls_ca", _file_path, "a path to a PEM file of CA certificates"),
     "timeout": ("timeout", float, "a number of seconds"),
     "pool_size": ("pool_size", int, "a whole number"),
     "concurrency": ("concurrency", int, "a whole number"),
@@ -151,6 +232,11 @@ class SmtpTemporaryError(SmtpDeliveryError, TemporaryDeliveryError):
 
 class SmtpPermanentError(SmtpDeliveryError, PermanentDeliveryError):
     """The relay answered 5xx for the sender, a recipient or the message: retrying will not help."""
+
+
+class SmtpInsecureError(SmtpTemporaryError):
+    """The session stayed plaintext where the settings demand TLS (a password to send, or
+    starttls=1). Temporary, so no message is lost while the server or the URL is fixed."""
 
 
 def _from_reply(what: str, code: int, reply: str) -> SmtpDeliveryError:
@@ -178,7 +264,22 @@ def _connect_error(where: str, exc: Exception) -> SmtpTemporaryError:
     code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
     reply = exc.message if isinstance(exc, aiosmtplib.SMTPException) else str(exc)
     detail = f"{code} {reply}" if code is not None else reply
-    return SmtpTemporaryError(f"cannot open a session with {where}: {detail}", code, reply)
+    return SmtpTemporaryError(f"cannot open a session with {where}: {detail}{_advice(exc)}", code, reply)
+
+
+def _advice(exc: BaseException) -> str:
+    """What to do when the failure, or one it was raised from, is a certificate that did not verify."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain of causes is short; the bound only guards against a cycle
+        if cause is None:
+            return ""
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                "; the server's certificate did not verify: add the CA that signed it with"
+                " ?tls_ca=/path/to/ca.pem (or, for a test server only, turn checks off with ?tls_verify=0)"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 def _send_error(where: str, exc: Exception) -> SmtpDeliveryError:
@@ -234,6 +335,7 @@ class ConnectionPool:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self._settings = settings
+        self._tls = _tls_context(settings)
         self._slots: asyncio.LifoQueue[aiosmtplib.SMTP | None] = asyncio.LifoQueue()
         for _ in range(settings.pool_size):
             self._slots.put_nowait(None)
@@ -267,18 +369,53 @@ class ConnectionPool:
             self._slots.put_nowait(None)
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """A session that is encrypted whenever the server allows it, and logged in if asked."""
         s = self._settings
         session = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
-            username=s.username,
-            password=s.password,
             use_tls=s.use_tls,
-            start_tls=s.start_tls,
+            start_tls=None,  # None: upgrade with STARTTLS whenever the server offers it
+            tls_context=self._tls,
             timeout=s.timeout,
         )
         await session.connect()
+        try:
+            await _log_in(session, s)
+        except BaseException:
+            session.close()
+            raise
         return session
+
+
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """The client side of TLS: the system's CAs plus `tls_ca`; no checks only with tls_verify=0."""
+    context = ssl.create_default_context()
+    if settings.tls_ca is not None:
+        context.load_verify_locations(cafile=settings.tls_ca)
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _log_in(session: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
+    """Logs in when the settings have a user name, after checking the session is as safe as
+    they demand; we check it here, not aiosmtplib, which would send the password in cleartext."""
+    encrypted = session.get_transport_info("sslcontext") is not None
+    if settings.start_tls and not encrypted:
+        raise SmtpInsecureError(
+            f"the SMTP server at {settings.masked_url} did not offer STARTTLS, which the URL requires"
+            " (starttls=1); enable STARTTLS on the server, or use smtps:// if it speaks TLS on another port"
+        )
+    if settings.username is None:
+        return
+    if not encrypted and not settings.insecure_auth:
+        raise SmtpInsecureError(
+            f"the SMTP server at {settings.masked_url} did not offer STARTTLS; refusing to send the"
+            " password in cleartext; use smtps:// or, on loopback only, ?insecure_auth=1"
+        )
+    await session.login(settings.username, settings.password or "")
 
 
 async def _quit(session: aiosmtplib.SMTP) -> None:

@@ -2,7 +2,8 @@
 
 GET shows a confirmation page and changes nothing: mail scanners and link previewers
 follow links, so only a POST (the mail client's one-click, or the page's button) acts.
-The token is an HMAC over the address, so a forged or edited link is refused.
+The token is an HMAC over the address, so a forged or edited link is refused. Links signed
+with a previous secret (`secret_previous`) stay valid: they are in inboxes already.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import DictLoader, Environment
 
 from automator import emails
+from automator.config import require_secret
 from automator.project import Project
 from automator.store import Store, contacts, messages, suppressions
 
@@ -101,8 +103,10 @@ def utcnow() -> datetime:
 
 
 def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI:
-    """The daemon's HTTP app: `/unsubscribe` (GET confirms, POST acts) and `/health`."""
+    """The daemon's HTTP app: `/unsubscribe` (GET confirms, POST acts) and `/health`.
+    Refuses (ConfigError) a secret anyone could know: with it, anyone could forge a link."""
     settings = project.settings
+    require_secret(settings, "the unsubscribe endpoint checks links with it", previous=True)
     shop = parseaddr(settings.sender)[0] or settings.sender
     app = FastAPI(title="automator", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -123,7 +127,10 @@ def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI
         return _known(request.headers.get("accept-language", ""))
 
     def genuine(email: str, token: str) -> bool:
-        return bool(email and token) and emails.token_is_valid(settings.secret, email, token)
+        """Signed with the current secret or a previous one."""
+        return bool(email and token) and any(
+            emails.token_is_valid(secret, email, token) for secret in settings.unsubscribe_secrets
+        )
 
     @app.get("/unsubscribe", response_class=HTMLResponse)
     def confirm(request: Request, email: str = "", token: str = "") -> HTMLResponse:
