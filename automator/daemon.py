@@ -28,7 +28,6 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
-from automator.dispatch import Dispatcher
 from automator.engine import Engine, TickReport
 from automator.errors import AutomatorError
 from automator.store import heartbeats, messages
@@ -121,7 +120,7 @@ class Daemon:
         self.engine = engine
         self.options = options
         self.clock = clock
-        self.dispatcher = Dispatcher(engine)
+        self.dispatcher = engine.dispatcher(kind="daemon", clock=clock)
         self.stopping = asyncio.Event()
         self.busy = asyncio.Lock()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -195,42 +194,28 @@ class Daemon:
         self.release_in_flight()
 
     def release_orphans(self) -> None:
-        """Put back every `sending` message at once, without waiting for its lease.
+        """Put back every message a daemon left in `sending`, without waiting for its lease.
 
-        Only for the holder of the single-daemon lock: no other process can be sending, so
-        these were left by a daemon that died (SIGKILL, power loss) mid-batch. They go out
-        again with the same Message-ID; some may already have been delivered.
+        Only for the holder of the single-daemon lock: no other daemon can be sending, so
+        these were left by one that died (SIGKILL, power loss) mid-batch. They go out again
+        with the same Message-ID; some may already have been delivered. Messages claimed by
+        `automator tick` processes, which may be running now, wait for their leases.
         """
-        now = self.clock()
         with self.engine.store.session() as session:
-            orphans = messages.expired_leases(session, ANY_LEASE)
-            for message in orphans:
-                messages.change(
-                    session,
-                    message,
-                    "queued",
-                    now,
-                    "the daemon that was sending it stopped before recording the outcome; "
-                    "will be sent again (same Message-ID)",
-                    lease_until=None,
-                )
+            orphans = messages.requeue_daemons(
+                session,
+                self.clock(),
+                "the daemon that was sending it stopped before recording the outcome; "
+                "will be sent again (same Message-ID)",
+            )
         if orphans:
             log.warning(
                 "re-queued messages a stopped daemon left in flight",
-                extra={"fields": {"count": len(orphans)}},
+                extra={"fields": {"count": orphans}},
             )
 
     def release_in_flight(self) -> None:
-        with self.engine.store.session() as session:
-            for message in self.dispatcher.in_flight(session):
-                messages.change(
-                    session,
-                    message,
-                    "queued",
-                    self.clock(),
-                    "daemon stopped before the send finished; will be sent again",
-                    lease_until=None,
-                )
+        self.dispatcher.give_back_in_flight("daemon stopped before the send finished; will be sent again")
 
     async def evaluate(self) -> None:
         if self.stopping.is_set():
@@ -277,10 +262,6 @@ class Daemon:
     def beat(self, what: str, tick_at: datetime | None = None) -> None:
         with self.engine.store.session() as session:
             heartbeats.beat(session, self.name, what, self.clock(), tick_at)
-
-
-# Later than any lease: expired_leases(ANY_LEASE) is every message in `sending`.
-ANY_LEASE = datetime.max.replace(tzinfo=UTC)
 
 
 class HttpServer:

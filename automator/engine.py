@@ -11,24 +11,27 @@ import hashlib
 import logging
 import queue
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlmodel import Session
 
+from automator import contents
+from automator.clock import Clock, utcnow
 from automator.dispatch import Dispatcher
-from automator.enqueue import Draft, Prepared, attach_coupons, can_overlap, enqueue_chunk, finish, prepare
-from automator.errors import NotFoundError, TemplateError, TransactionLost
+from automator.enqueue import Prepared, can_overlap, enqueue_chunk, finish, prepare, priority
+from automator.errors import NotFoundError, TransactionLost
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
-from automator.rendering import Links, Renderer, RenderJob, RenderPool
+from automator.rendering import Links, Renderer, RenderPool
+from automator.reports import RuleReport, TickReport
 from automator.schema import Contact, Coupon, Message
-from automator.store import Store, contacts, coupons, events, messages, rulestate, table
+from automator.store import Store, contacts, events, messages, rulestate, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
 from automator.templates import Rendered
@@ -50,40 +53,6 @@ AHEAD = 2
 COMMIT_EVERY = 2000
 CONTACTS = table(Contact)
 YOUNG_GARBAGE = 20_000  # objects a tick makes before the collector looks at them
-
-
-@dataclass
-class RuleReport:
-    """What one tick did for one rule."""
-
-    rule_id: str
-    evaluated: int = 0
-    enqueued: int = 0
-    sent: int = 0
-    waiting: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule_id,
-            "evaluated": self.evaluated,
-            "enqueued": self.enqueued,
-            "sent": self.sent,
-            "waiting": self.waiting,
-            "skipped": dict(self.outcomes),
-            "error": self.error,
-        }
-
-
-@dataclass
-class TickReport:
-    now: datetime
-    rules: dict[str, RuleReport] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def rule(self, rule_id: str) -> RuleReport:
-        return self.rules.setdefault(rule_id, RuleReport(rule_id))
 
 
 class Lookup:
@@ -344,8 +313,12 @@ class Engine:
         self.store = store
         self.transport = transport
         links = Links(self.settings.base_url, self.settings.secret)
-        self.renderer = Renderer(project.templates, links)
+        self.renderer = Renderer(project.templates, links, self.settings.timezone)
         self.render_pool = RenderPool(self.renderer, self.settings.render_workers)
+
+    def dispatcher(self, kind: str = "tick", clock: Clock = utcnow) -> Dispatcher:
+        """A dispatcher delivering through this engine's transport; `kind` names its claims."""
+        return Dispatcher(self.store, self.project, self.renderer, self.transport, kind, clock)
 
     def close(self) -> None:
         """Stop the render workers, if any were started."""
@@ -355,7 +328,7 @@ class Engine:
         """Evaluate every rule, then deliver every due message."""
         report = TickReport(now)
         self.evaluate(now, report)
-        await Dispatcher(self).run(now, report)
+        await self.dispatcher().run(now, report)
         with self.store.session() as session:
             for rule in self.project.ruleset.rules:
                 report.rule(rule.id).waiting = messages.waiting(session, rule.id, now)
@@ -368,13 +341,13 @@ class Engine:
         The rules' candidates are looked up one after the other in a thread of their own
         while the tick's thread queues them, as they are found: SQLite reads from its own
         snapshot without blocking the writer, and the lookups' SQL runs without the GIL."""
-        with _collecting_young_objects_only():
+        with self.store.evaluating(), _collecting_young_objects_only():
             self._evaluate(now, report)
 
     def _evaluate(self, now: datetime, report: TickReport) -> None:
         for rule in self.project.rules:
             report.rule(rule.id)  # the summary lists the rules in the project's order
-        rules = sorted(self.project.rules, key=lambda rule: -self.priority(rule))
+        rules = sorted(self.project.rules, key=lambda rule: -priority(self.settings, rule))
         lookups = [Lookup() for _ in rules]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
             finder.submit(self._look_up_each, list(zip(rules, lookups, strict=True)), now)
@@ -387,9 +360,6 @@ class Engine:
                 pipeline.writes.close()  # a tick stopped midway: what is not committed is undone
                 for lookup in lookups:  # a tick stopped midway stops the lookups too
                     lookup.abandoned.set()
-
-    def priority(self, rule: Rule) -> int:
-        return self.settings.priorities.get(rule.id, rule.priority)
 
     def _look_up_each(self, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
         for rule, lookup in work:
@@ -433,7 +403,7 @@ class Engine:
     def prepare_chunk(self, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared | None:
         try:
             with self.store.session() as session:
-                return prepare(self, session, rule, chunk, now)
+                return prepare(self.render_pool, self.settings, session, rule, chunk, now)
         except Exception:
             log.warning("rule %s: a chunk could not be prepared", rule.id, exc_info=True)
             return None  # finish redoes it one by one
@@ -460,7 +430,7 @@ class Engine:
         one candidate per savepoint so that one bad occurrence never blocks the others."""
         try:
             with writes.savepoint() as session:
-                return list(enqueue_chunk(self, session, rule, chunk, now)), []
+                return list(enqueue_chunk(self.render_pool, self.settings, session, rule, chunk, now)), []
         except TransactionLost:
             raise
         except Exception:
@@ -475,7 +445,9 @@ class Engine:
         for candidate in chunk:
             try:
                 with writes.savepoint() as session:
-                    outcomes += enqueue_chunk(self, session, rule, [candidate], now)
+                    outcomes += enqueue_chunk(
+                        self.render_pool, self.settings, session, rule, [candidate], now
+                    )
             except TransactionLost:
                 raise
             except Exception as exc:
@@ -484,117 +456,6 @@ class Engine:
                 )
                 errors.append(f"{candidate.email} ({candidate.occurrence}): {str(exc).splitlines()[0]}")
         return outcomes, errors
-
-    def fill(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> str:
-        """Attach the coupon and render; hold the message (never drop it) when either fails."""
-        coupon = self._coupon(session, rule, message, contact, now)
-        if rule.send.coupon is not None and coupon is None:
-            reason = f"coupon pool '{rule.send.coupon.pool}' is empty"
-            messages.change(session, message, "held", now, reason, hold_kind="coupon")
-            return "held: coupon pool empty"
-        try:
-            rendered = self.render(rule, message, contact, coupon, session)
-        except TemplateError as exc:
-            messages.change(session, message, "held", now, f"template error: {exc}", hold_kind="render")
-            return "held: template error"
-        messages.change(
-            session, message, message.status, now, "rendered", subject=rendered.subject, hold_kind=None
-        )
-        assert message.id is not None
-        messages.set_content(session, message.id, rendered.text, rendered.html)
-        return "queued"
-
-    def _coupon(self, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime) -> Any:
-        """The message's coupon: the one it has, else one taken or generated as when queueing."""
-        spec = rule.send.coupon
-        if spec is None:
-            return None
-        assert message.id is not None
-        existing = coupons.for_message(session, message.id)
-        if existing is not None:
-            return existing
-        draft = Draft({"contact_id": contact.id, "status": "queued"}, contact, message.id)
-        attach_coupons(session, rule, spec, [draft], now)
-        return draft.coupon
-
-    def render(
-        self, rule: Rule, message: Message, contact: Contact, coupon: Coupon | None, session: Session
-    ) -> Rendered:
-        """Render a stored message's content exactly as it will be sent."""
-        properties = None
-        if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
-            event = session.get(events.Event, message.event_id)
-            properties = event.properties if event else {}
-        job = self.job(rule, contact, coupon, message.occurred_at, message.send_at, properties)
-        return self.renderer.render(job)
-
-    def job(
-        self,
-        rule: Rule,
-        contact: ContactFields,
-        coupon: CouponFields | None,
-        occurred_at: datetime,
-        send_at: datetime,
-        event_properties: dict[str, Any] | str | None,
-    ) -> RenderJob:
-        """What a message's content depends on, from plain values (the set-wise enqueue has
-        rows, not ORM objects)."""
-        spec = rule.send.coupon
-        return RenderJob(
-            template=rule.send.template,
-            rule={"id": rule.id, "name": rule.name or rule.id},
-            contact={
-                "email": contact.email,
-                "first_name": contact.first_name,
-                "last_name": contact.last_name,
-                "locale": contact.locale,
-                "timezone": contact.timezone,
-                "stage": contact.stage,
-            },
-            coupon=None
-            if coupon is None
-            else {
-                "code": coupon.code,
-                # A pool code imported without a value offers what the rule says.
-                "percent_off": coupon.percent_off
-                if coupon.percent_off is not None or spec is None
-                else spec.percent_off,
-                "expires_at": coupon.expires_at,
-            },
-            occurred_at=occurred_at,
-            send_at=send_at,
-            event=event_properties,
-            zone=contact.timezone or self.settings.timezone,
-            attributes=contact.attributes,
-        )
-
-
-class ContactFields(Protocol):
-    """What rendering needs of a contact: an ORM Contact or a row of the contact table."""
-
-    @property
-    def email(self) -> str: ...
-    @property
-    def first_name(self) -> str | None: ...
-    @property
-    def last_name(self) -> str | None: ...
-    @property
-    def locale(self) -> str | None: ...
-    @property
-    def timezone(self) -> str | None: ...
-    @property
-    def stage(self) -> str | None: ...
-    @property
-    def attributes(self) -> dict[str, Any] | str: ...  # a row's may be the JSON text
-
-
-class CouponFields(Protocol):
-    @property
-    def code(self) -> str: ...
-    @property
-    def percent_off(self) -> int | None: ...
-    @property
-    def expires_at(self) -> datetime | None: ...
 
 
 @contextmanager
@@ -682,7 +543,7 @@ def preview(engine: Engine, rule: Rule, email: str, now: datetime) -> Rendered:
                 expires_at=now + spec.expires_in,
             )
         )
-        return engine.render(rule, message, contact, coupon, session)
+        return contents.render(engine.renderer, session, rule, message, contact, coupon)
 
 
 def _preview_occurrence(

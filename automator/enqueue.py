@@ -12,21 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import Session
 
 from automator import emails
+from automator.config import Settings
 from automator.coupons import generate_code
-from automator.dispatch import planned_send_at
 from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule
-from automator.rendering import Failed, Rendering, RenderJob, Result
+from automator.policies import planned_send_at
+from automator.rendering import Failed, Renderer, Rendering, RenderJob, RenderPool, Result
 from automator.store import coupons, queueing
 from automator.store.candidates import Addressee, Candidate
-
-if TYPE_CHECKING:
-    from automator.engine import Engine
 
 GENERATE_TRIES = 5
 
@@ -65,11 +63,11 @@ class Prepared:
 
 
 def enqueue_chunk(
-    engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime
+    pool: RenderPool, settings: Settings, session: Session, rule: Rule, chunk: list[Candidate], now: datetime
 ) -> list[str]:
     """Queue a chunk of occurrences in the session's transaction; returns one outcome per
     message actually inserted."""
-    return finish(session, rule, prepare(engine, session, rule, chunk, now), now)
+    return finish(session, rule, prepare(pool, settings, session, rule, chunk, now), now)
 
 
 def can_overlap(rule: Rule) -> bool:
@@ -79,18 +77,20 @@ def can_overlap(rule: Rule) -> bool:
     return rule.send.coupon is None or rule.send.coupon.pool is None
 
 
-def prepare(engine: Engine, session: Session, rule: Rule, chunk: list[Candidate], now: datetime) -> Prepared:
+def prepare(
+    pool: RenderPool, settings: Settings, session: Session, rule: Rule, chunk: list[Candidate], now: datetime
+) -> Prepared:
     """Choose the chunk's coupons and start rendering it (on the render workers when it is
     big enough, so that the caller can write the chunk before meanwhile). The candidates
     carry what the messages need of their contacts and events: nothing is read again."""
-    drafting = Drafting(engine, rule, now)
+    drafting = Drafting(settings, rule, now)
     drafts = _unique([drafting.draft(candidate) for candidate in chunk])
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
     if rule.send.coupon is not None:
         _choose_coupons(session, rule.send.coupon, sendable, now)
     rendered = [draft for draft in sendable if draft.values["status"] == "queued"]
-    jobs = _jobs(engine, rule, rendered)
-    return Prepared(drafts, rendered, engine.render_pool.start(jobs))
+    jobs = _jobs(pool.renderer, rule, rendered)
+    return Prepared(drafts, rendered, pool.start(jobs))
 
 
 def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> list[str]:
@@ -117,13 +117,13 @@ class Drafting:
     hours in the contact's time zone: a send time is worked out once per time zone and
     due time, not once per message."""
 
-    def __init__(self, engine: Engine, rule: Rule, now: datetime) -> None:
-        self.settings = engine.settings
+    def __init__(self, settings: Settings, rule: Rule, now: datetime) -> None:
+        self.settings = settings
         self.rule = rule
         self.now = now
         self.offset = rule.offset
         self.lateness = rule.lateness
-        self.priority = engine.priority(rule)
+        self.priority = priority(settings, rule)
         self._send_at: dict[tuple[str | None, datetime], datetime] = {}
 
     def draft(self, candidate: Candidate) -> Draft:
@@ -239,10 +239,15 @@ def attach_coupons(
     _give_coupons(session, rule, spec, [draft for draft in drafts if draft.coupon is not None], now)
 
 
-def _jobs(engine: Engine, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
+def priority(settings: Settings, rule: Rule) -> int:
+    """A rule's priority: its own, unless automator.toml sets another."""
+    return settings.priorities.get(rule.id, rule.priority)
+
+
+def _jobs(renderer: Renderer, rule: Rule, drafts: list[Draft]) -> list[RenderJob]:
     is_event = isinstance(rule.trigger, EventTrigger)
     return [
-        engine.job(
+        renderer.job(
             rule,
             draft.contact,
             draft.coupon,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from automator.status import what_happened
+
 
 class AutomatorError(Exception):
     """Base of every error automator raises on purpose."""
@@ -89,3 +93,18 @@ class UnsafeHeaderError(AutomatorError):
     """A header value of an email carries a line break or another control character, which
     would let the text that follows it become a header (a Bcc) or the body. Such an email is
     never sent: its message is held with this reason."""
+
+
+class StatusChanged(StateError):
+    """A message left the status it was read in before a change to it could be made: another
+    process or person changed it first. Says what happened, and when."""
+
+    def __init__(self, message_id: int, status: str, at: datetime | None) -> None:
+        self.message_id = message_id
+        self.status = status
+        self.at = at
+        super().__init__(f"message {message_id} {what_happened(status, at)}")
+
+
+class PermissionDenied(AutomatorError):
+    """The person's role does not allow this action on this object (support lifting an admin's hold)."""

@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from automator.config import Settings
+
+
+class Located(Protocol):
+    """A contact as far as quiet hours go: an ORM Contact, a dispatch Recipient or a row."""
+
+    @property
+    def timezone(self) -> str | None: ...
+
+
+def contact_zone(settings: Settings, contact: Located) -> ZoneInfo:
+    """The contact's own time zone, or the project's when it has none (or an unknown one)."""
+    return (_zone(contact.timezone) if contact.timezone else None) or settings.zone
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def planned_send_at(settings: Settings, contact: Located, at: datetime) -> datetime:
+    """`at`, moved to the end of the contact's quiet hours when it falls inside them."""
+    if settings.quiet_hours is None:
+        return at
+    quiet = quiet_until(
+        at, contact_zone(settings, contact), settings.quiet_hours.start, settings.quiet_hours.end
+    )
+    return quiet or at
 
 
 def quiet_until(at: datetime, zone: ZoneInfo, start: time, end: time) -> datetime | None:

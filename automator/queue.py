@@ -4,55 +4,72 @@ required reason that lands in the message's history and the audit log."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
+from automator import contents
 from automator.engine import Engine
-from automator.errors import AutomatorError, NotFoundError, StateError
+from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError, StatusChanged
 from automator.schema import Contact, Message
+from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, Action, HoldKind, Status
 from automator.store import audit, messages
 
 
-def hold(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
-    """Stop a queued message from going out until someone releases it."""
-    with engine.store.session() as session:
-        message = _get(session, message_id, reason)
-        _audit(session, message, "hold", reason, actor, now)
-        if message.status != "queued":
-            raise StateError(f"message {message_id} is {message.status}; only a queued message can be held")
-        messages.change(session, message, "held", now, reason, actor, hold_kind="manual")
+def hold(
+    engine: Engine,
+    message_id: int,
+    reason: str,
+    actor: str,
+    now: datetime,
+    kind: HoldKind = HoldKind.ADMIN,
+) -> Message:
+    """Stop a queued message from going out until someone releases it; `kind` says whose hold
+    it is (support may lift only support's)."""
+    with engine.store.transaction() as session:
+        message = _get(session, message_id, reason, HOLD, actor, now)
+        _change(session, message, HOLD, now, reason, actor, hold_kind=kind)
         return message
 
 
-def release(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
+def release(
+    engine: Engine,
+    message_id: int,
+    reason: str,
+    actor: str,
+    now: datetime,
+    only: frozenset[HoldKind] | None = None,
+) -> Message:
     """Put a held message back in the queue; one held for a coupon or a template error is
     completed first. When that still fails, the attempt is recorded (the message stays held,
-    with the new reason) and StateError says why, so nobody is told it is on its way."""
-    with engine.store.session() as session:
-        message = _get(session, message_id, reason)
-        _audit(session, message, "release", reason, actor, now)
-        if message.status != "held":
-            raise StateError(f"message {message_id} is {message.status}; only a held message can be released")
+    with the new reason) and StateError says why, so nobody is told it is on its way.
+    `only`: the kinds of hold this person may lift (None: any)."""
+    with engine.store.transaction() as session:
+        message = _get(session, message_id, reason, RELEASE, actor, now)
+        if only is not None and message.hold_kind not in only:
+            raise PermissionDenied(
+                f"message {message_id} is held by {_holder(message.hold_kind)}; only an admin can release it"
+            )
         rule = engine.project.rule(message.rule_id)
         planned = message.send_at
         if message.send_at < now:
             message.send_at = now  # rendered content (days left…) counts from when it goes out
         still_held = None
-        if message.hold_kind in ("coupon", "render"):
+        if message.hold_kind in NEEDS_COMPLETING:
             if rule is None:
                 raise StateError(f"rule '{message.rule_id}' does not load; fix it before releasing")
             contact = session.get(Contact, message.contact_id)
             assert contact is not None
-            if engine.fill(session, rule, message, contact, now) != "queued":
+            if contents.complete(engine.renderer, session, rule, message, contact, now) != Status.QUEUED:
                 still_held = messages.history(session, message_id)[-1].reason
                 message.send_at = planned  # nothing changes but its history
         if still_held is None:
             lateness = rule.lateness if rule else None
             expires = max(message.expires_at, now + lateness) if lateness else message.expires_at
-            messages.change(
+            _change(
                 session,
                 message,
-                "queued",
+                RELEASE,
                 now,
                 reason,
                 actor,
@@ -66,32 +83,26 @@ def release(engine: Engine, message_id: int, reason: str, actor: str, now: datet
 
 def cancel(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
     """Make sure a message is never sent."""
-    with engine.store.session() as session:
-        message = _get(session, message_id, reason)
-        _audit(session, message, "cancel", reason, actor, now)
-        if message.status not in messages.OPEN_STATUSES:
-            raise StateError(
-                f"message {message_id} is {message.status}; only a queued or held message can be cancelled"
-            )
-        messages.change(session, message, "cancelled", now, reason, actor)
+    with engine.store.transaction() as session:
+        message = _get(session, message_id, reason, CANCEL, actor, now)
+        _change(session, message, CANCEL, now, reason, actor)
         return message
 
 
 def send_now(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
     """Send a queued or held message at the next dispatch, past quiet hours and the cap
     (never past a suppression or a cancelling event)."""
-    with engine.store.session() as session:
-        message = _get(session, message_id, reason)
-        _audit(session, message, "send now", reason, actor, now)
-        if message.status not in messages.OPEN_STATUSES or message.hold_kind in ("coupon", "render"):
+    with engine.store.transaction() as session:
+        message = _get(session, message_id, reason, SEND_NOW, actor, now)
+        if message.hold_kind in NEEDS_COMPLETING:
             raise StateError(
-                f"message {message_id} is {message.status}; only a queued or manually held "
-                "message can be sent now"
+                f"message {message_id} is held for its {message.hold_kind}; release it first "
+                "(Release completes it)"
             )
-        messages.change(
+        _change(
             session,
             message,
-            "queued",
+            SEND_NOW,
             now,
             reason,
             actor,
@@ -103,14 +114,50 @@ def send_now(engine: Engine, message_id: int, reason: str, actor: str, now: date
         return message
 
 
-def _get(session: Session, message_id: int, reason: str) -> Message:
+def _get(
+    session: Session, message_id: int, reason: str, action: Action, actor: str, now: datetime
+) -> Message:
+    """The message, once the action is known to apply to it (audited with the action)."""
     if not reason.strip():
         raise AutomatorError("a reason is required (it is kept in the message's history)")
     message = messages.get(session, message_id)
     if message is None:
         raise NotFoundError(f"message {message_id} does not exist")
+    audit.record(session, now, actor, action.name, reason, message.id, message.contact_id)
+    if not action.applies(message.status):
+        raise _too_late(StatusChanged(message_id, *messages.last_change(session, message_id)), action)
     return message
 
 
-def _audit(session: Session, message: Message, action: str, reason: str, actor: str, now: datetime) -> None:
-    audit.record(session, now, actor, action, reason, message.id, message.contact_id)
+def _change(
+    session: Session,
+    message: Message,
+    action: Action,
+    now: datetime,
+    reason: str,
+    actor: str,
+    **values: Any,
+) -> None:
+    try:
+        messages.change(session, message, action.to, now, reason, actor, **values)
+    except StatusChanged as changed:  # a dispatcher took it between our read and our write
+        raise _too_late(changed, action) from changed
+
+
+def _too_late(changed: StatusChanged, action: Action) -> StateError:
+    """'message 45 was sent at 2026-11-20 10:02 UTC, before your cancel; only a queued or
+    held message can be cancelled'."""
+    before = "" if changed.status == Status.QUEUED else f", before your {action.name}"
+    return StateError(f"{changed}{before}; {action.refusal()}")
+
+
+def _holder(kind: str | None) -> str:
+    holders: dict[str | None, str] = {
+        HoldKind.ADMIN: "an admin",
+        HoldKind.BULK: "an admin's bulk hold",
+        HoldKind.COUPON: "its empty coupon pool",
+        HoldKind.RENDER: "its template error",
+        HoldKind.HEADER: "an unsafe header",
+        HoldKind.RULE: "its disabled rule",
+    }
+    return holders.get(kind, "support")

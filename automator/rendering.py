@@ -21,10 +21,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from automator import emails
 from automator.errors import TemplateError
+from automator.model import Rule
 from automator.packing import pack
 from automator.templates import Rendered, Templates
 
@@ -85,12 +86,81 @@ class Stored:
 Result = Stored | Failed
 
 
-class Renderer:
-    """Renders jobs with a project's templates."""
+class ContactFields(Protocol):
+    """What rendering needs of a contact: an ORM Contact or a row of the contact table."""
 
-    def __init__(self, templates: Templates, links: Links) -> None:
+    @property
+    def email(self) -> str: ...
+    @property
+    def first_name(self) -> str | None: ...
+    @property
+    def last_name(self) -> str | None: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def timezone(self) -> str | None: ...
+    @property
+    def stage(self) -> str | None: ...
+    @property
+    def attributes(self) -> dict[str, Any] | str: ...  # a row's may be the JSON text
+
+
+class CouponFields(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def percent_off(self) -> int | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+class Renderer:
+    """Renders jobs with a project's templates; dates in the contact's zone, else `zone`."""
+
+    def __init__(self, templates: Templates, links: Links, zone: str) -> None:
         self.templates = templates
         self.links = links
+        self.zone = zone
+
+    def job(
+        self,
+        rule: Rule,
+        contact: ContactFields,
+        coupon: CouponFields | None,
+        occurred_at: datetime,
+        send_at: datetime,
+        event_properties: dict[str, Any] | str | None,
+    ) -> RenderJob:
+        """What a message's content depends on, from plain values (the set-wise enqueue has
+        rows, not ORM objects)."""
+        spec = rule.send.coupon
+        return RenderJob(
+            template=rule.send.template,
+            rule={"id": rule.id, "name": rule.name or rule.id},
+            contact={
+                "email": contact.email,
+                "first_name": contact.first_name,
+                "last_name": contact.last_name,
+                "locale": contact.locale,
+                "timezone": contact.timezone,
+                "stage": contact.stage,
+            },
+            coupon=None
+            if coupon is None
+            else {
+                "code": coupon.code,
+                # A pool code imported without a value offers what the rule says.
+                "percent_off": coupon.percent_off
+                if coupon.percent_off is not None or spec is None
+                else spec.percent_off,
+                "expires_at": coupon.expires_at,
+            },
+            occurred_at=occurred_at,
+            send_at=send_at,
+            event=event_properties,
+            zone=contact.timezone or self.zone,
+            attributes=contact.attributes,
+        )
 
     def context(self, job: RenderJob) -> dict[str, Any]:
         """What a template sees: contact, event, coupon, rule, trigger, links."""
@@ -237,7 +307,7 @@ _worker: Renderer | None = None  # the renderer of a worker process
 
 def _start_worker(root: str, timezone: str, links: Links) -> None:
     global _worker
-    _worker = Renderer(Templates(Path(root), timezone), links)
+    _worker = Renderer(Templates(Path(root), timezone), links, timezone)
     threading.Thread(target=_exit_with_parent, name="automator-render-parent", daemon=True).start()
 
 

@@ -40,7 +40,6 @@ from statistics import median
 import aiosmtplib
 
 from automator import emails
-from automator.dispatch import Dispatcher
 from automator.engine import Engine, TickReport
 from automator.importing import ContactRecord, contact_data
 from automator.project import Project, load_project
@@ -209,7 +208,7 @@ async def automator_dispatch(project: Project, store: Store, port: int, concurre
     url = f"smtp://127.0.0.1:{port}?timeout=30&pool_size={concurrency}&concurrency={concurrency}"
     transport = SmtpTransport(SmtpSettings.from_url(url))
     try:
-        return await Dispatcher(Engine(project, store, transport)).run(NOW, TickReport(NOW))
+        return await Engine(project, store, transport).dispatcher().run(NOW, TickReport(NOW))
     finally:
         await transport.close()
 

@@ -39,7 +39,6 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlmodel import Session
 
-from automator.dispatch import Dispatcher
 from automator.engine import Engine, TickReport, trigger_hash
 from automator.importing import import_contacts, import_events, read_coupon_codes
 from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, Rule
@@ -769,7 +768,7 @@ def first_tick(
 
 def dispatch(engine: Engine, report: TickReport, profiler: Profiler) -> None:
     with profiler.phase("dispatch"):
-        _, seconds = timed(lambda: asyncio.run(Dispatcher(engine).run(NOW, report)))
+        _, seconds = timed(lambda: asyncio.run(engine.dispatcher().run(NOW, report)))
     sent = sum(rule.sent for rule in report.rules.values())
     say(f"dispatch (Dispatcher.run, file transport): {seconds}, {sent:,} sent ({sent / seconds.wall:,.0f}/s)")
     for rule in report.rules.values():

@@ -633,14 +633,39 @@ def held_offer(make_contact: Callable[..., int], tick: Callable[..., Any], store
     return held.id
 
 
-def test_releasing_an_offer_whose_pool_is_still_empty_shows_it_stays_held(support, held_offer, store) -> None:
-    response = act(support, f"/messages/{held_offer}/release", reason="codes should be in")
+def test_releasing_an_offer_whose_pool_is_still_empty_shows_it_stays_held(admin, held_offer, store) -> None:
+    response = act(admin, f"/messages/{held_offer}/release", reason="codes should be in")
 
     assert response.status_code == 409
     assert "still held: coupon pool &#39;renewal&#39; is empty" in response.text
     assert "back in the queue" not in response.text
     assert message(store, held_offer).status == "held"
-    assert audit_of(store, held_offer) == [("sam", "release", "codes should be in")]
+    assert audit_of(store, held_offer) == [("ada", "release", "codes should be in")]
+
+
+def test_support_cannot_lift_a_hold_for_a_coupon(support, held_offer, store) -> None:
+    response = act(support, f"/messages/{held_offer}/release", reason="looks fine to me")
+
+    assert response.status_code == 403
+    assert "held by its empty coupon pool; only an admin can release it" in response.text
+    assert message(store, held_offer).status == "held"
+
+
+@pytest.mark.parametrize("how", ["one", "bulk"])
+def test_support_cannot_lift_an_admins_hold(support, admin, queued, store, how) -> None:
+    if how == "one":
+        act(admin, f"/messages/{queued}/hold", reason="legal review")
+    else:
+        confirm = admin.get("/queue/bulk", params={"action": "hold"})
+        form = {"action": "hold", "upto": str(queued), "reason": "legal review"}
+        assert admin.post("/queue/bulk", data={"csrf_token": token_in(confirm), **form}).status_code == 303
+    assert message(store, queued).status == "held"
+
+    response = act(support, f"/messages/{queued}/release", reason="customer is fine with it")
+
+    assert response.status_code == 403
+    assert "only an admin can release it" in response.text
+    assert message(store, queued).status == "held"
 
 
 def test_an_offer_held_for_its_coupon_says_what_it_waits_for_instead_of_a_blank_preview(

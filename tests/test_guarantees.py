@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from automator import engine as engine_module
 from automator import enqueue
-from automator.dispatch import RECORD_EVERY, Dispatcher
+from automator.dispatch import RECORD_EVERY
 from automator.emails import OutgoingEmail
 from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -267,7 +267,7 @@ def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
     async def send_and_look_while_stalled() -> dict[str, int]:
         report = TickReport(now)
         engine.evaluate(now, report)
-        dispatching = asyncio.ensure_future(Dispatcher(engine).run(now, report))
+        dispatching = asyncio.ensure_future(engine.dispatcher().run(now, report))
         await asyncio.wait_for(transport.stalled.wait(), timeout=10)
         # The partial group is recorded within RECORD_AFTER_SECONDS, by the dispatcher's thread.
         for _ in range(100):
@@ -460,7 +460,7 @@ def test_an_occurrence_another_daemon_queued_first_is_skipped_without_a_second_c
     now = utc("2026-11-20 04:00")
     with store.session() as session:
         found = candidates.find(session, rule, now, Watermark(until=now - timedelta(days=3), seq=0))
-        prepared = enqueue.prepare(engine, session, rule, found, now)
+        prepared = enqueue.prepare(engine.render_pool, engine.settings, session, rule, found, now)
     other = Engine(project, store, RecordingTransport())
     other.evaluate(now, TickReport(now))  # the other daemon queues the same occurrence first
 

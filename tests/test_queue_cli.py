@@ -223,37 +223,47 @@ def test_a_held_message_is_not_sent_when_its_time_comes(cli, queued, project_dir
     assert not (project_dir / "outbox").exists()
 
 
-def test_only_a_queued_message_can_be_held(cli, queued):
-    cli("queue", "hold", str(queued), "--reason", "checking")
-    result = cli("queue", "hold", str(queued), "--reason", "again")
-    assert (result.exit_code, result.stderr) == (
-        1,
-        f"error: message {queued} is held; only a queued message can be held\n",
-    )
+HELD_AT = "2026-11-20T16:00:00Z"
 
 
-def test_only_a_held_message_can_be_released(cli, queued):
-    result = cli("queue", "release", str(queued), "--reason", "go")
-    assert (result.exit_code, result.stderr) == (
-        1,
-        f"error: message {queued} is queued; only a held message can be released\n",
-    )
-
-
-def test_a_cancelled_message_cannot_be_cancelled_again(cli, queued):
-    cli("queue", "cancel", str(queued), "--reason", "duplicate")
-    result = cli("queue", "cancel", str(queued), "--reason", "duplicate")
-    assert (result.exit_code, result.stderr) == (
-        1,
-        f"error: message {queued} is cancelled; only a queued or held message can be cancelled\n",
-    )
+@pytest.mark.parametrize(
+    ("first", "then", "answer"),
+    [
+        (
+            "hold",
+            "hold",
+            "was held at 2026-11-20 16:00 UTC, before your hold; only a queued message can be held",
+        ),
+        (None, "release", "is queued; only a held message can be released"),
+        (
+            "cancel",
+            "cancel",
+            "was cancelled at 2026-11-20 16:00 UTC, before your cancel; "
+            "only a queued or held message can be cancelled",
+        ),
+        (
+            "cancel",
+            "send-now",
+            "was cancelled at 2026-11-20 16:00 UTC, before your send now; "
+            "only a queued or held message can be sent now",
+        ),
+    ],
+)
+def test_an_action_that_does_not_apply_says_what_happened_first(cli, queued, first, then, answer):
+    if first:
+        assert cli("queue", first, str(queued), "--reason", "first", "--now", HELD_AT).exit_code == 0
+    result = cli("queue", then, str(queued), "--reason", "then")
+    assert (result.exit_code, result.stderr) == (1, f"error: message {queued} {answer}\n")
 
 
 def test_a_sent_message_cannot_be_cancelled_or_held(cli, sent):
     cancel = cli("queue", "cancel", str(sent), "--reason", "too late")
     hold = cli("queue", "hold", str(sent), "--reason", "too late")
     assert (cancel.exit_code, hold.exit_code) == (1, 1)
-    assert cancel.stderr == f"error: message {sent} is sent; only a queued or held message can be cancelled\n"
+    assert cancel.stderr == (
+        f"error: message {sent} was sent at 2026-11-20 04:00 UTC, before your cancel; "
+        "only a queued or held message can be cancelled\n"
+    )
     assert "Traceback" not in cancel.output + hold.output
 
 

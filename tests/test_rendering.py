@@ -46,7 +46,7 @@ def cart_jobs(engine: Engine, count: int) -> list[RenderJob]:
             "attributes": {},
         }
         event = cart(f"c{index}", total=100_000 * (index + 1), currency="VND" if vietnamese else "USD")
-        job = engine.job(rule, _Fields(contact), None, NOW - timedelta(hours=1), NOW, event)
+        job = engine.renderer.job(rule, _Fields(contact), None, NOW - timedelta(hours=1), NOW, event)
         jobs.append(job)
     return jobs
 

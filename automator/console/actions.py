@@ -7,7 +7,8 @@ history). The role check is here, on the server; the pages only hide what is not
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -16,14 +17,15 @@ from automator import queue
 from automator.console.auth import Forbidden, Viewer
 from automator.console.pages import QueueQuery, show_contact, show_message
 from automator.console.state import allowed, console_of, current_viewer, query, render
-from automator.errors import AutomatorError, NotFoundError, StateError
+from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError
+from automator.status import HoldKind
 from automator.store import audit, contacts, suppressions
 from automator.store import console as console_queries
 
 router = APIRouter()
 
 # URL segment → (what automator.queue does, the permission it needs)
-MESSAGE_ACTIONS = {
+MESSAGE_ACTIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "hold": (queue.hold, "hold"),
     "release": (queue.release, "release"),
     "cancel": (queue.cancel, "cancel"),
@@ -48,13 +50,26 @@ def message_action(
         raise Forbidden(f"the {viewer.role} role cannot {permission}; ask an admin")
     console = console_of(request)
     try:
-        act(console.engine, message_id, reason, viewer.name, console.clock())
+        act(console.engine, message_id, reason, viewer.name, console.clock(), **_whose(viewer, action))
     except NotFoundError:
         raise
+    except PermissionDenied as exc:
+        raise Forbidden(str(exc)) from exc
     except AutomatorError as exc:
         status = 409 if isinstance(exc, StateError) else 400
         return show_message(request, viewer, message_id, error=str(exc), status=status)
     return RedirectResponse(f"/messages/{message_id}?done={action}", status_code=303)
+
+
+def _whose(viewer: Viewer, action: str) -> dict[str, Any]:
+    """A support user's hold is support's; support lifts only those (an admin's hold, a bulk
+    hold, a hold for a coupon or a template error is an admin's to release)."""
+    support = viewer.role == "support"
+    if action == "hold":
+        return {"kind": HoldKind.SUPPORT if support else HoldKind.ADMIN}
+    if action == "release" and support:
+        return {"only": frozenset({HoldKind.SUPPORT})}
+    return {}
 
 
 @router.get("/queue/bulk")

@@ -11,12 +11,13 @@ from fastapi.responses import RedirectResponse, Response
 from automator.console import display
 from automator.console.auth import Viewer
 from automator.console.state import allowed, console_of, render
-from automator.dispatch import Dispatcher
-from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateError
+from automator.dispatch import letters
+from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateError, UnsafeHeaderError
 from automator.model import Rule
 from automator.project import Project
 from automator.rules import describe_trigger
 from automator.schema import Message, RuleState
+from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, HoldKind
 from automator.store import audit, contacts, coupons, events, messages, rulestate, suppressions
 from automator.store import console as console_queries
 
@@ -138,7 +139,11 @@ def show_message(
         content = messages.content(session, message_id)
         entries = audit.for_message(session, message_id)
     # The same builder the dispatcher uses; only Date is set again when it is sent.
-    email = Dispatcher(console.engine).build(contact, message, content, message.send_at).parsed()
+    try:
+        email = letters.build_stored(console.engine.settings, contact, message, content, message.send_at)
+        headers, unsafe = [(name, str(value)) for name, value in email.parsed().items()], None
+    except UnsafeHeaderError as exc:  # held for it: the page says why instead of failing
+        headers, unsafe = [], str(exc)
     rule = console.project.rule(message.rule_id)
     return render(
         request,
@@ -152,7 +157,8 @@ def show_message(
         coupon=coupon,
         history=list(reversed(history)),
         entries=list(reversed(entries)),
-        headers=[(name, str(value)) for name, value in email.items()],
+        headers=headers,
+        unsafe=unsafe,
         rule=rule,
         trigger=describe_trigger(rule) if rule else None,
         actions=[action for action in _actions(message) if viewer.can(action[2])],
@@ -164,15 +170,17 @@ def show_message(
 
 def _actions(message: Message) -> list[tuple[str, str, str]]:
     """(path, label, permission) of the actions that apply to the message now; the same
-    conditions as automator.queue's."""
+    table automator.queue asks. Support may release only a hold support placed."""
     found = []
-    if message.status == "queued":
+    if HOLD.applies(message.status):
         found.append(("hold", "Hold", "hold"))
-    if message.status == "held":
-        found.append(("release", "Release", "release"))
-    if message.status in messages.OPEN_STATUSES and message.hold_kind not in ("coupon", "render"):
+    if RELEASE.applies(message.status):
+        found.append(
+            ("release", "Release", "release" if message.hold_kind == HoldKind.SUPPORT else "release any hold")
+        )
+    if SEND_NOW.applies(message.status) and message.hold_kind not in NEEDS_COMPLETING:
         found.append(("send-now", "Send now", "send now"))
-    if message.status in messages.OPEN_STATUSES:
+    if CANCEL.applies(message.status):
         found.append(("cancel", "Cancel", "cancel"))
     return found
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ log = logging.getLogger("automator.store")
 CHECKPOINT_PAUSE = 0.5  # seconds
 WAL_SWITCH_TRIES = 20  # about ten seconds in all (see _use_wal)
 SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema is made ("automato")
+EVALUATION_LOCK = SCHEMA_LOCK + 1  # held while a process evaluates the rules
 # The log file is reused from its start once it is all copied; this is the size it keeps
 # then (a big first tick or import would otherwise leave it at its largest for good).
 WAL_KEPT_BYTES = 256 * 1024 * 1024  # about the size at which SQLite checkpoints by itself
@@ -43,7 +45,12 @@ class Store:
             # connection drops its whole page cache when another one wrote since it last read.
             self.engine: Engine = create_engine(parsed, **({} if in_memory else {"pool_use_lifo": True}))
         except Exception as exc:  # SQLAlchemy raises several types for a bad URL
-            raise ConfigError(f"database_url '{url}': {exc}") from exc
+            from automator.display import hide_password
+
+            # The error reaches a terminal and the logs: never with the password. Some
+            # SQLAlchemy versions quote the URL in the exception's text too.
+            shown = hide_password(url)
+            raise ConfigError(f"database_url '{shown}': {str(exc).replace(url, shown)}") from exc
         self._checkpointer: Checkpointer | None = None
         if self.engine.dialect.name == "sqlite" and not in_memory:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -73,6 +80,47 @@ class Store:
         """A session whose transaction commits on success and rolls back on error."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Held while a process evaluates the rules: processes evaluating one database at once
+        (overlapping ticks, a tick beside the daemon) would look up the same occurrences, render
+        them and find them queued already, and contend for SQLite's one writer meanwhile. They
+        take turns instead. A flock beside a SQLite file (the kernel releases it when the
+        process dies), an advisory lock on PostgreSQL; an in-memory database has one process."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": EVALUATION_LOCK})
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": EVALUATION_LOCK})
+                    connection.commit()
+            return
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+            yield
+            return
+        with open(f"{database}.evaluate.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction begun at once, committed on success: what it reads stays true
+        until it commits. On SQLite it holds the write lock from its first statement (a
+        read outside it could be stale by the time of the write: two dispatchers would read
+        the same due messages); on PostgreSQL, rows it must keep are locked by its queries
+        (FOR UPDATE) and its updates compare the status they expect."""
+        session = self.writing()
+        try:
+            yield session
+            session.commit()
+        finally:
+            session.close()
 
     def writing(self) -> Session:
         """A session whose transaction is begun at once, for writing, so that savepoints
@@ -213,10 +261,12 @@ class _Upgrade:
         for column in self.columns:
             log.info("adding column %s.%s", column.table.name, column.name)
             kind = column.type.compile(dialect=connection.dialect)
-            default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            default = getattr(column.default, "arg", None) if column.default is not None else None
             # A NOT NULL column needs a value for the rows already there.
             tail = "" if column.nullable else f" NOT NULL DEFAULT {_sql_literal(default)}"
-            connection.exec_driver_sql(f'ALTER TABLE "{column.table.name}" ADD COLUMN "{column.name}" {kind}{tail}')
+            connection.exec_driver_sql(
+                f'ALTER TABLE "{column.table.name}" ADD COLUMN "{column.name}" {kind}{tail}'
+            )
         if self.move_bodies:
             log.info("moving message bodies to the message_content table")
             connection.exec_driver_sql(

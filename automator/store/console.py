@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, distinct, func, or_, select, update
 from sqlmodel import Session
 
 from automator.schema import Contact, Message
+from automator.status import CANCEL, HOLD, HoldKind, Status
 from automator.store import coupons, table
 from automator.store.audit import AUDIT
 from automator.store.messages import HISTORY, MESSAGES
@@ -211,8 +212,8 @@ class BulkAction:
 
 
 BULK_ACTIONS = {
-    "hold": BulkAction("hold", ("queued",), "held", {"hold_kind": "manual"}),
-    "cancel": BulkAction("cancel", ("queued", "held"), "cancelled"),
+    "hold": BulkAction(HOLD.name, tuple(HOLD.applies_to), HOLD.to, {"hold_kind": HoldKind.BULK}),
+    "cancel": BulkAction(CANCEL.name, tuple(CANCEL.applies_to), CANCEL.to),
 }
 
 
@@ -287,6 +288,6 @@ def _apply_chunk(
             for id_, contact_id in rows
         ],
     )
-    if action.status == "cancelled":  # a cancelled message never goes out: its pool code goes back
+    if action.status == Status.CANCELLED:  # a cancelled message never goes out: its pool code goes back
         coupons.return_to_pool(session, [id_ for id_, _ in rows])
     return len(rows)

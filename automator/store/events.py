@@ -117,8 +117,10 @@ def latest(session: Session, contact_id: int, event_type: str, now: datetime) ->
     )
 
 
-def max_id(session: Session) -> int:
-    return session.execute(select(EVENTS.c.id).order_by(EVENTS.c.id.desc()).limit(1)).scalar() or 0
+def properties_of(session: Session, event_id: int) -> dict[str, Any]:
+    """An event's properties ({} when the event is gone)."""
+    event = session.get(Event, event_id)
+    return event.properties if event else {}
 
 
 def by_ids(session: Session, event_ids: set[int]) -> dict[int, Event]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,9 @@ from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, upd
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
+from automator.errors import StatusChanged
 from automator.schema import Message, MessageContent, MessageHistory, UTCDateTime
+from automator.status import Status, allowed
 from automator.store import coupons, insert, table
 from automator.store.contacts import CONTACTS, Recipient
 
@@ -18,8 +21,8 @@ MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 CONTENT = table(MessageContent)
 
-STATUSES = ("queued", "held", "sending", "sent", "failed", "cancelled", "suppressed")
-OPEN_STATUSES = ("queued", "held")
+STATUSES = tuple(Status)
+OPEN_STATUSES = (Status.QUEUED, Status.HELD)
 
 
 def enqueue(
@@ -87,17 +90,43 @@ def change(
     at: datetime,
     reason: str,
     actor: str = "automator",
+    *,
+    expected: Collection[str] | None = None,
     **values: Any,
 ) -> None:
-    """Set a message's status (and other columns) and record why."""
-    session.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(status=status, **values))
+    """Set a message's status (and other columns) and record why, if it is still in one of
+    the `expected` statuses (by default, the status it was read in).
+
+    A compare-and-set: of a dispatcher and a person changing one message at the same
+    moment, the one who comes second gets StatusChanged, saying what happened first,
+    instead of undoing it (a cancel that lands on a message being sent, a claim of a
+    message just cancelled)."""
+    before = (message.status,) if expected is None else tuple(expected)
+    if not all(allowed(old, status) for old in before):
+        raise ValueError(f"a message cannot go from {' or '.join(before)} to {status}")
+    assert message.id is not None
+    result = session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id == message.id, MESSAGES.c.status.in_(before))
+        .values(status=status, **values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StatusChanged(message.id, *last_change(session, message.id))
     for key, value in {"status": status, **values}.items():
         # Already written by the UPDATE above: keep the ORM from writing it a second time.
         set_committed_value(message, key, value)
-    assert message.id is not None
     record(session, message.id, at, status, reason, actor)
-    if status == "cancelled":
+    if status == Status.CANCELLED:
         coupons.return_to_pool(session, [message.id])  # a cancelled message never goes out
+
+
+def last_change(session: Session, message_id: int) -> tuple[str, datetime | None]:
+    """A message's status now, and when it entered it (from its history)."""
+    current = session.execute(select(MESSAGES.c.status).where(MESSAGES.c.id == message_id)).scalar_one()
+    at = session.execute(
+        select(func.max(HISTORY.c.at)).where(HISTORY.c.message_id == message_id, HISTORY.c.status == current)
+    ).scalar()
+    return current, at
 
 
 def reschedule(session: Session, message: Message, send_at: datetime) -> None:
@@ -108,6 +137,13 @@ def reschedule(session: Session, message: Message, send_at: datetime) -> None:
 
 def get(session: Session, message_id: int) -> Message | None:
     return session.get(Message, message_id)
+
+
+def known(session: Session, message_id: int) -> Message:
+    """A message known to exist (one being dispatched), as it is stored now."""
+    message = session.get(Message, message_id)
+    assert message is not None, f"message {message_id} vanished"
+    return message
 
 
 def history(session: Session, message_id: int) -> list[MessageHistory]:
@@ -210,21 +246,55 @@ def _due(row: Row[Any]) -> Due:
     return Due(*values)
 
 
-def sending_among(session: Session, message_ids: set[int]) -> list[Message]:
-    """Those of these messages still in `sending` (their outcome not recorded yet)."""
-    if not message_ids:
-        return []
-    query = select(Message).where(MESSAGES.c.id.in_(message_ids), MESSAGES.c.status == "sending")
-    return list(session.execute(query).scalars())
+def requeue_expired(session: Session, wall: datetime, reason: str) -> int:
+    """Put back in the queue the messages whose lease ran out before `wall` (the real time,
+    whatever time a tick acts as): their dispatcher stopped without recording an outcome."""
+    return _requeue(session, and_(MESSAGES.c.lease_until < wall), wall, reason)
 
 
-def expired_leases(session: Session, now: datetime) -> list[Message]:
-    """Messages left in `sending` by a dispatcher that stopped before finishing."""
-    return list(
+def requeue_claimed(session: Session, ids: Collection[int], owner: str, at: datetime, reason: str) -> int:
+    """Put back in the queue those of these messages `owner` still holds in `sending`."""
+    if not ids:
+        return 0
+    return _requeue(session, and_(MESSAGES.c.id.in_(ids), MESSAGES.c.claimed_by == owner), at, reason)
+
+
+def requeue_daemons(session: Session, at: datetime, reason: str) -> int:
+    """Put back every message a daemon left in `sending`, lease or not: for the one daemon
+    a SQLite file allows, at start-up, when no other daemon can be sending. Claims of
+    `automator tick` processes, which may be running, wait for their leases."""
+    return _requeue(
+        session, or_(MESSAGES.c.claimed_by.is_(None), MESSAGES.c.claimed_by.startswith(DAEMON)), at, reason
+    )
+
+
+DAEMON = "daemon:"  # how the claims of `automator run` begin (see Dispatcher.owner)
+
+
+def _requeue(session: Session, which: ColumnElement[bool], at: datetime, reason: str) -> int:
+    ids = list(
         session.execute(
-            select(Message).where(MESSAGES.c.status == "sending", MESSAGES.c.lease_until < now)
+            update(MESSAGES)
+            .where(MESSAGES.c.status == Status.SENDING, which)
+            .values(status=Status.QUEUED, lease_until=None, claimed_by=None)
+            .returning(MESSAGES.c.id)
         ).scalars()
     )
+    if ids:
+        _record_many(session, ids, at, Status.QUEUED, literal(reason))
+    return len(ids)
+
+
+def extend_leases(session: Session, ids: Collection[int], owner: str, until: datetime) -> None:
+    """Keep `owner`'s claims alive while it is still sending them."""
+    if ids:
+        session.execute(
+            update(MESSAGES)
+            .where(
+                MESSAGES.c.id.in_(ids), MESSAGES.c.claimed_by == owner, MESSAGES.c.status == Status.SENDING
+            )
+            .values(lease_until=until)
+        )
 
 
 @dataclass
@@ -311,39 +381,63 @@ def sent_times(
     return found
 
 
-def mark_sending(session: Session, claimed: list[Due], now: datetime, lease_until: datetime) -> None:
-    """Claim messages for sending under a lease (one more attempt each), with a history line;
-    two statements for the whole batch."""
-    if not claimed:
-        return
-    ids = [message.id for message in claimed]
-    session.execute(
-        update(MESSAGES)
-        .where(MESSAGES.c.id.in_(ids))
-        .values(status="sending", lease_until=lease_until, attempts=MESSAGES.c.attempts + 1)
+def claim(session: Session, due: list[Due], now: datetime, owner: str, lease_until: datetime) -> list[Due]:
+    """Mark messages `sending` under `owner`'s lease (one more attempt each), with a history
+    line; returns the ones it took.
+
+    Only a message still `queued` is taken, in the UPDATE itself: another dispatcher (a
+    tick beside the daemon) or a person may have changed some since they were read, and
+    only what this claim changed may be sent."""
+    if not due:
+        return []
+    taken = set(
+        session.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id.in_([message.id for message in due]), MESSAGES.c.status == Status.QUEUED)
+            .values(
+                status=Status.SENDING,
+                lease_until=lease_until,
+                claimed_by=owner,
+                attempts=MESSAGES.c.attempts + 1,
+            )
+            .returning(MESSAGES.c.id)
+        ).scalars()
     )
+    claimed = [message for message in due if message.id in taken]
     for message in claimed:
         message.attempts += 1
-    _record_many(session, ids, now, "sending", literal("sending"))
+    _record_many(session, list(taken), now, Status.SENDING, literal("sending"))
+    return claimed
 
 
-def mark_sent(session: Session, delivered: list[Due], now: datetime) -> None:
-    """Record messages as sent, with a history line naming the address; two statements."""
+def mark_sent(session: Session, delivered: list[Due], now: datetime) -> list[int]:
+    """Record messages as sent, with a history line naming the address; returns the ids
+    recorded. One whose lease ran out and was put back in the queue meanwhile is recorded
+    too (it did go out; sending it again would be the duplicate); one that a person or
+    another dispatcher has ended since is left as it is."""
     if not delivered:
-        return
-    ids = [message.id for message in delivered]
-    session.execute(
-        update(MESSAGES)
-        .where(MESSAGES.c.id.in_(ids))
-        .values(status="sent", sent_at=now, lease_until=None, last_error=None)
+        return []
+    ids = list(
+        session.execute(
+            update(MESSAGES)
+            .where(
+                MESSAGES.c.id.in_([message.id for message in delivered]),
+                MESSAGES.c.status.in_((Status.SENDING, Status.QUEUED)),
+            )
+            .values(status=Status.SENT, sent_at=now, lease_until=None, last_error=None)
+            .returning(MESSAGES.c.id)
+        ).scalars()
     )
-    _record_many(session, ids, now, "sent", literal("sent to ") + MESSAGES.c.email)
+    _record_many(session, ids, now, Status.SENT, literal("sent to ") + MESSAGES.c.email)
+    return ids
 
 
 def _record_many(
     session: Session, message_ids: list[int], at: datetime, status: str, reason: ColumnElement[str]
 ) -> None:
     """One history line per message; `reason` may use the message's columns."""
+    if not message_ids:
+        return
     lines = select(
         MESSAGES.c.id,
         literal(at, UTCDateTime()),

@@ -1,0 +1,75 @@
+"""A stored message's content, made again: rendered exactly as it will be sent when its send
+time moves (days left…), and completed (coupon, then content) when a message held for its
+coupon or its template is released."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from automator.enqueue import Draft, attach_coupons
+from automator.errors import TemplateError
+from automator.model import EventTrigger, Rule
+from automator.rendering import ContactFields, CouponFields, Renderer
+from automator.schema import Contact, Message
+from automator.status import HoldKind, Status
+from automator.store import coupons, events, messages
+from automator.templates import Rendered
+
+
+def render(
+    renderer: Renderer,
+    session: Session,
+    rule: Rule,
+    message: Message,
+    contact: ContactFields,
+    coupon: CouponFields | None,
+) -> Rendered:
+    """A stored message's content as it will be sent at its send time."""
+    properties = None
+    if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
+        properties = events.properties_of(session, message.event_id)
+    job = renderer.job(rule, contact, coupon, message.occurred_at, message.send_at, properties)
+    return renderer.render(job)
+
+
+def complete(
+    renderer: Renderer, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
+) -> str:
+    """Attach the coupon and render; hold the message (never drop it) when either fails.
+    Returns the outcome: `queued`, or why it is held."""
+    coupon = _coupon(session, rule, message, contact, now)
+    if rule.send.coupon is not None and coupon is None:
+        reason = f"coupon pool '{rule.send.coupon.pool}' is empty"
+        messages.change(session, message, Status.HELD, now, reason, hold_kind=HoldKind.COUPON)
+        return "held: coupon pool empty"
+    try:
+        rendered = render(renderer, session, rule, message, contact, coupon)
+    except TemplateError as exc:
+        reason = f"template error: {exc}"
+        messages.change(session, message, Status.HELD, now, reason, hold_kind=HoldKind.RENDER)
+        return "held: template error"
+    messages.change(
+        session, message, message.status, now, "rendered", subject=rendered.subject, hold_kind=None
+    )
+    assert message.id is not None
+    messages.set_content(session, message.id, rendered.text, rendered.html)
+    return Status.QUEUED
+
+
+def _coupon(
+    session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
+) -> CouponFields | None:
+    """The message's coupon: the one it has, else one taken or generated as when queueing."""
+    spec = rule.send.coupon
+    if spec is None:
+        return None
+    assert message.id is not None
+    existing = coupons.for_message(session, message.id)
+    if existing is not None:
+        return existing
+    draft = Draft({"contact_id": contact.id, "status": Status.QUEUED}, contact, message.id)
+    attach_coupons(session, rule, spec, [draft], now)
+    coupon: CouponFields | None = draft.coupon
+    return coupon

@@ -1,0 +1,17 @@
+"""Deliver due messages: re-check each one, respect quiet hours and the frequency cap, send,
+and record every outcome in the message's history.
+
+Each message is claimed (status `sending`, with a lease) in one transaction, sent, then
+marked in another, so a crash between the two leaves a lease that expires and the message
+is sent again with the same Message-ID (at-least-once, never silently lost).
+
+The parts, each on its own: `claims` (a batch read, re-checked and taken under a lease),
+`rechecks` (the pure decisions: suppressed, too late, cancelled, quiet hours, the cap),
+`letters` (the email a message becomes), `outcomes` (sent, retried, failed; the rule's
+`then`), and `dispatcher`, which runs them in turn while the transport sends.
+"""
+
+from automator.dispatch.claims import LEASE
+from automator.dispatch.dispatcher import BATCH, RECORD_AFTER_SECONDS, RECORD_EVERY, Dispatcher
+
+__all__ = ["BATCH", "LEASE", "RECORD_AFTER_SECONDS", "RECORD_EVERY", "Dispatcher"]
