@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlmodel import Session
 
-from automator import queue as queue_actions
+from automator import support
 from automator.config import Settings, require_secret
 from automator.display import printable, printable_json, printable_text
 from automator.engine import Engine, TickReport, preview
@@ -30,10 +30,10 @@ from automator.importing import (
 )
 from automator.project import Project, load_project
 from automator.rules import describe_trigger
-from automator.schema import User
 from automator.store import Store, coupons, messages, rulestate, suppressions
 from automator.store import contacts as contact_store
 from automator.store.messages import QueueFilter
+from automator.tables import User
 from automator.transports.file import FileTransport
 
 app = typer.Typer(
@@ -452,7 +452,7 @@ ActorOption = Annotated[str, typer.Option("--by", help="Who acts (kept in the hi
 @reports_errors
 def queue_hold(message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None) -> None:
     """Keep a queued message from being sent until released."""
-    message = queue_actions.hold(state().engine(), message_id, reason, by, parse_now(now))
+    message = support.hold(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} held")
 
 
@@ -462,7 +462,7 @@ def queue_release(
     message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
 ) -> None:
     """Let a held message be sent."""
-    message = queue_actions.release(state().engine(), message_id, reason, by, parse_now(now))
+    message = support.release(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} {message.status}")
 
 
@@ -472,7 +472,7 @@ def queue_cancel(
     message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
 ) -> None:
     """Make sure a queued or held message is never sent."""
-    message = queue_actions.cancel(state().engine(), message_id, reason, by, parse_now(now))
+    message = support.cancel(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} cancelled")
 
 
@@ -482,7 +482,7 @@ def queue_send_now(
     message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
 ) -> None:
     """Send a queued or held message at the next dispatch, past quiet hours and the cap."""
-    message = queue_actions.send_now(state().engine(), message_id, reason, by, parse_now(now))
+    message = support.send_now(state().engine(), message_id, reason, by, parse_now(now))
     typer.echo(f"message {message.id} will be sent at the next dispatch")
 
 

@@ -12,9 +12,9 @@ from automator.enqueue import Draft, attach_coupons
 from automator.errors import TemplateError
 from automator.model import EventTrigger, Rule
 from automator.rendering import ContactFields, CouponFields, Renderer
-from automator.schema import Contact, Message
 from automator.status import HoldKind, Status
 from automator.store import coupons, events, messages
+from automator.tables import Contact, Message
 from automator.templates import Rendered
 
 

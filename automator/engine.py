@@ -30,10 +30,10 @@ from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
 from automator.rendering import Links, Renderer, RenderPool
 from automator.reports import RuleReport, TickReport
-from automator.schema import Contact, Coupon, Message
 from automator.store import Store, contacts, events, messages, rulestate, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
+from automator.tables import Contact, Coupon, Message
 from automator.templates import Rendered
 from automator.transports import Transport
 
@@ -66,7 +66,7 @@ class Lookup:
         )
         self._waiting: deque[Candidate] = deque()
         self.found = 0
-        self.shape = ""  # trigger_hash of the rule they were found for
+        self.trigger_hash = ""  # of the rule they were found for (it keys the watermark)
         self.next_mark: Watermark | None = None  # set when the lookup has ended
         self.abandoned = threading.Event()  # the tick's thread wants no more
 
@@ -74,8 +74,8 @@ class Lookup:
     def add(self, batch: list[Candidate]) -> None:
         self._arrived.put(batch)
 
-    def end(self, shape: str, next_mark: Watermark) -> None:
-        self._arrived.put((shape, next_mark))
+    def end(self, trigger_hash: str, next_mark: Watermark) -> None:
+        self._arrived.put((trigger_hash, next_mark))
 
     def fail(self, error: BaseException) -> None:
         self._arrived.put(error)
@@ -104,7 +104,7 @@ class Lookup:
         if isinstance(item, BaseException):
             raise item
         if isinstance(item, tuple):
-            self.shape, self.next_mark = item
+            self.trigger_hash, self.next_mark = item
         else:
             self._waiting.extend(item)
             self.found += len(item)
@@ -373,16 +373,16 @@ class Engine:
     def look_up(self, rule: Rule, now: datetime, lookup: Lookup) -> None:
         """Find a rule's due, new occurrences into `lookup`, then the watermark they were
         found against."""
-        shape = trigger_hash(rule)
+        hashed = trigger_hash(rule)
         with self.store.session() as session:
             fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
-            mark = rulestate.watermark(session, rule.id, shape, fresh)
+            mark = rulestate.watermark(session, rule.id, hashed, fresh)
             seq_now = rulestate.current_seq(session, _sequence_kind(rule))
             for batch in candidate_queries.batches(session, rule, now, mark, self.settings.zone):
                 if lookup.abandoned.is_set():
                     return
                 lookup.add(batch)
-        lookup.end(shape, Watermark(until=now, seq=seq_now))
+        lookup.end(hashed, Watermark(until=now, seq=seq_now))
 
     def keep_watermark(
         self, rule: Rule, lookup: Lookup, summary: dict[str, Any], now: datetime, writes: Writes
@@ -394,7 +394,7 @@ class Engine:
             rulestate.advance(
                 session,
                 rule.id,
-                lookup.shape,
+                lookup.trigger_hash,
                 lookup.next_mark,
                 now,
                 summary,

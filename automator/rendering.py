@@ -74,7 +74,7 @@ class Failed:
 
 
 @dataclass(frozen=True)
-class Stored:
+class StoredContent:
     """A message's content as queueing stores it: the bodies are packed where they were
     rendered, so a worker sends back a third of the bytes (see `automator.packing`)."""
 
@@ -83,7 +83,7 @@ class Stored:
     html: bytes
 
 
-Result = Stored | Failed
+Result = StoredContent | Failed
 
 
 class ContactFields(Protocol):
@@ -202,7 +202,7 @@ class Renderer:
 def _stored(result: Rendered | Failed) -> Result:
     if isinstance(result, Failed):
         return result
-    return Stored(result.subject, pack(result.text), pack(result.html))
+    return StoredContent(result.subject, pack(result.text), pack(result.html))
 
 
 class RenderPool:

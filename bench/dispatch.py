@@ -43,10 +43,10 @@ from automator import emails
 from automator.engine import Engine, TickReport
 from automator.importing import ContactRecord, contact_data
 from automator.project import Project, load_project
-from automator.schema import Message
 from automator.store import Store, messages
 from automator.store import contacts as contact_store
 from automator.store.messages import QueueFilter
+from automator.tables import Message
 from automator.transports.smtp import SmtpSettings, SmtpTransport
 
 REPO = Path(__file__).resolve().parent.parent

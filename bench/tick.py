@@ -43,11 +43,11 @@ from automator.engine import Engine, TickReport, trigger_hash
 from automator.importing import import_contacts, import_events, read_coupon_codes
 from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, Rule
 from automator.project import Project, load_project
-from automator.schema import Contact, ContactDate, Event, Message, Suppression
 from automator.store import Store, coupons, rulestate, suppressions, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate
 from automator.store.contacts import ids_by_email
+from automator.tables import Contact, ContactDate, Event, Message, Suppression
 from automator.transports.file import FileTransport
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from argon2 import PasswordHasher
 
-from automator import queue
+from automator import support
 from automator.console import auth, create_app
 from automator.console.auth import hash_password
 from automator.engine import Engine
@@ -135,7 +135,7 @@ def busy_day(
     make_event("cart_updated", EVENING_CART, email="lan@example.com", id="cart-1", **cart())
     tick(EVENING_TICK)
     tuan = _only_message(engine, "tuan@example.com")
-    queue.cancel(engine, tuan, "Khách đã đặt hàng qua điện thoại", "ada", utc("2026-11-20 15:02"))
+    support.cancel(engine, tuan, "Khách đã đặt hàng qua điện thoại", "ada", utc("2026-11-20 15:02"))
 
 
 def _only_message(engine: Engine, email: str) -> int:

@@ -29,9 +29,9 @@ from automator.console import auth, create_app
 from automator.console.auth import hash_password, password_matches
 from automator.engine import Engine
 from automator.project import load_project
-from automator.schema import Message
 from automator.store import Store, audit, contacts, coupons, messages, suppressions, users
 from automator.store.users import USERS
+from automator.tables import Message
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, utc
 from tests.smtp_server import free_port

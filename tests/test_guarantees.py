@@ -19,9 +19,9 @@ from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
 from automator.importing import import_events
 from automator.project import load_project
-from automator.schema import Coupon, Message
 from automator.store import candidates, contacts, coupons, queueing, rulestate, suppressions, table
 from automator.store.candidates import Watermark
+from automator.tables import Coupon, Message
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, history_of, statuses, utc, write_jsonl
 

@@ -72,7 +72,7 @@ def test_an_ended_lookup_is_cut_into_spread_chunks_and_keeps_its_mark():
     sizes = [len(chunk) for chunk in lookup.chunks()]
 
     assert sizes == [total // SPREAD] * SPREAD
-    assert (lookup.found, lookup.shape, lookup.next_mark) == (total, "shape", MARK)
+    assert (lookup.found, lookup.trigger_hash, lookup.next_mark) == (total, "shape", MARK)
 
 
 def test_a_short_lookup_is_one_chunk():

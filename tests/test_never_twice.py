@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from automator import queue
+from automator import support
 from automator.dispatch import LEASE
 from automator.engine import Engine, TickReport
 from automator.errors import StateError
@@ -172,7 +172,7 @@ def test_a_message_cancelled_after_a_dispatcher_read_it_is_not_sent(queued_pair,
     engine, transport, (cancelled, other) = queued_pair
 
     dispatch_with_a_stale_read(
-        engine, store, lambda: queue.cancel(engine, cancelled, "customer asked", "mai", NOW)
+        engine, store, lambda: support.cancel(engine, cancelled, "customer asked", "mai", NOW)
     )
 
     assert [str(email["To"]) for email in transport.sent] == ["shopper1@example.com"]
@@ -199,7 +199,7 @@ def test_a_cancel_that_comes_after_the_send_says_when_it_was_sent(queued_pair, s
     asyncio.run(engine.dispatcher().run(NOW, TickReport(NOW)))
 
     with pytest.raises(StateError) as refused:
-        queue.cancel(engine, first, "customer asked", "mai", NOW + timedelta(minutes=2))
+        support.cancel(engine, first, "customer asked", "mai", NOW + timedelta(minutes=2))
 
     assert str(refused.value) == (
         f"message {first} was sent at 2026-11-20 04:00 UTC, before your cancel; "
@@ -214,7 +214,7 @@ def test_send_now_on_a_message_being_sent_is_refused_and_changes_nothing(queued_
         messages.claim(session, [due], NOW, "tick:elsewhere", NOW + LEASE)
 
     with pytest.raises(StateError) as refused:
-        queue.send_now(engine, first, "customer asked", "mai", NOW)
+        support.send_now(engine, first, "customer asked", "mai", NOW)
 
     assert "started sending at 2026-11-20 04:00 UTC, before your send now" in str(refused.value)
     with store.session() as session:
@@ -225,7 +225,7 @@ def test_a_claim_takes_only_what_is_still_queued(queued_pair, store) -> None:
     engine, _, (first, second) = queued_pair
     with store.session() as session:
         stale = messages.due(session, NOW, 500)
-    queue.hold(engine, first, "checking", "mai", NOW)
+    support.hold(engine, first, "checking", "mai", NOW)
 
     with store.transaction() as session:
         taken = messages.claim(session, stale, NOW, "tick:here", NOW + LEASE)

@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from automator.importing import import_events
-from automator.schema import Coupon, Message
 from automator.store import Store, messages
 from automator.store.messages import QueueFilter
+from automator.tables import Coupon, Message
 from tests.conftest import utc, write_jsonl
 
 ORDER = {"order_id": "A-1001", "total": 1_250_000, "currency": "VND"}

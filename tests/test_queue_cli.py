@@ -498,7 +498,7 @@ def test_a_malformed_now_is_one_readable_error(cli, cart_left):
 
 
 def test_an_action_without_a_reason_is_refused(engine, make_contact, make_event, tick):
-    from automator import queue
+    from automator import support
     from automator.errors import AutomatorError
     from tests.conftest import cart, utc
 
@@ -506,11 +506,11 @@ def test_an_action_without_a_reason_is_refused(engine, make_contact, make_event,
     make_event("cart_updated", utc("2026-11-20 13:00"), id="evt-1", **cart())
     tick(utc("2026-11-20 14:30"))  # 21:30 in Ho Chi Minh City: waits for quiet hours to end
     with pytest.raises(AutomatorError, match="a reason is required"):
-        queue.hold(engine, 1, "  ", "agent", utc("2026-11-20 14:31"))
+        support.hold(engine, 1, "  ", "agent", utc("2026-11-20 14:31"))
 
 
 def test_send_now_skips_quiet_hours_and_is_audited(engine, store, make_contact, make_event, tick, transport):
-    from automator import queue
+    from automator import support
     from automator.store import audit
     from tests.conftest import cart, utc
 
@@ -518,7 +518,7 @@ def test_send_now_skips_quiet_hours_and_is_audited(engine, store, make_contact, 
     make_event("cart_updated", utc("2026-11-20 13:00"), id="evt-1", **cart())
     tick(utc("2026-11-20 14:30"))
     assert transport.sent == []
-    queue.send_now(engine, 1, "customer asked for the link", "agent", utc("2026-11-20 14:40"))
+    support.send_now(engine, 1, "customer asked for the link", "agent", utc("2026-11-20 14:40"))
     tick(utc("2026-11-20 14:41"))
     assert len(transport.sent) == 1
     with store.session() as session:

@@ -17,7 +17,7 @@ import pytest
 
 from automator.engine import Engine
 from automator.packing import unpack
-from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool, Stored
+from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool, StoredContent
 from tests.conftest import all_messages, cart, utc
 
 NOW = utc("2026-11-20 05:00")
@@ -65,7 +65,7 @@ def test_a_big_chunk_renders_on_workers_exactly_as_in_process(engine, pool) -> N
 
     assert pool._pool is not None  # the chunk went to the workers
     assert in_workers == engine.renderer.store_each(jobs)
-    assert all(isinstance(result, Stored) for result in in_workers)
+    assert all(isinstance(result, StoredContent) for result in in_workers)
     assert "Lan 0" in unpack(in_workers[0].text) and "Anna 1" in unpack(in_workers[1].text)
     first = engine.renderer.render(jobs[0])
     assert (unpack(in_workers[0].text), unpack(in_workers[0].html)) == (first.text, first.html)

@@ -8,10 +8,10 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from automator import queue
+from automator import support
 from automator.errors import StateError
-from automator.schema import Coupon
 from automator.store import Store, coupons, suppressions
+from automator.tables import Coupon
 from tests.conftest import all_messages, history_of, text_of, utc
 
 
@@ -87,7 +87,7 @@ def test_released_renewal_offer_gets_a_code_and_is_sent_with_it(
         result = cli("coupons", "import", "renewal", str(tmp_path / "codes.csv"), "--percent-off", "15")
     assert result.exit_code == 0, result.output
 
-    released = queue.release(engine, held.id, "codes imported", "support", utc("2026-11-20 04:05"))
+    released = support.release(engine, held.id, "codes imported", "support", utc("2026-11-20 04:05"))
     assert released.status == "queued"
     coupon = coupon_of(store, held.id)
     assert coupon is not None and coupon.code == "RENEW-BBBB"
@@ -103,7 +103,7 @@ def hold_then_release_two_days_later(make_contact, engine, store, tick) -> None:
     tick(utc("2026-11-20 03:00"))  # held: the pool is empty
     [held] = all_messages(store)
     fill_pool(store, "RENEW-AAAA")
-    queue.release(engine, held.id, "codes imported", "support", utc("2026-11-22 09:00"))
+    support.release(engine, held.id, "codes imported", "support", utc("2026-11-22 09:00"))
     tick(utc("2026-11-22 09:05"))
 
 
@@ -131,7 +131,7 @@ def test_releasing_while_the_pool_is_still_empty_keeps_the_offer_held(make_conta
     [held] = all_messages(store)
 
     with pytest.raises(StateError, match=f"message {held.id} is still held: coupon pool 'renewal' is empty"):
-        queue.release(engine, held.id, "try again", "support", utc("2026-11-20 04:00"))
+        support.release(engine, held.id, "try again", "support", utc("2026-11-20 04:00"))
     tick(utc("2026-11-20 04:10"))
 
     [still] = all_messages(store)

@@ -13,9 +13,9 @@ import pytest
 
 from automator.engine import Engine, TickReport
 from automator.project import Project, load_project
-from automator.schema import Message
 from automator.store import Store, messages, suppressions
 from automator.store.messages import QueueFilter
+from automator.tables import Message
 from automator.transports.smtp import SmtpSettings, SmtpTransport
 from tests.conftest import cart, utc
 from tests.smtp_server import (

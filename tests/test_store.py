@@ -23,10 +23,10 @@ from sqlalchemy.schema import CreateTable
 
 import automator.store as store_module
 from automator.packing import pack
-from automator.schema import Message, MessageContent, Suppression
 from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
+from automator.tables import Message, MessageContent, Suppression
 from tests.conftest import utc
 
 SUPPRESSIONS = table(Suppression)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from automator import queue
+from automator import support
 from automator.console.auth import Forbidden, Viewer
 from automator.console.pages import QueueQuery, show_contact, show_message
 from automator.console.state import allowed, console_of, current_viewer, query, render
@@ -24,12 +24,12 @@ from automator.store import console as console_queries
 
 router = APIRouter()
 
-# URL segment → (what automator.queue does, the permission it needs)
+# URL segment → (what automator.support does, the permission it needs)
 MESSAGE_ACTIONS: dict[str, tuple[Callable[..., Any], str]] = {
-    "hold": (queue.hold, "hold"),
-    "release": (queue.release, "release"),
-    "cancel": (queue.cancel, "cancel"),
-    "send-now": (queue.send_now, "send now"),
+    "hold": (support.hold, "hold"),
+    "release": (support.release, "release"),
+    "cancel": (support.cancel, "cancel"),
+    "send-now": (support.send_now, "send now"),
 }
 
 Reason = Annotated[str, Form()]

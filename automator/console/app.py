@@ -6,7 +6,6 @@ Served by `automator console`, or by `automator run --console` inside the daemon
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -15,10 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from automator.clock import Clock, utcnow
 from automator.config import require_secret
 from automator.console import actions, csrf, login, pages
 from automator.console.auth import Forbidden, LoginRequired, Sessions
-from automator.console.state import Clock, Console, page_templates, render, viewer_or_none
+from automator.console.state import Console, page_templates, render, viewer_or_none
 from automator.emails import OutgoingEmail
 from automator.engine import Engine
 from automator.errors import AutomatorError, NotFoundError
@@ -50,10 +50,6 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # pages hold customers' personal data
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class _NoDelivery(Transport):

@@ -18,7 +18,7 @@ from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from automator.errors import AutomatorError
-from automator.schema import User
+from automator.tables import User
 
 ROLES = ("support", "admin")
 

@@ -16,10 +16,10 @@ from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateE
 from automator.model import Rule
 from automator.project import Project
 from automator.rules import describe_trigger
-from automator.schema import Message, RuleState
 from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, HoldKind
 from automator.store import audit, contacts, coupons, events, messages, rulestate, suppressions
 from automator.store import console as console_queries
+from automator.tables import Message, RuleState
 
 router = APIRouter()
 
@@ -170,7 +170,7 @@ def show_message(
 
 def _actions(message: Message) -> list[tuple[str, str, str]]:
     """(path, label, permission) of the actions that apply to the message now; the same
-    table automator.queue asks. Support may release only a hold support placed."""
+    table automator.support asks. Support may release only a hold support placed."""
     found = []
     if HOLD.applies(message.status):
         found.append(("hold", "Hold", "hold"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -14,13 +13,12 @@ import jinja2
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
+from automator.clock import Clock
 from automator.console import display
 from automator.console.auth import Forbidden, LoginRequired, Sessions, Viewer, is_current
 from automator.engine import Engine
 from automator.project import Project
 from automator.store import Store, users
-
-Clock = Callable[[], datetime]
 
 TEMPLATES = Path(__file__).parent / "templates"
 

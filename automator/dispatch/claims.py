@@ -29,10 +29,10 @@ from automator.errors import StatusChanged, TemplateError, UnsafeHeaderError
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.project import Project
 from automator.rendering import Renderer
-from automator.schema import Message
 from automator.status import HoldKind, Status
 from automator.store import Store, contacts, coupons, events, messages, suppressions
 from automator.store.messages import Due
+from automator.tables import Message
 
 LEASE = timedelta(minutes=5)
 RENEW_AFTER = LEASE / 3  # a batch still going out keeps its claims this fresh

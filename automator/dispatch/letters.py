@@ -10,8 +10,8 @@ from typing import Protocol
 
 from automator import emails
 from automator.config import Settings
-from automator.schema import Message
 from automator.store.messages import Content
+from automator.tables import Message
 
 
 class Named(Protocol):

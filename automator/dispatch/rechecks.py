@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 from automator import policies
 from automator.config import Settings
 from automator.model import DateTrigger, EventTrigger, Rule
-from automator.schema import Event
 from automator.status import HoldKind, Status
 from automator.store.contacts import Recipient
 from automator.store.messages import Due
+from automator.tables import Event
 
 RULE_MISSING_RETRY = timedelta(minutes=10)
 

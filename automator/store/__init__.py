@@ -20,7 +20,7 @@ from sqlalchemy import Column, Connection, Engine, Index, Table, event, inspect,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, create_engine
 
-from automator import schema  # noqa: F401  (registers the tables)
+from automator import tables  # noqa: F401  (registers the tables)
 from automator.errors import ConfigError
 
 log = logging.getLogger("automator.store")

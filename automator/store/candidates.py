@@ -38,9 +38,9 @@ from sqlmodel import Session
 from automator.conditions import compile_conditions
 from automator.model import CancelIf, DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
 from automator.schedules import last_fire
-from automator.schema import Contact, ContactDate, Event, Message, StageChange, Suppression, UTCDateTime
 from automator.store import table
 from automator.store.sqltime import shifted
+from automator.tables import Contact, ContactDate, Event, Message, StageChange, Suppression, UTCDateTime
 
 Query = Select[Any] | CompoundSelect
 

@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, distinct, func, or_, select, update
 from sqlmodel import Session
 
-from automator.schema import Contact, Message
 from automator.status import CANCEL, HOLD, HoldKind, Status
 from automator.store import coupons, table
 from automator.store.audit import AUDIT
 from automator.store.messages import HISTORY, MESSAGES
+from automator.tables import Contact, Message
 
 CONTACTS = table(Contact)
 
@@ -203,7 +203,7 @@ def contacts_by_email(session: Session, prefix: str, limit: int = 50) -> list[Co
 @dataclass(frozen=True)
 class BulkAction:
     """A status change applied to a selection; only messages in `applies_to` are touched
-    (the same rule as automator.queue's single-message action)."""
+    (the same rule as automator.support's single-message action)."""
 
     name: str
     applies_to: tuple[str, ...]

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import delete, literal, select, update
 from sqlmodel import Session
 
-from automator.schema import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 from automator.store import execute_many, insert, table
+from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 
 CONTACTS = table(Contact)
 DATES = table(ContactDate)

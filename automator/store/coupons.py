@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
-from automator.schema import Coupon
 from automator.store import execute_many, insert, table
+from automator.tables import Coupon
 
 COUPONS = table(Coupon)
 

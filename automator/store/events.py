@@ -10,8 +10,8 @@ from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from automator.journey import Journey
-from automator.schema import Contact, Event, StageChange
 from automator.store import contacts, insert, table
+from automator.tables import Contact, Event, StageChange
 
 EVENTS = table(Event)
 CONTACTS = table(Contact)

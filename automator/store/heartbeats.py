@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session
 
-from automator.schema import Heartbeat
 from automator.store import table
+from automator.tables import Heartbeat
 
 HEARTBEATS = table(Heartbeat)
 

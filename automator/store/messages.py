@@ -12,10 +12,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from automator.errors import StatusChanged
-from automator.schema import Message, MessageContent, MessageHistory, UTCDateTime
 from automator.status import Status, allowed
 from automator.store import coupons, insert, table
 from automator.store.contacts import CONTACTS, Recipient
+from automator.tables import Message, MessageContent, MessageHistory, UTCDateTime
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)

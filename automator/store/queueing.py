@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.schema import Message, MessageContent, MessageHistory
 from automator.store import execute_many, insert, table
+from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)

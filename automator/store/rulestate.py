@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.schema import ContactDate, Event, RuleState, StageChange
 from automator.store import table
 from automator.store.candidates import Watermark
+from automator.tables import ContactDate, Event, RuleState, StageChange
 
 SEQUENCES = {"event": table(Event), "date": table(ContactDate), "stage": table(StageChange)}
 

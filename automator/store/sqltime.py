@@ -9,7 +9,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from automator.schema import UTCDateTime
+from automator.tables import UTCDateTime
 
 
 class shifted(ColumnElement[Any]):  # noqa: N801  (reads like a SQL function)

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
-from automator.schema import Suppression
 from automator.store import insert, table
+from automator.tables import Suppression
 
 SUPPRESSIONS = table(Suppression)
 REASONS = ("unsubscribed", "bounced", "complained", "blocked")

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlmodel import Session
 
-from automator.schema import LoginFailure, User
 from automator.store import insert, table
+from automator.tables import LoginFailure, User
 
 USERS = table(User)
 FAILURES = table(LoginFailure)

@@ -9,8 +9,6 @@ with a previous secret (`secret_previous`) stay valid: they are in inboxes alrea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
@@ -19,13 +17,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import DictLoader, Environment
 
 from automator import emails
+from automator.clock import Clock, utcnow
 from automator.config import require_secret
 from automator.project import Project
 from automator.store import Store, contacts, messages, suppressions
 
 log = logging.getLogger("automator.web")
 
-Clock = Callable[[], datetime]
 
 PAGE = """<!doctype html>
 <html lang="{{ locale }}">
@@ -96,10 +94,6 @@ _PAGES = Environment(loader=DictLoader({"page.html": PAGE}), autoescape=True)
 
 # The token travels in the URL: keep it out of caches and other sites' Referer headers.
 _PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI:

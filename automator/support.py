@@ -11,9 +11,9 @@ from sqlmodel import Session
 from automator import contents
 from automator.engine import Engine
 from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError, StatusChanged
-from automator.schema import Contact, Message
 from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, Action, HoldKind, Status
 from automator.store import audit, messages
+from automator.tables import Contact, Message
 
 
 def hold(
