@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import make_url
-
 CONTROL = "\x00-\x1f\x7f-\x9f"  # C0, DEL and C1, as a regex character class body
 # Characters a terminal may act on that are not C0 or C1: bidirectional overrides and
 # isolates (they reorder the rest of the line) and the line and paragraph separators.
@@ -65,6 +63,8 @@ def hide_password(url: str) -> str:
     one whose password holds an unencoded @ (SQLAlchemy then reads the rest as the host),
     has what lies between `user:` and its last @ masked instead. A URL without a password
     is returned as it is."""
+    from sqlalchemy import make_url  # here: the CLI prints through this module before any database
+
     try:
         parsed = make_url(url)
     except Exception:  # SQLAlchemy raises several types for a URL it cannot read

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from automator.config import Settings, load_settings
 from automator.errors import AutomatorError, RuleError
 from automator.journey import Journey, load_journey
 from automator.model import Rule
 from automator.rules import RuleSet, load_rules
-from automator.store import Store
 from automator.templates import Templates
+
+if TYPE_CHECKING:
+    from automator.store import Store
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Project:
         return self.ruleset.get(rule_id)
 
     def open_store(self) -> Store:
+        from automator.store import Store  # here: `automator check` loads a project without a database
+
         store = Store(self.settings.database)
         store.create_schema()
         return store

@@ -1,0 +1,109 @@
+"""`automator contacts …`: import contacts from a file, and show one with everything about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from automator.cli.options import NowOption, parse_now
+from automator.cli.output import print_import, reports_errors, say
+from automator.cli.state import state
+from automator.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from automator.tables import Contact, Message, StageChange, Suppression
+
+app = typer.Typer(help="Import and look up contacts.", no_args_is_help=True)
+
+SHOWN_MESSAGES = 20
+
+
+@app.command("import")
+@reports_errors
+def contacts_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
+) -> None:
+    """Upsert contacts from a .csv (header row) or .jsonl file, keyed by email."""
+    from automator.importing import import_contacts
+
+    project = state().project
+    report = import_contacts(state().store, file, project.journey, project.settings.zone, parse_now(now))
+    print_import(report, "contacts")
+
+
+@app.command("show")
+@reports_errors
+def contacts_show(email: str) -> None:
+    """A contact: fields and attributes, stage and its history, tags, suppression, messages."""
+    with state().store.session() as session:
+        card = _card(session, email)
+    _print_fields(card)
+    _print_stages(card.stages)
+    _print_messages(card.contact.email, card.messages)
+
+
+@dataclass(frozen=True)
+class _Card:
+    """What `contacts show` prints, read in one session."""
+
+    contact: Contact
+    stages: list[StageChange]
+    tags: list[str]
+    suppression: Suppression | None
+    messages: list[Message]
+
+
+def _card(session: Session, email: str) -> _Card:
+    from automator.store import contacts, messages, suppressions
+    from automator.store.messages import QueueFilter
+
+    contact = contacts.by_email(session, email.strip().lower())
+    if contact is None or contact.id is None:
+        raise NotFoundError(f"no contact with email {email}")
+    return _Card(
+        contact,
+        contacts.stage_history(session, contact.id),
+        contacts.tags(session, contact.id),
+        suppressions.get(session, contact.email),
+        messages.listing(session, QueueFilter(None, None, contact.email, SHOWN_MESSAGES)),
+    )
+
+
+def _print_fields(card: _Card) -> None:
+    contact, suppression = card.contact, card.suppression
+    name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
+    say(f"Contact {contact.email}" + (f" ({name})" if name else ""))
+    since = f" since {contact.stage_entered_at:%Y-%m-%d %H:%M}Z" if contact.stage_entered_at else ""
+    suppressed = f"{suppression.reason} since {suppression.created_at:%Y-%m-%d}" if suppression else "no"
+    for label, value in (
+        ("Stage", f"{contact.stage or '-'}{since}"),
+        ("Locale", contact.locale or "-"),
+        ("Time zone", contact.timezone or "-"),
+        ("Tags", ", ".join(card.tags) or "-"),
+        ("Suppressed", suppressed),
+    ):
+        say(f"{label}: {value}")
+    for key, value in sorted(contact.attributes.items()):
+        say(f"  {key}: {value}")
+
+
+def _print_stages(stages: list[StageChange]) -> None:
+    typer.echo("\nStage history:")
+    for change in stages:
+        move = f"{change.from_stage or '-'} -> {change.to_stage}"
+        say(f"  {change.at:%Y-%m-%d %H:%M}Z  {move}  ({change.cause})")
+    typer.echo("")
+
+
+def _print_messages(email: str, rows: list[Message]) -> None:
+    say(f"Messages (newest first, at most {SHOWN_MESSAGES}; queue list --contact {email} for all):")
+    for row in rows:
+        when = f"{row.send_at:%Y-%m-%d %H:%M}Z"
+        say(f"  {row.id:>6}  {row.status:<10} {when}  {row.rule_id:<24} {row.subject or '(not rendered)'}")
+    if not rows:
+        typer.echo("  none")

@@ -1,0 +1,70 @@
+"""`automator db …`: the database's schema, which Alembic owns (see automator.store.schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import typer
+
+from automator.cli.output import reports_errors, say
+from automator.cli.state import state
+
+if TYPE_CHECKING:
+    from automator.store import Store
+
+app = typer.Typer(help="The database's schema: upgrade it, see its revision.", no_args_is_help=True)
+
+
+@contextmanager
+def _unprepared() -> Iterator[Store]:
+    """The project's database as it is: these commands look at or change an old schema,
+    which every other command refuses."""
+    from automator.store import Store
+
+    store = Store(state().project.settings.database)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+@app.command("upgrade")
+@reports_errors
+def db_upgrade() -> None:
+    """Bring the schema to the newest revision (back the database up first)."""
+    with _unprepared() as store:
+        before, after = store.upgrade_schema()
+    if before == after:
+        say(f"the schema is at the newest revision already ({after})")
+    elif before is None:
+        say(f"made the schema at revision {after}")
+    else:
+        say(f"upgraded the schema from revision {before} to {after}")
+
+
+@app.command("current")
+@reports_errors
+def db_current() -> None:
+    """The schema's revision, and whether an upgrade is waiting."""
+    from automator.store import schema
+
+    with _unprepared() as store, store.engine.connect() as connection:
+        revision = schema.revision_of(connection)
+    if revision.current is None:
+        say(f"no schema yet (any command makes it at {revision.head})")
+    elif revision.up_to_date:
+        say(f"{revision.current} (the newest)")
+    else:
+        say(f"{revision.current} (behind {revision.head}: run `automator db upgrade`)")
+
+
+@app.command("history")
+@reports_errors
+def db_history() -> None:
+    """Every revision, the newest first, with what it changes."""
+    from automator.store import schema
+
+    for revision, summary in schema.history():
+        say(f"{revision}  {summary}")

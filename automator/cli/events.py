@@ -1,0 +1,26 @@
+"""`automator events import`: events from a file, each stored once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from automator.cli.options import NowOption, parse_now
+from automator.cli.output import print_import, reports_errors
+from automator.cli.state import state
+
+app = typer.Typer(help="Import events.", no_args_is_help=True)
+
+
+@app.command("import")
+@reports_errors
+def events_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
+) -> None:
+    """Import events from a .jsonl file; an event id seen before is stored once."""
+    from automator.importing import import_events
+
+    report = import_events(state().store, file, state().project.journey, parse_now(now))
+    print_import(report, "events")

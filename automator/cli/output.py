@@ -1,0 +1,54 @@
+"""What commands print: text from the store or a file escaped so that it cannot act on the
+terminal (automator/display.py), and an AutomatorError as one line and exit code 1."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+from automator.display import printable
+from automator.errors import AutomatorError
+
+if TYPE_CHECKING:
+    from automator.importing import ImportReport
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(line: str, err: bool = False) -> None:
+    """Print one line whose text comes (in part) from the store or a file: a control
+    character in it is shown as its escape, so that it cannot act on the terminal."""
+    typer.echo(printable(line), err=err)
+
+
+def say_columns(*values: object) -> None:
+    """Print values separated by tabs, each escaped as `say` does (tabs in them too)."""
+    typer.echo("\t".join(printable(str(value)) for value in values))
+
+
+def reports_errors(command: F) -> F:
+    """Turn an AutomatorError into one readable line and exit code 1 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AutomatorError as exc:
+            typer.secho(f"error: {printable(str(exc))}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_import(report: ImportReport, noun: str) -> None:
+    """An import's rejected records, one per line on stderr, then its counts; exit code 1
+    when a record was rejected."""
+    for error in report.errors:
+        say(f"rejected {error}", err=True)
+    extra = f", {report.duplicates} already known" if report.duplicates else ""
+    typer.echo(f"imported {report.imported} {noun}{extra}, rejected {len(report.errors)}")
+    if report.errors:
+        raise typer.Exit(1)
