@@ -30,7 +30,7 @@ from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
 from automator.project import Project
 from automator.rendering import Links, Renderer, RenderPool
 from automator.reports import RuleReport, TickReport
-from automator.store import Store, contacts, events, messages, rulestate, table
+from automator.store import Store, contacts, events, messages, rulestate
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
 from automator.tables import Contact, Coupon, Message
@@ -51,7 +51,6 @@ AHEAD = 2
 # Messages written before the tick's transaction is committed, also within a rule (see
 # Writes): about half a second of the write lock at the pace of a big first tick.
 COMMIT_EVERY = 2000
-CONTACTS = table(Contact)
 YOUNG_GARBAGE = 20_000  # objects a tick makes before the collector looks at them
 
 
@@ -134,9 +133,8 @@ class Writes:
     watermark, and after every COMMIT_EVERY messages.
 
     A commit writes every page the transaction changed to SQLite's log. The indexes of the
-    message table keyed by contact are changed all over by every chunk; committed chunk by
-    chunk, their pages were written to the log again and again: the bench's incremental
-    tick (1,308 messages in ten chunks) wrote 14.5 MB to the log, 9 MB in one transaction."""
+    message table keyed by contact are changed all over by every chunk: committed chunk by
+    chunk, their pages would go to the log again with every commit; committed together, once."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -464,13 +462,11 @@ def _collecting_young_objects_only() -> Iterator[None]:
     started, and seldom.
 
     A full collection scans every object the process holds (modules, rules, templates, a web
-    console's state): 60–150 ms, depending on the process, and one tick in eight or so had
-    one in the middle of it. `gc.freeze` sets the older objects aside; at the end of the
-    tick they are collected as before. A tick's own objects (its candidates, drafts and
-    jobs) live until their chunk is written, and a young collection every 700 new objects
-    scanned them again and again: 20–25 collections, 10–13 ms, in a replay of the bench's
-    incremental tick. With YOUNG_GARBAGE new objects between collections, that tick has
-    none.
+    console's state), and one may fall in the middle of a tick. `gc.freeze` sets the older
+    objects aside; at the end of the tick they are collected as before. A tick's own objects
+    (its candidates, drafts and jobs) live until their chunk is written, and a young
+    collection every 700 new objects would scan them again and again: hence YOUNG_GARBAGE
+    new objects between collections.
 
     When objects are frozen already (a tick running beside this one, or the process's own
     choice), the collector is left as it is."""
@@ -501,12 +497,6 @@ def _sequence_kind(rule: Rule) -> str:
     if isinstance(rule.trigger, ScheduleTrigger):
         return "schedule"
     return "date" if isinstance(rule.trigger, DateTrigger) else "stage"
-
-
-def _queued_reason(values: dict[str, Any], now: datetime) -> str:
-    if values["send_at"] > now:
-        return f"queued; waits until {values['send_at'].isoformat()} (quiet hours)"
-    return "queued"
 
 
 def preview(engine: Engine, rule: Rule, email: str, now: datetime) -> Rendered:

@@ -83,7 +83,6 @@ HOLD = Action("hold", "held", frozenset({Status.QUEUED}), Status.HELD)
 RELEASE = Action("release", "released", frozenset({Status.HELD}), Status.QUEUED)
 CANCEL = Action("cancel", "cancelled", OPEN, Status.CANCELLED)
 SEND_NOW = Action("send now", "sent now", OPEN, Status.QUEUED)
-ACTIONS = {action.name: action for action in (HOLD, RELEASE, CANCEL, SEND_NOW)}
 
 
 def what_happened(status: str, at: datetime | None) -> str:

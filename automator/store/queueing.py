@@ -22,7 +22,7 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
     or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence).
 
     The rows go in as one executemany (with RETURNING, SQLAlchemy would build and bind a
-    many-row VALUES statement, at twice the cost). When SQLite wrote every row, their ids are
+    many-row VALUES statement, which costs more). When SQLite wrote every row, their ids are
     the last ones it gave, in order: a row without an id gets the largest id plus one, and the
     transaction holds the only write lock from the first row on. Otherwise (some were skipped,
     or PostgreSQL, whose sequences promise no order) the ids are read back through the dedupe

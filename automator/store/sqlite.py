@@ -1,0 +1,68 @@
+"""How a SQLite file's connections are set up: the write-ahead log (readers never block the
+writer), a busy timeout, and temporary storage in memory for a writing transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+WAL_SWITCH_TRIES = 20  # about ten seconds in all (see _use_wal)
+# The log file is reused from its start once it is all copied; this is the size it keeps
+# then (a big first tick or import would otherwise leave it at its largest for good).
+WAL_KEPT_BYTES = 256 * 1024 * 1024  # about the size at which SQLite checkpoints by itself
+TEMP_IN_MEMORY = "automator_temp_in_memory"  # a connection's info: keep_temp_in_memory set temp_store
+
+
+def configure(engine: Engine) -> None:
+    """Set up each connection of a SQLite file's engine as it opens, and put its temporary
+    storage back as it returns to the pool."""
+    event.listen(engine, "connect", _pragmas)
+    event.listen(engine, "checkin", _temp_store_back)
+
+
+def keep_temp_in_memory(connection: Connection) -> None:
+    """Keep what the savepoints of the connection's transaction may have to undo in memory,
+    not in a temporary file: there, a transaction of many savepoints (a tick's chunks) would
+    write each one's copies of the pages it changes, as much again as the transaction itself.
+    Put back when the connection returns to the pool (an index built in memory would hold all
+    of it)."""
+    connection.info[TEMP_IN_MEMORY] = True
+    connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
+
+
+def _pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")
+    _use_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    # 16 MB per connection. A connection drops its cache whenever another one has written
+    # since it last read, which happens all through a tick, so a bigger cache is mostly
+    # memory to refill (from the system, page by page) rather than pages found again.
+    cursor.execute("PRAGMA cache_size=-16384")
+    # The Checkpointer copies the log; SQLite's own checkpoint (which the committing
+    # connection runs, waiting for the disk) only when the log passes ~200 MB anyway.
+    cursor.execute("PRAGMA wal_autocheckpoint=50000")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
+    cursor.close()
+
+
+def _temp_store_back(connection: Any, record: Any) -> None:
+    if connection is not None and record.info.pop(TEMP_IN_MEMORY, False):
+        connection.execute("PRAGMA temp_store=DEFAULT")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the database to WAL (the file keeps it). A new file being switched by another
+    process at the same moment answers "database is locked" at once, without the busy
+    timeout: this one tries again, a few times, and then finds the file in WAL already."""
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
