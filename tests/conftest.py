@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import freezegun
 import pytest
 from typer.testing import CliRunner
 
@@ -24,7 +26,11 @@ from automator.store.events import EventData
 from automator.store.messages import QueueFilter
 from automator.tables import Message, MessageHistory
 from automator.testing import RecordingTransport
+from tests.postgres import postgres_server  # noqa: F401  (fixture)
 from tests.smtp_server import smtp_server  # noqa: F401  (fixture)
+
+# pytest's own clock (durations, --durations) stays real while a test freezes time.
+freezegun.configure(extend_ignore_list=["_pytest.timing"])
 
 REPO = Path(__file__).resolve().parent.parent
 # Long enough for the commands that refuse a short or shipped secret (`run` over SMTP or with
@@ -48,11 +54,29 @@ def project_dir(tmp_path: Path) -> Path:
     return root
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself; runs on SQLite alone")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that touches the store runs on both stores, unless it is about SQLite."""
+    if "database_url" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("sqlite_only"):
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def environ(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    """The test's database: a SQLite file in the project, or a PostgreSQL database of its own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return f"sqlite:///{project_dir / 'automator.db'}"
+    return str(request.getfixturevalue("postgres_server").new_database())
+
+
+@pytest.fixture
+def environ(project_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment with the project's database and outbox inside the test folder."""
     values = {
-        "AUTOMATOR_DATABASE_URL": f"sqlite:///{project_dir / 'automator.db'}",
+        "AUTOMATOR_DATABASE_URL": database_url,
         "AUTOMATOR_OUTBOX": str(project_dir / "outbox"),
         "AUTOMATOR_SECRET": TEST_SECRET,
     }
@@ -61,6 +85,13 @@ def environ(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+@pytest.fixture
+def process_env(environ: dict[str, str]) -> dict[str, str]:
+    """The environment of an `automator` subprocess. Without render workers: a daemon starts
+    one per core but one, a second or so of start-up that only tests/test_rendering.py is about."""
+    return {**os.environ, **environ, "AUTOMATOR_RENDER_WORKERS": "0"}
 
 
 @pytest.fixture

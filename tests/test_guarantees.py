@@ -7,6 +7,7 @@ import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -399,6 +400,7 @@ def test_a_chunk_that_fails_after_its_messages_are_inserted_is_undone_alone_and_
         assert [line.status for line in history_of(store, message.id)][:1] == ["queued"]
 
 
+@pytest.mark.sqlite_only  # SQLite rolls a transaction back by itself; PostgreSQL never does
 def test_a_transaction_the_database_rolled_back_by_itself_keeps_no_mark_and_is_queued_again(
     make_contact, make_event, store, tick, transport, monkeypatch
 ):

@@ -21,7 +21,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
-import automator.store as store_module
+import automator.store.sqlite as store_module
 from automator.packing import pack
 from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import contacts as contact_store
@@ -161,26 +161,6 @@ def test_execute_many_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
     assert read[1].due_at == utc("2026-11-20 04:00") and read[1].subject == "Bạn quên giỏ hàng"
 
 
-OLD_MESSAGE_TABLE = """
-CREATE TABLE message (
-    id INTEGER NOT NULL PRIMARY KEY, rule_id VARCHAR NOT NULL, contact_id INTEGER NOT NULL,
-    email VARCHAR NOT NULL, occurrence VARCHAR NOT NULL, occurred_at DATETIME NOT NULL,
-    event_id INTEGER, status VARCHAR NOT NULL, priority INTEGER NOT NULL, due_at DATETIME NOT NULL,
-    send_at DATETIME NOT NULL, expires_at DATETIME NOT NULL, locale VARCHAR NOT NULL,
-    subject TEXT NOT NULL, message_id VARCHAR NOT NULL, hold_kind VARCHAR,
-    skip_policies BOOLEAN NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
-    lease_until DATETIME, created_at DATETIME NOT NULL, sent_at DATETIME,
-    text_body TEXT NOT NULL, html_body TEXT NOT NULL,
-    CONSTRAINT uq_message_dedupe UNIQUE (rule_id, contact_id, occurrence)
-)
-"""
-OLD_INDEXES = [
-    "CREATE INDEX ix_message_status_send_at ON message (status, send_at)",
-    "CREATE INDEX ix_message_email ON message (email)",
-    "CREATE INDEX ix_message_rule_contact_at ON message (rule_id, contact_id, occurred_at)",
-]
-
-
 def _open_new_store(path: str, start: Any, results: Any) -> None:
     start.wait(timeout=60)  # every process opens the database at the same moment
     try:
@@ -239,70 +219,6 @@ def test_savepoints_of_a_writing_session_nest_in_its_transaction(tmp_path: Path)
     with store.session() as again:  # the same connection (the pool gives the last one back)
         assert temp_store(again) == 0  # its temporary storage is the default again
     store.dispose()
-
-
-def test_a_database_with_bodies_in_the_message_row_has_them_moved(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'automator.db'}"
-    old = Store(url)
-    with old.engine.begin() as connection:
-        connection.exec_driver_sql(OLD_MESSAGE_TABLE)
-        for index in OLD_INDEXES:
-            connection.exec_driver_sql(index)
-        connection.exec_driver_sql(
-            "INSERT INTO message VALUES (7, 'abandoned_cart', 1, 'lan@example.com', 'cart-1',"
-            " '2026-11-20 03:00:00', NULL, 'queued', 20, '2026-11-20 04:00:00', '2026-11-20 04:00:00',"
-            " '2026-11-21 04:00:00', 'vi', 'Bạn quên giỏ hàng', '<m7@shop.example>', NULL, 0, 0, NULL,"
-            " NULL, '2026-11-20 03:00:00', NULL, 'Giỏ hàng của bạn', '<p>Giỏ hàng</p>')"
-        )
-    old.dispose()
-
-    store = Store(url)
-    store.create_schema()
-    store.create_schema()  # a second start finds nothing left to move
-    with store.session() as session:
-        content = message_store.content(session, 7)
-        queued = message_store.get(session, 7)
-    with store.engine.connect() as connection:
-        columns = [row[1] for row in connection.exec_driver_sql("PRAGMA table_info(message)")]
-        indexes = {row[1] for row in connection.exec_driver_sql("PRAGMA index_list(message)")}
-    store.dispose()
-
-    assert (content.text, content.html) == ("Giỏ hàng của bạn", "<p>Giỏ hàng</p>")
-    assert queued is not None and queued.subject == "Bạn quên giỏ hàng" and queued.status == "queued"
-    assert "text_body" not in columns and "html_body" not in columns
-    assert "ix_message_status_priority_send_at" in indexes
-    assert not indexes & {"ix_message_status_send_at", "ix_message_email", "ix_message_rule_contact_at"}
-
-
-def test_the_event_type_index_of_an_earlier_version_is_replaced_by_the_one_with_the_contact(
-    tmp_path: Path,
-) -> None:
-    url = f"sqlite:///{tmp_path / 'automator.db'}"
-    old = Store(url)
-    old.create_schema()
-    with old.engine.begin() as connection:
-        connection.exec_driver_sql("DROP INDEX ix_event_type_at_contact")
-        connection.exec_driver_sql("CREATE INDEX ix_event_type_at ON event (type, at)")
-    old.dispose()
-
-    store = Store(url)
-    store.create_schema()
-    with store.engine.connect() as connection:
-        indexes = {row[1] for row in connection.exec_driver_sql("PRAGMA index_list(event)")}
-        columns = [
-            row[2] for row in connection.exec_driver_sql("PRAGMA index_info(ix_event_type_at_contact)")
-        ]
-        plan = " ".join(
-            row[3]
-            for row in connection.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT contact_id FROM event WHERE type = 'cart_updated' AND at > ''"
-            )
-        )
-    store.dispose()
-
-    assert "ix_event_type_at" not in indexes
-    assert columns == ["type", "at", "contact_id"]
-    assert "COVERING INDEX ix_event_type_at_contact" in plan  # the contact without the event's row
 
 
 def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ REASONS = ("unsubscribed", "bounced", "complained", "blocked")
 def add(session: Session, email: str, reason: str, note: str, now: datetime) -> bool:
     """Suppress an address; returns False when it already was."""
     statement = insert(session, SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email"])
-    result = session.execute(statement.values(email=email, reason=reason, note=note, created_at=now))
-    return bool(getattr(result, "rowcount", 0))
+    values = {"email": email, "reason": reason, "note": note, "created_at": now}
+    # What the insert returns says whether it inserted: psycopg's rowcount does not.
+    return session.execute(statement.values(**values).returning(SUPPRESSIONS.c.email)).first() is not None
 
 
 def remove(session: Session, email: str) -> bool:

@@ -20,8 +20,9 @@ def add(session: Session, name: str, password_hash: str, role: str, now: datetim
     """Create a user; returns False when the name is taken."""
     statement = insert(session, USERS).on_conflict_do_nothing(index_elements=["name"])
     values = {"name": name, "password_hash": password_hash, "role": role, "created_at": now}
-    result = session.execute(statement.values(**values, session_version=secrets.randbelow(2**31)))
-    return bool(getattr(result, "rowcount", 0))
+    statement = statement.values(**values, session_version=secrets.randbelow(2**31)).returning(USERS.c.name)
+    # What the insert returns says whether it inserted: psycopg's rowcount does not.
+    return session.execute(statement).first() is not None
 
 
 def get(session: Session, name: str) -> User | None:

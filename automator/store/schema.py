@@ -1,0 +1,129 @@
+"""The database's schema, owned by Alembic (revisions in `automator/migrations/versions`).
+
+A new, empty database is made at once at the newest revision (the demo's SQLite file needs
+no command). A database at an older revision is brought up to date only by `automator db
+upgrade`: every other command refuses to run on it and says so, since code and schema that
+disagree could lose or duplicate mail. A database made before migrations (its tables, no
+`alembic_version`) counts as the baseline revision.
+
+Two processes opening a new database at once take turns (SQLite's write lock, or an
+advisory lock on PostgreSQL), so that the second finds the tables made instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlmodel import SQLModel
+
+from automator import tables  # noqa: F401  (registers the tables)
+from automator.errors import ConfigError
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+BASELINE = "0001"  # the schema automator made before migrations
+SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema changes ("automato")
+
+
+class SchemaBehind(ConfigError):
+    """The database's schema is older than this automator: `automator db upgrade` first."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """Where a database's schema is, and where this automator's is."""
+
+    current: str | None  # None: no table at all (a new database)
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, in code: the revisions ship inside the package."""
+    settings = Config()
+    settings.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        settings.attributes["connection"] = connection
+    return settings
+
+
+def head() -> str:
+    found = ScriptDirectory.from_config(config()).get_current_head()
+    assert found is not None, "automator/migrations/versions holds no revision"
+    return found
+
+
+def revision_of(connection: Connection) -> Revision:
+    """The database's revision: Alembic's mark, the baseline for tables made before
+    migrations, or None for an empty database."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None and inspect(connection).get_table_names():
+        current = BASELINE
+    return Revision(current, head())
+
+
+def prepare(engine: Engine) -> None:
+    """Make a new database's schema at the newest revision; refuse one that is behind."""
+    with engine.connect() as connection:
+        revision = revision_of(connection)
+    if revision.up_to_date:
+        return
+    if revision.current is not None:
+        raise behind(revision)
+    with _exclusive(engine) as connection:
+        revision = revision_of(connection)  # looked at again: another process may have made it
+        if revision.current is None:
+            SQLModel.metadata.create_all(connection)
+            command.stamp(config(connection), "head")
+        elif not revision.up_to_date:
+            raise behind(revision)
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision (`automator db upgrade`); returns the
+    revisions before and after."""
+    with _exclusive(engine) as connection:
+        revision = revision_of(connection)
+        if revision.current is None:
+            SQLModel.metadata.create_all(connection)
+            command.stamp(config(connection), "head")
+        else:
+            if MigrationContext.configure(connection).get_current_revision() is None:
+                command.stamp(config(connection), BASELINE)  # made before migrations
+            command.upgrade(config(connection), "head")
+    return revision.current, revision.head
+
+
+def history() -> list[tuple[str, str]]:
+    """Every revision, the newest first, with the first line of what it says it changes."""
+    scripts = ScriptDirectory.from_config(config())
+    return [(script.revision, (script.doc or "").splitlines()[0]) for script in scripts.walk_revisions()]
+
+
+def behind(revision: Revision) -> SchemaBehind:
+    return SchemaBehind(
+        f"the database's schema is at revision {revision.current}, this automator needs {revision.head}: "
+        "run `automator db upgrade` (back the database up first)"
+    )
+
+
+@contextmanager
+def _exclusive(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that no other process changes the schema beside."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
+        elif engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        yield connection
+        connection.commit()

@@ -1,0 +1,143 @@
+"""Alembic owns the schema: the models and the revisions agree, a database made before
+migrations upgrades in place with its data, `automator db upgrade | current | history`
+work, a schema that is behind is refused with the command to run, and a new SQLite file
+needs no command at all. On both stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlmodel import SQLModel
+
+from automator.store import Store, schema
+from tests.test_daemon import AUTOMATOR
+
+TODAY = "0001"  # the schema of the release before migrations
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    """As the suite's, but a PostgreSQL database here starts empty (no schema made)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return f"sqlite:///{project_dir / 'automator.db'}"
+    return str(request.getfixturevalue("postgres_server").new_database(empty=True))
+
+
+@pytest.fixture
+def automator(
+    project_dir: Path, environ: dict[str, str], database_url: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The real CLI on `database_url`."""
+    env = {**os.environ, **environ, "AUTOMATOR_DATABASE_URL": database_url}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command_line = [*AUTOMATOR, "--project", str(project_dir), *args]
+        return subprocess.run(command_line, env=env, capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+def at_revision(url: str, revision: str, stamped: bool = True) -> None:
+    """A database whose schema is at `revision`; without `stamped`, as the release before
+    migrations left it (its tables, no alembic_version)."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        command.upgrade(schema.config(connection), revision)
+        if not stamped:
+            connection.execute(text("DROP TABLE alembic_version"))
+        connection.commit()
+    engine.dispose()
+
+
+def test_the_models_and_the_migrations_agree(database_url: str) -> None:
+    at_revision(database_url, "head")
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_a_database_made_before_migrations_upgrades_in_place_with_its_data(database_url, automator) -> None:
+    at_revision(database_url, TODAY, stamped=False)
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO contact (email, first_name, attributes, created_at, updated_at)"
+                " VALUES ('lan@example.com', 'Lan', '{}', '2026-11-20 03:00:00', '2026-11-20 03:00:00')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO console_user (name, password_hash, role, created_at)"
+                " VALUES ('ada', 'x', 'admin', '2026-11-20 03:00:00')"
+            )
+        )
+
+    refused = automator("contacts", "show", "lan@example.com")
+    upgraded = automator("db", "upgrade")
+    shown = automator("contacts", "show", "lan@example.com")
+
+    assert refused.returncode == 1 and "run `automator db upgrade`" in refused.stderr
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip() == f"upgraded the schema from revision {TODAY} to {schema.head()}"
+    assert shown.returncode == 0 and "Lan" in shown.stdout
+    with engine.connect() as connection:
+        assert "claimed_by" in {column["name"] for column in inspect(connection).get_columns("message")}
+        assert connection.execute(text("SELECT session_version FROM console_user")).scalar() == 0
+    engine.dispose()
+
+
+@pytest.mark.parametrize("args", [["tick"], ["run"]], ids=["tick", "run"])
+def test_a_schema_that_is_behind_is_refused_with_the_command_to_run(database_url, automator, args) -> None:
+    at_revision(database_url, TODAY)
+
+    result = automator(*args)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: the database's schema is at revision {TODAY}, this automator needs {schema.head()}: "
+        "run `automator db upgrade` (back the database up first)"
+    )
+
+
+def test_a_new_database_is_made_at_the_newest_revision_without_a_command(database_url, automator) -> None:
+    imported = automator("suppressions", "add", "lan@example.com", "--reason", "blocked")
+    current = automator("db", "current")
+
+    assert imported.returncode == 0, imported.stderr
+    assert current.stdout.strip() == f"{schema.head()} (the newest)"
+
+
+def test_db_current_says_when_an_upgrade_is_waiting_and_history_lists_the_revisions(
+    database_url, automator
+) -> None:
+    at_revision(database_url, TODAY)
+
+    current = automator("db", "current")
+    history = automator("db", "history")
+
+    assert current.returncode == 0
+    assert current.stdout.strip() == f"{TODAY} (behind {schema.head()}: run `automator db upgrade`)"
+    assert history.stdout.splitlines()[:2] == [
+        "0002  A claim's owner on each message, a session version per console user, failed logins.",
+        "0001  The schema as automator made it before migrations: every table, column and index.",
+    ]
+
+
+def test_opening_an_up_to_date_store_takes_no_lock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'automator.db'}"
+    Store(url).create_schema()
+    holder = Store(url)
+    with holder.transaction():  # a tick holds the write lock
+        Store(url).create_schema()  # returns at once instead of waiting for it
+    holder.dispose()
