@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,22 +63,47 @@ def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Debian's chromium; Playwright never downloads a browser of its own."""
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's chromium, started once for the session; its DevTools address. Playwright
+    never downloads a browser of its own. Each test connects with a Playwright of its own:
+    one alive across tests would keep its event loop running in this thread, and every
+    `asyncio.run` after it (the ticks of the next test's fixtures, the next modules) would fail."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: `make test` installs it (apt-get install chromium)")
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    profile = tmp_path_factory.mktemp("chromium")
+    process = subprocess.Popen(
+        [str(CHROMIUM), *CHROMIUM_ARGS, "--remote-debugging-port=0", f"--user-data-dir={profile}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        port = profile / "DevToolsActivePort"  # chromium writes the port it chose here
+        deadline = time.monotonic() + START
+        while not port.exists() or not port.read_text().strip():
+            assert process.poll() is None, f"chromium exited ({process.returncode}) while starting"
+            assert time.monotonic() < deadline, f"chromium did not start within {START:g} s"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port.read_text().split()[0]}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(START)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(START)
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="vi-VN")
-    yield context.new_page()
-    context.close()
+def page(chromium: str) -> Iterator[Any]:
+    """A new page in a new context of the session's chromium: nothing left from another test."""
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.connect_over_cdp(chromium)
+        context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="vi-VN")
+        yield context.new_page()
+        context.close()
+        browser.close()  # disconnects; the session's chromium keeps running
 
 
 def serve(project: Project, store: Store, engine: Engine) -> Iterator[str]:

@@ -65,8 +65,8 @@ def project_dir(project_dir: Path) -> Path:
 
 
 @pytest.fixture
-def daemon_env(environ: dict[str, str], smtp_server: LoopbackSmtpServer) -> dict[str, str]:
-    return {**os.environ, **environ, "AUTOMATOR_SMTP_URL": smtp_server.url(timeout=5)}
+def daemon_env(process_env: dict[str, str], smtp_server: LoopbackSmtpServer) -> dict[str, str]:
+    return {**process_env, "AUTOMATOR_SMTP_URL": smtp_server.url(timeout=5)}
 
 
 class DaemonProcess:
@@ -158,6 +158,7 @@ def message_ids_received(server: LoopbackSmtpServer) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.sqlite_only  # the single-daemon lock re-queues at start-up; on PostgreSQL leases expire
 def test_a_daemon_killed_mid_batch_loses_nothing_and_resends_with_the_same_message_id(
     start_daemon, carts_due, smtp_server, store, capsys, record_property
 ) -> None:
@@ -278,6 +279,7 @@ def test_sigint_stops_the_daemon_like_sigterm(start_daemon) -> None:
     assert daemon.logged("daemon stopped")
 
 
+@pytest.mark.sqlite_only  # one daemon per SQLite file
 def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(start_daemon, project_dir, daemon_env) -> None:
     first = start_daemon()
     first.wait_until(lambda: first.logged("daemon started"), STARTUP, "start")

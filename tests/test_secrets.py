@@ -6,7 +6,6 @@ signed with different keys, and a rotated secret keeps old links working, not ol
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -61,13 +60,13 @@ def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def without_secret(project_dir: Path, environ: dict[str, str]) -> dict[str, str]:
+def without_secret(project_dir: Path, process_env: dict[str, str]) -> dict[str, str]:
     """The environment of a project whose automator.toml and environment set no secret."""
     settings = project_dir / "automator.toml"
     lines = settings.read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if not line.startswith("secret")]
     settings.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    env = {**os.environ, **environ}
+    env = dict(process_env)
     env.pop("AUTOMATOR_SECRET", None)
     env.pop("AUTOMATOR_SMTP_URL", None)
     return env

@@ -7,8 +7,10 @@ is sent again with the same Message-ID (at-least-once, never silently lost).
 
 The parts, each on its own: `claims` (a batch read, re-checked and taken under a lease),
 `rechecks` (the pure decisions: suppressed, too late, cancelled, quiet hours, the cap),
-`letters` (the email a message becomes), `outcomes` (sent, retried, failed; the rule's
-`then`), and `dispatcher`, which runs them in turn while the transport sends.
+`rerender` (content that shows the send time follows a wait), `letters` (the email a
+message becomes), `outcomes` (sent, retried, failed; the rule's `then`), and `dispatcher`,
+which runs them in turn while the transport sends. Each works on a batch at a time: a
+claim's reads, verdicts and state changes are a few statements whatever its size.
 """
 
 from automator.dispatch.claims import LEASE

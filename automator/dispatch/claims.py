@@ -13,26 +13,25 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
 
-from automator import contents, emails
+from automator import emails
 from automator.clock import Clock
 from automator.config import Settings
 from automator.dispatch import letters
-from automator.dispatch.rechecks import Facts, Verdict, recheck
-from automator.errors import StatusChanged, TemplateError, UnsafeHeaderError
-from automator.model import DateTrigger, EventTrigger, Rule
+from automator.dispatch.rechecks import Facts, Verdict, recheck_batch, window_start
+from automator.dispatch.rerender import Rerender
+from automator.errors import UnsafeHeaderError
+from automator.model import DateTrigger, EventTrigger
 from automator.project import Project
 from automator.rendering import Renderer
 from automator.status import HoldKind, Status
-from automator.store import Store, contacts, coupons, events, messages, suppressions
-from automator.store.messages import Due
-from automator.tables import Message
+from automator.store import Store, contacts, events, messages, suppressions
+from automator.store.messages import Change, Content, Due
 
 LEASE = timedelta(minutes=5)
 RENEW_AFTER = LEASE / 3  # a batch still going out keeps its claims this fresh
@@ -45,12 +44,22 @@ class Claimed:
 
 
 @dataclass
-class Batch:
+class Taken:
     """What one claim did: the messages it took, what became of the others, and whether
     more may be due."""
 
-    claimed: list[Claimed]
+    messages: list[Due]
+    bodies: dict[int, Content]  # of the messages it took
     outcomes: list[tuple[str, str]]  # (rule, outcome) of each message it did not take
+    more: bool
+
+
+@dataclass
+class Batch:
+    """A claim's messages with their emails, ready to send."""
+
+    claimed: list[Claimed]
+    outcomes: list[tuple[str, str]]  # (rule, outcome) of each message not sent
     more: bool
 
 
@@ -61,136 +70,109 @@ class Claims:
         self.store = store
         self.project = project
         self.settings: Settings = project.settings
-        self.renderer = renderer
+        self.rerender = Rerender(renderer)
         self.clock = clock  # the real time: leases outlive whatever time a tick acts as
         self.owner = f"{kind}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.in_flight: set[int] = set()  # claimed, outcome not recorded yet
         self.renewed_at = clock()
 
-    def take(self, now: datetime, limit: int) -> Batch:
-        """Re-check a batch of due messages, write each verdict and mark the sendable ones
-        `sending` under this dispatcher's lease, in one transaction; then build their
-        emails, outside it (the write lock is held no longer than the claim needs)."""
-        outcomes: list[tuple[str, str]] = []
+    def take(self, now: datetime, limit: int) -> Taken:
+        """Re-check a batch of due messages, write the verdicts and mark the sendable ones
+        `sending` under this dispatcher's lease, in one transaction, a few statements for the
+        whole batch. Their emails are built after it (`letters`): the write lock is held no
+        longer than the claim needs."""
         with self.store.transaction() as session:
             due = messages.due(session, now, limit, lock=True)
             facts = self.facts(session, due, now)
-            in_batch: Counter[int] = Counter()
-            sendable = []
-            for message in due:
-                verdict = recheck(message, now, facts, self.settings, in_batch[message.contact_id])
-                if verdict.status is None:
-                    sendable.append(message)
-                    in_batch[message.contact_id] += 1
-                    continue
-                try:
-                    self.write(session, message, verdict, facts.rules[message.rule_id], now)
-                except StatusChanged:
-                    continue  # another dispatcher or a person changed it since it was read
-                outcomes.append((message.rule_id, verdict.outcome or ""))
+            verdicts = recheck_batch(due, now, facts, self.settings)
+            stopped = [(m, v) for m, v in zip(due, verdicts, strict=True) if v.status is not None]
+            sendable = [m for m, v in zip(due, verdicts, strict=True) if v.status is None]
+            outcomes = self.write(session, stopped, facts, now)
             taken = messages.claim(session, sendable, now, self.owner, self.lease_end())
+            # Read on the claim's connection: another would find its cache out of date.
+            bodies = messages.bodies(session, [message.id for message in taken])
         self.in_flight.update(message.id for message in taken)
-        claimed = self._letters(taken, now, outcomes)
-        return Batch(claimed, outcomes, len(due) == limit)
+        return Taken(taken, bodies, outcomes, len(due) == limit)
 
-    def _letters(self, taken: list[Due], now: datetime, outcomes: list[tuple[str, str]]) -> list[Claimed]:
-        """The claimed messages' emails; one whose header would carry a line break is held."""
-        claimed, unsafe = [], []
-        for message in taken:
+    def letters(self, taken: Taken, now: datetime) -> tuple[list[Claimed], list[Change]]:
+        """The claimed messages' emails, and the holds of those whose header would carry a
+        line break (`hold` writes them)."""
+        claimed: list[Claimed] = []
+        unsafe: list[Change] = []
+        for message in taken.messages:
             try:
-                claimed.append(Claimed(message, letters.build(self.settings, message.contact, message, now)))
+                content = taken.bodies[message.id]
+                email = letters.build_stored(self.settings, message.contact, message, content, now)
+                claimed.append(Claimed(message, email))
             except UnsafeHeaderError as exc:
-                unsafe.append((message, str(exc)))
-        if unsafe:
-            with self.store.session() as session:
-                for message, reason in unsafe:
-                    stored = messages.known(session, message.id)
-                    messages.change(
-                        session,
-                        stored,
-                        Status.HELD,
-                        now,
-                        reason,
-                        hold_kind=HoldKind.HEADER,
-                        lease_until=None,
-                        claimed_by=None,
-                    )
-                    outcomes.append((message.rule_id, "held: unsafe header"))
-            self.in_flight.difference_update(message.id for message, _ in unsafe)
-        return claimed
+                values = {"hold_kind": HoldKind.HEADER, "lease_until": None, "claimed_by": None}
+                unsafe.append(Change(message.id, Status.HELD, str(exc), values))
+        return claimed, unsafe
+
+    def hold(self, unsafe: list[Change], rule_of: dict[int, str], now: datetime) -> list[tuple[str, str]]:
+        """Hold claimed messages whose email must not be built; returns their outcomes."""
+        with self.store.session() as session:
+            made = messages.change_many(session, unsafe, now, expected=(Status.SENDING,))
+        self.in_flight.difference_update(change.message_id for change in unsafe)
+        return [(rule_of[change.message_id], "held: unsafe header") for change in made]
 
     def facts(self, session: Session, batch: list[Due], now: datetime) -> Facts:
-        """Everything the re-checks of a batch need, read in a few queries for the whole batch."""
+        """Everything the re-checks of a batch need, read in a few queries for the whole batch.
+
+        Events are read from the earliest moment one could stop a message of the batch that
+        is not past its lateness already (that one is cancelled before they are looked at);
+        the events that triggered the messages are among them."""
         rules = {rule_id: self.project.rule(rule_id) for rule_id in {m.rule_id for m in batch}}
         triggers = [rule.trigger for rule in rules.values() if rule is not None]
-        newest = {t.event for t in triggers if isinstance(t, EventTrigger) and t.latest_per}
-        event_types = {t.cancel_if.event for t in triggers if t.cancel_if is not None} | newest
-        event_ids = {m.event_id for m in batch if m.event_id is not None} if newest else set()
+        grouped = {t.event: t.latest_per for t in triggers if isinstance(t, EventTrigger) and t.latest_per}
+        event_types = {t.cancel_if.event for t in triggers if t.cancel_if is not None} | set(grouped)
         dated = any(isinstance(t, DateTrigger) for t in triggers)
         contact_ids = {m.contact_id for m in batch}
+        live = [m for m in batch if now <= m.expires_at]
+        since = min((window_start(m, rules[m.rule_id]) for m in live), default=now)
+        history = events.seen_between(
+            session, {m.contact_id for m in live}, event_types, since, now, set(grouped.values())
+        )
+        own = {m.event_id for m in live if m.event_id is not None} if grouped else set()
         cap = self.settings.frequency_cap
         return Facts(
             rules=rules,
             runnable={rule.id for rule in self.project.rules},
             suppressed=suppressions.among(session, {m.email for m in batch}),
-            events=events.of_types(session, contact_ids, event_types, now),
-            own_events=events.by_ids(session, event_ids),
+            events=history,
+            own_events={event.id: event for seen in history.values() for event in seen if event.id in own},
             dates=contacts.dates_of(session, contact_ids) if dated else {},
             sent=messages.sent_times(session, contact_ids, now - cap.per, now) if cap else {},
         )
 
     def write(
-        self, session: Session, message: Due, verdict: Verdict, rule: Rule | None, now: datetime
-    ) -> None:
-        """A verdict that stops or delays a message, written as a compare-and-set on `queued`."""
-        assert verdict.status is not None
-        stored = messages.known(session, message.id)
-        if verdict.repeat_quietly and verdict.until is not None:
-            last = messages.history(session, message.id)[-1:]
-            if last and last[0].reason == verdict.reason:  # the history says so once
-                messages.reschedule(session, stored, verdict.until)
-                return
-        values: dict[str, Any] = {"send_at": verdict.until} if verdict.until is not None else {}
-        if verdict.expires_at is not None:
-            values["expires_at"] = verdict.expires_at
-        if verdict.hold_kind is not None:
-            values["hold_kind"] = verdict.hold_kind
-        messages.change(session, stored, verdict.status, now, verdict.reason, **values)
-        if verdict.expires_at is not None and rule is not None:  # a wait: the send time moved
-            self._rerender(session, stored, rule, now)
-
-    def _rerender(self, session: Session, message: Message, rule: Rule, now: datetime) -> None:
-        """Content that depends on the send time (days left…) follows a moved send time; the
-        stored content stays exactly what will be sent."""
-        contact = contacts.by_id(session, message.contact_id)
-        assert contact is not None and message.id is not None
-        coupon = coupons.for_message(session, message.id)
-        try:
-            rendered = contents.render(self.renderer, session, rule, message, contact, coupon)
-        except TemplateError as exc:
-            messages.record(
-                session, message.id, now, message.status, f"kept the content rendered earlier: {exc}"
-            )
-            return
-        stored = messages.content(session, message.id)
-        if (rendered.subject, rendered.text, rendered.html) != (message.subject, stored.text, stored.html):
-            messages.change(
-                session,
-                message,
-                message.status,
-                now,
-                "re-rendered for the new send time",
-                subject=rendered.subject,
-            )
-            messages.set_content(session, message.id, rendered.text, rendered.html)
+        self, session: Session, stopped: list[tuple[Due, Verdict]], facts: Facts, now: datetime
+    ) -> list[tuple[str, str]]:
+        """The verdicts that stop or delay messages, as compare-and-sets on `queued`, a few
+        statements for the batch; returns (rule, outcome) of each message changed. A wait
+        whose reason the history gives last already only moves the send time."""
+        repeats = [m.id for m, v in stopped if v.repeat_quietly and v.until is not None]
+        last = messages.last_reasons(session, repeats) if repeats else {}
+        quietly = {m.id: v.until for m, v in stopped if v.until is not None and last.get(m.id) == v.reason}
+        changes = [_change(m, v) for m, v in stopped if m.id not in quietly]
+        made = {c.message_id for c in messages.change_many(session, changes, now, expected=(Status.QUEUED,))}
+        made.update(messages.reschedule_many(session, quietly))
+        # A wait moved the send time: content that shows it follows.
+        moved = [m for m, v in stopped if v.expires_at is not None and m.id in made]
+        self.rerender.follow(session, moved, facts.rules, now)
+        # Another dispatcher or a person changed the others since they were read.
+        return [(m.rule_id, v.outcome or "") for m, v in stopped if m.id in made]
 
     def lease_end(self) -> datetime:
         return self.clock() + LEASE
 
+    def renewal_due(self) -> bool:
+        return self.clock() - self.renewed_at > RENEW_AFTER
+
     def renew(self) -> None:
         """Keep the claims from expiring while they are still being sent: an expired lease
         would let another process put them back and send them again."""
-        if self.clock() - self.renewed_at <= RENEW_AFTER:
+        if not self.renewal_due():
             return
         self.renewed_at = self.clock()
         with self.store.session() as session:
@@ -207,3 +189,17 @@ class Claims:
             messages.requeue_expired(
                 session, self.clock(), "lease expired while sending; will be sent again (same Message-ID)"
             )
+
+
+def _change(message: Due, verdict: Verdict) -> Change:
+    """A verdict as the change it makes: the new status, why, and the send time, deadline
+    or kind of hold that go with it."""
+    assert verdict.status is not None
+    values: dict[str, Any] = {}
+    if verdict.until is not None:
+        values["send_at"] = verdict.until
+    if verdict.expires_at is not None:
+        values["expires_at"] = verdict.expires_at
+    if verdict.hold_kind is not None:
+        values["hold_kind"] = verdict.hold_kind
+    return Change(message.id, verdict.status, verdict.reason, values)

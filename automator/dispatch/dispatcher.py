@@ -49,25 +49,34 @@ class Dispatcher:
         """Deliver every message due by `now`; returns how many were sent.
 
         Bounded: each pass moves every message it touches out of the due set (claimed,
-        cancelled, or deferred past now).
+        cancelled, or deferred past now), and a batch with nothing to send does not end the
+        run while more may be due.
         """
         self.claims.recover_expired()
         # The database work runs in a worker thread while the event loop sends, one
         # transaction at a time: two at once would contend for SQLite's write lock and the GIL.
         database = asyncio.Lock()
         sent = 0
-        batch = await _serially(database, self.claim, now, report, batch_size)
-        for _ in range(100_000):
-            if not batch.claimed:
-                break
-            # The next batch is claimed while this one is being sent.
-            sending = asyncio.ensure_future(self.send(batch.claimed, now, report, database))
-            stopping = stop is not None and stop.is_set()
-            if batch.more and not stopping:
-                batch = await _serially(database, self.claim, now, report, batch_size)
-            else:
-                batch = Batch([], [], False)
-            sent += await sending
+        batch = await self.claim(database, now, report, batch_size)
+        # The next batch is claimed while one goes out, and starts going out while the one
+        # before has its last outcomes recorded: at most two batches are in flight.
+        in_flight: list[asyncio.Future[int]] = []
+        try:
+            for _ in range(100_000):
+                if batch.claimed:
+                    in_flight.append(asyncio.ensure_future(self.send(batch.claimed, now, report, database)))
+                if not batch.more or (stop is not None and stop.is_set()):
+                    batch = Batch([], [], False)
+                    break
+                batch = await self.claim(database, now, report, batch_size)
+                while len(in_flight) > 1:
+                    sent += await in_flight.pop(0)
+            while in_flight:
+                sent += await in_flight[0]
+                in_flight.pop(0)
+        finally:
+            for sending in in_flight:  # a claim failed, or a stop past the grace: the sends stop too
+                sending.cancel()
         if batch.claimed:  # claimed but never sent (stopping): back to the queue now
             ids = [item.message.id for item in batch.claimed]
             self.claims.in_flight.difference_update(ids)
@@ -78,14 +87,19 @@ class Dispatcher:
         """Put back what this dispatcher claimed and has no outcome for yet (a stop)."""
         return self.claims.give_back(self.claims.in_flight, reason)
 
-    def claim(self, now: datetime, report: TickReport, limit: int) -> Batch:
-        """Claim a batch (in a worker thread while the previous batch is sent; it adds to
-        `report` only under the report's lock)."""
-        batch = self.claims.take(now, limit)
-        with report.lock:
-            for rule_id, outcome in batch.outcomes:
+    async def claim(self, database: asyncio.Lock, now: datetime, report: TickReport, limit: int) -> Batch:
+        """Claim a batch (in a worker thread, while the batch before is sent), then build
+        its emails (in a worker thread too, the database left to the recording meanwhile)."""
+        taken = await _serially(database, self.claims.take, now, limit)
+        claimed, unsafe = await asyncio.to_thread(self.claims.letters, taken, now)
+        outcomes = taken.outcomes
+        if unsafe:
+            rule_of = {message.id: message.rule_id for message in taken.messages}
+            outcomes = outcomes + await _serially(database, self.claims.hold, unsafe, rule_of, now)
+        with report.lock:  # the recording threads add to it too
+            for rule_id, outcome in outcomes:
                 report.rule(rule_id).outcomes[outcome] += 1
-        return batch
+        return Batch(claimed, outcomes, taken.more)
 
     async def send(
         self, claimed: list[Claimed], now: datetime, report: TickReport, database: asyncio.Lock
@@ -117,15 +131,23 @@ class Dispatcher:
                     finally:
                         waiting.cancel()
                 enough.clear()
-                taken = finished[:]
-                del finished[:]
-                if taken:
-                    sent += await _serially(database, self.record, taken, now, report)
-                await _serially(database, self.claims.renew)
+                if finished:
+                    sent += await _serially(database, self.record_finished, finished, now, report)
+                if self.claims.renewal_due():
+                    await _serially(database, self.claims.renew)
         finally:
             sending.cancel()  # a stop past the grace cancels us: the sends stop with us
         await sending  # send_many reports each email's error; this only raises on a bug
         return sent
+
+    def record_finished(
+        self, finished: list[tuple[Claimed, BaseException | None]], now: datetime, report: TickReport
+    ) -> int:
+        """Record the outcomes `finished` holds once the database is free (more may have
+        come in meanwhile: one transaction for all of them), and take them out of it."""
+        taken = finished[:]
+        del finished[: len(taken)]  # the event loop may append more meanwhile; they stay
+        return self.record(taken, now, report)
 
     def record(
         self, outcomes: list[tuple[Claimed, BaseException | None]], now: datetime, report: TickReport

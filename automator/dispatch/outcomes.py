@@ -15,7 +15,7 @@ from automator.errors import PermanentDeliveryError, StatusChanged, TemporaryDel
 from automator.project import Project
 from automator.status import Status
 from automator.store import Store, contacts, messages, suppressions
-from automator.store.messages import Due
+from automator.store.messages import Change, Due
 
 log = logging.getLogger("automator.dispatch")
 
@@ -70,14 +70,30 @@ class Outcomes:
         contacts.add_tags(session, tags, now)
 
     def failed(self, failures: list[tuple[Due, BaseException]], now: datetime) -> list[tuple[str, str]]:
-        """Record failed sends (one log line per failure) in one transaction; returns each
-        one's rule and outcome for the summary."""
+        """Record failed sends (one log line per failure) in one transaction, a few
+        statements for all of them; returns each one's rule and outcome for the summary."""
+        changes: list[Change] = []
+        outcomes: list[tuple[str, str]] = []
+        for message, error in failures:
+            change, outcome = self._failure(message, now, error)
+            changes.append(change)
+            outcomes.append((message.rule_id, outcome))
         with self.store.session() as session:
-            return [
-                (message.rule_id, self._failure(session, message, now, error)) for message, error in failures
+            made = {change.message_id for change in messages.change_many(session, changes, now, SENDING)}
+            bounced = [
+                (message.email, str(error))
+                for message, error in failures
+                if message.id in made and isinstance(error, PermanentDeliveryError) and error.address_rejected
             ]
+            suppressions.add_many(session, bounced, "bounced", now)
+            for change in changes:
+                if change.message_id not in made:  # its lease ran out and someone else has it now
+                    happened = messages.last_change(session, change.message_id)
+                    log.warning("failure not recorded: %s", StatusChanged(change.message_id, *happened))
+        return outcomes
 
-    def _failure(self, session: Session, message: Due, now: datetime, error: BaseException) -> str:
+    def _failure(self, message: Due, now: datetime, error: BaseException) -> tuple[Change, str]:
+        """What a failed send changes, and the outcome for the summary."""
         log.warning(
             "delivery failed",
             extra={
@@ -90,66 +106,28 @@ class Outcomes:
                 }
             },
         )
-        try:
-            if isinstance(error, PermanentDeliveryError):
-                self.permanent_failure(session, message, now, error)
-                return "failed: rejected by server"
-            if not isinstance(error, TemporaryDeliveryError):
-                # An unexpected error must not lose the message: retry it like a 4xx.
-                log.error("unexpected error sending message %s", message.id, exc_info=error)
-                error = TemporaryDeliveryError(repr(error))
-            self.temporary_failure(session, message, now, error)
-            return "retrying: delivery failed"
-        except StatusChanged as changed:  # its lease ran out and someone else has it now
-            log.warning("failure not recorded: %s", changed)
-            return "retrying: delivery failed"
+        if isinstance(error, PermanentDeliveryError):
+            values = {"lease_until": None, "last_error": str(error)}
+            rejected = Change(message.id, Status.FAILED, f"rejected: {error}", values)
+            return rejected, "failed: rejected by server"
+        if not isinstance(error, TemporaryDeliveryError):
+            # An unexpected error must not lose the message: retry it like a 4xx.
+            log.error("unexpected error sending message %s", message.id, exc_info=error)
+            error = TemporaryDeliveryError(repr(error))
+        return self.temporary_failure(message, now, error), "retrying: delivery failed"
 
-    def temporary_failure(
-        self, session: Session, message: Due, now: datetime, exc: TemporaryDeliveryError
-    ) -> None:
-        stored = messages.known(session, message.id)
+    def temporary_failure(self, message: Due, now: datetime, exc: TemporaryDeliveryError) -> Change:
+        """Back to the queue with a retry time, or failed for good after the last attempt."""
         if message.attempts >= self.settings.retry_limit:
             gave_up = f"gave up after {message.attempts} attempts: {exc}"
-            messages.change(
-                session,
-                stored,
-                Status.FAILED,
-                now,
-                gave_up,
-                lease_until=None,
-                last_error=str(exc),
-                expected=SENDING,
-            )
-            return
+            return Change(message.id, Status.FAILED, gave_up, {"lease_until": None, "last_error": str(exc)})
         retry = policies.retry_at(message.attempts, now)
-        messages.change(
-            session,
-            stored,
-            Status.QUEUED,
-            now,
-            f"attempt {message.attempts} failed, retry at {retry.isoformat()}: {exc}",
-            send_at=retry,
-            lease_until=None,
-            claimed_by=None,
-            last_error=str(exc),
-            expected=SENDING,
-            expires_at=max(message.expires_at, retry + timedelta(days=1)),
-        )
-
-    def permanent_failure(
-        self, session: Session, message: Due, now: datetime, exc: PermanentDeliveryError
-    ) -> None:
-        stored = messages.known(session, message.id)
-        rejected = f"rejected: {exc}"
-        messages.change(
-            session,
-            stored,
-            Status.FAILED,
-            now,
-            rejected,
-            lease_until=None,
-            last_error=str(exc),
-            expected=SENDING,
-        )
-        if exc.address_rejected:
-            suppressions.add(session, message.email, "bounced", str(exc), now)
+        values = {
+            "send_at": retry,
+            "lease_until": None,
+            "claimed_by": None,
+            "last_error": str(exc),
+            "expires_at": max(message.expires_at, retry + timedelta(days=1)),
+        }
+        reason = f"attempt {message.attempts} failed, retry at {retry.isoformat()}: {exc}"
+        return Change(message.id, Status.QUEUED, reason, values)

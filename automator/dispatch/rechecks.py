@@ -4,6 +4,7 @@ then writes. Nothing here reads the database or the clock."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,8 +13,8 @@ from automator.config import Settings
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.status import HoldKind, Status
 from automator.store.contacts import Recipient
+from automator.store.events import Seen
 from automator.store.messages import Due
-from automator.tables import Event
 
 RULE_MISSING_RETRY = timedelta(minutes=10)
 
@@ -25,8 +26,10 @@ class Facts:
     rules: dict[str, Rule | None]  # the batch's rules by id (None: does not load)
     runnable: set[str]  # ids of the rules that run (enabled, template parses)
     suppressed: set[str]
-    events: dict[int, list[Event]]  # per contact, of the types the batch's rules look at, by time
-    own_events: dict[int, Event]  # the events that triggered the batch's messages (for latest_per)
+    # Per contact, by time: the events of the types the batch's rules look at, from the
+    # earliest moment one of them could stop a message of the batch (`window_start`).
+    events: dict[int, list[Seen]]
+    own_events: dict[int, Seen]  # the events that triggered the batch's messages (for latest_per)
     dates: dict[int, dict[str, datetime]]  # per contact, date attributes (for date triggers)
     sent: dict[int, list[datetime]]  # per contact, send times inside the frequency-cap window
 
@@ -54,6 +57,19 @@ class Cancel:
 
     kind: str
     reason: str
+
+
+def recheck_batch(batch: list[Due], now: datetime, facts: Facts, settings: Settings) -> list[Verdict]:
+    """Each message's verdict, in the batch's order: the messages an earlier one of the same
+    contact sends count for the frequency cap as sent now."""
+    going: Counter[int] = Counter()
+    verdicts = []
+    for message in batch:
+        verdict = recheck(message, now, facts, settings, going[message.contact_id])
+        if verdict.status is None:
+            going[message.contact_id] += 1
+        verdicts.append(verdict)
+    return verdicts
 
 
 def recheck(message: Due, now: datetime, facts: Facts, settings: Settings, claimed: int = 0) -> Verdict:
@@ -102,17 +118,29 @@ def cancel_reason(rule: Rule, message: Due, contact: Recipient, now: datetime, f
     return None
 
 
-def _cancelling_event(
-    kind: str, rule: Rule, message: Due, history: list[Event], now: datetime
-) -> Event | None:
-    """The first event of `kind` in the window that cancels the message: after its trigger
-    event, or for a date trigger from `within` before the date (else from when it was due)."""
+def window_start(message: Due, rule: Rule | None) -> datetime:
+    """The earliest moment an event that stops the message can have happened: none before
+    it is read for its batch."""
+    if rule is None:
+        return message.occurred_at
+    return min(_cancel_since(rule, message), message.occurred_at)
+
+
+def _cancel_since(rule: Rule, message: Due) -> datetime:
+    """Where the window of cancelling events begins: at the trigger event (after it), or
+    for a date trigger `within` before the date (else when it was due), inclusive."""
     trigger = rule.trigger
-    since = message.occurred_at
-    inclusive = isinstance(trigger, DateTrigger)
     if isinstance(trigger, DateTrigger) and trigger.cancel_if is not None:
         within = trigger.cancel_if.within
-        since = message.occurred_at - within if within is not None else message.due_at
+        return message.occurred_at - within if within is not None else message.due_at
+    return message.occurred_at
+
+
+def _cancelling_event(kind: str, rule: Rule, message: Due, history: list[Seen], now: datetime) -> Seen | None:
+    """The first event of `kind` in the window that cancels the message: after its trigger
+    event, or for a date trigger from `within` before the date (else from when it was due)."""
+    since = _cancel_since(rule, message)
+    inclusive = isinstance(rule.trigger, DateTrigger)
     return next(
         (
             e
@@ -153,16 +181,16 @@ def _wait(message: Due, rule: Rule, until: datetime, why: str, outcome: str) -> 
     )
 
 
-def _newer_of_same(event: Event | None, history: list[Event], key: str, now: datetime) -> Event | None:
+def _newer_of_same(event: Seen | None, history: list[Seen], key: str, now: datetime) -> Seen | None:
     """A later event of the same type with the same `key` property (e.g. the same cart)."""
-    if event is None or event.properties.get(key) is None:
+    value = event.groups.get(key) if event is not None else None
+    if event is None or value is None:
         return None  # events without the property are each their own group (as when queued)
-    value = event.properties[key]
     return next(
         (
             other
             for other in history
-            if other.type == event.type and event.at < other.at <= now and other.properties.get(key) == value
+            if other.type == event.type and event.at < other.at <= now and other.groups.get(key) == value
         ),
         None,
     )

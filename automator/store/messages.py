@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, fields
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Row, String, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
 from automator.errors import StatusChanged
 from automator.status import Status, allowed
-from automator.store import coupons, insert, table
+from automator.store import coupons, execute_many, insert, table
 from automator.store.contacts import CONTACTS, Recipient
 from automator.tables import Message, MessageContent, MessageHistory, UTCDateTime
 
@@ -23,6 +26,29 @@ CONTENT = table(MessageContent)
 
 STATUSES = tuple(Status)
 OPEN_STATUSES = (Status.QUEUED, Status.HELD)
+
+
+class _per_row(FunctionElement[str]):  # noqa: N801 (named as SQL functions are)
+    """A column compared in each row found by id, never looked up through its own index:
+    `+status` on SQLite, where unary plus changes no value. A batch's compare-and-set
+    (`id IN (…) AND status = 'queued'`) would otherwise go through the status index, over
+    every queued message, instead of to the batch's rows by id."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_per_row)
+def _column(element: _per_row, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_per_row, "sqlite")
+def _unindexed_column(element: _per_row, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
+
+
+STATUS_PER_ROW = _per_row(MESSAGES.c.status)
 
 
 def enqueue(
@@ -56,6 +82,19 @@ def content(session: Session, message_id: int) -> Content:
         select(CONTENT.c.text_body, CONTENT.c.html_body).where(CONTENT.c.message_id == message_id)
     ).first()
     return Content(row.text_body, row.html_body) if row else Content("", "")
+
+
+def bodies(session: Session, message_ids: Collection[int]) -> dict[int, Content]:
+    """Several messages' bodies (empty before they are rendered)."""
+    found = {message_id: Content("", "") for message_id in message_ids}
+    if found:
+        rows = session.execute(
+            select(CONTENT.c.message_id, CONTENT.c.text_body, CONTENT.c.html_body).where(
+                CONTENT.c.message_id.in_(list(found))
+            )
+        )
+        found.update({message_id: Content(text, html) for message_id, text, html in rows.all()})
+    return found
 
 
 def set_content(session: Session, message_id: int, text: str, html: str) -> None:
@@ -120,6 +159,122 @@ def change(
         coupons.return_to_pool(session, [message.id])  # a cancelled message never goes out
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One message's move to `status` and why; `values` are the other columns it sets."""
+
+    message_id: int
+    status: Status
+    reason: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+def change_many(
+    session: Session,
+    changes: Iterable[Change],
+    at: datetime,
+    expected: Collection[str],
+    actor: str = "automator",
+) -> list[Change]:
+    """`change` for many messages at once, each a compare-and-set on the `expected`
+    statuses: one UPDATE … RETURNING per status, then the values that differ between
+    messages in one executemany, then one INSERT of all their history lines. Returns the
+    changes made; a message no longer in an expected status is left as it is."""
+    by_status: dict[Status, list[Change]] = {}
+    for one in changes:
+        by_status.setdefault(one.status, []).append(one)
+    made: list[Change] = []
+    for status, group in by_status.items():
+        if not all(allowed(old, status) for old in expected):
+            raise ValueError(f"a message cannot go from {' or '.join(expected)} to {status}")
+        values = {one.message_id: one.values for one in group}
+        changed = set(_update_each(session, values, expected, status=status))
+        made += [one for one in group if one.message_id in changed]
+    record_each(session, [(one.message_id, one.status, one.reason) for one in made], at, actor)
+    cancelled = [one.message_id for one in made if one.status == Status.CANCELLED]
+    if cancelled:
+        coupons.return_to_pool(session, cancelled)  # a cancelled message never goes out
+    return made
+
+
+def _update_each(
+    session: Session, values: Mapping[int, Mapping[str, Any]], expected: Collection[str], **shared: Any
+) -> list[int]:
+    """Set `shared` and each message's own `values` on the messages still in an `expected`
+    status; returns their ids.
+
+    The compare-and-set is one UPDATE … RETURNING for all of them; what differs between
+    them (a send time each) follows in one executemany, for the rows it took: they are this
+    transaction's from that UPDATE on (SQLite's write lock, PostgreSQL's row locks)."""
+    if not values:
+        return []
+    common = {**shared, **_shared_values(values.values())}
+    changed = list(
+        session.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id.in_(list(values)), STATUS_PER_ROW.in_(tuple(expected)))
+            .values(**common)
+            .returning(MESSAGES.c.id)
+        ).scalars()
+    )
+    own: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for message_id in changed:
+        row = {name: value for name, value in values[message_id].items() if name not in common}
+        if row:
+            own.setdefault(tuple(sorted(row)), []).append({"row_id": message_id, **row})
+    for names, rows in own.items():
+        statement = (
+            update(MESSAGES)
+            .where(MESSAGES.c.id == bindparam("row_id"))
+            .values({name: bindparam(f"new_{name}", type_=MESSAGES.c[name].type) for name in names})
+        )
+        params = [{"row_id": row["row_id"], **{f"new_{name}": row[name] for name in names}} for row in rows]
+        session.execute(statement, params)
+    return changed
+
+
+def _shared_values(values: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The columns every message sets, to the same value."""
+    rows = list(values)
+    shared = dict(rows[0])
+    for row in rows[1:]:
+        shared = {name: value for name, value in shared.items() if name in row and row[name] == value}
+    return shared
+
+
+def record_each(
+    session: Session, lines: list[tuple[int, str, str]], at: datetime, actor: str = "automator"
+) -> None:
+    """History lines (message id, status, reason), all at `at`, in one statement."""
+    execute_many(
+        session,
+        HISTORY.insert(),
+        [
+            {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": actor}
+            for message_id, status, reason in lines
+        ],
+    )
+
+
+def reschedule_many(session: Session, send_at: Mapping[int, datetime]) -> list[int]:
+    """Move queued messages' send times without history lines (repeated, identical waits);
+    returns the ids moved (one no longer queued is left as it is)."""
+    moves = {message_id: {"send_at": at} for message_id, at in send_at.items()}
+    return _update_each(session, moves, (Status.QUEUED,), status=Status.QUEUED)
+
+
+def last_reasons(session: Session, message_ids: Collection[int]) -> dict[int, str]:
+    """Each message's latest history line's reason."""
+    if not message_ids:
+        return {}
+    rows = session.execute(
+        select(HISTORY.c.message_id, HISTORY.c.reason)
+        .where(HISTORY.c.message_id.in_(message_ids))
+        .order_by(HISTORY.c.at, HISTORY.c.id)
+    )
+    return {message_id: reason for message_id, reason in rows}  # the last of each wins
+
+
 def last_change(session: Session, message_id: int) -> tuple[str, datetime | None]:
     """A message's status now, and when it entered it (from its history)."""
     current = session.execute(select(MESSAGES.c.status).where(MESSAGES.c.id == message_id)).scalar_one()
@@ -127,12 +282,6 @@ def last_change(session: Session, message_id: int) -> tuple[str, datetime | None
         select(func.max(HISTORY.c.at)).where(HISTORY.c.message_id == message_id, HISTORY.c.status == current)
     ).scalar()
     return current, at
-
-
-def reschedule(session: Session, message: Message, send_at: datetime) -> None:
-    """Move a message's send time without a history line (for repeated, identical waits)."""
-    session.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(send_at=send_at))
-    message.send_at = send_at
 
 
 def get(session: Session, message_id: int) -> Message | None:
@@ -159,7 +308,8 @@ def history(session: Session, message_id: int) -> list[MessageHistory]:
 @dataclass(slots=True)
 class Due:
     """A due message as the dispatcher reads it, with its contact: the columns its re-checks,
-    the email and the outcome need, as plain values (no ORM objects to build and track)."""
+    the email and the outcome need, as plain values (no ORM objects to build and track).
+    Its bodies are read once it is claimed (`bodies`)."""
 
     id: int
     rule_id: str
@@ -172,20 +322,11 @@ class Due:
     skip_policies: bool
     attempts: int
     subject: str
-    text_body: str
-    html_body: str
     message_id: str
     contact: Recipient
 
 
-BODIES = ("text_body", "html_body")
-DUE_COLUMNS = [
-    func.coalesce(CONTENT.c[column.name], "").label(column.name)
-    if column.name in BODIES
-    else MESSAGES.c[column.name]
-    for column in fields(Due)
-    if column.name != "contact"
-]
+DUE_COLUMNS = [MESSAGES.c[column.name] for column in fields(Due) if column.name != "contact"]
 RECIPIENT_COLUMNS = [CONTACTS.c[column.name] for column in fields(Recipient) if column.name != "id"]
 
 
@@ -200,15 +341,11 @@ def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list
         return []
     query = (
         select(*DUE_COLUMNS, *RECIPIENT_COLUMNS)
-        .select_from(
-            MESSAGES.outerjoin(CONTENT, CONTENT.c.message_id == MESSAGES.c.id).outerjoin(
-                CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id
-            )
-        )
+        .select_from(MESSAGES.outerjoin(CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id))
         .where(MESSAGES.c.id.in_(ids))
         .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
     )
-    return [_due(row) for row in session.execute(query)]
+    return [_due(row) for row in session.execute(query).all()]
 
 
 def _due_ids(session: Session, now: datetime, limit: int, lock: bool) -> list[int]:
@@ -364,20 +501,28 @@ def sent_times(
     session: Session, contact_ids: set[int], since: datetime, now: datetime
 ) -> dict[int, list[datetime]]:
     """Per contact, when their messages were sent after `since` (the frequency-cap window);
-    a message being sent right now counts as sent now."""
+    a message being sent right now counts as sent now.
+
+    Only a sent message has a `sent_at`, so the (contact, sent_at) index answers the first
+    query alone: asked for the status too, SQLite went through the status index, over every
+    message ever sent."""
     found: dict[int, list[datetime]] = {}
-    if contact_ids:
-        rows = session.execute(
-            select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
-                MESSAGES.c.contact_id.in_(contact_ids),
-                or_(
-                    and_(MESSAGES.c.status == "sent", MESSAGES.c.sent_at > since),
-                    MESSAGES.c.status == "sending",
-                ),
-            )
+    if not contact_ids:
+        return found
+    sent = session.execute(
+        select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
+            MESSAGES.c.contact_id.in_(contact_ids), MESSAGES.c.sent_at > since
         )
-        for contact_id, sent_at in rows:
-            found.setdefault(contact_id, []).append(sent_at or now)
+    )
+    sending = session.execute(
+        select(MESSAGES.c.contact_id).where(
+            MESSAGES.c.status == Status.SENDING, MESSAGES.c.contact_id.in_(contact_ids)
+        )
+    )
+    for contact_id, sent_at in sent:
+        found.setdefault(contact_id, []).append(sent_at)
+    for contact_id in sending.scalars():
+        found.setdefault(contact_id, []).append(now)
     return found
 
 
@@ -393,7 +538,7 @@ def claim(session: Session, due: list[Due], now: datetime, owner: str, lease_unt
     taken = set(
         session.execute(
             update(MESSAGES)
-            .where(MESSAGES.c.id.in_([message.id for message in due]), MESSAGES.c.status == Status.QUEUED)
+            .where(MESSAGES.c.id.in_([message.id for message in due]), STATUS_PER_ROW == Status.QUEUED)
             .values(
                 status=Status.SENDING,
                 lease_until=lease_until,
@@ -422,7 +567,7 @@ def mark_sent(session: Session, delivered: list[Due], now: datetime) -> list[int
             update(MESSAGES)
             .where(
                 MESSAGES.c.id.in_([message.id for message in delivered]),
-                MESSAGES.c.status.in_((Status.SENDING, Status.QUEUED)),
+                STATUS_PER_ROW.in_((Status.SENDING, Status.QUEUED)),
             )
             .values(status=Status.SENT, sent_at=now, lease_until=None, last_error=None)
             .returning(MESSAGES.c.id)

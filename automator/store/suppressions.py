@@ -22,6 +22,17 @@ def add(session: Session, email: str, reason: str, note: str, now: datetime) -> 
     return session.execute(statement.values(**values).returning(SUPPRESSIONS.c.email)).first() is not None
 
 
+def add_many(session: Session, addresses: list[tuple[str, str]], reason: str, now: datetime) -> None:
+    """Suppress several addresses (address, note) for one reason, in one statement; one
+    already suppressed keeps what it had."""
+    if addresses:
+        statement = insert(session, SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email"])
+        rows = [
+            {"email": email, "reason": reason, "note": note, "created_at": now} for email, note in addresses
+        ]
+        session.execute(statement, rows)
+
+
 def remove(session: Session, email: str) -> bool:
     result = session.execute(delete(SUPPRESSIONS).where(SUPPRESSIONS.c.email == email))
     return bool(getattr(result, "rowcount", 0))
