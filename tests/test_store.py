@@ -247,7 +247,8 @@ def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tm
     with store.session() as session:
         assert packed is not None and older is not None
         contents = [message_store.content(session, message_id) for message_id in (packed, older)]
-        due = {m.id: (m.text_body, m.html_body) for m in message_store.due(session, now, 10)}
+        due_ids = [m.id for m in message_store.due(session, now, 10)]
+        due = {i: (c.text, c.html) for i, c in message_store.bodies(session, due_ids).items()}
     store.dispose()
 
     assert isinstance(raw.html_body, bytes) and len(raw.html_body) < len(html.encode()) / 10
@@ -312,7 +313,8 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
     with store.session() as session:
         first = [m.message_id for m in message_store.due(session, now, 4)]
         every = [m.message_id for m in message_store.due(session, now, 100)]
-        bodies = {(m.text_body, m.html_body) for m in message_store.due(session, now, 100)}
+        due_ids = [m.id for m in message_store.due(session, now, 100)]
+        bodies = {(c.text, c.html) for c in message_store.bodies(session, due_ids).values()}
     store.dispose()
 
     order = ["high-early", "high-late", "mid-a", "mid-b", "low-early", "none"]
