@@ -219,7 +219,8 @@ def test_a_big_rule_is_committed_every_commit_every_messages(
     make_contact, make_event, engine, store, monkeypatch, every, committed_before_the_third
 ):
     carts_and_orders(make_contact, make_event)
-    monkeypatch.setattr(engine_module, "CHUNK_MIN", 1)  # a chunk per cart
+    monkeypatch.setattr(engine_module, "CHUNK_MIN", 1)  # a chunk per cart, however the
+    monkeypatch.setattr(engine_module, "CHUNK", 1)  # lookup thread's batches arrive
     monkeypatch.setattr(engine_module, "COMMIT_EVERY", every)
     committed: list[int] = []  # what another connection sees as each cart chunk is written
     original = engine.finish_chunk
