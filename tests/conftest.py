@@ -107,6 +107,17 @@ def store(project: Project) -> Iterator[Store]:
 
 
 @pytest.fixture
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 with its cheapest settings: the console's own (the library's defaults) take a
+    noticeable time per login, and the console tests log in hundreds of times."""
+    from argon2 import PasswordHasher
+
+    from automator.console import auth
+
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
 def transport() -> RecordingTransport:
     return RecordingTransport()
 

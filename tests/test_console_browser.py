@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 import uvicorn
-from argon2 import PasswordHasher
 
 from automator import support
-from automator.console import auth, create_app
+from automator.console import create_app
 from automator.console.auth import hash_password
 from automator.engine import Engine
 from automator.project import Project, load_project
@@ -59,8 +58,8 @@ START = 10.0  # seconds the console may take to start answering
 
 
 @pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+def quick_hashing(cheap_password_hashing: None) -> None:
+    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,12 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, event
 from typer.testing import CliRunner
 
 from automator.cli import app as cli_app
-from automator.console import auth, create_app
+from automator.console import create_app
 from automator.console.auth import hash_password, password_matches
 from automator.engine import Engine
 from automator.project import load_project
@@ -49,10 +48,8 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 with its cheapest settings: the console's own (the library's defaults) take
-    about 0.2 s a hash on purpose, which would make up most of these tests' time."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+def quick_hashing(cheap_password_hashing: None) -> None:
+    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
 from automator.cli import app
-from automator.console import auth, create_app
+from automator.console import create_app
 from automator.console.auth import hash_password
 from automator.store import Store, messages, users
 from tests.conftest import utc
@@ -27,8 +26,8 @@ COOKIE = "automator_console"
 
 
 @pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+def quick_hashing(cheap_password_hashing: None) -> None:
+    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
 
 
 @pytest.fixture

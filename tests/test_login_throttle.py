@@ -12,11 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
-from automator.console import auth, create_app
+from automator.console import create_app
 from automator.console.auth import hash_password
 from automator.store import Store, audit, users
 from tests.conftest import utc
@@ -28,8 +27,8 @@ MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+def quick_hashing(cheap_password_hashing: None) -> None:
+    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
 
 
 @pytest.fixture

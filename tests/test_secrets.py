@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
 from automator import emails
 from automator.config import load_settings
-from automator.console import auth
 from automator.console import create_app as create_console
 from automator.console.auth import hash_password
 from automator.errors import ConfigError
@@ -55,8 +53,8 @@ WEAK = {
 
 
 @pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+def quick_hashing(cheap_password_hashing: None) -> None:
+    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
 from automator.cli import app
-from automator.console import auth
 from automator.console.auth import hash_password, password_matches
 from automator.store import Store, audit, users
 from tests.conftest import utc
@@ -24,8 +22,8 @@ NOW = utc("2026-11-20 01:00")
 
 
 @pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+def quick_hashing(cheap_password_hashing: None) -> None:
+    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
 
 
 @pytest.fixture

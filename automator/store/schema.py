@@ -83,8 +83,7 @@ def prepare(engine: Engine) -> None:
     with _exclusive(engine) as connection:
         revision = revision_of(connection)  # looked at again: another process may have made it
         if revision.current is None:
-            SQLModel.metadata.create_all(connection)
-            command.stamp(config(connection), "head")
+            _make(connection)
         elif not revision.up_to_date:
             raise behind(revision)
 
@@ -95,13 +94,19 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     with _exclusive(engine) as connection:
         revision = revision_of(connection)
         if revision.current is None:
-            SQLModel.metadata.create_all(connection)
-            command.stamp(config(connection), "head")
+            _make(connection)
         else:
             if MigrationContext.configure(connection).get_current_revision() is None:
                 command.stamp(config(connection), BASELINE)  # made before migrations
             command.upgrade(config(connection), "head")
     return revision.current, revision.head
+
+
+def _make(connection: Connection) -> None:
+    """An empty database's schema, made from the models at once and marked as the newest
+    revision (running every revision from the baseline would make the same tables)."""
+    SQLModel.metadata.create_all(connection)
+    command.stamp(config(connection), "head")
 
 
 def history() -> list[tuple[str, str]]:
