@@ -18,7 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY automator ./automator
-RUN pip install . && rm -rf /src
+RUN pip install '.[postgres]' && rm -rf /src
 
 # An unprivileged user; the mounted project must be writable by it (uid 10001) for SQLite.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /project automator

@@ -10,10 +10,15 @@ one. It ends with what each rule did per day, and commands to try next.
 Everything runs in this process: the one-off commands through the real CLI, the hourly
 imports and ticks through the functions behind `automator events import` and
 `automator tick --now T --json`, so the project is loaded once instead of once per tick.
+
+`--database-url URL` runs it on another database, e.g. an empty PostgreSQL one
+(`python examples/demo.py --database-url postgresql+psycopg://…`): the demo refuses a database
+that holds contacts, events or messages already, and never empties one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import json
@@ -53,10 +58,11 @@ RUNNER = CliRunner()
 
 
 def main() -> None:
+    options = parse_options()
     started = time.monotonic()
     os.chdir(REPO)
     isolate_from_environment()
-    clean_slate()
+    clean_slate(options.database_url)
     automator("check")
     automator("contacts", "import", str(EXAMPLES / "contacts.csv"), "--now", START.isoformat())
     automator(
@@ -85,14 +91,51 @@ def isolate_from_environment() -> None:
         print(f"Ignoring {', '.join(ignored)} for the demo.")
 
 
-def clean_slate() -> None:
-    removed = [path.name for path in sorted(Path(".").glob("automator.db*"))]
+def parse_options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Four weeks of Lotus Shop, replayed hour by hour.")
+    parser.add_argument(
+        "--database-url",
+        help="an empty database to run on instead of ./automator.db (e.g. postgresql+psycopg://…)",
+    )
+    return parser.parse_args()
+
+
+def clean_slate(database_url: str | None) -> None:
+    """Remove what an earlier run left: the SQLite file and the outbox. Another database is
+    only used, never emptied: it must hold no contacts, events or messages yet."""
+    if database_url is not None:
+        os.environ["AUTOMATOR_DATABASE_URL"] = database_url
+        refuse_if_used(database_url)
+    removed = [] if database_url else [path.name for path in sorted(Path(".").glob("automator.db*"))]
     for name in removed:
         Path(name).unlink()
     if Path("outbox").exists():
         shutil.rmtree("outbox")
         removed.append("outbox/")
     print(f"Clean slate: removed {', '.join(removed)}." if removed else "Clean slate: nothing to remove.")
+
+
+def refuse_if_used(database_url: str) -> None:
+    from sqlalchemy import create_engine, inspect, text
+
+    from automator.display import hide_password
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            used = [
+                name
+                for name in ("contact", "event", "message")
+                if name in tables and connection.execute(text(f"SELECT 1 FROM {name} LIMIT 1")).first()
+            ]
+    finally:
+        engine.dispose()
+    if used:
+        sys.exit(
+            f"demo stopped: {hide_password(database_url)} already holds {', '.join(used)} rows; "
+            "the demo needs an empty database (e.g. a new one from `createdb`)"
+        )
 
 
 def automator(*args: str, show: bool = True) -> str:
@@ -284,6 +327,12 @@ def print_try_next() -> None:
     lan = queue(contact=LAN, rule="abandoned_cart")[0]
     sent_at = parse_timestamp(lan["send_at"])
     print("\nTry next:")
+    if "AUTOMATOR_DATABASE_URL" in os.environ:
+        from automator.display import hide_password
+
+        url = hide_password(os.environ["AUTOMATOR_DATABASE_URL"])
+        print("  # first, the demo's database (with its password, if it has one)")
+        print(f"  export AUTOMATOR_DATABASE_URL={shlex.quote(url)}")
     for why, line in (
         ("every message, newest first", "queue list"),
         ("Lan's abandoned-cart email, with its history", f"queue show {lan['id']}"),
