@@ -48,6 +48,18 @@ class FrequencyCap(BaseModel):
     per: Duration = timedelta(hours=24)
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (`[api]`): each key may make `requests_per_second` on average and
+    `burst` at once; `segment_events` names the event type a Segment event becomes
+    (`"Order Completed" = "order_placed"`; others become snake_case: `order_completed`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_second: float = Field(default=100.0, gt=0)
+    burst: int = Field(default=200, ge=1)
+    segment_events: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = {}
+
+
 class Settings(BaseModel):
     """Everything an operator configures. Paths are resolved against the project folder."""
 
@@ -69,6 +81,7 @@ class Settings(BaseModel):
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap | None = FrequencyCap()
     priorities: dict[str, int] = {}
+    api: ApiSettings = ApiSettings()
     retry_limit: int = Field(default=8, ge=1)
     # Processes that render big chunks of messages while the tick writes the ones before:
     # unset is one per CPU core but one (the tick's own), 0 renders in the tick's process.

@@ -29,9 +29,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
 from automator.clock import Clock, utcnow
+from automator.dispatch import BATCH
+from automator.dispatch.claims import ORPHANED
 from automator.engine import Engine, TickReport
 from automator.errors import AutomatorError
-from automator.store import heartbeats, messages
+from automator.store import claims, heartbeats
 
 log = logging.getLogger("automator.daemon")
 
@@ -40,6 +42,7 @@ log = logging.getLogger("automator.daemon")
 class DaemonOptions:
     tick_interval: float = 60.0
     dispatch_interval: float = 2.0
+    dispatch_batch: int = BATCH  # messages claimed at a time
     shutdown_grace: float = 20.0
     # (host, port) to serve the web app on; None serves nothing.
     listen: tuple[str, int] | None = None
@@ -127,8 +130,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
-        if self.options.exclusive:
-            self.release_orphans()
+        self.release_orphans()
         self.engine.render_pool.warm()  # the workers start while the first lookup runs
         self.beat("started")
         scheduler = self.schedule()
@@ -189,20 +191,20 @@ class Daemon:
         self.release_in_flight()
 
     def release_orphans(self) -> None:
-        """Put back every message a daemon left in `sending`, without waiting for its lease.
+        """Put back what dead dispatchers left in `sending`, without waiting for its lease.
+        It goes out again with the same Message-ID; some may already have been delivered.
 
-        Only for the holder of the single-daemon lock: no other daemon can be sending, so
-        these were left by one that died (SIGKILL, power loss) mid-batch. They go out again
-        with the same Message-ID; some may already have been delivered. Messages claimed by
-        `automator tick` processes, which may be running now, wait for their leases.
+        On SQLite, the holder of the single-daemon lock puts back every daemon's: no other
+        daemon can be sending, so these were left by one that died (SIGKILL, power loss)
+        mid-batch. On PostgreSQL, which other daemons may share, only the claims whose
+        dispatcher's process is gone (see `store.claims.owning`), or whose lease ran out.
+        The claims of an `automator tick` that is running now are left alone on both.
         """
-        with self.engine.store.session() as session:
-            orphans = messages.requeue_daemons(
-                session,
-                self.clock(),
-                "the daemon that was sending it stopped before recording the outcome; "
-                "will be sent again (same Message-ID)",
-            )
+        if self.options.exclusive:
+            with self.engine.store.session() as session:
+                orphans = claims.requeue_daemons(session, self.clock(), ORPHANED)
+        else:
+            orphans = self.dispatcher.claims.recover_abandoned()
         if orphans:
             log.warning(
                 "re-queued messages a stopped daemon left in flight",
@@ -243,7 +245,7 @@ class Daemon:
         async with self.busy:
             now = self.clock()
             report = TickReport(now)
-            sent = await self.dispatcher.run(now, report, stop=self.stopping)
+            sent = await self.dispatcher.run(now, report, self.options.dispatch_batch, stop=self.stopping)
             for rule in report.rules.values():
                 for outcome, count in rule.outcomes.items():
                     if outcome.startswith(("retrying", "failed")):

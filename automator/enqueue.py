@@ -1,7 +1,7 @@
 """Turn a chunk of due trigger occurrences into queued, rendered messages, set-wise.
 
 A chunk is written as one unit (a savepoint of the tick's transaction, see
-`automator.engine.Writes`): choose the coupons, render, insert the messages under their
+`automator.pipeline.Writes`): choose the coupons, render, insert the messages under their
 dedupe key (conflicts are skipped), then the inserted ones' content, coupons and one history
 line each: a handful of statements per chunk, and each message row written once. Coupons
 are allocated in the same transaction that records the dedupe key, so a re-run never issues

@@ -41,7 +41,9 @@ class Strict(BaseModel):
 class CancelIf(Strict):
     """An event that, occurring after the trigger, means the message must not go out."""
 
-    event: Identifier
+    model_config = ConfigDict(title="cancel_if")
+
+    event: Identifier = Field(description="the event type that cancels the message, e.g. order_placed")
     within: Duration | None = Field(
         default=None,
         description="date triggers: events this long before the date count too",
@@ -51,11 +53,13 @@ class CancelIf(Strict):
 class EventTrigger(Strict):
     """Fires `delay` after an event of type `event`."""
 
-    event: Identifier
-    delay: Duration = timedelta(0)
+    model_config = ConfigDict(title="event trigger")
+
+    event: Identifier = Field(description="the event type that starts the clock, e.g. cart_updated")
+    delay: Duration = Field(default=timedelta(0), description="the message is due this long after the event")
     latest_per: str | None = Field(default=None, description="only the newest event per value")
     once_per: str | None = Field(default=None, description="one message per value of this property")
-    cancel_if: CancelIf | None = None
+    cancel_if: CancelIf | None = Field(default=None, description="a later event that cancels the message")
 
     @model_validator(mode="after")
     def _within_is_for_dates(self) -> EventTrigger:
@@ -77,10 +81,12 @@ def _no_within(cancel: CancelIf | None) -> None:
 class DateTrigger(Strict):
     """Fires `before` or `after` a contact's date attribute."""
 
-    date: str
-    before: Duration | None = None
-    after: Duration | None = None
-    cancel_if: CancelIf | None = None
+    model_config = ConfigDict(title="date trigger")
+
+    date: str = Field(description="a contact attribute holding a date, e.g. contact.renews_at")
+    before: Duration | None = Field(default=None, description="due this long before the date")
+    after: Duration | None = Field(default=None, description="due this long after the date")
+    cancel_if: CancelIf | None = Field(default=None, description="an event that cancels the message")
 
     @field_validator("date")
     @classmethod
@@ -114,9 +120,11 @@ class DateTrigger(Strict):
 class StageTrigger(Strict):
     """Fires `delay` after a contact entered a stage."""
 
-    stage_entered: Identifier
-    delay: Duration = timedelta(0)
-    cancel_if: CancelIf | None = None
+    model_config = ConfigDict(title="stage trigger")
+
+    stage_entered: Identifier = Field(description="the stage the contact entered")
+    delay: Duration = Field(default=timedelta(0), description="due this long after the stage change")
+    cancel_if: CancelIf | None = Field(default=None, description="a later event that cancels the message")
 
     @model_validator(mode="after")
     def _within_is_for_dates(self) -> StageTrigger:
@@ -132,9 +140,11 @@ class ScheduleTrigger(Strict):
     """Fires for every targeted contact on a schedule: a crontab line in the project's time
     zone (`schedule: "0 9 * * mon"`) or a fixed interval (`every: 7d`)."""
 
-    schedule: str | None = None
-    every: Duration | None = None
-    cancel_if: CancelIf | None = None
+    model_config = ConfigDict(title="schedule trigger")
+
+    schedule: str | None = Field(default=None, description='a crontab line, e.g. "0 9 * * mon"')
+    every: Duration | None = Field(default=None, description="a fixed interval, at least 1m, e.g. 7d")
+    cancel_if: CancelIf | None = Field(default=None, description="a later event that cancels the message")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScheduleTrigger:
@@ -242,41 +252,61 @@ def _condition(item: Any, index: int) -> Any:
 class CouponSpec(Strict):
     """A coupon attached to the message: taken from a pool, or generated."""
 
-    pool: Identifier | None = None
-    when_empty: Literal["hold", "generate"] = "hold"
-    percent_off: int | None = Field(default=None, ge=1, le=100)
-    expires_in: Duration = timedelta(days=30)
-    prefix: str = Field(default="", pattern=r"^[A-Z0-9-]{0,12}$")
+    model_config = ConfigDict(title="coupon")
+
+    pool: Identifier | None = Field(default=None, description="take a code from this pool")
+    when_empty: Literal["hold", "generate"] = Field(
+        default="hold", description="what to do when the pool has no free code"
+    )
+    percent_off: int | None = Field(
+        default=None, ge=1, le=100, description="the discount of a generated code"
+    )
+    expires_in: Duration = Field(
+        default=timedelta(days=30), description="a generated code expires this long after it is queued"
+    )
+    prefix: str = Field(
+        default="", pattern=r"^[A-Z0-9-]{0,12}$", description="a generated code starts with it, e.g. THANKS"
+    )
 
 
 class Send(Strict):
     """What to send: a template folder under email_templates/ and an optional coupon."""
 
-    template: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    coupon: CouponSpec | None = None
+    model_config = ConfigDict(title="send")
+
+    template: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="a folder under email_templates/")
+    coupon: CouponSpec | None = Field(default=None, description="one coupon code for each message")
 
 
 class Then(Strict):
     """What happens to the contact once the message is sent."""
 
-    move_to: Identifier | None = None
-    tag: Identifier | None = None
+    model_config = ConfigDict(title="then")
+
+    move_to: Identifier | None = Field(default=None, description="put the contact in this stage")
+    tag: Identifier | None = Field(default=None, description="add this tag to the contact")
 
 
 class Rule(Strict):
     """One rule file: whom it targets, when it fires, what it sends."""
 
-    id: Identifier
-    name: str = ""
-    description: str = ""
-    stages: list[Identifier] = Field(min_length=1)
-    trigger: Trigger
-    when: Annotated[list[Condition], BeforeValidator(_conditions)] = []
-    send: Send
-    priority: int = 0
-    max_lateness: Duration | None = None
-    then: Then = Then()
-    enabled: bool = True
+    model_config = ConfigDict(title="automator rule")
+
+    id: Identifier = Field(description="the rule's identity, part of every message's dedupe key")
+    name: str = Field(default="", description="shown to people; templates see it as rule.name")
+    description: str = Field(default="", description="for people reading the file")
+    stages: list[Identifier] = Field(min_length=1, description="contacts whose current stage is one of these")
+    trigger: Trigger = Field(
+        description="what makes a message due: event, date, stage_entered, schedule or every"
+    )
+    when: Annotated[list[Condition], BeforeValidator(_conditions)] = Field(
+        default=[], description="conditions that must all hold, e.g. - event.total: {gte: 100000}"
+    )
+    send: Send = Field(description="what to send: a template and an optional coupon")
+    priority: int = Field(default=0, description="higher goes first when the frequency cap lets only some go")
+    max_lateness: Duration | None = Field(default=None, description="how late a message may still go out")
+    then: Then = Field(default=Then(), description="what happens to the contact once the message is sent")
+    enabled: bool = Field(default=True, description="false: the file is checked but the rule does not run")
 
     # Where the rule came from, for error messages; not part of the rule language.
     file: str = Field(default="", exclude=True)

@@ -146,6 +146,24 @@ class ContactTag(SQLModel, table=True):
     added_at: datetime = _time()
 
 
+class ContactChange(SQLModel, table=True):
+    """A write that changed a contact's fields, attributes, stage or tags, appended by the
+    database's own triggers (`automator.store.changes`), whatever wrote it. A tick looks
+    again at the due occurrences of the contacts changed since its rule's last tick: a
+    contact may match a rule now that did not when its occurrence came due.
+
+    `position` orders the log for a rule's watermark: on SQLite the row's place in it, on
+    PostgreSQL the writing transaction's id (see `automator.store.changes`)."""
+
+    __tablename__ = "contact_change"
+    # One B-tree in position order on SQLite: a change is appended at its end, a tick reads
+    # a range of it, and pruning cuts its start.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    position: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    contact_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
 class StageChange(SQLModel, table=True):
     __tablename__ = "stage_change"
     __table_args__ = (Index("ix_stage_change_stage_at", "to_stage", "at"),)
@@ -288,6 +306,8 @@ class RuleState(SQLModel, table=True):
     evaluated_until: datetime = _time()
     event_seq: int = 0
     date_seq: int = 0
+    # The first position of the contact change log (`ContactChange`) not looked at yet.
+    change_position: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     last_tick_at: datetime | None = _time(nullable=True)
     last_summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
@@ -334,6 +354,22 @@ class LoginFailure(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(100), nullable=False))
     address: str = Field(sa_column=Column(String(64), nullable=False))
     at: datetime = _time()
+
+
+class ApiKey(SQLModel, table=True):
+    """A key for the HTTP API: what it may do (`scopes`), and only a hash of the key itself,
+    which is shown once when it is made. A key is a random 256-bit value, so a fast hash
+    (SHA-256) is as safe as a slow password hash would be, and costs nothing per request."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = _id()
+    name: str = Field(sa_column=Column(String(100), unique=True, nullable=False))
+    key_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _time()
+    last_used_at: datetime | None = _time(nullable=True)  # to the minute: written at most once a minute
+    revoked_at: datetime | None = _time(nullable=True)
 
 
 class AuditEntry(SQLModel, table=True):

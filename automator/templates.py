@@ -6,25 +6,27 @@ A template is a folder under `email_templates/` holding `subject.txt`, `body.txt
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import logging
+import os
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from automator.errors import TemplateError
+from automator.formats import local_date, local_datetime, money, number
 
-if TYPE_CHECKING:
-    from babel import Locale
+log = logging.getLogger("automator.templates")
 
 PARTS = ("subject.txt", "body.txt", "body.html")
+AUTOESCAPED = ("html",)  # file extensions whose output is HTML-escaped
 DEFAULT_LOCALE = "en"
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
@@ -147,13 +149,15 @@ class Templates:
         self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(root)),
             undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            autoescape=jinja2.select_autoescape(enabled_extensions=AUTOESCAPED, default=False),
             keep_trailing_newline=False,
             auto_reload=False,  # files are read once per process; restart to pick up edits
         )
+        self.env.bytecode_cache = compiled_templates_cache(self.env)
         self._languages: dict[tuple[str, str], str] = {}
         self._variants: dict[tuple[str, str, str, str], str] = {}
         self._templates: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
+        self._reads: dict[str, set[str] | None] = {}
         self.env.filters.update(
             money=_money_filter, date=_date_filter, datetime=_datetime_filter, number=_number_filter
         )
@@ -194,6 +198,29 @@ class Templates:
         except jinja2.TemplateNotFound as exc:
             return [TemplateError(f"email_templates/{name}", None, f"includes missing template {exc.name}")]
         return []
+
+    def reads_any(self, name: str, names: frozenset[str]) -> bool:
+        """Whether the template reads any of `names` from the context; when that cannot be
+        told (a file that does not parse, an include whose name is computed), it is taken to."""
+        if name not in self._reads:
+            self._reads[name] = self.reads(name)
+        found = self._reads[name]
+        return found is None or bool(found & names)
+
+    def reads(self, name: str) -> set[str] | None:
+        """The context names a template's files take (every part and locale variant, with
+        what they extend, include or import); None when that cannot be told."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return None
+        names: set[str] = set()
+        seen: set[str] = set()
+        for path in sorted(folder.iterdir()):
+            found = _reads(self.env, f"{name}/{path.name}", seen)
+            if found is None:
+                return None
+            names |= found
+        return names
 
     def render(
         self, name: str, locale: str | None, context: dict[str, Any], zone: str | None = None
@@ -265,6 +292,102 @@ class Templates:
         return self._variants[key]
 
 
+def _reads(env: jinja2.Environment, name: str, seen: set[str]) -> set[str] | None:
+    seen.add(name)
+    try:
+        assert env.loader is not None
+        source = env.loader.get_source(env, name)[0]
+        tree = env.parse(source)
+    except jinja2.TemplateError:
+        return None
+    names = set(meta.find_undeclared_variables(tree))
+    for other in meta.find_referenced_templates(tree):
+        if other is None:
+            return None  # a computed name: it could be any template
+        if other in seen:
+            continue
+        found = _reads(env, other, seen)
+        if found is None:
+            return None
+        names |= found
+    return names
+
+
+class CompiledTemplates(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between runs, so that `automator check` and a cron-driven
+    tick do not compile every template at every start. A template is compiled again when its
+    source changes or the environment that compiles it does (both make the checksum); an
+    entry that cannot be read is compiled again, a folder that cannot be written is left."""
+
+    def __init__(self, directory: Path, env: jinja2.Environment) -> None:
+        super().__init__(str(directory), "%s.jinja")
+        self._env = env
+        self._compiled_by = ""  # worked out at the first template, once the filters are in
+        self._writable = True
+
+    def get_source_checksum(self, source: str) -> str:
+        if not self._compiled_by:
+            self._compiled_by = _compiled_by(self._env)
+        return super().get_source_checksum(self._compiled_by + source)
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:
+            bucket.reset()  # damaged: compiled again, and replaced
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if not self._writable:
+            return
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            self._writable = False
+            log.warning("compiled templates are not kept (%s); each run compiles them", exc)
+
+
+def compiled_templates_cache(env: jinja2.Environment) -> CompiledTemplates | None:
+    """The cache of compiled templates in the user's cache folder (`$XDG_CACHE_HOME`, else
+    `~/.cache`), or None when there is none that can be made."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = Path(base) / "automator" / "templates"
+    if not directory.is_absolute():
+        return None  # no home folder: nowhere to keep them
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return CompiledTemplates(directory, env) if os.access(directory, os.W_OK) else None
+
+
+def _compiled_by(env: jinja2.Environment) -> str:
+    """What compiled code depends on besides the source: Jinja's version and the
+    environment's syntax, escaping, filters and tests (a template that names a filter that
+    is gone must fail to compile, not at render time)."""
+    options = (
+        jinja2.__version__,
+        type(env).__qualname__,
+        env.block_start_string,
+        env.block_end_string,
+        env.variable_start_string,
+        env.variable_end_string,
+        env.comment_start_string,
+        env.comment_end_string,
+        env.line_statement_prefix,
+        env.line_comment_prefix,
+        env.trim_blocks,
+        env.lstrip_blocks,
+        env.newline_sequence,
+        env.keep_trailing_newline,
+        env.optimized,
+        AUTOESCAPED,
+        sorted(env.extensions),
+        sorted(env.filters),
+        sorted(env.tests),
+    )
+    return hashlib.sha1(repr(options).encode()).hexdigest()
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, jinja2.UndefinedError):
         message = str(exc.message).replace("'automator.templates.Record object' has no attribute", "no field")
@@ -301,46 +424,3 @@ def _datetime_filter(context: Any, value: datetime) -> str:
 @jinja2.pass_context
 def _number_filter(context: Any, value: Any) -> str:
     return number(value, context["locale"])
-
-
-def money(amount: Any, currency: str, lang: str) -> str:
-    """`1250000, 'VND'` → `1.250.000 ₫` in Vietnamese, `$12.50` for USD in English."""
-    return _money(str(amount), str(currency), lang)
-
-
-@functools.lru_cache(maxsize=16384)  # Babel's formatting is slow and prices repeat
-def _money(amount: str, currency: str, lang: str) -> str:
-    # Babel is imported where it formats: `automator check` parses templates without it.
-    from babel.numbers import format_currency
-
-    value = Decimal(amount)
-    # CLDR puts a no-break space before ₫; plain text readers and searches expect a space.
-    return format_currency(value, currency, locale=_babel_locale(lang)).replace("\xa0", " ")
-
-
-@functools.lru_cache(maxsize=4096)
-def local_date(value: date | datetime, lang: str, zone: str) -> str:
-    from babel.dates import format_date
-
-    if isinstance(value, datetime):
-        value = value.astimezone(ZoneInfo(zone)).date()
-    return format_date(value, format="long" if lang == "en" else "medium", locale=_babel_locale(lang))
-
-
-def local_datetime(value: datetime, lang: str, zone: str) -> str:
-    from babel.dates import format_datetime
-
-    return format_datetime(value.astimezone(ZoneInfo(zone)), format="medium", locale=_babel_locale(lang))
-
-
-def number(value: Any, lang: str) -> str:
-    from babel.numbers import format_decimal
-
-    return format_decimal(value, locale=_babel_locale(lang))
-
-
-@functools.lru_cache(maxsize=64)
-def _babel_locale(lang: str) -> Locale:
-    from babel import Locale
-
-    return Locale.parse({"en": "en_US", "vi": "vi_VN"}.get(lang, lang))

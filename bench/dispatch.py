@@ -68,7 +68,7 @@ import aiosmtplib
 from sqlalchemy import select
 
 from automator import emails
-from automator.dispatch import letters
+from automator.dispatch import BATCH, letters
 from automator.engine import Engine, TickReport
 from automator.importing import import_contacts, import_events
 from automator.model import Rule
@@ -81,7 +81,8 @@ from automator.store.messages import Content
 from automator.tables import Event, Message
 from automator.transports import Transport
 from automator.transports.file import FileTransport
-from automator.transports.smtp import SmtpSettings, SmtpTransport
+from automator.transports.smtp import SmtpTransport
+from automator.transports.smtp_settings import SmtpSettings
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 20, 5, 0, tzinfo=UTC)  # noon in Hanoi, 05:00 in London, midnight in New York
@@ -362,7 +363,7 @@ def free_port() -> int:
         return port
 
 
-def open_project(work: Path) -> tuple[Project, Store]:
+def open_project(work: Path, database_url: str | None = None) -> tuple[Project, Store]:
     root = work / "project"
     root.mkdir()
     shutil.copytree(REPO / "rules", root / "rules")
@@ -370,7 +371,8 @@ def open_project(work: Path) -> tuple[Project, Store]:
     for name, subject in SUBJECTS.items():
         (root / "email_templates" / RULE / name).write_text(subject, encoding="utf-8")
     (root / "automator.toml").write_text(SETTINGS, encoding="utf-8")
-    project = load_project(root, {"AUTOMATOR_DATABASE_URL": f"sqlite:///{work / 'bench.db'}"})
+    url = database_url or f"sqlite:///{work / 'bench.db'}"
+    project = load_project(root, {"AUTOMATOR_DATABASE_URL": url})
     if project.errors:
         raise SystemExit("bench: the project does not load:\n" + "\n".join(map(str, project.errors)))
     return project, project.open_store()
@@ -666,8 +668,27 @@ def main(argv: list[str] | None = None) -> int:
         help="write cProfile stats of automator's first run to this file (the database work runs "
         "in a worker thread, which cProfile does not see)",
     )
+    parser.add_argument(
+        "--daemons",
+        type=lambda value: [int(n) for n in value.split(",")],
+        help="e.g. 1,2,3: that many daemon processes sharing one PostgreSQL, over SMTP to sinks "
+        "that only count (see bench/daemons.py)",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="with --daemons: a PostgreSQL server (postgresql+psycopg://user@host:port/db) whose user "
+        "may create databases; default: a throw-away server started as tests/postgres.py does",
+    )
+    parser.add_argument(
+        "--sinks", type=int, help="with --daemons: SMTP sink processes (default: one per daemon)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help=f"messages claimed at a time (default {BATCH})"
+    )
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run", flush=True)
+    if args.daemons:
+        return main_daemons(args)
 
     bare_runs: list[Run] = []
     automator_runs: list[Run] = []
@@ -730,6 +751,99 @@ def main(argv: list[str] | None = None) -> int:
     cpu_ratio = bare_ms / our_ms
     print(f"CPU ratio:           {cpu_ratio:.2f} (goal >= {GOAL_RATIO}) {verdict(cpu_ratio, complete)}")
     return 0
+
+
+def main_daemons(args: argparse.Namespace) -> int:
+    """`--daemons 1,2,3`: the same queue on PostgreSQL, delivered by that many daemon processes."""
+    from daemons import Databases, Sinks, run_daemons, server_cpu
+
+    with (
+        tempfile.TemporaryDirectory(prefix="automator-bench-") as folder,
+        postgres(args) as (url, data),
+    ):
+        work = Path(folder)
+        databases = Databases(url)
+        project, store = open_project(work, databases.fresh_queued())
+        started = time.perf_counter()
+        shop = generate(args.messages, args.seed)
+        fill_store(project, store, shop, work)
+        store.dispose()
+        databases.analyze_queued()
+        rule = project.rule(RULE)
+        assert rule is not None
+        expected = Counter(planned(shop, rule).values())
+        print(
+            f"queued {len(shop.carts)} messages on PostgreSQL in {time.perf_counter() - started:.1f} s; "
+            f"planned: {dict(sorted(expected.items()))}",
+            flush=True,
+        )
+        del shop
+        gc.collect()
+        sinks = Sinks.start(args.sinks or max(args.daemons))
+        rates: dict[int, list[float]] = {count: [] for count in args.daemons}
+        try:
+            for _ in range(args.rounds):
+                for count in args.daemons:
+                    queued = databases.fresh_run()
+                    server = (lambda: server_cpu(data)) if data else None
+                    run = run_daemons(
+                        count, work / "project", queued, sinks, args.concurrency, args.batch, server
+                    )
+                    same = run.outcomes == expected and run.received == run.sent
+                    print(
+                        f"{count} daemon(s): {run.sent} sent in {run.seconds:.2f} s ({run.rate:,.0f}/s); "
+                        f"CPU: daemons {run.cpu:.2f} s ({run.cpu / max(run.sent, 1) * 1000:.3f} ms per "
+                        f"message), sinks {run.sink_cpu:.2f} s, PostgreSQL {shown(run.server_cpu)}; "
+                        f"outcomes {'AGREE' if same else 'DISAGREE'}",
+                        flush=True,
+                    )
+                    if not same:
+                        raise SystemExit(
+                            f"bench: planned {dict(sorted(expected.items()))}, got "
+                            f"{dict(sorted(run.outcomes.items()))}; the sinks counted {run.received}"
+                        )
+                    rates[count].append(run.rate)
+        finally:
+            sinks.stop()
+            databases.dispose()
+    one = median(rates[args.daemons[0]])
+    rounds = f", medians of {args.rounds} rounds" if args.rounds > 1 else ""
+    print(
+        f"N = {args.messages} queued, {expected[SENT]} sent, PostgreSQL, {len(sinks.ports)} sink(s){rounds}"
+    )
+    for count, found in rates.items():
+        print(
+            f"{count} daemon(s): {median(found):,.0f} messages/s "
+            f"({median(found) / one:.2f}x {args.daemons[0]})"
+        )
+    if 1 in rates and 2 in rates:
+        ratio = median(rates[2]) / median(rates[1])
+        print(f"two daemons / one:   {ratio:.2f} (goal >= 1.5) {'PASS' if ratio >= 1.5 else 'MISS'}")
+    return 0
+
+
+def shown(seconds: float | None) -> str:
+    return "n/a (not started by the bench)" if seconds is None else f"{seconds:.2f} s"
+
+
+@contextmanager
+def postgres(args: argparse.Namespace) -> Iterator[tuple[str, Path | None]]:
+    """The server `--database-url` names, or a throw-away one (tests/postgres.py), and the
+    latter's data folder."""
+    if args.database_url:
+        yield args.database_url, None
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.postgres import PostgresServer
+
+    # A folder of its own: the server runs as the `postgres` user when we are root.
+    with tempfile.TemporaryDirectory(prefix="automator-pg-") as root:
+        server = PostgresServer(Path(root))
+        server.start()
+        try:
+            yield server.url("postgres"), server.data
+        finally:
+            server.stop()
 
 
 def verdict(ratio: float, complete: bool) -> str:

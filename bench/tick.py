@@ -40,8 +40,9 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlmodel import Session
 
-from automator.engine import Engine, TickReport, trigger_hash
+from automator.engine import Engine, TickReport
 from automator.importing import import_contacts, import_events, read_coupon_codes
+from automator.lookup import trigger_hash
 from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, Rule
 from automator.project import Project, load_project
 from automator.store import Store, coupons, rulestate, suppressions, table
@@ -758,7 +759,7 @@ def saved_store(
         for stale in db.parent.glob(db.name + "-*"):
             stale.unlink()
         shutil.copyfile(saved, db)
-        store.create_schema()  # a store saved by an older automator is brought up to date
+        store.upgrade_schema()  # a store saved by an older automator is brought up to date
         say(f"store copied from {saved} ({db_megabytes(store):,.0f} MB on disk)")
         return shop, rng
     shop = build_store(args, work, project, store, rng)
@@ -900,10 +901,11 @@ def incremental_tick(
 
     with store.engine.connect() as connection:
         marks = connection.exec_driver_sql("SELECT * FROM rule_state").all()
+        logged = connection.exec_driver_sql("SELECT * FROM contact_change").all()
     runs: list[tuple[Timing, TickReport, dict[str, float]]] = []
     for run in range(args.incremental_runs):
         if run:
-            undo_tick(store, LATER, marks)
+            undo_tick(store, LATER, marks, logged)
         tick = TickReport(LATER)
         with profiler.phase(f"incremental_tick_{run + 1}"), sql_timer() as in_sql:
             _, seconds = timed(lambda: engine.evaluate(LATER, tick))  # noqa: B023 (called at once)
@@ -922,10 +924,10 @@ def incremental_tick(
     return seconds
 
 
-def undo_tick(store: Store, created: datetime, marks: Sequence[Any]) -> None:
+def undo_tick(store: Store, created: datetime, marks: Sequence[Any], logged: Sequence[Any]) -> None:
     """Remove what a tick at `created` queued (its messages with their content, history and
     coupons: pool codes go back to their pool, generated codes go) and put the rules'
-    watermarks back, so that the same tick can run again."""
+    watermarks and the contact change log back, so that the same tick can run again."""
     at = created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as the store keeps times
     ids = f"SELECT id FROM message WHERE created_at = '{at}'"
     with store.session() as session:
@@ -937,11 +939,13 @@ def undo_tick(store: Store, created: datetime, marks: Sequence[Any]) -> None:
             f"DELETE FROM coupon WHERE pool IS NULL AND message_id IN ({ids})",
             f"DELETE FROM message WHERE id IN ({ids})",
             "DELETE FROM rule_state",
+            "DELETE FROM contact_change",
         ):
             connection.exec_driver_sql(statement)
-        for mark in marks:
-            values = ", ".join("?" * len(mark))
-            connection.exec_driver_sql(f"INSERT INTO rule_state VALUES ({values})", tuple(mark))
+        for table, rows in (("rule_state", marks), ("contact_change", logged)):
+            for row in rows:
+                values = ", ".join("?" * len(row))
+                connection.exec_driver_sql(f"INSERT INTO {table} VALUES ({values})", tuple(row))
 
 
 def compare(first: FirstTick) -> None:

@@ -58,6 +58,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: about SQLite itself; runs on SQLite alone")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def compiled_templates_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The templates the tests compile are kept in the session's own cache folder, not the
+    user's (`automator.templates.CompiledTemplates`); subprocesses inherit it."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that touches the store runs on both stores, unless it is about SQLite."""
     if "database_url" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("sqlite_only"):

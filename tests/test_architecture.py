@@ -70,3 +70,27 @@ def test_the_package_has_no_import_cycle() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert a_cycle({"a": {"b"}, "b": set()}) is None
+
+
+MODULE_LINES = 500
+CLASS_LINES = 250
+
+
+def too_big(path: Path) -> list[str]:
+    """What in `path` is over the limits: the module itself, or a class in it."""
+    text = path.read_text(encoding="utf-8")
+    name = module_name(path)
+    found = []
+    if (lines := len(text.splitlines())) > MODULE_LINES:
+        found.append(f"{name}: {lines} lines")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+            lines = node.end_lineno - node.lineno + 1
+            if lines > CLASS_LINES:
+                found.append(f"{name}.{node.name}: {lines} lines")
+    return found
+
+
+def test_no_module_is_over_500_lines_and_no_class_over_250() -> None:
+    found = [entry for path in sorted(PACKAGE.rglob("*.py")) for entry in too_big(path)]
+    assert found == [], "split by what they hold: " + "; ".join(found)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -24,12 +23,12 @@ import uvicorn
 
 from automator import support
 from automator.console import create_app
-from automator.console.auth import hash_password
 from automator.engine import Engine
 from automator.project import Project, load_project
-from automator.store import Store, messages, users
+from automator.store import Store, messages
 from automator.testing import RecordingTransport
 from tests.conftest import cart, utc
+from tests.logins import PASSWORD, add_accounts, log_in_page  # noqa: F401  (PASSWORD: read from here too)
 from tests.smtp_server import free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -52,14 +51,12 @@ EVENING_CART = utc("2026-11-20 14:00")
 EVENING_TICK = utc("2026-11-20 15:00")
 NOW = utc("2026-11-20 15:05")
 VI_SUBJECT = "Bạn còn sản phẩm chưa thanh toán trong giỏ hàng"
-PASSWORD = "correct horse battery"
 REASON = "Khách hàng muốn chờ đến cuối tuần"
 START = 10.0  # seconds the console may take to start answering
 
 
-@pytest.fixture(autouse=True)
-def quick_hashing(cheap_password_hashing: None) -> None:
-    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
+# Every test here logs in or adds users: with the cheapest Argon2 settings.
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +104,7 @@ def page(chromium: str) -> Iterator[Any]:
 
 def serve(project: Project, store: Store, engine: Engine) -> Iterator[str]:
     """The console on 127.0.0.1 in a background thread, until the test ends; its URL."""
-    with store.session() as session:
-        users.add(session, "sam", hash_password(PASSWORD), "support", NOW)
+    add_accounts(store, NOW, "sam")
     port = free_port()
     app = create_app(project, store, clock=lambda: NOW, engine=engine)
     server = uvicorn.Server(
@@ -176,14 +172,6 @@ def console(busy_day: None, project: Project, store: Store, engine: Engine) -> I
     yield from serve(project, store, engine)
 
 
-def log_in(page: Any, url: str) -> None:
-    page.goto(f"{url}/queue")
-    page.get_by_label("Name").fill("sam")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(re.compile(r"/queue$"))
-
-
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("AUTOMATOR_SCREENSHOTS") or tmp_path)
@@ -194,7 +182,7 @@ def screenshots(tmp_path: Path) -> Path:
 def test_support_holds_a_vietnamese_cart_reminder_found_by_the_contacts_email(
     console, page, store, screenshots
 ) -> None:
-    log_in(page, console)
+    log_in_page(page, console)
     expect(page.locator("table.messages")).to_contain_text(VI_SUBJECT)
     page.screenshot(path=str(screenshots / "queue.png"), full_page=True)
 
@@ -252,7 +240,7 @@ def scripted_console(
 def test_a_script_in_an_email_template_does_not_run_in_the_preview(scripted_console, page) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    log_in(page, scripted_console)
+    log_in_page(page, scripted_console)
 
     page.goto(f"{scripted_console}/messages/1")
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from automator.cli import app as cli_app
 from automator.console import create_app
-from automator.console.auth import hash_password, password_matches
+from automator.console.auth import password_matches
 from automator.engine import Engine
 from automator.project import load_project
 from automator.store import Store, audit, contacts, coupons, messages, suppressions, users
@@ -32,6 +32,7 @@ from automator.store.users import USERS
 from automator.tables import Message
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, utc
+from tests.logins import PASSWORD, act, add_accounts, client_for, log_in, token_in
 from tests.smtp_server import free_port
 
 # A cart left at 21:00 in Saigon is due at 22:00, inside quiet hours (21:00–08:00): its
@@ -40,16 +41,13 @@ EVENING_CART = utc("2026-11-20 14:00")
 EVENING_TICK = utc("2026-11-20 15:00")
 NOW = utc("2026-11-20 15:05")
 VI_SUBJECT = "Bạn còn sản phẩm chưa thanh toán trong giỏ hàng"
-PASSWORD = "correct horse battery"
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(autouse=True)
-def quick_hashing(cheap_password_hashing: None) -> None:
-    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
+# Every test here logs in or adds users: with the cheapest Argon2 settings.
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture
@@ -59,26 +57,7 @@ def console_app(project, store, engine) -> Any:
 
 @pytest.fixture
 def accounts(store: Store) -> None:
-    with store.session() as session:
-        users.add(session, "sam", hash_password(PASSWORD), "support", NOW)
-        users.add(session, "ada", hash_password(PASSWORD), "admin", NOW)
-
-
-def client_for(app: Any, base_url: str = "http://testserver") -> TestClient:
-    return TestClient(app, base_url=base_url, follow_redirects=False)
-
-
-def log_in(client: TestClient, name: str, password: str = PASSWORD) -> httpx.Response:
-    form = client.get("/login")
-    return client.post(
-        "/login", data={"name": name, "password": password, "csrf_token": token_in(form), "next": "/queue"}
-    )
-
-
-def token_in(response: httpx.Response) -> str:
-    found = TOKEN.search(response.text)
-    assert found, "the page has no CSRF token"
-    return found.group(1)
+    add_accounts(store, NOW)
 
 
 def post_as_visitor(client: TestClient, path: str, **data: str) -> httpx.Response:
@@ -103,11 +82,6 @@ def admin(console_app: Any, accounts: None) -> TestClient:
     client = client_for(console_app)
     assert log_in(client, "ada").status_code == 303
     return client
-
-
-def act(client: TestClient, path: str, **data: str) -> httpx.Response:
-    """Post an action from a page of the logged-in console (which carries the token)."""
-    return client.post(path, data={"csrf_token": token_in(client.get("/rules")), **data})
 
 
 @pytest.fixture

@@ -19,15 +19,14 @@ from automator.console import create_app
 from automator.console.auth import hash_password
 from automator.store import Store, messages, users
 from tests.conftest import utc
-from tests.test_console_http import PASSWORD, act, client_for, log_in, token_in
+from tests.logins import act, add_accounts, client_for, log_in, token_in
 
 LOGIN_TIME = utc("2026-11-20 01:00")
 COOKIE = "automator_console"
 
 
-@pytest.fixture(autouse=True)
-def quick_hashing(cheap_password_hashing: None) -> None:
-    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
+# Every test here logs in or adds users: with the cheapest Argon2 settings.
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture
@@ -44,9 +43,7 @@ def console_app(project, store, clock) -> Any:
 
 @pytest.fixture
 def accounts(store: Store) -> None:
-    with store.session() as session:
-        users.add(session, "sam", hash_password(PASSWORD), "support", LOGIN_TIME)
-        users.add(session, "ada", hash_password(PASSWORD), "admin", LOGIN_TIME)
+    add_accounts(store, LOGIN_TIME)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from automator.engine import Engine, TickReport
 from automator.status import Status
-from automator.store import Store, messages
+from automator.store import Store, claims, messages
 from automator.store.messages import Change
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, cart, history_of, utc
@@ -65,10 +65,22 @@ def shop(
 
 
 def dispatch(engine: Engine, store: Store, now: datetime) -> tuple[TickReport, list[str]]:
+    """Dispatch what is due at `now`; the report, and the statements its claims ran (the
+    outcomes are recorded a group at a time, as the transport answers)."""
     report = TickReport(now)
-    with counting_statements(store) as statements:
-        asyncio.run(engine.dispatcher().run(now, report))
-    return report, statements
+    dispatcher = engine.dispatcher()
+    take = dispatcher.claims.take
+    claimed: list[str] = []
+
+    def counted(*args: Any) -> Any:
+        with counting_statements(store) as statements:
+            taken = take(*args)
+        claimed.extend(statements)
+        return taken
+
+    dispatcher.claims.take = counted  # type: ignore[method-assign]
+    asyncio.run(dispatcher.run(now, report))
+    return report, claimed
 
 
 def test_a_claim_costs_the_same_statements_for_twenty_messages_as_for_five(
@@ -194,14 +206,14 @@ def test_messages_being_sent_count_for_the_frequency_cap_as_sent_now(
     shop(3, make_contact, make_event, engine)
     first, second, _ = sorted(all_messages(store), key=lambda message: message.id or 0)
     with store.transaction() as session:
-        due = {message.id: message for message in messages.due(session, SENT_AT, 10)}
-        messages.claim(session, [due[first.id]], SENT_AT, "tick:here", SENT_AT + timedelta(minutes=5))
-        messages.claim(session, [due[second.id]], SENT_AT, "tick:here", SENT_AT + timedelta(minutes=5))
+        due = {message.id: message for message in claims.due(session, SENT_AT, 10)}
+        claims.claim(session, [due[first.id]], SENT_AT, "tick:here", SENT_AT + timedelta(minutes=5))
+        claims.claim(session, [due[second.id]], SENT_AT, "tick:here", SENT_AT + timedelta(minutes=5))
     with store.session() as session:
-        messages.mark_sent(session, [due[second.id]], SENT_AT)
+        claims.mark_sent(session, [due[second.id]], SENT_AT)
 
     with store.session() as session:
-        found = messages.sent_times(
+        found = claims.sent_times(
             session,
             {first.contact_id, second.contact_id},
             SENT_AT - timedelta(days=1),

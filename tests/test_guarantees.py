@@ -12,9 +12,8 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from automator import engine as engine_module
 from automator import enqueue
-from automator.dispatch import RECORD_EVERY
+from automator import lookup as lookup_module
 from automator.emails import OutgoingEmail
 from automator.engine import Engine, TickReport
 from automator.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -256,12 +255,12 @@ class StallingTransport(RecordingTransport):
 def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
     make_contact, make_event, project, store
 ):
-    before, total = RECORD_EVERY + 25, RECORD_EVERY + 45
+    before, total = 125, 145
     addresses = [f"shopper{i:03d}@example.com" for i in range(total)]
     for i, address in enumerate(addresses):
         make_contact(address)
         make_event("cart_updated", utc("2026-11-20 03:00"), email=address, id=f"cart-{i}", **cart(f"c{i}"))
-    transport = StallingTransport(before)  # a full group of RECORD_EVERY, then a partial one
+    transport = StallingTransport(before)
     engine = Engine(project, store, transport)
     now = utc("2026-11-20 04:00")
 
@@ -270,7 +269,7 @@ def test_what_went_out_is_recorded_while_the_rest_of_the_batch_is_still_sending(
         engine.evaluate(now, report)
         dispatching = asyncio.ensure_future(engine.dispatcher().run(now, report))
         await asyncio.wait_for(transport.stalled.wait(), timeout=10)
-        # The partial group is recorded within RECORD_AFTER_SECONDS, by the dispatcher's thread.
+        # What the server has answered is recorded at once, by the dispatcher's thread.
         for _ in range(100):
             counts = statuses(store)
             if counts.get("sent") == before:
@@ -405,7 +404,7 @@ def test_a_transaction_the_database_rolled_back_by_itself_keeps_no_mark_and_is_q
     make_contact, make_event, store, tick, transport, monkeypatch
 ):
     three_carts(make_contact, make_event)
-    monkeypatch.setattr(engine_module, "CHUNK_MIN", 1)  # a chunk per message
+    monkeypatch.setattr(lookup_module, "CHUNK_MIN", 1)  # a chunk per message
     original = queueing.record_history
     failed: list[object] = []
 

@@ -4,23 +4,12 @@ A bad record is reported with its line number and reason; every good one is stil
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
 from automator.store import contacts as contact_store
-from automator.store import events as event_store
 from tests.conftest import cart, utc, write_jsonl
-
-
-def write_csv(path: Path, *rows: str) -> Path:
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
-
-
-def contact(store, email):
-    with store.session() as session:
-        return contact_store.by_email(session, email)
+from tests.importing import cart_event, contact, stored_events, write_csv
 
 
 def contact_dates(store, email):
@@ -32,12 +21,6 @@ def stage_changes(store, email):
     with store.session() as session:
         found = contact_store.by_email(session, email)
         return [(c.from_stage, c.to_stage, c.cause) for c in contact_store.stage_history(session, found.id)]
-
-
-def stored_events(store, email):
-    with store.session() as session:
-        found = contact_store.by_email(session, email)
-        return event_store.for_contact(session, found.id)
 
 
 HEADER = "email,first_name,last_name,locale,timezone,stage,plan"
@@ -256,17 +239,6 @@ def test_a_file_that_is_neither_csv_nor_jsonl_is_refused(cli, tmp_path):
 # Events
 
 
-def cart_event(**fields):
-    return {
-        "id": "evt-1",
-        "type": "cart_updated",
-        "email": "lan@example.com",
-        "at": "2026-11-20T10:00:00+07:00",
-        "properties": cart(),
-        **fields,
-    }
-
-
 def test_an_event_is_stored_with_its_time_in_utc(cli, store, tmp_path):
     result = cli("events", "import", str(write_jsonl(tmp_path / "e.jsonl", [cart_event()])))
     assert (result.exit_code, result.stdout) == (0, "imported 1 events, rejected 0\n")
@@ -282,6 +254,15 @@ def test_an_event_is_stored_with_its_time_in_utc(cli, store, tmp_path):
 def test_an_event_id_seen_twice_is_stored_once(cli, store, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", [cart_event(), cart_event()])
     assert cli("events", "import", str(path)).stdout == "imported 1 events, 1 already known, rejected 0\n"
+    assert len(stored_events(store, "lan@example.com")) == 1
+
+
+def test_an_event_id_longer_than_the_store_keeps_is_rejected_alone(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id="x" * 201), cart_event(id="evt-1")])
+    result = cli("events", "import", str(path))
+    assert result.stdout == "imported 1 events, rejected 1\n"
+    assert result.stderr.startswith(f"rejected {path}:1: id: ")
+    assert "at most 200 characters" in result.stderr
     assert len(stored_events(store, "lan@example.com")) == 1
 
 

@@ -5,9 +5,8 @@ import csv
 
 import pytest
 
-from automator.store import contacts as contact_store
-from automator.store import events as event_store
 from tests.conftest import cart, write_jsonl
+from tests.importing import cart_event, contact, event_keys, write_raw
 
 CONTACT_RULE = "a contact's fields and attributes may not hold line breaks, tabs or other control characters"
 EVENT_RULE = (
@@ -17,27 +16,11 @@ EVENT_RULE = (
 LIMIT = csv.field_size_limit()
 
 
-def write_csv(path, text):
-    path.write_text(text, encoding="utf-8", newline="")
-    return path
-
-
-def contact(store, email):
-    with store.session() as session:
-        return contact_store.by_email(session, email)
-
-
-def event_keys(store, email):
-    with store.session() as session:
-        found = contact_store.by_email(session, email)
-        return [] if found is None else [event.key for event in event_store.for_contact(session, found.id)]
-
-
 # Control characters in contacts
 
 
 def test_a_name_holding_a_line_break_is_rejected_with_its_line_and_field(cli, store, tmp_path):
-    path = write_csv(
+    path = write_raw(
         tmp_path / "contacts.csv",
         "email,first_name\r\n"
         "lan@example.com,Lan\r\n"
@@ -98,17 +81,6 @@ def test_text_in_other_scripts_is_not_mistaken_for_control_characters(cli, store
 # Control characters in events
 
 
-def cart_event(**fields):
-    return {
-        "id": "evt-1",
-        "type": "cart_updated",
-        "email": "lan@example.com",
-        "at": "2026-11-20T10:00:00+07:00",
-        "properties": cart(),
-        **fields,
-    }
-
-
 @pytest.mark.parametrize(
     "fields, shown",
     [
@@ -140,7 +112,7 @@ def test_an_event_property_may_hold_multi_line_text(cli, store, tmp_path):
 
 
 def test_an_oversized_field_rejects_its_row_and_the_rows_around_it_are_imported(cli, store, tmp_path):
-    path = write_csv(
+    path = write_raw(
         tmp_path / "x.csv",
         "email,first_name,note\n"
         "lan@example.com,Lan,hi\n"
@@ -162,7 +134,7 @@ def test_the_lines_of_an_oversized_quoted_field_are_not_read_as_records(cli, sto
     # A shop's export quotes a customer's text; what the customer typed on its later lines
     # must not become contacts once the field is too big to read.
     typed = "x" * (LIMIT + 1) + '\nmallory@example.com,"Mal",""\n"other@example.com,Other\n'
-    path = write_csv(
+    path = write_raw(
         tmp_path / "x.csv",
         "email,first_name,note\n"
         "lan@example.com,Lan,hi\n"
@@ -177,7 +149,7 @@ def test_the_lines_of_an_oversized_quoted_field_are_not_read_as_records(cli, sto
 
 
 def test_an_oversized_header_stops_the_import_with_one_line(cli, tmp_path):
-    path = write_csv(tmp_path / "x.csv", f"email,{'x' * (LIMIT + 1)}\nlan@example.com,Lan\n")
+    path = write_raw(tmp_path / "x.csv", f"email,{'x' * (LIMIT + 1)}\nlan@example.com,Lan\n")
     result = cli("contacts", "import", str(path))
     assert (result.exit_code, result.stderr) == (
         1,
@@ -186,6 +158,6 @@ def test_an_oversized_header_stops_the_import_with_one_line(cli, tmp_path):
 
 
 def test_a_multi_line_record_is_reported_at_its_first_line(cli, tmp_path):
-    path = write_csv(tmp_path / "x.csv", 'email,note\n"lan-at-example.com","two\nlines"\n')
+    path = write_raw(tmp_path / "x.csv", 'email,note\n"lan-at-example.com","two\nlines"\n')
     result = cli("contacts", "import", str(path))
     assert result.stderr.startswith(f"rejected {path}:2: ")

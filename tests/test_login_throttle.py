@@ -12,23 +12,20 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from freezegun import freeze_time
 
 from automator.console import create_app
-from automator.console.auth import hash_password
-from automator.store import Store, audit, users
+from automator.store import Store, audit
 from tests.conftest import utc
-from tests.test_console_http import PASSWORD, token_in
+from tests.logins import PASSWORD, add_accounts, client_for, log_in
 
 START = utc("2026-11-20 01:00")
 WRONG = "not the password"
 MINUTE = timedelta(minutes=1)
 
 
-@pytest.fixture(autouse=True)
-def quick_hashing(cheap_password_hashing: None) -> None:
-    """Every test here logs in or adds users: with the cheapest Argon2 settings."""
+# Every test here logs in or adds users: with the cheapest Argon2 settings.
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture
@@ -39,9 +36,7 @@ def clock() -> Iterator[Any]:
 
 @pytest.fixture
 def accounts(store: Store) -> None:
-    with store.session() as session:
-        users.add(session, "sam", hash_password(PASSWORD), "support", START)
-        users.add(session, "ada", hash_password(PASSWORD), "admin", START)
+    add_accounts(store, START)
 
 
 @pytest.fixture
@@ -53,15 +48,10 @@ def console_app(project, store, clock, accounts) -> Any:
 def attempt(console_app: Any) -> Callable[..., Any]:
     """`attempt(name, password, address=…)`: a login from a new browser at that address."""
 
-    def log_in(name: str, password: str = WRONG, address: str = "203.0.113.7", app: Any = None) -> Any:
-        client = TestClient(app or console_app, follow_redirects=False, client=(address, 50000))
-        form = client.get("/login")
-        return client.post(
-            "/login",
-            data={"name": name, "password": password, "csrf_token": token_in(form), "next": "/queue"},
-        )
+    def log_in_from(name: str, password: str = WRONG, address: str = "203.0.113.7", app: Any = None) -> Any:
+        return log_in(client_for(app or console_app, client=(address, 50000)), name, password)
 
-    return log_in
+    return log_in_from
 
 
 def fail(attempt: Callable[..., Any], times: int, name: str = "sam", **where: str) -> None:

@@ -9,7 +9,11 @@ from datetime import timedelta
 import pytest
 
 from automator import engine as engine_module
-from automator.engine import CHUNK_MIN, SPREAD, Lookup, TickReport
+from automator import lookup as lookup_module
+from automator import pipeline as pipeline_module
+from automator.engine import TickReport
+from automator.lookup import CHUNK_MIN, SPREAD, Lookup
+from automator.pipeline import Pipeline
 from automator.store import rulestate
 from automator.store.candidates import Addressee, Candidate, Watermark
 from tests.conftest import all_messages, cart, utc
@@ -99,7 +103,7 @@ def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run
     make_contact, make_event, engine, store, monkeypatch
 ):
     carts_and_orders(make_contact, make_event)
-    original = engine_module.candidate_queries.batches
+    original = lookup_module.candidate_queries.batches
 
     def failing_for_carts(session, rule, *rest):  # type: ignore[no-untyped-def]
         for batch in original(session, rule, *rest):
@@ -108,7 +112,7 @@ def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run
                 raise RuntimeError("the disk went away")
             yield batch[1:]
 
-    monkeypatch.setattr(engine_module.candidate_queries, "batches", failing_for_carts)
+    monkeypatch.setattr(lookup_module.candidate_queries, "batches", failing_for_carts)
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
 
@@ -116,7 +120,7 @@ def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run
 
     assert "the disk went away" in (report.rules["abandoned_cart"].error or "")
     assert report.rules["post_purchase_thank_you"].enqueued == 3
-    monkeypatch.setattr(engine_module.candidate_queries, "batches", original)
+    monkeypatch.setattr(lookup_module.candidate_queries, "batches", original)
     engine.evaluate(now + timedelta(minutes=1), TickReport(now))  # the next tick finds the carts again
     rules = sorted(message.rule_id for message in all_messages(store))
     assert rules.count("abandoned_cart") == 3
@@ -130,14 +134,14 @@ def test_collections_during_a_tick_leave_the_older_objects_aside_and_come_seldom
     make_event("cart_updated", utc("2026-11-20 01:00"), "lan@example.com", **cart("c1"))
     frozen_during: list[int] = []
     thresholds_during: list[int] = []
-    original = engine_module.candidate_queries.batches
+    original = lookup_module.candidate_queries.batches
 
     def noting_the_frozen(*args):  # type: ignore[no-untyped-def]
         frozen_during.append(gc.get_freeze_count())
         thresholds_during.append(gc.get_threshold()[0])
         yield from original(*args)
 
-    monkeypatch.setattr(engine_module.candidate_queries, "batches", noting_the_frozen)
+    monkeypatch.setattr(lookup_module.candidate_queries, "batches", noting_the_frozen)
     before, threshold = gc.get_freeze_count(), gc.get_threshold()
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
@@ -167,13 +171,13 @@ def test_the_next_rule_starts_rendering_before_the_last_chunk_of_the_rule_before
     carts_and_orders(make_contact, make_event)
     steps: list[tuple[str, str]] = []
     for name in ("prepare_chunk", "finish_chunk"):
-        original = getattr(engine, name)
+        original = getattr(Pipeline, name)
 
-        def noting(rule, *args, _name=name, _original=original):  # type: ignore[no-untyped-def]
+        def noting(pipeline, rule, *args, _name=name, _original=original):  # type: ignore[no-untyped-def]
             steps.append((_name, rule.id))
-            return _original(rule, *args)
+            return _original(pipeline, rule, *args)
 
-        monkeypatch.setattr(engine, name, noting)
+        monkeypatch.setattr(Pipeline, name, noting)
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
 
@@ -192,14 +196,14 @@ def test_a_rule_that_fails_leaves_the_chunks_of_the_rule_before_to_be_written_an
     make_contact, make_event, engine, store, monkeypatch
 ):
     carts_and_orders(make_contact, make_event)
-    original = engine_module.candidate_queries.batches
+    original = lookup_module.candidate_queries.batches
 
     def failing_for_orders(session, rule, *rest):  # type: ignore[no-untyped-def]
         if rule.id == "post_purchase_thank_you":
             raise RuntimeError("the disk went away")
         yield from original(session, rule, *rest)
 
-    monkeypatch.setattr(engine_module.candidate_queries, "batches", failing_for_orders)
+    monkeypatch.setattr(lookup_module.candidate_queries, "batches", failing_for_orders)
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
 
@@ -219,18 +223,18 @@ def test_a_big_rule_is_committed_every_commit_every_messages(
     make_contact, make_event, engine, store, monkeypatch, every, committed_before_the_third
 ):
     carts_and_orders(make_contact, make_event)
-    monkeypatch.setattr(engine_module, "CHUNK_MIN", 1)  # a chunk per cart, however the
-    monkeypatch.setattr(engine_module, "CHUNK", 1)  # lookup thread's batches arrive
-    monkeypatch.setattr(engine_module, "COMMIT_EVERY", every)
+    monkeypatch.setattr(lookup_module, "CHUNK_MIN", 1)  # a chunk per cart, however the
+    monkeypatch.setattr(lookup_module, "CHUNK", 1)  # lookup thread's batches arrive
+    monkeypatch.setattr(pipeline_module, "COMMIT_EVERY", every)
     committed: list[int] = []  # what another connection sees as each cart chunk is written
-    original = engine.finish_chunk
+    original = Pipeline.finish_chunk
 
-    def noting(rule, *args):  # type: ignore[no-untyped-def]
+    def noting(pipeline, rule, *args):  # type: ignore[no-untyped-def]
         if rule.id == "abandoned_cart":
             committed.append(len([m for m in all_messages(store) if m.rule_id == "abandoned_cart"]))
-        return original(rule, *args)
+        return original(pipeline, rule, *args)
 
-    monkeypatch.setattr(engine, "finish_chunk", noting)
+    monkeypatch.setattr(Pipeline, "finish_chunk", noting)
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
 

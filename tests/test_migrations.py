@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
@@ -128,7 +130,8 @@ def test_db_current_says_when_an_upgrade_is_waiting_and_history_lists_the_revisi
 
     assert current.returncode == 0
     assert current.stdout.strip() == f"{TODAY} (behind {schema.head()}: run `automator db upgrade`)"
-    assert history.stdout.splitlines()[:2] == [
+    assert history.stdout.splitlines()[0].startswith(f"{schema.head()}  ")  # the newest first
+    assert history.stdout.splitlines()[-2:] == [
         "0002  A claim's owner on each message, a session version per console user, failed logins.",
         "0001  The schema as automator made it before migrations: every table, column and index.",
     ]
@@ -141,3 +144,56 @@ def test_opening_an_up_to_date_store_takes_no_lock(tmp_path: Path) -> None:
     with holder.transaction():  # a tick holds the write lock
         Store(url).create_schema()  # returns at once instead of waiting for it
     holder.dispose()
+
+
+def test_the_newest_revision_known_without_alembic_is_alembics_head() -> None:
+    assert ScriptDirectory.from_config(schema.config()).get_current_head() == schema.HEAD
+
+
+def test_a_command_on_an_up_to_date_database_does_not_import_alembic(database_url, project_dir) -> None:
+    Store(database_url).create_schema()
+    probe = (
+        "import sys\n"
+        "from automator.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:])\n"
+        "finally:\n"
+        "    heavy = sorted(n for n in sys.modules if n.split('.')[0] in ('alembic', 'mako'))\n"
+        "    print('loaded:', ' '.join(heavy))\n"
+    )
+    env = {**os.environ, "AUTOMATOR_DATABASE_URL": database_url, "AUTOMATOR_RENDER_WORKERS": "0"}
+    arguments = ["--project", str(project_dir), "tick", "--now", "2026-11-20T05:00:00Z"]
+
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *arguments], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "loaded: "
+
+
+@pytest.mark.parametrize("made", ["new", "upgraded"])
+def test_the_contact_change_log_is_kept_by_triggers_in_a_new_and_an_upgraded_database(
+    database_url, made
+) -> None:
+    if made == "new":
+        Store(database_url).create_schema()
+    else:
+        at_revision(database_url, "0003")
+        Store(database_url).upgrade_schema()
+    engine = create_engine(database_url)
+    for statement in (
+        "INSERT INTO contact (email, stage, attributes, created_at, updated_at)"
+        " VALUES ('lan@example.com', 'awareness', '{}', '2026-11-20 03:00:00', '2026-11-20 03:00:00')",
+        'UPDATE contact SET attributes = \'{"vip": "yes"}\'',
+        "UPDATE contact SET stage = 'consideration'",
+        "UPDATE contact SET updated_at = '2026-11-20 04:00:00'",  # no rule reads it
+        "INSERT INTO contact_tag (contact_id, tag, added_at) SELECT id, 'vip', updated_at FROM contact",
+    ):
+        with engine.begin() as connection:  # one transaction each: it logs a contact once
+            connection.execute(text(statement))
+    with engine.connect() as connection:
+        logged = connection.execute(text("SELECT count(*) FROM contact_change")).scalar()
+    engine.dispose()
+
+    assert logged == 3

@@ -25,7 +25,7 @@ from automator.dispatch import LEASE
 from automator.engine import Engine, TickReport
 from automator.errors import StateError
 from automator.project import Project
-from automator.store import Store, messages
+from automator.store import Store, claims, messages
 from automator.testing import RecordingTransport
 from tests.conftest import cart, statuses
 from tests.smtp_server import LoopbackSmtpServer
@@ -153,19 +153,19 @@ def queued_pair(
 def dispatch_with_a_stale_read(engine: Engine, store: Store, act: Callable[[], object]) -> None:
     """Read the due messages, let `act` change some of them, then dispatch what was read."""
     with store.session() as session:
-        stale = messages.due(session, NOW, 500)
+        stale = claims.due(session, NOW, 500)
 
     act()
 
-    def read_before(*_args: object, **_kwargs: object) -> list[messages.Due]:
+    def read_before(*_args: object, **_kwargs: object) -> list[claims.Due]:
         return stale
 
-    original = messages.due
-    messages.due = read_before  # type: ignore[assignment]
+    original = claims.due
+    claims.due = read_before  # type: ignore[assignment]
     try:
         asyncio.run(engine.dispatcher().run(NOW, TickReport(NOW)))
     finally:
-        messages.due = original
+        claims.due = original
 
 
 def test_a_message_cancelled_after_a_dispatcher_read_it_is_not_sent(queued_pair, store) -> None:
@@ -210,8 +210,8 @@ def test_a_cancel_that_comes_after_the_send_says_when_it_was_sent(queued_pair, s
 def test_send_now_on_a_message_being_sent_is_refused_and_changes_nothing(queued_pair, store) -> None:
     engine, _, (first, _) = queued_pair
     with store.transaction() as session:
-        [due, _] = messages.due(session, NOW, 500)
-        messages.claim(session, [due], NOW, "tick:elsewhere", NOW + LEASE)
+        [due, _] = claims.due(session, NOW, 500)
+        claims.claim(session, [due], NOW, "tick:elsewhere", NOW + LEASE)
 
     with pytest.raises(StateError) as refused:
         support.send_now(engine, first, "customer asked", "mai", NOW)
@@ -224,11 +224,11 @@ def test_send_now_on_a_message_being_sent_is_refused_and_changes_nothing(queued_
 def test_a_claim_takes_only_what_is_still_queued(queued_pair, store) -> None:
     engine, _, (first, second) = queued_pair
     with store.session() as session:
-        stale = messages.due(session, NOW, 500)
+        stale = claims.due(session, NOW, 500)
     support.hold(engine, first, "checking", "mai", NOW)
 
     with store.transaction() as session:
-        taken = messages.claim(session, stale, NOW, "tick:here", NOW + LEASE)
+        taken = claims.claim(session, stale, NOW, "tick:here", NOW + LEASE)
 
     assert [message.id for message in taken] == [second]
     by_id = {message.id: message.status for message in all_messages(store)}

@@ -16,7 +16,8 @@ from automator.project import Project, load_project
 from automator.store import Store, messages, suppressions
 from automator.store.messages import QueueFilter
 from automator.tables import Message
-from automator.transports.smtp import SmtpSettings, SmtpTransport
+from automator.transports.smtp import SmtpTransport
+from automator.transports.smtp_settings import SmtpSettings
 from tests.conftest import cart, utc
 from tests.smtp_server import (
     REJECT_DATA_REPLY,

@@ -19,7 +19,9 @@ import pytest
 
 from automator.emails import OutgoingEmail
 from automator.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
-from automator.transports.smtp import SmtpDeliveryError, SmtpInsecureError, SmtpSettings, SmtpTransport
+from automator.transports.smtp import SmtpTransport
+from automator.transports.smtp_errors import SmtpDeliveryError, SmtpInsecureError
+from automator.transports.smtp_settings import SmtpSettings
 from tests.smtp_server import (  # noqa: F401
     AuthSmtpServer,
     Certificate,

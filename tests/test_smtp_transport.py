@@ -13,7 +13,9 @@ import pytest
 
 from automator.emails import OutgoingEmail
 from automator.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
-from automator.transports.smtp import SmtpDeliveryError, SmtpSettings, SmtpTransport
+from automator.transports.smtp import SmtpTransport
+from automator.transports.smtp_errors import SmtpDeliveryError
+from automator.transports.smtp_settings import SmtpSettings
 from tests.smtp_server import LoopbackSmtpServer, free_port, smtp_server  # noqa: F401
 
 

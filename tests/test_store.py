@@ -24,6 +24,7 @@ from sqlalchemy.schema import CreateTable
 import automator.store.sqlite as store_module
 from automator.packing import pack
 from automator.store import Store, execute_many, insert, queueing, table
+from automator.store import claims as claim_store
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
 from automator.tables import Message, MessageContent, Suppression
@@ -247,7 +248,7 @@ def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tm
     with store.session() as session:
         assert packed is not None and older is not None
         contents = [message_store.content(session, message_id) for message_id in (packed, older)]
-        due_ids = [m.id for m in message_store.due(session, now, 10)]
+        due_ids = [m.id for m in claim_store.due(session, now, 10)]
         due = {i: (c.text, c.html) for i, c in message_store.bodies(session, due_ids).items()}
     store.dispose()
 
@@ -311,9 +312,9 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
             )
             message_store.enqueue(session, values, "queued", "text", "<p>html</p>")
     with store.session() as session:
-        first = [m.message_id for m in message_store.due(session, now, 4)]
-        every = [m.message_id for m in message_store.due(session, now, 100)]
-        due_ids = [m.id for m in message_store.due(session, now, 100)]
+        first = [m.message_id for m in claim_store.due(session, now, 4)]
+        every = [m.message_id for m in claim_store.due(session, now, 100)]
+        due_ids = [m.id for m in claim_store.due(session, now, 100)]
         bodies = {(c.text, c.html) for c in message_store.bodies(session, due_ids).values()}
     store.dispose()
 

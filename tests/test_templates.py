@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from automator.engine import preview
 from automator.errors import TemplateError
-from automator.templates import Record, Templates, money
+from automator.formats import money
+from automator.preview import preview
+from automator.templates import Record, Templates
 from tests.conftest import cart, utc
 
 CART_AT = utc("2026-11-20 03:00")
@@ -22,7 +23,7 @@ def render_cart(engine, project, make_contact, make_event):
         make_event(
             "cart_updated", CART_AT, id="cart-1", **{**cart(total=total, currency=currency), **properties}
         )
-        return preview(engine, project.rule("abandoned_cart"), "lan@example.com", NOW)
+        return preview(engine.store, engine.renderer, project.rule("abandoned_cart"), "lan@example.com", NOW)
 
     return render
 

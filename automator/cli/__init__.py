@@ -20,9 +20,11 @@ from automator.cli import (
     coupons,
     db,
     events,
+    keys,
     queue,
     rules,
     run,
+    schema,
     secret,
     suppressions,
     users,
@@ -56,6 +58,7 @@ app.command("preview")(rules.preview_command)
 app.command("run")(run.run_daemon)
 app.command("status")(run.status_command)
 app.command("rules")(rules.rules_list)
+app.command("schema")(schema.schema_command)
 app.command("console")(console.console_command)
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(events.app, name="events")
@@ -63,5 +66,6 @@ app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(coupons.app, name="coupons")
 app.add_typer(queue.app, name="queue")
 app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")
 app.add_typer(secret.app, name="secret")
 app.add_typer(db.app, name="db")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from automator.cli.options import NowOption, parse_now
+from automator.cli.options import ActorOption, NowOption, email_address, parse_now
 from automator.cli.output import print_import, reports_errors, say
 from automator.cli.state import state
 from automator.errors import NotFoundError
@@ -29,10 +29,12 @@ def contacts_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
 ) -> None:
     """Upsert contacts from a .csv (header row) or .jsonl file, keyed by email."""
+    from automator.cli.progress import import_progress
     from automator.importing import import_contacts
 
-    project = state().project
-    report = import_contacts(state().store, file, project.journey, project.settings.zone, parse_now(now))
+    project, store, at = state().project, state().store, parse_now(now)
+    with import_progress(file, "contacts") as watcher:
+        report = import_contacts(store, file, project.journey, project.settings.zone, at, watcher)
     print_import(report, "contacts")
 
 
@@ -45,6 +47,30 @@ def contacts_show(email: str) -> None:
     _print_fields(card)
     _print_stages(card.stages)
     _print_messages(card.contact.email, card.messages)
+
+
+@app.command("erase")
+@reports_errors
+def contacts_erase(
+    email: str,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "right to erasure",
+    by: ActorOption = "cli",
+) -> None:
+    """Erase a contact's personal data (the right to erasure); its address stays only as a
+    hashed suppression, so that a later import cannot mail it. See docs/api.md."""
+    from automator.store import erasure
+
+    address = email_address(email)
+    with state().store.transaction() as session:
+        done = erasure.erase(session, address, parse_now(None), by, reason)
+    if done.contact_id is None:
+        say(f"no contact with email {address}; its address is suppressed, as a hash")
+        return
+    say(
+        f"erased contact #{done.contact_id}: {done.events} events deleted, {done.messages} messages kept "
+        f"without personal data ({done.cancelled} not sent yet, cancelled); its address is suppressed, "
+        "as a hash"
+    )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,10 @@ def events_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
 ) -> None:
     """Import events from a .jsonl file; an event id seen before is stored once."""
+    from automator.cli.progress import import_progress
     from automator.importing import import_events
 
-    report = import_events(state().store, file, state().project.journey, parse_now(now))
+    journey, store, at = state().project.journey, state().store, parse_now(now)
+    with import_progress(file, "events") as watcher:
+        report = import_events(store, file, journey, at, watcher)
     print_import(report, "events")

@@ -18,7 +18,7 @@ def parse_now(value: str | None) -> datetime:
     """`--now` (ISO 8601; without an offset it is UTC), or the current time."""
     if value is None:
         return datetime.now(UTC)
-    from automator.importing import parse_timestamp
+    from automator.timestamps import parse_timestamp
 
     try:
         return parse_timestamp(value, UTC)

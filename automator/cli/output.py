@@ -44,11 +44,14 @@ def reports_errors(command: F) -> F:
 
 
 def print_import(report: ImportReport, noun: str) -> None:
-    """An import's rejected records, one per line on stderr, then its counts; exit code 1
-    when a record was rejected."""
+    """An import's rejected records and warnings that it kept, one per line on stderr, then
+    its counts; exit code 1 when a record was rejected."""
     for error in report.errors:
         say(f"rejected {error}", err=True)
+    for warning in report.warnings:
+        say(f"warning {warning}", err=True)
     extra = f", {report.duplicates} already known" if report.duplicates else ""
-    typer.echo(f"imported {report.imported} {noun}{extra}, rejected {len(report.errors)}")
-    if report.errors:
+    warned = f", {report.warned} warning{'s' if report.warned != 1 else ''}" if report.warned else ""
+    typer.echo(f"imported {report.imported} {noun}{extra}, rejected {report.rejected}{warned}")
+    if report.rejected:
         raise typer.Exit(1)

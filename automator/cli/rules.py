@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,16 +14,58 @@ from automator.cli.state import state
 from automator.display import printable_text
 from automator.errors import NotFoundError
 
+if TYPE_CHECKING:
+    from automator.project import Project
+
+
+StoreOption = Annotated[
+    bool,
+    typer.Option(
+        "--store",
+        help="Also look at the contacts in the database: a date trigger whose attribute holds "
+        "text that is not a date (17/05/1990) never fires for them.",
+    ),
+]
+
 
 @reports_errors
-def check() -> None:
+def check(store: StoreOption = False) -> None:
     """Validate every rule file, journey.yaml and the templates the rules use."""
     project = state().project
     for error in project.errors:
         say(str(error))
     if project.errors:
         raise typer.Exit(1)
+    for warning in _undated_attributes(project) if store else ():
+        say(f"warning: {warning}")
     typer.echo(f"ok: {len(project.ruleset.rules)} rules")
+
+
+def _undated_attributes(project: Project) -> Iterator[str]:
+    """A warning for each date trigger whose attribute holds what is not a date in the store
+    (text such as "17/05/1990"): the rule never fires for those contacts. A store that does
+    not exist yet (no SQLite file) is not made for this. Only with --store: without it,
+    `check` never loads the database (tests/test_startup.py)."""
+    from sqlalchemy import make_url
+
+    from automator.model import DateTrigger
+    from automator.store import contacts
+
+    rules = [rule for rule in project.ruleset.rules if isinstance(rule.trigger, DateTrigger)]
+    url = make_url(project.settings.database)
+    if not rules or (url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()):
+        return
+    with state().store.session() as session:
+        for rule in rules:
+            assert isinstance(rule.trigger, DateTrigger)
+            name = rule.trigger.attribute
+            count, shown = contacts.undated(session, name)
+            if count:
+                examples = ", ".join(f'{email} "{value}"' for email, value in shown)
+                yield (
+                    f"{rule.file}:{rule.line_of('trigger.date')}: trigger.date: {count} contact(s) hold a "
+                    f"{name} that is not an ISO 8601 date (e.g. {examples}); the rule never fires for them"
+                )
 
 
 @reports_errors
@@ -41,14 +85,15 @@ def preview_command(
     html: Annotated[bool, typer.Option("--html", help="Print the HTML part instead of the text.")] = False,
 ) -> None:
     """Render the message RULE would send a contact; stores and sends nothing."""
-    from automator.engine import preview
+    from automator.preview import preview
 
     project = state().project
     found = project.rule(rule)
     if found is None:
         known = ", ".join(r.id for r in project.ruleset.rules)
         raise NotFoundError(f"no rule '{rule}' (rules: {known})")
-    rendered = preview(state().engine(), found, email_address(contact), parse_now(now))
+    engine = state().engine()
+    rendered = preview(engine.store, engine.renderer, found, email_address(contact), parse_now(now))
     say(f"Subject: {rendered.subject}")
     typer.echo("")
     typer.echo(printable_text(rendered.html if html else rendered.text))

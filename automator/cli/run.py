@@ -91,6 +91,9 @@ def _print_tick(report: TickReport) -> None:
 def run_daemon(
     tick_interval: Annotated[float, typer.Option(help="Seconds between rule evaluations.")] = 60.0,
     dispatch_interval: Annotated[float, typer.Option(help="Seconds between dispatch passes.")] = 2.0,
+    dispatch_batch: Annotated[
+        int, typer.Option(min=1, help="Messages claimed at a time (daemons sharing a database take turns).")
+    ] = 500,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     listen: Annotated[
         str | None,
@@ -122,7 +125,12 @@ def run_daemon(
     with _single_daemon(project.settings.database) as exclusive:
         engine = state().engine()
         options = DaemonOptions(
-            tick_interval, dispatch_interval, listen=address, console=console_address, exclusive=exclusive
+            tick_interval,
+            dispatch_interval,
+            dispatch_batch=dispatch_batch,
+            listen=address,
+            console=console_address,
+            exclusive=exclusive,
         )
         asyncio.run(_run(Daemon(engine, options)))
 

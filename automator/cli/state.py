@@ -49,7 +49,8 @@ class State:
 def make_transport(project: Project) -> Any:
     """SMTP when configured, else the file outbox."""
     if project.settings.smtp_url:
-        from automator.transports.smtp import SmtpSettings, SmtpTransport
+        from automator.transports.smtp import SmtpTransport
+        from automator.transports.smtp_settings import SmtpSettings
 
         return SmtpTransport(SmtpSettings.from_url(project.settings.smtp_url))
     from automator.transports.file import FileTransport

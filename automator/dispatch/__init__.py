@@ -2,8 +2,10 @@
 and record every outcome in the message's history.
 
 Each message is claimed (status `sending`, with a lease) in one transaction, sent, then
-marked in another, so a crash between the two leaves a lease that expires and the message
-is sent again with the same Message-ID (at-least-once, never silently lost).
+marked in another as soon as the server answers, so a crash between the two leaves a claim
+that is put back in the queue (its lease expires; sooner when the dispatcher is known to be
+gone) and the message is sent again with the same Message-ID (at-least-once, never silently
+lost). Only the emails open in the transport at the crash can arrive twice.
 
 The parts, each on its own: `claims` (a batch read, re-checked and taken under a lease),
 `rechecks` (the pure decisions: suppressed, too late, cancelled, quiet hours, the cap),
@@ -14,6 +16,6 @@ claim's reads, verdicts and state changes are a few statements whatever its size
 """
 
 from automator.dispatch.claims import LEASE
-from automator.dispatch.dispatcher import BATCH, RECORD_AFTER_SECONDS, RECORD_EVERY, Dispatcher
+from automator.dispatch.dispatcher import BATCH, Dispatcher
 
-__all__ = ["BATCH", "LEASE", "RECORD_AFTER_SECONDS", "RECORD_EVERY", "Dispatcher"]
+__all__ = ["BATCH", "LEASE", "Dispatcher"]

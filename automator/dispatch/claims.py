@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,10 +31,15 @@ from automator.model import DateTrigger, EventTrigger
 from automator.project import Project
 from automator.rendering import Renderer
 from automator.status import HoldKind, Status
-from automator.store import Store, contacts, events, messages, suppressions
-from automator.store.messages import Change, Content, Due
+from automator.store import Store, claims, contacts, events, messages, suppressions
+from automator.store.claims import Due
+from automator.store.messages import Change, Content
 
 LEASE = timedelta(minutes=5)
+ORPHANED = (
+    "the dispatcher that was sending it stopped before recording the outcome; "
+    "will be sent again (same Message-ID)"
+)
 RENEW_AFTER = LEASE / 3  # a batch still going out keeps its claims this fresh
 
 
@@ -82,13 +88,14 @@ class Claims:
         whole batch. Their emails are built after it (`letters`): the write lock is held no
         longer than the claim needs."""
         with self.store.transaction() as session:
-            due = messages.due(session, now, limit, lock=True)
+            due = claims.due(session, now, limit, lock=True)
+            claims.lock_contacts(session, {message.contact_id for message in due})
             facts = self.facts(session, due, now)
             verdicts = recheck_batch(due, now, facts, self.settings)
             stopped = [(m, v) for m, v in zip(due, verdicts, strict=True) if v.status is not None]
             sendable = [m for m, v in zip(due, verdicts, strict=True) if v.status is None]
             outcomes = self.write(session, stopped, facts, now)
-            taken = messages.claim(session, sendable, now, self.owner, self.lease_end())
+            taken = claims.claim(session, sendable, now, self.owner, self.lease_end())
             # Read on the claim's connection: another would find its cache out of date.
             bodies = messages.bodies(session, [message.id for message in taken])
         self.in_flight.update(message.id for message in taken)
@@ -142,7 +149,7 @@ class Claims:
             events=history,
             own_events={event.id: event for seen in history.values() for event in seen if event.id in own},
             dates=contacts.dates_of(session, contact_ids) if dated else {},
-            sent=messages.sent_times(session, contact_ids, now - cap.per, now) if cap else {},
+            sent=claims.sent_times(session, contact_ids, now - cap.per, now) if cap else {},
         )
 
     def write(
@@ -176,19 +183,27 @@ class Claims:
             return
         self.renewed_at = self.clock()
         with self.store.session() as session:
-            messages.extend_leases(session, self.in_flight, self.owner, self.lease_end())
+            claims.extend_leases(session, list(self.in_flight), self.owner, self.lease_end())
 
     def give_back(self, ids: set[int] | list[int], reason: str) -> int:
         """Put back in the queue those of these claims that have no outcome yet (a stop)."""
         with self.store.session() as session:
-            return messages.requeue_claimed(session, ids, self.owner, self.clock(), reason)
+            return claims.requeue_claimed(session, ids, self.owner, self.clock(), reason)
 
-    def recover_expired(self) -> None:
-        """Put back messages whose dispatcher stopped without recording their outcome."""
+    def alive(self) -> AbstractContextManager[None]:
+        """Held while this dispatcher claims and sends: on PostgreSQL, other dispatchers can
+        tell that its claims have someone to record them (`recover_abandoned`)."""
+        return claims.owning(self.store, self.owner)
+
+    def recover_abandoned(self) -> int:
+        """Put back messages whose dispatcher stopped without recording their outcome: their
+        lease ran out or (on PostgreSQL) their dispatcher's process is gone. Returns how many
+        of the latter."""
         with self.store.session() as session:
-            messages.requeue_expired(
+            claims.requeue_expired(
                 session, self.clock(), "lease expired while sending; will be sent again (same Message-ID)"
             )
+            return claims.requeue_orphans(session, self.owner, self.clock(), ORPHANED)
 
 
 def _change(message: Due, verdict: Verdict) -> Change:

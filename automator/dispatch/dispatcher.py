@@ -4,8 +4,9 @@ each outcome as the server answers, the next batch being claimed while one goes 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,14 +17,17 @@ from automator.project import Project
 from automator.rendering import Renderer
 from automator.reports import TickReport
 from automator.store import Store
-from automator.store.messages import Due
+from automator.store.claims import Due
 from automator.transports import Transport
 
+log = logging.getLogger("automator.dispatch")
+
 BATCH = 500
-# While a batch goes out, what has been sent is recorded once this many are done, or this
-# often: a crash re-sends at most that much (plus what was on the wire), not the batch.
-RECORD_EVERY = 100
-RECORD_AFTER_SECONDS = 1.0
+# While a batch waits on the server, the dispatcher wakes this often to keep its leases fresh.
+WAKE_SECONDS = 1.0
+# The outcomes that come in this long after a group's first go into its record with it,
+# unless a connection waits for that record before then.
+RECORD_WINDOW = 0.005
 T = TypeVar("T")
 
 
@@ -46,29 +50,44 @@ class Dispatcher:
     async def run(
         self, now: datetime, report: TickReport, batch_size: int = BATCH, stop: asyncio.Event | None = None
     ) -> int:
-        """Deliver every message due by `now`; returns how many were sent.
+        """Deliver every message due by `now`, after putting back what stopped dispatchers
+        left in `sending`; returns how many were sent."""
+        with self.claims.alive():
+            orphans = self.claims.recover_abandoned()
+            if orphans:
+                log.warning(
+                    "re-queued messages a stopped dispatcher left in flight",
+                    extra={"fields": {"count": orphans}},
+                )
+            return await self.deliver(now, report, batch_size, stop)
+
+    async def deliver(
+        self, now: datetime, report: TickReport, batch_size: int, stop: asyncio.Event | None
+    ) -> int:
+        """Claim, send and record batch after batch until nothing more is due by `now`.
 
         Bounded: each pass moves every message it touches out of the due set (claimed,
         cancelled, or deferred past now), and a batch with nothing to send does not end the
         run while more may be due.
         """
-        self.claims.recover_expired()
-        # The database work runs in a worker thread while the event loop sends, one
-        # transaction at a time: two at once would contend for SQLite's write lock and the GIL.
-        database = asyncio.Lock()
+        turns = Turns(serial=self.claims.store.engine.dialect.name == "sqlite")
         sent = 0
-        batch = await self.claim(database, now, report, batch_size)
-        # The next batch is claimed while one goes out, and starts going out while the one
-        # before has its last outcomes recorded: at most two batches are in flight.
+        batch = await self.claim(turns, now, report, batch_size)
+        # The next batch is claimed while one goes out, and starts going out once the transport
+        # is done with the one before, while that one has its last outcomes recorded: at most
+        # two batches are in flight, one of them in the transport.
         in_flight: list[asyncio.Future[int]] = []
+        gone: asyncio.Future[None] | None = None  # the batch before has left the transport
         try:
             for _ in range(100_000):
                 if batch.claimed:
-                    in_flight.append(asyncio.ensure_future(self.send(batch.claimed, now, report, database)))
+                    after, gone = gone, asyncio.get_running_loop().create_future()
+                    going = self.send(batch.claimed, now, report, turns, after, gone)
+                    in_flight.append(asyncio.ensure_future(going))
                 if not batch.more or (stop is not None and stop.is_set()):
                     batch = Batch([], [], False)
                     break
-                batch = await self.claim(database, now, report, batch_size)
+                batch = await self.claim(turns, now, report, batch_size)
                 while len(in_flight) > 1:
                     sent += await in_flight.pop(0)
             while in_flight:
@@ -85,69 +104,79 @@ class Dispatcher:
 
     def give_back_in_flight(self, reason: str) -> int:
         """Put back what this dispatcher claimed and has no outcome for yet (a stop)."""
-        return self.claims.give_back(self.claims.in_flight, reason)
+        return self.claims.give_back(list(self.claims.in_flight), reason)
 
-    async def claim(self, database: asyncio.Lock, now: datetime, report: TickReport, limit: int) -> Batch:
+    async def claim(self, turns: Turns, now: datetime, report: TickReport, limit: int) -> Batch:
         """Claim a batch (in a worker thread, while the batch before is sent), then build
         its emails (in a worker thread too, the database left to the recording meanwhile)."""
-        taken = await _serially(database, self.claims.take, now, limit)
+        taken = await turns.claim(self.claims.take, now, limit)
         claimed, unsafe = await asyncio.to_thread(self.claims.letters, taken, now)
         outcomes = taken.outcomes
         if unsafe:
             rule_of = {message.id: message.rule_id for message in taken.messages}
-            outcomes = outcomes + await _serially(database, self.claims.hold, unsafe, rule_of, now)
+            outcomes = outcomes + await turns.claim(self.claims.hold, unsafe, rule_of, now)
         with report.lock:  # the recording threads add to it too
             for rule_id, outcome in outcomes:
                 report.rule(rule_id).outcomes[outcome] += 1
         return Batch(claimed, outcomes, taken.more)
 
     async def send(
-        self, claimed: list[Claimed], now: datetime, report: TickReport, database: asyncio.Lock
+        self,
+        claimed: list[Claimed],
+        now: datetime,
+        report: TickReport,
+        turns: Turns,
+        after: asyncio.Future[None] | None = None,
+        gone: asyncio.Future[None] | None = None,
     ) -> int:
-        """Send claimed messages as one batch (the transport bounds its own concurrency) and
-        record the outcomes while the rest is still going out, a few dozen per transaction:
-        a crash can then send again only what went out since the last record, not the whole
-        batch. Returns how many were sent."""
-        finished: list[tuple[Claimed, BaseException | None]] = []
-        enough = asyncio.Event()
+        """Send claimed messages as one batch (the transport bounds its own concurrency),
+        once the batch before has left the transport (`after`), and record the outcomes as
+        the server gives them. `gone` is done when the transport is done with this batch:
+        one batch at a time in the transport keeps each connection's open emails to two.
+        Returns how many were sent."""
+        try:
+            if after is not None:
+                await after
+            answered = Answered(claimed)
+            emails = [item.email for item in claimed]
+            sending = asyncio.ensure_future(self.transport.send_many(emails, answered.add))
+            sending.add_done_callback(lambda _: _settle(gone))
+            return await self.record_as_answered(answered, sending, now, report, turns)
+        finally:
+            _settle(gone)
 
-        def on_result(index: int, outcome: BaseException | None) -> None:
-            finished.append((claimed[index], outcome))
-            if len(finished) >= RECORD_EVERY:
-                enough.set()
-
-        sending = asyncio.ensure_future(self.transport.send_many([item.email for item in claimed], on_result))
+    async def record_as_answered(
+        self,
+        answered: Answered,
+        sending: asyncio.Future[Any],
+        now: datetime,
+        report: TickReport,
+        turns: Turns,
+    ) -> int:
+        """Record the outcomes of a batch as the server gives them: a group is written once a
+        connection waits for it, or RECORD_WINDOW after its first outcome, whichever comes
+        first. A crash can then send again only what was on the wire or waiting for its
+        record, not the batch. Returns how many were sent."""
         sent = 0
         try:
-            while not sending.done() or finished:
-                if not sending.done():
-                    waiting = asyncio.ensure_future(enough.wait())
-                    try:
-                        await asyncio.wait(
-                            {sending, waiting},
-                            timeout=RECORD_AFTER_SECONDS,
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
-                    finally:
-                        waiting.cancel()
-                enough.clear()
-                if finished:
-                    sent += await _serially(database, self.record_finished, finished, now, report)
+            while not sending.done() or answered.outcomes:
+                if not answered.outcomes:
+                    await answered.wait(sending, answered.arrived, WAKE_SECONDS)
+                if answered.outcomes and not sending.done():
+                    await answered.wait(sending, answered.waited_for, RECORD_WINDOW)
+                outcomes, recorded = answered.take()
+                try:
+                    if outcomes:
+                        sent += await turns.record(self.record, outcomes, now, report)
+                finally:
+                    recorded.set_result(None)  # the connections waiting for it go on
                 if self.claims.renewal_due():
-                    await _serially(database, self.claims.renew)
+                    await turns.record(self.claims.renew)
         finally:
+            answered.close()
             sending.cancel()  # a stop past the grace cancels us: the sends stop with us
         await sending  # send_many reports each email's error; this only raises on a bug
         return sent
-
-    def record_finished(
-        self, finished: list[tuple[Claimed, BaseException | None]], now: datetime, report: TickReport
-    ) -> int:
-        """Record the outcomes `finished` holds once the database is free (more may have
-        come in meanwhile: one transaction for all of them), and take them out of it."""
-        taken = finished[:]
-        del finished[: len(taken)]  # the event loop may append more meanwhile; they stay
-        return self.record(taken, now, report)
 
     def record(
         self, outcomes: list[tuple[Claimed, BaseException | None]], now: datetime, report: TickReport
@@ -172,7 +201,87 @@ class Dispatcher:
         return len(delivered)
 
 
-async def _serially(database: asyncio.Lock, work: Callable[..., T], *args: Any) -> T:
-    """`work(*args)` in a worker thread, once the pass's previous database work is done."""
-    async with database:
-        return await asyncio.to_thread(work, *args)
+def _settle(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class Answered:
+    """What the transport has answered for a batch and the database does not hold yet.
+
+    Each outcome comes with the record of its group, which the transport may await: a
+    connection starts its next email once the one before the last is recorded, so that it
+    never runs more than one email ahead of the records (see `Transport.send_many`). A
+    connection that waits says so (`waited_for`): the group is then written at once."""
+
+    def __init__(self, claimed: list[Claimed]) -> None:
+        self.claimed = claimed
+        self.outcomes: list[tuple[Claimed, BaseException | None]] = []
+        self.arrived = asyncio.Event()
+        self.waited_for = asyncio.Event()
+        self.recorded = Record(self.waited_for)
+
+    def add(self, index: int, outcome: BaseException | None) -> Record:
+        self.outcomes.append((self.claimed[index], outcome))
+        self.arrived.set()
+        return self.recorded
+
+    @staticmethod
+    async def wait(sending: asyncio.Future[Any], event: asyncio.Event, timeout: float) -> None:
+        """Until `event` is set, the batch is done, or `timeout` passes."""
+        if event.is_set():
+            return
+        waiting = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({sending, waiting}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+
+    def take(self) -> tuple[list[tuple[Claimed, BaseException | None]], Record]:
+        """The outcomes so far and their record; the next ones go into a new one."""
+        taken, recorded = self.outcomes, self.recorded
+        self.outcomes, self.recorded = [], Record(self.waited_for)
+        self.arrived.clear()
+        self.waited_for.clear()
+        return taken, recorded
+
+    def close(self) -> None:
+        """Let any connection still waiting go (the batch has ended, or was cancelled)."""
+        self.recorded.set_result(None)
+
+
+class Record:
+    """The record of a group of outcomes, as a transport awaits it: done once committed."""
+
+    def __init__(self, waited_for: asyncio.Event) -> None:
+        self.done = asyncio.get_running_loop().create_future()
+        self.waited_for = waited_for
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self.done.done():
+            self.waited_for.set()  # a connection waits: write the group now
+        return self.done.__await__()
+
+    def set_result(self, result: None) -> None:
+        if not self.done.done():
+            self.done.set_result(result)
+
+
+class Turns:
+    """Whose turn it is at the database, among one run's claims and records, which run in
+    worker threads while the event loop sends. On SQLite they take turns: two at once
+    would contend for its one writer (and the GIL) for nothing. On PostgreSQL a record
+    need not wait for a claim (they touch other rows): the connections a transport holds
+    wait for the records, never for the next batch's claim."""
+
+    def __init__(self, serial: bool) -> None:
+        self.claims = asyncio.Lock()
+        self.records = self.claims if serial else asyncio.Lock()
+
+    async def claim(self, work: Callable[..., T], *args: Any) -> T:
+        async with self.claims:
+            return await asyncio.to_thread(work, *args)
+
+    async def record(self, work: Callable[..., T], *args: Any) -> T:
+        async with self.records:
+            return await asyncio.to_thread(work, *args)

@@ -14,8 +14,9 @@ from automator.config import Settings
 from automator.errors import PermanentDeliveryError, StatusChanged, TemporaryDeliveryError
 from automator.project import Project
 from automator.status import Status
-from automator.store import Store, contacts, messages, suppressions
-from automator.store.messages import Change, Due
+from automator.store import Store, claims, contacts, messages, suppressions
+from automator.store.claims import Due
+from automator.store.messages import Change
 
 log = logging.getLogger("automator.dispatch")
 
@@ -35,7 +36,7 @@ class Outcomes:
         if not delivered:
             return
         with self.store.session() as session:
-            recorded = set(messages.mark_sent(session, delivered, now))
+            recorded = set(claims.mark_sent(session, delivered, now))
             if len(recorded) < len(delivered):
                 log.warning(
                     "sent messages that had already ended (another dispatcher sent them first)",
@@ -54,8 +55,7 @@ class Outcomes:
         if not followed:
             return
         # As they are now: an event may have moved a contact since the claim.
-        claimed_in = {message.contact_id: message.contact.stage for message, _ in followed}
-        stages = contacts.current_stages(session, claimed_in)
+        stages = contacts.current_stages(session, {message.contact_id for message, _ in followed})
         moves: list[tuple[int, str | None, str, str]] = []
         tags: list[tuple[int, str]] = []
         for message, rule in followed:

@@ -12,9 +12,9 @@ from automator import policies
 from automator.config import Settings
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.status import HoldKind, Status
+from automator.store.claims import Due
 from automator.store.contacts import Recipient
 from automator.store.events import Seen
-from automator.store.messages import Due
 
 RULE_MISSING_RETRY = timedelta(minutes=10)
 

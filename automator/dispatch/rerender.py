@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import jinja2
-from jinja2 import meta
 from sqlmodel import Session
 
 from automator import contents
@@ -21,8 +19,7 @@ from automator.errors import TemplateError
 from automator.model import Rule
 from automator.rendering import Renderer
 from automator.store import contacts, coupons, messages
-from automator.store.messages import Due
-from automator.templates import Templates
+from automator.store.claims import Due
 
 # What `Renderer.context` fills from the send time: `now`, and `trigger` (its days_left).
 SEND_TIME_NAMES = frozenset({"now", "trigger"})
@@ -33,15 +30,10 @@ class Rerender:
 
     def __init__(self, renderer: Renderer) -> None:
         self.renderer = renderer
-        self._shows: dict[str, bool] = {}
 
     def shows_send_time(self, template: str) -> bool:
-        """Whether the template reads the send time; when that cannot be told (a file that
-        does not parse, an include whose name is computed), it is taken to."""
-        if template not in self._shows:
-            names = reads(self.renderer.templates, template)
-            self._shows[template] = names is None or bool(names & SEND_TIME_NAMES)
-        return self._shows[template]
+        """Whether the template reads the send time (or may: see `Templates.reads_any`)."""
+        return self.renderer.templates.reads_any(template, SEND_TIME_NAMES)
 
     def follow(
         self, session: Session, moved: list[Due], rules: dict[str, Rule | None], now: datetime
@@ -76,40 +68,3 @@ class Rerender:
                 subject=rendered.subject,
             )
             messages.set_content(session, message_id, rendered.text, rendered.html)
-
-
-def reads(templates: Templates, template: str) -> set[str] | None:
-    """The context names a template's files take (every part and locale variant, with what
-    they extend, include or import); None when that cannot be told."""
-    folder = templates.root / template
-    if not folder.is_dir():
-        return None
-    names: set[str] = set()
-    seen: set[str] = set()
-    for path in sorted(folder.iterdir()):
-        found = _reads(templates.env, f"{template}/{path.name}", seen)
-        if found is None:
-            return None
-        names |= found
-    return names
-
-
-def _reads(env: jinja2.Environment, name: str, seen: set[str]) -> set[str] | None:
-    seen.add(name)
-    try:
-        assert env.loader is not None
-        source = env.loader.get_source(env, name)[0]
-        tree = env.parse(source)
-    except jinja2.TemplateError:
-        return None
-    names = set(meta.find_undeclared_variables(tree))
-    for other in meta.find_referenced_templates(tree):
-        if other is None:
-            return None  # a computed name: it could be any template
-        if other in seen:
-            continue
-        found = _reads(env, other, seen)
-        if found is None:
-            return None
-        names |= found
-    return names

@@ -5,7 +5,8 @@ several processes (the daemon, ticks, the console) share one database. The modul
 it hold named queries per noun (contacts, events, messages, coupons, suppressions,
 candidates), built with `insert` and `table` (`statements`) and, for many rows at once,
 `execute_many` (`bulk`). A SQLite file's connections are set up by `sqlite` and its log is
-copied by `checkpoint`; its schema is made and upgraded by `schema` (Alembic).
+copied by `checkpoint`; its schema is made and upgraded by `schema` (Alembic). Writes to
+contacts are logged by the database's own triggers (`changes`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Store:
     def create_schema(self) -> None:
         """Make a new database's schema; refuse one at an older revision (`automator db
         upgrade` brings it up to date). See `automator.store.schema`."""
-        from automator.store import schema  # Alembic: only for commands that open a database
+        from automator.store import schema  # only for commands that open a database
 
         schema.prepare(self.engine)
 

@@ -1,6 +1,8 @@
-"""`execute_many`: an INSERT of many rows of plain values, with the parameters prepared here
-in one pass over the rows rather than by SQLAlchemy's general per-row handling, which costs
-more than SQLite's insert of the row itself.
+"""Many rows at once. `execute_many`: an INSERT of many rows of plain values, with the
+parameters prepared here in one pass over the rows rather than by SQLAlchemy's general
+per-row handling, which costs more than SQLite's insert of the row itself. `loading`: an
+import's transactions, with the indexes of an empty SQLite table built at the end. `among`:
+an IN over many values bound as one parameter.
 
 The compiled statements are kept by SQLAlchemy's own cache key, from a private method
 (`_generate_cache_key`): tests/test_store.py checks that the rows stored are the ones
@@ -8,9 +10,13 @@ SQLAlchemy's own insert stores, so a SQLAlchemy upgrade that changes it shows th
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import JSON, Engine, Table, any_, bindparam, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
 
@@ -87,3 +93,66 @@ def _plan(statement: Any, dialect: Any, columns: tuple[str, ...]) -> _Plan | Non
             _PLANS.clear()
         _PLANS[key] = plan
     return plan
+
+
+LOAD_CACHE_KIB = 32 * 1024  # a bulk load's page cache on SQLite (a connection's is 16 MB)
+
+
+@contextmanager
+def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | None]:
+    """A bulk load into `table` (and the tables `beside` it). Into an empty table of a SQLite
+    file: one write transaction for the whole load (its session is yielded), with the
+    tables' non-unique indexes dropped at its start and built again at its end, and a bigger
+    page cache meanwhile. Keeping an index up row by row costs an insert at a random place
+    of its B-tree per row, most of a load's time once the index outgrows the cache; building
+    it at the end is one sort.
+
+    Other connections go on reading the table as it was (empty, with its indexes) and wait
+    to write; a load that fails leaves it so. Anything else (a table with rows, PostgreSQL)
+    yields None: each batch then takes a transaction of its own."""
+    session = _empty_for_loading(engine, table)
+    if session is None:
+        yield None
+        return
+    with session:
+        connection = session.connection()
+        cache = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+        connection.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
+        deferred = [index for each in (table, *beside) for index in each.indexes if not index.unique]
+        try:
+            for index in deferred:
+                index.drop(connection)
+            yield session
+        finally:
+            # Back before the indexes are built: their sort takes as much memory again.
+            connection.exec_driver_sql(f"PRAGMA cache_size={cache}")
+        for index in deferred:
+            index.create(connection)
+        session.commit()
+
+
+def _empty_for_loading(engine: Engine, table: Table) -> Session | None:
+    """A session holding a SQLite file's write lock, when `table` is empty; else None."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    session = Session(engine, expire_on_commit=False)
+    try:
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
+        if session.execute(select(1).select_from(table).limit(1)).first() is None:
+            return session
+    except BaseException:
+        session.close()
+        raise
+    session.close()
+    return None
+
+
+def among(session: Session, column: Any, values: Collection[Any]) -> Any:
+    """`column IN values`, with the values bound as one parameter however many they are (a
+    JSON array on SQLite, an array on PostgreSQL). An IN list of N parameters is a statement
+    of its own for each N, prepared again and kept in the driver's statement cache at a few
+    hundred kB for thousands of values: a bulk load's memory would grow with its batches."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    listed = func.json_each(type_coerce(list(values), JSON)).table_valued("value")
+    return column.in_(select(listed.c.value))

@@ -1,9 +1,10 @@
 """Set-wise rule evaluation: one SQL statement per rule finds every due trigger occurrence.
 
 A candidate is due when its send time (occurrence + offset) lies in
-`[now - max_lateness, now]`; it is new when that send time passed the rule's watermark or
-its row arrived after the last tick. Occurrences already messaged are left out, so a
-re-run finds nothing.
+`[now - max_lateness, now]`; it is new when that send time passed the rule's watermark, its
+row arrived after the last tick, or its contact changed since (a contact may match the rule
+now, by a new attribute, stage or tag, that did not when the occurrence came due).
+Occurrences already messaged are left out, so a re-run finds nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Integer,
     Select,
@@ -40,7 +42,17 @@ from automator.model import CancelIf, DateTrigger, EventTrigger, Rule, ScheduleT
 from automator.schedules import last_fire
 from automator.store import table
 from automator.store.sqltime import shifted
-from automator.tables import Contact, ContactDate, Event, Message, StageChange, Suppression, UTCDateTime
+from automator.store.statements import per_row
+from automator.tables import (
+    Contact,
+    ContactChange,
+    ContactDate,
+    Event,
+    Message,
+    StageChange,
+    Suppression,
+    UTCDateTime,
+)
 
 Query = Select[Any] | CompoundSelect
 
@@ -53,23 +65,28 @@ AFTER_MARK = bindparam("after_mark", type_=UTCDateTime())
 LATE_UNTIL = bindparam("late_until", type_=UTCDateTime())  # the window of rows arrived late
 EARLIEST = bindparam("earliest", type_=UTCDateTime())
 SEQ = bindparam("seq", type_=Integer())
+CHANGED_FROM = bindparam("changed_from", type_=BigInteger())  # the window of changed contacts
+NO_CHANGES = 2**63 - 1  # a position past every change: that window is empty
 FIRED = bindparam("fired", type_=UTCDateTime())  # a schedule's firing
 STATEMENTS_KEPT = 256
-_statements: dict[tuple[str, str], Query] = {}
+_statements: dict[tuple[str, str, bool], Query] = {}
 CONTACTS = table(Contact)
 EVENTS = table(Event)
 DATES = table(ContactDate)
 STAGES = table(StageChange)
 MESSAGES = table(Message)
 SUPPRESSIONS = table(Suppression)
+CHANGES = table(ContactChange)
 
 
 @dataclass(frozen=True)
 class Watermark:
-    """What the previous tick of a rule covered: send times up to `until`, rows up to `seq`."""
+    """What the previous tick of a rule covered: send times up to `until`, rows up to `seq`,
+    contact changes before position `changes` (see `automator.store.changes`)."""
 
     until: datetime
     seq: int
+    changes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +140,17 @@ def batches(
     the first ones while the rest are still being looked for."""
     trigger = rule.trigger
     values: dict[str, Any]
+    changed_only = False
     if isinstance(trigger, ScheduleTrigger):
-        fired = last_fire(trigger, zone, now, max(now - rule.lateness, mark.until))
-        if fired is None or fired <= mark.until:
-            return  # not fired since the last tick: nothing to look at
-        values = {"fired": fired}
+        fired = last_fire(trigger, zone, now, now - rule.lateness)
+        if fired is None:
+            return  # not fired within max lateness: nothing to look at
+        # Fired since the last tick: every targeted contact; before: those changed since.
+        changed_only = fired <= mark.until
+        values = {"fired": fired, "changed_from": mark.changes}
     else:
         values = _window_values(rule, now, mark)
-    for rows in session.execute(_statement(rule), values).partitions(size):
+    for rows in session.execute(_statement(rule, changed_only), values).partitions(size):
         yield [
             Candidate(
                 Addressee(
@@ -153,16 +173,17 @@ def batches(
         ]
 
 
-def _statement(rule: Rule) -> Query:
-    """The rule's lookup, built the first time it is asked for."""
-    key = (rule.id, rule.model_dump_json())
+def _statement(rule: Rule, changed_only: bool = False) -> Query:
+    """The rule's lookup, built the first time it is asked for; `changed_only`: a schedule's
+    firing seen already, for the contacts changed since."""
+    key = (rule.id, rule.model_dump_json(), changed_only)
     statement = _statements.get(key)
     if statement is None:
         if len(_statements) >= STATEMENTS_KEPT:
             _statements.clear()
         trigger = rule.trigger
         if isinstance(trigger, ScheduleTrigger):
-            statement = _schedule_query(rule)
+            statement = _schedule_query(rule, changed_only)
         elif isinstance(trigger, EventTrigger):
             statement = _event_query(rule, trigger)
         elif isinstance(trigger, DateTrigger):
@@ -216,18 +237,44 @@ def _addressee(contact: Any, event: Any = None) -> list[Any]:
     ]
 
 
-def _windows(column: Any, seq: Any) -> list[list[ColumnElement[bool]]]:
+def _windows(
+    column: Any, seq: Any, contact_id: Any, kind: tuple[Any, str] | None = None
+) -> list[list[ColumnElement[bool]]]:
     """`column + offset` is due by now, not older than max lateness, and new since the mark:
-    either its time came after the mark, or its row arrived since (a late event). The
-    bounds are bound when the lookup runs (see `_window_values`).
+    either its time came after the mark, or its row arrived since (a late event), or,
+    neither, its contact changed since (`_changed_since`). The bounds are bound when the
+    lookup runs (see `_window_values`).
 
-    Two disjoint windows, queried apart and joined by UNION ALL, so that each reads only
+    Three disjoint windows, queried apart and joined by UNION ALL, so that each reads only
     its own slice: with an OR between them the whole lateness window would be read. Each
     window has one lower bound on `column`: given two, SQLite may take the looser one for
     the index range and read the whole lateness window to filter it by the other. A mark
-    older than max lateness leaves the second window empty.
+    older than max lateness leaves the second and third windows empty.
+
+    `kind` (column, value) is a test on the row's kind that an index starts with, next to
+    the time: compared per row in the third window, which that index must not lead.
     """
-    return [[column <= LATEST, column >= AFTER_MARK], [column <= LATE_UNTIL, column >= EARLIEST, seq > SEQ]]
+    indexed = [] if kind is None else [kind[0] == kind[1]]
+    unindexed = [] if kind is None else [per_row(kind[0]) == kind[1]]
+    return [
+        [*indexed, column <= LATEST, column >= AFTER_MARK],
+        [*indexed, column <= LATE_UNTIL, column >= EARLIEST, seq > SEQ],
+        [
+            *unindexed,
+            per_row(column) <= LATE_UNTIL,
+            per_row(column) >= EARLIEST,
+            seq <= SEQ,
+            _changed_since(contact_id),
+        ],
+    ]
+
+
+def _changed_since(contact_id: Any) -> ColumnElement[bool]:
+    """The contact changed since the mark: the window is read from the change log, in
+    position order, then the trigger's table by its contact's index, so that it costs what
+    the changed contacts' occurrences cost, whatever the store's size. Its time bounds are
+    compared `per_row`: through the time index SQLite would read the whole lateness window."""
+    return contact_id.in_(select(CHANGES.c.contact_id).where(CHANGES.c.position >= CHANGED_FROM))
 
 
 def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
@@ -241,6 +288,8 @@ def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]
         "late_until": min(since, latest),
         "earliest": earliest,
         "seq": mark.seq,
+        # An empty window of old occurrences needs no look at the changes either.
+        "changed_from": mark.changes if min(since, latest) >= earliest else NO_CHANGES,
     }
 
 
@@ -299,7 +348,7 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(event.c.at, event.c.id))
+    return _each_window(query, _windows(event.c.at, event.c.id, event.c.contact_id))
 
 
 def _newer_of_same(event: Any, contact_id: Any, key: str) -> ColumnElement[bool]:
@@ -346,7 +395,7 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
         .join(contact, contact.c.id == date.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(date.c.value, date.c.id))
+    return _each_window(query, _windows(date.c.value, date.c.id, date.c.contact_id))
 
 
 def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElement[bool]:
@@ -356,10 +405,12 @@ def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElem
     )
 
 
-def _schedule_query(rule: Rule) -> Select[Any]:
-    """Every targeted contact, once per firing of the schedule."""
+def _schedule_query(rule: Rule, changed_only: bool) -> Select[Any]:
+    """Every targeted contact, once per firing of the schedule (`changed_only`: those of
+    them changed since the mark)."""
     contact = CONTACTS.alias("c")
     where = [
+        *([_changed_since(contact.c.id)] if changed_only else []),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
         ~exists().where(
@@ -382,7 +433,6 @@ def _schedule_query(rule: Rule) -> Select[Any]:
 def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
     change, contact = STAGES.alias("s"), CONTACTS.alias("c")
     where = [
-        change.c.to_stage == trigger.stage_entered,
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
         ~_cancelled(trigger.cancel_if, contact.c.id, change.c.at),
@@ -401,4 +451,5 @@ def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
         .join(contact, contact.c.id == change.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(change.c.at, change.c.id))
+    entered = (change.c.to_stage, trigger.stage_entered)
+    return _each_window(query, _windows(change.c.at, change.c.id, change.c.contact_id, entered))

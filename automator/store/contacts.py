@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import BindParameter, String, bindparam, delete, func, select, update
 from sqlmodel import Session
 
-from automator.store import execute_many, insert, table
+from automator.store import Store, execute_many, insert, staging, suppressions, table
+from automator.store.bulk import among, loading
 from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 
 CONTACTS = table(Contact)
@@ -40,7 +43,7 @@ def upsert(
         row.email: row
         for row in session.execute(
             select(CONTACTS.c.id, CONTACTS.c.email, CONTACTS.c.stage, CONTACTS.c.attributes).where(
-                CONTACTS.c.email.in_(by_email)
+                among(session, CONTACTS.c.email, by_email)
             )
         )
     }
@@ -48,7 +51,57 @@ def upsert(
         _new_row(record, now, first_stage) for email, record in by_email.items() if email not in existing
     ]
     if new_rows:
-        session.execute(CONTACTS.insert(), new_rows)
+        execute_many(session, CONTACTS.insert(), new_rows)
+        suppressions.suppress_returning(session, [row["email"] for row in new_rows], now)
+    _update_existing(session, by_email, existing, now)
+    ids = ids_by_email(session, list(by_email))
+    staged = {row["email"]: row["stage"] for row in new_rows}
+    _record_stages(session, by_email, existing, ids, staged, now)
+    _replace_dates(session, by_email, ids, existing.keys())
+
+
+@contextmanager
+def loader(
+    store: Store, now: datetime, first_stage: str | None
+) -> Iterator[Callable[[list[ContactData]], None]]:
+    """`bulk_upsert` for each batch of an import: each in a transaction of its own, or, into
+    an empty SQLite store, all in one, with the indexes built at its end (`bulk.loading`)."""
+    with loading(store.engine, CONTACTS, STAGES, DATES) as session:
+        if session is not None:
+            yield lambda batch: bulk_upsert(session, batch, now, first_stage)
+            return
+
+        def upsert_batch(batch: list[ContactData]) -> None:
+            with store.transaction() as own:
+                bulk_upsert(own, batch, now, first_stage)
+
+        yield upsert_batch
+
+
+def batch_size(dialect: str) -> int:
+    """Contacts per `bulk_upsert`: a COPY pays off over more rows than an executemany."""
+    return 10_000 if dialect == "postgresql" else 5_000
+
+
+def bulk_upsert(
+    session: Session, records: list[ContactData], now: datetime, first_stage: str | None = None
+) -> None:
+    """`upsert` for an import's batch, in a write transaction (`loader`): on PostgreSQL
+    through a staging table and one upsert (`staging`), elsewhere as `upsert`. One record
+    per email."""
+    if session.get_bind().dialect.name != "postgresql":
+        upsert(session, records, now, first_stage)
+        return
+    created = staging.copy_contacts(session, records, now, first_stage)
+    suppressions.suppress_returning(session, created, now)
+
+
+def _update_existing(
+    session: Session, by_email: dict[str, ContactData], existing: dict[str, Any], now: datetime
+) -> None:
+    """Update the contacts that exist already: the fields a record sets, its attributes over
+    the stored ones. One executemany per set of columns changed."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for email, row in existing.items():
         record = by_email[email]
         values = {
@@ -58,11 +111,16 @@ def upsert(
         }
         if record.fields.get("stage") and record.fields["stage"] != row.stage:
             values["stage_entered_at"] = now
-        session.execute(update(CONTACTS).where(CONTACTS.c.id == row.id).values(**values))
-    ids = ids_by_email(session, list(by_email))
-    staged = {row["email"]: row["stage"] for row in new_rows}
-    _record_stages(session, by_email, existing, ids, staged, now)
-    _replace_dates(session, by_email, ids)
+        params = {f"_{name}": value for name, value in values.items()}
+        by_columns.setdefault(tuple(sorted(values)), []).append({"_id": row.id, **params})
+    for columns, rows in by_columns.items():
+        # The parameters are named apart from the columns, which SQLAlchemy keeps for itself.
+        statement = (
+            update(CONTACTS)
+            .where(CONTACTS.c.id == bindparam("_id"))
+            .values({name: bindparam(f"_{name}") for name in columns})
+        )
+        session.execute(statement, rows)
 
 
 def _new_row(record: ContactData, now: datetime, first_stage: str | None) -> dict[str, Any]:
@@ -104,13 +162,15 @@ def _record_stages(
                     "cause": "import",
                 }
             )
-    if changes:
-        session.execute(STAGES.insert(), changes)
+    execute_many(session, STAGES.insert(), changes)
 
 
-def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict[str, int]) -> None:
-    """Rewrite changed date attributes; a fresh row id marks the change for the next tick."""
-    _drop_undated(session, by_email, ids)
+def _replace_dates(
+    session: Session, by_email: dict[str, ContactData], ids: dict[str, int], existing: Collection[str]
+) -> None:
+    """Rewrite changed date attributes; a fresh row id marks the change for the next tick.
+    Only the contacts that `existing` names (by email) can have dates stored already."""
+    _drop_undated(session, {email: by_email[email] for email in existing}, ids)
     rows = [
         {"contact_id": ids[email], "name": name, "value": value}
         for email, record in by_email.items()
@@ -122,7 +182,7 @@ def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict
         (row.contact_id, row.name): (row.id, row.value)
         for row in session.execute(
             select(DATES.c.id, DATES.c.contact_id, DATES.c.name, DATES.c.value).where(
-                DATES.c.contact_id.in_({row["contact_id"] for row in rows})
+                among(session, DATES.c.contact_id, {ids[email] for email in existing})
             )
         )
     }
@@ -132,17 +192,15 @@ def _replace_dates(session: Session, by_email: dict[str, ContactData], ids: dict
         if (key := (row["contact_id"], row["name"])) in current and current[key][1] != row["value"]
     }
     if changed:
-        session.execute(delete(DATES).where(DATES.c.id.in_(changed)))
+        session.execute(delete(DATES).where(among(session, DATES.c.id, changed)))
     fresh = [
         row
         for row in rows
         if (row["contact_id"], row["name"]) not in current
         or current[(row["contact_id"], row["name"])][0] in changed
     ]
-    if fresh:
-        session.execute(
-            insert(session, DATES).on_conflict_do_nothing(index_elements=["contact_id", "name"]), fresh
-        )
+    statement = insert(session, DATES).on_conflict_do_nothing(index_elements=["contact_id", "name"])
+    execute_many(session, statement, fresh)
 
 
 def _drop_undated(session: Session, by_email: dict[str, ContactData], ids: dict[str, int]) -> None:
@@ -152,22 +210,15 @@ def _drop_undated(session: Session, by_email: dict[str, ContactData], ids: dict[
         for name in record.attributes.keys() - record.dates.keys():
             by_name.setdefault(name, []).append(ids[email])
     for name, contact_ids in by_name.items():
-        session.execute(delete(DATES).where(DATES.c.name == name, DATES.c.contact_id.in_(contact_ids)))
+        undated = among(session, DATES.c.contact_id, contact_ids)
+        session.execute(delete(DATES).where(DATES.c.name == name, undated))
 
 
 def ids_by_email(session: Session, emails: list[str]) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for start in range(0, len(emails), 500):
-        chunk = emails[start : start + 500]
-        ids.update(
-            {
-                email: id_
-                for id_, email in session.execute(
-                    select(CONTACTS.c.id, CONTACTS.c.email).where(CONTACTS.c.email.in_(chunk))
-                )
-            }
-        )
-    return ids
+    found = session.execute(
+        select(CONTACTS.c.id, CONTACTS.c.email).where(among(session, CONTACTS.c.email, emails))
+    )
+    return {email: id_ for id_, email in found.all()}
 
 
 def ensure(
@@ -177,9 +228,10 @@ def ensure(
     ids = ids_by_email(session, emails)
     missing = sorted(set(emails) - set(ids))
     if missing:
-        session.execute(
-            CONTACTS.insert(), [_new_row(ContactData(email), now, first_stage) for email in missing]
+        execute_many(
+            session, CONTACTS.insert(), [_new_row(ContactData(email), now, first_stage) for email in missing]
         )
+        suppressions.suppress_returning(session, missing, now)
         ids.update(ids_by_email(session, missing))
         if first_stage:
             execute_many(
@@ -208,6 +260,20 @@ def by_id(session: Session, contact_id: int) -> Contact | None:
     return session.get(Contact, contact_id)
 
 
+# What the dispatcher runs with every group of outcomes (a rule's `then`), every few
+# milliseconds while a batch goes out: built once, only bound at each call.
+_IDS: BindParameter[int] = bindparam("ids", expanding=True)
+_AT = bindparam("at", type_=UTCDateTime())
+_STAGES_NOW = select(CONTACTS.c.id, CONTACTS.c.stage).where(CONTACTS.c.id.in_(_IDS))
+_MOVE = (
+    update(CONTACTS)
+    .where(CONTACTS.c.id.in_(_IDS))
+    .values(stage=bindparam("new_stage"), stage_entered_at=_AT, updated_at=_AT)
+)
+_TAGGED = select(CONTACTS.c.id, bindparam("tag", type_=String()), _AT).where(CONTACTS.c.id.in_(_IDS))
+_TAG: dict[str, Any] = {}  # by dialect: their INSERT … ON CONFLICT differ
+
+
 def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], at: datetime) -> None:
     """(contact id, from stage, to stage, cause) for several contacts, in order: each move
     recorded, each contact left in its last stage (one UPDATE per stage)."""
@@ -226,11 +292,7 @@ def move_many(session: Session, moves: list[tuple[int, str | None, str, str]], a
     for cid, stage in final.items():
         by_stage.setdefault(stage, []).append(cid)
     for stage, contact_ids in by_stage.items():
-        session.execute(
-            update(CONTACTS)
-            .where(CONTACTS.c.id.in_(contact_ids))
-            .values(stage=stage, stage_entered_at=at, updated_at=at)
-        )
+        session.execute(_MOVE, {"ids": contact_ids, "new_stage": stage, "at": at})
 
 
 def add_tags(session: Session, tags: list[tuple[int, str]], at: datetime) -> None:
@@ -238,15 +300,15 @@ def add_tags(session: Session, tags: list[tuple[int, str]], at: datetime) -> Non
     by_tag: dict[str, set[int]] = {}
     for cid, tag in tags:
         by_tag.setdefault(tag, set()).add(cid)
-    for tag, contact_ids in by_tag.items():
-        rows = select(CONTACTS.c.id, literal(tag), literal(at, UTCDateTime())).where(
-            CONTACTS.c.id.in_(contact_ids)
-        )
-        session.execute(
+    dialect = session.get_bind().dialect.name
+    if dialect not in _TAG:
+        _TAG[dialect] = (
             insert(session, TAGS)
-            .from_select(["contact_id", "tag", "added_at"], rows)
+            .from_select(["contact_id", "tag", "added_at"], _TAGGED)
             .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
         )
+    for tag, contact_ids in by_tag.items():
+        session.execute(_TAG[dialect], {"ids": list(contact_ids), "tag": tag, "at": at})
 
 
 def tags(session: Session, contact_id: int) -> list[str]:
@@ -286,19 +348,10 @@ class Recipient:
     stage: str | None
 
 
-def current_stages(session: Session, known: dict[int, str | None]) -> dict[int, str | None]:
-    """The stage each contact is in now, given the stage it was in a moment ago: only the
-    few whose stage changed since are read back."""
-    by_stage: dict[str | None, list[int]] = {}
-    for contact_id, stage in known.items():
-        by_stage.setdefault(stage, []).append(contact_id)
-    current = dict(known)
-    for stage, contact_ids in by_stage.items():
-        moved = select(CONTACTS.c.id, CONTACTS.c.stage).where(
-            CONTACTS.c.id.in_(contact_ids), CONTACTS.c.stage.is_distinct_from(stage)
-        )
-        current.update({contact_id: now for contact_id, now in session.execute(moved)})
-    return current
+def current_stages(session: Session, contact_ids: Collection[int]) -> dict[int, str | None]:
+    """The stage each contact is in now (an event may have moved it a moment ago)."""
+    rows = session.execute(_STAGES_NOW, {"ids": list(contact_ids)}).all()
+    return {contact_id: stage for contact_id, stage in rows}
 
 
 def dates_of(session: Session, contact_ids: set[int]) -> dict[int, dict[str, datetime]]:
@@ -311,3 +364,15 @@ def dates_of(session: Session, contact_ids: set[int]) -> dict[int, dict[str, dat
         for contact_id, name, value in rows:
             found.setdefault(contact_id, {})[name] = value
     return found
+
+
+def undated(session: Session, name: str, shown: int = 3) -> tuple[int, list[tuple[str, Any]]]:
+    """The contacts whose attribute `name` holds something that is not a date (text such as
+    "17/05/1990"), which a date trigger on it never sees: how many, and a few of them
+    (email, value)."""
+    value = CONTACTS.c.attributes[name].as_string()
+    dated = select(DATES.c.id).where(DATES.c.contact_id == CONTACTS.c.id, DATES.c.name == name).exists()
+    found = select(CONTACTS.c.email, value).where(value.is_not(None), ~dated)
+    count = session.execute(select(func.count()).select_from(found.subquery())).scalar_one()
+    examples = session.execute(found.order_by(CONTACTS.c.id).limit(shown))
+    return count, [(email, text) for email, text in examples]

@@ -1,24 +1,23 @@
-"""The message queue: dedupe-keyed inserts, status changes with history, and listings."""
+"""The message queue: dedupe-keyed inserts, contents, status changes with history, and
+listings. What a dispatcher runs on a batch (due messages, claims, leases) is in `claims`."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, String, and_, bindparam, func, literal, or_, select, update
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
 from automator.errors import StatusChanged
 from automator.status import Status, allowed
 from automator.store import coupons, execute_many, insert, table
-from automator.store.contacts import CONTACTS, Recipient
-from automator.tables import Message, MessageContent, MessageHistory, UTCDateTime
+from automator.store.contacts import CONTACTS
+from automator.store.statements import per_row
+from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
@@ -28,27 +27,9 @@ STATUSES = tuple(Status)
 OPEN_STATUSES = (Status.QUEUED, Status.HELD)
 
 
-class _per_row(FunctionElement[str]):  # noqa: N801 (named as SQL functions are)
-    """A column compared in each row found by id, never looked up through its own index:
-    `+status` on SQLite, where unary plus changes no value. A batch's compare-and-set
-    (`id IN (…) AND status = 'queued'`) would otherwise go through the status index, over
-    every queued message, instead of to the batch's rows by id."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(_per_row)
-def _column(element: _per_row, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(_per_row, "sqlite")
-def _unindexed_column(element: _per_row, compiler: SQLCompiler, **kw: Any) -> str:
-    return "+" + compiler.process(element.clauses, **kw)
-
-
-STATUS_PER_ROW = _per_row(MESSAGES.c.status)
+# A batch's compare-and-set (`id IN (…) AND status = 'queued'`) would otherwise go through
+# the status index, over every queued message, instead of to the batch's rows by id.
+STATUS_PER_ROW = per_row(MESSAGES.c.status)
 
 
 def enqueue(
@@ -305,135 +286,6 @@ def history(session: Session, message_id: int) -> list[MessageHistory]:
     )
 
 
-@dataclass(slots=True)
-class Due:
-    """A due message as the dispatcher reads it, with its contact: the columns its re-checks,
-    the email and the outcome need, as plain values (no ORM objects to build and track).
-    Its bodies are read once it is claimed (`bodies`)."""
-
-    id: int
-    rule_id: str
-    contact_id: int
-    email: str
-    occurred_at: datetime
-    event_id: int | None
-    due_at: datetime
-    expires_at: datetime
-    skip_policies: bool
-    attempts: int
-    subject: str
-    message_id: str
-    contact: Recipient
-
-
-DUE_COLUMNS = [MESSAGES.c[column.name] for column in fields(Due) if column.name != "contact"]
-RECIPIENT_COLUMNS = [CONTACTS.c[column.name] for column in fields(Recipient) if column.name != "id"]
-
-
-def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list[Due]:
-    """Queued messages whose send time has come, most important first.
-
-    With `lock`, rows are locked FOR UPDATE SKIP LOCKED on PostgreSQL, so several daemons
-    claim disjoint batches; SQLite ignores it (one daemon per SQLite file).
-    """
-    ids = _due_ids(session, now, limit, lock)
-    if not ids:
-        return []
-    query = (
-        select(*DUE_COLUMNS, *RECIPIENT_COLUMNS)
-        .select_from(MESSAGES.outerjoin(CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id))
-        .where(MESSAGES.c.id.in_(ids))
-        .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
-    )
-    return [_due(row) for row in session.execute(query).all()]
-
-
-def _due_ids(session: Session, now: datetime, limit: int, lock: bool) -> list[int]:
-    """The ids of the `limit` most important due messages, read from the (status,
-    priority, send_at, id) index one priority at a time: the cost of a batch follows its
-    size and the number of priorities, never the number of messages due. (One query
-    ordered by priority, then send time, would sort every due message at each batch.)"""
-    ids: list[int] = []
-    level: int | None = None
-    for _ in range(10_000):  # bounded: each pass moves to a lower priority
-        highest = select(func.max(MESSAGES.c.priority)).where(MESSAGES.c.status == "queued")
-        if level is not None:
-            highest = highest.where(MESSAGES.c.priority < level)
-        level = session.execute(highest).scalar()
-        if level is None:
-            break
-        chosen = (
-            select(MESSAGES.c.id)
-            .where(MESSAGES.c.status == "queued", MESSAGES.c.priority == level, MESSAGES.c.send_at <= now)
-            .order_by(MESSAGES.c.send_at, MESSAGES.c.id)
-            .limit(limit - len(ids))
-        )
-        if lock:
-            chosen = chosen.with_for_update(skip_locked=True)
-        ids += session.execute(chosen).scalars()
-        if len(ids) >= limit:
-            break
-    return ids
-
-
-def _due(row: Row[Any]) -> Due:
-    """A Due from a row of its columns followed by its contact's."""
-    width = len(DUE_COLUMNS)
-    values = (*row[:width], Recipient(row.contact_id, *row[width:]))
-    return Due(*values)
-
-
-def requeue_expired(session: Session, wall: datetime, reason: str) -> int:
-    """Put back in the queue the messages whose lease ran out before `wall` (the real time,
-    whatever time a tick acts as): their dispatcher stopped without recording an outcome."""
-    return _requeue(session, and_(MESSAGES.c.lease_until < wall), wall, reason)
-
-
-def requeue_claimed(session: Session, ids: Collection[int], owner: str, at: datetime, reason: str) -> int:
-    """Put back in the queue those of these messages `owner` still holds in `sending`."""
-    if not ids:
-        return 0
-    return _requeue(session, and_(MESSAGES.c.id.in_(ids), MESSAGES.c.claimed_by == owner), at, reason)
-
-
-def requeue_daemons(session: Session, at: datetime, reason: str) -> int:
-    """Put back every message a daemon left in `sending`, lease or not: for the one daemon
-    a SQLite file allows, at start-up, when no other daemon can be sending. Claims of
-    `automator tick` processes, which may be running, wait for their leases."""
-    return _requeue(
-        session, or_(MESSAGES.c.claimed_by.is_(None), MESSAGES.c.claimed_by.startswith(DAEMON)), at, reason
-    )
-
-
-DAEMON = "daemon:"  # how the claims of `automator run` begin (see Dispatcher.owner)
-
-
-def _requeue(session: Session, which: ColumnElement[bool], at: datetime, reason: str) -> int:
-    ids = list(
-        session.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.status == Status.SENDING, which)
-            .values(status=Status.QUEUED, lease_until=None, claimed_by=None)
-            .returning(MESSAGES.c.id)
-        ).scalars()
-    )
-    if ids:
-        _record_many(session, ids, at, Status.QUEUED, literal(reason))
-    return len(ids)
-
-
-def extend_leases(session: Session, ids: Collection[int], owner: str, until: datetime) -> None:
-    """Keep `owner`'s claims alive while it is still sending them."""
-    if ids:
-        session.execute(
-            update(MESSAGES)
-            .where(
-                MESSAGES.c.id.in_(ids), MESSAGES.c.claimed_by == owner, MESSAGES.c.status == Status.SENDING
-            )
-            .values(lease_until=until)
-        )
-
-
 @dataclass
 class QueueFilter:
     status: str | None = None
@@ -495,99 +347,3 @@ def oldest_waiting(session: Session) -> Message | None:
         .scalars()
         .first()
     )
-
-
-def sent_times(
-    session: Session, contact_ids: set[int], since: datetime, now: datetime
-) -> dict[int, list[datetime]]:
-    """Per contact, when their messages were sent after `since` (the frequency-cap window);
-    a message being sent right now counts as sent now.
-
-    Only a sent message has a `sent_at`, so the (contact, sent_at) index answers the first
-    query alone: asked for the status too, SQLite went through the status index, over every
-    message ever sent."""
-    found: dict[int, list[datetime]] = {}
-    if not contact_ids:
-        return found
-    sent = session.execute(
-        select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
-            MESSAGES.c.contact_id.in_(contact_ids), MESSAGES.c.sent_at > since
-        )
-    )
-    sending = session.execute(
-        select(MESSAGES.c.contact_id).where(
-            MESSAGES.c.status == Status.SENDING, MESSAGES.c.contact_id.in_(contact_ids)
-        )
-    )
-    for contact_id, sent_at in sent:
-        found.setdefault(contact_id, []).append(sent_at)
-    for contact_id in sending.scalars():
-        found.setdefault(contact_id, []).append(now)
-    return found
-
-
-def claim(session: Session, due: list[Due], now: datetime, owner: str, lease_until: datetime) -> list[Due]:
-    """Mark messages `sending` under `owner`'s lease (one more attempt each), with a history
-    line; returns the ones it took.
-
-    Only a message still `queued` is taken, in the UPDATE itself: another dispatcher (a
-    tick beside the daemon) or a person may have changed some since they were read, and
-    only what this claim changed may be sent."""
-    if not due:
-        return []
-    taken = set(
-        session.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id.in_([message.id for message in due]), STATUS_PER_ROW == Status.QUEUED)
-            .values(
-                status=Status.SENDING,
-                lease_until=lease_until,
-                claimed_by=owner,
-                attempts=MESSAGES.c.attempts + 1,
-            )
-            .returning(MESSAGES.c.id)
-        ).scalars()
-    )
-    claimed = [message for message in due if message.id in taken]
-    for message in claimed:
-        message.attempts += 1
-    _record_many(session, list(taken), now, Status.SENDING, literal("sending"))
-    return claimed
-
-
-def mark_sent(session: Session, delivered: list[Due], now: datetime) -> list[int]:
-    """Record messages as sent, with a history line naming the address; returns the ids
-    recorded. One whose lease ran out and was put back in the queue meanwhile is recorded
-    too (it did go out; sending it again would be the duplicate); one that a person or
-    another dispatcher has ended since is left as it is."""
-    if not delivered:
-        return []
-    ids = list(
-        session.execute(
-            update(MESSAGES)
-            .where(
-                MESSAGES.c.id.in_([message.id for message in delivered]),
-                STATUS_PER_ROW.in_((Status.SENDING, Status.QUEUED)),
-            )
-            .values(status=Status.SENT, sent_at=now, lease_until=None, last_error=None)
-            .returning(MESSAGES.c.id)
-        ).scalars()
-    )
-    _record_many(session, ids, now, Status.SENT, literal("sent to ") + MESSAGES.c.email)
-    return ids
-
-
-def _record_many(
-    session: Session, message_ids: list[int], at: datetime, status: str, reason: ColumnElement[str]
-) -> None:
-    """One history line per message; `reason` may use the message's columns."""
-    if not message_ids:
-        return
-    lines = select(
-        MESSAGES.c.id,
-        literal(at, UTCDateTime()),
-        literal(status),
-        reason,
-        literal("automator"),
-    ).where(MESSAGES.c.id.in_(message_ids))
-    session.execute(HISTORY.insert().from_select(["message_id", "at", "status", "reason", "actor"], lines))

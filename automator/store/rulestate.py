@@ -20,7 +20,7 @@ def watermark(session: Session, rule_id: str, trigger_hash: str, fresh: datetime
     state = session.get(RuleState, rule_id)
     if state is None or state.trigger_hash != trigger_hash:
         return Watermark(until=fresh, seq=0)
-    return Watermark(until=state.evaluated_until, seq=state.event_seq)
+    return Watermark(until=state.evaluated_until, seq=state.event_seq, changes=state.change_position)
 
 
 def current_seq(session: Session, kind: str) -> int:
@@ -45,8 +45,10 @@ def advance(
         session.add(state)
     if state.trigger_hash != trigger_hash:
         state.trigger_hash, state.evaluated_until, state.event_seq = trigger_hash, mark.until, 0
+        state.change_position = 0
     state.evaluated_until = max(state.evaluated_until, mark.until)
     state.event_seq = max(state.event_seq, mark.seq)
+    state.change_position = max(state.change_position, mark.changes)
     state.last_tick_at = now
     state.last_summary = summary
     session.flush()

@@ -16,19 +16,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlmodel import SQLModel
 
 from automator import tables  # noqa: F401  (registers the tables)
 from automator.errors import ConfigError
+from automator.store import changes
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BASELINE = "0001"  # the schema automator made before migrations
+# The newest revision, known without Alembic (whose import costs every command that opens a
+# database a tenth of a second): tests/test_migrations.py checks it is Alembic's head.
+HEAD = "0004"
 SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema changes ("automato")
 
 
@@ -50,6 +54,8 @@ class Revision:
 
 def config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, in code: the revisions ship inside the package."""
+    from alembic.config import Config
+
     settings = Config()
     settings.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -58,18 +64,23 @@ def config(connection: Connection | None = None) -> Config:
 
 
 def head() -> str:
-    found = ScriptDirectory.from_config(config()).get_current_head()
-    assert found is not None, "automator/migrations/versions holds no revision"
-    return found
+    return HEAD
 
 
 def revision_of(connection: Connection) -> Revision:
     """The database's revision: Alembic's mark, the baseline for tables made before
-    migrations, or None for an empty database."""
-    current = MigrationContext.configure(connection).get_current_revision()
+    migrations, or None for an empty database. Read as Alembic keeps it, without Alembic."""
+    current = _stamped(connection)
     if current is None and inspect(connection).get_table_names():
         current = BASELINE
-    return Revision(current, head())
+    return Revision(current, HEAD)
+
+
+def _stamped(connection: Connection) -> str | None:
+    """The revision in Alembic's `alembic_version` table, if there is one."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def prepare(engine: Engine) -> None:
@@ -91,26 +102,34 @@ def prepare(engine: Engine) -> None:
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the newest revision (`automator db upgrade`); returns the
     revisions before and after."""
+    from alembic import command
+
     with _exclusive(engine) as connection:
         revision = revision_of(connection)
         if revision.current is None:
             _make(connection)
         else:
-            if MigrationContext.configure(connection).get_current_revision() is None:
+            if _stamped(connection) is None:
                 command.stamp(config(connection), BASELINE)  # made before migrations
             command.upgrade(config(connection), "head")
     return revision.current, revision.head
 
 
 def _make(connection: Connection) -> None:
-    """An empty database's schema, made from the models at once and marked as the newest
+    """An empty database's schema, made from the models at once (with the triggers that keep
+    the contact change log, which the models do not describe) and marked as the newest
     revision (running every revision from the baseline would make the same tables)."""
+    from alembic import command
+
     SQLModel.metadata.create_all(connection)
+    changes.create_triggers(connection)
     command.stamp(config(connection), "head")
 
 
 def history() -> list[tuple[str, str]]:
     """Every revision, the newest first, with the first line of what it says it changes."""
+    from alembic.script import ScriptDirectory
+
     scripts = ScriptDirectory.from_config(config())
     return [(script.revision, (script.doc or "").splitlines()[0]) for script in scripts.walk_revisions()]
 

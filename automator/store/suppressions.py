@@ -1,17 +1,30 @@
-"""Suppressed addresses: they get nothing from any rule."""
+"""Suppressed addresses: they get nothing from any rule.
+
+An erased contact's address is kept only as a hash (`hashed`): it cannot be read back, yet
+every check here finds it, and an erased address that arrives again (an import, the API) is
+suppressed by its address as well (`suppress_returning`), which the rule lookups compare."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
-from automator.store import insert, table
+from automator.store import bulk, insert, table
 from automator.tables import Suppression
 
 SUPPRESSIONS = table(Suppression)
 REASONS = ("unsubscribed", "bounced", "complained", "blocked")
+ERASED = "erased"  # the reason of a hashed suppression
+HASHED = "sha256:"
+
+
+def hashed(email: str) -> str:
+    """How an erased address is suppressed: `sha256:` and the hex digest of the address."""
+    return HASHED + hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
 def add(session: Session, email: str, reason: str, note: str, now: datetime) -> bool:
@@ -34,12 +47,24 @@ def add_many(session: Session, addresses: list[tuple[str, str]], reason: str, no
 
 
 def remove(session: Session, email: str) -> bool:
-    result = session.execute(delete(SUPPRESSIONS).where(SUPPRESSIONS.c.email == email))
+    """Lift an address's suppression, its hashed one (an erasure's) too."""
+    result = session.execute(delete(SUPPRESSIONS).where(SUPPRESSIONS.c.email.in_([email, hashed(email)])))
     return bool(getattr(result, "rowcount", 0))
 
 
 def get(session: Session, email: str) -> Suppression | None:
-    return session.get(Suppression, email)
+    return session.get(Suppression, email) or session.get(Suppression, hashed(email))
+
+
+def suppress_returning(session: Session, emails: Collection[str], now: datetime) -> None:
+    """Suppress by their address the erased addresses among `emails` (contacts being made):
+    the rule lookups find a suppression by the contact's address, never by its hash."""
+    if not emails:
+        return
+    hashes = {hashed(email): email for email in emails}
+    erased = bulk.among(session, SUPPRESSIONS.c.email, hashes)
+    found = session.execute(select(SUPPRESSIONS.c.email).where(erased)).scalars()
+    add_many(session, [(hashes[value], "erased before, arrived again") for value in found], ERASED, now)
 
 
 def listing(session: Session) -> list[Suppression]:
@@ -47,9 +72,9 @@ def listing(session: Session) -> list[Suppression]:
 
 
 def among(session: Session, emails: set[str]) -> set[str]:
-    """Which of these addresses are suppressed."""
+    """Which of these addresses are suppressed, by their address or as erased (a hash)."""
     if not emails:
         return set()
-    return set(
-        session.execute(select(SUPPRESSIONS.c.email).where(SUPPRESSIONS.c.email.in_(emails))).scalars()
-    )
+    hashes = {hashed(email): email for email in emails}
+    found = session.execute(select(SUPPRESSIONS.c.email).where(SUPPRESSIONS.c.email.in_([*emails, *hashes])))
+    return {hashes.get(value, value) for value in found.scalars()}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from automator.emails import OutgoingEmail
 
-# Told each email's outcome as soon as it is known: its index in the batch, and None or the error.
-OnResult = Callable[[int, BaseException | None], None]
+# Told each email's outcome as soon as it is known: its index in the batch, and None or the
+# error. It may return an awaitable that is done once the caller has recorded the outcome.
+OnResult = Callable[[int, BaseException | None], Awaitable[None] | None]
 
 
 class Transport(Protocol):
@@ -27,10 +28,16 @@ class Transport(Protocol):
         `on_result` hears each outcome the moment it is known (the batch's caller records them
         while the rest is still going out).
 
+        What `on_result` returns, when it returns an awaitable, is done once that outcome is
+        recorded. A transport waits for it before starting the email after next on the same
+        connection, so each connection has at most two emails whose outcome a crash would
+        lose: the one on the wire, and the one before it while its record commits.
+
         This default sends one email after the other; a transport that can do better (the
         SMTP transport's pooled connections) overrides it.
         """
         outcomes: list[BaseException | None] = []
+        recorded: Awaitable[None] | None = None
         for index, email in enumerate(emails):
             outcome: BaseException | None = None
             try:
@@ -38,8 +45,9 @@ class Transport(Protocol):
             except Exception as exc:
                 outcome = exc
             outcomes.append(outcome)
-            if on_result is not None:
-                on_result(index, outcome)
+            before, recorded = recorded, on_result(index, outcome) if on_result is not None else None
+            if before is not None:
+                await before
         return outcomes
 
     async def close(self) -> None: ...

@@ -14,7 +14,7 @@ from automator.transports.base import OnResult, Transport
 
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # A batch gives the event loop a turn after this many files: the dispatcher records what
-# went out while the rest is written.
+# went out while the next group is written.
 YIELD_EVERY = 50
 
 
@@ -43,7 +43,11 @@ class FileTransport(Transport):
         self, emails: Sequence[OutgoingEmail], on_result: OnResult | None = None
     ) -> list[BaseException | None]:
         """Writes a batch, file after file, with nothing per email but the write and its
-        rename (the folder is made once, when a write finds it missing)."""
+        rename (the folder is made once, when a write finds it missing).
+
+        It does not wait for the outcomes to be recorded (see `Transport.send_many`): a file
+        written again after a crash replaces the first one, so there is no copy to limit,
+        and the writing goes on while the database is busy with the next claim."""
         outcomes: list[BaseException | None] = []
         for index, email in enumerate(emails):
             outcome: BaseException | None = None
@@ -55,7 +59,7 @@ class FileTransport(Transport):
             if on_result is not None:
                 on_result(index, outcome)
             if index % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the caller's turn to record what went out
         return outcomes
 
     async def close(self) -> None:

@@ -1,8 +1,7 @@
 """The SMTP transport: sends each email through a relay over a small pool of kept-open connections.
 
-Failures are sorted for the engine: a 4xx reply, a refused, dropped or timed-out connection is a
-`TemporaryDeliveryError` (retry later); a 5xx for the sender, a recipient or the data is a
-`PermanentDeliveryError`. Both carry the server's `code` and `reply`.
+Failures are sorted for the dispatcher (`smtp_errors`): temporary (retry later) or permanent.
+The relay and how to use it are `SmtpSettings` (`smtp_settings`).
 
 The password never crosses the network in cleartext: an `smtp://` session is upgraded with
 STARTTLS whenever the server offers it, and AUTH on a session that stayed plaintext is refused
@@ -14,298 +13,24 @@ verified unless the URL says `tls_verify=0`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiosmtplib
 
 from automator.emails import OutgoingEmail
-from automator.errors import (
-    ConfigError,
-    DeliveryError,
-    PermanentDeliveryError,
-    TemporaryDeliveryError,
-)
 from automator.transports.base import OnResult, Transport
+from automator.transports.smtp_errors import (
+    SmtpInsecureError,
+    SmtpPermanentError,
+    connect_error,
+    send_error,
+)
+from automator.transports.smtp_settings import SmtpSettings
 
 log = logging.getLogger(__name__)
-
-URL_SETTING = "AUTOMATOR_SMTP_URL"
-_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    """Where and how to reach the SMTP relay, and how hard to push it."""
-
-    host: str
-    port: int = 25
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    use_tls: bool = False  # smtps://: TLS from the first byte
-    start_tls: bool = False  # require STARTTLS; without it STARTTLS is still used whenever offered
-    insecure_auth: bool = False  # allow AUTH without TLS (loopback hosts only)
-    tls_verify: bool = True
-    tls_ca: str | None = None  # a PEM file of CA certificates trusted besides the system's
-    timeout: float = 30.0
-    pool_size: int = 4
-    concurrency: int = 8
-    rate_limit: float = 0.0
-
-    def __post_init__(self) -> None:
-        problem = _settings_problem(self)
-        if problem:
-            raise ConfigError(f"invalid SMTP settings: {problem}")
-
-    @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> SmtpSettings:
-        """Parses `smtp[s]://user:pass@host:port?starttls=1&timeout=10`, then applies overrides."""
-        try:
-            return cls(**{**_url_fields(url), **overrides})
-        except ConfigError as exc:
-            raise ConfigError(f"{URL_SETTING}: {exc}") from exc
-
-    @property
-    def masked_url(self) -> str:
-        """The relay's URL with the password shown as `***`, fit for errors and logs."""
-        scheme = "smtps" if self.use_tls else "smtp"
-        user = quote(self.username, safe="") if self.username is not None else ""
-        secret = ":***" if self.password else ""
-        login = f"{user}{secret}@" if self.username is not None else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{login}{host}:{self.port}"
-
-
-def _settings_problem(settings: SmtpSettings) -> str | None:
-    """Names the first value that cannot work, or None when all are usable."""
-    if not settings.host:
-        return "no host given"
-    return _tls_problem(settings) or _capacity_problem(settings)
-
-
-def _tls_problem(settings: SmtpSettings) -> str | None:
-    """Names the first TLS or AUTH option that cannot work together with the others."""
-    if settings.use_tls and settings.start_tls:
-        return "implicit TLS (smtps) and STARTTLS cannot both be on"
-    if settings.insecure_auth and not _is_loopback(settings.host):
-        return (
-            f"insecure_auth=1 would send the password in cleartext to {settings.host}, and is allowed"
-            " only for a loopback host (127.0.0.1, ::1, localhost); use smtps:// or a server that"
-            " offers STARTTLS instead"
-        )
-    if settings.tls_ca is not None and not settings.tls_verify:
-        return "tls_ca has no effect with tls_verify=0; give one of them, not both"
-    if settings.tls_ca is not None:
-        return _ca_file_problem(settings.tls_ca)
-    return None
-
-
-def _ca_file_problem(path: str) -> str | None:
-    """Why `path` cannot serve as a PEM file of CA certificates, or None when it can."""
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
-    except FileNotFoundError:
-        return f"tls_ca={path}: no such file"
-    except OSError as exc:  # ssl.SSLError is one: the file holds no PEM certificate
-        return f"tls_ca={path}: not a readable PEM file of CA certificates ({exc})"
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether `host` names this machine: localhost, 127.0.0.0/8 or ::1."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
-def _capacity_problem(settings: SmtpSettings) -> str | None:
-    """Names the first timeout, pool or rate value that cannot work."""
-    if settings.timeout <= 0:
-        return f"timeout must be above 0 seconds, not {settings.timeout}"
-    if settings.pool_size < 1:
-        return f"pool_size must be at least 1, not {settings.pool_size}"
-    if settings.concurrency < 1:
-        return f"concurrency must be at least 1, not {settings.concurrency}"
-    if settings.rate_limit < 0:
-        return f"rate_limit must be 0 (unlimited) or more, not {settings.rate_limit}"
-    return None
-
-
-def _url_fields(url: str) -> dict[str, Any]:
-    """The SmtpSettings fields an SMTP URL spells out; raises ConfigError naming the fault."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError as exc:
-        raise ConfigError(f"not a URL ({exc})") from exc
-    if parts.scheme not in _DEFAULT_PORTS:
-        raise ConfigError(f"scheme must be smtp:// or smtps://, not {parts.scheme or 'missing'!r}")
-    if not parts.hostname:
-        raise ConfigError("no host given (expected smtp://host:port)")
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError as exc:
-        raise ConfigError(f"port is not a number from 0 to 65535 ({exc})") from exc
-    return {
-        "host": parts.hostname,
-        "port": port,
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password is not None else None,
-        "use_tls": parts.scheme == "smtps",
-        **_query_fields(parts.query),
-    }
-
-
-def _query_fields(query: str) -> dict[str, Any]:
-    """The options of an SMTP URL's query string, converted to their field types."""
-    fields: dict[str, Any] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name not in _URL_OPTIONS:
-            raise ConfigError(f"unknown option {name!r} (known: {', '.join(_URL_OPTIONS)})")
-        field_name, convert, expected = _URL_OPTIONS[name]
-        try:
-            fields[field_name] = convert(value)
-        except ValueError as exc:
-            raise ConfigError(f"option {name}={value!r} is not {expected}") from exc
-    return fields
-
-
-def _flag(value: str) -> bool:
-    """Reads a URL flag such as `starttls=1` or `starttls=false`."""
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ValueError(value)
-
-
-def _explicit_flag(value: str) -> bool:
-    """Like `_flag`, but an empty value is an error: `tls_verify=` must not turn checks off."""
-    if not value:
-        raise ValueError(value)
-    return _flag(value)
-
-
-def _file_path(value: str) -> str:
-    """A file path given in the URL; it must not be empty."""
-    if not value:
-        raise ValueError(value)
-    return value
-
-
-# URL query option -> (SmtpSettings field, converter, what the value must be)
-_URL_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "starttls": ("start_tls", _flag, "1 or 0"),
-    "insecure_auth": ("insecure_auth", _flag, "1 or 0"),
-    "tls_verify": ("tls_verify", _explicit_flag, "1 or 0"),
-    "tls_ca": ("tls_ca", _file_path, "a path to a PEM file of CA certificates"),
-    "timeout": ("timeout", float, "a number of seconds"),
-    "pool_size": ("pool_size", int, "a whole number"),
-    "concurrency": ("concurrency", int, "a whole number"),
-    "rate_limit": ("rate_limit", float, "a number of messages per second"),
-}
-
-
-class SmtpDeliveryError(DeliveryError):
-    """A delivery error that remembers the SMTP server's reply code and text, when there was one."""
-
-    def __init__(self, message: str, code: int | None = None, reply: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.reply = reply
-
-
-class SmtpTemporaryError(SmtpDeliveryError, TemporaryDeliveryError):
-    """The relay answered 4xx, or could not be reached, or went silent: try again later."""
-
-
-class SmtpPermanentError(SmtpDeliveryError, PermanentDeliveryError):
-    """The relay answered 5xx for the sender, a recipient or the message: retrying will not help."""
-
-
-class SmtpInsecureError(SmtpTemporaryError):
-    """The session stayed plaintext where the settings demand TLS (a password to send, or
-    starttls=1). Temporary, so no message is lost while the server or the URL is fixed."""
-
-
-def _from_reply(what: str, code: int, reply: str) -> SmtpDeliveryError:
-    """Sorts a server reply by its class: 5xx is permanent, anything else is worth retrying."""
-    kind = SmtpPermanentError if 500 <= code < 600 else SmtpTemporaryError
-    return kind(f"{what}: {code} {reply}", code, reply)
-
-
-def _from_refused_recipients(
-    where: str, refusals: list[aiosmtplib.SMTPRecipientRefused]
-) -> SmtpDeliveryError:
-    """Every recipient was refused: permanent only if no refusal was temporary."""
-    listed = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
-    temporary = [r for r in refusals if not 500 <= r.code < 600]
-    first = (temporary or refusals)[0]
-    kind = SmtpTemporaryError if temporary else SmtpPermanentError
-    return kind(f"{where} refused the recipients ({listed})", first.code, first.message)
-
-
-def _connect_error(where: str, exc: Exception) -> SmtpTemporaryError:
-    """Any failure to open a usable session (refused, timeout, TLS, login, greeting) is temporary.
-
-    It says nothing about the message, so giving the message up would be wrong.
-    """
-    code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
-    reply = exc.message if isinstance(exc, aiosmtplib.SMTPException) else str(exc)
-    detail = f"{code} {reply}" if code is not None else reply
-    return SmtpTemporaryError(f"cannot open a session with {where}: {detail}{_advice(exc)}", code, reply)
-
-
-def _advice(exc: BaseException) -> str:
-    """What to do when the failure, or one it was raised from, is a certificate that did not verify."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # a chain of causes is short; the bound only guards against a cycle
-        if cause is None:
-            return ""
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return (
-                "; the server's certificate did not verify: add the CA that signed it with"
-                " ?tls_ca=/path/to/ca.pem (or, for a test server only, turn checks off with ?tls_verify=0)"
-            )
-        cause = cause.__cause__ or cause.__context__
-    return ""
-
-
-def _send_error(where: str, exc: Exception) -> SmtpDeliveryError:
-    """Classifies a failure while the message itself was being sent."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        return _from_refused_recipients(where, exc.recipients)
-    if isinstance(exc, aiosmtplib.SMTPHeloError):
-        return _connect_error(where, exc)
-    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        return _not_the_address(_from_reply(f"{where} refused sender {exc.sender}", exc.code, exc.message))
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _not_the_address(_from_reply(f"{where} refused the message", exc.code, exc.message))
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-        return SmtpTemporaryError(f"{where} timed out: {exc.message}", None, exc.message)
-    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, OSError)):
-        return SmtpTemporaryError(f"{where} dropped the connection: {exc}", None, str(exc))
-    # SMTPNotSupported (e.g. a non-ASCII address without SMTPUTF8) or ValueError (no From/To,
-    # an address that cannot go on a command line): this message can never be sent as it is.
-    return _not_the_address(SmtpPermanentError(f"{where} cannot take this message: {exc}", None, str(exc)))
-
-
-def _not_the_address(error: SmtpDeliveryError) -> SmtpDeliveryError:
-    """A permanent refusal of the message or the sender says nothing about the recipient."""
-    if isinstance(error, PermanentDeliveryError):
-        error.address_rejected = False
-    return error
 
 
 class RateLimit:
@@ -452,7 +177,7 @@ class SmtpTransport(Transport):
         until none is left: no task per email, and the same caps and errors as `send`."""
         outcomes: list[BaseException | None] = [None] * len(emails)
         pending = enumerate(emails)  # shared: each email is taken by exactly one worker
-        workers = min(self.settings.concurrency, self.settings.pool_size, len(emails))
+        workers = min(self.settings.connections, len(emails))
         await asyncio.gather(*(self._work(pending, outcomes, on_result) for _ in range(workers)))
         return outcomes
 
@@ -462,13 +187,17 @@ class SmtpTransport(Transport):
         outcomes: list[BaseException | None],
         on_result: OnResult | None,
     ) -> None:
+        """One connection's share of a batch: the next email goes out once the one before
+        the last is recorded (see `Transport.send_many`)."""
+        recorded: Awaitable[None] | None = None
         for index, email in pending:
             try:
                 await self.send(email)
             except Exception as exc:
                 outcomes[index] = exc
-            if on_result is not None:
-                on_result(index, outcomes[index])
+            before, recorded = recorded, on_result(index, outcomes[index]) if on_result is not None else None
+            if before is not None:
+                await before
 
     async def close(self) -> None:
         """Waits for sends in flight, then quits every kept-open connection."""
@@ -489,7 +218,7 @@ class SmtpTransport(Transport):
             if reused and retry_if_dropped and isinstance(exc, ConnectionError):
                 return await self._deliver(email, retry_if_dropped=False)
             if isinstance(exc, (aiosmtplib.SMTPException, OSError, ValueError)):
-                raise _send_error(self._where, exc) from exc
+                raise send_error(self._where, exc) from exc
             raise
         self._pool.checkin(session)
         _warn_partly_refused(email, refused)
@@ -498,7 +227,7 @@ class SmtpTransport(Transport):
         try:
             return await self._pool.checkout()
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise _connect_error(self._where, exc) from exc
+            raise connect_error(self._where, exc) from exc
 
 
 def _warn_partly_refused(email: OutgoingEmail, refused: dict[str, Any]) -> None:

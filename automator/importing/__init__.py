@@ -1,0 +1,32 @@
+"""Import contacts (CSV or JSONL) and events (JSONL) from files, in bulk.
+
+Each record is validated on its own: a bad one is reported with its file, line and reason,
+and every good one is still imported. Files are read as streams and stored in batches, so
+memory does not grow with the file.
+
+`records` says what a valid record is (the pydantic models are the reference); `screening`
+takes plainly valid records past the models quickly; `files` reads CSV and JSONL; `contacts`
+and `events` run the imports; `report` counts and passes on what was found.
+"""
+
+from automator.importing.contacts import contact_data, import_contacts
+from automator.importing.events import event_key, import_events
+from automator.importing.files import read_coupon_codes, read_records
+from automator.importing.records import ContactRecord, EventRecord, normalize_email, parse_timestamp
+from automator.importing.report import ImportReport, RecordWarning, Watcher
+
+__all__ = [
+    "ContactRecord",
+    "EventRecord",
+    "ImportReport",
+    "RecordWarning",
+    "Watcher",
+    "contact_data",
+    "event_key",
+    "import_contacts",
+    "import_events",
+    "normalize_email",
+    "parse_timestamp",
+    "read_coupon_codes",
+    "read_records",
+]

@@ -1,0 +1,172 @@
+"""`contacts import`: contacts from a CSV or JSONL file, upserted by email in batches.
+
+Each record is validated on its own: a bad one is reported with its line and reason, and
+every good one is still imported. An attribute that is an ISO 8601 date or time is indexed
+as a date (date triggers read it); one that only looks like a date (`17/05/1990`) is kept as
+text, and the import warns about it with its line and field, since a date rule would never
+see it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from automator.errors import ImportRecordError
+from automator.importing import screening
+from automator.importing.files import RecordFile
+from automator.importing.records import KNOWN_FIELDS, ContactRecord, parse_timestamp, reason
+from automator.importing.report import ImportReport, RecordWarning, Tally, Watcher
+from automator.journey import Journey
+from automator.store import Store
+from automator.store import contacts as contact_store
+from automator.store.contacts import ContactData
+
+
+def contact_data(record: ContactRecord, journey: Journey, default_zone: ZoneInfo) -> ContactData:
+    """Split a validated record into known fields, attributes and indexed dates."""
+    fields = {name: getattr(record, name) for name in KNOWN_FIELDS if getattr(record, name)}
+    return _split(record.email, fields, record.model_extra or {}, journey, default_zone)
+
+
+def _split(
+    email: str, fields: dict[str, str], extra: dict[str, Any], journey: Journey, default_zone: ZoneInfo
+) -> ContactData:
+    stage = fields.get("stage")
+    if stage and stage not in journey.stages:
+        raise ValueError(f'stage: unknown stage "{stage}" (stages are {", ".join(journey.stages)})')
+    zone = ZoneInfo(fields["timezone"]) if fields.get("timezone") else default_zone
+    attributes: dict[str, Any] = {}
+    dates: dict[str, datetime] = {}
+    for name, value in extra.items():
+        parsed = _iso_value(value)
+        if isinstance(parsed, datetime):
+            moment = parse_timestamp(parsed, zone)
+            attributes[name], dates[name] = moment.isoformat(), moment
+        elif isinstance(parsed, date):
+            attributes[name] = parsed.isoformat()
+            dates[name] = datetime.combine(parsed, time(0), tzinfo=zone).astimezone(UTC)
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            attributes[name] = value.lower() == "true"  # CSV has no booleans; conditions compare them
+        else:
+            attributes[name] = value
+    return ContactData(email=email, fields=fields, attributes=attributes, dates=dates)
+
+
+def _iso_value(value: Any) -> date | datetime | None:
+    """An ISO date or datetime in an attribute, or None for anything else."""
+    if not isinstance(value, str) or len(value) < 10 or value[4:5] != "-" or value[7:8] != "-":
+        return None
+    try:
+        return (
+            date.fromisoformat(value)
+            if len(value) == 10
+            else datetime.fromisoformat(value.replace("Z", "+00:00"))
+        )
+    except ValueError:
+        return None
+
+
+# Day, month and year in some order, with a time or not: what a spreadsheet or a form writes
+# for a date. A two-digit year only between slashes (1.2.10 is a version number); an order
+# reference with letters is no date.
+_DATE_LIKE = re.compile(
+    r"(?:(?P<a>\d{1,2})(?P<s>[./-])(?P<b>\d{1,2})(?P=s)(?P<y>\d{4}|(?<=/)\d{2})"
+    r"|(?P<y2>\d{4})(?P<s2>[./-])(?P<m>\d{1,2})(?P=s2)(?P<d>\d{1,2}))"
+    r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+
+
+def date_like(value: Any) -> str | None:
+    """Why a text attribute that looks like a date is not taken for one, or None when it
+    does not look like one (or is an ISO 8601 date, which is taken)."""
+    if not isinstance(value, str) or _iso_value(value) is not None:
+        return None
+    found = _DATE_LIKE.fullmatch(value.strip())
+    if found is None:
+        return None
+    if found["y2"]:  # year first: ISO-shaped but not a real date, or written with / or .
+        month, day = int(found["m"]), int(found["d"])
+        plausible = 1 <= month <= 12 and 1 <= day <= 31
+        if not plausible:
+            return f'"{value}" is not a date (month {month}, day {day})'
+        return f'"{value}" is not an ISO 8601 date; write {int(found["y2"]):04d}-{month:02d}-{day:02d}'
+    first, second = int(found["a"]), int(found["b"])
+    if not (1 <= first <= 31 and 1 <= second <= 31 and min(first, second) <= 12):
+        return None
+    hint = ""
+    if len(found["y"]) == 4 and first != second and max(first, second) > 12:
+        day, month = max(first, second), min(first, second)
+        hint = f" ({found['y']}-{month:02d}-{day:02d})"
+    elif len(found["y"]) == 4 and first != second:
+        hint = " (day and month could be either way round)"
+    return f'"{value}" is not an ISO 8601 date; write YYYY-MM-DD{hint}'
+
+
+def import_contacts(
+    store: Store,
+    path: Path,
+    journey: Journey,
+    default_zone: ZoneInfo,
+    now: datetime,
+    watcher: Watcher | None = None,
+) -> ImportReport:
+    """Upsert the file's contacts by email; a later line for the same email wins."""
+    tally = Tally(watcher)
+    size = contact_store.batch_size(store.engine.dialect.name)
+    with RecordFile(path) as records, contact_store.loader(store, now, journey.first_stage) as upsert:
+        for batch in _batches(records, path, journey, default_zone, tally, size):
+            upsert(batch)
+            tally.report.imported += len(batch)
+            tally.advanced(records.done, records.size)
+    return tally.report
+
+
+def _batches(
+    records: RecordFile, path: Path, journey: Journey, zone: ZoneInfo, tally: Tally, size: int
+) -> Iterator[list[ContactData]]:
+    """The valid contacts, `size` at a time, one per email (a later line for the same email
+    wins); each problem reported to `tally`."""
+    batch: dict[str, ContactData] = {}
+    for line, raw, clean in records:
+        tally.report.read += 1
+        data = _contact(raw, clean, path, line, journey, zone)
+        if isinstance(data, ImportRecordError):
+            tally.reject(data)
+            continue
+        for name, value in data.attributes.items():
+            if name not in data.dates and (problem := date_like(value)):
+                tally.warn(RecordWarning(str(path), line, f"{name}: {problem}; kept as text"))
+        batch[data.email] = data
+        if len(batch) >= size:
+            yield list(batch.values())
+            batch = {}
+    if batch:
+        yield list(batch.values())
+
+
+def _contact(
+    raw: dict[str, Any] | ImportRecordError,
+    clean: bool,
+    path: Path,
+    line: int,
+    journey: Journey,
+    zone: ZoneInfo,
+) -> ContactData | ImportRecordError:
+    if isinstance(raw, ImportRecordError):
+        return raw
+    try:
+        quick = screening.contact(raw) if clean else None
+        if quick is not None:
+            return _split(*quick, journey, zone)
+        return contact_data(ContactRecord.model_validate(raw), journey, zone)
+    except ValidationError as exc:
+        return ImportRecordError(str(path), line, reason(exc))
+    except ValueError as exc:
+        return ImportRecordError(str(path), line, str(exc))

@@ -1,0 +1,85 @@
+"""`events import`: events from a JSONL file, each stored once by its key.
+
+An event's key is the sender's id, or a hash of the whole event, so that a file imported
+twice (or an identical line twice) stores each event once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from automator.errors import ImportRecordError
+from automator.importing import screening
+from automator.importing.files import RecordFile
+from automator.importing.records import EventRecord, reason
+from automator.importing.report import ImportReport, Tally, Watcher
+from automator.journey import Journey
+from automator.store import Store
+from automator.store import events as event_store
+from automator.store.events import EventData
+
+
+def event_key(record: EventRecord) -> str:
+    """The sender's id, or a hash of the whole event so an identical line is stored once."""
+    return _key(record.id, record.type, record.email, record.at, record.properties)
+
+
+def _key(id_: str | None, type_: str, email: str, at: datetime, properties: dict[str, Any]) -> str:
+    if id_:
+        return id_
+    canonical = json.dumps([type_, email, at.isoformat(), properties], sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+def import_events(
+    store: Store, path: Path, journey: Journey, now: datetime, watcher: Watcher | None = None
+) -> ImportReport:
+    """Store the file's events once per key, and apply the journey moves of the new ones."""
+    tally = Tally(watcher)
+    size = event_store.batch_size(store.engine.dialect.name)
+    with RecordFile(path) as records, event_store.loader(store, journey, now) as add:
+        for batch in _batches(records, path, tally, size):
+            new = add(batch)
+            tally.report.imported += new
+            tally.report.duplicates += len(batch) - new
+            tally.advanced(records.done, records.size)
+    return tally.report
+
+
+def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[EventData]]:
+    """The valid events, `size` at a time; each problem reported to `tally`."""
+    batch: list[EventData] = []
+    for line, raw, clean in records:
+        tally.report.read += 1
+        data = _event(raw, clean, path, line)
+        if isinstance(data, ImportRecordError):
+            tally.reject(data)
+            continue
+        batch.append(data)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _event(
+    raw: dict[str, Any] | ImportRecordError, clean: bool, path: Path, line: int
+) -> EventData | ImportRecordError:
+    if isinstance(raw, ImportRecordError):
+        return raw
+    quick = screening.event(raw) if clean else None
+    if quick is not None:
+        return EventData(_key(*quick), *quick[1:])
+    try:
+        record = EventRecord.model_validate(raw)
+    except ValidationError as exc:
+        return ImportRecordError(str(path), line, reason(exc))
+    return EventData(event_key(record), record.type, record.email, record.at, record.properties)

@@ -1,0 +1,219 @@
+"""Import files read record by record: CSV with a header row, JSON Lines, and coupon codes.
+
+A file is read as a stream, never whole, so that an import's memory does not grow with its
+file; `RecordFile.done` says how far it has got (for a progress bar).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any, TextIO
+
+from automator.errors import AutomatorError, ImportRecordError
+from automator.importing.records import all_clean_strings
+
+# (line number, record or the error that stands for it, whether the record can hold no
+# control character at all: the quick path may then skip looking for one).
+Record = tuple[int, dict[str, Any] | ImportRecordError, bool]
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | ImportRecordError]]:
+    """(line number, record or error) for each record of a .csv or .jsonl file."""
+    with RecordFile(path) as records:
+        for line, record, _ in records:
+            yield line, record
+
+
+class RecordFile:
+    """A .csv or .jsonl file open for reading, record by record."""
+
+    def __init__(self, path: Path) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
+            raise AutomatorError(f"{path}: use a .csv (with a header row) or .jsonl file")
+        self.path = path
+        self.size = path.stat().st_size
+        self._csv = suffix == ".csv"
+        if self._csv:
+            self._handle: TextIO = path.open(newline="", encoding="utf-8-sig")
+        else:
+            self._handle = path.open(encoding="utf-8")
+
+    def __enter__(self) -> RecordFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._handle.close()
+
+    @property
+    def done(self) -> int:
+        """Bytes read so far (read ahead by a buffer's length)."""
+        return 0 if self._handle.closed else self._handle.buffer.tell()
+
+    def __iter__(self) -> Iterator[Record]:
+        if self._csv:
+            return _csv_records(self.path, self._handle)
+        return _jsonl_records(self.path, self._handle)
+
+
+def _csv_records(path: Path, handle: TextIO) -> Iterator[Record]:
+    """Each row after the header as a dict of its non-empty values, by the record's first line."""
+    header: list[str] | None = None
+    for line, row in _csv_rows(path, _Lines(handle)):
+        if header is None:
+            if isinstance(row, ImportRecordError):
+                raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
+            header = [name.strip() for name in row]
+        elif isinstance(row, ImportRecordError):
+            yield line, row, False
+        elif len(row) > len(header):
+            yield line, ImportRecordError(str(path), line, "more values than header columns"), False
+        else:
+            record = {key: value for key, value in zip(header, row, strict=False) if key and value}
+            yield line, record, all_clean_strings(record)
+
+
+def _csv_rows(path: Path, lines: _Lines) -> Iterator[tuple[int, list[str] | ImportRecordError]]:
+    """(first line, values) for each record that is not blank. A record the csv module
+    refuses (a field over its size limit) is an error, and reading goes on after its end."""
+    reader = csv.reader(lines)
+    while True:
+        lines.start_record()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            lines.skip_rest_of_record()
+            yield lines.first, ImportRecordError(str(path), lines.first, _csv_problem(exc))
+            continue
+        if row:
+            yield lines.first, row
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return f"field larger than {csv.field_size_limit()} characters"
+    return f"not valid CSV: {exc}"
+
+
+class _Lines:
+    """A CSV file's physical lines as the csv reader takes them: numbered, and those of the
+    record being read kept, so that a record the reader gives up on can be skipped to its end.
+
+    The reader stops in the middle of a record when a field passes its size limit, and reads
+    on from the next line as if a record started there. If the field is quoted and runs on
+    for more lines, those lines are its text, not records: a file exported from a shop, with
+    a customer's text in a quoted field, would otherwise have that text imported as contacts.
+    """
+
+    def __init__(self, handle: Iterator[str]) -> None:
+        self._handle = handle
+        self.number = 0  # lines read so far
+        self.first = 1  # the current record's first line
+        self._record: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self.number += 1
+        self._record.append(line)
+        return line
+
+    def start_record(self) -> None:
+        self.first = self.number + 1
+        self._record = []
+
+    def skip_rest_of_record(self) -> None:
+        """Read on to the end of the current record, which may lie lines further down."""
+        state = _CsvState.START
+        for line in self._record:
+            state = _csv_state_after(line, state)
+        while state is not _CsvState.START:
+            following = next(self._handle, None)
+            if following is None:
+                return
+            self.number += 1
+            state = _csv_state_after(following, state)
+
+
+class _CsvState(Enum):
+    START = "start of a field"
+    FIELD = "in an unquoted field"
+    QUOTED = "in a quoted field"
+    QUOTE_IN_QUOTED = "after a quote in a quoted field (it ends there, or doubles the quote)"
+
+
+_CSV_TOKEN = re.compile(r'[",\r\n]|[^",\r\n]+')
+
+
+def _csv_state_after(line: str, state: _CsvState) -> _CsvState:
+    """Where the csv module's reader (default dialect) is after `line`: at START after the
+    end of a record. Only quotes, commas and line ends move it; a quote opens a quoted field
+    at the start of a field only, and is plain text inside an unquoted one."""
+    for found in _CSV_TOKEN.finditer(line):
+        token = found.group()
+        if state is _CsvState.QUOTED:
+            state = _CsvState.QUOTE_IN_QUOTED if token == '"' else _CsvState.QUOTED
+        elif token == '"' and state in (_CsvState.START, _CsvState.QUOTE_IN_QUOTED):
+            state = _CsvState.QUOTED  # opens a quoted field, or doubles a quote inside one
+        elif token in (",", "\r", "\n"):
+            state = _CsvState.START
+        else:
+            state = _CsvState.FIELD
+    return state
+
+
+# What a control character can look like in a line of JSON: json.loads refuses C0 raw in a
+# string, so it is escaped there (\n, \u001b); DEL and C1 may be raw or escaped. A line
+# without any of these holds no control character once decoded. (An escaped backslash
+# before an `n` matches too: such a line is merely looked at closer.)
+_ESCAPED_CONTROL = re.compile(r"\\[bfnrt]|\\u00[0189][0-9a-fA-F]|\\u007[fF]|[\x7f-\x9f]")
+_RAW_CONTROL = re.compile("[\x7f-\x9f]")
+
+
+def _may_hold_control(text: str) -> bool:
+    """Whether a line of JSON may decode to text with a control character in it (the
+    cheap tests first: most lines have no backslash, many are ASCII)."""
+    if "\\" in text:
+        return _ESCAPED_CONTROL.search(text) is not None
+    return not text.isascii() and _RAW_CONTROL.search(text) is not None
+
+
+def _jsonl_records(path: Path, handle: TextIO) -> Iterator[Record]:
+    for line, text in enumerate(handle, start=1):
+        if not text or text.isspace():
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield line, ImportRecordError(str(path), line, f"not valid JSON: {exc.msg}"), False
+            continue
+        if not isinstance(data, dict):
+            yield line, ImportRecordError(str(path), line, "each line must be a JSON object"), False
+            continue
+        yield line, data, not _may_hold_control(text)
+
+
+def read_coupon_codes(path: Path) -> tuple[list[str], list[ImportRecordError]]:
+    """Codes from a CSV with a `code` column (or one code per line without a header)."""
+    codes, errors = [], []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.reader(handle))
+    has_header = bool(rows) and rows[0] and rows[0][0].strip().lower() == "code"
+    for number, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
+        code = row[0].strip() if row else ""
+        if not code:
+            continue
+        if not code.replace("-", "").isalnum() or len(code) > 64:
+            errors.append(ImportRecordError(str(path), number, f'"{code}" is not a coupon code'))
+            continue
+        codes.append(code)
+    return codes, errors

@@ -1,0 +1,213 @@
+"""What a valid contact or event record is: the pydantic models, and the checks they share
+with the quicker path in `screening` (email addresses, times, control characters).
+
+No imported text may hold a control character (C0, DEL, C1; tab, CR and LF included):
+names, emails and attributes end up in subject lines, headers and the terminal, where a line
+break or an ESC sequence would let a record's text pose as something else. The one
+exception is the value of an event property, which may be multi-line text (an address, a
+note) and so may hold tabs and line breaks, though no other control character.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from automator.display import CONTROL, escape, printable
+from automator.timestamps import parse_timestamp
+
+
+def normalize_email(value: Any) -> str:
+    """An email address as the store keeps it (valid, lowercased), or ValueError saying why not."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("email is required")
+    value = value.strip()
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain and len(value) <= MAX_ADDRESS and (domain := _plain_domain(plain[2])) is not None:
+        return f"{plain[1]}@{domain}".lower()
+    return _normalize_email(value)
+
+
+# An address of printable ASCII with a dot-atom before the @ and a host name after it, as
+# nearly every address is: email_validator leaves its part before the @ as it is, so only
+# its domain needs checking, once per domain. Any other address is checked whole.
+_ATOM = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9.-]+)")
+MAX_ADDRESS = 254  # email_validator's limit on the whole address
+MAX_EVENT_ID = 200  # the length of event.key, where an event's id is kept
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_domain(domain: str) -> str | None:
+    """The domain as email_validator writes it, when it takes it unchanged but for case
+    (no IDNA form to decode, so the address keeps its length); None for any other."""
+    try:
+        checked = validate_email(f"a@{domain}", check_deliverability=False).domain
+    except EmailNotValidError:
+        return None
+    return checked if checked == domain.lower() else None
+
+
+@functools.lru_cache(maxsize=65536)  # an events file repeats the same addresses many times
+def _normalize_email(value: str) -> str:
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f'email "{value}" is not valid: {exc}') from exc
+    return checked.normalized.lower()
+
+
+@functools.lru_cache(maxsize=1024)
+def known_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this system knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+_ANY_CONTROL = re.compile(f"[{CONTROL}]+")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]+")  # tab, LF and CR pass
+
+
+def control_characters(value: Any, where: str = "", lines: bool = False) -> Iterator[tuple[str, str]]:
+    """(field, first run of control characters, at most 8 of them) for each string in
+    `value` that holds one. Nested lists and objects are searched too, and the names of
+    their keys; with `lines`, strings (not names) may hold tabs and line breaks."""
+    if isinstance(value, str):
+        if found := (_CONTROL_BUT_LINES if lines else _ANY_CONTROL).search(value):
+            yield where, found.group()[:8]
+    elif isinstance(value, dict) and not all_clean_strings(value):
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else str(key)
+            if found := _ANY_CONTROL.search(str(key)):
+                yield f"{inner} (its name)", found.group()[:8]
+            yield from control_characters(item, inner, lines)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from control_characters(item, f"{where}.{number}", lines)
+
+
+def all_clean_strings(value: dict[Any, Any]) -> bool:
+    """Whether an object's keys and values are all strings without a control character:
+    one search for a whole CSV row rather than one per string."""
+    try:
+        return not _ANY_CONTROL.search("".join([*value, *value.values()]))
+    except TypeError:  # a number, a list, an object: searched one by one
+        return False
+
+
+def _refuse_control_characters(found: Iterable[tuple[str, str]], rule: str) -> None:
+    """Raise one ValueError naming every field that holds a control character, and the rule."""
+    problems = [f"{printable(where)}: holds {_kind(run)} ({escape(run)})" for where, run in found]
+    if problems:
+        raise ValueError("; ".join([*problems, rule]))
+
+
+def _kind(run: str) -> str:
+    if not run.strip("\r\n"):
+        return "a line break"
+    return "a tab" if not run.strip("\t") else "a control character"
+
+
+KNOWN_FIELDS = ("first_name", "last_name", "locale", "timezone", "stage")
+
+
+class ContactRecord(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    stage: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        _refuse_control_characters(
+            control_characters(data),
+            "a contact's fields and attributes may not hold line breaks, tabs or other control characters",
+        )
+        return data
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> str:
+        return normalize_email(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value and not known_zone(value):
+            raise ValueError(f'unknown time zone "{value}" (use an IANA name such as Asia/Ho_Chi_Minh)')
+        return value or None
+
+
+EVENT_FIELDS = frozenset({"id", "type", "email", "at", "properties"})
+
+
+class EventRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, max_length=MAX_EVENT_ID)
+    type: str
+    email: str
+    at: datetime
+    properties: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        """Property values may be multi-line text (an address, a note); nothing else may."""
+        if isinstance(data, dict):
+            fields = {key: value for key, value in data.items() if key != "properties"}
+            _refuse_control_characters(
+                [
+                    *control_characters(fields),
+                    *control_characters(data.get("properties"), "properties", lines=True),
+                ],
+                "an event's fields and property names may not hold control characters, "
+                "its property values no others than tabs and line breaks",
+            )
+        return data
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> str:
+        return normalize_email(value)
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, value: Any) -> datetime:
+        return parse_timestamp(value)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not is_event_type(value):
+            raise ValueError(f'"{value}" is not an event type (letters, digits and _)')
+        return value
+
+
+def is_event_type(value: str) -> bool:
+    return value.replace("_", "").isalnum()
+
+
+def reason(exc: ValidationError) -> str:
+    """A model's errors as one line: `field: what is wrong; …`."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

@@ -1,0 +1,73 @@
+"""What an import tells as it goes and when it is done: counts, rejected records, warnings.
+
+The report keeps every rejected record and warning unless a `Watcher` takes them as they
+come (the CLI prints them at once): a file with a million bad lines would otherwise be held
+in memory whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from automator.errors import ImportRecordError
+
+
+@dataclass(frozen=True)
+class RecordWarning:
+    """Something about a record that was imported all the same (a date that is not ISO 8601)."""
+
+    file: str
+    record: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.record}: {self.message}"
+
+
+class Watcher(Protocol):
+    """Follows an import: how far into its file it is, and each problem as it is found."""
+
+    def advanced(self, done: int, total: int) -> None:
+        """`done` of the file's `total` bytes are read."""
+
+    def rejected(self, error: ImportRecordError) -> None: ...
+
+    def warned(self, warning: RecordWarning) -> None: ...
+
+
+@dataclass
+class ImportReport:
+    read: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    warned: int = 0
+    errors: list[ImportRecordError] = field(default_factory=list)  # unless a Watcher took them
+    warnings: list[RecordWarning] = field(default_factory=list)  # likewise
+
+
+class Tally:
+    """An import's report, and its watcher if it has one."""
+
+    def __init__(self, watcher: Watcher | None) -> None:
+        self.report = ImportReport()
+        self._watcher = watcher
+
+    def reject(self, error: ImportRecordError) -> None:
+        self.report.rejected += 1
+        if self._watcher is None:
+            self.report.errors.append(error)
+        else:
+            self._watcher.rejected(error)
+
+    def warn(self, warning: RecordWarning) -> None:
+        self.report.warned += 1
+        if self._watcher is None:
+            self.report.warnings.append(warning)
+        else:
+            self._watcher.warned(warning)
+
+    def advanced(self, done: int, total: int) -> None:
+        if self._watcher is not None:
+            self._watcher.advanced(done, total)

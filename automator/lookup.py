@@ -1,0 +1,124 @@
+"""Finding a tick's due occurrences: each rule's candidates are looked up in a thread of its
+own and handed to the tick's thread in chunks as they are found, so that queueing starts
+before the lookup ends."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
+from automator.store import Store, changes, rulestate
+from automator.store import candidates as candidate_queries
+from automator.store.candidates import Candidate, Watermark
+
+# Occurrences queued per chunk (one savepoint): up to CHUNK, but a rule with few is cut into about
+# SPREAD chunks of at least CHUNK_MIN, so that the render workers start early and the
+# pipeline has something to overlap. While a lookup is still running, a chunk is what it
+# has found so far (at least CHUNK_MIN).
+CHUNK = 500
+CHUNK_MIN = 100
+SPREAD = 8
+
+
+class Lookup:
+    """A rule's candidates as the lookup thread finds them, and the watermark to keep once
+    they are all queued. The lookup thread adds; the tick's thread takes them in chunks,
+    from the first ones found, while the rest are still being looked for."""
+
+    def __init__(self) -> None:
+        self._arrived: queue.SimpleQueue[list[Candidate] | tuple[str, Watermark] | BaseException] = (
+            queue.SimpleQueue()
+        )
+        self._waiting: deque[Candidate] = deque()
+        self.found = 0
+        self.trigger_hash = ""  # of the rule they were found for (it keys the watermark)
+        self.next_mark: Watermark | None = None  # set when the lookup has ended
+        self.abandoned = threading.Event()  # the tick's thread wants no more
+
+    # The lookup thread's side.
+    def add(self, batch: list[Candidate]) -> None:
+        self._arrived.put(batch)
+
+    def end(self, trigger_hash: str, next_mark: Watermark) -> None:
+        self._arrived.put((trigger_hash, next_mark))
+
+    def fail(self, error: BaseException) -> None:
+        self._arrived.put(error)
+
+    # The tick's side.
+    def chunks(self) -> Iterator[list[Candidate]]:
+        """Every candidate, in chunks: what has arrived when a chunk is asked for (at least
+        CHUNK_MIN unless the lookup has ended), cut as described at CHUNK."""
+        while True:
+            while self._take(block=len(self._waiting) < CHUNK_MIN and self.next_mark is None):
+                pass
+            if not self._waiting:
+                return
+            if self.next_mark is None:
+                size = min(CHUNK, len(self._waiting))
+            else:
+                size = max(CHUNK_MIN, min(CHUNK, -(-self.found // SPREAD)))
+            yield [self._waiting.popleft() for _ in range(min(size, len(self._waiting)))]
+
+    def _take(self, block: bool) -> bool:
+        """Take what has arrived into the waiting line; whether anything was there."""
+        try:
+            item = self._arrived.get(block=block)
+        except queue.Empty:
+            return False
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, tuple):
+            self.trigger_hash, self.next_mark = item
+        else:
+            self._waiting.extend(item)
+            self.found += len(item)
+        return True
+
+
+def look_up_each(store: Store, zone: ZoneInfo, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
+    """Look up each rule's candidates in turn (the lookup thread's work); an error goes to the
+    rule's lookup, for the tick's thread to report with the rule."""
+    for rule, lookup in work:
+        if lookup.abandoned.is_set():
+            continue
+        try:
+            look_up(store, zone, rule, now, lookup)
+        except BaseException as exc:
+            lookup.fail(exc)
+
+
+def look_up(store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Lookup) -> None:
+    """Find a rule's due, new occurrences into `lookup`, then the watermark they were found
+    against."""
+    hashed = trigger_hash(rule)
+    with store.session() as session:
+        fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
+        mark = rulestate.watermark(session, rule.id, hashed, fresh)
+        seq_now = rulestate.current_seq(session, _sequence_kind(rule))
+        changes_now = changes.position(session)  # before the lookup: see `changes.position`
+        for batch in candidate_queries.batches(session, rule, now, mark, zone):
+            if lookup.abandoned.is_set():
+                return
+            lookup.add(batch)
+    lookup.end(hashed, Watermark(until=now, seq=seq_now, changes=changes_now))
+
+
+def trigger_hash(rule: Rule) -> str:
+    """Changes when the trigger or conditions change, which restarts the rule's watermark."""
+    shape = rule.trigger.model_dump_json() + repr([c.model_dump() for c in rule.when])
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def _sequence_kind(rule: Rule) -> str:
+    if isinstance(rule.trigger, EventTrigger):
+        return "event"
+    if isinstance(rule.trigger, ScheduleTrigger):
+        return "schedule"
+    return "date" if isinstance(rule.trigger, DateTrigger) else "stage"

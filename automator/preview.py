@@ -1,0 +1,69 @@
+"""What a rule would send a contact, rendered for a marketer to read: nothing is stored or
+sent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from automator import contents
+from automator.errors import NotFoundError
+from automator.model import DateTrigger, EventTrigger, Rule
+from automator.rendering import Renderer
+from automator.store import Store, contacts, events
+from automator.tables import Contact, Coupon, Message
+from automator.templates import Rendered
+
+
+def preview(store: Store, renderer: Renderer, rule: Rule, email: str, now: datetime) -> Rendered:
+    """Render what `rule` would send `email` as of `now`, storing and sending nothing.
+
+    Event rules use the contact's latest event of the trigger's type; date rules the
+    contact's date attribute. A coupon is shown as a sample code.
+    """
+    with store.session() as session:
+        contact = contacts.by_email(session, email)
+        if contact is None:
+            raise NotFoundError(f"no contact with email {email}")
+        occurred_at, event_id = _occurrence(session, rule, contact, now)
+        message = Message(
+            rule_id=rule.id,
+            contact_id=contact.id or 0,
+            email=contact.email,
+            occurrence="preview",
+            occurred_at=occurred_at,
+            event_id=event_id,
+            status="preview",
+            due_at=occurred_at + rule.offset,
+            send_at=max(now, occurred_at + rule.offset),
+            expires_at=now,
+            created_at=now,
+        )
+        spec = rule.send.coupon
+        coupon = (
+            None
+            if spec is None
+            else Coupon(
+                code=f"{spec.prefix + '-' if spec.prefix else ''}PREVIEW",
+                percent_off=spec.percent_off,
+                expires_at=now + spec.expires_in,
+            )
+        )
+        return contents.render(renderer, session, rule, message, contact, coupon)
+
+
+def _occurrence(session: Session, rule: Rule, contact: Contact, now: datetime) -> tuple[datetime, int | None]:
+    """The occurrence a preview shows: when it happened, and its event."""
+    trigger = rule.trigger
+    if isinstance(trigger, EventTrigger):
+        event = events.latest(session, contact.id or 0, trigger.event, now)
+        if event is None:
+            raise NotFoundError(f"{contact.email} has no {trigger.event} event by {now.isoformat()}")
+        return event.at, event.id
+    if isinstance(trigger, DateTrigger):
+        value = contacts.dates(session, contact.id or 0).get(trigger.attribute)
+        if value is None:
+            raise NotFoundError(f"{contact.email} has no date attribute {trigger.attribute}")
+        return value, None
+    return contact.stage_entered_at or now, None

@@ -1,0 +1,25 @@
+"""Times as people write them (ISO 8601) read into the aware UTC datetimes automator keeps.
+Light on purpose: `--now` is read by every command that takes it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+
+def parse_timestamp(value: Any, zone: tzinfo | None = None) -> datetime:
+    """ISO 8601 → aware UTC datetime. A value without offset needs `zone`."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f'"{value}" is not an ISO 8601 time, e.g. 2026-11-20T10:00:00+07:00') from None
+    else:
+        raise ValueError(f"{value!r} is not an ISO 8601 time")
+    if parsed.tzinfo is None:
+        if zone is None:
+            raise ValueError(f'"{value}" has no time zone offset (add Z or +07:00)')
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.astimezone(UTC)

@@ -1,0 +1,177 @@
+"""Bulk import: files stored in batches (a COPY and one upsert per batch on PostgreSQL; one
+transaction with its indexes built at the end into an empty SQLite store), each problem
+passed on as it is found, a progress bar on a terminal and one summary line elsewhere."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect
+
+from automator.importing import import_contacts, import_events
+from automator.store import contacts as contact_store
+from automator.store import events as event_store
+from automator.store import suppressions
+from tests.conftest import write_jsonl
+from tests.importing import cart_event, contact, event_keys, stored_events, write_csv
+
+NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Three records a batch, so that a few lines cross batch boundaries."""
+    monkeypatch.setattr(contact_store, "batch_size", lambda dialect: 3)
+    monkeypatch.setattr(event_store, "batch_size", lambda dialect: 3)
+
+
+class Collected:
+    """A watcher that keeps what it is told."""
+
+    def __init__(self):
+        self.problems, self.progress = [], []
+
+    def advanced(self, done, total):
+        self.progress.append((done, total))
+
+    def rejected(self, error):
+        self.problems.append(f"rejected {error}")
+
+    def warned(self, warning):
+        self.problems.append(f"warning {warning}")
+
+
+def test_events_over_many_batches_are_each_stored_once_in_the_files_order(
+    small_batches, project, store, tmp_path
+):
+    lines = [cart_event(id=f"e{n}", at=f"2026-11-20T0{n}:00:00Z") for n in range(8)]
+    lines[5] = cart_event(id="e1", at="2026-11-20T09:00:00Z")  # a key seen in an earlier batch
+    lines.insert(3, '{"type": "cart_updated",')
+    path = write_jsonl(tmp_path / "e.jsonl", [*lines, cart_event(id="e7")])
+    watcher = Collected()
+    report = import_events(store, path, project.journey, NOW, watcher)
+    assert (report.read, report.imported, report.duplicates, report.rejected) == (10, 7, 2, 1)
+    assert report.errors == [] and watcher.problems[0].startswith(f"rejected {path}:4: not valid JSON")
+    assert event_keys(store, "lan@example.com") == ["e7", "e6", "e4", "e3", "e2", "e1", "e0"]
+    assert stored_events(store, "lan@example.com")[5].at == datetime(2026, 11, 20, 1, tzinfo=UTC)
+    assert watcher.progress[-1] == (path.stat().st_size, path.stat().st_size)
+
+
+def test_without_a_watcher_the_report_keeps_every_problem(project, store, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(email="lan"), "[]", cart_event(id="e2")])
+    report = import_events(store, path, project.journey, NOW)
+    assert [error.record for error in report.errors] == [1, 2]
+    assert (report.rejected, report.imported) == (2, 1)
+
+
+def test_contacts_over_many_batches_keep_the_last_line_of_each_email(small_batches, project, store, tmp_path):
+    rows = [f"c{n}@example.com,Name{n},basic" for n in range(7)]
+    rows.insert(4, "c0@example.com,Again,pro")  # the same contact, in the next batch
+    rows.insert(2, "c1@example.com,Twice,team")  # the same contact, in the same batch
+    path = write_csv(tmp_path / "c.csv", "email,first_name,plan", *rows)
+    report = import_contacts(store, path, project.journey, project.settings.zone, NOW)
+    assert (report.read, report.rejected) == (9, 0)
+    assert (contact(store, "c0@example.com").first_name, contact(store, "c0@example.com").attributes) == (
+        "Again",
+        {"plan": "pro"},
+    )
+    assert contact(store, "c1@example.com").first_name == "Twice"
+    with store.session() as session:
+        assert len(contact_store.ids_by_email(session, [f"c{n}@example.com" for n in range(7)])) == 7
+
+
+def test_a_reimported_stage_moves_the_contact_and_is_recorded(cli, store, tmp_path):
+    cli("contacts", "import", str(write_csv(tmp_path / "a.csv", "email,stage", "lan@example.com,awareness")))
+    cli("contacts", "import", str(write_csv(tmp_path / "b.csv", "email,stage", "lan@example.com,retention")))
+    lan = contact(store, "lan@example.com")
+    with store.session() as session:
+        history = [(c.from_stage, c.to_stage, c.cause) for c in contact_store.stage_history(session, lan.id)]
+    assert history == [(None, "awareness", "import"), ("awareness", "retention", "import")]
+    assert lan.stage == "retention"
+
+
+def test_an_erased_address_that_is_imported_again_is_suppressed(project, store, tmp_path):
+    with store.session() as session:
+        suppressions.add(session, suppressions.hashed("lan@example.com"), suppressions.ERASED, "", NOW)
+    path = write_csv(tmp_path / "c.csv", "email,first_name", "lan@example.com,Lan", "minh@example.com,Minh")
+    import_contacts(store, path, project.journey, project.settings.zone, NOW)
+    events = write_jsonl(tmp_path / "e.jsonl", [cart_event(email="hoa@example.com")])
+    with store.session() as session:
+        suppressions.add(session, suppressions.hashed("hoa@example.com"), suppressions.ERASED, "", NOW)
+    import_events(store, events, project.journey, NOW)
+    with store.session() as session:
+        found = {email: suppressions.get(session, email) for email in ("lan@example.com", "hoa@example.com")}
+        assert {email: s.reason for email, s in found.items() if s} == {
+            "lan@example.com": "erased",
+            "hoa@example.com": "erased",
+        }
+        assert suppressions.get(session, "minh@example.com") is None
+
+
+def event_indexes(store):
+    with store.engine.connect() as connection:
+        return sorted(index["name"] for index in inspect(connection).get_indexes("event"))
+
+
+@pytest.mark.sqlite_only
+def test_a_load_into_an_empty_sqlite_store_ends_with_every_index(small_batches, project, store, tmp_path):
+    before = event_indexes(store)
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
+    assert import_events(store, path, project.journey, NOW).imported == 10
+    assert event_indexes(store) == before and before
+
+
+@pytest.mark.sqlite_only
+def test_a_load_that_fails_leaves_an_empty_sqlite_store_as_it_was(
+    small_batches, project, store, tmp_path, monkeypatch
+):
+    before = event_indexes(store)
+    calls = []
+
+    def failing(session, batch, journey, now):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(session, batch, journey, now)
+
+    real = event_store.bulk_add
+    monkeypatch.setattr(event_store, "bulk_add", failing)
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
+    with pytest.raises(OSError, match="disk full"):
+        import_events(store, path, project.journey, NOW)
+    assert calls == [3, 3]  # nothing stored after the failure
+    assert (event_keys(store, "lan@example.com"), event_indexes(store)) == ([], before)
+
+
+@pytest.mark.sqlite_only
+def test_an_import_on_a_terminal_shows_a_progress_bar(process_env, project_dir, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,birthday", "lan@example.com,17/05/1990", "bad,x")
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-c", "from automator.cli import app; app()", "--project", str(project_dir)]
+    env = {**process_env, "COLUMNS": "100", "TERM": "xterm"}
+    result = subprocess.run(
+        [*command, "contacts", "import", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        timeout=60,
+    )
+    os.close(follower)
+    shown = b""
+    while select.select([leader], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    text = shown.decode(errors="replace")
+    assert "importing contacts" in text and "━" in text
+    assert f"rejected {path}:3: email:" in text and f"warning {path}:2: birthday:" in text
+    assert result.stdout.decode() == "imported 1 contacts, rejected 1, 1 warning\n"

@@ -1,0 +1,88 @@
+"""Dates that are not dates: an attribute that looks like a date but is not ISO 8601 is
+imported as text, with a warning naming its line and field, and `automator check --store`
+says which date rules will never fire for the contacts holding such text."""
+
+import pytest
+
+from automator.importing.contacts import date_like
+from tests.importing import contact, write_csv
+
+
+@pytest.mark.parametrize(
+    "value, told",
+    [
+        ("17/05/1990", "is not an ISO 8601 date; write YYYY-MM-DD (1990-05-17)"),
+        ("05/17/1990", "is not an ISO 8601 date; write YYYY-MM-DD (1990-05-17)"),
+        ("17.05.1990", "is not an ISO 8601 date; write YYYY-MM-DD (1990-05-17)"),
+        ("05/06/1990", "is not an ISO 8601 date; write YYYY-MM-DD (day and month could be either way round)"),
+        ("17/05/90", "is not an ISO 8601 date; write YYYY-MM-DD"),
+        ("1990/05/17", "is not an ISO 8601 date; write 1990-05-17"),
+        ("2026-13-01", "is not a date (month 13, day 1)"),
+        ("17/05/1990 10:30", "is not an ISO 8601 date; write YYYY-MM-DD (1990-05-17)"),
+    ],
+)
+def test_a_date_that_is_not_iso_8601_is_told_how_to_write_it(value, told):
+    assert date_like(value) == f'"{value}" {told}'
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1990-05-17", "2026-12-20T09:30:00+07:00", "2026-99-01-A", "1.2.10", "12-34-5678", "pro", "", 1990],
+)
+def test_an_iso_date_or_text_that_is_no_date_is_not_warned_about(value):
+    assert date_like(value) is None
+
+
+def test_an_attribute_that_looks_like_a_date_is_imported_as_text_with_a_warning(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,birthday,renews_at",
+        "lan@example.com,17/05/1990,2026-12-20",
+        "minh@example.com,1990-05-17,05/17/2027",
+    )
+    result = cli("contacts", "import", str(path))
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f'warning {path}:2: birthday: "17/05/1990" is not an ISO 8601 date; write YYYY-MM-DD (1990-05-17); '
+        "kept as text\n"
+        f'warning {path}:3: renews_at: "05/17/2027" is not an ISO 8601 date; write YYYY-MM-DD (2027-05-17); '
+        "kept as text\n"
+    )
+    assert result.stdout == "imported 2 contacts, rejected 0, 2 warnings\n"
+    assert contact(store, "lan@example.com").attributes == {
+        "birthday": "17/05/1990",
+        "renews_at": "2026-12-20",
+    }
+
+
+def test_check_with_store_warns_about_a_date_rule_whose_attribute_holds_text(cli, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,renews_at",
+        "lan@example.com,20/12/2026",
+        "minh@example.com,2026-12-20",
+        "hoa@example.com,soon",
+    )
+    cli("contacts", "import", str(path))
+    result = cli("check", "--store")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        "warning: rules/renewal_offer.yaml:6: trigger.date: 2 contact(s) hold a renews_at that is not "
+        'an ISO 8601 date (e.g. lan@example.com "20/12/2026", hoa@example.com "soon"); '
+        "the rule never fires for them\n"
+        "ok: 4 rules\n",
+    )
+
+
+def test_check_with_store_is_quiet_when_every_date_is_a_date(cli, tmp_path):
+    cli(
+        "contacts",
+        "import",
+        str(write_csv(tmp_path / "c.csv", "email,renews_at", "lan@example.com,2026-12-20")),
+    )
+    assert cli("check", "--store").stdout == "ok: 4 rules\n"
+
+
+def test_check_with_store_makes_no_database(cli, project_dir):
+    assert cli("check", "--store").stdout == "ok: 4 rules\n"
+    assert not (project_dir / "automator.db").exists()
