@@ -37,7 +37,6 @@ from automator.store import events as event_store
 from automator.store.contacts import ContactData
 from automator.store.events import EventData
 
-KEY_LENGTH = 200  # event.key's column
 TRIES = 8
 PAUSE = 0.02  # seconds: the longest pause before the second try, doubled before each next
 RACES = ("40001", "40P01")  # PostgreSQL: serialization failure, deadlock
@@ -151,10 +150,7 @@ def _event(item: Any) -> EventData:
     if not isinstance(item, dict):
         raise ValueError("an event is a JSON object")
     record = EventRecord.model_validate(item)
-    key = event_key(record)
-    if len(key) > KEY_LENGTH:
-        raise ValueError(f"id: at most {KEY_LENGTH} characters")
-    return EventData(key, record.type, record.email, record.at, record.properties)
+    return EventData(event_key(record), record.type, record.email, record.at, record.properties)
 
 
 def problems_of(exc: ValidationError) -> list[Problem]:

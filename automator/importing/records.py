@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from automator.display import CONTROL, escape, printable
 from automator.timestamps import parse_timestamp
@@ -159,7 +159,7 @@ EVENT_FIELDS = frozenset({"id", "type", "email", "at", "properties"})
 class EventRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(default=None, max_length=MAX_EVENT_ID)
+    id: str | None = None
     type: str
     email: str
     at: datetime
@@ -190,6 +190,13 @@ class EventRecord(BaseModel):
     @classmethod
     def _at(cls, value: Any) -> datetime:
         return parse_timestamp(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_EVENT_ID:
+            raise ValueError(f"at most {MAX_EVENT_ID} characters")
+        return value
 
     @field_validator("type")
     @classmethod
