@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from automator.importing import ContactRecord, EventRecord, contact_data, event_key
+from automator.importing.records import field_errors
 from automator.journey import Journey
 from automator.store import Store
 from automator.store import contacts as contact_store
@@ -154,10 +155,7 @@ def _event(item: Any) -> EventData:
 
 
 def problems_of(exc: ValidationError) -> list[Problem]:
-    return [
-        Problem(".".join(str(part) for part in error["loc"]), str(error["msg"]).removeprefix("Value error, "))
-        for error in exc.errors()
-    ]
+    return [Problem(field, message) for field, message in field_errors(exc)]
 
 
 def _problem(text: str) -> Problem:

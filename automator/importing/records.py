@@ -210,11 +210,14 @@ def is_event_type(value: str) -> bool:
     return value.replace("_", "").isalnum()
 
 
+def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """A model's errors as (field, what is wrong); the field is empty for the whole record."""
+    return [
+        (".".join(str(part) for part in error["loc"]), str(error["msg"]).removeprefix("Value error, "))
+        for error in exc.errors()
+    ]
+
+
 def reason(exc: ValidationError) -> str:
     """A model's errors as one line: `field: what is wrong; …`."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
+    return "; ".join(f"{where}: {message}" if where else message for where, message in field_errors(exc))
