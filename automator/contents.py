@@ -30,7 +30,8 @@ def render(
     properties = None
     if isinstance(rule.trigger, EventTrigger) and message.event_id is not None:
         properties = events.properties_of(session, message.event_id)
-    job = renderer.job(rule, contact, coupon, message.occurred_at, message.send_at, properties)
+    sending = rule.sending(message.step, message.variant)
+    job = renderer.job(rule, contact, coupon, message.occurred_at, message.send_at, properties, sending)
     return renderer.render(job)
 
 
@@ -40,8 +41,9 @@ def complete(
     """Attach the coupon and render; hold the message (never drop it) when either fails.
     Returns the outcome: `queued`, or why it is held."""
     coupon = _coupon(session, rule, message, contact, now)
-    if rule.send.coupon is not None and coupon is None:
-        reason = f"coupon pool '{rule.send.coupon.pool}' is empty"
+    spec = rule.sending(message.step, message.variant).coupon
+    if spec is not None and coupon is None:
+        reason = f"coupon pool '{spec.pool}' is empty"
         messages.change(session, message, Status.HELD, now, reason, hold_kind=HoldKind.COUPON)
         return "held: coupon pool empty"
     try:
@@ -62,7 +64,7 @@ def _coupon(
     session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
 ) -> CouponFields | None:
     """The message's coupon: the one it has, else one taken or generated as when queueing."""
-    spec = rule.send.coupon
+    spec = rule.sending(message.step, message.variant).coupon
     if spec is None:
         return None
     assert message.id is not None

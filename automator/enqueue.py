@@ -20,7 +20,7 @@ from automator import emails
 from automator.config import Settings
 from automator.coupons import generate_code
 from automator.errors import AutomatorError
-from automator.model import CouponSpec, EventTrigger, Rule
+from automator.model import CouponSpec, EventTrigger, Rule, Variant
 from automator.policies import planned_send_at
 from automator.rendering import Failed, Renderer, Rendering, RenderJob, RenderPool, Result
 from automator.store import coupons, queueing
@@ -37,6 +37,7 @@ class Draft:
     contact: Any
     id: int | None = None
     properties: dict[str, Any] | str | None = None  # the triggering event's, for event rules
+    sending: Variant | None = None  # what it sends: its step's, its variant's
     coupon: Any = None
     text: bytes = b""  # packed (see automator.packing)
     html: bytes = b""
@@ -73,8 +74,10 @@ def enqueue_chunk(
 def can_overlap(rule: Rule) -> bool:
     """Whether a chunk of this rule may be prepared while the one before is still being
     written. Not when it takes pool codes: those are chosen in the transaction that gives
-    them (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
-    return rule.send.coupon is None or rule.send.coupon.pool is None
+    them (FOR UPDATE SKIP LOCKED on PostgreSQL). Nor with a `limit`: a chunk counts the
+    messages the chunks before it wrote."""
+    pooled = any(spec.pool for step in rule.journey for spec in step.send.coupons)
+    return not pooled and rule.limit is None
 
 
 def prepare(
@@ -86,8 +89,8 @@ def prepare(
     drafting = Drafting(settings, rule, now)
     drafts = _unique([drafting.draft(candidate) for candidate in chunk])
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
-    if rule.send.coupon is not None:
-        _choose_coupons(session, rule.send.coupon, sendable, now)
+    for spec, drafts_of_spec in _by_coupon(sendable).items():
+        _choose_coupons(session, spec, drafts_of_spec, now)
     rendered = [draft for draft in sendable if draft.values["status"] == "queued"]
     jobs = _jobs(pool.renderer, rule, rendered)
     return Prepared(drafts, rendered, pool.start(jobs))
@@ -104,8 +107,8 @@ def finish(session: Session, rule: Rule, prepared: Prepared, now: datetime) -> l
         if draft.id is not None:
             inserted.append(draft)
     queueing.insert_contents(session, [(d.id or 0, d.text, d.html) for d in inserted if d.text or d.html])
-    if rule.send.coupon is not None:
-        _give_coupons(session, rule, rule.send.coupon, inserted, now)
+    for spec, drafts_of_spec in _by_coupon(inserted).items():
+        _give_coupons(session, rule, spec, drafts_of_spec, now)
     queueing.record_history(session, [(d.id or 0, d.values["status"], d.reason) for d in inserted], now)
     return [draft.outcome for draft in inserted]
 
@@ -128,15 +131,19 @@ class Drafting:
 
     def draft(self, candidate: Candidate) -> Draft:
         contact = candidate.contact
-        due = candidate.occurred_at + self.offset
+        due = candidate.due_at or candidate.occurred_at + self.offset
         send_at = self.send_at(contact, max(due, self.now))
+        send = self.rule.step(candidate.step).send
+        variant = send.choose(self.rule.id, contact.id)
         values = {
             "rule_id": self.rule.id,
             "contact_id": contact.id,
             "email": contact.email,
-            "occurrence": candidate.occurrence,
+            "occurrence": step_occurrence(candidate.occurrence, candidate.step),
             "occurred_at": candidate.occurred_at,
             "event_id": candidate.event_id,
+            "step": candidate.step,
+            "variant": variant,
             "status": "suppressed" if candidate.suppressed else "queued",
             "hold_kind": None,
             "priority": self.priority,
@@ -150,7 +157,7 @@ class Drafting:
             "skip_policies": False,
             "attempts": 0,
         }
-        draft = Draft(values, contact, properties=candidate.properties)
+        draft = Draft(values, contact, properties=candidate.properties, sending=send.variant(variant))
         if candidate.suppressed:
             draft.outcome, draft.reason = "suppressed", "address is suppressed"
         elif send_at > self.now:
@@ -163,6 +170,22 @@ class Drafting:
         if send_at is None:
             send_at = self._send_at[key] = planned_send_at(self.settings, contact, at)
         return send_at
+
+
+def step_occurrence(occurrence: str, step: int) -> str:
+    """A message's occurrence, which its dedupe key holds: the trigger's occurrence for a
+    journey's first step (and a rule without steps), with `#N` for step N after it."""
+    return occurrence if step == 1 else f"{occurrence}#{step}"
+
+
+def _by_coupon(drafts: list[Draft]) -> dict[CouponSpec, list[Draft]]:
+    """Drafts grouped by the coupon their step or variant takes; those without one left out."""
+    groups: dict[CouponSpec, list[Draft]] = {}
+    for draft in drafts:
+        spec = draft.sending.coupon if draft.sending is not None else None
+        if spec is not None:
+            groups.setdefault(spec, []).append(draft)
+    return groups
 
 
 def _unique(drafts: list[Draft]) -> list[Draft]:
@@ -254,6 +277,7 @@ def _jobs(renderer: Renderer, rule: Rule, drafts: list[Draft]) -> list[RenderJob
             draft.values["occurred_at"],
             draft.values["send_at"],
             (draft.properties or {}) if is_event else None,
+            draft.sending,
         )
         for draft in drafts
     ]

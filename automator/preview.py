@@ -35,12 +35,14 @@ def preview(store: Store, renderer: Renderer, rule: Rule, email: str, now: datet
             occurred_at=occurred_at,
             event_id=event_id,
             status="preview",
+            step=1,
+            variant=rule.step(1).send.choose(rule.id, contact.id or 0),
             due_at=occurred_at + rule.offset,
             send_at=max(now, occurred_at + rule.offset),
             expires_at=now,
             created_at=now,
         )
-        spec = rule.send.coupon
+        spec = rule.sending(message.step, message.variant).coupon
         coupon = (
             None
             if spec is None

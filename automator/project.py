@@ -67,19 +67,33 @@ def load_project(directory: Path, environ: dict[str, str] | None = None) -> Proj
 
 def _template_problems(rule: Rule, templates: Templates) -> list[AutomatorError]:
     problems: list[AutomatorError] = []
-    if not templates.exists(rule.send.template):
-        problems.append(
-            RuleError(
-                rule.file,
-                rule.line_of("send.template"),
-                "send.template",
-                f"template '{rule.send.template}' does not exist "
-                f"(no folder email_templates/{rule.send.template}/)",
+    for named_in, template in _templates_named(rule):
+        if not templates.exists(template):
+            problems.append(
+                RuleError(
+                    rule.file,
+                    rule.line_of(named_in),
+                    named_in,
+                    f"template '{template}' does not exist (no folder email_templates/{template}/)",
+                )
             )
-        )
-    else:
-        problems.extend(templates.check(rule.send.template))
+        else:
+            problems.extend(templates.check(template))
     return problems
+
+
+def _templates_named(rule: Rule) -> list[tuple[str, str]]:
+    """Each template the rule names, with the field that names it (`send.template`,
+    `steps.1.send.variants.b.template`)."""
+    sends = [("send", rule.send)] if rule.send else []
+    sends += [(f"steps.{number}.send", step.send) for number, step in enumerate(rule.steps or [])]
+    named = []
+    for where, send in sends:
+        if send.template is not None:
+            named.append((f"{where}.template", send.template))
+        for name, variant in (send.variants or {}).items():
+            named.append((f"{where}.variants.{name}.template", variant.template))
+    return named
 
 
 def _priority_problems(settings: Settings, ruleset: RuleSet) -> list[AutomatorError]:

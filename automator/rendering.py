@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from automator import emails
 from automator.errors import TemplateError
-from automator.model import Rule
+from automator.model import Rule, Variant
 from automator.packing import pack
 from automator.templates import Rendered, Templates
 
@@ -130,12 +130,15 @@ class Renderer:
         occurred_at: datetime,
         send_at: datetime,
         event_properties: dict[str, Any] | str | None,
+        sending: Variant | None = None,
     ) -> RenderJob:
         """What a message's content depends on, from plain values (the set-wise enqueue has
-        rows, not ORM objects)."""
-        spec = rule.send.coupon
+        rows, not ORM objects). `sending` is what the message sends (its step's, its
+        variant's: `Rule.sending`); by default the rule's first step."""
+        sending = sending or rule.sending()
+        spec = sending.coupon
         return RenderJob(
-            template=rule.send.template,
+            template=sending.template,
             rule={"id": rule.id, "name": rule.name or rule.id},
             contact={
                 "email": contact.email,

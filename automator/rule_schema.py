@@ -61,7 +61,9 @@ def _as_written(schema: dict[str, Any]) -> None:
         properties.pop(internal)
     properties["then"].pop("default")  # {move_to: null, tag: null}: nothing to offer in an editor
     properties["when"]["items"] = {"$ref": "#/$defs/condition"}
+    defs["Step"]["properties"]["when"]["items"] = {"$ref": "#/$defs/condition"}
     defs.pop("Condition")  # what a `when` item becomes once read
+    defs.pop("HistoryCondition")
     defs.update(condition=CONDITION, value=VALUE, values=VALUES)
 
 
@@ -69,6 +71,8 @@ def _checked_in_python(schema: dict[str, Any]) -> None:
     """What the models' validators check, said in JSON Schema."""
     defs = schema["$defs"]
     defs["DateTrigger"]["not"] = {"required": ["before", "after"]}
+    schema["not"] = {"required": ["send", "steps"]}  # one message, or a journey
+    defs["Send"]["oneOf"] = [{"required": ["template"]}, {"required": ["variants"]}]
     defs["ScheduleTrigger"]["oneOf"] = [{"required": ["schedule"]}, {"required": ["every"]}]
     for name in ("EventTrigger", "StageTrigger", "ScheduleTrigger"):
         # cancel_if.within widens a date trigger's window; other triggers refuse it. (allOf,
@@ -77,7 +81,9 @@ def _checked_in_python(schema: dict[str, Any]) -> None:
         choices[0] = {"allOf": [choices[0]], "properties": {"within": False}}
     # Event properties can be tested only by an event trigger's rule.
     schema["if"] = {"properties": {"trigger": {"required": ["event"]}}}
-    schema["else"] = {"properties": {"when": {"items": {"propertyNames": {"pattern": r"^contact\."}}}}}
+    schema["else"] = {
+        "properties": {"when": {"items": {"propertyNames": {"pattern": r"^(contact\.|history$)"}}}}
+    }
 
 
 def _name_stages(schema: dict[str, Any], stages: list[str]) -> None:
@@ -101,7 +107,41 @@ CONDITION: JsonSchemaValue = {
     "type": "object",
     "minProperties": 1,
     "maxProperties": 1,
-    "propertyNames": {"pattern": r"^(contact|event)\.[A-Za-z_][A-Za-z0-9_]*$"},
+    "propertyNames": {"pattern": r"^((contact|event)\.[A-Za-z_][A-Za-z0-9_]*|history)$"},
+    "properties": {
+        "history": {
+            "description": "events of a type the contact had, e.g. {event: order_placed, count: {gte: 2}}",
+            "type": "object",
+            "required": ["event"],
+            "additionalProperties": False,
+            "properties": {
+                "event": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                "within": {"type": "string", "pattern": r"^\s*(\d+ *[smhdw] *)+\s*$"},
+                "count": {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0},
+                        {
+                            "type": "object",
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "propertyNames": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte"]},
+                            "additionalProperties": {"type": "integer", "minimum": 0},
+                        },
+                    ]
+                },
+            },
+        },
+        "contact.tags": {
+            "description": "the contact's tags: {contains: vip} (any of a list) or {not_contains: vip}",
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "propertyNames": {"enum": ["contains", "not_contains"]},
+            "additionalProperties": {
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+            },
+        },
+    },
     "additionalProperties": {
         "anyOf": [
             {"$ref": "#/$defs/value"},

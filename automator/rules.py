@@ -197,5 +197,5 @@ def describe_trigger(rule: Rule) -> str:
     else:
         text = f"{format_duration(trigger.delay)} after entering {trigger.stage_entered}"
     if trigger.cancel_if:
-        text += f", cancelled by {trigger.cancel_if.event}"
+        text += f", cancelled by {' or '.join(cancel.event for cancel in trigger.cancel_if)}"
     return text

@@ -21,6 +21,9 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SUPPRESSED = "suppressed"
+    # Not sent, by the rule's own terms: over its `limit`, or a journey's step whose `when`
+    # did not hold when it came due (the journey goes on to the next step).
+    SKIPPED = "skipped"
 
 
 OPEN = frozenset({Status.QUEUED, Status.HELD})  # not sent yet, and a person may still act on it
@@ -54,6 +57,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),
     Status.SUPPRESSED: frozenset(),
+    Status.SKIPPED: frozenset(),
 }
 
 
@@ -96,4 +100,5 @@ def what_happened(status: str, at: datetime | None) -> str:
         Status.FAILED: f"failed{when}",
         Status.CANCELLED: f"was cancelled{when}",
         Status.SUPPRESSED: f"was suppressed{when}",
+        Status.SKIPPED: f"was skipped{when}",
     }[Status(status)]

@@ -221,6 +221,8 @@ class Message(SQLModel, table=True):
         Index("ix_message_status_created_id", "status", "created_at", "id"),
         Index("ix_message_rule_created_id", "rule_id", "created_at", "id"),
         Index("ix_message_rule_status", "rule_id", "status"),
+        # A journey's sent steps by send time: the next step is due a delay after each.
+        Index("ix_message_rule_step_sent", "rule_id", "step", "sent_at"),
     )
 
     id: int | None = _id()
@@ -230,6 +232,10 @@ class Message(SQLModel, table=True):
     occurrence: str
     occurred_at: datetime = _time()
     event_id: int | None = None
+    # Its step of the rule's journey, from 1 (a rule without steps sends step 1 only), and
+    # its variant when the step is an A/B test.
+    step: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    variant: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
     status: str
     priority: int = 0
     due_at: datetime = _time()

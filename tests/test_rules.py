@@ -181,9 +181,8 @@ def test_an_in_condition_needs_a_list(tmp_path):
 
 def test_a_condition_must_test_a_contact_or_event_field(tmp_path):
     write_rule(tmp_path, "cart.yaml", CART_RULE + "when:\n  - order.total: 5\n")
-    assert (
-        only_error(tmp_path).message == 'condition 1: "order.total" must be contact.<field> or event.<field>'
-    )
+    expected = 'condition 1: "order.total" must be contact.<field>, event.<field> or history'
+    assert only_error(tmp_path).message == expected
 
 
 def test_only_event_triggers_may_test_event_properties(tmp_path):

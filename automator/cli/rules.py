@@ -74,7 +74,9 @@ def rules_list() -> None:
     from automator.rules import describe_trigger
 
     for rule in state().project.ruleset.rules:
-        say(f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {rule.send.template}")
+        say(
+            f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {', '.join(rule.templates)}"
+        )
 
 
 @reports_errors

@@ -283,5 +283,5 @@ def _concerns(error: AutomatorError, rule: Rule) -> bool:
     if isinstance(error, RuleError):
         return error.file == rule.file
     if isinstance(error, TemplateError):
-        return error.template.startswith(f"email_templates/{rule.send.template}/")
+        return any(error.template.startswith(f"email_templates/{name}/") for name in rule.templates)
     return False

@@ -132,7 +132,8 @@ class Claims:
         rules = {rule_id: self.project.rule(rule_id) for rule_id in {m.rule_id for m in batch}}
         triggers = [rule.trigger for rule in rules.values() if rule is not None]
         grouped = {t.event: t.latest_per for t in triggers if isinstance(t, EventTrigger) and t.latest_per}
-        event_types = {t.cancel_if.event for t in triggers if t.cancel_if is not None} | set(grouped)
+        stopping = {kind for rule in rules.values() if rule is not None for kind in rule.cancel_events}
+        event_types = stopping | set(grouped)
         dated = any(isinstance(t, DateTrigger) for t in triggers)
         contact_ids = {m.contact_id for m in batch}
         live = [m for m in batch if now <= m.expires_at]

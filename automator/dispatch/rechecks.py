@@ -98,10 +98,17 @@ def cancel_reason(rule: Rule, message: Due, contact: Recipient, now: datetime, f
     """Whether something that happened since it was queued means the message must not go."""
     trigger = rule.trigger
     history = facts.events.get(contact.id, [])
-    if trigger.cancel_if is not None:
-        found = _cancelling_event(trigger.cancel_if.event, rule, message, history, now)
+    for cancel in trigger.cancel_if:
+        found = _cancelling_event(
+            cancel.event, _cancel_since(rule, message, cancel.within), rule, history, now
+        )
         if found is not None:
             return Cancel(found.type, f"{found.type}: {found.type} at {found.at.isoformat()} ({found.key})")
+    if rule.goal is not None:
+        found = _cancelling_event(rule.goal.event, _cancel_since(rule, message, None), rule, history, now)
+        if found is not None:
+            why = f"goal reached: {found.type} at {found.at.isoformat()} ({found.key})"
+            return Cancel("goal reached", why + _journey_ends(rule, message))
     if isinstance(trigger, EventTrigger) and trigger.latest_per and message.event_id:
         newer = _newer_of_same(facts.own_events.get(message.event_id), history, trigger.latest_per, now)
         if newer is not None:
@@ -114,8 +121,15 @@ def cancel_reason(rule: Rule, message: Due, contact: Recipient, now: datetime, f
             return Cancel("date changed", f"date changed: {trigger.attribute} is now {shown}")
     if contact.stage not in rule.stages:
         why = f"stage changed: contact is in {contact.stage}, rule targets {', '.join(rule.stages)}"
-        return Cancel("stage changed", why)
+        return Cancel("stage changed", why + _journey_ends(rule, message))
     return None
+
+
+def _journey_ends(rule: Rule, message: Due) -> str:
+    """What a cancelled step means for the rest of its journey, for its history."""
+    if message.step < len(rule.journey):
+        return f"; the journey ends at step {message.step} of {len(rule.journey)}"
+    return ""
 
 
 def window_start(message: Due, rule: Rule | None) -> datetime:
@@ -123,23 +137,23 @@ def window_start(message: Due, rule: Rule | None) -> datetime:
     it is read for its batch."""
     if rule is None:
         return message.occurred_at
-    return min(_cancel_since(rule, message), message.occurred_at)
+    withins = [cancel.within for cancel in rule.trigger.cancel_if] + [None]
+    return min(*(_cancel_since(rule, message, within) for within in withins), message.occurred_at)
 
 
-def _cancel_since(rule: Rule, message: Due) -> datetime:
+def _cancel_since(rule: Rule, message: Due, within: timedelta | None) -> datetime:
     """Where the window of cancelling events begins: at the trigger event (after it), or
-    for a date trigger `within` before the date (else when it was due), inclusive."""
-    trigger = rule.trigger
-    if isinstance(trigger, DateTrigger) and trigger.cancel_if is not None:
-        within = trigger.cancel_if.within
-        return message.occurred_at - within if within is not None else message.due_at
+    for a date trigger `within` before the date (else when it was first due), inclusive."""
+    if isinstance(rule.trigger, DateTrigger):
+        return message.occurred_at - within if within is not None else message.occurred_at + rule.offset
     return message.occurred_at
 
 
-def _cancelling_event(kind: str, rule: Rule, message: Due, history: list[Seen], now: datetime) -> Seen | None:
+def _cancelling_event(
+    kind: str, since: datetime, rule: Rule, history: list[Seen], now: datetime
+) -> Seen | None:
     """The first event of `kind` in the window that cancels the message: after its trigger
-    event, or for a date trigger from `within` before the date (else from when it was due)."""
-    since = _cancel_since(rule, message)
+    event, or for a date trigger from `since` on."""
     inclusive = isinstance(rule.trigger, DateTrigger)
     return next(
         (

@@ -42,7 +42,9 @@ class Rerender:
         each is a render of its own)."""
         for message in moved:
             rule = rules.get(message.rule_id)
-            if rule is not None and self.shows_send_time(rule.send.template):
+            if rule is not None and self.shows_send_time(
+                rule.sending(message.step, message.variant).template
+            ):
                 self.one(session, message.id, rule, now)
 
     def one(self, session: Session, message_id: int, rule: Rule, now: datetime) -> None:

@@ -37,8 +37,9 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CompoundSelect
 from sqlmodel import Session
 
+from automator import conditions
 from automator.conditions import compile_conditions
-from automator.model import CancelIf, DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
+from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
 from automator.schedules import last_fire
 from automator.store import table
 from automator.store.sqltime import shifted
@@ -59,7 +60,7 @@ Query = Select[Any] | CompoundSelect
 RESOLUTION = timedelta(microseconds=1)
 # What changes from one tick to the next is bound when a lookup runs; a rule's statement is
 # built (and compiled by SQLAlchemy) once.
-NOW = bindparam("now", type_=UTCDateTime())
+NOW = conditions.NOW
 LATEST = bindparam("latest", type_=UTCDateTime())  # the window of occurrences new since the mark
 AFTER_MARK = bindparam("after_mark", type_=UTCDateTime())
 LATE_UNTIL = bindparam("late_until", type_=UTCDateTime())  # the window of rows arrived late
@@ -113,6 +114,8 @@ class Candidate:
     suppressed: bool
     # The triggering event's properties (event rules): like `attributes`, as stored.
     properties: dict[str, Any] | str | None = None
+    step: int = 1  # of the rule's journey
+    due_at: datetime | None = None  # when not the occurrence plus the rule's offset (a later step)
 
     @property
     def contact_id(self) -> int:
@@ -297,16 +300,23 @@ def _each_window(query: Select[Any], windows: list[list[ColumnElement[bool]]]) -
     return union_all(*(query.where(*window) for window in windows))
 
 
-def _cancelled(cancel: CancelIf | None, contact_id: Any, after: Any) -> ColumnElement[bool]:
-    """An event of the cancelling type occurred after `after` (and by now)."""
-    if cancel is None:
+def _cancelled(rule: Rule, contact_id: Any, after: Any) -> ColumnElement[bool]:
+    """An event of a cancelling type (`cancel_if`'s, the goal's) occurred after `after`
+    (and by now)."""
+    kinds = rule.cancel_events
+    if not kinds:
         return false()
     other = EVENTS.alias("cancel_event")
-    return exists().where(
-        other.c.contact_id == contact_id,
-        other.c.type == cancel.event,
-        other.c.at > after,
-        other.c.at <= NOW,
+    return or_(
+        *(
+            exists().where(
+                other.c.contact_id == contact_id,
+                other.c.type == kind,
+                other.c.at > after,
+                other.c.at <= NOW,
+            )
+            for kind in kinds
+        )
     )
 
 
@@ -330,7 +340,7 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         event.c.type == trigger.event,
         *_base(rule, contact),
         _for_targeted(rule, contact, compile_conditions(rule.when, contact, event)),
-        ~_cancelled(trigger.cancel_if, contact.c.id, event.c.at),
+        ~_cancelled(rule, contact.c.id, event.c.at),
         _not_messaged(rule, contact.c.id, occurrence),
     ]
     if trigger.latest_per:
@@ -366,9 +376,6 @@ def _newer_of_same(event: Any, contact_id: Any, key: str) -> ColumnElement[bool]
 
 def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
     date, contact = DATES.alias("d"), CONTACTS.alias("c")
-    cancel = trigger.cancel_if
-    # Cancelling events count from `within` before the date, else from when the trigger fires.
-    since = shifted(date.c.value, -cancel.within if cancel and cancel.within else trigger.offset)
     where = [
         date.c.name == trigger.attribute,
         *_base(rule, contact),
@@ -379,8 +386,14 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
             MESSAGES.c.occurred_at == date.c.value,
         ),
     ]
-    if cancel is not None:
-        where.append(~_cancelled_since(cancel.event, contact.c.id, since))
+    # Cancelling events count from `within` before the date, else from when the trigger
+    # fires; so does the goal.
+    stops = [(cancel.event, cancel.within) for cancel in trigger.cancel_if]
+    if rule.goal is not None:
+        stops.append((rule.goal.event, None))
+    for kind, within in stops:
+        since = shifted(date.c.value, -within if within else trigger.offset)
+        where.append(~_cancelled_since(kind, contact.c.id, since))
     occurrence = literal(f"{trigger.attribute}@")  # completed with the date in Python
     query = (
         select(
@@ -435,7 +448,7 @@ def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
     where = [
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
-        ~_cancelled(trigger.cancel_if, contact.c.id, change.c.at),
+        ~_cancelled(rule, contact.c.id, change.c.at),
         _not_messaged(rule, contact.c.id, cast(change.c.id, String)),
     ]
     query = (

@@ -56,6 +56,8 @@ class Due:
     attempts: int
     subject: str
     message_id: str
+    step: int
+    variant: str | None
     contact: Recipient
 
 
