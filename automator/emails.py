@@ -124,12 +124,16 @@ def build_email(
     rule_id: str,
     date: datetime,
     list_unsubscribe_url: str,
+    variant: str | None = None,
 ) -> OutgoingEmail:
     """A multipart/alternative email; non-ASCII headers are RFC 2047-encoded, URLs never are.
 
     Raises UnsafeHeaderError when a header value (the contact's name, the subject, any other)
     holds a line break or another control character: nothing that comes from a contact, a
     template or a setting can add a header (a Bcc) or start the body.
+
+    `variant` is the message's A/B variant: X-Automator-Variant tells which version a
+    recipient got, so that replies and complaints can be traced to it.
 
     The two-part MIME layout is written directly: the email package's generator costs more
     than a millisecond per message, which would be most of the dispatch time. Encoding
@@ -144,6 +148,7 @@ def build_email(
         f"Date: {_date(date)}\r\n"
         f"Message-ID: {_safe('Message-ID', 'the id', message_id)}\r\n"
         f"X-Automator-Rule: {_safe('X-Automator-Rule', 'the rule id', rule_id)}\r\n"
+        f"{_variant(variant)}"
         f"List-Unsubscribe: <{_safe('List-Unsubscribe', 'the URL', list_unsubscribe_url)}>,\r\n"
         f" <{_mailto(envelope_sender)}>\r\n"
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
@@ -159,6 +164,13 @@ def build_email(
         parts += [_base64_lines(content.encode("utf-8")), b"\r\n"]
     parts.append(f"--{boundary}--\r\n".encode("ascii"))
     return OutgoingEmail(envelope_sender, (to,), message_id, b"".join(parts))
+
+
+def _variant(variant: str | None) -> str:
+    """The X-Automator-Variant header line, or nothing for a message without a variant."""
+    if variant is None:
+        return ""
+    return f"X-Automator-Variant: {_safe('X-Automator-Variant', 'the variant', variant)}\r\n"
 
 
 def _base64_lines(data: bytes) -> bytes:

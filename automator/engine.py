@@ -16,7 +16,8 @@ from datetime import datetime
 from automator.clock import Clock, utcnow
 from automator.dispatch import Dispatcher
 from automator.enqueue import priority
-from automator.lookup import Lookup, look_up_each
+from automator.lookup import look_up_each
+from automator.lookup import lookups as lookups_of
 from automator.pipeline import Pipeline, Queueing
 from automator.project import Project
 from automator.rendering import Links, Renderer, RenderPool
@@ -74,8 +75,8 @@ class Engine:
         for rule in self.project.rules:
             report.rule(rule.id)  # the summary lists the rules in the project's order
         rules = sorted(self.project.rules, key=lambda rule: -priority(self.settings, rule))
-        lookups = [Lookup() for _ in rules]
-        work = list(zip(rules, lookups, strict=True))
+        # Each rule's trigger, then its journey's later steps, at the rule's priority.
+        work = [(rule, lookup) for rule in rules for lookup in lookups_of(rule)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
             finder.submit(look_up_each, self.store, self.settings.zone, work, now)
             pipeline = Pipeline(self.store, self.render_pool, self.settings, now)
@@ -85,7 +86,7 @@ class Engine:
                 pipeline.finish()
             finally:
                 pipeline.writes.close()  # a tick stopped midway: what is not committed is undone
-                for lookup in lookups:  # a tick stopped midway stops the lookups too
+                for _, lookup in work:  # a tick stopped midway stops the lookups too
                     lookup.abandoned.set()
 
     def _forget_seen_changes(self) -> None:

@@ -19,14 +19,18 @@ from sqlmodel import Session
 from automator import emails
 from automator.config import Settings
 from automator.coupons import generate_code
+from automator.durations import format_duration
 from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule, Variant
 from automator.policies import planned_send_at
 from automator.rendering import Failed, Renderer, Rendering, RenderJob, RenderPool, Result
-from automator.store import coupons, queueing
+from automator.status import Status
+from automator.store import coupons, journeys, queueing
 from automator.store.candidates import Addressee, Candidate
 
 GENERATE_TRIES = 5
+# The messages that count against a rule's `limit`: journeys started and not stopped.
+COUNTED = (Status.QUEUED.value, Status.HELD.value, Status.SENDING.value, Status.SENT.value)
 
 
 @dataclass
@@ -88,6 +92,8 @@ def prepare(
     carry what the messages need of their contacts and events: nothing is read again."""
     drafting = Drafting(settings, rule, now)
     drafts = _unique([drafting.draft(candidate) for candidate in chunk])
+    if rule.limit is not None:
+        _apply_limit(session, rule, drafts, now)
     sendable = [draft for draft in drafts if draft.values["status"] == "queued"]
     for spec, drafts_of_spec in _by_coupon(sendable).items():
         _choose_coupons(session, spec, drafts_of_spec, now)
@@ -156,10 +162,13 @@ class Drafting:
             "created_at": self.now,
             "skip_policies": False,
             "attempts": 0,
+            "sent_at": None,
         }
         draft = Draft(values, contact, properties=candidate.properties, sending=send.variant(variant))
         if candidate.suppressed:
             draft.outcome, draft.reason = "suppressed", "address is suppressed"
+        elif candidate.skip is not None:
+            skip(draft, "skipped: when", candidate.skip, self.now)
         elif send_at > self.now:
             draft.reason = f"queued; waits until {send_at.isoformat()} (quiet hours)"
         return draft
@@ -170,6 +179,35 @@ class Drafting:
         if send_at is None:
             send_at = self._send_at[key] = planned_send_at(self.settings, contact, at)
         return send_at
+
+
+def skip(draft: Draft, outcome: str, reason: str, now: datetime) -> None:
+    """Record the draft as skipped by the rule's own terms: never rendered nor sent, and
+    "gone" now, so that a journey's next step counts its delay from here."""
+    draft.values["status"], draft.values["sent_at"] = Status.SKIPPED.value, now
+    draft.outcome, draft.reason = outcome, reason
+
+
+def _apply_limit(session: Session, rule: Rule, drafts: list[Draft], now: datetime) -> None:
+    """Skip the journeys this chunk would start over the rule's `limit`: counted against the
+    journeys its contacts started already (one query per chunk; the chunks before were
+    written in this transaction, see `can_overlap`) and the chunk's own, in due order."""
+    limit = rule.limit
+    assert limit is not None
+    starting = [d for d in drafts if d.values["step"] == 1 and d.values["status"] in COUNTED]
+    if not starting:
+        return
+    since = min(d.values["due_at"] for d in starting) - limit.per
+    contacts = {d.values["contact_id"] for d in starting}
+    started = journeys.started(session, rule.id, contacts, since, COUNTED)
+    for draft in sorted(starting, key=lambda d: d.values["due_at"]):
+        due = draft.values["due_at"]
+        before = [at for at in started.get(draft.values["contact_id"], []) if due - limit.per < at <= due]
+        if len(before) >= limit.max:
+            per, last = format_duration(limit.per), f"{max(before):%Y-%m-%d %H:%M}Z"
+            skip(draft, "skipped: limit", f"limit: at most {limit.max} per {per}; last on {last}", now)
+        else:
+            started.setdefault(draft.values["contact_id"], []).append(due)
 
 
 def step_occurrence(occurrence: str, step: int) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
-from automator.store import Store, changes, rulestate
+from automator.store import Store, changes, rulestate, steps
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
 
@@ -31,7 +31,8 @@ class Lookup:
     they are all queued. The lookup thread adds; the tick's thread takes them in chunks,
     from the first ones found, while the rest are still being looked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: int = 1) -> None:
+        self.step = step  # of the rule's journey: 1 is the trigger's lookup, 2.. `store.steps`
         self._arrived: queue.SimpleQueue[list[Candidate] | tuple[str, Watermark] | BaseException] = (
             queue.SimpleQueue()
         )
@@ -95,8 +96,11 @@ def look_up_each(store: Store, zone: ZoneInfo, work: list[tuple[Rule, Lookup]], 
 
 
 def look_up(store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Lookup) -> None:
-    """Find a rule's due, new occurrences into `lookup`, then the watermark they were found
-    against."""
+    """Find a rule's due, new occurrences (or its journey's step `lookup.step`) into `lookup`,
+    then the watermark they were found against."""
+    if lookup.step > 1:
+        _look_up_step(store, rule, now, lookup)
+        return
     hashed = trigger_hash(rule)
     with store.session() as session:
         fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
@@ -106,8 +110,26 @@ def look_up(store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Loo
         for batch in candidate_queries.batches(session, rule, now, mark, zone):
             if lookup.abandoned.is_set():
                 return
-            lookup.add(batch)
+            lookup.add(steps.with_first_step_skips(session, rule, batch, now))
     lookup.end(hashed, Watermark(until=now, seq=seq_now, changes=changes_now))
+
+
+def _look_up_step(store: Store, rule: Rule, now: datetime, lookup: Lookup) -> None:
+    """A journey's later step: the journeys whose step before went its delay ago."""
+    hashed = steps.step_hash(rule, lookup.step)
+    with store.session() as session:
+        fresh = now - rule.lateness - timedelta(seconds=1)
+        mark = rulestate.watermark(session, rulestate.state_key(rule.id, lookup.step), hashed, fresh)
+        for batch in steps.batches(session, rule, lookup.step, now, mark):
+            if lookup.abandoned.is_set():
+                return
+            lookup.add(batch)
+    lookup.end(hashed, Watermark(until=now, seq=0))
+
+
+def lookups(rule: Rule) -> list[Lookup]:
+    """A rule's lookups for one tick: its trigger's, then one per later step of its journey."""
+    return [Lookup(step) for step in range(1, len(rule.journey) + 1)]
 
 
 def trigger_hash(rule: Rule) -> str:

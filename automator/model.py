@@ -1,15 +1,16 @@
 """Pure types of the rule language: triggers, conditions, sends and actions.
 
 Rule files are validated into these frozen pydantic models. Nothing here touches a
-database, the network or the clock.
+database, the network or the clock. The conditions (`model_conditions`) and what a rule
+sends (`model_sends`) have modules of their own; their names are found here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -22,21 +23,23 @@ from pydantic import (
     model_validator,
 )
 
-from automator.durations import parse_duration
-
-DEFAULT_STAGES = ("awareness", "consideration", "conversion", "retention", "loyalty")
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-
-OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists")
-CONTACT_COLUMNS = ("email", "first_name", "last_name", "locale", "timezone", "stage")
-
-
-class Strict(BaseModel):
-    """Base of every rule-file node: unknown fields are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from automator.model_base import CONTACT_COLUMNS as CONTACT_COLUMNS
+from automator.model_base import DEFAULT_STAGES as DEFAULT_STAGES
+from automator.model_base import OPERATORS as OPERATORS
+from automator.model_base import Duration as Duration
+from automator.model_base import Identifier as Identifier
+from automator.model_base import Strict as Strict
+from automator.model_conditions import AnyCondition as AnyCondition
+from automator.model_conditions import Condition as Condition
+from automator.model_conditions import Conditions as Conditions
+from automator.model_conditions import HistoryCondition as HistoryCondition
+from automator.model_sends import CouponSpec as CouponSpec
+from automator.model_sends import Goal as Goal
+from automator.model_sends import Limit as Limit
+from automator.model_sends import Send as Send
+from automator.model_sends import Step as Step
+from automator.model_sends import Then as Then
+from automator.model_sends import Variant as Variant
 
 
 class CancelIf(Strict):
@@ -179,10 +182,10 @@ class ScheduleTrigger(Strict):
         if (self.schedule is None) == (self.every is None):
             raise ValueError("give either schedule (a crontab line) or every (a duration)")
         if self.schedule is not None:
-            from apscheduler.triggers.cron import CronTrigger
+            from automator.crontab import cron
 
             try:
-                CronTrigger.from_crontab(self.schedule)
+                cron(self.schedule, ZoneInfo("UTC"))
             except ValueError as exc:
                 raise ValueError(f'schedule: "{self.schedule}" is not a crontab line ({exc})') from exc
         if self.every is not None and self.every < timedelta(minutes=1):
@@ -225,299 +228,6 @@ Trigger = Annotated[
         custom_error_message="a trigger needs one of: event, date, stage_entered, schedule, every",
     ),
 ]
-
-
-class Condition(Strict):
-    """One test on a contact field or an event property, e.g. `event.total >= 100000`, or on
-    the contact's tags (`contact.tags: {contains: vip}`)."""
-
-    field: str
-    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains", "not_contains"]
-    value: Any = None
-
-    @property
-    def scope(self) -> str:
-        return self.field.split(".", 1)[0]
-
-    @property
-    def name(self) -> str:
-        return self.field.split(".", 1)[1]
-
-
-class HistoryCondition(Strict):
-    """How many events of a type the contact had (within a recent span), e.g. "ordered at
-    least twice in 90 days": `- history: {event: order_placed, within: 90d, count: {gte: 2}}`."""
-
-    event: Identifier
-    within: Duration | None = None
-    op: Literal["eq", "ne", "gt", "gte", "lt", "lte"] = "gte"
-    count: int = Field(default=1, ge=0)
-
-    @property
-    def scope(self) -> str:
-        return "history"
-
-
-AnyCondition = Annotated[
-    Annotated[Condition, Tag("field")] | Annotated[HistoryCondition, Tag("history")],
-    Discriminator(lambda value: "history" if _is_history(value) else "field"),
-]
-
-
-def _is_history(value: Any) -> bool:
-    if isinstance(value, BaseModel):
-        return isinstance(value, HistoryCondition)
-    return isinstance(value, dict) and "event" in value
-
-
-def _conditions(raw: Any) -> Any:
-    """`- event.total: {gte: 100}`, `- contact.plan: pro`, `- contact.tags: {contains: vip}`
-    or `- history: {event: order_placed, count: {gte: 2}}` → condition dicts."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ValueError("when must be a list of conditions, e.g. - event.total: {gte: 100}")
-    return [_condition(item, index) for index, item in enumerate(raw)]
-
-
-TAG_OPERATORS = ("contains", "not_contains")
-HISTORY_FIELDS = ("event", "within", "count")
-COUNT_OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte")
-
-
-def _condition(item: Any, index: int) -> Any:
-    if isinstance(item, Condition | HistoryCondition):
-        return item
-    if not isinstance(item, dict) or len(item) != 1:
-        raise ValueError(f"condition {index + 1} must be one 'field: test' pair")
-    ((field, test),) = item.items()
-    if field == "history":
-        return _history(test, index)
-    if not isinstance(field, str) or not re.fullmatch(r"(contact|event)\.[A-Za-z_][A-Za-z0-9_]*", field):
-        raise ValueError(
-            f'condition {index + 1}: "{field}" must be contact.<field>, event.<field> or history'
-        )
-    if field == "contact.tags":
-        return _tags(test, index)
-    if isinstance(test, dict):
-        if len(test) != 1:
-            raise ValueError(f"condition {index + 1}: one operator per condition ({', '.join(OPERATORS)})")
-        ((op, value),) = test.items()
-        if op not in OPERATORS:
-            raise ValueError(
-                f"condition {index + 1}: unknown operator '{op}' (use one of {', '.join(OPERATORS)})"
-            )
-    else:
-        op, value = ("in" if isinstance(test, list) else "eq"), test  # `field: [a, b]` means in
-    if isinstance(value, dict) or (
-        isinstance(value, list) and any(isinstance(v, list | dict) for v in value)
-    ):
-        raise ValueError(f"condition {index + 1}: compare with a value or a list of values")
-    if op in ("in", "not_in") and not isinstance(value, list):
-        raise ValueError(f"condition {index + 1}: {op} needs a list")
-    return {"field": field, "op": op, "value": value}
-
-
-def _tags(test: Any, index: int) -> dict[str, Any]:
-    """`contact.tags: {contains: vip}` (or a list: any of them), or `not_contains`."""
-    if not isinstance(test, dict) or len(test) != 1 or next(iter(test)) not in TAG_OPERATORS:
-        raise ValueError(
-            f"condition {index + 1}: contact.tags takes contains or not_contains, e.g. {{contains: vip}}"
-        )
-    ((op, value),) = test.items()
-    tags = value if isinstance(value, list) else [value]
-    if not tags or not all(isinstance(tag, str) and re.fullmatch(r"[a-z][a-z0-9_]*", tag) for tag in tags):
-        raise ValueError(
-            f"condition {index + 1}: contact.tags: {op} needs a tag or a list of tags "
-            "(lowercase letters, digits and _)"
-        )
-    return {"field": "contact.tags", "op": op, "value": tags}
-
-
-def _history(test: Any, index: int) -> dict[str, Any]:
-    """`history: {event: order_placed, within: 90d, count: {gte: 2}}`; count defaults to at
-    least one, a plain number means exactly that many."""
-    where = f"condition {index + 1}: history"
-    if not isinstance(test, dict) or "event" not in test:
-        raise ValueError(f"{where} needs an event, e.g. {{event: order_placed, within: 90d}}")
-    unknown = sorted(set(test) - set(HISTORY_FIELDS))
-    if unknown:
-        raise ValueError(f"{where}: unknown field '{unknown[0]}' (use {', '.join(HISTORY_FIELDS)})")
-    count = test.get("count", {"gte": 1})
-    if isinstance(count, dict) and len(count) == 1 and next(iter(count)) in COUNT_OPERATORS:
-        ((op, number),) = count.items()
-    elif isinstance(count, int) and not isinstance(count, bool):
-        op, number = "eq", count
-    else:
-        raise ValueError(
-            f"{where}: count is a number or one of {', '.join(COUNT_OPERATORS)}, e.g. {{gte: 2}}"
-        )
-    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-        raise ValueError(f"{where}: count compares with a whole number, 0 or more")
-    within = test.get("within")
-    if within is not None:
-        try:
-            parse_duration(within)
-        except ValueError as exc:
-            raise ValueError(f"{where}: within: {exc}") from exc
-    return {"event": test["event"], "within": within, "op": op, "count": number}
-
-
-Conditions = Annotated[list[AnyCondition], BeforeValidator(_conditions)]
-
-
-class CouponSpec(Strict):
-    """A coupon attached to the message: taken from a pool, or generated."""
-
-    model_config = ConfigDict(title="coupon")
-
-    pool: Identifier | None = Field(default=None, description="take a code from this pool")
-    when_empty: Literal["hold", "generate"] = Field(
-        default="hold", description="what to do when the pool has no free code"
-    )
-    percent_off: int | None = Field(
-        default=None, ge=1, le=100, description="the discount of a generated code"
-    )
-    expires_in: Duration = Field(
-        default=timedelta(days=30), description="a generated code expires this long after it is queued"
-    )
-    prefix: str = Field(
-        default="", pattern=r"^[A-Z0-9-]{0,12}$", description="a generated code starts with it, e.g. THANKS"
-    )
-
-
-class Variant(Strict):
-    """One version of an A/B test: its template, its coupon, and its share of the contacts."""
-
-    model_config = ConfigDict(title="variant")
-
-    template: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="a folder under email_templates/")
-    coupon: CouponSpec | None = Field(default=None, description="one coupon code for each message")
-    weight: int | None = Field(
-        default=None,
-        ge=1,
-        description="its share of the contacts in percent; variants without one share what is left",
-    )
-
-
-class Send(Strict):
-    """What to send: a template folder under email_templates/ and an optional coupon, or
-    `variants` of an A/B test, one of which each contact always gets."""
-
-    model_config = ConfigDict(title="send")
-
-    template: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_-]+$", description="a folder under email_templates/"
-    )
-    coupon: CouponSpec | None = Field(default=None, description="one coupon code for each message")
-    variants: dict[Identifier, Variant] | None = Field(
-        default=None, description="an A/B test: name → template (and weight); a contact always gets the same"
-    )
-
-    @model_validator(mode="after")
-    def _template_or_variants(self) -> Send:
-        if (self.template is None) == (self.variants is None):
-            raise ValueError("give either template or variants")
-        if self.variants is not None and len(self.variants) < 2:
-            raise ValueError("variants: give at least two")
-        if self.variants is not None:
-            given = sum(variant.weight or 0 for variant in self.variants.values())
-            if given >= 100 and any(variant.weight is None for variant in self.variants.values()):
-                raise ValueError(
-                    f"variants: the weights given add up to {given}, "
-                    "leaving nothing of 100 for the variants without one"
-                )
-        return self
-
-    @property
-    def weights(self) -> dict[str, float]:
-        """Each variant's share, in percent when some weights are given (the variants
-        without one share what is left of 100), equal when none are."""
-        variants = self.variants or {}
-        given = sum(variant.weight or 0 for variant in variants.values())
-        unweighted = [name for name, variant in variants.items() if variant.weight is None]
-        left = (100 - given) / len(unweighted) if unweighted else 0
-        return {name: float(variant.weight) if variant.weight else left for name, variant in variants.items()}
-
-    def variant(self, name: str | None) -> Variant:
-        """What a message of variant `name` sends (None: the send without variants). A
-        variant without a coupon of its own takes the send's."""
-        if self.variants is None or name is None:
-            assert self.template is not None, "a send with variants needs a variant's name"
-            return Variant(template=self.template, coupon=self.coupon)
-        chosen = self.variants[name]
-        return chosen if chosen.coupon is not None else chosen.model_copy(update={"coupon": self.coupon})
-
-    def choose(self, rule_id: str, contact_id: int) -> str | None:
-        """The variant a contact gets: a hash of rule and contact, spread by the weights, so
-        that the same contact always gets the same one. None for a send without variants."""
-        if self.variants is None:
-            return None
-        shares = self.weights
-        names = sorted(shares)
-        weights = [shares[name] for name in names]
-        digest = hashlib.sha256(f"{rule_id}:{contact_id}".encode()).digest()
-        point = int.from_bytes(digest[:8], "big") / 2**64 * sum(weights)
-        for name, weight in zip(names, weights, strict=True):
-            if point < weight:
-                return name
-            point -= weight
-        return names[-1]
-
-    @property
-    def templates(self) -> list[str]:
-        if self.variants is None:
-            return [self.template] if self.template else []
-        return [variant.template for variant in self.variants.values()]
-
-    @property
-    def coupons(self) -> list[CouponSpec]:
-        """Every coupon a message of this send may take."""
-        found = [self.coupon] if self.coupon else []
-        found += [variant.coupon for variant in (self.variants or {}).values() if variant.coupon]
-        return found
-
-
-class Step(Strict):
-    """One message of a journey: sent `delay` after the previous step was sent, and skipped
-    (the journey goes on) when its `when` does not hold then."""
-
-    model_config = ConfigDict(title="step")
-
-    delay: Duration = Field(default=timedelta(0), description="after the previous step was sent")
-    when: Conditions = Field(default=[], description="this step is skipped unless these hold then")
-    send: Send = Field(description="what this step sends")
-
-
-class Goal(Strict):
-    """What the rule is for: an event that, once the contact has it, ends the journey (later
-    steps are cancelled) and counts as a conversion when it comes within `within` of a message."""
-
-    model_config = ConfigDict(title="goal")
-
-    event: Identifier = Field(description="the event type that reaches the goal, e.g. order_placed")
-    within: Duration = Field(
-        default=timedelta(days=7), description="a conversion counts this long after a message"
-    )
-
-
-class Limit(Strict):
-    """At most `max` messages of the rule per contact in any span of `per`; one more is not
-    queued (it is recorded as skipped), it does not wait."""
-
-    model_config = ConfigDict(title="limit")
-
-    max: int = Field(ge=1, description="messages of this rule per contact")
-    per: Duration = Field(description="in any span this long, e.g. 7d")
-
-
-class Then(Strict):
-    """What happens to the contact once the message is sent."""
-
-    model_config = ConfigDict(title="then")
-
-    move_to: Identifier | None = Field(default=None, description="put the contact in this stage")
-    tag: Identifier | None = Field(default=None, description="add this tag to the contact")
 
 
 class Rule(Strict):

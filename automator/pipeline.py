@@ -259,7 +259,7 @@ class Pipeline:
         skipped)."""
         if queueing.in_flight or not queueing.taken:
             return
-        queueing.report.evaluated = queueing.lookup.found
+        queueing.report.evaluated += queueing.lookup.found  # a journey's steps count under its rule
         if not queueing.failed and not queueing.errors:
             try:
                 summary = {
@@ -282,7 +282,8 @@ class Pipeline:
         mark (committed with them)."""
         assert lookup.next_mark is not None, "every chunk was taken, so the lookup has ended"
         with self.writes.savepoint() as session:
-            rulestate.advance(session, rule.id, lookup.trigger_hash, lookup.next_mark, self.now, summary)
+            key = rulestate.state_key(rule.id, lookup.step)
+            rulestate.advance(session, key, lookup.trigger_hash, lookup.next_mark, self.now, summary)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,6 +27,11 @@ DURATION: JsonSchemaValue = {
 }
 VALUE: JsonSchemaValue = {"type": ["string", "number", "boolean", "null"]}
 VALUES: JsonSchemaValue = {"type": "array", "items": {"$ref": "#/$defs/value"}}
+TAG: JsonSchemaValue = {
+    "type": "string",
+    "pattern": "^[a-z][a-z0-9_]*$",
+    "description": "a tag: lowercase letters, digits and _, e.g. vip",
+}
 
 
 class RuleFileSchema(GenerateJsonSchema):
@@ -60,30 +65,46 @@ def _as_written(schema: dict[str, Any]) -> None:
     for internal in ("file", "lines"):  # where a loaded rule came from
         properties.pop(internal)
     properties["then"].pop("default")  # {move_to: null, tag: null}: nothing to offer in an editor
+    properties["send"]["description"] = "what to send: a template and an optional coupon, or variants"
     properties["when"]["items"] = {"$ref": "#/$defs/condition"}
     defs["Step"]["properties"]["when"]["items"] = {"$ref": "#/$defs/condition"}
     defs.pop("Condition")  # what a `when` item becomes once read
     defs.pop("HistoryCondition")
-    defs.update(condition=CONDITION, value=VALUE, values=VALUES)
+    defs.update(condition=CONDITION, value=VALUE, values=VALUES, tag=TAG)
 
 
 def _checked_in_python(schema: dict[str, Any]) -> None:
     """What the models' validators check, said in JSON Schema."""
     defs = schema["$defs"]
     defs["DateTrigger"]["not"] = {"required": ["before", "after"]}
-    schema["not"] = {"required": ["send", "steps"]}  # one message, or a journey
+    schema["oneOf"] = [{"required": ["send"]}, {"required": ["steps"]}]  # one message, or a journey
+    schema["properties"]["steps"]["anyOf"][0]["prefixItems"] = [
+        {"allOf": [{"$ref": "#/$defs/Step"}], "properties": {"delay": {"pattern": ZERO_DURATION}}}
+    ]
     defs["Send"]["oneOf"] = [{"required": ["template"]}, {"required": ["variants"]}]
+    variants = defs["Send"]["properties"]["variants"]["anyOf"][0]
+    variants.update(minProperties=2, additionalProperties=False)  # names are identifiers
     defs["ScheduleTrigger"]["oneOf"] = [{"required": ["schedule"]}, {"required": ["every"]}]
+    defs["ScheduleTrigger"]["dependentRequired"] = {"timezone": ["schedule"]}  # not with every
     for name in ("EventTrigger", "StageTrigger", "ScheduleTrigger"):
-        # cancel_if.within widens a date trigger's window; other triggers refuse it. (allOf,
-        # not a keyword beside $ref: editors on draft 7 would ignore that one.)
-        choices = defs[name]["properties"]["cancel_if"]["anyOf"]
-        choices[0] = {"allOf": [choices[0]], "properties": {"within": False}}
-    # Event properties can be tested only by an event trigger's rule.
+        # cancel_if.within widens a date trigger's window; other triggers refuse it, alone or
+        # in a list. (allOf, not a keyword beside $ref: editors on draft 7 would ignore that.)
+        one, several = defs[name]["properties"]["cancel_if"]["anyOf"]
+        one_here = {"allOf": [one], "properties": {"within": False}}
+        defs[name]["properties"]["cancel_if"]["anyOf"] = [one_here, {**several, "items": one_here}]
+    # Event properties can be tested only by an event trigger's rule, in `when` or a step's.
     schema["if"] = {"properties": {"trigger": {"required": ["event"]}}}
+    contact_or_history = {"items": {"propertyNames": {"pattern": r"^(contact\.|history$)"}}}
     schema["else"] = {
-        "properties": {"when": {"items": {"propertyNames": {"pattern": r"^(contact\.|history$)"}}}}
+        "properties": {
+            "when": contact_or_history,
+            "steps": {"items": {"properties": {"when": contact_or_history}}},
+        }
     }
+
+
+# The first step goes when the trigger fires: a delay of its own belongs to the trigger.
+ZERO_DURATION = r"^\s*(0+ *[smhdw] *)+\s*$"
 
 
 def _name_stages(schema: dict[str, Any], stages: list[str]) -> None:
@@ -138,7 +159,10 @@ CONDITION: JsonSchemaValue = {
             "maxProperties": 1,
             "propertyNames": {"enum": ["contains", "not_contains"]},
             "additionalProperties": {
-                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+                "anyOf": [
+                    {"$ref": "#/$defs/tag"},
+                    {"type": "array", "items": {"$ref": "#/$defs/tag"}, "minItems": 1},
+                ]
             },
         },
     },

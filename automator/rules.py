@@ -86,7 +86,8 @@ def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise RuleErrors(
-            [RuleError(shown, line, None, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+            [RuleError(shown, line, None, f"not valid YAML: {getattr(exc, 'problem', exc)}")],
+            _id_as_written(path),
         ) from exc
     if not isinstance(data, dict):
         raise RuleErrors([RuleError(shown, 1, None, "a rule file must be a mapping of fields")])
@@ -104,23 +105,82 @@ def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
     return rule
 
 
+ID_LINE = re.compile(r"^id:[ \t]*['\"]?([a-z][a-z0-9_]*)['\"]?[ \t]*(#.*)?$", re.MULTILINE)
+
+
+def _id_as_written(path: Path) -> str | None:
+    """The `id:` line of a file that is not valid YAML, so that what names the rule
+    elsewhere (a priority in automator.toml) is not reported as naming no rule."""
+    try:
+        found = ID_LINE.search(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+    return found.group(1) if found else None
+
+
 def _rule_error(shown: str, lines: dict[str, int], error: Any) -> RuleError:
+    """One pydantic error as file, line, field and a plain-words message: the field is the
+    deepest one the message names (a condition's own line, `steps.1.when.0`), and no
+    message shows an internal class name."""
     loc = [str(part) for part in error["loc"] if not str(part).endswith("-trigger")]
     path = ".".join(loc)
-    line = _line(lines, path)
     if error["type"] == "extra_forbidden":
-        return RuleError(shown, line, path, _unknown_field(loc[-1], nested=len(loc) > 1))
+        return RuleError(shown, _line(lines, path), path, _unknown_field(loc[-1], nested=len(loc) > 1))
     if error["type"] == "missing":
-        return RuleError(shown, line, path, "is required")
+        return RuleError(shown, _line(lines, path), path, "is required")
+    message = _plain(error)
+    path, message = _named_in_message(path, message, lines)
+    return RuleError(shown, _line(lines, path), path or None, message)
+
+
+def _plain(error: Any) -> str:
+    """The message of a pydantic error in the words of the rule language."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "string_pattern_mismatch":
+        allowed = PATTERN_HINTS.get(str(ctx.get("pattern")), "see docs/rules.md")
+        return f'"{error["input"]}" is not allowed here ({allowed})'
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        example = MAPPING_EXAMPLES.get(str(ctx.get("class_name")))
+        return "must be a mapping of fields" + (f", e.g. {example}" if example else "")
+    if kind in ("greater_than_equal", "less_than_equal"):
+        bound = ctx.get("ge", ctx.get("le"))
+        return f"must be at {'least' if kind == 'greater_than_equal' else 'most'} {bound}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "string_pattern_mismatch":
-        allowed = PATTERN_HINTS.get(str(error.get("ctx", {}).get("pattern")), "see docs/rules.md")
-        message = f'"{error["input"]}" is not allowed here ({allowed})'
+    return re.sub(r"^Input should be\b", "must be", message)
+
+
+MAPPING_EXAMPLES = {
+    "Send": "{template: welcome_1}",
+    "Variant": "{template: cart_b, weight: 30}",
+    "Step": "{delay: 2d, send: {template: welcome_2}}",
+    "CouponSpec": "{prefix: WELCOME, percent_off: 10}",
+    "CancelIf": "{event: order_placed}",
+    "Goal": "{event: order_placed}",
+    "Limit": "{max: 1, per: 7d}",
+    "Then": "{tag: customer}",
+}
+
+
+def _named_in_message(path: str, message: str, lines: dict[str, int]) -> tuple[str, str]:
+    """A rule-wide check names the step (`steps.0.delay: ...`, `steps.1.condition 2: ...`)
+    and a check on a list of conditions names the condition (`condition 2: ...`): point the
+    error at that field. A message that starts with a field of `path` (`variants: ...`
+    under `send`) points there too."""
+    step = re.match(r"(steps\.\d+)\.(?:(condition \d+: )|([a-z_.]+): )", message)
+    if step and step.group(2):
+        path, message = f"{step.group(1)}.when", message.removeprefix(f"{step.group(1)}.")
+    elif step:
+        return f"{step.group(1)}.{step.group(3)}", message.removeprefix(f"{step.group(1)}.{step.group(3)}: ")
     condition = re.match(r"condition (\d+): ", message)
     if condition:
-        path = f"when.{int(condition.group(1)) - 1}"
-        line = _line(lines, path)
-    return RuleError(shown, line, path or None, message)
+        where = path if path.endswith("when") else "when"
+        return f"{where}.{int(condition.group(1)) - 1}", message
+    if message.startswith("give either send (one message) or steps"):
+        return ("steps" if "steps" in lines and "send" in lines else "send"), message
+    named = re.match(r"([a-z_]+): ", message)
+    if named and f"{path}.{named.group(1)}".lstrip(".") in lines:
+        return f"{path}.{named.group(1)}".lstrip("."), message.removeprefix(named.group(0))
+    return path, message
 
 
 PATTERN_HINTS = {
@@ -157,7 +217,7 @@ def _journey_problems(
     for section, key in (("then", "move_to"), ("trigger", "stage_entered")):
         if isinstance(data.get(section), dict) and key in data[section]:
             named.append((f"{section}.{key}", data[section][key]))
-    problems = []
+    problems = _send_or_steps(data, lines, shown)
     for path, stage in named:
         if isinstance(stage, str) and stage not in journey.stages:
             close = difflib.get_close_matches(stage, journey.stages, n=1)
@@ -169,6 +229,17 @@ def _journey_problems(
                 )
             )
     return problems
+
+
+def _send_or_steps(data: dict[str, Any], lines: dict[str, int], shown: str) -> list[RuleError]:
+    """A rule has `send` or `steps`, not both nor neither: read from the file as it is, so
+    that it is reported with the rule's other mistakes (the model checks it only once every
+    field is valid)."""
+    if ("send" in data) == ("steps" in data):
+        path = "steps" if "steps" in data else "send"
+        message = "give either send (one message) or steps (a journey)"
+        return [RuleError(shown, _line(lines, path), path, message)]
+    return []
 
 
 def _display(path: Path, root: Path) -> str:
@@ -186,16 +257,28 @@ def describe_trigger(rule: Rule) -> str:
         if trigger.latest_per:
             text += f" (latest per {trigger.latest_per})"
     elif isinstance(trigger, DateTrigger):
-        side = "before" if trigger.before is not None else "after"
-        text = f"{format_duration(abs(trigger.offset))} {side} {trigger.date}"
+        text = _describe_date(trigger)
     elif isinstance(trigger, ScheduleTrigger):
         text = (
             f"on schedule {trigger.schedule}"
             if trigger.schedule
             else f"every {format_duration(trigger.every or timedelta(0))}"
         )
+        if trigger.timezone == "contact":
+            text += " in each contact's zone"
     else:
         text = f"{format_duration(trigger.delay)} after entering {trigger.stage_entered}"
     if trigger.cancel_if:
         text += f", cancelled by {' or '.join(cancel.event for cancel in trigger.cancel_if)}"
     return text
+
+
+def _describe_date(trigger: DateTrigger) -> str:
+    """`30d before contact.renews_at`, `every year on contact.birthday`, `every year 3d before
+    contact.birthday`: a yearly date is its month and day, the year left out."""
+    if trigger.before is None and trigger.after is None:
+        where = f"on {trigger.date}"
+    else:
+        side = "before" if trigger.before is not None else "after"
+        where = f"{format_duration(abs(trigger.offset))} {side} {trigger.date}"
+    return f"every year {where}" if trigger.yearly else where

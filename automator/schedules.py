@@ -1,20 +1,57 @@
-"""When a `schedule` trigger fires: cron expressions or fixed intervals, as pure arithmetic."""
+"""When a `schedule` trigger fires: cron expressions or fixed intervals, as pure arithmetic,
+in the project's time zone or (`timezone: contact`) in each contact's own."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
+from automator.crontab import cron as cron
 from automator.model import ScheduleTrigger
 
 EPOCH = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday at midnight: `every: 7d` fires on Mondays
 
 
-def cron(expression: str, zone: ZoneInfo) -> CronTrigger:
-    """A crontab line (`minute hour day month weekday`) in a time zone; ValueError if invalid."""
-    return CronTrigger.from_crontab(expression, timezone=zone)
+@functools.lru_cache(maxsize=1024)
+def zone_named(name: str | None) -> ZoneInfo | None:
+    """The IANA time zone `name`, or None for none or one this system does not know."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A local schedule's latest firing in some zones: the contacts whose `timezone` is
+    one of `zones`, and, for the project zone's firing (`unzoned`), those with none."""
+
+    fired: datetime
+    zones: tuple[str, ...]
+    unzoned: bool
+
+
+def firings(
+    trigger: ScheduleTrigger, zones: Iterable[str], project: ZoneInfo, now: datetime, earliest: datetime
+) -> list[Firing]:
+    """Contacts' zones grouped by the schedule's latest firing in each, in `[earliest, now]`;
+    zones that did not fire then are left out. A zone this system does not know counts as
+    the project's, as a contact without one does."""
+    by_fire: dict[datetime, list[str]] = {}
+    own = last_fire(trigger, project, now, earliest)
+    for name in sorted(set(zones)):
+        zone = zone_named(name)
+        fired = own if zone is None else last_fire(trigger, zone, now, earliest)
+        if fired is not None:
+            by_fire.setdefault(fired, []).append(name)
+    if own is not None:
+        by_fire.setdefault(own, [])
+    return [Firing(fired, tuple(names), fired == own) for fired, names in sorted(by_fire.items())]
 
 
 def last_fire(trigger: ScheduleTrigger, zone: ZoneInfo, now: datetime, earliest: datetime) -> datetime | None:

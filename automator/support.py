@@ -85,6 +85,10 @@ def cancel(engine: Engine, message_id: int, reason: str, actor: str, now: dateti
     """Make sure a message is never sent."""
     with engine.store.transaction() as session:
         message = _get(session, message_id, reason, CANCEL, actor, now)
+        rule = engine.project.ruleset.get(message.rule_id)
+        steps = len(rule.journey) if rule is not None else 1
+        if message.step < steps:  # a journey's later steps follow only a sent step
+            reason += f"; the journey ends at step {message.step} of {steps}"
         _change(session, message, CANCEL, now, reason, actor)
         return message
 

@@ -18,7 +18,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    extract,
+    literal_column,
 )
+from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -112,7 +115,7 @@ class Contact(SQLModel, table=True):
     first_name: str | None = None
     last_name: str | None = None
     locale: str | None = None
-    timezone: str | None = None
+    timezone: str | None = Field(default=None, index=True)  # local schedules group contacts by it
     stage: str | None = Field(default=None, index=True)
     stage_entered_at: datetime | None = _time(nullable=True)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -136,6 +139,17 @@ class ContactDate(SQLModel, table=True):
     contact_id: int = Field(foreign_key="contact.id")
     name: str
     value: datetime = _time()
+
+
+def month_day(value: Any) -> ColumnElement[Any]:
+    """A timestamp's month and day as one number (17 May: 517), in SQL that both stores can
+    index: yearly date triggers read a few days' range of it (see `automator.store.yearly`).
+    The 100 is a literal, not a parameter, so that a query's expression is the index's."""
+    return extract("month", value) * literal_column("100") + extract("day", value)
+
+
+_dates = ContactDate.__table__  # type: ignore[attr-defined]
+Index("ix_contact_date_name_month_day", _dates.c.name, month_day(_dates.c.value))
 
 
 class ContactTag(SQLModel, table=True):

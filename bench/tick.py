@@ -1,7 +1,8 @@
 """How fast is a tick on a big store? Import, first tick, incremental tick, memory, and the
 same rules evaluated contact by contact for comparison.
 
-Generates a store for the four shipped rules in a fresh SQLite file, imports it through the
+Generates a store for the four shipped rules and the bench's own (bench/rules/: a three-step
+journey, history conditions, an A/B test) in a fresh SQLite file, imports it through the
 same code the CLI uses, and prints each figure on its own line, with the goals (which apply
 at 1M contacts / 5M events) marked PASS or MISS:
 
@@ -43,7 +44,7 @@ from sqlmodel import Session
 from automator.engine import Engine, TickReport
 from automator.importing import import_contacts, import_events, read_coupon_codes
 from automator.lookup import trigger_hash
-from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, Rule
+from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, HistoryCondition, Rule
 from automator.project import Project, load_project
 from automator.store import Store, coupons, rulestate, suppressions, table
 from automator.store import candidates as candidate_queries
@@ -53,6 +54,7 @@ from automator.tables import Contact, ContactDate, Event, Message, Suppression
 from automator.transports.file import FileTransport
 
 REPO = Path(__file__).resolve().parent.parent
+BENCH_RULES = Path(__file__).resolve().parent / "rules"  # beside the shipped ones
 NOW = datetime(2026, 11, 20, 5, 0, tzinfo=UTC)  # noon in Hanoi, night in New York
 LATER = NOW + timedelta(hours=1)  # the incremental tick
 HISTORY = timedelta(days=90)  # events are spread over the 90 days before NOW
@@ -399,14 +401,13 @@ def _event_rule(rule: Rule, trigger: EventTrigger, contact: ContactView, now: da
     latest = now - trigger.delay
     earliest = latest - rule.lateness
     of_type = [event for event in contact.events if event.type == trigger.event]
+    cancelling = rule.cancel_events  # cancel_if's and the goal's
     for event in of_type:
         if not earliest <= event.at <= latest:
             continue
-        if not all(_holds(cond, contact.row, event.properties) for cond in rule.when):
+        if not all(_holds(cond, contact, event.properties, now) for cond in rule.when):
             continue
-        if trigger.cancel_if and any(
-            other.type == trigger.cancel_if.event and event.at < other.at <= now for other in contact.events
-        ):
+        if any(other.type in cancelling and event.at < other.at <= now for other in contact.events):
             continue
         if trigger.latest_per and _superseded(event, of_type, trigger.latest_per, now):
             continue
@@ -432,10 +433,9 @@ def _date_rule(rule: Rule, trigger: DateTrigger, contact: ContactView, now: date
     latest = now - trigger.offset
     if value is None or not latest - rule.lateness <= value <= latest:
         return
-    if not all(_holds(cond, contact.row, None) for cond in rule.when):
+    if not all(_holds(cond, contact, None, now) for cond in rule.when):
         return
-    cancel = trigger.cancel_if
-    if cancel is not None:
+    for cancel in trigger.cancel_if:
         # Cancelling events count from `within` before the date, else from when the trigger fires.
         since = value - cancel.within if cancel.within else value + trigger.offset
         if any(other.type == cancel.event and since <= other.at <= now for other in contact.events):
@@ -444,8 +444,13 @@ def _date_rule(rule: Rule, trigger: DateTrigger, contact: ContactView, now: date
         yield rule.id, contact.id, f"{trigger.attribute}@{value.isoformat()}", value, contact.suppressed
 
 
-def _holds(cond: Condition, row: dict[str, Any], properties: dict[str, Any] | None) -> bool:
+def _holds(
+    cond: Condition | HistoryCondition, contact: ContactView, properties: dict[str, Any] | None, now: datetime
+) -> bool:
     """One condition, with SQL's NULL semantics (a missing value fails every comparison)."""
+    if isinstance(cond, HistoryCondition):
+        return _history_holds(cond, contact, now)
+    row = contact.row
     if cond.scope == "contact":
         value = row[cond.name] if cond.name in CONTACT_COLUMNS else row["attributes"].get(cond.name)
     else:
@@ -469,6 +474,25 @@ def _holds(cond: Condition, row: dict[str, Any], properties: dict[str, Any] | No
         "in": lambda a, b: a in b,
     }
     return compare[cond.op](value, target)
+
+
+def _history_holds(cond: HistoryCondition, contact: ContactView, now: datetime) -> bool:
+    """How many of the contact's events of the type came by now (within the span), compared."""
+    since = now - cond.within if cond.within is not None else None
+    count = sum(
+        1
+        for event in contact.events
+        if event.type == cond.event and event.at <= now and (since is None or event.at > since)
+    )
+    compare: dict[str, Callable[[int, int], bool]] = {
+        "eq": lambda a, b: a == b,
+        "ne": lambda a, b: a != b,
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+    }
+    return compare[cond.op](count, cond.count)
 
 
 def evaluate_each(store: Store, rules: list[Rule], contact_ids: Iterable[int], now: datetime) -> set[Key]:
@@ -702,9 +726,16 @@ def timed(action: Callable[[], T]) -> tuple[T, Timing]:
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def open_project(db: Path, outbox: Path) -> tuple[Project, Store]:
+def open_project(work: Path, db: Path, outbox: Path) -> tuple[Project, Store]:
+    """The shipped project with the bench's rules beside the shipped ones, in `work`."""
+    folder = work / "project"
+    shutil.copytree(REPO / "rules", folder / "rules")
+    shutil.copytree(REPO / "email_templates", folder / "email_templates")
+    shutil.copy(REPO / "automator.toml", folder / "automator.toml")
+    for rule in BENCH_RULES.glob("*.yaml"):
+        shutil.copy(rule, folder / "rules" / rule.name)
     environ = {"AUTOMATOR_DATABASE_URL": f"sqlite:///{db}", "AUTOMATOR_OUTBOX": str(outbox)}
-    project = load_project(REPO, environ)
+    project = load_project(folder, environ)
     if project.errors:
         raise SystemExit("bench: the project does not load:\n" + "\n".join(map(str, project.errors)))
     return project, project.open_store()
@@ -995,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench: {args.contacts:,} contacts, {args.events:,} events, seed {args.seed}, "
         f"now {NOW.isoformat()}, SQLite {sqlite3.sqlite_version}, db {db}"
     )
-    project, store = open_project(db, work / "outbox")
+    project, store = open_project(work, db, work / "outbox")
     engine = Engine(project, store, FileTransport(work / "outbox"))
     profiler = Profiler(args.profile)
     memory = TreeMemory()

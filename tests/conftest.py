@@ -242,3 +242,12 @@ def history_of(store: Store, message_id: int | None) -> list[MessageHistory]:
 def text_of(email: Any) -> str:
     """The text/plain part of a sent email."""
     return email.get_body(("plain",)).get_content()
+
+
+def write_note_template(project_dir: Path, name: str = "note") -> None:
+    """A minimal template (`email_templates/<name>/`) for rules written by a test."""
+    folder = project_dir / "email_templates" / name
+    folder.mkdir()
+    (folder / "subject.txt").write_text("A note", encoding="utf-8")
+    (folder / "body.txt").write_text("Hello\n{{ unsubscribe_url }}\n", encoding="utf-8")
+    (folder / "body.html").write_text("<p>Hello</p><a href='{{ unsubscribe_url }}'>x</a>", encoding="utf-8")

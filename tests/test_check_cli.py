@@ -61,11 +61,10 @@ MISTAKES = {
         f"{CART}:$line: send.template: template 'abandoned_kart' does not exist "
         "(no folder email_templates/abandoned_kart/)",
     ),
-    # A file that does not parse has no id, so the rule's [priorities] entry names no rule.
+    # The file's id line is read as written, so the rule's [priorities] entry still names it.
     "a YAML syntax error gives the line": (
         CART, "  latest_per: cart_id", " latest_per: cart_id",
-        f"{CART}:$line: not valid YAML: expected <block end>, but found '<block mapping start>'\n"
-        "automator.toml: priorities.abandoned_cart: no rule has this id",
+        f"{CART}:$line: not valid YAML: expected <block end>, but found '<block mapping start>'",
     ),
     "a template that does not parse names the template file and line": (
         "email_templates/abandoned_cart/body.txt",

@@ -131,7 +131,8 @@ def test_an_unknown_status_is_one_readable_error(cli):
     result = cli("queue", "list", "--status", "waiting")
     assert (result.exit_code, result.stderr) == (
         1,
-        "error: --status must be one of queued, held, sending, sent, failed, cancelled, suppressed\n",
+        "error: --status must be one of queued, held, sending, sent, failed, cancelled, suppressed,"
+        " skipped\n",
     )
 
 

@@ -16,6 +16,7 @@ from automator.errors import NotFoundError
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from automator.store.journeys import Position
     from automator.tables import Contact, Message, StageChange, Suppression
 
 app = typer.Typer(help="Import and look up contacts.", no_args_is_help=True)
@@ -46,6 +47,7 @@ def contacts_show(email: str) -> None:
         card = _card(session, email)
     _print_fields(card)
     _print_stages(card.stages)
+    _print_journeys(card.journeys)
     _print_messages(card.contact.email, card.messages)
 
 
@@ -82,10 +84,11 @@ class _Card:
     tags: list[str]
     suppression: Suppression | None
     messages: list[Message]
+    journeys: list[Position]  # where the contact is in each journey it began
 
 
 def _card(session: Session, email: str) -> _Card:
-    from automator.store import contacts, messages, suppressions
+    from automator.store import contacts, journeys, messages, suppressions
     from automator.store.messages import QueueFilter
 
     contact = contacts.by_email(session, email.strip().lower())
@@ -97,6 +100,7 @@ def _card(session: Session, email: str) -> _Card:
         contacts.tags(session, contact.id),
         suppressions.get(session, contact.email),
         messages.listing(session, QueueFilter(None, None, contact.email, SHOWN_MESSAGES)),
+        journeys.positions(session, state().project.ruleset.rules, contact.id),
     )
 
 
@@ -123,6 +127,15 @@ def _print_stages(stages: list[StageChange]) -> None:
     for change in stages:
         move = f"{change.from_stage or '-'} -> {change.to_stage}"
         say(f"  {change.at:%Y-%m-%d %H:%M}Z  {move}  ({change.cause})")
+    typer.echo("")
+
+
+def _print_journeys(positions: list[Position]) -> None:
+    if not positions:
+        return
+    typer.echo("Journeys:")
+    for position in positions:
+        say(f"  {position}")
     typer.echo("")
 
 

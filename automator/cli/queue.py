@@ -20,6 +20,7 @@ from automator.errors import AutomatorError, NotFoundError
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from automator.store.journeys import Position
     from automator.store.messages import Content
     from automator.tables import Coupon, Message, MessageHistory
 
@@ -30,14 +31,15 @@ app = typer.Typer(help="See and manage queued messages.", no_args_is_help=True)
 @reports_errors
 def queue_list(
     status: Annotated[
-        str | None, typer.Option(help="queued, held, sending, sent, failed, cancelled, suppressed")
+        str | None, typer.Option(help="queued, held, sending, sent, failed, cancelled, suppressed, skipped")
     ] = None,
     rule: Annotated[str | None, typer.Option(help="Rule id.")] = None,
     contact: Annotated[str | None, typer.Option(help="Contact email.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Messages, newest first."""
+    """Messages, newest first; a journey's later step shows as `rule#2`, an A/B variant as
+    `rule/b`."""
     from automator.store import messages
     from automator.store.messages import QueueFilter
 
@@ -52,16 +54,26 @@ def queue_list(
         return
     for row in rows:
         say(
-            f"{row.id:>6}  {row.status:<10} {row.send_at:%Y-%m-%d %H:%M}Z  {row.rule_id:<24} "
+            f"{row.id:>6}  {row.status:<10} {row.send_at:%Y-%m-%d %H:%M}Z  {_rule_column(row):<24} "
             f"{row.email:<28} {row.subject or '(not rendered)'}"
         )
     typer.echo(f"{len(rows)} messages")
+
+
+def _rule_column(row: Message) -> str:
+    """The rule, then the step of a journey past its first (`#2`) and the A/B variant
+    (`/b`) where there is one: `welcome_series#2/b`. A plain rule's message shows its id."""
+    step = f"#{row.step}" if row.step > 1 else ""
+    variant = f"/{row.variant}" if row.variant else ""
+    return f"{row.rule_id}{step}{variant}"
 
 
 def _message_json(row: Message) -> dict[str, Any]:
     return {
         "id": row.id,
         "rule": row.rule_id,
+        "step": row.step,
+        "variant": row.variant,
         "email": row.email,
         "status": row.status,
         "send_at": row.send_at.isoformat(),
@@ -93,10 +105,11 @@ class _Shown:
     coupon: Coupon | None
     content: Content
     history: list[MessageHistory]
+    journey: list[Position]  # its contact's place in the message's journey (a rule with steps)
 
 
 def _shown(session: Session, message_id: int) -> _Shown:
-    from automator.store import coupons, messages
+    from automator.store import coupons, journeys, messages
 
     message = messages.get(session, message_id)
     if message is None:
@@ -106,6 +119,7 @@ def _shown(session: Session, message_id: int) -> _Shown:
         coupons.for_message(session, message_id),
         messages.content(session, message_id),
         messages.history(session, message_id),
+        journeys.positions(session, state().project.ruleset.rules, message.contact_id, message.rule_id),
     )
 
 
@@ -123,6 +137,8 @@ def _print_headers(shown: _Shown, sender: str) -> None:
         ("Coupon", shown.coupon.code if shown.coupon else "-"),
     ):
         say(f"{name}: {value}")
+    for position in shown.journey:
+        say(f"Journey: step {message.step} of {position.steps}; {position}")
 
 
 def _print_history(history: list[MessageHistory]) -> None:

@@ -15,6 +15,7 @@ from automator.display import printable_text
 from automator.errors import NotFoundError
 
 if TYPE_CHECKING:
+    from automator.model import Rule, Send
     from automator.project import Project
 
 
@@ -70,13 +71,45 @@ def _undated_attributes(project: Project) -> Iterator[str]:
 
 @reports_errors
 def rules_list() -> None:
-    """Each rule with its stages, trigger and template."""
+    """Each rule with its stages, trigger and what it sends: its template, its variants or
+    its journey's steps, then its goal and its limit."""
     from automator.rules import describe_trigger
 
     for rule in state().project.ruleset.rules:
-        say(
-            f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {', '.join(rule.templates)}"
-        )
+        say(f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {_sends(rule)}")
+
+
+def _sends(rule: Rule) -> str:
+    """`welcome_1`, `3 steps: welcome_1, 2d later welcome_2, …`, `variants a: cart_a 70%, …`,
+    then `; goal order_placed` and `; at most 1 per 7d` when the rule has them."""
+    from automator.durations import format_duration
+
+    steps = rule.journey
+    if len(steps) == 1:
+        text = _send(steps[0].send)
+    else:
+        parts = [
+            (f"{format_duration(step.delay)} later " if number else "")
+            + _send(step.send)
+            + (" (if its conditions hold)" if step.when else "")
+            for number, step in enumerate(steps)
+        ]
+        text = f"{len(steps)} steps: {', '.join(parts)}"
+    if rule.goal is not None:
+        text += f"; goal {rule.goal.event}"
+    if rule.limit is not None:
+        text += f"; at most {rule.limit.max} per {format_duration(rule.limit.per)}"
+    return text
+
+
+def _send(send: Send) -> str:
+    if send.variants is None:
+        return send.template or ""
+    shares = send.weights
+    listed = ", ".join(
+        f"{name}: {variant.template} {shares[name]:g}%" for name, variant in send.variants.items()
+    )
+    return f"variants {listed}"
 
 
 @reports_errors

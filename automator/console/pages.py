@@ -17,7 +17,7 @@ from automator.model import Rule
 from automator.project import Project
 from automator.rules import describe_trigger
 from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, HoldKind
-from automator.store import audit, contacts, coupons, events, messages, rulestate, suppressions
+from automator.store import audit, contacts, coupons, events, journeys, messages, rulestate, suppressions
 from automator.store import console as console_queries
 from automator.tables import Message, RuleState
 
@@ -161,11 +161,31 @@ def show_message(
         unsafe=unsafe,
         rule=rule,
         trigger=describe_trigger(rule) if rule else None,
+        position=_position(rule, message),
+        sending=_template(rule, message),
         actions=[action for action in _actions(message) if viewer.can(action[2])],
         locked=[label.lower() for _, label, permission in _actions(message) if not viewer.can(permission)],
         notice=notice,
         error=error,
     )
+
+
+def _position(rule: Rule | None, message: Message) -> str | None:
+    """The step of a journey, "Step 2 of 3"; None for a message of a one-message rule."""
+    if rule is None or rule.steps is None:
+        return f"Step {message.step}" if message.step > 1 else None
+    return f"Step {message.step} of {len(rule.steps)}"
+
+
+def _template(rule: Rule | None, message: Message) -> str | None:
+    """The template the message's step and variant send, by the rule as it is loaded now
+    (None when the rule changed so that it has no such step or variant)."""
+    if rule is None:
+        return None
+    try:
+        return rule.sending(message.step, message.variant).template
+    except (IndexError, KeyError, AssertionError):
+        return None
 
 
 def _actions(message: Message) -> list[tuple[str, str, str]]:
@@ -227,6 +247,7 @@ def show_contact(
             "messages": messages.for_contact(session, contact_id),
             "suppression": suppressions.get(session, contact.email),
             "entries": audit.for_contact(session, contact_id),
+            "journeys": journeys.positions(session, console.project.ruleset.rules, contact_id),
         }
     return render(
         request,

@@ -32,6 +32,8 @@ class Stored(Protocol):
     def message_id(self) -> str: ...
     @property
     def rule_id(self) -> str: ...
+    @property
+    def variant(self) -> str | None: ...
 
 
 def build_stored(
@@ -52,4 +54,5 @@ def build_stored(
         rule_id=message.rule_id,
         date=now,
         list_unsubscribe_url=emails.unsubscribe_url(settings.base_url, settings.secret, message.email),
+        variant=message.variant,
     )

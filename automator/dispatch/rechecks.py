@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from automator import policies
+from automator.anniversaries import anniversary, local_year
 from automator.config import Settings
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.status import HoldKind, Status
@@ -17,6 +19,7 @@ from automator.store.contacts import Recipient
 from automator.store.events import Seen
 
 RULE_MISSING_RETRY = timedelta(minutes=10)
+UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass
@@ -88,14 +91,18 @@ def recheck(message: Due, now: datetime, facts: Facts, settings: Settings, claim
         reason = f"waiting: rule '{message.rule_id}' does not load (see automator check)"
         until = now + RULE_MISSING_RETRY
         return Verdict("waiting: rule does not load", Status.QUEUED, reason, until=until, repeat_quietly=True)
-    cancel = cancel_reason(rule, message, message.contact, now, facts)
+    zone = policies.contact_zone(settings, message.contact)
+    cancel = cancel_reason(rule, message, message.contact, now, facts, zone)
     if cancel is not None:
         return Verdict(f"cancelled: {cancel.kind}", Status.CANCELLED, cancel.reason)
     return defer(message, rule, now, facts.sent.get(message.contact.id, []), claimed, settings)
 
 
-def cancel_reason(rule: Rule, message: Due, contact: Recipient, now: datetime, facts: Facts) -> Cancel | None:
-    """Whether something that happened since it was queued means the message must not go."""
+def cancel_reason(
+    rule: Rule, message: Due, contact: Recipient, now: datetime, facts: Facts, zone: ZoneInfo = UTC_ZONE
+) -> Cancel | None:
+    """Whether something that happened since it was queued means the message must not go;
+    `zone` is the contact's (else the project's), in which a yearly date's day is read."""
     trigger = rule.trigger
     history = facts.events.get(contact.id, [])
     for cancel in trigger.cancel_if:
@@ -116,6 +123,8 @@ def cancel_reason(rule: Rule, message: Due, contact: Recipient, now: datetime, f
             return Cancel("superseded", why)
     if isinstance(trigger, DateTrigger):
         current = facts.dates.get(contact.id, {}).get(trigger.attribute)
+        if current is not None and trigger.yearly:  # the same month and day, in the message's year
+            current = anniversary(current, zone, local_year(message.occurred_at, zone))
         if current != message.occurred_at:
             shown = current.isoformat() if current else "removed"
             return Cancel("date changed", f"date changed: {trigger.attribute} is now {shown}")

@@ -4,12 +4,13 @@ A candidate is due when its send time (occurrence + offset) lies in
 `[now - max_lateness, now]`; it is new when that send time passed the rule's watermark, its
 row arrived after the last tick, or its contact changed since (a contact may match the rule
 now, by a new attribute, stage or tag, that did not when the occurrence came due).
-Occurrences already messaged are left out, so a re-run finds nothing.
+Occurrences already messaged are left out, so a re-run finds nothing. Yearly dates read their
+whole window each tick (`store.yearly`); a schedule in contacts' zones runs per firing (`_lookups`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,8 +41,8 @@ from sqlmodel import Session
 from automator import conditions
 from automator.conditions import compile_conditions
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
-from automator.schedules import last_fire
-from automator.store import table
+from automator.schedules import firings
+from automator.store import table, yearly, zones
 from automator.store.sqltime import shifted
 from automator.store.statements import per_row
 from automator.tables import (
@@ -69,8 +70,9 @@ SEQ = bindparam("seq", type_=Integer())
 CHANGED_FROM = bindparam("changed_from", type_=BigInteger())  # the window of changed contacts
 NO_CHANGES = 2**63 - 1  # a position past every change: that window is empty
 FIRED = bindparam("fired", type_=UTCDateTime())  # a schedule's firing
+ZONES = bindparam("zones", type_=String(), expanding=True)  # the zones a local schedule fired in
 STATEMENTS_KEPT = 256
-_statements: dict[tuple[str, str, bool], Query] = {}
+_statements: dict[tuple[str, str, bool, bool], Query] = {}
 CONTACTS = table(Contact)
 EVENTS = table(Event)
 DATES = table(ContactDate)
@@ -116,6 +118,7 @@ class Candidate:
     properties: dict[str, Any] | str | None = None
     step: int = 1  # of the rule's journey
     due_at: datetime | None = None  # when not the occurrence plus the rule's offset (a later step)
+    skip: str | None = None  # why its step is skipped (its `when` did not hold): see store.steps
 
     @property
     def contact_id(self) -> int:
@@ -141,52 +144,71 @@ def batches(
 ) -> Iterator[list[Candidate]]:
     """`find`'s candidates, `size` at a time as SQLite finds them: the caller can queue
     the first ones while the rest are still being looked for."""
+    for statement, values, place in _lookups(session, rule, now, mark, zone):
+        for rows in session.execute(statement, values).partitions(size):
+            found = [candidate for row in rows if (candidate := _candidate(row, place)) is not None]
+            if found:
+                yield found
+
+
+Placing = Callable[[Any], tuple[str, datetime] | None] | None
+
+
+def _lookups(
+    session: Session, rule: Rule, now: datetime, mark: Watermark, zone: ZoneInfo
+) -> Iterator[tuple[Query, dict[str, Any], Placing]]:
+    """The statements a tick runs for a rule, with their values: one, or one per year for
+    a yearly date (whose `place` completes each row or drops it: `store.yearly`), or one per
+    firing for a schedule (in contacts' zones: one per group of zones that fired together)."""
     trigger = rule.trigger
-    values: dict[str, Any]
-    changed_only = False
-    if isinstance(trigger, ScheduleTrigger):
-        fired = last_fire(trigger, zone, now, now - rule.lateness)
-        if fired is None:
-            return  # not fired within max lateness: nothing to look at
-        # Fired since the last tick: every targeted contact; before: those changed since.
-        changed_only = fired <= mark.until
-        values = {"fired": fired, "changed_from": mark.changes}
+    if isinstance(trigger, DateTrigger) and trigger.yearly:
+        for year in yearly.each_year(rule, now, zone):
+            yield _statement(rule), year.values(), year.place
+    elif isinstance(trigger, ScheduleTrigger):
+        present = zones.present(session) if trigger.timezone == "contact" else []
+        for group in firings(trigger, present, zone, now, now - rule.lateness):
+            # Fired since the last tick: every targeted contact; before: those changed since.
+            changed_only = group.fired <= mark.until
+            values = {"fired": group.fired, "changed_from": mark.changes, "zones": list(group.zones)}
+            yield _statement(rule, changed_only, group.unzoned), values, None
     else:
-        values = _window_values(rule, now, mark)
-    for rows in session.execute(_statement(rule, changed_only), values).partitions(size):
-        yield [
-            Candidate(
-                Addressee(
-                    row.contact_id,
-                    row.email,
-                    row.first_name,
-                    row.last_name,
-                    row.locale,
-                    row.timezone,
-                    row.stage,
-                    row.attributes,
-                ),
-                _occurrence(row),
-                row.occurred_at,
-                row.event_id,
-                bool(row.suppressed),
-                row.properties,
-            )
-            for row in rows
-        ]
+        yield _statement(rule), _window_values(rule, now, mark), None
 
 
-def _statement(rule: Rule, changed_only: bool = False) -> Query:
+def _candidate(row: Any, place: Placing) -> Candidate | None:
+    placed = (_occurrence(row), row.occurred_at) if place is None else place(row)
+    if placed is None:
+        return None
+    occurrence, occurred_at = placed
+    suppressed = bool(row.suppressed)
+    return Candidate(addressee(row), occurrence, occurred_at, row.event_id, suppressed, row.properties)
+
+
+def addressee(row: Any) -> Addressee:
+    """A candidate's contact from a lookup's row (its columns as `_addressee` names them)."""
+    return Addressee(
+        row.contact_id,
+        row.email,
+        row.first_name,
+        row.last_name,
+        row.locale,
+        row.timezone,
+        row.stage,
+        row.attributes,
+    )
+
+
+def _statement(rule: Rule, changed_only: bool = False, unzoned: bool = True) -> Query:
     """The rule's lookup, built the first time it is asked for; `changed_only`: a schedule's
-    firing seen already, for the contacts changed since."""
-    key = (rule.id, rule.model_dump_json(), changed_only)
+    firing seen already, for the contacts changed since; `unzoned`: see `Firing`."""
+    key = (rule.id, rule.model_dump_json(), changed_only, unzoned)
     statement = _statements.get(key)
     if statement is None:
         if len(_statements) >= STATEMENTS_KEPT:
             _statements.clear()
         trigger = rule.trigger
         if isinstance(trigger, ScheduleTrigger):
-            statement = _schedule_query(rule, changed_only)
+            statement = _schedule_query(rule, changed_only, unzoned)
         elif isinstance(trigger, EventTrigger):
             statement = _event_query(rule, trigger)
         elif isinstance(trigger, DateTrigger):
@@ -380,6 +402,11 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
         date.c.name == trigger.attribute,
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
+    ]
+    if trigger.yearly:  # the window and what stops it: see `store.yearly`
+        where += yearly.where(rule, date, contact.c.id)
+        return _date_select(trigger, date, contact, *yearly.columns(rule, contact.c.id)).where(*where)
+    where += [
         ~exists().where(
             MESSAGES.c.rule_id == rule.id,
             MESSAGES.c.contact_id == contact.c.id,  # tied to the contact: see _event_query
@@ -394,21 +421,22 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
     for kind, within in stops:
         since = shifted(date.c.value, -within if within else trigger.offset)
         where.append(~_cancelled_since(kind, contact.c.id, since))
-    occurrence = literal(f"{trigger.attribute}@")  # completed with the date in Python
-    query = (
-        select(
-            date.c.contact_id,
-            contact.c.email,
-            occurrence.label("occurrence"),
-            date.c.value.label("occurred_at"),
-            cast(None, String).label("event_id"),
-            _suppressed(contact),
-            *_addressee(contact),
-        )
-        .join(contact, contact.c.id == date.c.contact_id)
-        .where(*where)
-    )
+    query = _date_select(trigger, date, contact).where(*where)
     return _each_window(query, _windows(date.c.value, date.c.id, date.c.contact_id))
+
+
+def _date_select(trigger: DateTrigger, date: Any, contact: Any, *more: Any) -> Select[Any]:
+    occurrence = literal(f"{trigger.attribute}@")  # completed with the date (or year) in Python
+    return select(
+        date.c.contact_id,
+        contact.c.email,
+        occurrence.label("occurrence"),
+        date.c.value.label("occurred_at"),
+        cast(None, String).label("event_id"),
+        _suppressed(contact),
+        *_addressee(contact),
+        *more,
+    ).join(contact, contact.c.id == date.c.contact_id)
 
 
 def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElement[bool]:
@@ -418,12 +446,16 @@ def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElem
     )
 
 
-def _schedule_query(rule: Rule, changed_only: bool) -> Select[Any]:
+def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Select[Any]:
     """Every targeted contact, once per firing of the schedule (`changed_only`: those of
-    them changed since the mark)."""
+    them changed since the mark); in contacts' zones, those of the zones that fired then
+    (`unzoned`: and those without a zone)."""
     contact = CONTACTS.alias("c")
+    zone = contact.c.timezone
+    in_zones = or_(zone.in_(ZONES), zone.is_(None)) if unzoned else zone.in_(ZONES)
     where = [
         *([_changed_since(contact.c.id)] if changed_only else []),
+        *([in_zones] if getattr(rule.trigger, "timezone", None) == "contact" else []),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
         ~exists().where(

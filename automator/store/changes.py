@@ -121,7 +121,9 @@ def prune(session: Session, rule_ids: Collection[str]) -> int:
     """Forget the changes that every one of these rules has looked at (those before the
     oldest of their marks); how many. A rule with no mark yet looks at none (its first tick
     covers the whole lateness window). The newest position stays, so that SQLite's next one
-    follows it."""
+    follows it. The rows of a journey's later steps (`<rule>#<step>`, see
+    `rulestate.state_key`) never read the log: they are not among `rule_ids`, and left out."""
+    rule_ids = [rule_id for rule_id in rule_ids if "#" not in rule_id]
     oldest_mark = session.execute(
         select(func.min(RULE_STATES.c.change_position)).where(RULE_STATES.c.rule_id.in_(rule_ids))
     ).scalar()

@@ -254,6 +254,7 @@ _SENT_OR_SENDING = union_all(
     select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
         MESSAGES.c.contact_id.in_(_CONTACT_IDS),
         MESSAGES.c.sent_at > bindparam("since", type_=UTCDateTime()),
+        MESSAGES.c.status != Status.SKIPPED,  # its `sent_at` is when it was skipped
     ),
     select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
         MESSAGES.c.status == Status.SENDING, MESSAGES.c.contact_id.in_(_CONTACT_IDS)

@@ -228,11 +228,19 @@ def ensure(
     ids = ids_by_email(session, emails)
     missing = sorted(set(emails) - set(ids))
     if missing:
-        execute_many(
-            session, CONTACTS.insert(), [_new_row(ContactData(email), now, first_stage) for email in missing]
+        # Another writer (an API request, an import) may make the same contact meanwhile:
+        # its row is taken as it is, and only the contacts made here get a first stage.
+        made = (
+            insert(session, CONTACTS)
+            .on_conflict_do_nothing(index_elements=["email"])
+            .returning(CONTACTS.c.email, CONTACTS.c.id)
         )
+        rows = [_new_row(ContactData(email), now, first_stage) for email in missing]
+        created = {row.email: row.id for row in session.execute(made, rows)}
+        ids.update(ids_by_email(session, [email for email in missing if email not in created]))
+        ids.update(created)
+        missing = sorted(created)
         suppressions.suppress_returning(session, missing, now)
-        ids.update(ids_by_email(session, missing))
         if first_stage:
             execute_many(
                 session,

@@ -1,4 +1,5 @@
-"""Per-rule watermarks and the last tick's summary."""
+"""Per-rule watermarks and the last tick's summary: a rule's row is keyed by its id, the
+lookups of its journey's later steps by `<rule>#<step>` (`state_key`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from automator.store.candidates import Watermark
 from automator.tables import ContactDate, Event, RuleState, StageChange
 
 SEQUENCES = {"event": table(Event), "date": table(ContactDate), "stage": table(StageChange)}
+
+
+def state_key(rule_id: str, step: int) -> str:
+    """The row of a rule's lookup of `step`: the rule's own id for step 1."""
+    return rule_id if step == 1 else f"{rule_id}#{step}"
 
 
 def watermark(session: Session, rule_id: str, trigger_hash: str, fresh: datetime) -> Watermark:

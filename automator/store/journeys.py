@@ -1,0 +1,131 @@
+"""Where a contact is in each journey (a rule with `steps`), read from the contact's messages
+of the rule in one query; and the journeys a chunk's contacts started, for a rule's `limit`.
+
+A contact's place in a journey is its newest journey's furthest step: "step 2 of 3 sent
+2026-12-03 09:00Z; step 3 due about 2026-12-06 09:00Z", "ended at step 2 of 3: goal
+reached: …", "finished".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from automator.model import Rule
+from automator.status import Status
+from automator.store import table
+from automator.tables import Message, MessageHistory
+
+MESSAGES = table(Message)
+HISTORY = table(MessageHistory)
+WENT = (Status.SENT, Status.SKIPPED)  # a journey goes on from these
+ENDED = (Status.CANCELLED, Status.SUPPRESSED, Status.FAILED)  # and ends at these
+
+
+def started(
+    session: Session, rule_id: str, contact_ids: Collection[int], since: datetime, statuses: Collection[str]
+) -> dict[int, list[datetime]]:
+    """Per contact, the due times of the rule's journeys (its step-1 messages) in `statuses`
+    due after `since`: through the dedupe key's (rule, contact) prefix."""
+    rows = session.execute(
+        select(MESSAGES.c.contact_id, MESSAGES.c.due_at).where(
+            MESSAGES.c.rule_id == rule_id,
+            MESSAGES.c.contact_id.in_(list(contact_ids)),
+            MESSAGES.c.step == 1,
+            MESSAGES.c.status.in_(list(statuses)),
+            MESSAGES.c.due_at > since,
+        )
+    )
+    found: dict[int, list[datetime]] = {}
+    for contact_id, due_at in rows:
+        found.setdefault(contact_id, []).append(due_at)
+    return found
+
+
+@dataclass(frozen=True)
+class Position:
+    """A contact's place in one journey: the rule, its furthest step and what it says."""
+
+    rule_id: str
+    step: int
+    steps: int
+    status: str
+    message_id: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.rule_id}: {self.text}"
+
+
+def positions(
+    session: Session, rules: list[Rule], contact_id: int, rule_id: str | None = None
+) -> list[Position]:
+    """The contact's place in each journey it has begun (or in `rule_id`'s alone), in the
+    order of `rules`."""
+    journeys = {rule.id: rule for rule in rules if rule.steps and rule_id in (None, rule.id)}
+    if not journeys:
+        return []
+    last_reason = (
+        select(HISTORY.c.reason)
+        .where(HISTORY.c.message_id == MESSAGES.c.id)
+        .order_by(HISTORY.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            MESSAGES.c.id,
+            MESSAGES.c.rule_id,
+            MESSAGES.c.step,
+            MESSAGES.c.status,
+            MESSAGES.c.occurrence,
+            MESSAGES.c.send_at,
+            MESSAGES.c.sent_at,
+            last_reason.label("reason"),
+        )
+        .where(MESSAGES.c.contact_id == contact_id, MESSAGES.c.rule_id.in_(list(journeys)))
+        .order_by(MESSAGES.c.id)
+    ).all()
+    newest: dict[str, Any] = {}
+    for row in rows:  # the newest journey's furthest step, per rule
+        current = newest.get(row.rule_id)
+        same_journey = current is not None and _base(current) == _base(row)
+        if current is None or not same_journey or row.step >= current.step:
+            newest[row.rule_id] = row
+    return [_position(rule, newest[rule.id]) for rule in journeys.values() if rule.id in newest]
+
+
+def _base(row: Any) -> str:
+    """The journey a message belongs to: its occurrence without the `#N` of its step."""
+    return str(row.occurrence).removesuffix(f"#{row.step}") if row.step > 1 else str(row.occurrence)
+
+
+def _position(rule: Rule, row: Any) -> Position:
+    return Position(rule.id, row.step, len(rule.journey), row.status, row.id, describe(rule, row))
+
+
+def describe(rule: Rule, row: Any) -> str:
+    """What a journey's furthest message says of it, as a person reads it."""
+    step, steps, status = row.step, len(rule.journey), row.status
+    of = f"step {step} of {steps}"
+    if status in WENT:
+        went = f"{of} {status} {_at(row.sent_at)}"
+        if step == steps:
+            return f"finished ({went})"
+        due = row.sent_at + rule.step(step + 1).delay if row.sent_at else None
+        return f"{went}; step {step + 1} due about {_at(due)}"
+    if status in ENDED:
+        reason = str(row.reason or status).split("; the journey ends")[0]
+        return f"ended at {of}: {reason}"
+    if status == Status.QUEUED:
+        return f"{of} queued for {_at(row.send_at)}"
+    return f"{of} {status}"
+
+
+def _at(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}Z" if moment is not None else "-"
