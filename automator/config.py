@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import re
 import tomllib
 from datetime import time, timedelta
 from pathlib import Path
@@ -60,6 +62,24 @@ class ApiSettings(BaseModel):
     segment_events: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = {}
 
 
+class ContactFields(BaseModel):
+    """`[contacts]`: the attributes contacts carry (beyond email, first_name, last_name,
+    locale, timezone and stage), which templates may read as `contact.X`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attributes: list[str] = []
+
+
+class EventProperties(BaseModel):
+    """`[events.cart_updated]`: the properties events of one type carry, which templates of
+    rules on that event may read as `event.X`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    properties: list[str] = []
+
+
 class Settings(BaseModel):
     """Everything an operator configures. Paths are resolved against the project folder."""
 
@@ -82,6 +102,11 @@ class Settings(BaseModel):
     frequency_cap: FrequencyCap | None = FrequencyCap()
     priorities: dict[str, int] = {}
     api: ApiSettings = ApiSettings()
+    contacts: ContactFields = ContactFields()
+    events: dict[str, EventProperties] = {}
+    # Links in the HTML part become signed redirects through `run --listen` that count each
+    # click (docs/results.md). Off unless asked for: a redirect is a hop a reader can see.
+    track_clicks: bool = False
     retry_limit: int = Field(default=8, ge=1)
     # Processes that render big chunks of messages while the tick writes the ones before:
     # unset is one per CPU core but one (the tick's own), 0 renders in the tick's process.
@@ -139,26 +164,92 @@ class Settings(BaseModel):
 
 
 def load_settings(project: Path, environ: dict[str, str] | None = None) -> Settings:
-    """Read `project/automator.toml` (optional) and apply `AUTOMATOR_*` overrides."""
+    """Read `project/automator.toml` (optional) and apply `AUTOMATOR_*` overrides; raises
+    ConfigError on the first value that cannot be used."""
+    settings, problems = read_settings(project, environ)
+    if problems:
+        raise problems[0]
+    return settings
+
+
+def read_settings(project: Path, environ: dict[str, str] | None = None) -> tuple[Settings, list[ConfigError]]:
+    """The settings, and every problem in them (`automator.toml:9: timezone: …`, or
+    `environment: AUTOMATOR_TIMEZONE: …`); a value that cannot be used is left at its default,
+    so that `automator check` goes on to check the rest."""
     environ = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
+    problems: list[ConfigError] = []
     path = project / "automator.toml"
-    if path.exists():
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"automator.toml: {exc}") from exc
-    values = {**values.pop("automator", {}), **values}
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\s*\(at line (\d+), column \d+\)", str(exc))
+        message = str(exc)[: found.start()] if found else str(exc)
+        problems.append(ConfigError(f"automator.toml{':' + found.group(1) if found else ''}: {message}"))
+    top = values.pop("automator", {})
+    values = {**(top if isinstance(top, dict) else {}), **values}
+    from_environment: dict[str, str] = {}
     for variable, key in ENVIRONMENT.items():
         if environ.get(variable):
-            values["from" if key == "sender" else key] = environ[variable]
-    try:
-        return Settings.model_validate({**values, "project": project})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"automator.toml or environment: {where}: {message}") from exc
+            name = "from" if key == "sender" else key
+            values[name] = environ[variable]
+            from_environment[name] = variable
+    for _ in range(len(values) + 1):
+        try:
+            return Settings.model_validate({**values, "project": project}), problems
+        except ValidationError as exc:
+            for error in exc.errors():
+                problems.append(_setting_problem(error, text, from_environment))
+                values.pop(str(error["loc"][0]), None)  # left at its default
+    return Settings(project=project), problems
+
+
+def _setting_problem(error: Any, text: str, from_environment: dict[str, str]) -> ConfigError:
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc[-1], _setting_names(), n=1, cutoff=0.6)
+        message = "unknown setting" + (f" (did you mean '{close[0]}'?)" if close else "")
+    elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        message = "must be a table of settings"
+    else:
+        message = re.sub(r"^Input should be\b", "must be", str(error["msg"]).removeprefix("Value error, "))
+    if loc[0] in from_environment:
+        return ConfigError(f"environment: {from_environment[loc[0]]}: {message}")
+    line = _toml_line(text, loc)
+    return ConfigError(f"automator.toml{'' if line is None else f':{line}'}: {'.'.join(loc)}: {message}")
+
+
+def _setting_names() -> list[str]:
+    models: list[type[BaseModel]] = [
+        Settings,
+        QuietHours,
+        FrequencyCap,
+        ApiSettings,
+        ContactFields,
+        EventProperties,
+    ]
+    return sorted({info.alias or name for model in models for name, info in model.model_fields.items()})
+
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\" -]+?)\s*\]")
+
+
+def _toml_line(text: str, loc: list[str]) -> int | None:
+    """The line of automator.toml that sets the value at `loc` (or its table), if it can be found."""
+    for depth in range(len(loc), 0, -1):
+        table, key = ".".join(loc[: depth - 1]), loc[depth - 1]
+        tables = {table, "automator"} if not table else {table}
+        current = ""
+        for number, line in enumerate(text.splitlines(), 1):
+            header = _TABLE.match(line)
+            if header:
+                current = header.group(1).replace('"', "").replace(" ", "")
+                if current == ".".join(loc[:depth]):
+                    return number
+            elif current in tables and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
+                return number
+    return None
 
 
 SECRET_LENGTH = 32

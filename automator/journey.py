@@ -51,34 +51,51 @@ class Journey:
 
 def load_journey(rules_dir: Path, display_root: Path) -> Journey:
     """Read rules/journey.yaml (optional). Raises RuleError naming file and line."""
+    journey, problems = read_journey(rules_dir, display_root)
+    if problems:
+        raise problems[0]
+    return journey or Journey()
+
+
+def read_journey(rules_dir: Path, display_root: Path) -> tuple[Journey | None, list[RuleError]]:
+    """rules/journey.yaml (optional) and every problem in it; the journey is None when its
+    stages cannot be read, so that rule files are not told their stages are unknown."""
     path = rules_dir / "journey.yaml"
     if not path.exists() and (rules_dir / "journey.yml").exists():
         path = rules_dir / "journey.yml"
     if not path.exists():
-        return Journey()
+        return Journey(), []
     shown = str(path.relative_to(display_root)) if path.is_relative_to(display_root) else str(path)
     try:
         data, lines = load_yaml(path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise RuleError(
-            shown,
-            mark.line + 1 if mark else None,
-            None,
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-        ) from exc
+        message = f"not valid YAML: {getattr(exc, 'problem', exc)}"
+        return None, [RuleError(shown, mark.line + 1 if mark else None, None, message)]
     try:
         parsed = _JourneyFile.model_validate(data or {})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        path_text = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise RuleError(shown, lines.get(path_text, 1), path_text or None, message) from exc
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (a journey has stages and moves)"
+            if not where and message.startswith("stages: "):  # the check of the whole file
+                where, message = "stages", message.removeprefix("stages: ")
+            problems.append(RuleError(shown, lines.get(where, 1), where or None, message))
+        stages = data.get("stages") if isinstance(data, dict) else None
+        usable = isinstance(stages, list) and all(problem.field != "stages" for problem in problems)
+        usable = usable and not any(str(problem.field).startswith("stages.") for problem in problems)
+        return (Journey(stages=tuple(stages)) if usable and stages else None), problems
+    problems = []
     for event, stage in parsed.moves.items():
         if stage not in parsed.stages:
             close = difflib.get_close_matches(stage, parsed.stages, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; stages are {', '.join(parsed.stages)}"
-            raise RuleError(
-                shown, lines.get(f"moves.{event}"), f"moves.{event}", f"unknown stage '{stage}'{hint}"
+            problems.append(
+                RuleError(
+                    shown, lines.get(f"moves.{event}"), f"moves.{event}", f"unknown stage '{stage}'{hint}"
+                )
             )
-    return Journey(stages=tuple(parsed.stages), moves=dict(parsed.moves))
+    return Journey(stages=tuple(parsed.stages), moves=dict(parsed.moves)), problems

@@ -310,11 +310,23 @@ class Rule(Strict):
         return list(dict.fromkeys(name for step in self.journey for name in step.send.templates))
 
     @property
+    def stopping_goal(self) -> Goal | None:
+        """The goal, when reaching it stops the rule's messages: not when it is the very
+        event type that triggers the rule (a thank-you for an order, whose goal is the next
+        order), which would stop the messages its own kind of event starts. Such a goal only
+        counts conversions."""
+        goal = self.goal
+        if goal is None or (isinstance(self.trigger, EventTrigger) and goal.event == self.trigger.event):
+            return None
+        return goal
+
+    @property
     def cancel_events(self) -> list[str]:
         """The event types that stop a message before it goes: cancel_if's and the goal's."""
         events = [cancel.event for cancel in self.trigger.cancel_if]
-        if self.goal is not None and self.goal.event not in events:
-            events.append(self.goal.event)
+        goal = self.stopping_goal
+        if goal is not None and goal.event not in events:
+            events.append(goal.event)
         return events
 
     @property

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from automator.config import Settings, load_settings
-from automator.errors import AutomatorError, RuleError
-from automator.journey import Journey, load_journey
-from automator.model import Rule
+from automator.config import Settings, load_settings, read_settings
+from automator.errors import AutomatorError, RuleError, TemplateError
+from automator.journey import Journey, read_journey
+from automator.model import EventTrigger, Rule
 from automator.rules import RuleSet, load_rules
+from automator.template_lint import Vocabulary, lint_template
 from automator.templates import Templates
 
 if TYPE_CHECKING:
@@ -34,6 +35,19 @@ class Project:
     def rule(self, rule_id: str) -> Rule | None:
         return self.ruleset.get(rule_id)
 
+    def lint(self, vocabulary: Vocabulary) -> list[TemplateError]:
+        """Template lint (automator/template_lint.py) of every template a rule sends, enabled
+        or not, whose files parse; each problem once."""
+        problems: list[TemplateError] = []
+        for rule in self.ruleset.rules:
+            if rule.id in self.broken_templates:
+                continue
+            event_type = rule.trigger.event if isinstance(rule.trigger, EventTrigger) else None
+            for _, template in _templates_named(rule):
+                found = lint_template(self.templates.env, template, event_type, vocabulary)
+                problems.extend(problem for problem in found if str(problem) not in map(str, problems))
+        return problems
+
     def open_store(self) -> Store:
         from automator.store import Store  # here: `automator check` loads a project without a database
 
@@ -42,18 +56,24 @@ class Project:
         return store
 
 
-def load_project(directory: Path, environ: dict[str, str] | None = None) -> Project:
-    """Load everything; problems are collected in `errors` instead of stopping the load."""
-    settings = load_settings(directory, environ)
+def load_project(
+    directory: Path, environ: dict[str, str] | None = None, settings_problems: bool = False
+) -> Project:
+    """Load everything; problems are collected in `errors` instead of stopping the load. A
+    setting that cannot be used raises ConfigError (nothing should run on it), unless
+    `settings_problems` asks for them in `errors` too (what `automator check` shows)."""
     errors: list[AutomatorError] = []
-    try:
-        journey = load_journey(settings.rules_dir, directory)
-    except RuleError as exc:
-        errors.append(exc)
-        journey = Journey()
+    if settings_problems:
+        settings, unusable = read_settings(directory, environ)
+        errors.extend(unusable)
+    else:
+        settings = load_settings(directory, environ)
+    journey, journey_problems = read_journey(settings.rules_dir, directory)
+    errors.extend(journey_problems)
     ruleset = load_rules(settings.rules_dir, journey, directory)
     errors.extend(ruleset.errors)
     templates = Templates(settings.templates_dir, settings.timezone)
+    errors.extend(_unloaded_template_problems(ruleset, templates))
     errors.extend(templates.check_shared())
     broken: set[str] = set()
     for rule in ruleset.rules:
@@ -62,21 +82,27 @@ def load_project(directory: Path, environ: dict[str, str] | None = None) -> Proj
         if problems:
             broken.add(rule.id)
     errors.extend(_priority_problems(settings, ruleset))
-    return Project(settings, journey, ruleset, templates, errors, broken)
+    return Project(settings, journey or Journey(), ruleset, templates, errors, broken)
+
+
+def _unloaded_template_problems(ruleset: RuleSet, templates: Templates) -> list[AutomatorError]:
+    """Templates named by rule files that did not load, which do not exist."""
+    return [
+        RuleError(file, line, named_in, _no_template(template))
+        for file, line, named_in, template in ruleset.unloaded_templates
+        if not templates.exists(template)
+    ]
+
+
+def _no_template(template: str) -> str:
+    return f"template '{template}' does not exist (no folder email_templates/{template}/)"
 
 
 def _template_problems(rule: Rule, templates: Templates) -> list[AutomatorError]:
     problems: list[AutomatorError] = []
     for named_in, template in _templates_named(rule):
         if not templates.exists(template):
-            problems.append(
-                RuleError(
-                    rule.file,
-                    rule.line_of(named_in),
-                    named_in,
-                    f"template '{template}' does not exist (no folder email_templates/{template}/)",
-                )
-            )
+            problems.append(RuleError(rule.file, rule.line_of(named_in), named_in, _no_template(template)))
         else:
             problems.extend(templates.check(template))
     return problems

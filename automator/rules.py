@@ -30,6 +30,8 @@ class RuleSet:
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
     broken_ids: set[str] = field(default_factory=set)  # ids read from files that did not load
+    # (file, line, field, template) named by files that did not load: checked all the same
+    unloaded_templates: list[tuple[str, int | None, str, str]] = field(default_factory=list)
 
     def get(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.id == rule_id), None)
@@ -41,8 +43,9 @@ def rule_files(rules_dir: Path) -> list[Path]:
     return sorted(path for path in files if path.stem != "journey")
 
 
-def load_rules(rules_dir: Path, journey: Journey, display_root: Path) -> RuleSet:
-    """Load every rule file; a broken file adds errors and never stops the others."""
+def load_rules(rules_dir: Path, journey: Journey | None, display_root: Path) -> RuleSet:
+    """Load every rule file; a broken file adds errors and never stops the others. With no
+    journey (journey.yaml is broken) stage names are not checked."""
     ruleset = RuleSet()
     seen: dict[str, str] = {}
     for path in rule_files(rules_dir):
@@ -53,6 +56,7 @@ def load_rules(rules_dir: Path, journey: Journey, display_root: Path) -> RuleSet
             ruleset.errors.extend(exc.errors)
             if exc.rule_id:
                 ruleset.broken_ids.add(exc.rule_id)
+            ruleset.unloaded_templates.extend(exc.templates)
             continue
         if rule.id in seen:
             ruleset.errors.append(
@@ -72,13 +76,19 @@ def load_rules(rules_dir: Path, journey: Journey, display_root: Path) -> RuleSet
 class RuleErrors(Exception):
     """Several RuleErrors found in one file."""
 
-    def __init__(self, errors: list[RuleError], rule_id: str | None = None) -> None:
+    def __init__(
+        self,
+        errors: list[RuleError],
+        rule_id: str | None = None,
+        templates: list[tuple[str, int | None, str, str]] | None = None,
+    ) -> None:
         self.errors = errors
         self.rule_id = rule_id
+        self.templates = templates or []
         super().__init__("\n".join(str(error) for error in errors))
 
 
-def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
+def load_rule(path: Path, journey: Journey | None, shown: str) -> Rule:
     """Parse and validate one rule file. Raises RuleErrors listing every problem found."""
     try:
         data, lines = load_yaml(path)
@@ -99,10 +109,38 @@ def load_rule(path: Path, journey: Journey, shown: str) -> Rule:
         invalid = [_rule_error(shown, lines, error) for error in exc.errors()]
         fields = {error.field for error in invalid}
         problems = [problem for problem in problems if problem.field not in fields]
-        raise RuleErrors(sorted(invalid + problems, key=lambda error: error.line or 0), rule_id) from exc
+        named = _templates_as_written(data, lines, shown)
+        raise RuleErrors(
+            sorted(invalid + problems, key=lambda error: error.line or 0), rule_id, named
+        ) from exc
     if problems:
-        raise RuleErrors(problems, rule.id)
+        raise RuleErrors(problems, rule.id, _templates_as_written(data, lines, shown))
     return rule
+
+
+def _templates_as_written(
+    data: dict[str, Any], lines: dict[str, int], shown: str
+) -> list[tuple[str, int | None, str, str]]:
+    """(file, line, field, template) for each template a file names, read from its data as it
+    is: a rule with mistakes gets its missing template reported in the same run."""
+    sends = [("send", data.get("send"))]
+    steps = data.get("steps")
+    sends += (
+        [(f"steps.{n}.send", step.get("send")) for n, step in enumerate(steps) if isinstance(step, dict)]
+        if isinstance(steps, list)
+        else []
+    )
+    named = []
+    for where, send in sends:
+        if not isinstance(send, dict):
+            continue
+        if isinstance(send.get("template"), str):
+            named.append((f"{where}.template", send["template"]))
+        variants = send.get("variants")
+        for name, variant in variants.items() if isinstance(variants, dict) else ():
+            if isinstance(variant, dict) and isinstance(variant.get("template"), str):
+                named.append((f"{where}.variants.{name}.template", variant["template"]))
+    return [(shown, _line(lines, path), path, template) for path, template in named]
 
 
 ID_LINE = re.compile(r"^id:[ \t]*['\"]?([a-z][a-z0-9_]*)['\"]?[ \t]*(#.*)?$", re.MULTILINE)
@@ -207,7 +245,7 @@ def _line(lines: dict[str, int], path: str) -> int | None:
 
 
 def _journey_problems(
-    data: dict[str, Any], lines: dict[str, int], shown: str, journey: Journey
+    data: dict[str, Any], lines: dict[str, int], shown: str, journey: Journey | None
 ) -> list[RuleError]:
     """Stage names must exist in the journey. Read from the file's data as it is, so that a
     rule with other mistakes gets its unknown stages reported in the same run."""
@@ -218,6 +256,8 @@ def _journey_problems(
         if isinstance(data.get(section), dict) and key in data[section]:
             named.append((f"{section}.{key}", data[section][key]))
     problems = _send_or_steps(data, lines, shown)
+    if journey is None:
+        return problems
     for path, stage in named:
         if isinstance(stage, str) and stage not in journey.stages:
             close = difflib.get_close_matches(stage, journey.stages, n=1)
@@ -282,3 +322,54 @@ def _describe_date(trigger: DateTrigger) -> str:
         side = "before" if trigger.before is not None else "after"
         where = f"{format_duration(abs(trigger.offset))} {side} {trigger.date}"
     return f"every year {where}" if trigger.yearly else where
+
+
+ENABLED_LINE = re.compile(r"^enabled:[ \t]*([^\s#]+)", re.MULTILINE)
+ID_LINE_END = re.compile(r"^id:[^\n]*(\n|$)", re.MULTILINE)
+
+
+def set_enabled(path: Path, enabled: bool) -> int | None:
+    """Write `enabled:` in a rule file, changing only that value (or adding the line after
+    `id:`), so comments and everything else stay as written. The line written, or None when
+    the file already says so."""
+    text = path.read_bytes().decode("utf-8")
+    value = "true" if enabled else "false"
+    found = ENABLED_LINE.search(text)
+    if found:
+        if yaml.safe_load(found.group(1)) is enabled:
+            return None
+        text = text[: found.start(1)] + value + text[found.end(1) :]
+        at = found.start()
+    else:
+        if enabled:
+            return None  # a rule is enabled unless its file says otherwise
+        id_line = ID_LINE_END.search(text)
+        at = id_line.end() if id_line else 0
+        newline = "\r\n" if id_line and text[: id_line.end()].endswith("\r\n") else "\n"
+        if id_line and not id_line.group(1):
+            text, at = text + newline, at + len(newline)  # `id:` was the last line, without an end
+        text = text[:at] + f"enabled: {value}{newline}" + text[at:]
+    path.write_bytes(text.encode("utf-8"))
+    return text[:at].count("\n") + 1
+
+
+SYMBOLS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "not_in": "not in"}
+
+
+def describe_conditions(conditions: list[Any]) -> str:
+    """`event.total > 0 and contact.plan in [pro, team]`, for summaries."""
+    from automator.model_conditions import HistoryCondition
+
+    parts = []
+    for condition in conditions:
+        if isinstance(condition, HistoryCondition):
+            within = f" in {format_duration(condition.within)}" if condition.within else ""
+            symbol = SYMBOLS.get(condition.op, condition.op)
+            parts.append(f"{condition.event} {symbol} {condition.count} times{within}")
+        elif condition.op == "exists":
+            parts.append(f"{condition.field} {'exists' if condition.value is not False else 'is missing'}")
+        else:
+            value = condition.value
+            shown = f"[{', '.join(map(str, value))}]" if isinstance(value, list | tuple) else value
+            parts.append(f"{condition.field} {SYMBOLS.get(condition.op, condition.op)} {shown}")
+    return " and ".join(parts)

@@ -3,27 +3,16 @@ in the project's time zone or (`timezone: contact`) in each contact's own."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from automator.crontab import cron as cron
 from automator.model import ScheduleTrigger
+from automator.timestamps import zone_named as zone_named
 
 EPOCH = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday at midnight: `every: 7d` fires on Mondays
-
-
-@functools.lru_cache(maxsize=1024)
-def zone_named(name: str | None) -> ZoneInfo | None:
-    """The IANA time zone `name`, or None for none or one this system does not know."""
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)

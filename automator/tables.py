@@ -404,3 +404,12 @@ class AuditEntry(SQLModel, table=True):
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     message_id: int | None = Field(default=None, index=True)
     contact_id: int | None = Field(default=None, index=True)
+
+
+class Click(SQLModel, table=True):
+    """A click on a tracked link of a sent message (`track_clicks`): which message, and when.
+    Not the URL: the link carries it, and a row here then holds no personal data."""
+
+    id: int | None = _id()
+    message_id: int = Field(foreign_key="message.id", index=True)
+    at: datetime = _time()

@@ -3,8 +3,10 @@ Light on purpose: `--now` is read by every command that takes it."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def parse_timestamp(value: Any, zone: tzinfo | None = None) -> datetime:
@@ -23,3 +25,14 @@ def parse_timestamp(value: Any, zone: tzinfo | None = None) -> datetime:
             raise ValueError(f'"{value}" has no time zone offset (add Z or +07:00)')
         parsed = parsed.replace(tzinfo=zone)
     return parsed.astimezone(UTC)
+
+
+@functools.lru_cache(maxsize=1024)
+def zone_named(name: str | None) -> ZoneInfo | None:
+    """The IANA time zone `name`, or None for none or one this system does not know."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

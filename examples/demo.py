@@ -336,7 +336,10 @@ def print_try_next() -> None:
     for why, line in (
         ("every message, newest first", "queue list"),
         ("Lan's abandoned-cart email, with its history", f"queue show {lan['id']}"),
-        ("render it again", f"preview abandoned_cart --contact {LAN} --now {sent_at:%Y-%m-%dT%H:%MZ}"),
+        (
+            "render it again (sent already, so --force)",
+            f"preview abandoned_cart --contact {LAN} --now {sent_at:%Y-%m-%dT%H:%MZ} --force",
+        ),
         ("validate rules/ and email_templates/ after an edit", "check"),
     ):
         print(f"  # {why}\n  {command()} {line}")

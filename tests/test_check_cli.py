@@ -152,11 +152,12 @@ def test_check_never_shows_a_traceback(cli, cart_rule):
 
 
 def test_a_bad_setting_is_one_readable_line(cli, project_dir):
-    edit(project_dir / "automator.toml", 'timezone = "Asia/Ho_Chi_Minh"', 'timezone = "Asia/Saigon City"')
+    toml = project_dir / "automator.toml"
+    line = edit(toml, 'timezone = "Asia/Ho_Chi_Minh"', 'timezone = "Asia/Saigon City"')
     result = cli("check")
-    assert (result.exit_code, result.stderr) == (
+    assert (result.exit_code, result.stdout) == (
         1,
-        "error: automator.toml or environment: timezone: unknown time zone 'Asia/Saigon City' "
+        f"automator.toml:{line}: timezone: unknown time zone 'Asia/Saigon City' "
         "(use an IANA name such as Asia/Ho_Chi_Minh)\n",
     )
 

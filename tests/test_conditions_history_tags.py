@@ -4,6 +4,7 @@ the rule's one lookup statement (EXISTS / COUNT subqueries), not contact by cont
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,45 @@ def test_history_count_zero_means_never(make_contact, order, click, tick, store)
     tick(NOW)
 
     assert messaged(store, "never_ordered") == {"never@example.com"}
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        '{schedule: "0 10 * * *"}',
+        '{schedule: "0 10 * * *", timezone: contact}',
+        "{every: 1d}",
+        "{date: contact.birthday, yearly: true}",
+        "{date: contact.renews_at, before: 1d}",
+    ],
+)
+def test_history_works_with_every_trigger_kind(trigger, project_dir, make_contact, order, cli, store):
+    """Each lookup binds the tick's time, which history conditions count back from."""
+    (project_dir / "rules" / "lapsed.yaml").write_text(
+        f"id: lapsed\nstages: {ALL_STAGES}\ntrigger: {trigger}\n"
+        "when:\n  - history: {event: order_placed, within: 14d, count: 0}\nsend: {template: note}\n",
+        encoding="utf-8",
+    )
+    for email, ordered in (
+        ("lapsed@example.com", "2026-10-01 10:00"),
+        ("recent@example.com", "2026-11-19 10:00"),
+    ):
+        make_contact(
+            email,
+            stage="retention",
+            timezone="Asia/Ho_Chi_Minh",
+            birthday="1990-11-20",
+            renews_at="2026-11-21",
+        )
+        order(email, utc(ordered))
+
+    result = cli("tick", "--now", NOW.isoformat(), "--json")
+
+    assert result.exit_code == 0, result.output
+    assert [rule["error"] for rule in json.loads(result.stdout)["rules"] if rule["rule"] == "lapsed"] == [
+        None
+    ]
+    assert messaged(store, "lapsed") == {"lapsed@example.com"}
 
 
 def test_two_history_conditions_on_one_event_type_both_hold(make_contact, order, click, tick, store):

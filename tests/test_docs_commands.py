@@ -76,7 +76,14 @@ SKIPPED = {
 }
 
 # Commands that the docs' order leads to a refusal, with the exit code and the error.
-REFUSED: dict[str, tuple[int, str]] = {}
+REFUSED: dict[str, tuple[int, str]] = {
+    # `preview` says first whether the contact would get the message; the README shows it
+    # refusing one she no longer would get (she ordered since), then `--force`.
+    "automator preview abandoned_cart --contact lan@example.com --now 2026-11-05T12:00:00Z": (
+        1,
+        r"lan@example\.com would not get it: not eligible: stage: retention",
+    ),
+}
 
 # How a server may end on SIGTERM: `run` exits 0 (docs/operations.md, "Stopping"); `automator
 # console` is uvicorn's server, which shuts down cleanly and then ends by the signal it got

@@ -5,6 +5,8 @@ says which date rules will never fire for the contacts holding such text."""
 import pytest
 
 from automator.importing.contacts import date_like
+from automator.store import contacts
+from tests.conftest import utc
 from tests.importing import contact, write_csv
 
 
@@ -86,3 +88,35 @@ def test_check_with_store_is_quiet_when_every_date_is_a_date(cli, tmp_path):
 def test_check_with_store_makes_no_database(cli, project_dir):
     assert cli("check", "--store").stdout == "ok: 4 rules\n"
     assert not (project_dir / "automator.db").exists()
+
+
+def test_a_date_imported_alone_is_midnight_in_the_zone_the_contact_already_has(cli, store, tmp_path):
+    """A `birthday` column imported without a `timezone` column, for contacts an earlier
+    import gave a zone: midnight in that zone, not in the project's; a contact without one
+    (or a new one) gets the project's (Asia/Ho_Chi_Minh)."""
+    first = write_csv(
+        tmp_path / "first.csv",
+        "email,timezone",
+        "bob@example.com,America/New_York",
+        "lan@example.com,",
+    )
+    later = write_csv(
+        tmp_path / "later.csv",
+        "email,birthday",
+        "bob@example.com,1988-12-03",
+        "lan@example.com,1994-12-02",
+        "new@example.com,1990-01-01",
+    )
+    assert cli("contacts", "import", str(first)).exit_code == 0
+    assert cli("contacts", "import", str(later)).exit_code == 0
+
+    with store.session() as session:
+        assert contacts.dates(session, contact(store, "bob@example.com").id) == {
+            "birthday": utc("1988-12-03 05:00")
+        }
+        assert contacts.dates(session, contact(store, "lan@example.com").id) == {
+            "birthday": utc("1994-12-01 17:00")
+        }
+        assert contacts.dates(session, contact(store, "new@example.com").id) == {
+            "birthday": utc("1989-12-31 17:00")
+        }

@@ -284,6 +284,22 @@ def test_contacts_show_says_a_journey_ended_at_the_goal(make_contact, make_event
     assert "welcome_series: ended at step 2 of 4: goal reached: order_placed at" in result.output
 
 
+def test_contacts_show_says_a_journey_ended_at_the_goal_reached_between_steps(
+    make_contact, make_event, tick, cli
+):
+    """The goal came after a step was sent and before the next was queued: no message says
+    so, and the journey must not read as if the next step were coming."""
+    signed_up(make_contact, make_event)
+    tick(utc("2026-12-01 09:00"))
+    make_event("order_placed", utc("2026-12-01 10:00"), id="order-1", order_id="A-1", total=1, currency="VND")
+
+    result = cli("contacts", "show", "lan@example.com")
+
+    assert "welcome_series: ended after step 1 of 4 sent" in result.output
+    assert "goal reached: order_placed at 2026-12-01 10:00Z" in result.output
+    assert "step 2 due" not in result.output
+
+
 def test_queue_show_says_where_the_message_is_in_its_journey(make_contact, make_event, tick, store, cli):
     signed_up(make_contact, make_event, locale="en")
     for at in ("2026-12-01 09:00", "2026-12-03 09:00", "2026-12-06 09:00", "2026-12-07 09:00"):

@@ -205,17 +205,19 @@ def test_automator_rules_says_what_each_example_does(tmp_path: Path) -> None:
     said = {line.split()[0]: line.split(None, 1)[1] for line in result.output.splitlines()}
     assert said["welcome_series"] == (
         "[awareness, consideration] 0s after signed_up → "
-        "3 steps: welcome_1, 2d later welcome_2, 3d later welcome_3; goal order_placed"
+        "3 steps: welcome_1, 2d later welcome_2, 3d later welcome_3; goal order_placed; priority 15"
     )
-    assert said["birthday"].endswith("] every year on contact.birthday → birthday")
+    assert said["birthday"].endswith("] every year on contact.birthday → birthday; priority 25")
     assert said["weekly_digest"] == (
-        "[retention, loyalty] on schedule 0 9 * * 1 in each contact's zone → weekly_digest"
+        "[retention, loyalty] on schedule 0 9 * * 1 in each contact's zone → weekly_digest; priority 5"
     )
     assert said["browse_abandonment"] == (
         "[awareness, consideration] 2h after product_viewed, cancelled by cart_updated or order_placed"
-        " → browse_abandonment; at most 1 per 7d"
+        " → browse_abandonment; at most 1 per 7d; priority 8"
     )
-    assert said["cart_reminder_ab"].endswith("→ variants a: cart_reminder_a 50%, b: cart_reminder_b 50%")
+    assert said["cart_reminder_ab"].endswith(
+        "→ variants a: cart_reminder_a 50%, b: cart_reminder_b 50%; priority 18"
+    )
 
 
 def test_the_welcome_series_sends_three_emails_over_five_days(week: Week) -> None:

@@ -20,12 +20,15 @@ from automator.cli import (
     coupons,
     db,
     events,
+    explain,
     keys,
     queue,
+    report,
     rules,
     run,
     schema,
     secret,
+    simulate,
     suppressions,
     users,
 )
@@ -55,10 +58,13 @@ def main(
 app.command("check")(rules.check)
 app.command("tick")(run.tick)
 app.command("preview")(rules.preview_command)
+app.command("simulate")(simulate.simulate_command)
+app.command("explain")(explain.explain_command)
 app.command("run")(run.run_daemon)
 app.command("status")(run.status_command)
-app.command("rules")(rules.rules_list)
+app.add_typer(rules.rules_app, name="rules")
 app.command("schema")(schema.schema_command)
+app.command("report")(report.report_command)
 app.command("console")(console.console_command)
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(events.app, name="events")

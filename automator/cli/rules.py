@@ -15,8 +15,11 @@ from automator.display import printable_text
 from automator.errors import NotFoundError
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from automator.model import Rule, Send
     from automator.project import Project
+    from automator.template_lint import Vocabulary
 
 
 StoreOption = Annotated[
@@ -31,52 +34,125 @@ StoreOption = Annotated[
 
 @reports_errors
 def check(store: StoreOption = False) -> None:
-    """Validate every rule file, journey.yaml and the templates the rules use."""
-    project = state().project
-    for error in project.errors:
+    """Validate every rule file, journey.yaml, automator.toml and the templates the rules use
+    (with template lint), reporting every problem in one run."""
+    from automator.data_check import declared_vocabulary
+    from automator.errors import ConfigError
+    from automator.project import load_project
+
+    project = load_project(state().directory, settings_problems=True)
+    vocabulary = declared_vocabulary(project.settings)
+    warnings: list[str] = []
+    settings_usable = not any(isinstance(error, ConfigError) for error in project.errors)
+    if store and settings_usable and _store_exists(project):
+        vocabulary, warnings = _store_findings(project, vocabulary)
+    errors = [*project.errors, *project.lint(vocabulary)]
+    for error in errors:
         say(str(error))
-    if project.errors:
-        raise typer.Exit(1)
-    for warning in _undated_attributes(project) if store else ():
+    for warning in warnings:
         say(f"warning: {warning}")
+    if errors:
+        raise typer.Exit(1)
     typer.echo(f"ok: {len(project.ruleset.rules)} rules")
 
 
-def _undated_attributes(project: Project) -> Iterator[str]:
-    """A warning for each date trigger whose attribute holds what is not a date in the store
-    (text such as "17/05/1990"): the rule never fires for those contacts. A store that does
-    not exist yet (no SQLite file) is not made for this. Only with --store: without it,
-    `check` never loads the database (tests/test_startup.py)."""
+def _store_exists(project: Project) -> bool:
+    """A store that does not exist yet (no SQLite file) is not made for `check --store`.
+    Without --store, `check` never loads the database (tests/test_startup.py)."""
     from sqlalchemy import make_url
 
+    url = make_url(project.settings.database)
+    return url.get_backend_name() != "sqlite" or Path(url.database or "").is_file()
+
+
+def _store_findings(project: Project, declared: Vocabulary) -> tuple[Vocabulary, list[str]]:
+    """What the store adds to the template vocabulary, and its warnings: date attributes that
+    are not dates, conditions that match no contact."""
+    from automator.data_check import condition_warnings, stored_vocabulary
+
+    rules = project.ruleset.rules
+    with state().store.session() as session:
+        vocabulary = stored_vocabulary(session, declared, rules)
+        warnings = list(_undated_attributes(project, session))
+        warnings += condition_warnings(session, rules, set(vocabulary.attributes))
+    return vocabulary, warnings
+
+
+def _undated_attributes(project: Project, session: Session) -> Iterator[str]:
+    """A warning for each date trigger whose attribute holds what is not a date in the store
+    (text such as "17/05/1990"): the rule never fires for those contacts."""
     from automator.model import DateTrigger
     from automator.store import contacts
 
-    rules = [rule for rule in project.ruleset.rules if isinstance(rule.trigger, DateTrigger)]
-    url = make_url(project.settings.database)
-    if not rules or (url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()):
-        return
-    with state().store.session() as session:
-        for rule in rules:
-            assert isinstance(rule.trigger, DateTrigger)
-            name = rule.trigger.attribute
-            count, shown = contacts.undated(session, name)
-            if count:
-                examples = ", ".join(f'{email} "{value}"' for email, value in shown)
-                yield (
-                    f"{rule.file}:{rule.line_of('trigger.date')}: trigger.date: {count} contact(s) hold a "
-                    f"{name} that is not an ISO 8601 date (e.g. {examples}); the rule never fires for them"
-                )
+    for rule in project.ruleset.rules:
+        if not isinstance(rule.trigger, DateTrigger):
+            continue
+        name = rule.trigger.attribute
+        count, shown = contacts.undated(session, name)
+        if count:
+            examples = ", ".join(f'{email} "{value}"' for email, value in shown)
+            yield (
+                f"{rule.file}:{rule.line_of('trigger.date')}: trigger.date: {count} contact(s) hold a "
+                f"{name} that is not an ISO 8601 date (e.g. {examples}); the rule never fires for them"
+            )
 
 
+rules_app = typer.Typer(help="List the rules, or turn one off and on.", invoke_without_command=True)
+
+
+@rules_app.callback()
 @reports_errors
-def rules_list() -> None:
-    """Each rule with its stages, trigger and what it sends: its template, its variants or
-    its journey's steps, then its goal and its limit."""
-    from automator.rules import describe_trigger
+def rules_list(ctx: typer.Context) -> None:
+    """Each rule with its stages, trigger and what it sends (its template, variants or
+    journey's steps, goal and limit), then its conditions, priority and whether it is enabled."""
+    from automator.rules import describe_conditions, describe_trigger
 
-    for rule in state().project.ruleset.rules:
-        say(f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {_sends(rule)}")
+    if ctx.invoked_subcommand is not None:
+        return
+    project = state().project
+    for rule in project.ruleset.rules:
+        priority = project.settings.priorities.get(rule.id, rule.priority)
+        extra = f"; when {describe_conditions(rule.when)}" if rule.when else ""
+        extra += f"; priority {priority}" + ("" if rule.enabled else "; disabled")
+        say(f"{rule.id:<26} [{', '.join(rule.stages)}] {describe_trigger(rule)} → {_sends(rule)}{extra}")
+
+
+@rules_app.command("disable")
+@reports_errors
+def disable(rule_id: Annotated[str, typer.Argument(metavar="ID", help="The rule's id.")]) -> None:
+    """Stop a rule: sets `enabled: false` in its file (nothing else in it changes). It queues
+    nothing new; what it queued waits until it is enabled again."""
+    _switch(rule_id, False)
+
+
+@rules_app.command("enable")
+@reports_errors
+def enable(rule_id: Annotated[str, typer.Argument(metavar="ID", help="The rule's id.")]) -> None:
+    """Run a rule again: sets `enabled: true` in its file (nothing else in it changes)."""
+    _switch(rule_id, True)
+
+
+def _switch(rule_id: str, enabled: bool) -> None:
+    from automator.rules import set_enabled
+
+    project = state().project
+    rule = project.rule(rule_id)
+    if rule is None:
+        if rule_id in project.ruleset.broken_ids:
+            raise NotFoundError(f"rule '{rule_id}' does not load; `automator check` says why")
+        known = ", ".join(r.id for r in project.ruleset.rules)
+        raise NotFoundError(f"no rule '{rule_id}' (rules: {known})")
+    word = "enabled" if enabled else "disabled"
+    line = set_enabled(project.settings.project / rule.file, enabled)
+    if line is None:
+        say(f"{rule_id} is already {word} ({rule.file})")
+    elif enabled:
+        say(f"enabled {rule_id}: {rule.file}:{line} now says enabled: true")
+    else:
+        say(
+            f"disabled {rule_id}: {rule.file}:{line} now says enabled: false; it queues nothing new "
+            "and its queued messages wait until it is enabled again"
+        )
 
 
 def _sends(rule: Rule) -> str:
@@ -118,9 +194,14 @@ def preview_command(
     contact: Annotated[str, typer.Option("--contact", help="The contact's email.")],
     now: NowOption = None,
     html: Annotated[bool, typer.Option("--html", help="Print the HTML part instead of the text.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Render it even when the contact would not get it.")
+    ] = False,
 ) -> None:
-    """Render the message RULE would send a contact; stores and sends nothing."""
-    from automator.preview import preview
+    """Say whether RULE's message would go out to a contact as of --now, then render it;
+    exits 1 without rendering when it would not (--force renders it anyway). Stores and
+    sends nothing. The verdict goes to stderr: stdout holds the message alone."""
+    from automator.preview import checked_preview
 
     project = state().project
     found = project.rule(rule)
@@ -128,7 +209,22 @@ def preview_command(
         known = ", ".join(r.id for r in project.ruleset.rules)
         raise NotFoundError(f"no rule '{rule}' (rules: {known})")
     engine = state().engine()
-    rendered = preview(engine.store, engine.renderer, found, email_address(contact), parse_now(now))
+    moment = parse_now(now)
+    runs = any(r.id == found.id for r in project.rules)
+    email = email_address(contact)
+    explanation, rendered = checked_preview(
+        engine.store, engine.renderer, project.settings, found, email, moment, runs=runs, force=force
+    )
+    as_of = f"as of {moment:%Y-%m-%d %H:%M} UTC{' (now)' if now is None else ''}"
+    if not explanation.eligible:
+        say(f"{as_of}: {explanation.contact} would not get it: {explanation.headline}", err=True)
+        if rendered is None:
+            hint = f"automator explain {found.id} --contact {email} shows every check"
+            say(f"({hint}; --force renders it anyway)", err=True)
+            raise typer.Exit(1)
+    else:
+        say(f"{as_of}: {explanation.headline}", err=True)
+    assert rendered is not None
     say(f"Subject: {rendered.subject}")
     typer.echo("")
     typer.echo(printable_text(rendered.html if html else rendered.text))

@@ -6,7 +6,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,15 +27,25 @@ if TYPE_CHECKING:
     from automator.tables import Message
 
 CONSOLE_LISTEN = f"{CONSOLE_HOST}:{CONSOLE_PORT}"  # where `run --console` serves it
+FUTURE_SLACK = timedelta(minutes=1)  # a --now this far ahead is a clock's drift, not the future
+HEARTBEAT_FRESH = timedelta(minutes=10)  # a daemon heard from since then still serves the database
 
 
 @reports_errors
-def tick(now: NowOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def tick(
+    now: NowOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Tick at a future --now even beside a daemon or over SMTP.")
+    ] = False,
+) -> None:
     """Evaluate every rule as of NOW, queue what is due, and deliver what may be sent."""
     from automator.config import require_secret
 
     at = parse_now(now)
     project = state().project
+    if not force:
+        _refuse_a_live_future(at, project.settings)
     if project.settings.smtp_url:
         require_secret(
             project.settings, "automator tick signs the unsubscribe links of the email it sends with it"
@@ -49,6 +59,50 @@ def tick(now: NowOption = None, as_json: Annotated[bool, typer.Option("--json")]
         _print_tick(report)
     if any(r.error for r in report.rules.values()):
         raise typer.Exit(1)
+
+
+def _refuse_a_live_future(at: datetime, settings: Settings) -> None:
+    """A tick at a future time really acts: it sends tomorrow's email now and moves every
+    rule's mark past what the daemon has still to do. Where that reaches people (SMTP) or a
+    running daemon's database, it takes --force; `simulate` answers "what would happen"."""
+    from datetime import UTC
+
+    ahead = at - datetime.now(UTC)
+    if ahead <= FUTURE_SLACK:
+        return
+    if settings.smtp_url:
+        live = "SMTP is configured"
+    else:
+        daemons = _serving_daemons(settings, state().store)
+        if not daemons:
+            return
+        live = f"a daemon serves this database ({', '.join(daemons)})"
+    raise AutomatorError(
+        f"--now {at.isoformat()} is {_ahead(ahead)} ahead of the clock and {live}: this tick would "
+        "really send what falls due until then, now, and move every rule's mark forward. To see "
+        f"what would happen, run `automator simulate --from {at.isoformat()}`; to do it anyway, add --force"
+    )
+
+
+def _ahead(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:.1f} hours" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def _serving_daemons(settings: Settings, store: Store) -> list[str]:
+    """The daemons serving the database: on SQLite, the one holding its lock; on PostgreSQL,
+    those whose heartbeat says running and is recent (a killed daemon's stays behind)."""
+    from datetime import UTC
+
+    from automator.daemon import SingleDaemonLock
+    from automator.store import heartbeats
+
+    if settings.database.startswith("sqlite"):
+        return ["the one holding its lock"] if SingleDaemonLock(settings.database).is_held() else []
+    with store.session() as session:
+        beats = heartbeats.latest(session)
+    recent = datetime.now(UTC) - HEARTBEAT_FRESH
+    return [beat.daemon for beat in beats if beat.state == "running" and beat.seen_at >= recent]
 
 
 def _run_tick(at: datetime) -> TickReport:

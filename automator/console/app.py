@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from automator.clock import Clock, utcnow
 from automator.config import require_secret
-from automator.console import actions, csrf, login, pages
+from automator.console import actions, csrf, login, pages, results
 from automator.console.auth import Forbidden, LoginRequired, Sessions
 from automator.console.state import Console, page_templates, render, viewer_or_none
 from automator.emails import OutgoingEmail
@@ -84,7 +84,7 @@ def create_app(
         pages=page_templates(),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (login, pages, actions):
+    for module in (login, pages, actions, results):
         app.include_router(module.router)
     _handle_errors(app)
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from automator.console import display
 from automator.console.auth import Viewer
-from automator.console.state import allowed, console_of, render
+from automator.console.state import Console, allowed, console_of, render
 from automator.dispatch import letters
 from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateError, UnsafeHeaderError
+from automator.explain import Explanation, explain
 from automator.model import Rule
 from automator.project import Project
 from automator.rules import describe_trigger
@@ -22,6 +24,7 @@ from automator.store import console as console_queries
 from automator.tables import Message, RuleState
 
 router = APIRouter()
+log = logging.getLogger("automator.console")
 
 PAGE_SIZE = 50
 
@@ -249,6 +252,10 @@ def show_contact(
             "entries": audit.for_contact(session, contact_id),
             "journeys": journeys.positions(session, console.project.ruleset.rules, contact_id),
         }
+    details["explained_at"] = now = console.clock()
+    details["explanations"] = [
+        _why(console, rule, contact.email, now) for rule in console.project.ruleset.rules
+    ]
     return render(
         request,
         viewer,
@@ -260,6 +267,18 @@ def show_contact(
         error=error,
         **details,
     )
+
+
+def _why(console: Console, rule: Rule, email: str, now: datetime) -> Explanation:
+    """The contact page's "Why not?" for one rule: `automator explain`'s checks and verdict,
+    or, when the rule cannot be explained, why (also logged: the page still shows)."""
+    runs = any(running.id == rule.id for running in console.project.rules)
+    try:
+        return explain(console.store, console.project.settings, rule, email, now, runs)
+    except Exception as exc:
+        log.warning("rule %s could not be explained for %s", rule.id, email, exc_info=True)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Explanation(rule.id, email, now, verdict="could not be explained", reason=first)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from automator import emails
+from automator import clicks, emails
 from automator.config import Settings
 from automator.store.messages import Content
 
@@ -34,6 +34,8 @@ class Stored(Protocol):
     def rule_id(self) -> str: ...
     @property
     def variant(self) -> str | None: ...
+    @property
+    def id(self) -> int | None: ...
 
 
 def build_stored(
@@ -49,10 +51,19 @@ def build_stored(
         to_name=name or None,
         subject=message.subject,
         text=content.text,
-        html=content.html,
+        html=_tracked(settings, message, content.html),
         message_id=message.message_id,
         rule_id=message.rule_id,
         date=now,
         list_unsubscribe_url=emails.unsubscribe_url(settings.base_url, settings.secret, message.email),
         variant=message.variant,
     )
+
+
+def _tracked(settings: Settings, message: Stored, html: str) -> str:
+    """With `track_clicks`, the HTML's links as signed redirects that count clicks (the
+    message needs its id, which it has only once queued: so here, not at rendering). Without
+    a secret nothing can be signed, and links stay as they are (docs/results.md)."""
+    if not settings.track_clicks or not settings.secret or message.id is None:
+        return html
+    return clicks.tracked(html, message.id, settings.base_url, settings.secret)

@@ -111,8 +111,9 @@ def cancel_reason(
         )
         if found is not None:
             return Cancel(found.type, f"{found.type}: {found.type} at {found.at.isoformat()} ({found.key})")
-    if rule.goal is not None:
-        found = _cancelling_event(rule.goal.event, _cancel_since(rule, message, None), rule, history, now)
+    goal = rule.stopping_goal
+    if goal is not None:
+        found = _cancelling_event(goal.event, _cancel_since(rule, message, None), rule, history, now)
         if found is not None:
             why = f"goal reached: {found.type} at {found.at.isoformat()} ({found.key})"
             return Cancel("goal reached", why + _journey_ends(rule, message))

@@ -44,6 +44,7 @@ def _split(
     zone = ZoneInfo(fields["timezone"]) if fields.get("timezone") else default_zone
     attributes: dict[str, Any] = {}
     dates: dict[str, datetime] = {}
+    zoneless: dict[str, date] = {}
     for name, value in extra.items():
         parsed = _iso_value(value)
         if isinstance(parsed, datetime):
@@ -52,11 +53,13 @@ def _split(
         elif isinstance(parsed, date):
             attributes[name] = parsed.isoformat()
             dates[name] = datetime.combine(parsed, time(0), tzinfo=zone).astimezone(UTC)
+            if not fields.get("timezone"):
+                zoneless[name] = parsed
         elif isinstance(value, str) and value.lower() in ("true", "false"):
             attributes[name] = value.lower() == "true"  # CSV has no booleans; conditions compare them
         else:
             attributes[name] = value
-    return ContactData(email=email, fields=fields, attributes=attributes, dates=dates)
+    return ContactData(email=email, fields=fields, attributes=attributes, dates=dates, zoneless=zoneless)
 
 
 def _iso_value(value: Any) -> date | datetime | None:

@@ -11,7 +11,6 @@ whole window each tick (`store.yearly`); a schedule in contacts' zones runs per 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,9 +39,13 @@ from sqlmodel import Session
 
 from automator import conditions
 from automator.conditions import compile_conditions
-from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
+from automator.model import DateTrigger, EventTrigger, HistoryCondition, Rule, ScheduleTrigger, StageTrigger
 from automator.schedules import firings
 from automator.store import table, yearly, zones
+from automator.store.occurrences import Addressee as Addressee
+from automator.store.occurrences import Candidate as Candidate
+from automator.store.occurrences import Watermark as Watermark
+from automator.store.occurrences import addressee as addressee
 from automator.store.sqltime import shifted
 from automator.store.statements import per_row
 from automator.tables import (
@@ -80,53 +83,6 @@ STAGES = table(StageChange)
 MESSAGES = table(Message)
 SUPPRESSIONS = table(Suppression)
 CHANGES = table(ContactChange)
-
-
-@dataclass(frozen=True)
-class Watermark:
-    """What the previous tick of a rule covered: send times up to `until`, rows up to `seq`,
-    contact changes before position `changes` (see `automator.store.changes`)."""
-
-    until: datetime
-    seq: int
-    changes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Addressee:
-    """A candidate's contact, as far as queueing and its templates go; read by the lookup
-    that found the candidate, which reads the contact's row anyway."""
-
-    id: int
-    email: str
-    first_name: str | None
-    last_name: str | None
-    locale: str | None
-    timezone: str | None
-    stage: str | None
-    attributes: dict[str, Any] | str  # the JSON text as stored, on SQLite
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    contact: Addressee
-    occurrence: str
-    occurred_at: datetime
-    event_id: int | None
-    suppressed: bool
-    # The triggering event's properties (event rules): like `attributes`, as stored.
-    properties: dict[str, Any] | str | None = None
-    step: int = 1  # of the rule's journey
-    due_at: datetime | None = None  # when not the occurrence plus the rule's offset (a later step)
-    skip: str | None = None  # why its step is skipped (its `when` did not hold): see store.steps
-
-    @property
-    def contact_id(self) -> int:
-        return self.contact.id
-
-    @property
-    def email(self) -> str:
-        return self.contact.email
 
 
 def find(
@@ -169,7 +125,8 @@ def _lookups(
         for group in firings(trigger, present, zone, now, now - rule.lateness):
             # Fired since the last tick: every targeted contact; before: those changed since.
             changed_only = group.fired <= mark.until
-            values = {"fired": group.fired, "changed_from": mark.changes, "zones": list(group.zones)}
+            values = {"now": now, "fired": group.fired, "changed_from": mark.changes}
+            values["zones"] = list(group.zones)
             yield _statement(rule, changed_only, group.unzoned), values, None
     else:
         yield _statement(rule), _window_values(rule, now, mark), None
@@ -182,20 +139,6 @@ def _candidate(row: Any, place: Placing) -> Candidate | None:
     occurrence, occurred_at = placed
     suppressed = bool(row.suppressed)
     return Candidate(addressee(row), occurrence, occurred_at, row.event_id, suppressed, row.properties)
-
-
-def addressee(row: Any) -> Addressee:
-    """A candidate's contact from a lookup's row (its columns as `_addressee` names them)."""
-    return Addressee(
-        row.contact_id,
-        row.email,
-        row.first_name,
-        row.last_name,
-        row.locale,
-        row.timezone,
-        row.stage,
-        row.attributes,
-    )
 
 
 def _statement(rule: Rule, changed_only: bool = False, unzoned: bool = True) -> Query:
@@ -380,7 +323,18 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
-    return _each_window(query, _windows(event.c.at, event.c.id, event.c.contact_id))
+    windows = _windows(event.c.at, event.c.id, event.c.contact_id)
+    kinds = sorted({cond.event for cond in rule.when if isinstance(cond, HistoryCondition)})
+    if kinds:
+        # A fourth window: the old occurrences of contacts not changed since the mark but
+        # with a new event of a `history` condition's type (an import of last week's
+        # orders may make "ordered twice" true for an occurrence already due).
+        new = EVENTS.alias("history_new")
+        arrived = event.c.contact_id.in_(
+            select(new.c.contact_id).where(new.c.id > SEQ, new.c.type.in_(kinds))
+        )
+        windows.append([*windows[2][:-1], ~_changed_since(event.c.contact_id), arrived])
+    return _each_window(query, windows)
 
 
 def _newer_of_same(event: Any, contact_id: Any, key: str) -> ColumnElement[bool]:
@@ -416,8 +370,8 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
     # Cancelling events count from `within` before the date, else from when the trigger
     # fires; so does the goal.
     stops = [(cancel.event, cancel.within) for cancel in trigger.cancel_if]
-    if rule.goal is not None:
-        stops.append((rule.goal.event, None))
+    if rule.stopping_goal is not None:
+        stops.append((rule.stopping_goal.event, None))
     for kind, within in stops:
         since = shifted(date.c.value, -within if within else trigger.offset)
         where.append(~_cancelled_since(kind, contact.c.id, since))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import BindParameter, String, bindparam, delete, func, select, update
@@ -14,6 +14,7 @@ from sqlmodel import Session
 from automator.store import Store, execute_many, insert, staging, suppressions, table
 from automator.store.bulk import among, loading
 from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
+from automator.timestamps import zone_named
 
 CONTACTS = table(Contact)
 DATES = table(ContactDate)
@@ -29,6 +30,10 @@ class ContactData:
     fields: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     dates: dict[str, datetime] = field(default_factory=dict)
+    # Dates given without a time, in a record that names no time zone: midnight in the
+    # zone the stored contact has (`dates` holds them at midnight in the project's zone,
+    # for a new contact or one without a zone).
+    zoneless: dict[str, date] = field(default_factory=dict)
 
 
 def upsert(
@@ -39,6 +44,7 @@ def upsert(
     A new contact without a stage starts in `first_stage` (the journey's first).
     """
     by_email = {record.email: record for record in records}
+    _in_stored_zones(session, records)
     existing = {
         row.email: row
         for row in session.execute(
@@ -92,8 +98,28 @@ def bulk_upsert(
     if session.get_bind().dialect.name != "postgresql":
         upsert(session, records, now, first_stage)
         return
+    _in_stored_zones(session, records)
     created = staging.copy_contacts(session, records, now, first_stage)
     suppressions.suppress_returning(session, created, now)
+
+
+def _in_stored_zones(session: Session, records: list[ContactData]) -> None:
+    """Place the records' dates without a time at midnight in their stored contacts' zones
+    (a `birthday` column imported alone for contacts whose zone an earlier import set)."""
+    zoneless = {record.email: record for record in records if record.zoneless}
+    if not zoneless:
+        return
+    zones = session.execute(
+        select(CONTACTS.c.email, CONTACTS.c.timezone).where(
+            among(session, CONTACTS.c.email, zoneless), CONTACTS.c.timezone.is_not(None)
+        )
+    )
+    for email, name in zones:
+        zone = zone_named(name)
+        if zone is not None:
+            record = zoneless[email]
+            for attribute, day in record.zoneless.items():
+                record.dates[attribute] = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 def _update_existing(

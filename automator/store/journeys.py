@@ -19,8 +19,10 @@ from sqlmodel import Session
 from automator.model import Rule
 from automator.status import Status
 from automator.store import table
-from automator.tables import Message, MessageHistory
+from automator.tables import Contact, Event, Message, MessageHistory
 
+CONTACTS = table(Contact)
+EVENTS = table(Event)
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 WENT = (Status.SENT, Status.SKIPPED)  # a journey goes on from these
@@ -84,6 +86,7 @@ def positions(
             MESSAGES.c.step,
             MESSAGES.c.status,
             MESSAGES.c.occurrence,
+            MESSAGES.c.occurred_at,
             MESSAGES.c.send_at,
             MESSAGES.c.sent_at,
             last_reason.label("reason"),
@@ -97,7 +100,35 @@ def positions(
         same_journey = current is not None and _base(current) == _base(row)
         if current is None or not same_journey or row.step >= current.step:
             newest[row.rule_id] = row
-    return [_position(rule, newest[rule.id]) for rule in journeys.values() if rule.id in newest]
+    return [
+        _position(rule, newest[rule.id], _stopped(session, rule, contact_id, newest[rule.id]))
+        for rule in journeys.values()
+        if rule.id in newest
+    ]
+
+
+def _stopped(session: Session, rule: Rule, contact_id: int, row: Any) -> str | None:
+    """Why a journey whose furthest step went out will go no further, though it has steps
+    left: the contact reached the goal or had a cancel_if event since the journey began,
+    or left the rule's stages (the next step is then never queued). None while it goes on."""
+    if row.status not in WENT or row.step >= len(rule.journey):
+        return None
+    kinds = rule.cancel_events
+    if kinds:
+        found = session.execute(
+            select(EVENTS.c.type, EVENTS.c.at)
+            .where(EVENTS.c.contact_id == contact_id, EVENTS.c.type.in_(kinds), EVENTS.c.at > row.occurred_at)
+            .order_by(EVENTS.c.at)
+            .limit(1)
+        ).first()
+        if found is not None:
+            goal = rule.stopping_goal
+            what = "goal reached" if goal is not None and found.type == goal.event else "cancelled"
+            return f"{what}: {found.type} at {_at(found.at)}"
+    stage = session.execute(select(CONTACTS.c.stage).where(CONTACTS.c.id == contact_id)).scalar()
+    if stage not in rule.stages:
+        return f"left the rule's stages (now in {stage})"
+    return None
 
 
 def _base(row: Any) -> str:
@@ -105,18 +136,21 @@ def _base(row: Any) -> str:
     return str(row.occurrence).removesuffix(f"#{row.step}") if row.step > 1 else str(row.occurrence)
 
 
-def _position(rule: Rule, row: Any) -> Position:
-    return Position(rule.id, row.step, len(rule.journey), row.status, row.id, describe(rule, row))
+def _position(rule: Rule, row: Any, stopped: str | None = None) -> Position:
+    return Position(rule.id, row.step, len(rule.journey), row.status, row.id, describe(rule, row, stopped))
 
 
-def describe(rule: Rule, row: Any) -> str:
-    """What a journey's furthest message says of it, as a person reads it."""
+def describe(rule: Rule, row: Any, stopped: str | None = None) -> str:
+    """What a journey's furthest message says of it, as a person reads it; `stopped`: why
+    it goes no further though steps are left."""
     step, steps, status = row.step, len(rule.journey), row.status
     of = f"step {step} of {steps}"
     if status in WENT:
         went = f"{of} {status} {_at(row.sent_at)}"
         if step == steps:
             return f"finished ({went})"
+        if stopped:
+            return f"ended after {went}: {stopped}"
         due = row.sent_at + rule.step(step + 1).delay if row.sent_at else None
         return f"{went}; step {step + 1} due about {_at(due)}"
     if status in ENDED:

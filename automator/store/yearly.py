@@ -70,8 +70,8 @@ def stops(rule: Rule) -> list[tuple[str, timedelta]]:
     found = [
         (cancel.event, -cancel.within if cancel.within else trigger.offset) for cancel in trigger.cancel_if
     ]
-    if rule.goal is not None:
-        found.append((rule.goal.event, trigger.offset))
+    if rule.stopping_goal is not None:
+        found.append((rule.stopping_goal.event, trigger.offset))
     return found
 
 

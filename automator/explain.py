@@ -1,0 +1,188 @@
+"""`automator explain`: every check between one contact and one rule, in the order the
+engine makes them, with the value each saw, and the verdict a tick at `now` would reach.
+
+The occurrence is the one the tick's own lookup finds for the contact (`store.explained`),
+else the contact's latest; the checks use the engine's compiled conditions and pure
+re-checks, so that the explanation and the tick agree. Nothing is stored or sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from automator.config import Settings
+from automator.errors import NotFoundError
+from automator.explaining import checks
+from automator.explaining.checks import Check, at
+from automator.explaining.occurrences import Occurrence, from_candidate, latest
+from automator.model import Rule
+from automator.status import Status
+from automator.store import Store, contacts, events, explained, messages, suppressions
+from automator.tables import Contact, Message
+
+WOULD_QUEUE, QUEUED, SENT, NOT_YET_DUE, NOT_ELIGIBLE = (
+    "would queue now",
+    "queued",
+    "sent",
+    "not yet due",
+    "not eligible",
+)
+
+
+@dataclass
+class Explanation:
+    """What `explain` found: the checks in order and the verdict, with its reason."""
+
+    rule: str
+    contact: str
+    now: datetime
+    checks: list[Check] = field(default_factory=list)
+    verdict: str = NOT_ELIGIBLE
+    reason: str = ""
+
+    @property
+    def headline(self) -> str:
+        """The verdict as one line: "sent (message 4 at …)", "not eligible: …"."""
+        if self.verdict in (QUEUED, SENT, NOT_YET_DUE):
+            return f"{self.verdict} ({self.reason})"
+        return f"{self.verdict}: {self.reason}" if self.reason else self.verdict
+
+    @property
+    def eligible(self) -> bool:
+        """Whether the message would go out (or went) as of `now`."""
+        return self.verdict in (WOULD_QUEUE, QUEUED, SENT)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "contact": self.contact,
+            "now": self.now.isoformat(),
+            "checks": [vars(check) for check in self.checks],
+            "verdict": self.verdict,
+            "reason": self.reason,
+        }
+
+
+def explain(
+    store: Store, settings: Settings, rule: Rule, email: str, now: datetime, runs: bool = True
+) -> Explanation:
+    """Explain `rule` for the contact `email` as of `now`; `runs`: the rule is enabled and
+    its templates parse (else nothing of it is queued)."""
+    with store.session() as session:
+        contact = contacts.by_email(session, email)
+        if contact is None:
+            raise NotFoundError(f"no contact with email {email}")
+        return _Explaining(session, settings, rule, contact, now).run(runs)
+
+
+class _Explaining:
+    """One explanation being made: the checks so far and the first that failed."""
+
+    def __init__(
+        self, session: Session, settings: Settings, rule: Rule, contact: Contact, now: datetime
+    ) -> None:
+        self.session, self.settings, self.rule, self.contact, self.now = session, settings, rule, contact, now
+        self.result = Explanation(rule.id, contact.email, now)
+        self.failed: tuple[str, str] | None = None  # the verdict and reason of the first failing check
+
+    def add(self, check: Check, verdict: str = NOT_ELIGIBLE, reason: str | None = None) -> None:
+        self.result.checks.append(check)
+        if check.passed is False and self.failed is None:
+            self.failed = (verdict, reason or f"{check.check}: {check.saw}")
+
+    def run(self, runs: bool) -> Explanation:
+        session, rule, contact, now = self.session, self.rule, self.contact, self.now
+        contact_id = contact.id or 0
+        self.add(
+            Check("rule runs", runs, "yes" if runs else _why_not_running(rule), "enabled, templates parse")
+        )
+        self.add(checks.stage(rule, contact))
+        found = explained.due_occurrences(session, rule, contact_id, now, self.settings.zone)
+        occurrence = (
+            from_candidate(rule, found[0])
+            if found
+            else latest(session, rule, contact, now, self.settings.zone)
+        )
+        event = None
+        if isinstance(occurrence, Occurrence) and occurrence.event_id is not None:
+            event = session.get(events.Event, occurrence.event_id)
+        for cond in rule.when:
+            self.add(checks.condition(session, cond, contact, event, now))
+        if isinstance(occurrence, str):
+            self.add(Check("trigger", False, occurrence, _trigger_expected(rule)))
+            return self.finish(None)
+        self.add(Check("trigger", True, occurrence.shown, _trigger_expected(rule)))
+        moment = occurrence.occurred_at + rule.offset
+        if moment > now:
+            self.add(checks.due(rule, occurrence, now), NOT_YET_DUE, f"due at {at(moment)}")
+        else:
+            self.add(
+                checks.due(rule, occurrence, now),
+                reason=f"too late: due at {at(moment)}, max lateness passed",
+            )
+        for check in checks.stops(session, rule, contact_id, occurrence, now):
+            self.add(check, reason=f"{check.check}: {check.saw}")
+        limit = checks.limit(session, rule, contact_id, occurrence)
+        if limit is not None:
+            self.add(limit)
+        mine = [m for m in messages.for_contact(session, contact_id) if m.rule_id == rule.id]
+        check, message = checks.dedupe(occurrence, mine)
+        self.result.checks.append(check)
+        suppressed = suppressions.get(session, contact.email)
+        self.add(
+            checks.suppression(suppressed.reason if suppressed else None), reason="address is suppressed"
+        )
+        if message is None:
+            # After a failed check the lookup finds nothing too: that agrees, it is no new reason.
+            passed = True if found else (None if self.failed else False)
+            self.add(Check("engine lookup", passed, _lookup_saw(found), "a due occurrence"))
+        self.result.checks.extend(checks.journey(session, rule, contact_id))
+        return self.finish(message, moment)
+
+    def finish(self, message: Message | None, moment: datetime | None = None) -> Explanation:
+        """The verdict: the message this occurrence has, else the first failing check, else
+        queued now (after the quiet hours and the cap, which make it wait, not stop)."""
+        result = self.result
+        if message is not None:
+            result.verdict, result.reason = _of_message(message)
+        elif self.failed is not None:
+            result.verdict, result.reason = self.failed
+        else:
+            assert moment is not None
+            result.verdict, result.reason = WOULD_QUEUE, self._waits(moment)
+        return result
+
+    def _waits(self, moment: datetime) -> str:
+        quiet = checks.quiet_hours(self.settings, self.contact, moment, self.now)
+        cap, until = checks.frequency_cap(self.session, self.settings, self.contact.id or 0, self.now)
+        self.result.checks += [quiet, cap]
+        if not quiet.passed:
+            return f"waits for the quiet hours to end ({quiet.saw})"
+        if until is not None:
+            return f"waits for the frequency cap until {at(until)} ({cap.saw})"
+        return ""
+
+
+def _of_message(message: Message) -> tuple[str, str]:
+    if message.status == Status.SENT:
+        return SENT, f"message {message.id} at {at(message.sent_at)}"
+    if message.status == Status.QUEUED:
+        return QUEUED, f"message {message.id}, to go at {at(message.send_at)}"
+    return NOT_ELIGIBLE, f"already {message.status}: message {message.id}"
+
+
+def _why_not_running(rule: Rule) -> str:
+    return "no: enabled: false" if not rule.enabled else "no: a template does not parse (see automator check)"
+
+
+def _trigger_expected(rule: Rule) -> str:
+    return f"an occurrence due by now, at most {checks.format_duration(rule.lateness)} late"
+
+
+def _lookup_saw(found: list[Any]) -> str:
+    if not found:
+        return "the tick's lookup finds no due occurrence for this contact"
+    return f"the tick's lookup finds {len(found)} due occurrence(s)"

@@ -1,0 +1,2 @@
+"""Knowing before: the plan that compares two rule sets' forecasts (`automator.simulate`
+makes a forecast)."""

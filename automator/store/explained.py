@@ -1,0 +1,48 @@
+"""A rule's lookups asked for one contact, for `automator explain`: the same statements a
+tick runs (`store.candidates`, `conditions`), restricted to that contact's rows, so that an
+explanation says what the tick does rather than what a second implementation thinks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from automator.conditions import compile_condition
+from automator.model import AnyCondition, Rule
+from automator.store import table
+from automator.store.candidates import NO_CHANGES, Candidate, Watermark, _candidate, _lookups
+from automator.tables import Contact, Event
+
+CONTACTS = table(Contact)
+EVENTS = table(Event)
+
+
+def due_occurrences(
+    session: Session, rule: Rule, contact_id: int, now: datetime, zone: ZoneInfo
+) -> list[Candidate]:
+    """The contact's due, not yet messaged occurrences of the rule's trigger, as a tick at
+    `now` with no watermark yet would find them: the whole max-lateness window is read."""
+    mark = Watermark(until=now - rule.lateness - timedelta(seconds=1), seq=0, changes=NO_CHANGES)
+    found = []
+    for statement, values, place in _lookups(session, rule, now, mark, zone):
+        rows = statement.subquery("found")
+        for row in session.execute(select(rows).where(rows.c.contact_id == contact_id), values):
+            candidate = _candidate(row, place)
+            if candidate is not None:
+                found.append(candidate)
+    return found
+
+
+def holds(session: Session, cond: AnyCondition, contact_id: int, event_id: int | None, now: datetime) -> bool:
+    """Whether one compiled condition holds for the contact (and the trigger's event)."""
+    contact = CONTACTS.alias("c")
+    event = EVENTS.alias("e") if event_id is not None else None
+    query = (
+        select(compile_condition(cond, contact, event)).select_from(contact).where(contact.c.id == contact_id)
+    )
+    if event is not None:
+        query = query.join(event, event.c.contact_id == contact.c.id).where(event.c.id == event_id)
+    return bool(session.execute(query, {"now": now}).scalar())

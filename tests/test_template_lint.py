@@ -1,0 +1,117 @@
+"""Template lint in `automator check`: every name a template reads is one the message's
+context holds, every HTML part has its unsubscribe link, and what the data carries comes from
+automator.toml or, with --store, from the store."""
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import REPO, cart, utc
+
+
+def edit(path: Path, old: str, new: str) -> int:
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) >= 1, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return text[: text.index(old)].count("\n") + 1
+
+
+def test_a_misspelt_contact_field_fails_check_with_a_suggestion(cli, project_dir):
+    body = project_dir / "email_templates" / "abandoned_cart" / "body.txt"
+    line = edit(body, "contact.first_name", "contact.frist_name")
+    result = cli("check")
+    assert result.exit_code == 1
+    assert result.stdout.startswith(
+        f"email_templates/abandoned_cart/body.txt:{line}: contact.frist_name: contacts have no field "
+        "'frist_name' (did you mean 'first_name'?)"
+    )
+
+
+def test_an_html_part_without_unsubscribe_link_is_an_error(cli, project_dir):
+    edit(project_dir / "email_templates" / "_layout.html", "{{ unsubscribe_url }}", "#")
+    edit(project_dir / "email_templates" / "_layout.html", "{{ unsubscribe_url }}", "#")
+    result = cli("check")
+    assert result.exit_code == 1
+    assert "email_templates/trial_ending/body.vi.html: unsubscribe_url: never used" in result.stdout
+
+
+def test_the_link_in_the_layout_counts_for_the_templates_that_extend_it(cli):
+    assert cli("check").stdout == "ok: 4 rules\n"
+
+
+def test_an_undefined_name_is_reported_with_its_line(cli, project_dir):
+    body = project_dir / "email_templates" / "renewal_offer" / "body.txt"
+    body.write_text(body.read_text(encoding="utf-8") + "{{ nme }}\n", encoding="utf-8")
+    line = len(body.read_text(encoding="utf-8").splitlines())
+    result = cli("check")
+    assert (result.exit_code, result.stdout.splitlines()[0].split(" (")[0]) == (
+        1,
+        f"email_templates/renewal_offer/body.txt:{line}: nme: undefined name",
+    )
+
+
+def test_names_the_template_sets_itself_are_not_undefined(cli, project_dir):
+    body = project_dir / "email_templates" / "renewal_offer" / "body.txt"
+    body.write_text(
+        body.read_text(encoding="utf-8") + "{% set n = 2 %}{% for i in range(n) %}{{ i }}{% endfor %}\n",
+        encoding="utf-8",
+    )
+    assert cli("check").exit_code == 0
+
+
+def test_an_attribute_declared_in_settings_may_be_read(cli, project_dir):
+    edit(
+        project_dir / "email_templates" / "abandoned_cart" / "body.txt", "contact.first_name", "contact.plan"
+    )
+    assert "contact.plan: contacts have no field 'plan'" in cli("check").stdout
+    with (project_dir / "automator.toml").open("a", encoding="utf-8") as toml:
+        toml.write('\n[contacts]\nattributes = ["plan"]\n')
+    assert cli("check").exit_code == 0
+
+
+def test_an_attribute_tested_with_is_defined_needs_no_declaration(cli, project_dir):
+    edit(
+        project_dir / "email_templates" / "abandoned_cart" / "body.txt",
+        "{{ contact.first_name",
+        "{% if contact.plan is defined %}{{ contact.plan }}{% endif %}{{ contact.first_name",
+    )
+    assert cli("check").exit_code == 0
+
+
+def test_event_properties_are_checked_only_when_declared(cli, project_dir):
+    edit(project_dir / "email_templates" / "abandoned_cart" / "body.txt", "event.cart_url", "event.cart_urls")
+    assert cli("check").exit_code == 0  # nothing known of cart_updated events: no guess
+    with (project_dir / "automator.toml").open("a", encoding="utf-8") as toml:
+        toml.write(
+            '\n[events.cart_updated]\nproperties = ["cart_id", "total", "currency", "items", "cart_url"]\n'
+        )
+    result = cli("check")
+    assert result.exit_code == 1
+    assert (
+        "event.cart_urls: cart_updated events carry no property 'cart_urls' (did you mean 'cart_url'?)"
+        in result.stdout
+    )
+
+
+def test_with_store_the_properties_of_stored_events_are_known(cli, project_dir, make_contact, make_event):
+    make_contact("lan@example.com")
+    make_event("cart_updated", utc("2026-11-20 10:00"), **cart())
+    edit(project_dir / "email_templates" / "abandoned_cart" / "body.txt", "event.cart_url", "event.cart_urls")
+    result = cli("check", "--store")
+    assert result.exit_code == 1
+    assert "event.cart_urls: cart_updated events carry no property 'cart_urls'" in result.stdout
+
+
+def test_with_store_the_attributes_contacts_have_are_known(cli, project_dir, make_contact):
+    make_contact("lan@example.com", plan="pro")
+    edit(
+        project_dir / "email_templates" / "abandoned_cart" / "body.txt", "contact.first_name", "contact.plan"
+    )
+    assert cli("check", "--store").exit_code == 0
+
+
+def test_the_marketing_examples_pass_the_lint(cli, project_dir):
+    examples = REPO / "examples" / "marketing"
+    for rule in (examples / "rules").glob("*.yaml"):
+        shutil.copy(rule, project_dir / "rules")
+    shutil.copytree(examples / "email_templates", project_dir / "email_templates", dirs_exist_ok=True)
+    assert cli("check").stdout == "ok: 9 rules\n"
