@@ -26,7 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automator.simulate import simulate  # noqa: E402
+from bench import tick  # noqa: E402
 from bench.tick import NOW, open_project, saved_store, say  # noqa: E402
+
+# A store saved by `python bench/tick.py --store` pickled its generator's classes as
+# `__main__`'s: found here under the same names.
+for _name in ("Population", "Cart", "Shop"):
+    setattr(sys.modules["__main__"], _name, getattr(tick, _name))
 
 GOAL_S = 120.0
 
