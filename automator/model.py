@@ -7,6 +7,7 @@ sends (`model_sends`) have modules of their own; their names are found here too.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -288,13 +289,14 @@ class Rule(Strict):
                         )
         return self
 
-    @property
-    def journey(self) -> list[Step]:
-        """The rule's messages in order: its steps, or its one `send` as a one-step journey."""
+    @functools.cached_property
+    def journey(self) -> tuple[Step, ...]:
+        """The rule's messages in order: its steps, or its one `send` as a one-step journey.
+        Made once per rule: queueing asks for it for every message."""
         if self.steps is not None:
-            return list(self.steps)
+            return tuple(self.steps)
         assert self.send is not None, "a rule has send or steps"
-        return [Step(send=self.send)]
+        return (Step(send=self.send),)
 
     def step(self, number: int) -> Step:
         """Step `number`, counted from 1 as messages and people count them."""

@@ -342,4 +342,5 @@ def test_the_consoles_contact_page_says_where_the_contact_is_in_the_journey(
     page = client.get(f"/contacts/{contact_id}").text
 
     assert "<h2>Journeys</h2>" in page
-    assert "<td>step 2 of 4 sent 2026-12-03 09:00Z; step 3 due about 2026-12-06 09:00Z</td>" in page
+    # In the viewer's zone, as the rest of the page: the project's, Asia/Ho_Chi_Minh (UTC+7).
+    assert "<td>step 2 of 4 sent 2026-12-03 16:00; step 3 due about 2026-12-06 16:00</td>" in page

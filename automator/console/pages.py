@@ -250,7 +250,9 @@ def show_contact(
             "messages": messages.for_contact(session, contact_id),
             "suppression": suppressions.get(session, contact.email),
             "entries": audit.for_contact(session, contact_id),
-            "journeys": journeys.positions(session, console.project.ruleset.rules, contact_id),
+            "journeys": journeys.positions(
+                session, console.project.ruleset.rules, contact_id, zone=viewer.zone
+            ),
         }
     details["explained_at"] = now = console.clock()
     details["explanations"] = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -65,10 +65,14 @@ class Position:
 
 
 def positions(
-    session: Session, rules: list[Rule], contact_id: int, rule_id: str | None = None
+    session: Session,
+    rules: list[Rule],
+    contact_id: int,
+    rule_id: str | None = None,
+    zone: tzinfo | None = None,
 ) -> list[Position]:
     """The contact's place in each journey it has begun (or in `rule_id`'s alone), in the
-    order of `rules`."""
+    order of `rules`; times in `zone` (the console's viewer's), else in UTC ("…Z")."""
     journeys = {rule.id: rule for rule in rules if rule.steps and rule_id in (None, rule.id)}
     if not journeys:
         return []
@@ -101,13 +105,13 @@ def positions(
         if current is None or not same_journey or row.step >= current.step:
             newest[row.rule_id] = row
     return [
-        _position(rule, newest[rule.id], _stopped(session, rule, contact_id, newest[rule.id]))
+        _position(rule, newest[rule.id], _stopped(session, rule, contact_id, newest[rule.id], zone), zone)
         for rule in journeys.values()
         if rule.id in newest
     ]
 
 
-def _stopped(session: Session, rule: Rule, contact_id: int, row: Any) -> str | None:
+def _stopped(session: Session, rule: Rule, contact_id: int, row: Any, zone: tzinfo | None) -> str | None:
     """Why a journey whose furthest step went out will go no further, though it has steps
     left: the contact reached the goal or had a cancel_if event since the journey began,
     or left the rule's stages (the next step is then never queued). None while it goes on."""
@@ -124,7 +128,7 @@ def _stopped(session: Session, rule: Rule, contact_id: int, row: Any) -> str | N
         if found is not None:
             goal = rule.stopping_goal
             what = "goal reached" if goal is not None and found.type == goal.event else "cancelled"
-            return f"{what}: {found.type} at {_at(found.at)}"
+            return f"{what}: {found.type} at {_at(found.at, zone)}"
     stage = session.execute(select(CONTACTS.c.stage).where(CONTACTS.c.id == contact_id)).scalar()
     if stage not in rule.stages:
         return f"left the rule's stages (now in {stage})"
@@ -136,30 +140,33 @@ def _base(row: Any) -> str:
     return str(row.occurrence).removesuffix(f"#{row.step}") if row.step > 1 else str(row.occurrence)
 
 
-def _position(rule: Rule, row: Any, stopped: str | None = None) -> Position:
-    return Position(rule.id, row.step, len(rule.journey), row.status, row.id, describe(rule, row, stopped))
+def _position(rule: Rule, row: Any, stopped: str | None, zone: tzinfo | None) -> Position:
+    text = describe(rule, row, stopped, zone)
+    return Position(rule.id, row.step, len(rule.journey), row.status, row.id, text)
 
 
-def describe(rule: Rule, row: Any, stopped: str | None = None) -> str:
+def describe(rule: Rule, row: Any, stopped: str | None = None, zone: tzinfo | None = None) -> str:
     """What a journey's furthest message says of it, as a person reads it; `stopped`: why
     it goes no further though steps are left."""
     step, steps, status = row.step, len(rule.journey), row.status
     of = f"step {step} of {steps}"
     if status in WENT:
-        went = f"{of} {status} {_at(row.sent_at)}"
+        went = f"{of} {status} {_at(row.sent_at, zone)}"
         if step == steps:
             return f"finished ({went})"
         if stopped:
             return f"ended after {went}: {stopped}"
         due = row.sent_at + rule.step(step + 1).delay if row.sent_at else None
-        return f"{went}; step {step + 1} due about {_at(due)}"
+        return f"{went}; step {step + 1} due about {_at(due, zone)}"
     if status in ENDED:
         reason = str(row.reason or status).split("; the journey ends")[0]
         return f"ended at {of}: {reason}"
     if status == Status.QUEUED:
-        return f"{of} queued for {_at(row.send_at)}"
+        return f"{of} queued for {_at(row.send_at, zone)}"
     return f"{of} {status}"
 
 
-def _at(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M}Z" if moment is not None else "-"
+def _at(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    if moment is None:
+        return "-"
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" if zone is not None else f"{moment:%Y-%m-%d %H:%M}Z"
