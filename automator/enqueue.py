@@ -27,6 +27,7 @@ from automator.rendering import Failed, Renderer, Rendering, RenderJob, RenderPo
 from automator.status import Status
 from automator.store import coupons, journeys, queueing
 from automator.store.candidates import Addressee, Candidate
+from automator.store.journeys import step_occurrence
 
 GENERATE_TRIES = 5
 # The messages that count against a rule's `limit`: journeys started and not stopped.
@@ -208,12 +209,6 @@ def _apply_limit(session: Session, rule: Rule, drafts: list[Draft], now: datetim
             skip(draft, "skipped: limit", f"limit: at most {limit.max} per {per}; last on {last}", now)
         else:
             started.setdefault(draft.values["contact_id"], []).append(due)
-
-
-def step_occurrence(occurrence: str, step: int) -> str:
-    """A message's occurrence, which its dedupe key holds: the trigger's occurrence for a
-    journey's first step (and a rule without steps), with `#N` for step N after it."""
-    return occurrence if step == 1 else f"{occurrence}#{step}"
 
 
 def _by_coupon(drafts: list[Draft]) -> dict[CouponSpec, list[Draft]]:

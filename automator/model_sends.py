@@ -3,6 +3,7 @@ the steps of a journey, its goal, its limit and what follows a sent message."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import timedelta
 from typing import Literal
@@ -91,13 +92,24 @@ class Send(Strict):
         return {name: float(variant.weight) if variant.weight else left for name, variant in variants.items()}
 
     def variant(self, name: str | None) -> Variant:
-        """What a message of variant `name` sends (None: the send without variants). A
-        variant without a coupon of its own takes the send's."""
+        """What a message of variant `name` sends (None: the send without variants)."""
         if self.variants is None or name is None:
             assert self.template is not None, "a send with variants needs a variant's name"
-            return Variant(template=self.template, coupon=self.coupon)
-        chosen = self.variants[name]
-        return chosen if chosen.coupon is not None else chosen.model_copy(update={"coupon": self.coupon})
+            return self.resolved_variants[None]
+        return self.resolved_variants[name]
+
+    @functools.cached_property
+    def resolved_variants(self) -> dict[str | None, Variant]:
+        """What each variant sends (None: the send without variants), a variant without a
+        coupon of its own taking the send's. Made once per send: queueing asks for every
+        message it drafts."""
+        if self.variants is None:
+            assert self.template is not None
+            return {None: Variant(template=self.template, coupon=self.coupon)}
+        return {
+            name: chosen if chosen.coupon is not None else chosen.model_copy(update={"coupon": self.coupon})
+            for name, chosen in self.variants.items()
+        }
 
     def choose(self, rule_id: str, contact_id: int) -> str | None:
         """The variant a contact gets: a hash of rule and contact, spread by the weights, so

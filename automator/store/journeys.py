@@ -135,6 +135,13 @@ def _stopped(session: Session, rule: Rule, contact_id: int, row: Any, zone: tzin
     return None
 
 
+def step_occurrence(occurrence: str, step: int) -> str:
+    """A message's occurrence, which its dedupe key holds: the trigger's occurrence for a
+    journey's first step (and a rule without steps), with `#N` for step N after it
+    (`store.steps` reads it back in SQL)."""
+    return occurrence if step == 1 else f"{occurrence}#{step}"
+
+
 def _base(row: Any) -> str:
     """The journey a message belongs to: its occurrence without the `#N` of its step."""
     return str(row.occurrence).removesuffix(f"#{row.step}") if row.step > 1 else str(row.occurrence)

@@ -7,7 +7,7 @@ tick reads only the slice whose step k came due since the last one. A step follo
 `sent` or `skipped` step: a cancelled, suppressed or failed step ends the journey. Left out
 are contacts no longer in the rule's stages, those that reached the goal or had a
 cancelling event since the journey began, and journeys messaged for step k already (their
-occurrence `<base>#k`, see `automator.enqueue.step_occurrence`).
+occurrence `<base>#k`, see `automator.store.journeys.step_occurrence`).
 
 A step's `when` is not a filter: each of its conditions is a column, and a candidate whose
 conditions do not all hold carries why (`Candidate.skip`), to be recorded as skipped, so that
