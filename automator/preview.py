@@ -16,10 +16,10 @@ from automator.explain import Explanation, explain
 from automator.explaining.occurrences import this_year
 from automator.model import DateTrigger, EventTrigger, Rule
 from automator.rendering import Renderer
-from automator.schedules import zone_named
 from automator.store import Store, contacts, events
 from automator.tables import Contact, Coupon, Message
 from automator.templates import Rendered
+from automator.timestamps import zone_named
 
 
 def checked_preview(

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from automator.crontab import cron as cron
 from automator.model import ScheduleTrigger
-from automator.timestamps import zone_named as zone_named
+from automator.timestamps import zone_named
 
 EPOCH = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday at midnight: `every: 7d` fires on Mondays
 

@@ -12,10 +12,11 @@ from sqlmodel import Session
 
 from automator.anniversaries import anniversary, local_year
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
-from automator.schedules import last_fire, zone_named
+from automator.schedules import last_fire
 from automator.store import contacts, events
 from automator.store.candidates import Candidate
 from automator.tables import Contact, Message
+from automator.timestamps import zone_named
 
 LOOK_BACK = timedelta(days=400)  # how far back a schedule's last firing is looked for
 

@@ -28,9 +28,9 @@ from sqlalchemy import ColumnElement, Integer, String, bindparam, exists, func, 
 
 from automator import anniversaries, conditions
 from automator.model import DateTrigger, Rule
-from automator.schedules import zone_named
 from automator.store import table
 from automator.tables import Event, Message, month_day
+from automator.timestamps import zone_named
 
 MESSAGES = table(Message)
 EVENTS = table(Event)
