@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +35,6 @@ expect = playwright.expect
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
-    "--headless",
     "--disable-gpu",
     "--disable-background-networking",
     "--disable-component-update",
@@ -60,46 +57,30 @@ pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture(scope="session")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's chromium, started once for the session; its DevTools address. Playwright
-    never downloads a browser of its own. Each test connects with a Playwright of its own:
-    one alive across tests would keep its event loop running in this thread, and every
-    `asyncio.run` after it (the ticks of the next test's fixtures, the next modules) would fail."""
+def chromium() -> str:
+    """Debian's chromium, the browser every test here drives; Playwright never downloads a
+    browser of its own."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: `make test` installs it (apt-get install chromium)")
-    profile = tmp_path_factory.mktemp("chromium")
-    process = subprocess.Popen(
-        [str(CHROMIUM), *CHROMIUM_ARGS, "--remote-debugging-port=0", f"--user-data-dir={profile}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        port = profile / "DevToolsActivePort"  # chromium writes the port it chose here
-        deadline = time.monotonic() + START
-        while not port.exists() or not port.read_text().strip():
-            assert process.poll() is None, f"chromium exited ({process.returncode}) while starting"
-            assert time.monotonic() < deadline, f"chromium did not start within {START:g} s"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port.read_text().split()[0]}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(START)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(START)
+    return str(CHROMIUM)
 
 
 @pytest.fixture
 def page(chromium: str) -> Iterator[Any]:
-    """A new page in a new context of the session's chromium: nothing left from another test."""
+    """A new page in a chromium started for this test alone, ended with it: nothing is left
+    from another test, and no test waits on a browser that an earlier one left busy. The
+    Playwright driver ends with the test too: one alive across tests would keep its event
+    loop running in this thread, and every `asyncio.run` after it would fail."""
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.connect_over_cdp(chromium)
-        context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="vi-VN")
-        yield context.new_page()
-        context.close()
-        browser.close()  # disconnects; the session's chromium keeps running
+        browser = driver.chromium.launch(
+            executable_path=chromium, args=CHROMIUM_ARGS, timeout=START * 1000 * 3
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="vi-VN")
+            yield context.new_page()
+            context.close()
+        finally:
+            browser.close()
 
 
 def serve(project: Project, store: Store, engine: Engine) -> Iterator[str]:
