@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     extract,
+    false,
     literal_column,
 )
 from sqlalchemy.sql.expression import ColumnElement
@@ -176,6 +178,8 @@ class ContactChange(SQLModel, table=True):
 
     position: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     contact_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    # Only tags changed: a rule that does not test `contact.tags` need not look again.
+    tags_only: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class StageChange(SQLModel, table=True):

@@ -39,7 +39,15 @@ from sqlmodel import Session
 
 from automator import conditions
 from automator.conditions import compile_conditions
-from automator.model import DateTrigger, EventTrigger, HistoryCondition, Rule, ScheduleTrigger, StageTrigger
+from automator.model import (
+    Condition,
+    DateTrigger,
+    EventTrigger,
+    HistoryCondition,
+    Rule,
+    ScheduleTrigger,
+    StageTrigger,
+)
 from automator.schedules import firings
 from automator.store import table, yearly, zones
 from automator.store.occurrences import Addressee as Addressee
@@ -206,7 +214,7 @@ def _addressee(contact: Any, event: Any = None) -> list[Any]:
 
 
 def _windows(
-    column: Any, seq: Any, contact_id: Any, kind: tuple[Any, str] | None = None
+    rule: Rule, column: Any, seq: Any, contact_id: Any, kind: tuple[Any, str] | None = None
 ) -> list[list[ColumnElement[bool]]]:
     """`column + offset` is due by now, not older than max lateness, and new since the mark:
     either its time came after the mark, or its row arrived since (a late event), or,
@@ -232,17 +240,35 @@ def _windows(
             per_row(column) <= LATE_UNTIL,
             per_row(column) >= EARLIEST,
             seq <= SEQ,
-            _changed_since(contact_id),
+            _changed_since(rule, contact_id),
         ],
     ]
 
 
-def _changed_since(contact_id: Any) -> ColumnElement[bool]:
-    """The contact changed since the mark: the window is read from the change log, in
-    position order, then the trigger's table by its contact's index, so that it costs what
-    the changed contacts' occurrences cost, whatever the store's size. Its time bounds are
-    compared `per_row`: through the time index SQLite would read the whole lateness window."""
-    return contact_id.in_(select(CHANGES.c.contact_id).where(CHANGES.c.position >= CHANGED_FROM))
+def _changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
+    """The contact changed since the mark in a way that may matter to the rule: the window is
+    read from the change log, in position order, then the trigger's table by its contact's
+    index, so that it costs what the changed contacts' occurrences cost, whatever the
+    store's size. Its time bounds are compared `per_row`: through the time index SQLite
+    would read the whole lateness window.
+
+    Only the changed contacts now in the rule's stages, and, for a rule that does not test
+    `contact.tags`, not those whose tags alone changed: after a dispatch whose `then` tags
+    or moves thousands of contacts, each rule reads again the occurrences of those it may
+    now target, not of all of them."""
+    contact = CONTACTS.alias("changed")
+    changed = (
+        select(CHANGES.c.contact_id)
+        .join(contact, contact.c.id == CHANGES.c.contact_id)
+        .where(CHANGES.c.position >= CHANGED_FROM, *_base(rule, contact))
+    )
+    if not _tests_tags(rule):
+        changed = changed.where(CHANGES.c.tags_only == false())
+    return contact_id.in_(changed)
+
+
+def _tests_tags(rule: Rule) -> bool:
+    return any(isinstance(cond, Condition) and cond.field == "contact.tags" for cond in rule.when)
 
 
 def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
@@ -323,7 +349,7 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
-    windows = _windows(event.c.at, event.c.id, event.c.contact_id)
+    windows = _windows(rule, event.c.at, event.c.id, event.c.contact_id)
     kinds = sorted({cond.event for cond in rule.when if isinstance(cond, HistoryCondition)})
     if kinds:
         # A fourth window: the old occurrences of contacts not changed since the mark but
@@ -333,7 +359,7 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         arrived = event.c.contact_id.in_(
             select(new.c.contact_id).where(new.c.id > SEQ, new.c.type.in_(kinds))
         )
-        windows.append([*windows[2][:-1], ~_changed_since(event.c.contact_id), arrived])
+        windows.append([*windows[2][:-1], ~_changed_since(rule, event.c.contact_id), arrived])
     return _each_window(query, windows)
 
 
@@ -376,7 +402,7 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
         since = shifted(date.c.value, -within if within else trigger.offset)
         where.append(~_cancelled_since(kind, contact.c.id, since))
     query = _date_select(trigger, date, contact).where(*where)
-    return _each_window(query, _windows(date.c.value, date.c.id, date.c.contact_id))
+    return _each_window(query, _windows(rule, date.c.value, date.c.id, date.c.contact_id))
 
 
 def _date_select(trigger: DateTrigger, date: Any, contact: Any, *more: Any) -> Select[Any]:
@@ -408,7 +434,7 @@ def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Sel
     zone = contact.c.timezone
     in_zones = or_(zone.in_(ZONES), zone.is_(None)) if unzoned else zone.in_(ZONES)
     where = [
-        *([_changed_since(contact.c.id)] if changed_only else []),
+        *([_changed_since(rule, contact.c.id)] if changed_only else []),
         *([in_zones] if getattr(rule.trigger, "timezone", None) == "contact" else []),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
@@ -451,4 +477,4 @@ def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
         .where(*where)
     )
     entered = (change.c.to_stage, trigger.stage_entered)
-    return _each_window(query, _windows(change.c.at, change.c.id, change.c.contact_id, entered))
+    return _each_window(query, _windows(rule, change.c.at, change.c.id, change.c.contact_id, entered))

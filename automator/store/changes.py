@@ -6,6 +6,8 @@ The log is written by the database's own triggers, not by automator's code: cont
 written by many paths (the ORM, the HTTP API, an import's bulk paths and PostgreSQL's
 COPY with its upsert, stage moves by events, a rule's `then`), and a trigger sees them all.
 A new contact needs no entry: its occurrences are rows written after it, new to every rule.
+A change of tags alone is marked `tags_only`: only a rule that tests `contact.tags` looks
+again for it (a `then: tag` on thousands of contacts costs the other rules nothing).
 
 A rule's watermark keeps the first position of the log it has not looked at. On SQLite a
 row's position is its place in the log (one writer at a time: every uncommitted row comes
@@ -37,22 +39,23 @@ RULE_STATES = table(RuleState)
 WATCHED = ("email", "first_name", "last_name", "locale", "timezone", "stage", "attributes")
 
 _SQLITE_APPEND = (
-    "INSERT INTO contact_change (position, contact_id) "
-    "SELECT coalesce(max(position), 0) + 1, {contact} FROM contact_change"
+    "INSERT INTO contact_change (position, contact_id, tags_only) "
+    "SELECT coalesce(max(position), 0) + 1, {contact}, {tags_only} FROM contact_change"
 )
 SQLITE_TRIGGERS = [
     f"""CREATE TRIGGER contact_change_on_update AFTER UPDATE OF {", ".join(WATCHED)} ON contact
     WHEN {" OR ".join(f"OLD.{name} IS NOT NEW.{name}" for name in WATCHED)}
-    BEGIN {_SQLITE_APPEND.format(contact="NEW.id")}; END""",
+    BEGIN {_SQLITE_APPEND.format(contact="NEW.id", tags_only=0)}; END""",
     f"""CREATE TRIGGER contact_change_on_tag_added AFTER INSERT ON contact_tag
-    BEGIN {_SQLITE_APPEND.format(contact="NEW.contact_id")}; END""",
+    BEGIN {_SQLITE_APPEND.format(contact="NEW.contact_id", tags_only=1)}; END""",
     f"""CREATE TRIGGER contact_change_on_tag_removed AFTER DELETE ON contact_tag
-    BEGIN {_SQLITE_APPEND.format(contact="OLD.contact_id")}; END""",
+    BEGIN {_SQLITE_APPEND.format(contact="OLD.contact_id", tags_only=1)}; END""",
 ]
 
 # Statement triggers with transition tables: one INSERT … SELECT per statement, so that an
 # import's upsert of thousands of contacts logs them in one go; a contact changed again in
-# the same transaction is logged once. `json` has no equality: attributes are compared as
+# the same transaction is logged once, as a change of more than tags if any of its changes
+# was. `json` has no equality: attributes are compared as
 # jsonb, by what they hold rather than how their text is spaced or ordered.
 _COMPARED = [f"{name}::jsonb" if name == "attributes" else name for name in WATCHED]
 _POSITION = "pg_current_xact_id()::text::bigint"
@@ -60,18 +63,18 @@ POSTGRESQL_TRIGGERS = [
     f"""CREATE FUNCTION contact_change_log() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_TABLE_NAME = 'contact' THEN
-        INSERT INTO contact_change (contact_id, position)
-        SELECT new_rows.id, {_POSITION}
+        INSERT INTO contact_change (contact_id, position, tags_only)
+        SELECT new_rows.id, {_POSITION}, false
         FROM new_rows JOIN old_rows ON old_rows.id = new_rows.id
         WHERE ({", ".join(f"old_rows.{name}" for name in _COMPARED)})
             IS DISTINCT FROM ({", ".join(f"new_rows.{name}" for name in _COMPARED)})
-        ON CONFLICT DO NOTHING;
+        ON CONFLICT (position, contact_id) DO UPDATE SET tags_only = false;
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO contact_change (contact_id, position)
-        SELECT DISTINCT contact_id, {_POSITION} FROM new_rows ON CONFLICT DO NOTHING;
+        INSERT INTO contact_change (contact_id, position, tags_only)
+        SELECT DISTINCT contact_id, {_POSITION}, true FROM new_rows ON CONFLICT DO NOTHING;
     ELSE
-        INSERT INTO contact_change (contact_id, position)
-        SELECT DISTINCT contact_id, {_POSITION} FROM old_rows ON CONFLICT DO NOTHING;
+        INSERT INTO contact_change (contact_id, position, tags_only)
+        SELECT DISTINCT contact_id, {_POSITION}, true FROM old_rows ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
 END
@@ -94,7 +97,8 @@ TRIGGERS = [
 
 
 def create_triggers(connection: Connection) -> None:
-    """The log's triggers, for a new database's schema and the revision that adds the log."""
+    """The log's triggers, for a new database's schema and the revisions that add the log and
+    its `tags_only`."""
     dialect = connection.dialect.name
     for statement in POSTGRESQL_TRIGGERS if dialect == "postgresql" else SQLITE_TRIGGERS:
         connection.exec_driver_sql(statement)
