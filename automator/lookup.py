@@ -103,8 +103,7 @@ def look_up(store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Loo
         return
     hashed = trigger_hash(rule)
     with store.session() as session:
-        fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
-        mark = rulestate.watermark(session, rule.id, hashed, fresh)
+        mark = rulestate.watermark(session, rule.id, hashed, fresh_until(rule, now))
         seq_now = rulestate.current_seq(session, _sequence_kind(rule))
         changes_now = changes.position(session)  # before the lookup: see `changes.position`
         for batch in candidate_queries.batches(session, rule, now, mark, zone):
@@ -125,6 +124,12 @@ def _look_up_step(store: Store, rule: Rule, now: datetime, lookup: Lookup) -> No
                 return
             lookup.add(batch)
     lookup.end(hashed, Watermark(until=now, seq=0))
+
+
+def fresh_until(rule: Rule, now: datetime) -> datetime:
+    """A new rule's mark: as if it had last looked just over its max lateness ago, so that
+    every due occurrence is new to it (the first window alone: see `candidates._windows`)."""
+    return now - rule.lateness - timedelta(seconds=1)
 
 
 def lookups(rule: Rule) -> list[Lookup]:

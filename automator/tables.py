@@ -20,8 +20,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     extract,
-    false,
     literal_column,
+    true,
 )
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.types import TypeDecorator
@@ -178,8 +178,12 @@ class ContactChange(SQLModel, table=True):
 
     position: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     contact_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    # Only tags changed: a rule that does not test `contact.tags` need not look again.
-    tags_only: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    # What changed: fields or attributes, the stage (from `from_stage`), tags. An entry
+    # logged before they were kept says everything changed.
+    fields: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
+    stage: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
+    tags: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
+    from_stage: str | None = Field(default=None, sa_column=Column(String, nullable=True))
 
 
 class StageChange(SQLModel, table=True):

@@ -43,7 +43,7 @@ from sqlmodel import Session
 
 from automator.engine import Engine, TickReport
 from automator.importing import import_contacts, import_events, read_coupon_codes
-from automator.lookup import trigger_hash
+from automator.lookup import fresh_until, trigger_hash
 from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, HistoryCondition, Rule
 from automator.project import Project, load_project
 from automator.store import Store, coupons, rulestate, suppressions, table
@@ -512,9 +512,8 @@ def setwise(store: Store, rules: list[Rule], now: datetime) -> dict[str, list[Ca
     """`candidates.find` for every rule with the watermark the engine would use."""
     found: dict[str, list[Candidate]] = {}
     for rule in rules:
-        fresh = now - rule.offset - rule.lateness - timedelta(seconds=1)
         with store.session() as session:
-            mark = rulestate.watermark(session, rule.id, trigger_hash(rule), fresh)
+            mark = rulestate.watermark(session, rule.id, trigger_hash(rule), fresh_until(rule, now))
             found[rule.id] = candidate_queries.find(session, rule, now, mark)
     return found
 

@@ -115,22 +115,55 @@ def test_a_change_of_tags_alone_is_not_looked_at_by_a_rule_that_does_not_test_ta
     assert tick(utc("2026-11-20 04:30")).rules["vip_cart"].enqueued == 1
 
 
-def test_a_change_of_tags_alone_is_marked_so_unless_a_field_changed_with_it(make_contact, store) -> None:
-    lan = make_contact("lan@example.com", vip="no")
+def test_each_change_says_what_changed_and_the_stage_left(make_contact, store) -> None:
+    lan = make_contact("lan@example.com", vip="no", stage="consideration")
     with store.session() as session:
         contact_store.add_tags(session, [(lan, "newsletter")], utc("2026-11-20 04:00"))
-    with store.session() as session:  # one transaction: a field and a tag
+    make_contact("lan@example.com", stage="conversion")
+    with store.session() as session:  # one transaction: a field, a tag and the stage
         session.execute(text("UPDATE contact SET first_name = 'Lan' WHERE id = :id"), {"id": lan})
         contact_store.add_tags(session, [(lan, "vip")], utc("2026-11-20 04:00"))
-    with store.session() as session:
-        session.execute(text("DELETE FROM contact_tag WHERE tag = 'newsletter'"))
+        session.execute(text("UPDATE contact SET stage = 'retention' WHERE id = :id"), {"id": lan})
 
     with store.session() as session:
-        logged = (
-            session.execute(select(ContactChange.tags_only).order_by(ContactChange.position)).scalars().all()
-        )
-    # SQLite logs each write; PostgreSQL a contact once per transaction, as more than tags.
-    assert logged in ([True, False, True, True], [True, False, True])
+        columns = (ContactChange.fields, ContactChange.stage, ContactChange.tags, ContactChange.from_stage)
+        logged = [tuple(row) for row in session.execute(select(*columns).order_by(ContactChange.position))]
+    tagged, moved = (False, False, True, None), (False, True, False, "consideration")
+    # SQLite logs each write; PostgreSQL a contact once per transaction, with all it changed
+    # and the stage it had before.
+    assert logged in (
+        [tagged, moved, (True, False, False, "conversion"), tagged, (False, True, False, "conversion")],
+        [tagged, moved, (True, True, True, "conversion")],
+    )
+
+
+ANY_CART = VIP_CART.replace("id: vip_cart", "id: any_cart").replace('when:\n  - contact.vip: "yes"\n', "")
+
+
+@pytest.fixture
+def any_cart(project_dir: Path) -> None:
+    """In vip_cart's place, the same reminder for every contact in its stages."""
+    (project_dir / "rules" / "vip_cart.yaml").write_text(ANY_CART, encoding="utf-8")
+
+
+def test_a_move_between_two_of_its_stages_is_not_looked_at_by_a_rule_that_reads_no_fields(
+    any_cart, make_contact, make_event, tick, store
+) -> None:
+    make_contact("lan@example.com", stage="retention", timezone="Asia/Ho_Chi_Minh")
+    make_event("cart_updated", CART_AT, id="evt-1", **cart())  # events move forward only
+    assert tick(DUE).rules["any_cart"].enqueued == 0
+    # She comes into the rule's stages by a write the log has lost (its row is deleted
+    # here), so that only what is logged after it can make the rule look at her again.
+    make_contact("lan@example.com", stage="conversion")
+    with store.session() as session:
+        session.execute(text("DELETE FROM contact_change"))
+    make_contact("lan@example.com", stage="consideration")  # from conversion, one of its stages
+    assert tick(utc("2026-11-20 04:30")).rules["any_cart"].enqueued == 0
+
+    make_contact("lan@example.com", stage="retention")
+    make_contact("lan@example.com", stage="conversion")  # from retention, outside them
+
+    assert tick(utc("2026-11-20 04:40")).rules["any_cart"].enqueued == 1
 
 
 def test_a_contact_who_becomes_vip_after_max_lateness_gets_nothing(lan, make_contact, tick, store) -> None:

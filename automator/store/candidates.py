@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    and_,
     bindparam,
     case,
     cast,
@@ -80,6 +81,7 @@ EARLIEST = bindparam("earliest", type_=UTCDateTime())
 SEQ = bindparam("seq", type_=Integer())
 CHANGED_FROM = bindparam("changed_from", type_=BigInteger())  # the window of changed contacts
 NO_CHANGES = 2**63 - 1  # a position past every change: that window is empty
+HISTORY_FROM = bindparam("history_from", type_=BigInteger())  # see the fourth window (_event_query)
 FIRED = bindparam("fired", type_=UTCDateTime())  # a schedule's firing
 ZONES = bindparam("zones", type_=String(), expanding=True)  # the zones a local schedule fired in
 STATEMENTS_KEPT = 256
@@ -246,29 +248,43 @@ def _windows(
 
 
 def _changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
-    """The contact changed since the mark in a way that may matter to the rule: the window is
-    read from the change log, in position order, then the trigger's table by its contact's
-    index, so that it costs what the changed contacts' occurrences cost, whatever the
-    store's size. Its time bounds are compared `per_row`: through the time index SQLite
+    """The contact changed since the mark in a way that may turn the rule's verdict: the
+    window is read from the change log, in position order, then the trigger's table by its
+    contact's index, so that it costs what the changed contacts' occurrences cost, whatever
+    the store's size. Its time bounds are compared `per_row`: through the time index SQLite
     would read the whole lateness window.
 
-    Only the changed contacts now in the rule's stages, and, for a rule that does not test
-    `contact.tags`, not those whose tags alone changed: after a dispatch whose `then` tags
-    or moves thousands of contacts, each rule reads again the occurrences of those it may
-    now target, not of all of them."""
+    Only the changed contacts now in the rule's stages, and of them those that may not have
+    been when it last looked (they left a stage outside the rule's), or whose fields the
+    rule reads, or whose tags if it tests them: after a dispatch whose `then` moves and
+    tags thousands of contacts, a rule reads again the occurrences of those it may now
+    target, not of all of them."""
     contact = CONTACTS.alias("changed")
+    could_turn = [
+        and_(CHANGES.c.stage, or_(CHANGES.c.from_stage.is_(None), CHANGES.c.from_stage.not_in(rule.stages)))
+    ]
+    if _reads_fields(rule):
+        could_turn.append(or_(CHANGES.c.fields, CHANGES.c.stage))
+    if any(isinstance(cond, Condition) and cond.field == "contact.tags" for cond in rule.when):
+        could_turn.append(CHANGES.c.tags)
     changed = (
         select(CHANGES.c.contact_id)
         .join(contact, contact.c.id == CHANGES.c.contact_id)
-        .where(CHANGES.c.position >= CHANGED_FROM, *_base(rule, contact))
+        .where(CHANGES.c.position >= CHANGED_FROM, *_base(rule, contact), or_(*could_turn))
     )
-    if not _tests_tags(rule):
-        changed = changed.where(CHANGES.c.tags_only == false())
     return contact_id.in_(changed)
 
 
-def _tests_tags(rule: Rule) -> bool:
-    return any(isinstance(cond, Condition) and cond.field == "contact.tags" for cond in rule.when)
+def _reads_fields(rule: Rule) -> bool:
+    """Whether a change of the contact's fields, attributes or stage within the rule's stages
+    may turn its verdict: its conditions name them, its dates are attributes, or its
+    schedule fires in the contact's zone."""
+    if isinstance(rule.trigger, (DateTrigger, ScheduleTrigger)):
+        return True
+    return any(
+        isinstance(cond, Condition) and cond.scope == "contact" and cond.field != "contact.tags"
+        for cond in rule.when
+    )
 
 
 def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
@@ -282,8 +298,9 @@ def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]
         "late_until": min(since, latest),
         "earliest": earliest,
         "seq": mark.seq,
-        # An empty window of old occurrences needs no look at the changes either.
+        # An empty window of old occurrences needs no look at the changes or new history either.
         "changed_from": mark.changes if min(since, latest) >= earliest else NO_CHANGES,
+        "history_from": mark.seq if min(since, latest) >= earliest else NO_CHANGES,
     }
 
 
@@ -357,7 +374,7 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         # orders may make "ordered twice" true for an occurrence already due).
         new = EVENTS.alias("history_new")
         arrived = event.c.contact_id.in_(
-            select(new.c.contact_id).where(new.c.id > SEQ, new.c.type.in_(kinds))
+            select(new.c.contact_id).where(new.c.id > HISTORY_FROM, new.c.type.in_(kinds))
         )
         windows.append([*windows[2][:-1], ~_changed_since(rule, event.c.contact_id), arrived])
     return _each_window(query, windows)

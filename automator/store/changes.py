@@ -6,8 +6,11 @@ The log is written by the database's own triggers, not by automator's code: cont
 written by many paths (the ORM, the HTTP API, an import's bulk paths and PostgreSQL's
 COPY with its upsert, stage moves by events, a rule's `then`), and a trigger sees them all.
 A new contact needs no entry: its occurrences are rows written after it, new to every rule.
-A change of tags alone is marked `tags_only`: only a rule that tests `contact.tags` looks
-again for it (a `then: tag` on thousands of contacts costs the other rules nothing).
+
+Each entry says what changed (`fields`, `stage`, `tags`) and the stage the contact left, so
+that a rule looks again only at the changes that could turn its verdict (`candidates.
+_changed_since`): a move between two of its stages, or a tag it does not test, cannot. After
+a dispatch whose `then` moves and tags thousands of contacts, most rules skip them all.
 
 A rule's watermark keeps the first position of the log it has not looked at. On SQLite a
 row's position is its place in the log (one writer at a time: every uncommitted row comes
@@ -36,45 +39,69 @@ RULE_STATES = table(RuleState)
 
 # What a rule's conditions and stages can name of a contact (`model.CONTACT_COLUMNS` and
 # the attributes): a write that changes none of them changes no rule's verdict.
-WATCHED = ("email", "first_name", "last_name", "locale", "timezone", "stage", "attributes")
+FIELDS = ("email", "first_name", "last_name", "locale", "timezone", "attributes")
+WATCHED = (*FIELDS, "stage")
 
 _SQLITE_APPEND = (
-    "INSERT INTO contact_change (position, contact_id, tags_only) "
-    "SELECT coalesce(max(position), 0) + 1, {contact}, {tags_only} FROM contact_change"
+    "INSERT INTO contact_change (position, contact_id, fields, stage, tags, from_stage) "
+    "SELECT coalesce(max(position), 0) + 1, {contact}, {fields}, {stage}, {tags}, {from_stage} "
+    "FROM contact_change"
 )
+_UPDATED = {
+    "fields": f"({' OR '.join(f'OLD.{name} IS NOT NEW.{name}' for name in FIELDS)})",
+    "stage": "(OLD.stage IS NOT NEW.stage)",
+    "tags": 0,
+    "from_stage": "OLD.stage",
+}
+_TAGGED = {"fields": 0, "stage": 0, "tags": 1, "from_stage": "NULL"}
 SQLITE_TRIGGERS = [
     f"""CREATE TRIGGER contact_change_on_update AFTER UPDATE OF {", ".join(WATCHED)} ON contact
     WHEN {" OR ".join(f"OLD.{name} IS NOT NEW.{name}" for name in WATCHED)}
-    BEGIN {_SQLITE_APPEND.format(contact="NEW.id", tags_only=0)}; END""",
+    BEGIN {_SQLITE_APPEND.format(contact="NEW.id", **_UPDATED)}; END""",
     f"""CREATE TRIGGER contact_change_on_tag_added AFTER INSERT ON contact_tag
-    BEGIN {_SQLITE_APPEND.format(contact="NEW.contact_id", tags_only=1)}; END""",
+    BEGIN {_SQLITE_APPEND.format(contact="NEW.contact_id", **_TAGGED)}; END""",
     f"""CREATE TRIGGER contact_change_on_tag_removed AFTER DELETE ON contact_tag
-    BEGIN {_SQLITE_APPEND.format(contact="OLD.contact_id", tags_only=1)}; END""",
+    BEGIN {_SQLITE_APPEND.format(contact="OLD.contact_id", **_TAGGED)}; END""",
 ]
 
 # Statement triggers with transition tables: one INSERT … SELECT per statement, so that an
 # import's upsert of thousands of contacts logs them in one go; a contact changed again in
-# the same transaction is logged once, as a change of more than tags if any of its changes
-# was. `json` has no equality: attributes are compared as
-# jsonb, by what they hold rather than how their text is spaced or ordered.
-_COMPARED = [f"{name}::jsonb" if name == "attributes" else name for name in WATCHED]
+# the same transaction is logged once, with all that changed and the stage it had before
+# the first of them. `json` has no equality: attributes are compared as jsonb, by what they
+# hold rather than how their text is spaced or ordered.
+_FIELDS_BEFORE = ", ".join(
+    f"old_rows.{name}::jsonb" if name == "attributes" else f"old_rows.{name}" for name in FIELDS
+)
+_FIELDS_AFTER = _FIELDS_BEFORE.replace("old_rows.", "new_rows.")
 _POSITION = "pg_current_xact_id()::text::bigint"
+_MERGED = """ON CONFLICT (position, contact_id) DO UPDATE SET
+            fields = contact_change.fields OR excluded.fields,
+            stage = contact_change.stage OR excluded.stage,
+            tags = contact_change.tags OR excluded.tags,
+            from_stage = CASE WHEN contact_change.stage THEN contact_change.from_stage
+                ELSE excluded.from_stage END"""
+_APPEND = "INSERT INTO contact_change (contact_id, position, fields, stage, tags, from_stage)"
 POSTGRESQL_TRIGGERS = [
     f"""CREATE FUNCTION contact_change_log() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_TABLE_NAME = 'contact' THEN
-        INSERT INTO contact_change (contact_id, position, tags_only)
-        SELECT new_rows.id, {_POSITION}, false
-        FROM new_rows JOIN old_rows ON old_rows.id = new_rows.id
-        WHERE ({", ".join(f"old_rows.{name}" for name in _COMPARED)})
-            IS DISTINCT FROM ({", ".join(f"new_rows.{name}" for name in _COMPARED)})
-        ON CONFLICT (position, contact_id) DO UPDATE SET tags_only = false;
+        {_APPEND}
+        SELECT * FROM (
+            SELECT new_rows.id, {_POSITION},
+                ({_FIELDS_BEFORE}) IS DISTINCT FROM ({_FIELDS_AFTER}) AS fields,
+                old_rows.stage IS DISTINCT FROM new_rows.stage AS stage,
+                false AS tags, old_rows.stage AS from_stage
+            FROM new_rows JOIN old_rows ON old_rows.id = new_rows.id
+        ) AS changed WHERE fields OR stage
+        {_MERGED};
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO contact_change (contact_id, position, tags_only)
-        SELECT DISTINCT contact_id, {_POSITION}, true FROM new_rows ON CONFLICT DO NOTHING;
+        {_APPEND}
+        SELECT DISTINCT contact_id, {_POSITION}, false, false, true, NULL::varchar FROM new_rows
+        {_MERGED};
     ELSE
-        INSERT INTO contact_change (contact_id, position, tags_only)
-        SELECT DISTINCT contact_id, {_POSITION}, true FROM old_rows ON CONFLICT DO NOTHING;
+        {_APPEND}
+        SELECT DISTINCT contact_id, {_POSITION}, false, false, true, NULL::varchar FROM old_rows
+        {_MERGED};
     END IF;
     RETURN NULL;
 END
@@ -98,7 +125,7 @@ TRIGGERS = [
 
 def create_triggers(connection: Connection) -> None:
     """The log's triggers, for a new database's schema and the revisions that add the log and
-    its `tags_only`."""
+    what each entry says changed."""
     dialect = connection.dialect.name
     for statement in POSTGRESQL_TRIGGERS if dialect == "postgresql" else SQLITE_TRIGGERS:
         connection.exec_driver_sql(statement)
