@@ -166,6 +166,28 @@ def test_a_move_between_two_of_its_stages_is_not_looked_at_by_a_rule_that_reads_
     assert tick(utc("2026-11-20 04:40")).rules["any_cart"].enqueued == 1
 
 
+@pytest.fixture
+def conversion_cart(project_dir: Path) -> None:
+    """In vip_cart's place, the same reminder for contacts whose stage is conversion, by a
+    condition that names it."""
+    rule = ANY_CART.replace("id: any_cart", "id: conversion_cart").replace(
+        "send:", "when:\n  - contact.stage: conversion\nsend:"
+    )
+    (project_dir / "rules" / "vip_cart.yaml").write_text(rule, encoding="utf-8")
+
+
+def test_a_move_between_two_of_its_stages_is_looked_at_by_a_rule_whose_conditions_name_the_stage(
+    conversion_cart, make_contact, make_event, tick, store
+) -> None:
+    make_contact("lan@example.com", stage="consideration", timezone="Asia/Ho_Chi_Minh")
+    make_event("cart_updated", CART_AT, id="evt-1", **cart())  # events move forward only
+    assert tick(DUE).rules["conversion_cart"].enqueued == 0
+
+    make_contact("lan@example.com", stage="conversion")
+
+    assert tick(utc("2026-11-20 04:30")).rules["conversion_cart"].enqueued == 1
+
+
 def test_a_contact_who_becomes_vip_after_max_lateness_gets_nothing(lan, make_contact, tick, store) -> None:
     make_contact(lan, timezone="Asia/Ho_Chi_Minh", vip="yes", _now=utc("2026-11-20 06:30"))
 

@@ -255,17 +255,21 @@ def _changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
     would read the whole lateness window.
 
     Only the changed contacts now in the rule's stages, and of them those that may not have
-    been when it last looked (they left a stage outside the rule's), or whose fields the
-    rule reads, or whose tags if it tests them: after a dispatch whose `then` moves and
-    tags thousands of contacts, a rule reads again the occurrences of those it may now
-    target, not of all of them."""
+    been when it last looked (they left a stage outside the rule's), or whose stage, fields
+    or tags changed if the rule reads them: after a dispatch whose `then` moves and tags
+    thousands of contacts, a rule reads again the occurrences of those it may now target,
+    not of all of them."""
     contact = CONTACTS.alias("changed")
+    named = {cond.field for cond in rule.when if isinstance(cond, Condition) and cond.scope == "contact"}
     could_turn = [
         and_(CHANGES.c.stage, or_(CHANGES.c.from_stage.is_(None), CHANGES.c.from_stage.not_in(rule.stages)))
     ]
-    if _reads_fields(rule):
-        could_turn.append(or_(CHANGES.c.fields, CHANGES.c.stage))
-    if any(isinstance(cond, Condition) and cond.field == "contact.tags" for cond in rule.when):
+    if "contact.stage" in named:
+        could_turn.append(CHANGES.c.stage)
+    if named - {"contact.stage", "contact.tags"} or isinstance(rule.trigger, (DateTrigger, ScheduleTrigger)):
+        # Its conditions read fields, or its dates are attributes, or it fires in contacts' zones.
+        could_turn.append(CHANGES.c.fields)
+    if "contact.tags" in named:
         could_turn.append(CHANGES.c.tags)
     changed = (
         select(CHANGES.c.contact_id)
@@ -273,18 +277,6 @@ def _changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
         .where(CHANGES.c.position >= CHANGED_FROM, *_base(rule, contact), or_(*could_turn))
     )
     return contact_id.in_(changed)
-
-
-def _reads_fields(rule: Rule) -> bool:
-    """Whether a change of the contact's fields, attributes or stage within the rule's stages
-    may turn its verdict: its conditions name them, its dates are attributes, or its
-    schedule fires in the contact's zone."""
-    if isinstance(rule.trigger, (DateTrigger, ScheduleTrigger)):
-        return True
-    return any(
-        isinstance(cond, Condition) and cond.scope == "contact" and cond.field != "contact.tags"
-        for cond in rule.when
-    )
 
 
 def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
