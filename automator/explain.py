@@ -23,8 +23,9 @@ from automator.status import Status
 from automator.store import Store, contacts, events, explained, messages, suppressions
 from automator.tables import Contact, Message
 
-WOULD_QUEUE, QUEUED, SENT, NOT_YET_DUE, NOT_ELIGIBLE = (
+WOULD_QUEUE, WOULD_HOLD, QUEUED, SENT, NOT_YET_DUE, NOT_ELIGIBLE = (
     "would queue now",
+    "would be held",
     "queued",
     "sent",
     "not yet due",
@@ -144,7 +145,8 @@ class _Explaining:
 
     def finish(self, message: Message | None, moment: datetime | None = None) -> Explanation:
         """The verdict: the message this occurrence has, else the first failing check, else
-        queued now (after the quiet hours and the cap, which make it wait, not stop)."""
+        held for want of a coupon, else queued now (after the quiet hours and the cap, which
+        make it wait, not stop)."""
         result = self.result
         if message is not None:
             result.verdict, result.reason = _of_message(message)
@@ -152,7 +154,13 @@ class _Explaining:
             result.verdict, result.reason = self.failed
         else:
             assert moment is not None
-            result.verdict, result.reason = WOULD_QUEUE, self._waits(moment)
+            coupon = checks.coupon(self.session, self.rule, self.contact.id or 0)
+            if coupon is not None:
+                result.checks.append(coupon)
+            if coupon is not None and not coupon.passed:
+                result.verdict, result.reason = WOULD_HOLD, f"coupon {coupon.saw}"
+            else:
+                result.verdict, result.reason = WOULD_QUEUE, self._waits(moment)
         return result
 
     def _waits(self, moment: datetime) -> str:

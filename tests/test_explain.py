@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from automator.store import suppressions
+from automator.store import coupons, suppressions
 
 # The browser's fixtures, for the contact page's test; without Playwright it is skipped.
 with contextlib.suppress(pytest.skip.Exception):
@@ -216,6 +216,33 @@ def test_explain_says_the_message_waits_for_the_frequency_cap(cli, make_contact,
     assert explanation["verdict"] == "would queue now"
     assert explanation["reason"].startswith("waits for the frequency cap until 2026-11-21 03:30Z")
     assert sorted(m.status for m in all_messages(store)) == ["queued", "sent", "sent"]
+
+
+@pytest.mark.parametrize("codes", [0, 1])
+def test_explain_says_an_offer_is_held_while_its_coupon_pool_is_empty(codes, cli, make_contact, tick, store):
+    # The renewal offer goes 30 days before renews_at and takes a code from the pool
+    # `renewal`; with none free it is held (`when_empty: hold`).
+    make_contact(stage="retention", renews_at="2026-12-20T03:00:00Z", _now=utc("2026-11-01 00:00"))
+    with store.session() as session:
+        coupons.import_pool(
+            session, "renewal", [f"RENEW-{n}" for n in range(codes)], 15, None, utc("2026-11-01 00:00")
+        )
+
+    explanation = explained(cli, "renewal_offer", "2026-11-20T03:30:00Z")
+    tick(utc("2026-11-20 03:30"))
+
+    [coupon] = [check for check in explanation["checks"] if check["check"] == "coupon"]
+    [message] = all_messages(store)
+    if codes:
+        assert (explanation["verdict"], coupon["passed"]) == ("would queue now", True)
+        assert coupon["saw"] == "1 free code(s) in pool 'renewal'"
+        assert message.status == "sent"
+    else:
+        assert (explanation["verdict"], explanation["reason"]) == (
+            "would be held",
+            "coupon pool 'renewal' has no free code",
+        )
+        assert (message.status, message.hold_kind) == ("held", "coupon")
 
 
 def test_explain_prints_one_line_per_check_and_the_verdict(cli, make_contact, make_event):

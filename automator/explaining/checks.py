@@ -1,7 +1,7 @@
 """Each check between a contact and a rule, as `explain` shows it: what it saw, what the
 rule expects, whether it passed. The tests are the engine's own: the compiled conditions
 (`store.explained.holds`), the cancelling windows of `dispatch.rechecks`, the limit's count
-of `enqueue`, and the policies' arithmetic (`policies`)."""
+of `enqueue`, its choice of a coupon, and the policies' arithmetic (`policies`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from automator.enqueue import COUNTED
 from automator.explaining.occurrences import Occurrence
 from automator.model import AnyCondition, DateTrigger, HistoryCondition, Rule
 from automator.model_base import CONTACT_COLUMNS
-from automator.store import claims, contacts, events, explained, journeys
+from automator.store import claims, contacts, coupons, events, explained, journeys
 from automator.tables import Contact, Event, Message
 
 
@@ -180,6 +180,22 @@ def frequency_cap(
         f"; next at {at(until)}" if until else ""
     )
     return Check("frequency cap", until is None, saw, expected), until
+
+
+def coupon(session: Session, rule: Rule, contact_id: int) -> Check | None:
+    """The coupon the contact's message would take: a pool with no free code holds it
+    (`when_empty: hold`), as queueing does (`enqueue._choose_coupons`)."""
+    send = rule.step(1).send
+    spec = rule.sending(1, send.choose(rule.id, contact_id)).coupon
+    if spec is None or spec.pool is None:
+        return None
+    free = coupons.free_count(session, spec.pool)
+    if free == 0 and spec.when_empty == "hold":
+        return Check(
+            "coupon", False, f"pool '{spec.pool}' has no free code", "a free code (when_empty: hold)"
+        )
+    fallback = "; a generated code when none is left" if spec.when_empty == "generate" else ""
+    return Check("coupon", True, f"{free} free code(s) in pool '{spec.pool}'{fallback}", "a free code")
 
 
 def journey(session: Session, rule: Rule, contact_id: int) -> list[Check]:

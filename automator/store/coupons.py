@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session
 
 from automator.store import execute_many, insert, table
@@ -23,6 +23,8 @@ def import_pool(
     now: datetime,
 ) -> int:
     """Add codes to a pool; codes already known are skipped. Returns how many were new."""
+    if not codes:
+        return 0  # an INSERT of no rows would be one row of defaults
     rows = [
         {
             "code": code,
@@ -88,6 +90,12 @@ def add_generated(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def for_message(session: Session, message_id: int) -> Coupon | None:
     return session.execute(select(Coupon).where(COUPONS.c.message_id == message_id)).scalars().first()
+
+
+def free_count(session: Session, pool: str) -> int:
+    """How many codes of a pool no message has taken (a read: nothing is locked)."""
+    query = select(func.count()).where(COUPONS.c.pool == pool, COUPONS.c.message_id.is_(None))
+    return int(session.execute(query).scalar_one())
 
 
 def pool_counts(session: Session) -> dict[str, tuple[int, int]]:
