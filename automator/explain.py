@@ -8,7 +8,7 @@ re-checks, so that the explanation and the tick agree. Nothing is stored or sent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlmodel import Session
@@ -16,7 +16,8 @@ from sqlmodel import Session
 from automator.config import Settings
 from automator.errors import NotFoundError
 from automator.explaining import checks
-from automator.explaining.checks import Check, at
+from automator.explaining.checks import Check
+from automator.explaining.moments import at, shown_in
 from automator.explaining.occurrences import Occurrence, from_candidate, latest
 from automator.model import Rule
 from automator.status import Status
@@ -68,11 +69,18 @@ class Explanation:
 
 
 def explain(
-    store: Store, settings: Settings, rule: Rule, email: str, now: datetime, runs: bool = True
+    store: Store,
+    settings: Settings,
+    rule: Rule,
+    email: str,
+    now: datetime,
+    runs: bool = True,
+    zone: tzinfo | None = None,
 ) -> Explanation:
     """Explain `rule` for the contact `email` as of `now`; `runs`: the rule is enabled and
-    its templates parse (else nothing of it is queued)."""
-    with store.session() as session:
+    its templates parse (else nothing of it is queued). Times show in `zone` (the console's
+    viewer's), else in UTC ("…Z")."""
+    with store.session() as session, shown_in(zone):
         contact = contacts.by_email(session, email)
         if contact is None:
             raise NotFoundError(f"no contact with email {email}")

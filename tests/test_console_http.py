@@ -6,6 +6,7 @@ shown as text, never run."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import signal
 import subprocess
@@ -543,6 +544,19 @@ def test_the_viewer_can_choose_another_time_zone(admin, queued) -> None:
     page = admin.get(f"/messages/{queued}").text
     assert 'title="2026-11-21 01:00:00 UTC">2026-11-21 02:00</time>' in page
     assert "<option selected>Europe/Paris</option>" in page
+
+
+def test_why_not_shows_its_times_in_the_viewers_zone(admin, queued, lan) -> None:
+    # The reminder is queued for 01:00 UTC: 08:00 in Saigon (the project's zone), 02:00 in Paris.
+    assert "message " + str(queued) + ", to go at 2026-11-21 08:00" in html.unescape(
+        admin.get(f"/contacts/{lan}").text
+    )
+
+    act(admin, "/preferences/timezone", zone="Europe/Paris", next=f"/contacts/{lan}")
+
+    page = html.unescape(admin.get(f"/contacts/{lan}").text)
+    assert "message " + str(queued) + ", to go at 2026-11-21 02:00" in page
+    assert "01:00Z" not in page
 
 
 def test_console_pages_forbid_scripts_from_anywhere_else(admin, queued) -> None:

@@ -292,7 +292,8 @@ def test_the_contact_page_explains_each_rule_escaped_keyboard_reachable_and_acce
     page.keyboard.press("Enter")
 
     checks = page.locator("details[open] ol.checks")
-    a11y.expect(checks).to_contain_text("trigger: cart_updated at 2026-11-20 14:10Z (key <b>cart-2</b>)")
-    a11y.expect(summary).to_contain_text("abandoned_cart: not yet due (due at 2026-11-20 15:10Z)")
+    # In the viewer's zone, the project's: 14:10 UTC is 21:10 in Saigon.
+    a11y.expect(checks).to_contain_text("trigger: cart_updated at 2026-11-20 21:10 (key <b>cart-2</b>)")
+    a11y.expect(summary).to_contain_text("abandoned_cart: not yet due (due at 2026-11-20 22:10)")
     assert page.locator("ol.checks b", has_text="cart-2").count() == 0  # shown as text, not as markup
     assert a11y.violations(page) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -256,7 +256,7 @@ def show_contact(
         }
     details["explained_at"] = now = console.clock()
     details["explanations"] = [
-        _why(console, rule, contact.email, now) for rule in console.project.ruleset.rules
+        _why(console, rule, contact.email, now, viewer.zone) for rule in console.project.ruleset.rules
     ]
     return render(
         request,
@@ -271,12 +271,12 @@ def show_contact(
     )
 
 
-def _why(console: Console, rule: Rule, email: str, now: datetime) -> Explanation:
+def _why(console: Console, rule: Rule, email: str, now: datetime, zone: tzinfo) -> Explanation:
     """The contact page's "Why not?" for one rule: `automator explain`'s checks and verdict,
     or, when the rule cannot be explained, why (also logged: the page still shows)."""
     runs = any(running.id == rule.id for running in console.project.rules)
     try:
-        return explain(console.store, console.project.settings, rule, email, now, runs)
+        return explain(console.store, console.project.settings, rule, email, now, runs, zone)
     except Exception as exc:
         log.warning("rule %s could not be explained for %s", rule.id, email, exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

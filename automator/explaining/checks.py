@@ -16,6 +16,7 @@ from automator import policies
 from automator.config import Settings
 from automator.durations import format_duration
 from automator.enqueue import COUNTED
+from automator.explaining.moments import at
 from automator.explaining.occurrences import Occurrence
 from automator.model import AnyCondition, DateTrigger, HistoryCondition, Rule
 from automator.model_base import CONTACT_COLUMNS
@@ -31,10 +32,6 @@ class Check:
     passed: bool | None
     saw: str
     expected: str = ""
-
-
-def at(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M}Z" if moment is not None else "-"
 
 
 def stage(rule: Rule, contact: Contact) -> Check:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from automator.anniversaries import anniversary, local_year
+from automator.explaining.moments import at
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
 from automator.schedules import last_fire
 from automator.store import contacts, events
@@ -56,7 +57,7 @@ def latest(
     if isinstance(trigger, EventTrigger):
         event = events.latest(session, contact_id, trigger.event, now)
         if event is None:
-            return f"no {trigger.event} event by {now:%Y-%m-%d %H:%M}Z"
+            return f"no {trigger.event} event by {at(now)}"
         key = event.key
         if trigger.once_per and event.properties.get(trigger.once_per) is not None:
             key = str(event.properties[trigger.once_per])
@@ -66,7 +67,7 @@ def latest(
         if value is None:
             return f"no date in contact.{trigger.attribute}"
         if not trigger.yearly:
-            return Occurrence(value, f"{trigger.attribute} {value:%Y-%m-%d %H:%M}Z")
+            return Occurrence(value, f"{trigger.attribute} {at(value)}")
         zone = zone_named(contact.timezone) or project_zone
         return this_year(rule, trigger, value, zone, now)
     if isinstance(trigger, StageTrigger):
@@ -78,9 +79,7 @@ def latest(
         if not entered:
             return f"never entered stage {trigger.stage_entered}"
         change = entered[-1]
-        return Occurrence(
-            change.at, f"entered {change.to_stage} at {change.at:%Y-%m-%d %H:%M}Z", key=str(change.id)
-        )
+        return Occurrence(change.at, f"entered {change.to_stage} at {at(change.at)}", key=str(change.id))
     return _firing(rule, trigger, contact, now, project_zone)
 
 
@@ -91,7 +90,7 @@ def this_year(rule: Rule, trigger: DateTrigger, value: datetime, zone: ZoneInfo,
     dated = [(anniversary(value, zone, y), y) for y in (year - 1, year, year + 1)]
     past = [(moment, y) for moment, y in dated if moment + rule.offset <= now]
     moment, chosen = past[-1] if past else dated[0]
-    shown = f"{trigger.attribute} {value:%Y-%m-%d} → {chosen}'s: {moment:%Y-%m-%d %H:%M}Z ({zone.key})"
+    shown = f"{trigger.attribute} {value:%Y-%m-%d} → {chosen}'s: {at(moment)} ({zone.key})"
     return Occurrence(moment, shown, key=f"{trigger.attribute}@{chosen}")
 
 
@@ -104,15 +103,15 @@ def _firing(
     )
     if fired is None:
         return "the schedule has not fired"
-    return Occurrence(fired, f"the schedule fired at {fired:%Y-%m-%d %H:%M}Z ({zone.key})")
+    return Occurrence(fired, f"the schedule fired at {at(fired)} ({zone.key})")
 
 
-def _describe(rule: Rule, at: datetime, occurrence: str) -> str:
+def _describe(rule: Rule, moment: datetime, occurrence: str) -> str:
     trigger = rule.trigger
     if isinstance(trigger, EventTrigger):
-        return f"{trigger.event} at {at:%Y-%m-%d %H:%M}Z (key {occurrence})"
+        return f"{trigger.event} at {at(moment)} (key {occurrence})"
     if isinstance(trigger, DateTrigger):
-        return f"{trigger.attribute} {at:%Y-%m-%d %H:%M}Z"
+        return f"{trigger.attribute} {at(moment)}"
     if isinstance(trigger, StageTrigger):
-        return f"entered {trigger.stage_entered} at {at:%Y-%m-%d %H:%M}Z"
-    return f"the schedule fired at {at:%Y-%m-%d %H:%M}Z"
+        return f"entered {trigger.stage_entered} at {at(moment)}"
+    return f"the schedule fired at {at(moment)}"

@@ -1,0 +1,29 @@
+"""How an explanation shows a time: in UTC ("2026-11-20 03:00Z") at the command line, in the
+viewer's zone on the console's contact page. The zone is set once for an explanation
+(`shown_in`), so that every check shows its times alike without each being handed it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, tzinfo
+
+_zone: ContextVar[tzinfo | None] = ContextVar("explained_in", default=None)
+
+
+def at(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    zone = _zone.get()
+    return f"{moment:%Y-%m-%d %H:%M}Z" if zone is None else f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+@contextmanager
+def shown_in(zone: tzinfo | None) -> Iterator[None]:
+    """Times shown in `zone` (None: UTC, "…Z") while the explanation is made."""
+    token = _zone.set(zone)
+    try:
+        yield
+    finally:
+        _zone.reset(token)
