@@ -124,6 +124,10 @@ class Daemon:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
+        with heartbeats.alive(self.engine.store, self.name):  # so `status` tells if it is killed
+            await self._run()
+
+    async def _run(self) -> None:
         servers = [] if self.options.listen is None else [HttpServer(self, *self.options.listen)]
         if self.options.console is not None:
             servers.append(HttpServer(self, *self.options.console, console=True))

@@ -324,6 +324,15 @@ def test_status_shows_whether_a_daemon_is_running(start_daemon, cli) -> None:
     assert cli("status").output.startswith("daemon: not running\n")
 
 
+def test_status_says_a_killed_daemon_is_not_running(start_daemon, cli) -> None:
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("tick"), STARTUP, "the first tick")
+
+    daemon.stop(signal.SIGKILL, timeout=10)  # its heartbeat still says running
+
+    assert cli("status").output.startswith("daemon: not running\n")
+
+
 def test_every_log_line_is_json_with_one_line_per_tick_and_per_delivery_failure(
     start_daemon, carts_due, smtp_server, store
 ) -> None:

@@ -273,7 +273,11 @@ def _read_status(settings: Settings, store: Store) -> _Status:
         oldest = messages.oldest_waiting(session)
         beats = heartbeats.latest(session)
         states = rulestate.all_states(session)
-    running = [beat for beat in beats if beat.state == "running"]
+        running = [beat for beat in beats if beat.state == "running"]
+        if store.engine.dialect.name == "postgresql":
+            # Heartbeats outlive a killed daemon; its lock does not.
+            dead = heartbeats.gone(session, [beat.daemon for beat in running])
+            running = [beat for beat in running if beat.daemon not in dead]
     if settings.database.startswith("sqlite"):
         # Heartbeats outlive a killed daemon; on SQLite the lock file tells for sure.
         held = SingleDaemonLock(settings.database).is_held()

@@ -1,13 +1,20 @@
-"""Daemon heartbeats: who is running, and when the last tick happened."""
+"""Daemon heartbeats: who is running, and when the last tick happened.
+
+A daemon killed outright (SIGKILL, a crash, the machine) leaves its heartbeat saying
+`running`. On PostgreSQL a daemon holds a lock of its own while it runs (`alive`), which
+the server lets go with its connection however the process ends: `gone` tells the dead
+from the living. On SQLite the single-daemon lock file tells (`daemon.SingleDaemonLock`)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from contextlib import AbstractContextManager
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.store import table
+from automator.store import Store, claims, table
 from automator.tables import Heartbeat
 
 HEARTBEATS = table(Heartbeat)
@@ -26,3 +33,23 @@ def beat(session: Session, daemon: str, state: str, now: datetime, tick_at: date
 
 def latest(session: Session) -> list[Heartbeat]:
     return list(session.execute(select(Heartbeat).order_by(HEARTBEATS.c.seen_at.desc())).scalars())
+
+
+def alive(store: Store, daemon: str) -> AbstractContextManager[None]:
+    """Held while the daemon runs: its lock on PostgreSQL (nothing on SQLite)."""
+    return claims.owning(store, _owner(daemon))
+
+
+def gone(session: Session, daemons: Collection[str]) -> set[str]:
+    """Those of these daemons whose lock nobody holds: their process has ended (PostgreSQL).
+    Each lock is tried for this transaction only, so a daemon starting meanwhile is not kept
+    from taking it."""
+    return {
+        daemon
+        for daemon in daemons
+        if session.execute(select(func.pg_try_advisory_xact_lock(claims.owner_lock(_owner(daemon))))).scalar()
+    }
+
+
+def _owner(daemon: str) -> str:
+    return f"daemon-process:{daemon}"
