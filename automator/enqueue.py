@@ -24,14 +24,12 @@ from automator.errors import AutomatorError
 from automator.model import CouponSpec, EventTrigger, Rule, Variant
 from automator.policies import planned_send_at
 from automator.rendering import Failed, Renderer, Rendering, RenderJob, RenderPool, Result
-from automator.status import Status
+from automator.status import COUNTED, Status
 from automator.store import coupons, journeys, queueing
 from automator.store.candidates import Addressee, Candidate
 from automator.store.journeys import step_occurrence
 
 GENERATE_TRIES = 5
-# The messages that count against a rule's `limit`: journeys started and not stopped.
-COUNTED = (Status.QUEUED.value, Status.HELD.value, Status.SENDING.value, Status.SENT.value)
 
 
 @dataclass

@@ -27,6 +27,8 @@ class Status(StrEnum):
 
 
 OPEN = frozenset({Status.QUEUED, Status.HELD})  # not sent yet, and a person may still act on it
+# The messages that count against a rule's `limit`: journeys started and not stopped.
+COUNTED = (Status.QUEUED.value, Status.HELD.value, Status.SENDING.value, Status.SENT.value)
 
 
 class HoldKind(StrEnum):

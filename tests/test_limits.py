@@ -110,3 +110,28 @@ def test_tick_says_how_many_the_limit_skipped(make_event, cli, store):
     [line] = [line for line in result.output.splitlines() if line.startswith("browse_reminder")]
     assert line.endswith("skipped: limit ×1")
     assert reminders(store) == [("view-1", "sent"), ("view-2", "skipped")]
+
+
+DAILY = """\
+id: daily_deal
+stages: [awareness, consideration]
+trigger: {schedule: "0 9 * * *"}
+limit: {max: 1, per: 7d}
+send: {template: browse}
+"""
+
+
+def test_a_schedule_over_its_limit_writes_nothing_until_the_span_has_passed(
+    project_dir, make_contact, cli, store
+):
+    # Lan, in Saigon, would be found at every daily firing (09:00 there, 02:00 UTC): over the
+    # limit she is left out by the lookup, not recorded skipped once a day.
+    (project_dir / "rules" / "daily_deal.yaml").write_text(DAILY, encoding="utf-8")
+    make_contact("lan@example.com", stage="awareness", timezone="Asia/Ho_Chi_Minh")
+
+    for day in range(1, 10):
+        ticked = cli("tick", "--now", f"2026-12-{day:02d}T02:05:00Z")
+        assert ticked.exit_code == 0, ticked.output
+
+    deals = sorted((m.occurred_at, m.status) for m in all_messages(store) if m.rule_id == "daily_deal")
+    assert deals == [(utc("2026-12-01 02:00"), "sent"), (utc("2026-12-08 02:00"), "sent")]

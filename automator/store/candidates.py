@@ -50,6 +50,7 @@ from automator.model import (
     StageTrigger,
 )
 from automator.schedules import firings
+from automator.status import COUNTED
 from automator.store import table, yearly, zones
 from automator.store.occurrences import Addressee as Addressee
 from automator.store.occurrences import Candidate as Candidate
@@ -83,6 +84,8 @@ CHANGED_FROM = bindparam("changed_from", type_=BigInteger())  # the window of ch
 NO_CHANGES = 2**63 - 1  # a position past every change: that window is empty
 HISTORY_FROM = bindparam("history_from", type_=BigInteger())  # see the fourth window (_event_query)
 FIRED = bindparam("fired", type_=UTCDateTime())  # a schedule's firing
+LIMITED_AFTER = bindparam("limited_after", type_=UTCDateTime())  # a firing's span of its rule's limit
+LIMITED_UNTIL = bindparam("limited_until", type_=UTCDateTime())
 ZONES = bindparam("zones", type_=String(), expanding=True)  # the zones a local schedule fired in
 STATEMENTS_KEPT = 256
 _statements: dict[tuple[str, str, bool, bool], Query] = {}
@@ -136,6 +139,9 @@ def _lookups(
             # Fired since the last tick: every targeted contact; before: those changed since.
             changed_only = group.fired <= mark.until
             values = {"now": now, "fired": group.fired, "changed_from": mark.changes}
+            if rule.limit is not None:
+                due = group.fired + rule.offset
+                values |= {"limited_after": due - rule.limit.per, "limited_until": due}
             values["zones"] = list(group.zones)
             yield _statement(rule, changed_only, group.unzoned), values, None
     else:
@@ -452,6 +458,7 @@ def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Sel
             MESSAGES.c.contact_id == contact.c.id,
             MESSAGES.c.occurred_at == FIRED,
         ),
+        *([_under_limit(rule, contact.c.id)] if rule.limit is not None else []),
     ]
     return select(
         contact.c.id.label("contact_id"),
@@ -462,6 +469,27 @@ def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Sel
         _suppressed(contact),
         *_addressee(contact),
     ).where(*where)
+
+
+def _under_limit(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
+    """Fewer of the rule's journeys begun in its limit's span before the firing's due time
+    than its `max` (the span and statuses `enqueue._apply_limit` counts). A schedule's
+    contacts over the limit are not found at all, rather than each recorded `skipped` at
+    every firing: a daily digest with a monthly limit would write a row per contact a day."""
+    assert rule.limit is not None
+    begun = (
+        select(func.count())
+        .where(
+            MESSAGES.c.rule_id == rule.id,
+            MESSAGES.c.contact_id == contact_id,
+            MESSAGES.c.step == 1,
+            MESSAGES.c.status.in_(COUNTED),
+            MESSAGES.c.due_at > LIMITED_AFTER,
+            MESSAGES.c.due_at <= LIMITED_UNTIL,
+        )
+        .scalar_subquery()
+    )
+    return begun < rule.limit.max
 
 
 def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
