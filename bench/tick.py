@@ -2,12 +2,13 @@
 same rules evaluated contact by contact for comparison.
 
 Generates a store for the four shipped rules and the bench's own (bench/rules/: a three-step
-journey, history conditions, an A/B test) in a fresh SQLite file, imports it through the
-same code the CLI uses, and prints each figure on its own line, with the goals (which apply
-at 1M contacts / 5M events) marked PASS or MISS:
+journey, history conditions, an A/B test) in a fresh SQLite file or PostgreSQL database,
+imports it through the same code the CLI uses, and prints each figure on its own line, with
+the goals (which apply at 1M contacts / 5M events) marked PASS or MISS:
 
     python bench/tick.py                                      # 100k contacts, 500k events
     python bench/tick.py --contacts 1000000 --events 5000000  # the size the goals are for
+    python bench/tick.py --database-url postgresql+psycopg://user@host:port/db   # on PostgreSQL
 
 The clock is fixed (`NOW`), and every random choice comes from `--seed`, so two runs with the
 same arguments build the same store and find the same messages.
@@ -36,9 +37,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, create_engine, delete, func, insert, make_url, select, text
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from automator.engine import Engine, TickReport
@@ -50,7 +52,18 @@ from automator.store import Store, coupons, rulestate, suppressions, table
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate
 from automator.store.contacts import ids_by_email
-from automator.tables import Contact, ContactDate, Event, Message, Suppression
+from automator.tables import (
+    Contact,
+    ContactChange,
+    ContactDate,
+    Coupon,
+    Event,
+    Message,
+    MessageContent,
+    MessageHistory,
+    RuleState,
+    Suppression,
+)
 from automator.transports.file import FileTransport
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,11 +76,17 @@ GOAL_TICK_S = 10.0
 GOAL_INCREMENTAL_S = 0.5
 GOAL_RSS_MB = 300.0
 GOAL_RATIO = 100.0
+GOAL_POSTGRES_IMPORT = 50_000.0  # records/s, each file alone
 
 CONTACTS = table(Contact)
 EVENTS = table(Event)
 DATES = table(ContactDate)
 MESSAGES = table(Message)
+CONTENTS = table(MessageContent)
+HISTORIES = table(MessageHistory)
+COUPONS = table(Coupon)
+RULE_STATES = table(RuleState)
+CHANGES = table(ContactChange)
 SUPPRESSIONS = table(Suppression)
 
 # One due occurrence, as both evaluators report it: (rule, contact, occurrence, occurred_at, suppressed).
@@ -574,8 +593,10 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def say_rate(what: str, records: int, seconds: Timing) -> None:
-    say(f"{what}: {records / seconds.wall:,.0f} records/s ({records:,} in {seconds})")
+def say_rate(what: str, records: int, seconds: Timing, goal_rate: float | None = None) -> None:
+    rate = records / seconds.wall
+    judged = "" if goal_rate is None else " " + goal(rate >= goal_rate, f">= {goal_rate:,.0f} records/s")
+    say(f"{what}: {rate:,.0f} records/s ({records:,} in {seconds}){judged}")
 
 
 def goal(met: bool, text: str) -> str:
@@ -725,23 +746,186 @@ def timed(action: Callable[[], T]) -> tuple[T, Timing]:
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def open_project(work: Path, db: Path, outbox: Path) -> tuple[Project, Store]:
-    """The shipped project with the bench's rules beside the shipped ones, in `work`."""
+def open_project(work: Path, db: Database | Path, outbox: Path) -> tuple[Project, Store]:
+    """The shipped project with the bench's rules beside the shipped ones, in `work`, on the
+    database `db` (a path is a SQLite file's, as bench/simulate.py passes it)."""
     folder = work / "project"
     shutil.copytree(REPO / "rules", folder / "rules")
     shutil.copytree(REPO / "email_templates", folder / "email_templates")
     shutil.copy(REPO / "automator.toml", folder / "automator.toml")
     for rule in BENCH_RULES.glob("*.yaml"):
         shutil.copy(rule, folder / "rules" / rule.name)
-    environ = {"AUTOMATOR_DATABASE_URL": f"sqlite:///{db}", "AUTOMATOR_OUTBOX": str(outbox)}
+    url = (SqliteFile(db) if isinstance(db, Path) else db).url
+    environ = {"AUTOMATOR_DATABASE_URL": url, "AUTOMATOR_OUTBOX": str(outbox)}
     project = load_project(folder, environ)
     if project.errors:
         raise SystemExit("bench: the project does not load:\n" + "\n".join(map(str, project.errors)))
     return project, project.open_store()
 
 
+Built = tuple[int, int, int]  # the store's contacts, events and seed
+
+
+class Database(Protocol):
+    """Where the bench's store lives, made afresh for the run: a SQLite file or a PostgreSQL
+    database. `--store` keeps a copy of it for later runs (and the generator's state beside)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def import_goal(self) -> float | None:
+        """Records/s the store's import should reach, if the goals name one."""
+        ...
+
+    def describe(self) -> str:
+        """The database and its version, for the run's first lines."""
+        ...
+
+    def megabytes(self, store: Store) -> float: ...
+
+    def settle(self, store: Store) -> None:
+        """What the database would do by itself a while after a bulk load, done at once."""
+        ...
+
+    def save(self, store: Store, folder: Path, built: Built) -> str:
+        """Keep a copy of the store for later runs; where it went."""
+        ...
+
+    def restore(self, store: Store, folder: Path, built: Built) -> str:
+        """Replace the store with the copy `save` kept; where it came from."""
+        ...
+
+    def remove(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SqliteFile:
+    """A new SQLite file, copied to and from `bench.db` in the --store folder."""
+
+    path: Path
+    import_goal = None  # bench/import.py judges the CLI's import on SQLite
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def describe(self) -> str:
+        return f"SQLite {sqlite3.sqlite_version}, db {self.path}"
+
+    def megabytes(self, store: Store) -> float:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")) / 1e6
+
+    def settle(self, store: Store) -> None:
+        pass  # SQLite gathers no statistics by itself, and automator asks for none
+
+    def save(self, store: Store, folder: Path, built: Built) -> str:
+        store.dispose()
+        with sqlite3.connect(self.path) as source, sqlite3.connect(folder / "bench.db") as target:
+            source.backup(target)
+        return str(folder)
+
+    def restore(self, store: Store, folder: Path, built: Built) -> str:
+        saved = folder / "bench.db"
+        if not saved.exists():
+            raise SystemExit(f"bench: {folder} holds no SQLite store (bench.db); pass another --store")
+        store.dispose()
+        for stale in self.path.parent.glob(self.path.name + "-*"):
+            stale.unlink()
+        shutil.copyfile(saved, self.path)
+        return str(saved)
+
+    def remove(self) -> None:
+        for path in self.path.parent.glob(self.path.name + "*"):
+            path.unlink()
+
+
+class PostgresDatabase:
+    """A database of the bench's own on a PostgreSQL server whose user may create databases
+    (the URL's database is only where it connects to make it): made empty at the start,
+    dropped at the end. --store keeps a copy on the server, `automator_bench_saved_…`, and
+    each later run makes its database from it (CREATE DATABASE … TEMPLATE, a file copy).
+
+    The server's processes are not the bench's: their memory is not in its process tree."""
+
+    NAME = "automator_bench_tick"
+    import_goal = GOAL_POSTGRES_IMPORT
+
+    def __init__(self, server_url: str) -> None:
+        self.server = make_url(server_url)
+        self.admin = create_engine(self.server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self.name = self.NAME
+        self.url = self.server.set(database=self.name).render_as_string(hide_password=False)
+        self._recreate(self.name)
+
+    def __str__(self) -> str:
+        return f"database {self.name} on {self.server.host}:{self.server.port or 5432}"
+
+    def describe(self) -> str:
+        with self.admin.connect() as connection:
+            version = connection.execute(text("SHOW server_version")).scalar_one()
+        return f"PostgreSQL {version}, {self}"
+
+    def megabytes(self, store: Store) -> float:
+        with store.session() as session:
+            size: int = session.execute(select(func.pg_database_size(func.current_database()))).scalar_one()
+        return size / 1e6
+
+    def settle(self, store: Store) -> None:
+        """Gather the planner's statistics and mark the loaded pages all-visible, as autovacuum
+        does within a minute or two of a load: the ticks' plans should not depend on whether
+        it has come by yet. A store copied from --store has them already."""
+        started = time.perf_counter()
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
+        say(f"VACUUM ANALYZE after the import (as autovacuum would): {time.perf_counter() - started:.2f} s")
+
+    def save(self, store: Store, folder: Path, built: Built) -> str:
+        store.dispose()  # a template has no other session
+        self._recreate(saved_database(built), template=self.name)
+        return f"{folder} and database {saved_database(built)}"
+
+    def restore(self, store: Store, folder: Path, built: Built) -> str:
+        saved = saved_database(built)
+        with self.admin.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": saved}
+            )
+            if found.first() is None:
+                raise SystemExit(
+                    f"bench: {folder} was saved with a database {saved} that {self.server.host} does "
+                    "not hold; pass another --store"
+                )
+        store.dispose()
+        self._recreate(self.name, template=saved)
+        return f"database {saved}"
+
+    def remove(self) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+    def _recreate(self, name: str, template: str | None = None) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            copy = f' TEMPLATE "{template}"' if template else ""
+            connection.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+
+
+def saved_database(built: Built) -> str:
+    contacts, events, seed = built
+    return f"automator_bench_saved_{contacts}_{events}_{seed}"
+
+
 def build_store(
-    args: argparse.Namespace, work: Path, project: Project, store: Store, rng: random.Random
+    args: argparse.Namespace,
+    work: Path,
+    project: Project,
+    store: Store,
+    rng: random.Random,
+    database: Database,
 ) -> Shop:
     """Generate the files, import them the way the CLI does, and print the import rates."""
     people, contacts_written = timed(lambda: write_contacts(work / "contacts.csv", args.contacts, rng))
@@ -756,10 +940,10 @@ def build_store(
     zone, journey = project.settings.zone, project.journey
     report, seconds = timed(lambda: import_contacts(store, work / "contacts.csv", journey, zone, NOW))
     assert not report.errors, report.errors[:3]
-    say_rate("import contacts", report.imported, seconds)
+    say_rate("import contacts", report.imported, seconds, database.import_goal)
     report, seconds = timed(lambda: import_events(store, work / "events.jsonl", journey, NOW))
     assert not report.errors, report.errors[:3]
-    say_rate("import events", report.imported, seconds)
+    say_rate("import events", report.imported, seconds, database.import_goal)
 
     codes, errors = read_coupon_codes(work / "renewal.csv")
     assert not errors
@@ -767,45 +951,43 @@ def build_store(
         pooled = coupons.import_pool(session, "renewal", codes, 15, NOW + timedelta(days=120), NOW)
     say(
         f"store: {pooled:,} renewal coupons, {suppress(store, rng, args.contacts):,} suppressed addresses, "
-        f"{db_megabytes(store):,.0f} MB on disk"
+        f"{database.megabytes(store):,.0f} MB on disk"
     )
+    database.settle(store)
     return shop
 
 
 def saved_store(
-    args: argparse.Namespace, work: Path, project: Project, store: Store, rng: random.Random, db: Path
+    args: argparse.Namespace,
+    work: Path,
+    project: Project,
+    store: Store,
+    rng: random.Random,
+    db: Database | Path,
 ) -> tuple[Shop, random.Random]:
-    """Build the store, or copy the one an earlier run with the same arguments saved in --store."""
+    """Build the store, or copy the one an earlier run with the same arguments saved in --store
+    (`db` a SQLite file, as bench/simulate.py passes it, or where the store is)."""
+    database = SqliteFile(db) if isinstance(db, Path) else db
     if args.store is None:
-        return build_store(args, work, project, store, rng), rng
-    saved, state = args.store / "bench.db", args.store / "state.pickle"
+        return build_store(args, work, project, store, rng, database), rng
+    state = args.store / "state.pickle"
     wanted = (args.contacts, args.events, args.seed)
     if state.exists():
         with state.open("rb") as handle:
             built, shop, rng = pickle.load(handle)
         if built != wanted:
             raise SystemExit(f"bench: {args.store} holds a store for {built}, not {wanted}")
-        store.dispose()
-        for stale in db.parent.glob(db.name + "-*"):
-            stale.unlink()
-        shutil.copyfile(saved, db)
+        saved = database.restore(store, args.store, wanted)
         store.upgrade_schema()  # a store saved by an older automator is brought up to date
-        say(f"store copied from {saved} ({db_megabytes(store):,.0f} MB on disk)")
+        say(f"store copied from {saved} ({database.megabytes(store):,.0f} MB on disk)")
         return shop, rng
-    shop = build_store(args, work, project, store, rng)
+    shop = build_store(args, work, project, store, rng, database)
     args.store.mkdir(parents=True, exist_ok=True)
-    store.dispose()
-    with sqlite3.connect(db) as source, sqlite3.connect(saved) as target:
-        source.backup(target)
+    where = database.save(store, args.store, wanted)
     with state.open("wb") as handle:
         pickle.dump((wanted, shop, rng), handle)
-    say(f"store saved in {args.store} for the next run")
+    say(f"store saved in {where} for the next run")
     return shop, rng
-
-
-def db_megabytes(store: Store) -> float:
-    path = Path(store.engine.url.database or "")
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6
 
 
 def sample_ids(store: Store, rng: random.Random, population: int, size: int) -> list[int]:
@@ -929,9 +1111,9 @@ def incremental_tick(
     checked = set(sample) | set(touched)
     each = evaluate_each(store, project.rules, sorted(checked), LATER)
 
-    with store.engine.connect() as connection:
-        marks = connection.exec_driver_sql("SELECT * FROM rule_state").all()
-        logged = connection.exec_driver_sql("SELECT * FROM contact_change").all()
+    with store.session() as session:
+        marks = session.execute(select(RULE_STATES)).all()
+        logged = session.execute(select(CHANGES)).all()
     runs: list[tuple[Timing, TickReport, dict[str, float]]] = []
     for run in range(args.incremental_runs):
         if run:
@@ -954,28 +1136,21 @@ def incremental_tick(
     return seconds
 
 
-def undo_tick(store: Store, created: datetime, marks: Sequence[Any], logged: Sequence[Any]) -> None:
+def undo_tick(store: Store, created: datetime, marks: Sequence[Row[Any]], logged: Sequence[Row[Any]]) -> None:
     """Remove what a tick at `created` queued (its messages with their content, history and
     coupons: pool codes go back to their pool, generated codes go) and put the rules'
     watermarks and the contact change log back, so that the same tick can run again."""
-    at = created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as the store keeps times
-    ids = f"SELECT id FROM message WHERE created_at = '{at}'"
+    queued = select(MESSAGES.c.id).where(MESSAGES.c.created_at == created)
     with store.session() as session:
-        connection = session.connection()
-        coupons.return_to_pool(session, list(connection.exec_driver_sql(ids).scalars()))
-        for statement in (
-            f"DELETE FROM message_content WHERE message_id IN ({ids})",
-            f"DELETE FROM message_history WHERE message_id IN ({ids})",
-            f"DELETE FROM coupon WHERE pool IS NULL AND message_id IN ({ids})",
-            f"DELETE FROM message WHERE id IN ({ids})",
-            "DELETE FROM rule_state",
-            "DELETE FROM contact_change",
-        ):
-            connection.exec_driver_sql(statement)
-        for table, rows in (("rule_state", marks), ("contact_change", logged)):
-            for row in rows:
-                values = ", ".join("?" * len(row))
-                connection.exec_driver_sql(f"INSERT INTO {table} VALUES ({values})", tuple(row))
+        coupons.return_to_pool(session, list(session.execute(queued).scalars()))
+        session.execute(delete(CONTENTS).where(CONTENTS.c.message_id.in_(queued)))
+        session.execute(delete(HISTORIES).where(HISTORIES.c.message_id.in_(queued)))
+        session.execute(delete(COUPONS).where(COUPONS.c.pool.is_(None), COUPONS.c.message_id.in_(queued)))
+        session.execute(delete(MESSAGES).where(MESSAGES.c.id.in_(queued)))
+        for kept, rows in ((RULE_STATES, marks), (CHANGES, logged)):
+            session.execute(delete(kept))
+            if rows:
+                session.execute(insert(kept), [dict(row._mapping) for row in rows])
 
 
 def compare(first: FirstTick) -> None:
@@ -994,11 +1169,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary one)")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (postgresql+psycopg://user@host:port/db) whose user may create "
+        f"databases: the bench works in a database of its own there, {PostgresDatabase.NAME}",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="on a throw-away PostgreSQL server, started as tests/postgres.py does",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and generated files")
     parser.add_argument(
         "--store",
         type=Path,
-        help="folder keeping the imported store: saved there on the first run, copied from there later",
+        help="folder keeping the imported store: saved there on the first run, copied from there later "
+        "(on PostgreSQL the copy is a database on the server, beside the bench's)",
     )
     parser.add_argument("--sample", type=int, default=2000, help="contacts evaluated one by one")
     parser.add_argument("--new-events", type=int, default=10_000, help="events before the incremental tick")
@@ -1010,28 +1196,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-dispatch", action="store_true", help="skip timing the delivery")
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the ticks to this folder")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.database_url and not args.database_url.startswith("postgresql"):
+        parser.error("--database-url names a PostgreSQL server (--db chooses the SQLite file)")
+    if args.postgres and args.database_url:
+        parser.error("--postgres starts a server of its own: not with --database-url")
+    if (args.postgres or args.database_url) and args.db:
+        parser.error("--db is a SQLite file: not with --postgres or --database-url")
+    if args.postgres and args.store:
+        parser.error("--store keeps the store on the server: a throw-away server keeps nothing")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.postgres:
+        from dispatch import postgres  # tests/postgres.py's throw-away server, stopped at the end
+
+        with postgres(args) as (server, _):
+            return bench(args, server)
+    return bench(args, args.database_url)
+
+
+def bench(args: argparse.Namespace, server: str | None) -> int:
+    """The bench on a new SQLite file, or on a new database of the PostgreSQL `server`."""
     work = Path(tempfile.mkdtemp(prefix="automator-bench-"))
-    db = args.db.resolve() if args.db else work / "bench.db"
-    if db.exists():
-        raise SystemExit(f"bench: {db} exists; remove it or pass another --db")
+    if server is None:
+        db = args.db.resolve() if args.db else work / "bench.db"
+        if db.exists():
+            raise SystemExit(f"bench: {db} exists; remove it or pass another --db")
+        database: Database = SqliteFile(db)
+    else:
+        database = PostgresDatabase(server)
     rng = random.Random(args.seed)
     say(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
     say(
         f"bench: {args.contacts:,} contacts, {args.events:,} events, seed {args.seed}, "
-        f"now {NOW.isoformat()}, SQLite {sqlite3.sqlite_version}, db {db}"
+        f"now {NOW.isoformat()}, {database.describe()}"
     )
-    project, store = open_project(work, db, work / "outbox")
+    project, store = open_project(work, database, work / "outbox")
     engine = Engine(project, store, FileTransport(work / "outbox"))
     profiler = Profiler(args.profile)
     memory = TreeMemory()
     started = time.perf_counter()
     try:
-        shop, rng = saved_store(args, work, project, store, rng, db)
+        shop, rng = saved_store(args, work, project, store, rng, database)
         say(f"peak RSS after import: {memory.report()}")
         first = first_tick(args, project, store, engine, rng, profiler, memory)
         incremental_tick(args, work, project, store, engine, shop, first.sample, profiler, memory)
@@ -1046,11 +1255,10 @@ def main(argv: list[str] | None = None) -> int:
         memory.close()
         store.dispose()
         if args.keep:
-            say(f"kept: {db} and {work}")
+            say(f"kept: {database} and {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-            for path in db.parent.glob(db.name + "*"):
-                path.unlink()
+            database.remove()
     return 0
 
 
