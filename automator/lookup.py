@@ -128,7 +128,7 @@ def _look_up_step(store: Store, rule: Rule, now: datetime, lookup: Lookup) -> No
 
 def fresh_until(rule: Rule, now: datetime) -> datetime:
     """A new rule's mark: as if it had last looked just over its max lateness ago, so that
-    every due occurrence is new to it (the first window alone: see `candidates._windows`)."""
+    every due occurrence is new to it (the first window alone: see `store.windows`)."""
     return now - rule.lateness - timedelta(seconds=1)
 
 

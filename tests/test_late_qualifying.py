@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from automator.importing import ContactRecord, contact_data
-from automator.store import candidates, changes
+from automator.store import candidates, changes, windows
 from automator.store import contacts as contact_store
 from automator.tables import ContactChange
 from tests import test_api_keys
@@ -368,7 +368,7 @@ def test_the_lookup_of_changed_contacts_starts_from_the_change_log(project, stor
     with store.session() as session:
         connection = session.connection()
         event.listen(connection, "before_cursor_execute", explained, retval=True)
-        plan = session.execute(candidates._statement(rule), candidates._window_values(rule, DUE, mark))
+        plan = session.execute(candidates._statement(rule), windows.values(rule, DUE, mark))
         steps = [row[-1] for row in plan]
     changed_window = steps[len(steps) - steps[::-1].index("UNION ALL") :]
 

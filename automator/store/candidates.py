@@ -11,18 +11,15 @@ whole window each tick (`store.yearly`); a schedule in contacts' zones runs per 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
-    Integer,
     Select,
     String,
     Text,
-    and_,
     bindparam,
     case,
     cast,
@@ -33,7 +30,6 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
-    union_all,
 )
 from sqlalchemy.sql.selectable import CompoundSelect
 from sqlmodel import Session
@@ -41,7 +37,6 @@ from sqlmodel import Session
 from automator import conditions
 from automator.conditions import compile_conditions
 from automator.model import (
-    Condition,
     DateTrigger,
     EventTrigger,
     HistoryCondition,
@@ -51,13 +46,12 @@ from automator.model import (
 )
 from automator.schedules import firings
 from automator.status import COUNTED
-from automator.store import table, yearly, zones
+from automator.store import table, windows, yearly, zones
 from automator.store.occurrences import Addressee as Addressee
 from automator.store.occurrences import Candidate as Candidate
 from automator.store.occurrences import Watermark as Watermark
 from automator.store.occurrences import addressee as addressee
 from automator.store.sqltime import shifted
-from automator.store.statements import per_row
 from automator.tables import (
     Contact,
     ContactChange,
@@ -71,18 +65,9 @@ from automator.tables import (
 
 Query = Select[Any] | CompoundSelect
 
-RESOLUTION = timedelta(microseconds=1)
 # What changes from one tick to the next is bound when a lookup runs; a rule's statement is
-# built (and compiled by SQLAlchemy) once.
+# built (and compiled by SQLAlchemy) once. The windows' bounds are in `store.windows`.
 NOW = conditions.NOW
-LATEST = bindparam("latest", type_=UTCDateTime())  # the window of occurrences new since the mark
-AFTER_MARK = bindparam("after_mark", type_=UTCDateTime())
-LATE_UNTIL = bindparam("late_until", type_=UTCDateTime())  # the window of rows arrived late
-EARLIEST = bindparam("earliest", type_=UTCDateTime())
-SEQ = bindparam("seq", type_=Integer())
-CHANGED_FROM = bindparam("changed_from", type_=BigInteger())  # the window of changed contacts
-NO_CHANGES = 2**63 - 1  # a position past every change: that window is empty
-HISTORY_FROM = bindparam("history_from", type_=BigInteger())  # see the fourth window (_event_query)
 FIRED = bindparam("fired", type_=UTCDateTime())  # a schedule's firing
 LIMITED_AFTER = bindparam("limited_after", type_=UTCDateTime())  # a firing's span of its rule's limit
 LIMITED_UNTIL = bindparam("limited_until", type_=UTCDateTime())
@@ -145,7 +130,7 @@ def _lookups(
             values["zones"] = list(group.zones)
             yield _statement(rule, changed_only, group.unzoned), values, None
     else:
-        yield _statement(rule), _window_values(rule, now, mark), None
+        yield _statement(rule), windows.values(rule, now, mark), None
 
 
 def _candidate(row: Any, place: Placing) -> Candidate | None:
@@ -221,91 +206,6 @@ def _addressee(contact: Any, event: Any = None) -> list[Any]:
     ]
 
 
-def _windows(
-    rule: Rule, column: Any, seq: Any, contact_id: Any, kind: tuple[Any, str] | None = None
-) -> list[list[ColumnElement[bool]]]:
-    """`column + offset` is due by now, not older than max lateness, and new since the mark:
-    either its time came after the mark, or its row arrived since (a late event), or,
-    neither, its contact changed since (`_changed_since`). The bounds are bound when the
-    lookup runs (see `_window_values`).
-
-    Three disjoint windows, queried apart and joined by UNION ALL, so that each reads only
-    its own slice: with an OR between them the whole lateness window would be read. Each
-    window has one lower bound on `column`: given two, SQLite may take the looser one for
-    the index range and read the whole lateness window to filter it by the other. A mark
-    older than max lateness leaves the second and third windows empty.
-
-    `kind` (column, value) is a test on the row's kind that an index starts with, next to
-    the time: compared per row in the third window, which that index must not lead.
-    """
-    indexed = [] if kind is None else [kind[0] == kind[1]]
-    unindexed = [] if kind is None else [per_row(kind[0]) == kind[1]]
-    return [
-        [*indexed, column <= LATEST, column >= AFTER_MARK],
-        [*indexed, column <= LATE_UNTIL, column >= EARLIEST, seq > SEQ],
-        [
-            *unindexed,
-            per_row(column) <= LATE_UNTIL,
-            per_row(column) >= EARLIEST,
-            seq <= SEQ,
-            _changed_since(rule, contact_id),
-        ],
-    ]
-
-
-def _changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
-    """The contact changed since the mark in a way that may turn the rule's verdict: the
-    window is read from the change log, in position order, then the trigger's table by its
-    contact's index, so that it costs what the changed contacts' occurrences cost, whatever
-    the store's size. Its time bounds are compared `per_row`: through the time index SQLite
-    would read the whole lateness window.
-
-    Only the changed contacts now in the rule's stages, and of them those that may not have
-    been when it last looked (they left a stage outside the rule's), or whose stage, fields
-    or tags changed if the rule reads them: after a dispatch whose `then` moves and tags
-    thousands of contacts, a rule reads again the occurrences of those it may now target,
-    not of all of them."""
-    contact = CONTACTS.alias("changed")
-    named = {cond.field for cond in rule.when if isinstance(cond, Condition) and cond.scope == "contact"}
-    could_turn = [
-        and_(CHANGES.c.stage, or_(CHANGES.c.from_stage.is_(None), CHANGES.c.from_stage.not_in(rule.stages)))
-    ]
-    if "contact.stage" in named:
-        could_turn.append(CHANGES.c.stage)
-    if named - {"contact.stage", "contact.tags"} or isinstance(rule.trigger, (DateTrigger, ScheduleTrigger)):
-        # Its conditions read fields, or its dates are attributes, or it fires in contacts' zones.
-        could_turn.append(CHANGES.c.fields)
-    if "contact.tags" in named:
-        could_turn.append(CHANGES.c.tags)
-    changed = (
-        select(CHANGES.c.contact_id)
-        .join(contact, contact.c.id == CHANGES.c.contact_id)
-        .where(CHANGES.c.position >= CHANGED_FROM, *_base(rule, contact), or_(*could_turn))
-    )
-    return contact_id.in_(changed)
-
-
-def _window_values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
-    latest = now - rule.offset
-    earliest = latest - rule.lateness
-    since = mark.until - rule.offset
-    return {
-        "now": now,
-        "latest": latest,
-        "after_mark": max(earliest, since + RESOLUTION),  # times are stored to the microsecond
-        "late_until": min(since, latest),
-        "earliest": earliest,
-        "seq": mark.seq,
-        # An empty window of old occurrences needs no look at the changes or new history either.
-        "changed_from": mark.changes if min(since, latest) >= earliest else NO_CHANGES,
-        "history_from": mark.seq if min(since, latest) >= earliest else NO_CHANGES,
-    }
-
-
-def _each_window(query: Select[Any], windows: list[list[ColumnElement[bool]]]) -> Query:
-    return union_all(*(query.where(*window) for window in windows))
-
-
 def _cancelled(rule: Rule, contact_id: Any, after: Any) -> ColumnElement[bool]:
     """An event of a cancelling type (`cancel_if`'s, the goal's) occurred after `after`
     (and by now)."""
@@ -364,7 +264,7 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
-    windows = _windows(rule, event.c.at, event.c.id, event.c.contact_id)
+    parts = windows.slices(rule, event.c.at, event.c.id, event.c.contact_id)
     kinds = sorted({cond.event for cond in rule.when if isinstance(cond, HistoryCondition)})
     if kinds:
         # A fourth window: the old occurrences of contacts not changed since the mark but
@@ -372,10 +272,10 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         # orders may make "ordered twice" true for an occurrence already due).
         new = EVENTS.alias("history_new")
         arrived = event.c.contact_id.in_(
-            select(new.c.contact_id).where(new.c.id > HISTORY_FROM, new.c.type.in_(kinds))
+            select(new.c.contact_id).where(new.c.id > windows.HISTORY_FROM, new.c.type.in_(kinds))
         )
-        windows.append([*windows[2][:-1], ~_changed_since(rule, event.c.contact_id), arrived])
-    return _each_window(query, windows)
+        parts.append([*parts[2][:-1], ~windows.changed_since(rule, event.c.contact_id), arrived])
+    return windows.union(query, parts)
 
 
 def _newer_of_same(event: Any, contact_id: Any, key: str) -> ColumnElement[bool]:
@@ -417,7 +317,7 @@ def _date_query(rule: Rule, trigger: DateTrigger) -> Query:
         since = shifted(date.c.value, -within if within else trigger.offset)
         where.append(~_cancelled_since(kind, contact.c.id, since))
     query = _date_select(trigger, date, contact).where(*where)
-    return _each_window(query, _windows(rule, date.c.value, date.c.id, date.c.contact_id))
+    return windows.union(query, windows.slices(rule, date.c.value, date.c.id, date.c.contact_id))
 
 
 def _date_select(trigger: DateTrigger, date: Any, contact: Any, *more: Any) -> Select[Any]:
@@ -449,7 +349,7 @@ def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Sel
     zone = contact.c.timezone
     in_zones = or_(zone.in_(ZONES), zone.is_(None)) if unzoned else zone.in_(ZONES)
     where = [
-        *([_changed_since(rule, contact.c.id)] if changed_only else []),
+        *([windows.changed_since(rule, contact.c.id)] if changed_only else []),
         *([in_zones] if getattr(rule.trigger, "timezone", None) == "contact" else []),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
@@ -514,4 +414,4 @@ def _stage_query(rule: Rule, trigger: StageTrigger) -> Query:
         .where(*where)
     )
     entered = (change.c.to_stage, trigger.stage_entered)
-    return _each_window(query, _windows(rule, change.c.at, change.c.id, change.c.contact_id, entered))
+    return windows.union(query, windows.slices(rule, change.c.at, change.c.id, change.c.contact_id, entered))

@@ -1,6 +1,6 @@
 """The contact change log: every write that changes a contact's fields, attributes, stage or
 tags appends the contact's id to `contact_change`, so that a tick can look again at the due
-occurrences of the contacts changed since a rule's last tick (see `candidates._windows`).
+occurrences of the contacts changed since a rule's last tick (see `store.windows`).
 
 The log is written by the database's own triggers, not by automator's code: contacts are
 written by many paths (the ORM, the HTTP API, an import's bulk paths and PostgreSQL's
@@ -8,8 +8,8 @@ COPY with its upsert, stage moves by events, a rule's `then`), and a trigger see
 A new contact needs no entry: its occurrences are rows written after it, new to every rule.
 
 Each entry says what changed (`fields`, `stage`, `tags`) and the stage the contact left, so
-that a rule looks again only at the changes that could turn its verdict (`candidates.
-_changed_since`): a move between two of its stages, or a tag it does not test, cannot. After
+that a rule looks again only at the changes that could turn its verdict
+(`windows.changed_since`): a move between two of its stages, or a tag it does not test, cannot. After
 a dispatch whose `then` moves and tags thousands of contacts, most rules skip them all.
 
 A rule's watermark keeps the first position of the log it has not looked at. On SQLite a

@@ -13,7 +13,8 @@ from sqlmodel import Session
 from automator.conditions import compile_condition
 from automator.model import AnyCondition, Rule
 from automator.store import table
-from automator.store.candidates import NO_CHANGES, Candidate, Watermark, _candidate, _lookups
+from automator.store.candidates import Candidate, Watermark, _candidate, _lookups
+from automator.store.windows import NO_CHANGES
 from automator.tables import Contact, Event
 
 CONTACTS = table(Contact)

@@ -7,7 +7,7 @@ set than the window, and each row's anniversary is then computed in Python, in t
 contact's zone, and kept when it lies in the window.
 
 The window is small (the rule's maximum lateness), so every tick looks at all of it,
-without the watermark's three windows (`candidates._windows`): an anniversary already
+without the watermark's three windows (`store.windows`): an anniversary already
 messaged is left out by its occurrence, `<attribute>@<year>`, and a contact who changed
 since is found again simply because the window is read whole. A window that spans a new
 year is looked up once per year, each with its own occurrence.
