@@ -28,6 +28,7 @@ from automator.status import COUNTED, Status
 from automator.store import coupons, journeys, queueing
 from automator.store.candidates import Addressee, Candidate
 from automator.store.journeys import step_occurrence
+from automator.timestamps import shown_at
 
 GENERATE_TRIES = 5
 
@@ -203,7 +204,7 @@ def _apply_limit(session: Session, rule: Rule, drafts: list[Draft], now: datetim
         due = draft.values["due_at"]
         before = [at for at in started.get(draft.values["contact_id"], []) if due - limit.per < at <= due]
         if len(before) >= limit.max:
-            per, last = format_duration(limit.per), f"{max(before):%Y-%m-%d %H:%M}Z"
+            per, last = format_duration(limit.per), shown_at(max(before))
             skip(draft, "skipped: limit", f"limit: at most {limit.max} per {per}; last on {last}", now)
         else:
             started.setdefault(draft.values["contact_id"], []).append(due)

@@ -9,11 +9,11 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger
-from automator.store import Store, changes, rulestate, steps
+from automator.store import Store, changes, rulestate, steps, windows
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate, Watermark
 
@@ -103,7 +103,7 @@ def look_up(store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Loo
         return
     hashed = trigger_hash(rule)
     with store.session() as session:
-        mark = rulestate.watermark(session, rule.id, hashed, fresh_until(rule, now))
+        mark = rulestate.watermark(session, rule.id, hashed, windows.fresh_until(rule, now))
         seq_now = rulestate.current_seq(session, _sequence_kind(rule))
         changes_now = changes.position(session)  # before the lookup: see `changes.position`
         for batch in candidate_queries.batches(session, rule, now, mark, zone):
@@ -117,19 +117,13 @@ def _look_up_step(store: Store, rule: Rule, now: datetime, lookup: Lookup) -> No
     """A journey's later step: the journeys whose step before went its delay ago."""
     hashed = steps.step_hash(rule, lookup.step)
     with store.session() as session:
-        fresh = now - rule.lateness - timedelta(seconds=1)
-        mark = rulestate.watermark(session, rulestate.state_key(rule.id, lookup.step), hashed, fresh)
+        key = rulestate.state_key(rule.id, lookup.step)
+        mark = rulestate.watermark(session, key, hashed, windows.fresh_until(rule, now))
         for batch in steps.batches(session, rule, lookup.step, now, mark):
             if lookup.abandoned.is_set():
                 return
             lookup.add(batch)
     lookup.end(hashed, Watermark(until=now, seq=0))
-
-
-def fresh_until(rule: Rule, now: datetime) -> datetime:
-    """A new rule's mark: as if it had last looked just over its max lateness ago, so that
-    every due occurrence is new to it (the first window alone: see `store.windows`)."""
-    return now - rule.lateness - timedelta(seconds=1)
 
 
 def lookups(rule: Rule) -> list[Lookup]:

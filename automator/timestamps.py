@@ -36,3 +36,11 @@ def zone_named(name: str | None) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return None
+
+
+def shown_at(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """A time as the console and the command line show it in a line of text: to the minute
+    in `zone` (the console's viewer's), else in UTC with a "Z"; "-" for none."""
+    if moment is None:
+        return "-"
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" if zone is not None else f"{moment:%Y-%m-%d %H:%M}Z"

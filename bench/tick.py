@@ -45,10 +45,10 @@ from sqlmodel import Session
 
 from automator.engine import Engine, TickReport
 from automator.importing import import_contacts, import_events, read_coupon_codes
-from automator.lookup import fresh_until, trigger_hash
+from automator.lookup import trigger_hash
 from automator.model import CONTACT_COLUMNS, Condition, DateTrigger, EventTrigger, HistoryCondition, Rule
 from automator.project import Project, load_project
-from automator.store import Store, coupons, rulestate, suppressions, table
+from automator.store import Store, coupons, rulestate, suppressions, table, windows
 from automator.store import candidates as candidate_queries
 from automator.store.candidates import Candidate
 from automator.store.contacts import ids_by_email
@@ -532,7 +532,7 @@ def setwise(store: Store, rules: list[Rule], now: datetime) -> dict[str, list[Ca
     found: dict[str, list[Candidate]] = {}
     for rule in rules:
         with store.session() as session:
-            mark = rulestate.watermark(session, rule.id, trigger_hash(rule), fresh_until(rule, now))
+            mark = rulestate.watermark(session, rule.id, trigger_hash(rule), windows.fresh_until(rule, now))
             found[rule.id] = candidate_queries.find(session, rule, now, mark)
     return found
 

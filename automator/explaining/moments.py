@@ -9,14 +9,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, tzinfo
 
+from automator.timestamps import shown_at
+
 _zone: ContextVar[tzinfo | None] = ContextVar("explained_in", default=None)
 
 
 def at(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    zone = _zone.get()
-    return f"{moment:%Y-%m-%d %H:%M}Z" if zone is None else f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+    return shown_at(moment, _zone.get())
 
 
 @contextmanager

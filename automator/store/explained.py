@@ -4,7 +4,7 @@ explanation says what the tick does rather than what a second implementation thi
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -14,7 +14,7 @@ from automator.conditions import compile_condition
 from automator.model import AnyCondition, Rule
 from automator.store import table
 from automator.store.candidates import Candidate, Watermark, _candidate, _lookups
-from automator.store.windows import NO_CHANGES
+from automator.store.windows import NO_CHANGES, fresh_until
 from automator.tables import Contact, Event
 
 CONTACTS = table(Contact)
@@ -26,7 +26,7 @@ def due_occurrences(
 ) -> list[Candidate]:
     """The contact's due, not yet messaged occurrences of the rule's trigger, as a tick at
     `now` with no watermark yet would find them: the whole max-lateness window is read."""
-    mark = Watermark(until=now - rule.lateness - timedelta(seconds=1), seq=0, changes=NO_CHANGES)
+    mark = Watermark(until=fresh_until(rule, now), seq=0, changes=NO_CHANGES)
     found = []
     for statement, values, place in _lookups(session, rule, now, mark, zone):
         rows = statement.subquery("found")

@@ -20,6 +20,7 @@ from automator.model import Rule
 from automator.status import Status
 from automator.store import table
 from automator.tables import Contact, Event, Message, MessageHistory
+from automator.timestamps import shown_at
 
 CONTACTS = table(Contact)
 EVENTS = table(Event)
@@ -128,7 +129,7 @@ def _stopped(session: Session, rule: Rule, contact_id: int, row: Any, zone: tzin
         if found is not None:
             goal = rule.stopping_goal
             what = "goal reached" if goal is not None and found.type == goal.event else "cancelled"
-            return f"{what}: {found.type} at {_at(found.at, zone)}"
+            return f"{what}: {found.type} at {shown_at(found.at, zone)}"
     stage = session.execute(select(CONTACTS.c.stage).where(CONTACTS.c.id == contact_id)).scalar()
     if stage not in rule.stages:
         return f"left the rule's stages (now in {stage})"
@@ -158,22 +159,16 @@ def describe(rule: Rule, row: Any, stopped: str | None = None, zone: tzinfo | No
     step, steps, status = row.step, len(rule.journey), row.status
     of = f"step {step} of {steps}"
     if status in WENT:
-        went = f"{of} {status} {_at(row.sent_at, zone)}"
+        went = f"{of} {status} {shown_at(row.sent_at, zone)}"
         if step == steps:
             return f"finished ({went})"
         if stopped:
             return f"ended after {went}: {stopped}"
         due = row.sent_at + rule.step(step + 1).delay if row.sent_at else None
-        return f"{went}; step {step + 1} due about {_at(due, zone)}"
+        return f"{went}; step {step + 1} due about {shown_at(due, zone)}"
     if status in ENDED:
         reason = str(row.reason or status).split("; the journey ends")[0]
         return f"ended at {of}: {reason}"
     if status == Status.QUEUED:
-        return f"{of} queued for {_at(row.send_at, zone)}"
+        return f"{of} queued for {shown_at(row.send_at, zone)}"
     return f"{of} {status}"
-
-
-def _at(moment: datetime | None, zone: tzinfo | None = None) -> str:
-    if moment is None:
-        return "-"
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" if zone is not None else f"{moment:%Y-%m-%d %H:%M}Z"

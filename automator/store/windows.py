@@ -43,6 +43,12 @@ CONTACTS = table(Contact)
 CHANGES = table(ContactChange)
 
 
+def fresh_until(rule: Rule, now: datetime) -> datetime:
+    """A new rule's mark (or a journey step's): as if it had last looked just over its max
+    lateness ago, so that every due occurrence is new to it (the first window alone)."""
+    return now - rule.lateness - timedelta(seconds=1)
+
+
 def slices(
     rule: Rule, column: Any, seq: Any, contact_id: Any, kind: tuple[Any, str] | None = None
 ) -> list[list[ColumnElement[bool]]]:
