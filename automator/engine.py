@@ -87,7 +87,7 @@ class Engine:
             finally:
                 pipeline.writes.close()  # a tick stopped midway: what is not committed is undone
                 for _, lookup in work:  # a tick stopped midway stops the lookups too
-                    lookup.abandoned.set()
+                    lookup.abandon()
 
     def _forget_seen_changes(self) -> None:
         """Prune the contact change log of what every rule has looked at, so that it stays

@@ -24,6 +24,11 @@ from automator.store.candidates import Candidate, Watermark
 CHUNK = 500
 CHUNK_MIN = 100
 SPREAD = 8
+# Candidates a lookup may have found and not handed over in chunks yet: the lookup thread
+# waits beyond that. It can find a whole first tick's occurrences (tens of thousands at a
+# million contacts) long before they are queued, and holding them all would make a tick's
+# memory grow with the store.
+AHEAD_MAX = 10 * CHUNK
 
 
 class Lookup:
@@ -40,10 +45,23 @@ class Lookup:
         self.found = 0
         self.trigger_hash = ""  # of the rule they were found for (it keys the watermark)
         self.next_mark: Watermark | None = None  # set when the lookup has ended
-        self.abandoned = threading.Event()  # the tick's thread wants no more
+        self.abandoned = threading.Event()  # the tick's thread wants no more: see `abandon`
+        self._room = threading.Condition()  # for `ahead`, between the two threads
+        self._ahead = 0  # found and not yet handed over in a chunk
+
+    def abandon(self) -> None:
+        """The tick's thread wants no more: the lookup stops at its next batch."""
+        with self._room:
+            self.abandoned.set()
+            self._room.notify_all()
 
     # The lookup thread's side.
     def add(self, batch: list[Candidate]) -> None:
+        """Hand a batch over, once the tick's thread has taken enough of those before it
+        (AHEAD_MAX); at once when it wants no more."""
+        with self._room:
+            self._room.wait_for(lambda: self._ahead < AHEAD_MAX or self.abandoned.is_set())
+            self._ahead += len(batch)
         self._arrived.put(batch)
 
     def end(self, trigger_hash: str, next_mark: Watermark) -> None:
@@ -65,7 +83,11 @@ class Lookup:
                 size = min(CHUNK, len(self._waiting))
             else:
                 size = max(CHUNK_MIN, min(CHUNK, -(-self.found // SPREAD)))
-            yield [self._waiting.popleft() for _ in range(min(size, len(self._waiting)))]
+            chunk = [self._waiting.popleft() for _ in range(min(size, len(self._waiting)))]
+            with self._room:
+                self._ahead -= len(chunk)
+                self._room.notify_all()
+            yield chunk
 
     def _take(self, block: bool) -> bool:
         """Take what has arrived into the waiting line; whether anything was there."""

@@ -132,10 +132,10 @@ class Pipeline:
                 for chunk in queueing.lookup.chunks():
                     self._written(queueing, self.enqueue_chunk(rule, chunk))
         except TransactionLost as exc:
-            queueing.lookup.abandoned.set()
+            queueing.lookup.abandon()
             self._undone(exc, queueing)
         except Exception as exc:  # one broken rule must never stop the others
-            queueing.lookup.abandoned.set()  # its lookup need not go on
+            queueing.lookup.abandon()  # its lookup need not go on
             log.exception("rule %s failed", rule.id)
             queueing.report.error = _first_line(exc)
             queueing.failed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from automator import engine as engine_module
 from automator import lookup as lookup_module
 from automator import pipeline as pipeline_module
 from automator.engine import TickReport
-from automator.lookup import CHUNK_MIN, SPREAD, Lookup
+from automator.lookup import AHEAD_MAX, CHUNK_MIN, SPREAD, Lookup
 from automator.pipeline import Pipeline
 from automator.store import rulestate
 from automator.store.candidates import Addressee, Candidate, Watermark
@@ -97,6 +98,45 @@ def test_a_failing_lookup_raises_in_the_tick_after_what_it_found_before():
 
     with pytest.raises(RuntimeError, match="no such column"):
         next(chunks)
+
+
+def _adding_in_a_thread(lookup: Lookup, batch: list[Candidate]) -> threading.Thread:
+    adder = threading.Thread(target=lookup.add, args=(batch,), daemon=True)
+    adder.start()
+    return adder
+
+
+def test_the_lookup_waits_while_as_many_as_ahead_max_are_not_taken_yet():
+    lookup = Lookup()
+    lookup.add(candidates(AHEAD_MAX))
+
+    adder = _adding_in_a_thread(lookup, candidates(1, start=AHEAD_MAX))
+    adder.join(timeout=0.5)  # bounded: it stays waiting, and the test goes on
+    assert adder.is_alive()
+
+    chunks = lookup.chunks()
+    taken = next(chunks)
+    adder.join(timeout=10)
+
+    assert not adder.is_alive()
+    assert len(taken) + sum(len(chunk) for chunk in _rest(lookup, chunks)) == AHEAD_MAX + 1
+
+
+def _rest(lookup: Lookup, chunks: Iterator[list[Candidate]]) -> list[list[Candidate]]:
+    lookup.end("shape", MARK)
+    return list(chunks)
+
+
+def test_an_abandoned_lookup_stops_waiting_for_room():
+    lookup = Lookup()
+    lookup.add(candidates(AHEAD_MAX))
+    adder = _adding_in_a_thread(lookup, candidates(1, start=AHEAD_MAX))
+
+    lookup.abandon()
+    adder.join(timeout=10)
+
+    assert not adder.is_alive()
+    assert lookup.abandoned.is_set()
 
 
 def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run(

@@ -197,3 +197,24 @@ def test_the_contact_change_log_is_kept_by_triggers_in_a_new_and_an_upgraded_dat
     engine.dispose()
 
     assert logged == 3
+
+
+@pytest.mark.parametrize("made", ["new", "upgraded"])
+def test_message_bodies_are_compressed_by_lz4_on_postgresql(postgres_server, made) -> None:
+    url = str(postgres_server.new_database(empty=True))
+    if made == "new":
+        Store(url).create_schema()
+    else:
+        at_revision(url, "0008")
+        Store(url).upgrade_schema()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        methods = connection.execute(
+            text(
+                "SELECT attname, attcompression FROM pg_attribute"
+                " WHERE attrelid = 'message_content'::regclass AND attname LIKE '%_body'"
+            )
+        ).all()
+    engine.dispose()
+
+    assert sorted(methods) == [("html_body", "l"), ("text_body", "l")]

@@ -5,8 +5,9 @@ several processes (the daemon, ticks, the console) share one database. The modul
 it hold named queries per noun (contacts, events, messages, coupons, suppressions,
 candidates), built with `insert` and `table` (`statements`) and, for many rows at once,
 `execute_many` (`bulk`). A SQLite file's connections are set up by `sqlite` and its log is
-copied by `checkpoint`; its schema is made and upgraded by `schema` (Alembic). Writes to
-contacts are logged by the database's own triggers (`changes`).
+copied by `checkpoint`; a PostgreSQL database's connections are set up by `postgres`. The
+schema is made and upgraded by `schema` (Alembic). Writes to contacts are logged by the
+database's own triggers (`changes`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlmodel import Session, create_engine
 
 from automator import tables  # noqa: F401  (registers the tables)
 from automator.errors import ConfigError
-from automator.store import sqlite
+from automator.store import postgres, sqlite
 from automator.store.bulk import execute_many
 from automator.store.checkpoint import Checkpointer
 from automator.store.statements import insert, table
@@ -52,6 +53,8 @@ class Store:
             sqlite.configure(self.engine)
             self._checkpointer = Checkpointer(self.engine)
             event.listen(self.engine, "commit", self._checkpointer.wake)
+        elif self.engine.dialect.name == "postgresql":
+            postgres.configure(self.engine)
 
     def create_schema(self) -> None:
         """Make a new database's schema; refuse one at an older revision (`automator db

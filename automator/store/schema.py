@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from automator import tables  # noqa: F401  (registers the tables)
 from automator.errors import ConfigError
-from automator.store import changes
+from automator.store import changes, postgres
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -32,7 +32,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BASELINE = "0001"  # the schema automator made before migrations
 # The newest revision, known without Alembic (whose import costs every command that opens a
 # database a tenth of a second): tests/test_migrations.py checks it is Alembic's head.
-HEAD = "0008"
+HEAD = "0009"
 SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema changes ("automato")
 
 
@@ -123,6 +123,7 @@ def _make(connection: Connection) -> None:
 
     SQLModel.metadata.create_all(connection)
     changes.create_triggers(connection)
+    postgres.compress_bodies_with_lz4(connection)
     command.stamp(config(connection), "head")
 
 
