@@ -202,7 +202,7 @@ def _apply_limit(session: Session, rule: Rule, drafts: list[Draft], now: datetim
     started = journeys.started(session, rule.id, contacts, since, COUNTED)
     for draft in sorted(starting, key=lambda d: d.values["due_at"]):
         due = draft.values["due_at"]
-        before = [at for at in started.get(draft.values["contact_id"], []) if due - limit.per < at <= due]
+        before = journeys.in_span(started.get(draft.values["contact_id"], []), due, limit.per)
         if len(before) >= limit.max:
             per, last = format_duration(limit.per), shown_at(max(before))
             skip(draft, "skipped: limit", f"limit: at most {limit.max} per {per}; last on {last}", now)

@@ -161,6 +161,20 @@ def test_explain_counts_the_limit(cli, nudge, make_contact, make_event, tick, st
     assert nudges == [("s1", "sent"), ("s2", "skipped")]
 
 
+def test_explain_counts_only_the_journeys_in_the_limits_span_before_the_due_time(
+    cli, nudge, make_contact, make_event, tick
+):
+    make_contact()
+    make_event("signed_up", utc("2026-11-25 02:00"), id="s3")
+    tick(utc("2026-11-25 03:30"))
+    make_event("signed_up", utc("2026-11-22 02:00"), id="s2")
+
+    explanation = explained(cli, "nudge", "2026-11-22T03:30:00Z")  # looking back, before s3
+
+    [check] = [check for check in explanation["checks"] if check["check"] == "limit"]
+    assert (check["passed"], check["saw"]) == (True, "0 in the 30d before 2026-11-22 03:00Z")
+
+
 def test_explain_after_the_tick_names_the_message_sent(cli, make_contact, make_event, tick, store):
     make_contact()
     make_event("cart_updated", utc("2026-11-20 02:00"), **cart())

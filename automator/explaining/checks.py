@@ -129,10 +129,12 @@ def limit(session: Session, rule: Rule, contact_id: int, occurrence: Occurrence)
     moment = occurrence.occurred_at + rule.offset
     since = moment - rule.limit.per
     begun = journeys.started(session, rule.id, [contact_id], since, COUNTED).get(contact_id, [])
-    count = len([t for t in begun if since < t <= moment])
+    counted = journeys.in_span(begun, moment, rule.limit.per)
     per = format_duration(rule.limit.per)
-    saw = f"{count} in the {per} before {at(moment)}" + (f", last on {at(max(begun))}" if begun else "")
-    return Check("limit", count < rule.limit.max, saw, f"fewer than {rule.limit.max} per {per}")
+    saw = f"{len(counted)} in the {per} before {at(moment)}" + (
+        f", last on {at(max(counted))}" if counted else ""
+    )
+    return Check("limit", len(counted) < rule.limit.max, saw, f"fewer than {rule.limit.max} per {per}")
 
 
 def dedupe(occurrence: Occurrence, mine: list[Message]) -> tuple[Check, Message | None]:

@@ -373,7 +373,8 @@ def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Sel
 
 def _under_limit(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
     """Fewer of the rule's journeys begun in its limit's span before the firing's due time
-    than its `max` (the span and statuses `enqueue._apply_limit` counts). A schedule's
+    than its `max` (the span of `journeys.in_span`, the statuses `enqueue._apply_limit`
+    counts). A schedule's
     contacts over the limit are not found at all, rather than each recorded `skipped` at
     every firing: a daily digest with a monthly limit would write a row per contact a day."""
     assert rule.limit is not None

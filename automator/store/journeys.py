@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -48,6 +48,12 @@ def started(
     for contact_id, due_at in rows:
         found.setdefault(contact_id, []).append(due_at)
     return found
+
+
+def in_span(begun: Collection[datetime], due: datetime, per: timedelta) -> list[datetime]:
+    """The journeys of `begun` that a limit of `per` counts against one due at `due`: those
+    due in the span `due - per < t <= due` (`candidates._under_limit` writes it in SQL)."""
+    return [moment for moment in begun if due - per < moment <= due]
 
 
 @dataclass(frozen=True)
