@@ -28,7 +28,7 @@ SPREAD = 8
 # waits beyond that. It can find a whole first tick's occurrences (tens of thousands at a
 # million contacts) long before they are queued, and holding them all would make a tick's
 # memory grow with the store.
-AHEAD_MAX = 10 * CHUNK
+AHEAD_MAX = 4 * CHUNK
 
 
 class Lookup:
