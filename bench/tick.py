@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1262,5 +1263,18 @@ def bench(args: argparse.Namespace, server: str | None) -> int:
     return 0
 
 
+def _as_a_daemon_main() -> None:
+    """The render workers are started with `spawn`, and each imports the parent's main
+    module again: a daemon's is the small `automator` script, the bench's is this module,
+    which imports SQLAlchemy and the engine (about 30 MB more in every worker). So that the
+    workers' memory is a daemon's, `__main__` becomes a module without a file holding this
+    one's names (the pickled store state names its classes by `__main__`): `spawn` imports
+    nothing for such a main module."""
+    light = types.ModuleType("__main__")
+    light.__dict__.update({name: value for name, value in globals().items() if not name.startswith("__")})
+    sys.modules["__main__"] = light
+
+
 if __name__ == "__main__":
+    _as_a_daemon_main()
     sys.exit(main())
