@@ -1,5 +1,7 @@
-"""How a PostgreSQL database's connections are set up (without JIT compilation), and how
-its message bodies are compressed (`compress_bodies_with_lz4`).
+"""What is particular to PostgreSQL: how its connections are set up (without JIT
+compilation), how its message bodies are compressed (`compress_bodies_with_lz4`), and the
+fence that keeps a rule's mark of new rows from passing a row not yet committed
+(`create_fences`, `fenced_max_id`).
 
 PostgreSQL compiles a query to machine code when the planner prices it above
 `jit_above_cost`. A rule's lookup is priced high (a UNION of windows, each with several
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 
 def configure(engine: Engine) -> None:
@@ -48,3 +52,51 @@ def compress_bodies_with_lz4(connection: Connection) -> None:
     if supported:
         columns = ", ".join(f"ALTER COLUMN {name} SET COMPRESSION lz4" for name in BODIES)
         connection.exec_driver_sql(f"ALTER TABLE message_content {columns}")
+
+
+# The fence. A rule remembers the newest id of its trigger's rows (events, date attributes,
+# stage changes) that it has looked at, and its next tick reads the rows arrived late by
+# `id > mark`. PostgreSQL gives ids from a sequence when a row is inserted, not when it is
+# committed: a transaction that took id 100 and commits after a lookup saw id 101 would
+# have its row passed over by every later tick. So each INSERT into those tables first
+# takes a shared advisory lock, for the rest of its transaction, before its rows take their
+# ids (a statement trigger); and the mark is read behind the exclusive lock, which waits for
+# every transaction that inserted such rows to end. Inserts wait only for that read.
+# SQLite has one writer at a time: its ids follow the commits already.
+SEQUENCE_FENCE = 0x6175746F6D61746F + 2  # the advisory lock's key
+FENCED = ("event", "contact_date", "stage_change")
+# How long a tick waits behind a transaction that inserted such rows and has not ended (a
+# session left open by hand): then the rule's lookup fails, is reported, and the next tick
+# tries again.
+FENCE_WAIT = "30s"
+_FENCE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION automator_sequence_fence() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({SEQUENCE_FENCE});
+    RETURN NULL;
+END
+$$
+"""
+
+
+def create_fences(connection: Connection) -> None:
+    """The trigger that makes each INSERT into the fenced tables wait behind the fence."""
+    if connection.dialect.name != "postgresql":
+        return
+    connection.exec_driver_sql(_FENCE_FUNCTION)
+    for name in FENCED:
+        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_sequence_fence ON {name}")
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER {name}_sequence_fence BEFORE INSERT ON {name}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION automator_sequence_fence()"
+        )
+
+
+def fenced_max_id(session: Session, query: Select[Any]) -> int:
+    """`query` (a max id of a fenced table) read behind the fence, in a short transaction of
+    its own: every row with an id up to it is committed, or rolled back, by then."""
+    with Session(session.get_bind()) as fenced, fenced.begin():
+        fenced.execute(text(f"SET LOCAL lock_timeout = '{FENCE_WAIT}'"))
+        fenced.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCE_FENCE})
+        return fenced.execute(query).scalar() or 0

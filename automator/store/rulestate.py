@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.store import table
+from automator.store import postgres, table
 from automator.store.candidates import Watermark
 from automator.tables import ContactDate, Event, RuleState, StageChange
 
@@ -30,10 +30,14 @@ def watermark(session: Session, rule_id: str, trigger_hash: str, fresh: datetime
 
 
 def current_seq(session: Session, kind: str) -> int:
+    """The newest id of the rows that trigger rules of `kind`, below which no row can still
+    be committed (on PostgreSQL, read behind `postgres.fenced_max_id`'s fence)."""
     if kind not in SEQUENCES:
         return 0  # schedules fire on the clock, not on new rows
-    source = SEQUENCES[kind]
-    return session.execute(select(func.max(source.c.id))).scalar() or 0
+    newest = select(func.max(SEQUENCES[kind].c.id))
+    if session.get_bind().dialect.name == "postgresql":
+        return postgres.fenced_max_id(session, newest)
+    return session.execute(newest).scalar() or 0
 
 
 def advance(
