@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.sql.selectable import CompoundSelect
 from sqlmodel import Session
@@ -123,7 +124,7 @@ def _lookups(
         for group in firings(trigger, present, zone, now, now - rule.lateness):
             # Fired since the last tick: every targeted contact; before: those changed since.
             changed_only = group.fired <= mark.until
-            values = {"now": now, "fired": group.fired, "changed_from": mark.changes}
+            values = {"now": now, "fired": group.fired, "changed_from": mark.changes, "seq": mark.seq}
             if rule.limit is not None:
                 due = group.fired + rule.offset
                 values |= {"limited_after": due - rule.limit.per, "limited_until": due}
@@ -341,15 +342,23 @@ def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElem
     )
 
 
-def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Select[Any]:
+def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Query:
     """Every targeted contact, once per firing of the schedule (`changed_only`: those of
-    them changed since the mark); in contacts' zones, those of the zones that fired then
-    (`unzoned`: and those without a zone)."""
+    them changed since the mark, or made since: by id, see `rulestate.current_seq`); in
+    contacts' zones, those of the zones that fired then (`unzoned`: and those without a
+    zone)."""
     contact = CONTACTS.alias("c")
+    query = _scheduled(rule, contact, unzoned)
+    if not changed_only:
+        return query
+    changed = windows.changed_since(rule, contact.c.id)
+    return union_all(query.where(changed), query.where(contact.c.id > windows.SEQ, ~changed))
+
+
+def _scheduled(rule: Rule, contact: Any, unzoned: bool) -> Select[Any]:
     zone = contact.c.timezone
     in_zones = or_(zone.in_(ZONES), zone.is_(None)) if unzoned else zone.in_(ZONES)
     where = [
-        *([windows.changed_since(rule, contact.c.id)] if changed_only else []),
         *([in_zones] if getattr(rule.trigger, "timezone", None) == "contact" else []),
         *_base(rule, contact),
         compile_conditions(rule.when, contact, None),
@@ -374,9 +383,9 @@ def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Sel
 def _under_limit(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
     """Fewer of the rule's journeys begun in its limit's span before the firing's due time
     than its `max` (the span of `journeys.in_span`, the statuses `enqueue._apply_limit`
-    counts). A schedule's
-    contacts over the limit are not found at all, rather than each recorded `skipped` at
-    every firing: a daily digest with a monthly limit would write a row per contact a day."""
+    counts). A schedule's contacts over the limit are not found at all, rather than each
+    recorded `skipped` at every firing: a daily digest with a monthly limit would write a
+    row per contact a day."""
     assert rule.limit is not None
     begun = (
         select(func.count())

@@ -55,16 +55,17 @@ def compress_bodies_with_lz4(connection: Connection) -> None:
 
 
 # The fence. A rule remembers the newest id of its trigger's rows (events, date attributes,
-# stage changes) that it has looked at, and its next tick reads the rows arrived late by
-# `id > mark`. PostgreSQL gives ids from a sequence when a row is inserted, not when it is
-# committed: a transaction that took id 100 and commits after a lookup saw id 101 would
-# have its row passed over by every later tick. So each INSERT into those tables first
-# takes a shared advisory lock, for the rest of its transaction, before its rows take their
-# ids (a statement trigger); and the mark is read behind the exclusive lock, which waits for
-# every transaction that inserted such rows to end. Inserts wait only for that read.
-# SQLite has one writer at a time: its ids follow the commits already.
+# stage changes, contacts for a schedule) that it has looked at, and its next tick reads
+# the rows arrived late by `id > mark`. PostgreSQL gives ids from a sequence when a row is
+# inserted, not when it is committed: a transaction that took id 100 and commits after a
+# lookup saw id 101 would have its row passed over by every later tick. So each INSERT
+# into those tables first takes a shared advisory lock, for the rest of its transaction,
+# before its rows take their ids (a statement trigger); and the mark is read behind the
+# exclusive lock, which waits for every transaction that inserted such rows to end.
+# Inserts wait only for that read. SQLite has one writer at a time: its ids follow the
+# commits already.
 SEQUENCE_FENCE = 0x6175746F6D61746F + 2  # the advisory lock's key
-FENCED = ("event", "contact_date", "stage_change")
+FENCED = ("event", "contact_date", "stage_change", "contact")
 # How long a tick waits behind a transaction that inserted such rows and has not ended (a
 # session left open by hand): then the rule's lookup fails, is reported, and the next tick
 # tries again.

@@ -11,9 +11,16 @@ from sqlmodel import Session
 
 from automator.store import postgres, table
 from automator.store.candidates import Watermark
-from automator.tables import ContactDate, Event, RuleState, StageChange
+from automator.tables import Contact, ContactDate, Event, RuleState, StageChange
 
-SEQUENCES = {"event": table(Event), "date": table(ContactDate), "stage": table(StageChange)}
+# The rows whose ids mark what a rule of each kind has seen: a schedule's, the contacts (a
+# contact made after a firing was seen gets it, within its lateness, as a changed one does).
+SEQUENCES = {
+    "event": table(Event),
+    "date": table(ContactDate),
+    "stage": table(StageChange),
+    "schedule": table(Contact),
+}
 
 
 def state_key(rule_id: str, step: int) -> str:
@@ -32,8 +39,6 @@ def watermark(session: Session, rule_id: str, trigger_hash: str, fresh: datetime
 def current_seq(session: Session, kind: str) -> int:
     """The newest id of the rows that trigger rules of `kind`, below which no row can still
     be committed (on PostgreSQL, read behind `postgres.fenced_max_id`'s fence)."""
-    if kind not in SEQUENCES:
-        return 0  # schedules fire on the clock, not on new rows
     newest = select(func.max(SEQUENCES[kind].c.id))
     if session.get_bind().dialect.name == "postgresql":
         return postgres.fenced_max_id(session, newest)
