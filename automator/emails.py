@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import binascii
 import functools
+import hashlib
 import hmac
 import itertools
 import os
 import re
 import secrets
+import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,7 +73,16 @@ def _domain(sender: str) -> str:
 
 def unsubscribe_token(secret: str, email: str) -> str:
     """An HMAC over the address: only automator can make one, so a forged link is refused."""
-    return hmac.digest(secret.encode(), email.lower().encode(), "sha256").hex()[:32]
+    signer = _signer(secret).copy()
+    signer.update(email.lower().encode())
+    return signer.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=4)  # the secret, and the previous ones a check goes through
+def _signer(secret: str) -> hmac.HMAC:
+    """The HMAC keyed with `secret`, copied for each address: keying it anew (and finding
+    SHA-256 by its name) cost more than the signing."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
 def token_is_valid(secret: str, email: str, token: str) -> bool:
@@ -80,9 +91,15 @@ def token_is_valid(secret: str, email: str, token: str) -> bool:
 
 def unsubscribe_url(base_url: str, secret: str, email: str) -> str:
     token = unsubscribe_token(secret, email)
-    # quote() escapes "@" as %40; quoting around it keeps quote() on its fast path.
-    address = "%40".join(map(quote, email.split("@")))
+    if _QUOTED_AS_IS.fullmatch(email):  # as quote() would write it, "@" escaped as %40
+        address = email.replace("@", "%40")
+    else:
+        address = "%40".join(map(quote, email.split("@")))
     return f"{base_url.rstrip('/')}/unsubscribe?email={address}&token={token}"
+
+
+# What quote() leaves as it is (letters, digits, "_.-~" and "/"), and "@".
+_QUOTED_AS_IS = re.compile(r"[A-Za-z0-9_.~/@-]*")
 
 
 @dataclass(frozen=True)
@@ -139,7 +156,7 @@ def build_email(
     than a millisecond per message, which would be most of the dispatch time. Encoding
     (RFC 2047 words, base64) is still the standard library's.
     """
-    boundary = f"=_automator_{os.urandom(16).hex()}"  # 32 random hex digits, like a uuid4
+    boundary = _new_boundary()
     envelope_sender = _address_of(sender)
     head = (
         f"From: {_address(sender)}\r\n"
@@ -173,11 +190,32 @@ def _variant(variant: str | None) -> str:
     return f"X-Automator-Variant: {_safe('X-Automator-Variant', 'the variant', variant)}\r\n"
 
 
+def _new_boundary() -> str:
+    """A MIME boundary of 32 hex digits, unique to this process and email (no base64 line can
+    hold one: `=_` is in no base64 text). No random number per email: the system call that
+    draws one cost a tenth of building the email."""
+    return f"=_automator_{_process_token:016x}{next(_boundaries):016x}"
+
+
+_boundaries = itertools.count()
+BASE64_LINE = 76  # characters: 57 bytes, as `base64.encodebytes` breaks them
+
+
 def _base64_lines(data: bytes) -> bytes:
-    """Base64 in lines of 76 characters joined by CRLF, as `base64.encodebytes` breaks them
-    (57 bytes a line), without a line break after the last."""
+    """Base64 in lines of 76 characters joined by CRLF, as `base64.encodebytes` breaks them,
+    without a line break after the last. The whole lines are cut in one call (`struct`)
+    rather than sliced one by one, which cost more than the encoding."""
     encoded = binascii.b2a_base64(data, newline=False)
-    return b"\r\n".join([encoded[start : start + 76] for start in range(0, len(encoded), 76)])
+    whole, rest = divmod(len(encoded), BASE64_LINE)
+    lines = _line_cutter(whole).unpack_from(encoded)
+    if rest:
+        lines += (encoded[len(encoded) - rest :],)
+    return b"\r\n".join(lines)
+
+
+@functools.lru_cache(maxsize=512)  # bodies of one template are of a few lengths
+def _line_cutter(lines: int) -> struct.Struct:
+    return struct.Struct(f"{BASE64_LINE}s" * lines)
 
 
 @functools.lru_cache(maxsize=16)  # a dispatch pass dates all its emails with the same `now`
@@ -278,6 +316,8 @@ _LINE_BREAKS = frozenset("\r\n\x0b\x0c\x85\u2028\u2029")
 def _safe(header: str, what: str, value: str) -> str:
     """`value` for the header, unless it holds a line break or another control character:
     written out, the text after it would become another header (a Bcc) or the body."""
+    if value.isprintable():  # no control character, no line break (the usual case, at once)
+        return value
     found = _UNSAFE.search(value)
     if found is None:
         return value

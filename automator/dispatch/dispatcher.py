@@ -115,9 +115,10 @@ class Dispatcher:
         if unsafe:
             rule_of = {message.id: message.rule_id for message in taken.messages}
             outcomes = outcomes + await turns.claim(self.claims.hold, unsafe, rule_of, now)
+        counted = Counter(outcomes)
         with report.lock:  # the recording threads add to it too
-            for rule_id, outcome in outcomes:
-                report.rule(rule_id).outcomes[outcome] += 1
+            for (rule_id, outcome), count in counted.items():
+                report.rule(rule_id).outcomes[outcome] += count
         return Batch(claimed, outcomes, taken.more)
 
     async def send(
@@ -193,8 +194,8 @@ class Dispatcher:
         failed = self.outcomes.failed(failures, now) if failures else []
         sent = Counter(message.rule_id for message in delivered)
         with report.lock:
-            for rule_id, outcome in failed:
-                report.rule(rule_id).outcomes[outcome] += 1
+            for (rule_id, outcome), count in Counter(failed).items():
+                report.rule(rule_id).outcomes[outcome] += count
             for rule_id, count in sent.items():
                 report.rule(rule_id).sent += count
         self.outcomes.sent(delivered, now)

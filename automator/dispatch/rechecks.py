@@ -145,8 +145,8 @@ def _journey_ends(rule: Rule, message: Due) -> str:
 def window_start(message: Due, rule: Rule | None) -> datetime:
     """The earliest moment an event that stops the message can have happened: none before
     it is read for its batch."""
-    if rule is None:
-        return message.occurred_at
+    if rule is None or not isinstance(rule.trigger, DateTrigger):
+        return message.occurred_at  # every window of an event's message begins at the event
     withins = [cancel.within for cancel in rule.trigger.cancel_if] + [None]
     return min(*(_cancel_since(rule, message, within) for within in withins), message.occurred_at)
 
