@@ -18,6 +18,7 @@ from automator.dispatch import Dispatcher
 from automator.enqueue import priority
 from automator.lookup import look_up_each
 from automator.lookup import lookups as lookups_of
+from automator.memory import use_few_arenas
 from automator.pipeline import Pipeline, Queueing
 from automator.project import Project
 from automator.rendering import Links, Renderer, RenderPool
@@ -34,6 +35,7 @@ class Engine:
     """Evaluates a project's rules against a store and delivers through a transport."""
 
     def __init__(self, project: Project, store: Store, transport: Transport) -> None:
+        use_few_arenas()  # before its threads start: see automator.memory
         self.project = project
         self.settings = project.settings
         self.store = store
