@@ -213,7 +213,7 @@ def _base64_lines(data: bytes) -> bytes:
     return b"\r\n".join(lines)
 
 
-@functools.lru_cache(maxsize=512)  # bodies of one template are of a few lengths
+@functools.lru_cache(maxsize=64)  # bodies of one template are of a few lengths (in lines)
 def _line_cutter(lines: int) -> struct.Struct:
     return struct.Struct(f"{BASE64_LINE}s" * lines)
 

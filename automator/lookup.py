@@ -108,25 +108,34 @@ class Lookup:
 def look_up_each(store: Store, zone: ZoneInfo, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
     """Look up each rule's candidates in turn (the lookup thread's work); an error goes to the
     rule's lookup, for the tick's thread to report with the rule."""
+    try:
+        with store.session() as session:
+            newest = rulestate.newest_ids(session)
+    except BaseException as exc:
+        for _, lookup in work:
+            lookup.fail(exc)
+        return
     for rule, lookup in work:
         if lookup.abandoned.is_set():
             continue
         try:
-            look_up(store, zone, rule, now, lookup)
+            look_up(store, zone, rule, now, lookup, newest)
         except BaseException as exc:
             lookup.fail(exc)
 
 
-def look_up(store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Lookup) -> None:
+def look_up(
+    store: Store, zone: ZoneInfo, rule: Rule, now: datetime, lookup: Lookup, newest: dict[str, int] | None
+) -> None:
     """Find a rule's due, new occurrences (or its journey's step `lookup.step`) into `lookup`,
-    then the watermark they were found against."""
+    then the watermark they were found against (`newest`: see `rulestate.newest_ids`)."""
     if lookup.step > 1:
         _look_up_step(store, rule, now, lookup)
         return
     hashed = trigger_hash(rule)
     with store.session() as session:
         mark = rulestate.watermark(session, rule.id, hashed, windows.fresh_until(rule, now))
-        seq_now = rulestate.current_seq(session, _sequence_kind(rule))
+        seq_now = mark.seq if newest is None else newest[_sequence_kind(rule)]
         changes_now = changes.position(session)  # before the lookup: see `changes.position`
         for batch in candidate_queries.batches(session, rule, now, mark, zone):
             if lookup.abandoned.is_set():

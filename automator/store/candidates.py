@@ -344,7 +344,7 @@ def _cancelled_since(event_type: str, contact_id: Any, since: Any) -> ColumnElem
 
 def _schedule_query(rule: Rule, changed_only: bool, unzoned: bool = True) -> Query:
     """Every targeted contact, once per firing of the schedule (`changed_only`: those of
-    them changed since the mark, or made since: by id, see `rulestate.current_seq`); in
+    them changed since the mark, or made since: by id, see `rulestate.newest_ids`); in
     contacts' zones, those of the zones that fired then (`unzoned`: and those without a
     zone)."""
     contact = CONTACTS.alias("c")

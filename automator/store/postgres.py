@@ -1,7 +1,7 @@
 """What is particular to PostgreSQL: how its connections are set up (without JIT
 compilation), how its message bodies are compressed (`compress_bodies_with_lz4`), and the
 fence that keeps a rule's mark of new rows from passing a row not yet committed
-(`create_fences`, `fenced_max_id`).
+(`create_fences`, `past_the_fence`).
 
 PostgreSQL compiles a query to machine code when the planner prices it above
 `jit_above_cost`. A rule's lookup is priced high (a UNION of windows, each with several
@@ -12,11 +12,11 @@ tens, and the bulk statements of an import are not slower for it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
 
 
 def configure(engine: Engine) -> None:
@@ -60,16 +60,16 @@ def compress_bodies_with_lz4(connection: Connection) -> None:
 # inserted, not when it is committed: a transaction that took id 100 and commits after a
 # lookup saw id 101 would have its row passed over by every later tick. So each INSERT
 # into those tables first takes a shared advisory lock, for the rest of its transaction,
-# before its rows take their ids (a statement trigger); and the mark is read behind the
-# exclusive lock, which waits for every transaction that inserted such rows to end.
-# Inserts wait only for that read. SQLite has one writer at a time: its ids follow the
-# commits already.
+# before its rows take their ids (a statement trigger); and a tick reads the newest ids
+# behind the exclusive lock, taken only while no such transaction is open. It is tried a
+# few times, never waited for in the lock's queue (where every insert would wait behind
+# it): when it cannot be had, the rules keep their marks, and the next tick reads the late
+# rows from there again (what was queued meanwhile is left out by the dedupe test). SQLite
+# has one writer at a time: its ids follow the commits already.
 SEQUENCE_FENCE = 0x6175746F6D61746F + 2  # the advisory lock's key
 FENCED = ("event", "contact_date", "stage_change", "contact")
-# How long a tick waits behind a transaction that inserted such rows and has not ended (a
-# session left open by hand): then the rule's lookup fails, is reported, and the next tick
-# tries again.
-FENCE_WAIT = "30s"
+FENCE_TRIES = 20
+FENCE_PAUSE = 0.025  # seconds between two tries: half a second in all
 _FENCE_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION automator_sequence_fence() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -94,10 +94,14 @@ def create_fences(connection: Connection) -> None:
         )
 
 
-def fenced_max_id(session: Session, query: Select[Any]) -> int:
-    """`query` (a max id of a fenced table) read behind the fence, in a short transaction of
-    its own: every row with an id up to it is committed, or rolled back, by then."""
-    with Session(session.get_bind()) as fenced, fenced.begin():
-        fenced.execute(text(f"SET LOCAL lock_timeout = '{FENCE_WAIT}'"))
-        fenced.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCE_FENCE})
-        return fenced.execute(query).scalar() or 0
+def past_the_fence(session: Session) -> bool:
+    """Take the fence's exclusive lock for the session's transaction, if no transaction that
+    inserted into the fenced tables is open within FENCE_TRIES tries; whether it was taken.
+    The statements after it see every such row that will ever be committed below the ids
+    they read."""
+    for _ in range(FENCE_TRIES):
+        taken = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SEQUENCE_FENCE})
+        if taken.scalar():
+            return True
+        time.sleep(FENCE_PAUSE)
+    return False

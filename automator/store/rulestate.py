@@ -36,13 +36,17 @@ def watermark(session: Session, rule_id: str, trigger_hash: str, fresh: datetime
     return Watermark(until=state.evaluated_until, seq=state.event_seq, changes=state.change_position)
 
 
-def current_seq(session: Session, kind: str) -> int:
-    """The newest id of the rows that trigger rules of `kind`, below which no row can still
-    be committed (on PostgreSQL, read behind `postgres.fenced_max_id`'s fence)."""
-    newest = select(func.max(SEQUENCES[kind].c.id))
-    if session.get_bind().dialect.name == "postgresql":
-        return postgres.fenced_max_id(session, newest)
-    return session.execute(newest).scalar() or 0
+def newest_ids(session: Session) -> dict[str, int] | None:
+    """Per kind of rule, the newest id of the rows that trigger it, below which no row can
+    still be committed; None when that cannot be known now (on PostgreSQL, a transaction
+    inserting such rows is open: see `postgres.past_the_fence`), and the rules keep their
+    marks. Read once per tick, before the lookups (a row committed meanwhile is found by
+    its lookup, and again by the next tick's, whose dedupe test leaves it out)."""
+    if session.get_bind().dialect.name == "postgresql" and not postgres.past_the_fence(session):
+        return None
+    return {
+        kind: session.execute(select(func.max(rows.c.id))).scalar() or 0 for kind, rows in SEQUENCES.items()
+    }
 
 
 def advance(
