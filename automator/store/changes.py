@@ -81,10 +81,15 @@ _MERGED = """ON CONFLICT (position, contact_id) DO UPDATE SET
             from_stage = CASE WHEN contact_change.stage THEN contact_change.from_stage
                 ELSE excluded.from_stage END"""
 _APPEND = "INSERT INTO contact_change (contact_id, position, fields, stage, tags, from_stage)"
+# PL/pgSQL plans a function's statements once per connection and keeps the plan, made for
+# the transition tables of the first call: after a first UPDATE of no rows (an upsert into
+# an empty store), every big one later joined its old and new rows by a nested loop, 26 s
+# for 20,000 contacts. Run through EXECUTE, each statement is planned for the rows at hand.
 POSTGRESQL_TRIGGERS = [
-    f"""CREATE FUNCTION contact_change_log() RETURNS trigger LANGUAGE plpgsql AS $$
+    f"""CREATE FUNCTION contact_change_log() RETURNS trigger LANGUAGE plpgsql AS $function$
 BEGIN
     IF TG_TABLE_NAME = 'contact' THEN
+        EXECUTE $statement$
         {_APPEND}
         SELECT * FROM (
             SELECT new_rows.id, {_POSITION},
@@ -93,19 +98,24 @@ BEGIN
                 false AS tags, old_rows.stage AS from_stage
             FROM new_rows JOIN old_rows ON old_rows.id = new_rows.id
         ) AS changed WHERE fields OR stage
-        {_MERGED};
+        {_MERGED}
+        $statement$;
     ELSIF TG_OP = 'INSERT' THEN
+        EXECUTE $statement$
         {_APPEND}
         SELECT DISTINCT contact_id, {_POSITION}, false, false, true, NULL::varchar FROM new_rows
-        {_MERGED};
+        {_MERGED}
+        $statement$;
     ELSE
+        EXECUTE $statement$
         {_APPEND}
         SELECT DISTINCT contact_id, {_POSITION}, false, false, true, NULL::varchar FROM old_rows
-        {_MERGED};
+        {_MERGED}
+        $statement$;
     END IF;
     RETURN NULL;
 END
-$$""",
+$function$""",
     """CREATE TRIGGER contact_change_on_update AFTER UPDATE ON contact
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION contact_change_log()""",
