@@ -7,12 +7,14 @@ import pty
 import select
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import inspect
 
 from automator.importing import import_contacts, import_events
+from automator.importing.overlap import stored_in_order
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from automator.store import suppressions
@@ -145,6 +147,39 @@ def test_a_load_that_fails_leaves_an_empty_sqlite_store_as_it_was(
         import_events(store, path, project.journey, NOW)
     assert calls == [3, 3]  # nothing stored after the failure
     assert (event_keys(store, "lan@example.com"), event_indexes(store)) == ([], before)
+
+
+def test_a_batch_that_fails_to_be_stored_stops_the_import_after_the_ones_before(
+    small_batches, project, store, tmp_path, monkeypatch
+):
+    calls = []
+
+    def failing(session, batch, journey, now):
+        calls.append([record.key for record in batch])
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(session, batch, journey, now)
+
+    real = event_store.bulk_add
+    monkeypatch.setattr(event_store, "bulk_add", failing)
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
+    with pytest.raises(OSError, match="disk full"):
+        import_events(store, path, project.journey, NOW)
+    assert calls == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]  # in order, and none after the failure
+    stored = event_keys(store, "lan@example.com")
+    assert sorted(stored) == ([] if store.engine.dialect.name == "sqlite" else ["e0", "e1", "e2"])
+
+
+def test_stored_in_order_gives_each_batch_its_result_in_order_on_a_thread():
+    stored_on = []
+
+    def store(batch):
+        stored_on.append(threading.current_thread() is not threading.main_thread())
+        return sum(batch)
+
+    batches = iter([[1, 2], [3], [4, 5, 6]])
+    assert list(stored_in_order(batches, store, background=True)) == [([1, 2], 3), ([3], 3), ([4, 5, 6], 15)]
+    assert stored_on == [True, True, True]
 
 
 @pytest.mark.sqlite_only

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from automator.errors import ImportRecordError
 from automator.importing import screening
 from automator.importing.files import RecordFile
+from automator.importing.overlap import in_background, stored_in_order
 from automator.importing.records import KNOWN_FIELDS, ContactRecord, parse_timestamp, reason
 from automator.importing.report import ImportReport, RecordWarning, Tally, Watcher
 from automator.journey import Journey
@@ -124,8 +125,8 @@ def import_contacts(
     tally = Tally(watcher)
     size = contact_store.batch_size(store.engine.dialect.name)
     with RecordFile(path) as records, contact_store.loader(store, now, journey.first_stage) as upsert:
-        for batch in _batches(records, path, journey, default_zone, tally, size):
-            upsert(batch)
+        batches = _batches(records, path, journey, default_zone, tally, size)
+        for batch, _ in stored_in_order(batches, upsert, in_background(store)):
             tally.report.imported += len(batch)
             tally.advanced(records.done, records.size)
     return tally.report

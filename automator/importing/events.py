@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from automator.errors import ImportRecordError
 from automator.importing import screening
 from automator.importing.files import RecordFile
+from automator.importing.overlap import in_background, stored_in_order
 from automator.importing.records import EventRecord, reason
 from automator.importing.report import ImportReport, Tally, Watcher
 from automator.journey import Journey
@@ -45,8 +46,7 @@ def import_events(
     tally = Tally(watcher)
     size = event_store.batch_size(store.engine.dialect.name)
     with RecordFile(path) as records, event_store.loader(store, journey, now) as add:
-        for batch in _batches(records, path, tally, size):
-            new = add(batch)
+        for batch, new in stored_in_order(_batches(records, path, tally, size), add, in_background(store)):
             tally.report.imported += new
             tally.report.duplicates += len(batch) - new
             tally.advanced(records.done, records.size)

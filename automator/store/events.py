@@ -86,11 +86,10 @@ def bulk_add(session: Session, records: list[EventData], journey: Journey, now: 
 
     Returns how many events were new."""
     if session.get_bind().dialect.name == "postgresql":
-        inserted, created = staging.copy_events(session, records, now, journey.first_stage)
+        new, moving, created = staging.copy_events(session, records, now, journey.first_stage, journey.moves)
         suppressions.suppress_returning(session, created, now)
-        moving = [row for row in inserted if row["type"] in journey.moves]
         _apply_moves(session, moving, journey)
-        return len(inserted)
+        return new
     ids = contacts.ensure(session, sorted({record.email for record in records}), now, journey.first_stage)
     first: dict[str, EventData] = {}
     for record in records:
@@ -147,10 +146,10 @@ def _apply_moves(session: Session, rows: list[dict[str, Any]], journey: Journey)
             final[row["contact_id"]] = (target, row["at"])
     if not changes:
         return
-    execute_many(session, table(StageChange).insert(), changes)
     if session.get_bind().dialect.name == "postgresql":
-        staging.move_contacts(session, final)
+        staging.move_contacts(session, changes, final)
     else:
+        execute_many(session, table(StageChange).insert(), changes)
         session.execute(
             update(CONTACTS)
             .where(CONTACTS.c.id == bindparam("cid"))

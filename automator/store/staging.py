@@ -11,7 +11,7 @@ a change), one that stopped being a date leaves the date index.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -33,8 +33,9 @@ class StagedContact(Protocol):
     dates: dict[str, datetime]
 
 
-# Every statement reaches the store's rows through the batch's own keys (`= ANY(%(emails)s)`),
-# so that the planner can look up as many rows as the batch has rather than scan a table.
+# Every statement reaches the store's rows through the batch's own keys (`= ANY(%(emails)b)`,
+# the arrays sent in binary, which psycopg writes several times faster than as text), so
+# that the planner can look up as many rows as the batch has rather than scan a table.
 # It does so when an index lookup is priced as what it costs on an SSD with the store in
 # the cache (random_page_cost 1.1, not the default 4, which prices it for a spinning disk):
 # otherwise a batch of 10,000 scans a million contacts, and an import's time grows with
@@ -43,23 +44,27 @@ BATCH_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL random_page_cost = 1.1"
 
 EVENT_STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS import_event (
-    seq integer NOT NULL, key text NOT NULL, email text NOT NULL, type text NOT NULL,
-    at timestamp NOT NULL, properties json NOT NULL
+    seq integer NOT NULL, key text NOT NULL, contact_id bigint NOT NULL, type text NOT NULL,
+    at timestamptz NOT NULL, properties json NOT NULL
 ) ON COMMIT DROP
 """
 
-COPY_EVENTS = "COPY import_event (seq, key, email, type, at, properties) FROM STDIN"
-# The columns' types, told rather than guessed per value; psycopg writes the JSON ones.
-EVENT_TYPES = ["int4", "text", "text", "text", "timestamp", "json"]
+COPY_EVENTS = "COPY import_event (seq, key, contact_id, type, at, properties) FROM STDIN"
+# The columns' types, told rather than guessed per value; psycopg writes the JSON ones. An
+# event's time is copied as it is (aware), and kept in UTC without the zone, as `event.at`
+# keeps times, by the INSERT.
+EVENT_TYPES = ["int4", "text", "int8", "text", "timestamptz", "json"]
 
-# Contacts for the batch's addresses that no contact has yet, in the first stage, with that
-# move recorded.
+# The contact of each of the batch's addresses: the ones that exist, and, made for the
+# others, contacts in the first stage, with that move recorded.
 CONTACTS_FOR_EVENTS = """
-WITH created AS (
+WITH existing AS MATERIALIZED (
+    SELECT id, email FROM contact WHERE email = ANY(%(emails)b)
+), created AS (
     INSERT INTO contact (email, stage, stage_entered_at, attributes, created_at, updated_at)
     SELECT s.email, %(stage)s::text, %(entered)s::timestamp, '{}'::json, %(now)s, %(now)s
-    FROM unnest(%(emails)s::text[]) AS s(email)
-    WHERE s.email NOT IN (SELECT email FROM contact WHERE email = ANY(%(emails)s))
+    FROM unnest(%(emails)b::text[]) AS s(email)
+    WHERE s.email NOT IN (SELECT email FROM existing)
     ORDER BY s.email
     ON CONFLICT (email) DO NOTHING
     RETURNING id, email, stage
@@ -67,16 +72,21 @@ WITH created AS (
     INSERT INTO stage_change (contact_id, from_stage, to_stage, at, cause)
     SELECT id, NULL, stage, %(now)s, 'created by an event' FROM created WHERE stage IS NOT NULL
 )
-SELECT email FROM created
+SELECT id, email, true FROM created
+UNION ALL
+SELECT id, email, false FROM existing
 """
 
-# Each key's first line, in the file's order; a key stored before is skipped.
+# What another writer made meanwhile: an address whose contact was made by a transaction
+# that committed while CONTACTS_FOR_EVENTS ran (its INSERT waited for it, and skipped it).
+CONTACTS_MADE_MEANWHILE = "SELECT id, email FROM contact WHERE email = ANY(%(emails)b)"
+
+# The batch's events in the file's order (each key's first line only: `copy_events` copies
+# no other); a key stored before is skipped.
 INSERT_EVENTS = """
 INSERT INTO event (key, contact_id, type, at, properties, received_at)
-SELECT s.key, c.id, s.type, s.at, s.properties, %(now)s
-FROM (SELECT DISTINCT ON (key) * FROM import_event ORDER BY key, seq) AS s
-JOIN (SELECT id, email FROM contact WHERE email = ANY(%(emails)s)) AS c ON c.email = s.email
-ORDER BY s.seq
+SELECT key, contact_id, type, at AT TIME ZONE 'UTC', properties, %(now)s FROM import_event
+ORDER BY seq
 ON CONFLICT (key) DO NOTHING
 RETURNING key, contact_id, type, at
 """
@@ -99,7 +109,7 @@ CONTACT_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "jsonb"
 # is new, by address.
 UPSERT_CONTACTS = """
 WITH old AS (
-    SELECT id, email, stage FROM contact WHERE email = ANY(%(emails)s)
+    SELECT id, email, stage FROM contact WHERE email = ANY(%(emails)b)
 ), updated AS (
     UPDATE contact AS c SET
         first_name = COALESCE(s.first_name, c.first_name),
@@ -114,7 +124,7 @@ WITH old AS (
         attributes = (c.attributes::jsonb || s.attributes)::json,
         updated_at = %(now)s
     FROM import_contact AS s JOIN old ON old.email = s.email
-    WHERE c.email = ANY(%(emails)s) AND c.id = old.id
+    WHERE c.email = ANY(%(emails)b) AND c.id = old.id
     RETURNING c.id, c.email, old.stage AS from_stage, s.stage AS to_stage
 ), created AS (
     INSERT INTO contact (
@@ -143,9 +153,9 @@ SELECT id, email, false FROM updated UNION ALL SELECT id, email, true FROM creat
 # A date attribute that changed, or stopped being a date, leaves the index...
 DROP_CHANGED_DATES = """
 DELETE FROM contact_date AS d
-USING import_contact AS s JOIN unnest(%(ids)s::bigint[], %(emails)s::text[]) AS c(id, email)
+USING import_contact AS s JOIN unnest(%(ids)b::bigint[], %(emails)b::text[]) AS c(id, email)
     ON c.email = s.email
-WHERE d.contact_id = ANY(%(ids)s) AND d.contact_id = c.id AND s.attributes ? d.name
+WHERE d.contact_id = ANY(%(ids)b) AND d.contact_id = c.id AND s.attributes ? d.name
     AND ((s.dates ->> d.name) IS NULL OR (s.dates ->> d.name)::timestamp <> d.value)
 """
 
@@ -153,43 +163,80 @@ WHERE d.contact_id = ANY(%(ids)s) AND d.contact_id = c.id AND s.attributes ? d.n
 ADD_DATES = """
 INSERT INTO contact_date (contact_id, name, value)
 SELECT c.id, d.key, d.value::timestamp
-FROM import_contact AS s JOIN unnest(%(ids)s::bigint[], %(emails)s::text[]) AS c(id, email)
+FROM import_contact AS s JOIN unnest(%(ids)b::bigint[], %(emails)b::text[]) AS c(id, email)
     ON c.email = s.email,
     jsonb_each_text(s.dates) AS d
 ORDER BY s.seq
 ON CONFLICT (contact_id, name) DO NOTHING
 """
 
+# Stage changes in the order given (their ids in it), in one statement rather than one
+# INSERT per change.
+RECORD_MOVES = """
+INSERT INTO stage_change (contact_id, from_stage, to_stage, at, cause)
+SELECT m.contact_id, m.from_stage, m.to_stage, m.at, m.cause
+FROM unnest(%(ids)b::bigint[], %(from)b::text[], %(to)b::text[], %(at)b::timestamp[], %(causes)b::text[])
+    WITH ORDINALITY AS m(contact_id, from_stage, to_stage, at, cause, n)
+ORDER BY m.n
+"""
+
 MOVE_CONTACTS = """
 UPDATE contact AS c SET stage = m.stage, stage_entered_at = m.since
-FROM unnest(%(ids)s::bigint[], %(stages)s::text[], %(since)s::timestamp[]) AS m(id, stage, since)
-WHERE c.id = ANY(%(ids)s) AND c.id = m.id
+FROM unnest(%(ids)b::bigint[], %(stages)b::text[], %(since)b::timestamp[]) AS m(id, stage, since)
+WHERE c.id = ANY(%(ids)b) AND c.id = m.id
 """
 
 
 def copy_events(
-    session: Session, records: Sequence[StagedEvent], now: datetime, first_stage: str | None
-) -> tuple[list[dict[str, Any]], list[str]]:
+    session: Session,
+    records: Sequence[StagedEvent],
+    now: datetime,
+    first_stage: str | None,
+    moving: Collection[str],
+) -> tuple[int, list[dict[str, Any]], list[str]]:
     """Store the events whose key is new, creating contacts for unknown addresses; returns
-    the stored ones (key, contact_id, type, at) and the addresses of the contacts made."""
+    how many were stored, the stored ones of the `moving` types (key, contact_id, type, at),
+    and the addresses of the contacts made."""
     cursor = _cursor(session)
     cursor.execute(BATCH_SETTINGS)
+    ids, created = _contacts_for(cursor, sorted({record.email for record in records}), now, first_stage)
     cursor.execute(EVENT_STAGING)
     cursor.execute("TRUNCATE import_event")
+    keys: set[str] = set()
     with cursor.copy(COPY_EVENTS) as copy:
         copy.set_types(EVENT_TYPES)
         for seq, record in enumerate(records):
-            copy.write_row((seq, record.key, record.email, record.type, _naive(record.at), record.properties))
-    emails = sorted({record.email for record in records})
-    entered = _naive(now) if first_stage else None
-    values = {"emails": emails, "stage": first_stage, "entered": entered, "now": _naive(now)}
-    created = [email for (email,) in cursor.execute(CONTACTS_FOR_EVENTS, values).fetchall()]
-    inserted = cursor.execute(INSERT_EVENTS, {"emails": emails, "now": _naive(now)}).fetchall()
+            if record.key in keys:  # a key's first line is the one stored
+                continue
+            keys.add(record.key)
+            # An address without a contact is one erased since `_contacts_for` looked.
+            if (contact_id := ids.get(record.email)) is not None:
+                row = (seq, record.key, contact_id, record.type, record.at, record.properties)
+                copy.write_row(row)
+    inserted = cursor.execute(INSERT_EVENTS, {"now": _naive(now)}).fetchall()
     stored = [
         {"key": key, "contact_id": contact_id, "type": type_, "at": at.replace(tzinfo=UTC)}
         for key, contact_id, type_, at in inserted
+        if type_ in moving
     ]
-    return stored, created
+    return len(inserted), stored, created
+
+
+def _contacts_for(
+    cursor: Any, emails: list[str], now: datetime, first_stage: str | None
+) -> tuple[dict[str, int], list[str]]:
+    """The contact id of each address, making the missing contacts; and the addresses made."""
+    entered = _naive(now) if first_stage else None
+    values = {"emails": emails, "stage": first_stage, "entered": entered, "now": _naive(now)}
+    ids, created = {}, []
+    for id_, email, new in cursor.execute(CONTACTS_FOR_EVENTS, values):
+        ids[email] = id_
+        if new:
+            created.append(email)
+    if len(ids) < len(emails):
+        missing = {"emails": [email for email in emails if email not in ids]}
+        ids.update((email, id_) for id_, email in cursor.execute(CONTACTS_MADE_MEANWHILE, missing))
+    return ids, created
 
 
 def copy_contacts(
@@ -220,17 +267,35 @@ def copy_contacts(
             )
     values = {"emails": [record.email for record in records], "now": _naive(now), "stage": first_stage}
     stored = cursor.execute(UPSERT_CONTACTS, values).fetchall()
-    ids = {"ids": [id_ for id_, _, _ in stored], "emails": [email for _, email, _ in stored]}
-    cursor.execute(DROP_CHANGED_DATES, ids)
-    cursor.execute(ADD_DATES, ids)
+    updated = [(id_, email) for id_, email, new in stored if not new]
+    if updated:  # only a contact that was stored before can have dates indexed
+        cursor.execute(DROP_CHANGED_DATES, _ids(updated))
+    cursor.execute(ADD_DATES, _ids([(id_, email) for id_, email, _ in stored]))
     return [email for _, email, new in stored if new]
 
 
-def move_contacts(session: Session, moves: dict[int, tuple[str, datetime]]) -> None:
-    """Put contacts in new stages (contact id → stage and since when) in one UPDATE: one
-    statement, not one per contact, whatever fires on a change of a contact."""
+def _ids(contacts: list[tuple[int, str]]) -> dict[str, list[Any]]:
+    """(id, email) pairs as the `ids` and `emails` arrays the date statements join on."""
+    return {"ids": [id_ for id_, _ in contacts], "emails": [email for _, email in contacts]}
+
+
+def move_contacts(
+    session: Session, changes: Sequence[dict[str, Any]], moves: dict[int, tuple[str, datetime]]
+) -> None:
+    """Record the stage changes (rows of `stage_change`, in order) and put contacts in their
+    new stages (contact id → stage and since when) in one UPDATE: one statement each, not one
+    per change or contact, whatever fires on a change of a contact."""
+    cursor = _cursor(session)
+    recorded = {
+        "ids": [change["contact_id"] for change in changes],
+        "from": [change["from_stage"] for change in changes],
+        "to": [change["to_stage"] for change in changes],
+        "at": [_naive(change["at"]) for change in changes],
+        "causes": [change["cause"] for change in changes],
+    }
+    cursor.execute(RECORD_MOVES, recorded)
     ids, stages, since = zip(*((cid, stage, _naive(at)) for cid, (stage, at) in moves.items()), strict=True)
-    _cursor(session).execute(MOVE_CONTACTS, {"ids": list(ids), "stages": list(stages), "since": list(since)})
+    cursor.execute(MOVE_CONTACTS, {"ids": list(ids), "stages": list(stages), "since": list(since)})
 
 
 def _cursor(session: Session) -> Any:
