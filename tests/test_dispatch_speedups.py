@@ -18,31 +18,15 @@ import pytest
 
 from automator import emails
 from automator.emails import build_email, unsubscribe_token, unsubscribe_url
-from tests.conftest import utc
+from tests.test_email_headers import email_values
 
-SENDER = "Lotus Shop <hello@shop.example.com>"
-UNSUBSCRIBE = "https://shop.example.com/unsubscribe?email=lan%40example.com&token=ab12"
-SENT_AT = utc("2026-11-20 04:00")
 # Bodies whose base64 ends inside a line or at a line's end (57 bytes make a line); each
 # ends with a line break, as the email package makes every text body end.
 BODIES = ["Hi\n", *("x" * size + "\n" for size in (55, 56, 57, 113)), "Chào Lan, giỏ hàng đang chờ.\n" * 40]
 
 
 def values(**changes: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {
-        "sender": SENDER,
-        "to": "lan@example.com",
-        "to_name": "Lan",
-        "subject": "You left something in your cart",
-        "text": "Hi Lan,\n",
-        "html": "<p>Hi Lan,</p>\n",
-        "message_id": "<179642548886.1.0.automator@shop.example.com>",
-        "rule_id": "abandoned_cart",
-        "date": SENT_AT,
-        "list_unsubscribe_url": UNSUBSCRIBE,
-        "variant": None,
-    }
-    return {**found, **changes}
+    return email_values(**{"variant": None, **changes})
 
 
 def by_the_stdlib(value: dict[str, Any]) -> EmailMessage:

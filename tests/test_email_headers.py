@@ -21,8 +21,8 @@ BCC_NAME = "Eve\r\nBcc: attacker@evil.test\r\n\r\nLog in at http://evil.test/"
 HELD = "; the message is held, not sent"
 
 
-def email(**changes: Any) -> OutgoingEmail:
-    """The email automator builds for a message, with some of its values changed."""
+def email_values(**changes: Any) -> dict[str, Any]:
+    """What `build_email` is given for a message, with some of the values changed."""
     values: dict[str, Any] = {
         "sender": "Lotus Shop <hello@shop.example.com>",
         "to": "lan@example.com",
@@ -35,7 +35,12 @@ def email(**changes: Any) -> OutgoingEmail:
         "date": utc("2026-11-20 04:00"),
         "list_unsubscribe_url": "https://shop.example.com/unsubscribe?email=lan%40example.com&token=ab12",
     }
-    return build_email(**{**values, **changes})
+    return {**values, **changes}
+
+
+def email(**changes: Any) -> OutgoingEmail:
+    """The email automator builds for a message, with some of its values changed."""
+    return build_email(**email_values(**changes))
 
 
 def parsed(built: OutgoingEmail) -> EmailMessage:

@@ -127,32 +127,11 @@ def test_a_load_into_an_empty_sqlite_store_ends_with_every_index(small_batches, 
     assert event_indexes(store) == before and before
 
 
-@pytest.mark.sqlite_only
-def test_a_load_that_fails_leaves_an_empty_sqlite_store_as_it_was(
-    small_batches, project, store, tmp_path, monkeypatch
-):
-    before = event_indexes(store)
-    calls = []
-
-    def failing(session, batch, journey, now):
-        calls.append(len(batch))
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real(session, batch, journey, now)
-
+def import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch) -> list[list[str]]:
+    """Import ten events in batches of three (`small_batches`) with the second batch's store
+    failing ("disk full"); the keys of each batch the store was given."""
+    calls: list[list[str]] = []
     real = event_store.bulk_add
-    monkeypatch.setattr(event_store, "bulk_add", failing)
-    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
-    with pytest.raises(OSError, match="disk full"):
-        import_events(store, path, project.journey, NOW)
-    assert calls == [3, 3]  # nothing stored after the failure
-    assert (event_keys(store, "lan@example.com"), event_indexes(store)) == ([], before)
-
-
-def test_a_batch_that_fails_to_be_stored_stops_the_import_after_the_ones_before(
-    small_batches, project, store, tmp_path, monkeypatch
-):
-    calls = []
 
     def failing(session, batch, journey, now):
         calls.append([record.key for record in batch])
@@ -160,11 +139,30 @@ def test_a_batch_that_fails_to_be_stored_stops_the_import_after_the_ones_before(
             raise OSError("disk full")
         return real(session, batch, journey, now)
 
-    real = event_store.bulk_add
     monkeypatch.setattr(event_store, "bulk_add", failing)
     path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
     with pytest.raises(OSError, match="disk full"):
         import_events(store, path, project.journey, NOW)
+    return calls
+
+
+@pytest.mark.sqlite_only
+def test_a_load_that_fails_leaves_an_empty_sqlite_store_as_it_was(
+    small_batches, project, store, tmp_path, monkeypatch
+):
+    before = event_indexes(store)
+
+    calls = import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch)
+
+    assert [len(keys) for keys in calls] == [3, 3]  # nothing stored after the failure
+    assert (event_keys(store, "lan@example.com"), event_indexes(store)) == ([], before)
+
+
+def test_a_batch_that_fails_to_be_stored_stops_the_import_after_the_ones_before(
+    small_batches, project, store, tmp_path, monkeypatch
+):
+    calls = import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch)
+
     assert calls == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]  # in order, and none after the failure
     stored = event_keys(store, "lan@example.com")
     assert sorted(stored) == ([] if store.engine.dialect.name == "sqlite" else ["e0", "e1", "e2"])

@@ -71,7 +71,7 @@ FENCED = ("event", "contact_date", "stage_change", "contact")
 FENCE_TRIES = 20
 FENCE_PAUSE = 0.025  # seconds between two tries: half a second in all
 _FENCE_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION automator_sequence_fence() RETURNS trigger
+CREATE FUNCTION automator_sequence_fence() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock_shared({SEQUENCE_FENCE});
@@ -85,13 +85,22 @@ def create_fences(connection: Connection) -> None:
     """The trigger that makes each INSERT into the fenced tables wait behind the fence."""
     if connection.dialect.name != "postgresql":
         return
+    drop_fences(connection)
     connection.exec_driver_sql(_FENCE_FUNCTION)
     for name in FENCED:
-        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_sequence_fence ON {name}")
         connection.exec_driver_sql(
             f"CREATE TRIGGER {name}_sequence_fence BEFORE INSERT ON {name}"
             " FOR EACH STATEMENT EXECUTE FUNCTION automator_sequence_fence()"
         )
+
+
+def drop_fences(connection: Connection) -> None:
+    """The fence's triggers and function gone (a downgrade past revision 0010)."""
+    if connection.dialect.name != "postgresql":
+        return
+    for name in FENCED:
+        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_sequence_fence ON {name}")
+    connection.exec_driver_sql("DROP FUNCTION IF EXISTS automator_sequence_fence()")
 
 
 def past_the_fence(session: Session) -> bool:
@@ -99,9 +108,10 @@ def past_the_fence(session: Session) -> bool:
     inserted into the fenced tables is open within FENCE_TRIES tries; whether it was taken.
     The statements after it see every such row that will ever be committed below the ids
     they read."""
-    for _ in range(FENCE_TRIES):
+    for attempt in range(FENCE_TRIES):
+        if attempt:
+            time.sleep(FENCE_PAUSE)
         taken = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SEQUENCE_FENCE})
         if taken.scalar():
             return True
-        time.sleep(FENCE_PAUSE)
     return False

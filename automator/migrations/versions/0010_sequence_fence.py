@@ -24,7 +24,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        for name in postgres.FENCED:
-            op.execute(f"DROP TRIGGER IF EXISTS {name}_sequence_fence ON {name}")
-        op.execute("DROP FUNCTION IF EXISTS automator_sequence_fence()")
+    postgres.drop_fences(op.get_bind())
