@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from automator import engine as engine_module
+from automator import enqueue as enqueue_module
 from automator import lookup as lookup_module
 from automator import pipeline as pipeline_module
 from automator.engine import TickReport
@@ -284,3 +286,33 @@ def test_a_big_rule_is_committed_every_commit_every_messages(
     assert committed[2] == committed_before_the_third
     assert report.rules["abandoned_cart"].enqueued == 3
     assert len(all_messages(store)) == 6
+
+
+def test_a_connection_lost_while_writing_fails_the_tick_once_and_the_next_tick_queues_it(
+    make_contact, make_event, engine, store, monkeypatch, caplog
+):
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("a connection lost mid-transaction: PostgreSQL's server ends it")
+    carts_and_orders(make_contact, make_event)
+    original = enqueue_module.queueing.insert_messages
+    lost: list[bool] = []
+
+    def losing_the_connection_once(session, rows):  # type: ignore[no-untyped-def]
+        if not lost:
+            lost.append(True)
+            session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return original(session, rows)
+
+    monkeypatch.setattr(enqueue_module.queueing, "insert_messages", losing_the_connection_once)
+    now = utc("2026-11-20 03:00")
+    first = TickReport(now)
+
+    engine.evaluate(now, first)
+
+    errors = [rule.error for rule in first.rules.values() if rule.error]
+    assert errors and all("the next tick queues again" in error for error in errors)
+    assert not [record for record in caplog.records if "cannot queue" in record.getMessage()]
+    again = TickReport(now)
+    engine.evaluate(now, again)
+    assert len(all_messages(store)) == 6
+    assert all(rule.error is None for rule in again.rules.values())

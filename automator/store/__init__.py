@@ -140,13 +140,15 @@ class Store:
     def in_transaction(self, session: Session) -> bool:
         """Whether a session from `writing` is still in its transaction. SQLite rolls a
         transaction back by itself on some errors (a full disk, an I/O error); the
-        savepoints after that would be transactions of their own. PostgreSQL never does:
-        a failed statement leaves the transaction to its savepoint's rollback. A session
-        that cannot even tell is taken as out of it."""
-        if self.engine.dialect.name != "sqlite":
-            return True
+        savepoints after that would be transactions of their own. PostgreSQL does only when
+        the connection is lost (a restarted server, a killed backend): otherwise a failed
+        statement leaves the transaction to its savepoint's rollback. A session that cannot
+        even tell is taken as out of it."""
         try:
-            return bool(session.connection().connection.driver_connection.in_transaction)  # type: ignore[union-attr]
+            connection = session.connection()
+            if self.engine.dialect.name != "sqlite":
+                return not connection.invalidated
+            return bool(connection.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
         except Exception:
             return False
 
