@@ -337,6 +337,32 @@ def test_a_line_that_is_not_json_is_rejected_with_its_line_number(cli, store, tm
     assert result.stdout == "imported 2 events, rejected 1\n"
 
 
+def test_an_events_properties_are_stored_as_the_file_gives_them(cli, store, tmp_path):
+    properties = {
+        "order_id": 123456789012345678901234567890,  # beyond 64 bits: kept exact
+        "largest_64_bit": 18446744073709551615,
+        "city": "Huế",
+        "items": [{"name": "Nón lá", "price": 52.5, "gift": True, "note": None}],
+    }
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(properties=properties)])
+    assert cli("events", "import", str(path)).stdout == "imported 1 events, rejected 0\n"
+    assert [event.properties for event in stored_events(store, "lan@example.com")] == [properties]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_number_json_does_not_have_is_rejected_with_its_line(cli, store, tmp_path, value):
+    event = '{"id": "%s", "type": "cart_updated", "email": "lan@example.com", "at": "2026-11-20T10:00:00Z"'
+    plain = event % "evt-2" + f', "properties": {{"total": {value}}}}}'
+    # A line with a number beyond 64 bits is read another way: it refuses them too.
+    order = 123456789012345678901234567890
+    long = event % "evt-3" + f', "properties": {{"order": {order}, "total": {value}}}}}'
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(), plain, long])
+    result = cli("events", "import", str(path))
+    assert result.stderr.splitlines()[0].startswith(f"rejected {path}:2: not valid JSON: ")
+    assert result.stderr.splitlines()[1].startswith(f"rejected {path}:3: not valid JSON: ")
+    assert result.stdout == "imported 1 events, rejected 2\n"
+
+
 def test_a_json_line_that_is_not_an_object_is_rejected(cli, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", ['["cart_updated"]'])
     result = cli("events", "import", str(path))

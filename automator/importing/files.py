@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
+
+import orjson
 
 from automator.errors import AutomatorError, ImportRecordError
 from automator.importing.records import all_clean_strings
@@ -171,7 +174,7 @@ def _csv_state_after(line: str, state: _CsvState) -> _CsvState:
     return state
 
 
-# What a control character can look like in a line of JSON: json.loads refuses C0 raw in a
+# What a control character can look like in a line of JSON: a JSON parser refuses C0 raw in a
 # string, so it is escaped there (\n, \u001b); DEL and C1 may be raw or escaped. A line
 # without any of these holds no control character once decoded. (An escaped backslash
 # before an `n` matches too: such a line is merely looked at closer.)
@@ -187,12 +190,41 @@ def _may_hold_control(text: str) -> bool:
     return not text.isascii() and _RAW_CONTROL.search(text) is not None
 
 
+# A run of 20 digits: orjson reads an integer beyond 64 bits as a float. (Written with its
+# first digit apart, the pattern is searched for that digit first: twice as fast.)
+_LONG_NUMBER = re.compile(r"[0-9][0-9]{19}")
+
+
+def _decoded(text: str) -> Any:
+    """A line of JSON, decoded by orjson (a few times faster than the standard library, and
+    stricter: it refuses NaN, lone surrogates and an infinite number, as PostgreSQL's json
+    does); a line with a number too long for 64 bits by the standard library, which keeps
+    it exact. Either raises `json.JSONDecodeError` (orjson's is a subclass)."""
+    if _LONG_NUMBER.search(text) is None:
+        return orjson.loads(text)
+    return json.loads(text, parse_constant=lambda name: _refused(name, text), parse_float=_finite(text))
+
+
+def _refused(name: str, text: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a JSON value", text, text.find(name))
+
+
+def _finite(text: str) -> Callable[[str], float]:
+    def parsed(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise json.JSONDecodeError(f"{number} is too large for a number", text, text.find(number))
+        return value
+
+    return parsed
+
+
 def _jsonl_records(path: Path, handle: TextIO) -> Iterator[Record]:
     for line, text in enumerate(handle, start=1):
         if not text or text.isspace():
             continue
         try:
-            data = json.loads(text)
+            data = _decoded(text)
         except json.JSONDecodeError as exc:
             yield line, ImportRecordError(str(path), line, f"not valid JSON: {exc.msg}"), False
             continue
