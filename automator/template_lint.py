@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import jinja2
 from jinja2 import meta, nodes
@@ -79,11 +80,23 @@ def _trees(env: jinja2.Environment, file: str) -> dict[str, nodes.Template] | No
         if current in trees:
             continue
         try:
-            trees[current] = env.parse(env.loader.get_source(env, current)[0], current)
+            trees[current] = _parsed(env, current, env.loader.get_source(env, current)[0])
         except jinja2.TemplateError:
             return None
         waiting.extend(other for other in meta.find_referenced_templates(trees[current]) if other)
     return trees
+
+
+# A layout or include is read by the templates of every rule that uses it: `check` parses it
+# and finds its names once (a file whose text has changed is parsed again).
+@lru_cache(maxsize=256)
+def _parsed(env: jinja2.Environment, file: str, source: str) -> nodes.Template:
+    return env.parse(source, file)
+
+
+@lru_cache(maxsize=256)
+def _undeclared(tree: nodes.Template) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(tree))
 
 
 def _file_problems(
@@ -91,7 +104,7 @@ def _file_problems(
 ) -> Iterator[TemplateError]:
     shown = f"email_templates/{file}"
     known = set(CONTEXT) | set(env.globals)
-    for undefined in sorted(meta.find_undeclared_variables(tree) - known):
+    for undefined in sorted(_undeclared(tree) - known):
         yield TemplateError(shown, _first_line(tree, undefined), f"{undefined}: undefined name ({_sees()})")
     assigned = _assigned(tree)
     guarded = _guarded(tree, assigned)
