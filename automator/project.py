@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from automator import template_lint
 from automator.config import Settings, load_settings, read_settings
 from automator.errors import AutomatorError, RuleError, TemplateError
 from automator.journey import Journey, read_journey
 from automator.model import EventTrigger, Rule
 from automator.rules import RuleSet, load_rules
-from automator.template_lint import Vocabulary, lint_template
+from automator.template_lint import Vocabulary
 from automator.templates import Templates
 
 if TYPE_CHECKING:
@@ -38,14 +39,21 @@ class Project:
     def lint(self, vocabulary: Vocabulary) -> list[TemplateError]:
         """Template lint (automator/template_lint.py) of every template a rule sends, enabled
         or not, whose files parse; each problem once."""
-        problems: list[TemplateError] = []
+        linted: list[tuple[str, str | None]] = []
         for rule in self.ruleset.rules:
             if rule.id in self.broken_templates:
                 continue
             event_type = rule.trigger.event if isinstance(rule.trigger, EventTrigger) else None
-            for _, template in _templates_named(rule):
-                found = lint_template(self.templates.env, template, event_type, vocabulary)
+            linted += [(template, event_type) for _, template in _templates_named(rule)]
+        env = self.templates.env
+        key = template_lint.lint_key(env, linted, vocabulary)
+        problems = template_lint.cached(key)
+        if problems is None:
+            problems = []
+            for template, event_type in linted:
+                found = template_lint.lint_template(env, template, event_type, vocabulary)
                 problems.extend(problem for problem in found if str(problem) not in map(str, problems))
+            template_lint.keep(key, problems)
         return problems
 
     def open_store(self) -> Store:

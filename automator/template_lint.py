@@ -10,14 +10,19 @@ events carry (when that is known), and every HTML part needs its unsubscribe lin
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import jinja2
 from jinja2 import meta, nodes
 
 from automator.errors import TemplateError
+from automator.templates import cache_folder
 
 # What `Renderer.context` and `Templates.render` give every template.
 CONTEXT = ("contact", "event", "coupon", "rule", "trigger", "unsubscribe_url", "base_url", "now", "locale")
@@ -194,3 +199,64 @@ def _distinct(errors: list[TemplateError]) -> list[TemplateError]:
             seen.add(str(error))
             kept.append(error)
     return kept
+
+
+def lint_key(env: jinja2.Environment, linted: list[tuple[str, str | None]], vocabulary: Vocabulary) -> str:
+    """What a project's lint depends on, as a digest: this module's code, Jinja's version,
+    the names templates may use, each template folder linted with its trigger's event type,
+    the vocabulary, and the text of every template (a layout any of them reaches included)."""
+    assert env.loader is not None
+    names = env.loader.list_templates()
+    parts = [
+        hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        jinja2.__version__,
+        sorted(env.globals),
+        linted,
+        sorted(vocabulary.attributes),
+        sorted((event, sorted(found)) for event, found in vocabulary.events.items()),
+        [(name, _source(env, name)) for name in names],
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _source(env: jinja2.Environment, name: str) -> str | None:
+    """A template's text; None for one that cannot be read (lint reports it, if it is used)."""
+    assert env.loader is not None
+    try:
+        return env.loader.get_source(env, name)[0]
+    except (jinja2.TemplateError, OSError, UnicodeDecodeError):
+        return None
+
+
+def _cache_file() -> Path | None:
+    folder = cache_folder()
+    return None if folder is None else folder / "lint.json"
+
+
+def cached(key: str) -> list[TemplateError] | None:
+    """The problems the last lint found, when it was of the same `lint_key`: `automator
+    check` is run again and again on templates that have not changed, and parsing them and
+    finding their names is most of its time. None when there is no such result."""
+    path = _cache_file()
+    try:
+        kept = json.loads(path.read_text()) if path is not None else None
+        if not isinstance(kept, dict) or kept.get("key") != key:
+            return None
+        return [TemplateError(template, line, message) for template, line, message in kept["problems"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def keep(key: str, problems: list[TemplateError]) -> None:
+    """Keep this lint's problems for the next run (only the last lint's: one file)."""
+    path = _cache_file()
+    if path is None:
+        return
+    found = [[problem.template, problem.line, problem.message] for problem in problems]
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(f"lint.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"key": key, "problems": found}))
+        partial.replace(path)
+    except OSError:
+        pass  # not kept: the next run lints again

@@ -346,13 +346,21 @@ class CompiledTemplates(jinja2.FileSystemBytecodeCache):
             log.warning("compiled templates are not kept (%s); each run compiles them", exc)
 
 
+def cache_folder() -> Path | None:
+    """automator's folder in the user's cache folder (`$XDG_CACHE_HOME`, else `~/.cache`);
+    None when there is no home folder to make it in."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = Path(base) / "automator"
+    return folder if folder.is_absolute() else None
+
+
 def compiled_templates_cache(env: jinja2.Environment) -> CompiledTemplates | None:
     """The cache of compiled templates in the user's cache folder (`$XDG_CACHE_HOME`, else
     `~/.cache`), or None when there is none that can be made."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    directory = Path(base) / "automator" / "templates"
-    if not directory.is_absolute():
+    base = cache_folder()
+    if base is None:
         return None  # no home folder: nowhere to keep them
+    directory = base / "templates"
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:

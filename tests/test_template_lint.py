@@ -5,6 +5,7 @@ automator.toml or, with --store, from the store."""
 import shutil
 from pathlib import Path
 
+from automator import template_lint
 from tests.conftest import REPO, cart, utc
 
 
@@ -115,3 +116,31 @@ def test_the_marketing_examples_pass_the_lint(cli, project_dir):
         shutil.copy(rule, project_dir / "rules")
     shutil.copytree(examples / "email_templates", project_dir / "email_templates", dirs_exist_ok=True)
     assert cli("check").stdout == "ok: 9 rules\n"
+
+
+def test_check_lints_again_once_a_template_or_the_vocabulary_changes(cli, project_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # this test's own kept lint
+    linted: list[str] = []
+    original = template_lint.lint_template
+
+    def counting(env, name, event_type, vocabulary):  # type: ignore[no-untyped-def]
+        linted.append(name)
+        return original(env, name, event_type, vocabulary)
+
+    monkeypatch.setattr(template_lint, "lint_template", counting)
+    assert cli("check").stdout == "ok: 4 rules\n"
+    assert sorted(linted) == ["abandoned_cart", "post_purchase_thank_you", "renewal_offer", "trial_ending"]
+
+    linted.clear()
+    assert cli("check").stdout == "ok: 4 rules\n"
+    assert linted == []  # nothing changed: the last run's findings
+
+    edit(project_dir / "email_templates" / "_layout.html", "{{ unsubscribe_url }}", "{{ contact.plan }}")
+    assert "contact.plan: contacts have no field 'plan'" in cli("check").stdout
+    assert len(linted) == 4  # a layout they all reach changed
+
+    linted.clear()
+    with (project_dir / "automator.toml").open("a", encoding="utf-8") as toml:
+        toml.write('\n[contacts]\nattributes = ["plan"]\n')
+    assert "contact.plan" not in cli("check").stdout
+    assert len(linted) == 4
