@@ -1,8 +1,7 @@
 """Many rows at once. `execute_many`: an INSERT of many rows of plain values, with the
 parameters prepared here in one pass over the rows rather than by SQLAlchemy's general
 per-row handling, which costs more than SQLite's insert of the row itself. `loading`: an
-import's transactions, with the indexes of an empty SQLite table built at the end. `among`:
-an IN over many values bound as one parameter.
+import's transactions, with the indexes of an empty SQLite table built at the end.
 
 The compiled statements are kept by SQLAlchemy's own cache key, from a private method
 (`_generate_cache_key`): tests/test_store.py checks that the rows stored are the ones
@@ -10,13 +9,12 @@ SQLAlchemy's own insert stores, so a SQLAlchemy upgrade that changes it shows th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Engine, Table, any_, bindparam, func, select, type_coerce
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Engine, Table, select
 from sqlmodel import Session
 
 
@@ -145,14 +143,3 @@ def _empty_for_loading(engine: Engine, table: Table) -> Session | None:
         raise
     session.close()
     return None
-
-
-def among(session: Session, column: Any, values: Collection[Any]) -> Any:
-    """`column IN values`, with the values bound as one parameter however many they are (a
-    JSON array on SQLite, an array on PostgreSQL). An IN list of N parameters is a statement
-    of its own for each N, prepared again and kept in the driver's statement cache at a few
-    hundred kB for thousands of values: a bulk load's memory would grow with its batches."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    listed = func.json_each(type_coerce(list(values), JSON)).table_valued("value")
-    return column.in_(select(listed.c.value))

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BindParameter,
     ColumnElement,
     Integer,
     Row,
@@ -35,6 +34,7 @@ from automator.status import Status
 from automator.store import Store, execute_many
 from automator.store.contacts import CONTACTS, Recipient
 from automator.store.messages import HISTORY, MESSAGES, STATUS_PER_ROW
+from automator.store.statements import listed, one_of
 from automator.tables import UTCDateTime
 
 
@@ -74,13 +74,7 @@ def due(session: Session, now: datetime, limit: int, lock: bool = False) -> list
     ids = _due_ids(session, now, limit, lock)
     if not ids:
         return []
-    query = (
-        select(*DUE_COLUMNS, *RECIPIENT_COLUMNS)
-        .select_from(MESSAGES.outerjoin(CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id))
-        .where(MESSAGES.c.id.in_(ids))
-        .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
-    )
-    return [_due(row) for row in session.execute(query).all()]
+    return [_due(row) for row in session.execute(_DUE, {"ids": ids}).all()]
 
 
 def _due_ids(session: Session, now: datetime, limit: int, lock: bool) -> list[int]:
@@ -128,7 +122,7 @@ def requeue_claimed(session: Session, ids: Collection[int], owner: str, at: date
     """Put back in the queue those of these messages `owner` still holds in `sending`."""
     if not ids:
         return 0
-    return _requeue(session, and_(MESSAGES.c.id.in_(ids), MESSAGES.c.claimed_by == owner), at, reason)
+    return _requeue(session, and_(one_of(MESSAGES.c.id, ids), MESSAGES.c.claimed_by == owner), at, reason)
 
 
 def requeue_daemons(session: Session, at: datetime, reason: str) -> int:
@@ -235,34 +229,42 @@ def extend_leases(session: Session, ids: Collection[int], owner: str, until: dat
         session.execute(
             update(MESSAGES)
             .where(
-                MESSAGES.c.id.in_(ids), MESSAGES.c.claimed_by == owner, MESSAGES.c.status == Status.SENDING
+                one_of(MESSAGES.c.id, ids),
+                MESSAGES.c.claimed_by == owner,
+                MESSAGES.c.status == Status.SENDING,
             )
             .values(lease_until=until)
         )
 
 
 # The statements a dispatcher runs for every batch or group of outcomes, built once: what
-# changes from one call to the next is bound (`ids` expands to the batch's ids), so a call
-# only binds its values, instead of building and coercing a statement each time.
-_IDS: BindParameter[int] = bindparam("ids", expanding=True)
-_CONTACT_IDS: BindParameter[int] = bindparam("contact_ids", expanding=True)
+# changes from one call to the next is bound (`ids`: the batch's ids, as one parameter), so
+# a call only binds its values, and each statement is one SQL text whatever the batch's size.
+_IDS = listed("ids", MESSAGES.c.id)
+_CONTACT_IDS = listed("contact_ids", MESSAGES.c.contact_id)
+_DUE = (
+    select(*DUE_COLUMNS, *RECIPIENT_COLUMNS)
+    .select_from(MESSAGES.outerjoin(CONTACTS, CONTACTS.c.id == MESSAGES.c.contact_id))
+    .where(one_of(MESSAGES.c.id, _IDS))
+    .order_by(MESSAGES.c.priority.desc(), MESSAGES.c.send_at, MESSAGES.c.id)
+)
 # A contact's sends in the cap's window and its messages being sent, in one statement: one
 # snapshot, so that a message recorded `sent` meanwhile is in one part or the other, never
 # in neither (PostgreSQL reads each statement as of its start). Each part goes through its
 # own index; a message being sent has no `sent_at` yet.
 _SENT_OR_SENDING = union_all(
     select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
-        MESSAGES.c.contact_id.in_(_CONTACT_IDS),
+        one_of(MESSAGES.c.contact_id, _CONTACT_IDS),
         MESSAGES.c.sent_at > bindparam("since", type_=UTCDateTime()),
         MESSAGES.c.status != Status.SKIPPED,  # its `sent_at` is when it was skipped
     ),
     select(MESSAGES.c.contact_id, MESSAGES.c.sent_at).where(
-        MESSAGES.c.status == Status.SENDING, MESSAGES.c.contact_id.in_(_CONTACT_IDS)
+        MESSAGES.c.status == Status.SENDING, one_of(MESSAGES.c.contact_id, _CONTACT_IDS)
     ),
 )
 _CLAIM = (
     update(MESSAGES)
-    .where(MESSAGES.c.id.in_(_IDS), STATUS_PER_ROW == Status.QUEUED)
+    .where(one_of(MESSAGES.c.id, _IDS), STATUS_PER_ROW == Status.QUEUED)
     .values(
         status=Status.SENDING,
         lease_until=bindparam("lease", type_=UTCDateTime()),
@@ -273,7 +275,10 @@ _CLAIM = (
 )
 _SENT = (
     update(MESSAGES)
-    .where(MESSAGES.c.id.in_(_IDS), STATUS_PER_ROW.in_((Status.SENDING, Status.QUEUED)))
+    # Two comparisons, not an IN: SQLAlchemy expands an IN list at every execution.
+    .where(
+        one_of(MESSAGES.c.id, _IDS), or_(STATUS_PER_ROW == Status.SENDING, STATUS_PER_ROW == Status.QUEUED)
+    )
     .values(
         status=Status.SENT,
         sent_at=bindparam("sent_time", type_=UTCDateTime()),

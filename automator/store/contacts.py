@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import BindParameter, String, bindparam, delete, func, select, update
+from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlmodel import Session
 
 from automator.store import Store, execute_many, insert, staging, suppressions, table
-from automator.store.bulk import among, loading
+from automator.store.bulk import loading
+from automator.store.statements import listed, one_of
 from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 from automator.timestamps import zone_named
 
@@ -49,7 +50,7 @@ def upsert(
         row.email: row
         for row in session.execute(
             select(CONTACTS.c.id, CONTACTS.c.email, CONTACTS.c.stage, CONTACTS.c.attributes).where(
-                among(session, CONTACTS.c.email, by_email)
+                one_of(CONTACTS.c.email, by_email)
             )
         )
     }
@@ -111,7 +112,7 @@ def _in_stored_zones(session: Session, records: list[ContactData]) -> None:
         return
     zones = session.execute(
         select(CONTACTS.c.email, CONTACTS.c.timezone).where(
-            among(session, CONTACTS.c.email, zoneless), CONTACTS.c.timezone.is_not(None)
+            one_of(CONTACTS.c.email, zoneless), CONTACTS.c.timezone.is_not(None)
         )
     )
     for email, name in zones:
@@ -208,7 +209,7 @@ def _replace_dates(
         (row.contact_id, row.name): (row.id, row.value)
         for row in session.execute(
             select(DATES.c.id, DATES.c.contact_id, DATES.c.name, DATES.c.value).where(
-                among(session, DATES.c.contact_id, {ids[email] for email in existing})
+                one_of(DATES.c.contact_id, {ids[email] for email in existing})
             )
         )
     }
@@ -218,7 +219,7 @@ def _replace_dates(
         if (key := (row["contact_id"], row["name"])) in current and current[key][1] != row["value"]
     }
     if changed:
-        session.execute(delete(DATES).where(among(session, DATES.c.id, changed)))
+        session.execute(delete(DATES).where(one_of(DATES.c.id, changed)))
     fresh = [
         row
         for row in rows
@@ -236,14 +237,12 @@ def _drop_undated(session: Session, by_email: dict[str, ContactData], ids: dict[
         for name in record.attributes.keys() - record.dates.keys():
             by_name.setdefault(name, []).append(ids[email])
     for name, contact_ids in by_name.items():
-        undated = among(session, DATES.c.contact_id, contact_ids)
+        undated = one_of(DATES.c.contact_id, contact_ids)
         session.execute(delete(DATES).where(DATES.c.name == name, undated))
 
 
 def ids_by_email(session: Session, emails: list[str]) -> dict[str, int]:
-    found = session.execute(
-        select(CONTACTS.c.id, CONTACTS.c.email).where(among(session, CONTACTS.c.email, emails))
-    )
+    found = session.execute(select(CONTACTS.c.id, CONTACTS.c.email).where(one_of(CONTACTS.c.email, emails)))
     return {email: id_ for id_, email in found.all()}
 
 
@@ -296,15 +295,15 @@ def by_id(session: Session, contact_id: int) -> Contact | None:
 
 # What the dispatcher runs with every group of outcomes (a rule's `then`), every few
 # milliseconds while a batch goes out: built once, only bound at each call.
-_IDS: BindParameter[int] = bindparam("ids", expanding=True)
+_IDS = listed("ids", CONTACTS.c.id)
 _AT = bindparam("at", type_=UTCDateTime())
-_STAGES_NOW = select(CONTACTS.c.id, CONTACTS.c.stage).where(CONTACTS.c.id.in_(_IDS))
+_STAGES_NOW = select(CONTACTS.c.id, CONTACTS.c.stage).where(one_of(CONTACTS.c.id, _IDS))
 _MOVE = (
     update(CONTACTS)
-    .where(CONTACTS.c.id.in_(_IDS))
+    .where(one_of(CONTACTS.c.id, _IDS))
     .values(stage=bindparam("new_stage"), stage_entered_at=_AT, updated_at=_AT)
 )
-_TAGGED = select(CONTACTS.c.id, bindparam("tag", type_=String()), _AT).where(CONTACTS.c.id.in_(_IDS))
+_TAGGED = select(CONTACTS.c.id, bindparam("tag", type_=String()), _AT).where(one_of(CONTACTS.c.id, _IDS))
 _TAG: dict[str, Any] = {}  # by dialect: their INSERT … ON CONFLICT differ
 
 
@@ -393,7 +392,9 @@ def dates_of(session: Session, contact_ids: set[int]) -> dict[int, dict[str, dat
     found: dict[int, dict[str, datetime]] = {}
     if contact_ids:
         rows = session.execute(
-            select(DATES.c.contact_id, DATES.c.name, DATES.c.value).where(DATES.c.contact_id.in_(contact_ids))
+            select(DATES.c.contact_id, DATES.c.name, DATES.c.value).where(
+                one_of(DATES.c.contact_id, contact_ids)
+            )
         )
         for contact_id, name, value in rows:
             found.setdefault(contact_id, {})[name] = value

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session
 
 from automator.store import execute_many, insert, table
+from automator.store.statements import one_of
 from automator.tables import Coupon
 
 COUPONS = table(Coupon)
@@ -113,6 +114,6 @@ def return_to_pool(session: Session, message_ids: list[int]) -> None:
     out); generated codes stay with their messages."""
     session.execute(
         update(COUPONS)
-        .where(COUPONS.c.message_id.in_(message_ids), COUPONS.c.pool.is_not(None))
+        .where(one_of(COUPONS.c.message_id, message_ids), COUPONS.c.pool.is_not(None))
         .values(message_id=None, contact_id=None, rule_id=None, assigned_at=None)
     )

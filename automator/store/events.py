@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlmodel import Session
 
 from automator.journey import Journey
 from automator.store import Store, bulk, contacts, execute_many, insert, staging, suppressions, table
+from automator.store.statements import listed, one_of
 from automator.tables import Contact, Event, StageChange
 
 EVENTS = table(Event)
@@ -113,7 +115,7 @@ def bulk_add(session: Session, records: list[EventData], journey: Journey, now: 
 
 
 def _stored_keys(session: Session, keys: list[str]) -> set[str]:
-    found = session.execute(select(EVENTS.c.key).where(bulk.among(session, EVENTS.c.key, keys)))
+    found = session.execute(select(EVENTS.c.key).where(one_of(EVENTS.c.key, keys)))
     return set(found.scalars().all())
 
 
@@ -124,7 +126,7 @@ def _apply_moves(session: Session, rows: list[dict[str, Any]], journey: Journey)
     stages = dict(
         session.execute(
             select(CONTACTS.c.id, CONTACTS.c.stage).where(
-                bulk.among(session, CONTACTS.c.id, {row["contact_id"] for row in rows})
+                one_of(CONTACTS.c.id, {row["contact_id"] for row in rows})
             )
         ).all()
     )
@@ -216,7 +218,7 @@ def _seen_columns(groups: Collection[str]) -> list[Any]:
     ]
 
 
-def _seen(row: Any, groups: list[str]) -> Seen:
+def _seen(row: Any, groups: tuple[str, ...]) -> Seen:
     values = dict(zip(groups, row[5:], strict=True)) if groups else {}
     return Seen(row[0], row[1], row[2], row[3], row[4], values)
 
@@ -234,21 +236,29 @@ def seen_between(
     found: dict[int, list[Seen]] = {}
     if not contact_ids or not types:
         return found
-    names = sorted(groups)
-    # From the contacts' rows to their events through the (contact, type, at) index: asked
-    # of the event table alone, SQLite went through the (type, at) index instead, over the
-    # window's events of every contact.
-    rows = session.execute(
+    names = tuple(sorted(groups))
+    values = {"contact_ids": contact_ids, "types": types, "since": since, "now": now}
+    for row in session.execute(_seen_query(names), values).all():
+        found.setdefault(row[1], []).append(_seen(row, names))
+    return found
+
+
+@functools.lru_cache(maxsize=16)  # a dispatcher asks with the same few groups every batch
+def _seen_query(names: tuple[str, ...]) -> Select[Any]:
+    """`seen_between`'s query for these group properties, built once: a batch only binds
+    its contacts, types and times.
+
+    From the contacts' rows to their events through the (contact, type, at) index: asked of
+    the event table alone, SQLite went through the (type, at) index instead, over the
+    window's events of every contact."""
+    return (
         select(*_seen_columns(names))
         .select_from(CONTACTS.join(EVENTS, EVENTS.c.contact_id == CONTACTS.c.id))
         .where(
-            CONTACTS.c.id.in_(contact_ids),
-            EVENTS.c.type.in_(types),
-            EVENTS.c.at >= since,
-            EVENTS.c.at <= now,
+            one_of(CONTACTS.c.id, listed("contact_ids", CONTACTS.c.id)),
+            one_of(EVENTS.c.type, listed("types", EVENTS.c.type)),
+            EVENTS.c.at >= bindparam("since"),
+            EVENTS.c.at <= bindparam("now"),
         )
         .order_by(EVENTS.c.at, EVENTS.c.id)
     )
-    for row in rows.all():
-        found.setdefault(row[1], []).append(_seen(row, names))
-    return found

@@ -16,7 +16,7 @@ from automator.errors import StatusChanged
 from automator.status import Status, allowed
 from automator.store import coupons, execute_many, insert, table
 from automator.store.contacts import CONTACTS
-from automator.store.statements import per_row
+from automator.store.statements import one_of, per_row
 from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
@@ -71,7 +71,7 @@ def bodies(session: Session, message_ids: Collection[int]) -> dict[int, Content]
     if found:
         rows = session.execute(
             select(CONTENT.c.message_id, CONTENT.c.text_body, CONTENT.c.html_body).where(
-                CONTENT.c.message_id.in_(list(found))
+                one_of(CONTENT.c.message_id, found)
             )
         )
         found.update({message_id: Content(text, html) for message_id, text, html in rows.all()})
@@ -193,7 +193,7 @@ def _update_each(
     changed = list(
         session.execute(
             update(MESSAGES)
-            .where(MESSAGES.c.id.in_(list(values)), STATUS_PER_ROW.in_(tuple(expected)))
+            .where(one_of(MESSAGES.c.id, values), STATUS_PER_ROW.in_(tuple(expected)))
             .values(**common)
             .returning(MESSAGES.c.id)
         ).scalars()
@@ -250,7 +250,7 @@ def last_reasons(session: Session, message_ids: Collection[int]) -> dict[int, st
         return {}
     rows = session.execute(
         select(HISTORY.c.message_id, HISTORY.c.reason)
-        .where(HISTORY.c.message_id.in_(message_ids))
+        .where(one_of(HISTORY.c.message_id, message_ids))
         .order_by(HISTORY.c.at, HISTORY.c.id)
     )
     return {message_id: reason for message_id, reason in rows}  # the last of each wins

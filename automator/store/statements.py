@@ -1,16 +1,19 @@
 """What the store's query modules build their statements from: a model's table, an INSERT
-that can skip or update a conflicting row on both SQLite and PostgreSQL, and a column that
-SQLite compares row by row instead of looking it up through an index."""
+that can skip or update a conflicting row on both SQLite and PostgreSQL, a column that
+SQLite compares row by row instead of looking it up through an index, and an IN whose
+values are bound as one parameter."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import JSON, BindParameter, Boolean, Dialect, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Session, SQLModel
 
 
@@ -35,6 +38,63 @@ def _column(element: per_row, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(per_row, "sqlite")
 def _unindexed_column(element: per_row, compiler: SQLCompiler, **kw: Any) -> str:
     return "+" + compiler.process(element.clauses, **kw)
+
+
+class Listed(TypeDecorator[list[Any]]):
+    """A list of values bound as one parameter: a JSON array on SQLite, an array of `item`
+    on PostgreSQL."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, item: TypeEngine[Any]) -> None:
+        super().__init__()
+        self.item = item
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(self.item))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return list(value)
+
+
+class one_of(FunctionElement[bool]):  # noqa: N801 (named as SQL functions are)
+    """`column IN values`, the values bound as one parameter however many they are:
+    `column IN (SELECT value FROM json_each(?))` on SQLite, `column = ANY(?)` on PostgreSQL.
+
+    An IN list of N parameters is another SQL text for each N: SQLAlchemy expands and
+    renders it at every execution, and the driver prepares each length again (and keeps it,
+    at a few hundred kB for thousands of values). This is one text for any number of values.
+    `values` is a bound parameter (`listed`), or a collection to bind as an anonymous one."""
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a condition in itself: no `= 1` after it on SQLite
+
+    def __init__(self, column: Any, values: BindParameter[Any] | Collection[Any]) -> None:
+        if not isinstance(values, BindParameter):
+            values = bindparam(None, list(values), type_=Listed(column.type))
+        super().__init__(column, values)
+
+
+def listed(name: str, column: Any) -> BindParameter[Any]:
+    """A parameter `name` for `one_of(column, …)`, bound to a collection of its values."""
+    return bindparam(name, type_=Listed(column.type))
+
+
+@compiles(one_of)
+def _any_of_array(element: one_of, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = element.clauses.clauses
+    return compiler.process(column == any_(values), **kw)
+
+
+@compiles(one_of, "sqlite")
+def _in_json_array(element: one_of, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = element.clauses.clauses
+    array = func.json_each(values).table_valued("value")
+    return compiler.process(column.in_(select(array.c.value)), **kw)
 
 
 def insert(session: Session, table: Table) -> Any:

@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
-from automator.store import bulk, insert, table
+from automator.store import insert, table
+from automator.store.statements import listed, one_of
 from automator.tables import Suppression
 
 SUPPRESSIONS = table(Suppression)
@@ -62,7 +63,7 @@ def suppress_returning(session: Session, emails: Collection[str], now: datetime)
     if not emails:
         return
     hashes = {hashed(email): email for email in emails}
-    erased = bulk.among(session, SUPPRESSIONS.c.email, hashes)
+    erased = one_of(SUPPRESSIONS.c.email, hashes)
     found = session.execute(select(SUPPRESSIONS.c.email).where(erased)).scalars()
     add_many(session, [(hashes[value], "erased before, arrived again") for value in found], ERASED, now)
 
@@ -71,10 +72,16 @@ def listing(session: Session) -> list[Suppression]:
     return list(session.execute(select(Suppression).order_by(SUPPRESSIONS.c.created_at.desc())).scalars())
 
 
+# Every batch a dispatcher claims asks this: built once, its addresses bound as one parameter.
+_SUPPRESSED = select(SUPPRESSIONS.c.email).where(
+    one_of(SUPPRESSIONS.c.email, listed("emails", SUPPRESSIONS.c.email))
+)
+
+
 def among(session: Session, emails: set[str]) -> set[str]:
     """Which of these addresses are suppressed, by their address or as erased (a hash)."""
     if not emails:
         return set()
     hashes = {hashed(email): email for email in emails}
-    found = session.execute(select(SUPPRESSIONS.c.email).where(SUPPRESSIONS.c.email.in_([*emails, *hashes])))
+    found = session.execute(_SUPPRESSED, {"emails": [*emails, *hashes]})
     return {hashes.get(value, value) for value in found.scalars()}
