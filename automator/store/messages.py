@@ -193,7 +193,7 @@ def _update_each(
     changed = list(
         session.execute(
             update(MESSAGES)
-            .where(one_of(MESSAGES.c.id, values), STATUS_PER_ROW.in_(tuple(expected)))
+            .where(one_of(MESSAGES.c.id, values), one_of(STATUS_PER_ROW, expected))
             .values(**common)
             .returning(MESSAGES.c.id)
         ).scalars()
