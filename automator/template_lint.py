@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ import jinja2
 from jinja2 import meta, nodes
 
 from automator.errors import TemplateError
-from automator.templates import cache_folder
+from automator.templates import cache_folder, compiled_by
+
+log = logging.getLogger("automator.templates")
 
 # What `Renderer.context` and `Templates.render` give every template.
 CONTEXT = ("contact", "event", "coupon", "rule", "trigger", "unsubscribe_url", "base_url", "now", "locale")
@@ -202,30 +205,51 @@ def _distinct(errors: list[TemplateError]) -> list[TemplateError]:
 
 
 def lint_key(env: jinja2.Environment, linted: list[tuple[str, str | None]], vocabulary: Vocabulary) -> str:
-    """What a project's lint depends on, as a digest: this module's code, Jinja's version,
-    the names templates may use, each template folder linted with its trigger's event type,
-    the vocabulary, and the text of every template (a layout any of them reaches included)."""
-    assert env.loader is not None
-    names = env.loader.list_templates()
+    """What a project's lint depends on, as a digest: this module's code, how the
+    environment parses (Jinja's version, its syntax, filters and tests), the names templates
+    may use, each template folder linted with its trigger's event type, the vocabulary, and
+    every file a template could reach (see `_template_files`)."""
+    hashed = hashlib.sha256()
     parts = [
         hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-        jinja2.__version__,
+        compiled_by(env),
         sorted(env.globals),
         linted,
         sorted(vocabulary.attributes),
         sorted((event, sorted(found)) for event, found in vocabulary.events.items()),
-        [(name, _source(env, name)) for name in names],
     ]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    hashed.update(json.dumps(parts).encode())
+    for name, content in _template_files(env):
+        hashed.update(f"\0{name}\0{len(content)}\0".encode())
+        hashed.update(content)
+    return hashed.hexdigest()
 
 
-def _source(env: jinja2.Environment, name: str) -> str | None:
-    """A template's text; None for one that cannot be read (lint reports it, if it is used)."""
-    assert env.loader is not None
-    try:
-        return env.loader.get_source(env, name)[0]
-    except (jinja2.TemplateError, OSError, UnicodeDecodeError):
-        return None
+def _template_files(env: jinja2.Environment) -> Iterator[tuple[str, bytes]]:
+    """Every file under the templates' folders, by path, folders linked from them included
+    (the loader's list leaves those out, but an `extends` or `include` reaches them); a
+    loader of another kind, its templates by name."""
+    loader = env.loader
+    if not isinstance(loader, jinja2.FileSystemLoader):
+        assert loader is not None
+        for name in loader.list_templates():
+            yield name, loader.get_source(env, name)[0].encode()
+        return
+    seen: set[str] = set()  # the real folders walked: a link back up is walked once
+    for root in loader.searchpath:
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:
+                subfolders.clear()
+                continue
+            seen.add(real)
+            for file in sorted(files):
+                path = os.path.join(folder, file)
+                try:
+                    yield path, Path(path).read_bytes()
+                except OSError:
+                    yield path, b"unreadable"
+            subfolders.sort()
 
 
 def _cache_file() -> Path | None:
@@ -258,5 +282,5 @@ def keep(key: str, problems: list[TemplateError]) -> None:
         partial = path.with_name(f"lint.{os.getpid()}.tmp")
         partial.write_text(json.dumps({"key": key, "problems": found}))
         partial.replace(path)
-    except OSError:
-        pass  # not kept: the next run lints again
+    except OSError as exc:
+        log.warning("template lint is not kept (%s); each check lints again", exc)

@@ -327,7 +327,7 @@ class CompiledTemplates(jinja2.FileSystemBytecodeCache):
 
     def get_source_checksum(self, source: str) -> str:
         if not self._compiled_by:
-            self._compiled_by = _compiled_by(self._env)
+            self._compiled_by = compiled_by(self._env)
         return super().get_source_checksum(self._compiled_by + source)
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
@@ -368,7 +368,7 @@ def compiled_templates_cache(env: jinja2.Environment) -> CompiledTemplates | Non
     return CompiledTemplates(directory, env) if os.access(directory, os.W_OK) else None
 
 
-def _compiled_by(env: jinja2.Environment) -> str:
+def compiled_by(env: jinja2.Environment) -> str:
     """What compiled code depends on besides the source: Jinja's version and the
     environment's syntax, escaping, filters and tests (a template that names a filter that
     is gone must fail to compile, not at render time)."""

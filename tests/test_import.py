@@ -341,6 +341,7 @@ def test_an_events_properties_are_stored_as_the_file_gives_them(cli, store, tmp_
     properties = {
         "order_id": 123456789012345678901234567890,  # beyond 64 bits: kept exact
         "largest_64_bit": 18446744073709551615,
+        "below_64_bits": -9223372036854775809,  # 19 digits, and still beyond 64 bits
         "city": "Huế",
         "items": [{"name": "Nón lá", "price": 52.5, "gift": True, "note": None}],
     }

@@ -144,3 +144,21 @@ def test_check_lints_again_once_a_template_or_the_vocabulary_changes(cli, projec
         toml.write('\n[contacts]\nattributes = ["plan"]\n')
     assert "contact.plan" not in cli("check").stdout
     assert len(linted) == 4
+
+
+def test_a_kept_lint_is_not_used_once_a_layout_in_a_linked_folder_changes(
+    cli, project_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    templates = project_dir / "email_templates"
+    shared = tmp_path / "shared"  # a layout several projects share, linked into this one
+    shared.mkdir()
+    (templates / "_layout.html").rename(shared / "_layout.html")
+    (templates / "shared").symlink_to(shared, target_is_directory=True)
+    for body in templates.glob("*/body*.html"):
+        edit(body, '"_layout.html"', '"shared/_layout.html"')
+    assert cli("check").stdout == "ok: 4 rules\n"
+
+    edit(shared / "_layout.html", "{{ unsubscribe_url }}", "{{ contact.plan }}")
+
+    assert "contact.plan: contacts have no field 'plan'" in cli("check").stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import JSON, BindParameter, Boolean, Dialect, Table, any_, bindparam, func, select
+from sqlalchemy import JSON, BindParameter, Boolean, Dialect, String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -53,7 +53,9 @@ class Listed(TypeDecorator[list[Any]]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(self.item))
+            # Without a length: a cast to varchar(n) would cut a longer value to a prefix.
+            item = String() if isinstance(self.item, String) else self.item
+            return dialect.type_descriptor(postgresql.ARRAY(item))
         return dialect.type_descriptor(JSON())
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
