@@ -275,10 +275,7 @@ _CLAIM = (
 )
 _SENT = (
     update(MESSAGES)
-    # Two comparisons, not an IN: SQLAlchemy expands an IN list at every execution.
-    .where(
-        one_of(MESSAGES.c.id, _IDS), or_(STATUS_PER_ROW == Status.SENDING, STATUS_PER_ROW == Status.QUEUED)
-    )
+    .where(one_of(MESSAGES.c.id, _IDS), one_of(STATUS_PER_ROW, (Status.SENDING, Status.QUEUED)))
     .values(
         status=Status.SENT,
         sent_at=bindparam("sent_time", type_=UTCDateTime()),
