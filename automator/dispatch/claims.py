@@ -33,7 +33,7 @@ from automator.rendering import Renderer
 from automator.status import HoldKind, Status
 from automator.store import Store, claims, contacts, events, messages, suppressions
 from automator.store.claims import Due
-from automator.store.messages import Change, Content
+from automator.store.messages import Change, Packed
 
 LEASE = timedelta(minutes=5)
 ORPHANED = (
@@ -41,6 +41,7 @@ ORPHANED = (
     "will be sent again (same Message-ID)"
 )
 RENEW_AFTER = LEASE / 3  # a batch still going out keeps its claims this fresh
+HELD_OUTCOMES = {HoldKind.HEADER: "held: unsafe header", HoldKind.RENDER: "held: unreadable body"}
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Taken:
     more may be due."""
 
     messages: list[Due]
-    bodies: dict[int, Content]  # of the messages it took
+    bodies: dict[int, Packed]  # of the messages it took, as stored
     outcomes: list[tuple[str, str]]  # (rule, outcome) of each message it did not take
     more: bool
 
@@ -102,26 +103,34 @@ class Claims:
         return Taken(taken, bodies, outcomes, len(due) == limit)
 
     def letters(self, taken: Taken, now: datetime) -> tuple[list[Claimed], list[Change]]:
-        """The claimed messages' emails, and the holds of those whose header would carry a
-        line break (`hold` writes them)."""
+        """The claimed messages' emails, and the holds of those that must not be built
+        (`hold` writes them): a header that would carry a line break, or a stored body that
+        cannot be unpacked (held as a failed render: releasing it renders it again)."""
         claimed: list[Claimed] = []
-        unsafe: list[Change] = []
+        held: list[Change] = []
+        released: dict[str, Any] = {"lease_until": None, "claimed_by": None}
         for message in taken.messages:
             try:
-                content = taken.bodies[message.id]
+                content = taken.bodies[message.id].unpacked()
+            except (RuntimeError, UnicodeDecodeError) as exc:  # lz4 says RuntimeError
+                reason = f"its stored body cannot be read ({exc}); releasing it renders it again"
+                values = {**released, "hold_kind": HoldKind.RENDER}
+                held.append(Change(message.id, Status.HELD, reason, values))
+                continue
+            try:
                 email = letters.build_stored(self.settings, message.contact, message, content, now)
                 claimed.append(Claimed(message, email))
             except UnsafeHeaderError as exc:
-                values = {"hold_kind": HoldKind.HEADER, "lease_until": None, "claimed_by": None}
-                unsafe.append(Change(message.id, Status.HELD, str(exc), values))
-        return claimed, unsafe
+                values = {**released, "hold_kind": HoldKind.HEADER}
+                held.append(Change(message.id, Status.HELD, str(exc), values))
+        return claimed, held
 
-    def hold(self, unsafe: list[Change], rule_of: dict[int, str], now: datetime) -> list[tuple[str, str]]:
+    def hold(self, held: list[Change], rule_of: dict[int, str], now: datetime) -> list[tuple[str, str]]:
         """Hold claimed messages whose email must not be built; returns their outcomes."""
         with self.store.session() as session:
-            made = messages.change_many(session, unsafe, now, expected=(Status.SENDING,))
-        self.in_flight.difference_update(change.message_id for change in unsafe)
-        return [(rule_of[change.message_id], "held: unsafe header") for change in made]
+            made = messages.change_many(session, held, now, expected=(Status.SENDING,))
+        self.in_flight.difference_update(change.message_id for change in held)
+        return [(rule_of[change.message_id], HELD_OUTCOMES[change.values["hold_kind"]]) for change in made]
 
     def facts(self, session: Session, batch: list[Due], now: datetime) -> Facts:
         """Everything the re-checks of a batch need, read in a few queries for the whole batch.

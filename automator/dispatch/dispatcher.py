@@ -110,11 +110,11 @@ class Dispatcher:
         """Claim a batch (in a worker thread, while the batch before is sent), then build
         its emails (in a worker thread too, the database left to the recording meanwhile)."""
         taken = await turns.claim(self.claims.take, now, limit)
-        claimed, unsafe = await asyncio.to_thread(self.claims.letters, taken, now)
+        claimed, held = await asyncio.to_thread(self.claims.letters, taken, now)
         outcomes = taken.outcomes
-        if unsafe:
+        if held:
             rule_of = {message.id: message.rule_id for message in taken.messages}
-            outcomes = outcomes + await turns.claim(self.claims.hold, unsafe, rule_of, now)
+            outcomes = outcomes + await turns.claim(self.claims.hold, held, rule_of, now)
         counted = Counter(outcomes)
         with report.lock:  # the recording threads add to it too
             for (rule_id, outcome), count in counted.items():

@@ -8,15 +8,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, type_coerce, update
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.types import NullType
 from sqlmodel import Session
 
 from automator.errors import StatusChanged
+from automator.packing import unpack
 from automator.status import Status, allowed
 from automator.store import coupons, execute_many, insert, table
 from automator.store.contacts import CONTACTS
-from automator.store.statements import one_of, per_row
+from automator.store.statements import listed, one_of, per_row
 from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
@@ -57,6 +59,17 @@ class Content:
     html: str
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A message's bodies as stored: packed on SQLite (bytes), or text."""
+
+    text: bytes | str
+    html: bytes | str
+
+    def unpacked(self) -> Content:
+        return Content(unpack(self.text), unpack(self.html))
+
+
 def content(session: Session, message_id: int) -> Content:
     """A message's bodies (empty before it is rendered)."""
     row = session.execute(
@@ -65,17 +78,22 @@ def content(session: Session, message_id: int) -> Content:
     return Content(row.text_body, row.html_body) if row else Content("", "")
 
 
-def bodies(session: Session, message_ids: Collection[int]) -> dict[int, Content]:
-    """Several messages' bodies (empty before they are rendered)."""
-    found = {message_id: Content("", "") for message_id in message_ids}
+def bodies(session: Session, message_ids: Collection[int]) -> dict[int, Packed]:
+    """Several messages' bodies as stored (empty before they are rendered), for the
+    dispatcher's claim: it reads them in its transaction, and unpacks them where it builds
+    the emails, outside it (the write lock is held no longer than the claim needs)."""
+    found = {message_id: Packed("", "") for message_id in message_ids}
     if found:
-        rows = session.execute(
-            select(CONTENT.c.message_id, CONTENT.c.text_body, CONTENT.c.html_body).where(
-                one_of(CONTENT.c.message_id, found)
-            )
-        )
-        found.update({message_id: Content(text, html) for message_id, text, html in rows.all()})
+        rows = session.execute(_BODIES, {"ids": list(found)})
+        found.update({message_id: Packed(text, html) for message_id, text, html in rows.all()})
     return found
+
+
+_BODIES = select(
+    CONTENT.c.message_id,
+    type_coerce(CONTENT.c.text_body, NullType()),  # as stored: unpacked by `Packed.unpacked`
+    type_coerce(CONTENT.c.html_body, NullType()),
+).where(one_of(CONTENT.c.message_id, listed("ids", CONTENT.c.message_id)))
 
 
 def set_content(session: Session, message_id: int, text: str, html: str) -> None:
