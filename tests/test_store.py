@@ -27,6 +27,7 @@ from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import claims as claim_store
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
+from automator.store.messages import Packed
 from automator.tables import Message, MessageContent, Suppression
 from tests.conftest import utc
 
@@ -249,7 +250,9 @@ def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tm
         assert packed is not None and older is not None
         contents = [message_store.content(session, message_id) for message_id in (packed, older)]
         due_ids = [m.id for m in claim_store.due(session, now, 10)]
-        due = {i: (c.text, c.html) for i, c in message_store.bodies(session, due_ids).items()}
+        stored = message_store.bodies(session, due_ids)  # as stored, unpacked where the email is built
+        unpacked = {i: packed.unpacked() for i, packed in stored.items()}
+        due = {i: (c.text, c.html) for i, c in unpacked.items()}
     store.dispose()
 
     assert isinstance(raw.html_body, bytes) and len(raw.html_body) < len(html.encode()) / 10
@@ -315,7 +318,8 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
         first = [m.message_id for m in claim_store.due(session, now, 4)]
         every = [m.message_id for m in claim_store.due(session, now, 100)]
         due_ids = [m.id for m in claim_store.due(session, now, 100)]
-        bodies = {(c.text, c.html) for c in message_store.bodies(session, due_ids).values()}
+        stored = message_store.bodies(session, due_ids).values()
+        bodies = {(c.text, c.html) for c in map(Packed.unpacked, stored)}
     store.dispose()
 
     order = ["high-early", "high-late", "mid-a", "mid-b", "low-early", "none"]
@@ -324,8 +328,8 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
     assert bodies == {("text", "<p>html</p>")}
 
 
-def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_first(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'automator.db'}")
+def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_first(database_url: str) -> None:
+    store = Store(database_url)
     store.create_schema()
     now = utc("2026-11-20 12:00")
     emails = [f"c{number}@example.com" for number in range(6)]
@@ -348,8 +352,12 @@ def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_fir
     with store.session() as session:
         contact_ids = contact_store.ensure(session, emails, now)
         first = queueing.insert_messages(session, [row(email, f"cart-{email}", "a") for email in emails[:3]])
-    with store.session() as session:  # c2's cart again (another daemon had it first), and three new
-        second = queueing.insert_messages(session, [row(email, f"cart-{email}", "b") for email in emails[2:]])
+    # c2's cart again (another daemon had it first), three new, and c5's twice (the first counts)
+    again = [row(email, f"cart-{email}", "b") for email in emails[2:]] + [
+        row(emails[5], "cart-c5@example.com", "c")
+    ]
+    with store.session() as session:
+        second = queueing.insert_messages(session, again)
     with store.session() as session:
         stored = {
             message.id: (message.contact_id, message.occurrence, message.message_id)

@@ -6,34 +6,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlmodel import Session
 
 from automator.store import execute_many, insert, table
+from automator.store.bulk import insert_columns
 from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
 HISTORY = table(MessageHistory)
 CONTENT = table(MessageContent)
+DEDUPE_KEY = ("rule_id", "contact_id", "occurrence")
 
 
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
     """Insert messages; a row whose dedupe key exists already (another tick
     or daemon queued it first) is skipped. Returns the new ids by (contact, occurrence).
 
-    The rows go in as one executemany (with RETURNING, SQLAlchemy would build and bind a
-    many-row VALUES statement, which costs more). When SQLite wrote every row, their ids are
-    the last ones it gave, in order: a row without an id gets the largest id plus one, and the
-    transaction holds the only write lock from the first row on. Otherwise (some were skipped,
-    or PostgreSQL, whose sequences promise no order) the ids are read back through the dedupe
-    key, and a row is ours when it carries our Message-ID."""
+    On PostgreSQL the rows go in as one statement, which returns the ids of the rows it wrote
+    (`bulk.insert_columns`). On SQLite they go in as one executemany (with RETURNING,
+    SQLAlchemy would build and bind a many-row VALUES statement, which costs more). When it
+    wrote every row, their ids are the last ones SQLite gave, in order: a row without an id
+    gets the largest id plus one, and the transaction holds the only write lock from the
+    first row on. Otherwise the ids are read back through the dedupe key, and a row is ours
+    when it carries our Message-ID."""
     if not rows:
         return {}
-    statement = insert(session, MESSAGES).on_conflict_do_nothing(
-        index_elements=["rule_id", "contact_id", "occurrence"]
-    )
-    written = execute_many(session, statement, rows)
-    if written == len(rows) and session.get_bind().dialect.name == "sqlite":
+    if session.get_bind().dialect.name == "postgresql":
+        written = insert_columns(session, MESSAGES, rows, DEDUPE_KEY, ("id", "contact_id", "occurrence"))
+        return {(row.contact_id, row.occurrence): row.id for row in written}
+    statement = insert(session, MESSAGES).on_conflict_do_nothing(index_elements=list(DEDUPE_KEY))
+    if execute_many(session, statement, rows) == len(rows):
         last = session.execute(select(func.last_insert_rowid())).scalar_one()
         first = last - len(rows) + 1
         return {(row["contact_id"], row["occurrence"]): first + n for n, row in enumerate(rows)}
@@ -49,23 +52,23 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
 
 def insert_contents(session: Session, contents: list[tuple[int, str | bytes, str | bytes]]) -> None:
     """The bodies of new messages: (message id, text, html) each, packed already or not."""
-    execute_many(
-        session,
-        CONTENT.insert(),
-        [
-            {"message_id": message_id, "text_body": text, "html_body": html}
-            for message_id, text, html in contents
-        ],
-    )
+    rows = [{"message_id": message, "text_body": text, "html_body": html} for message, text, html in contents]
+    execute_many(session, CONTENT.insert(), rows)
 
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
     """One history line per (message id, status, reason)."""
-    execute_many(
-        session,
-        HISTORY.insert(),
-        [
-            {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
-            for message_id, status, reason in lines
-        ],
-    )
+    rows = [
+        {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
+        for message_id, status, reason in lines
+    ]
+    _insert_all(session, HISTORY, rows)
+
+
+def _insert_all(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Rows of new messages: on PostgreSQL as one statement (see `bulk.insert_columns`),
+    on SQLite as one executemany (which SQLite runs at the cost of the inserts alone)."""
+    if session.get_bind().dialect.name == "postgresql":
+        insert_columns(session, table, rows)
+    else:
+        execute_many(session, table.insert(), rows)
