@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,23 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
     assert bodies == {("text", "<p>html</p>")}
 
 
+def _message_row(contact_id: int, email: str, occurrence: str, tag: str, now: datetime) -> dict[str, Any]:
+    """A queued message's row as a tick inserts it."""
+    return {
+        "rule_id": "abandoned_cart",
+        "contact_id": contact_id,
+        "email": email,
+        "occurrence": occurrence,
+        "occurred_at": now,
+        "status": "queued",
+        "due_at": now,
+        "send_at": now,
+        "expires_at": now + timedelta(days=1),
+        "message_id": f"<{occurrence}.{tag}@shop.example>",
+        "created_at": now,
+    }
+
+
 def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_first(database_url: str) -> None:
     store = Store(database_url)
     store.create_schema()
@@ -335,19 +353,7 @@ def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_fir
     emails = [f"c{number}@example.com" for number in range(6)]
 
     def row(email: str, occurrence: str, tag: str) -> dict[str, object]:
-        return {
-            "rule_id": "abandoned_cart",
-            "contact_id": contact_ids[email],
-            "email": email,
-            "occurrence": occurrence,
-            "occurred_at": now,
-            "status": "queued",
-            "due_at": now,
-            "send_at": now,
-            "expires_at": now + timedelta(days=1),
-            "message_id": f"<{occurrence}.{tag}@shop.example>",
-            "created_at": now,
-        }
+        return _message_row(contact_ids[email], email, occurrence, tag, now)
 
     with store.session() as session:
         contact_ids = contact_store.ensure(session, emails, now)
@@ -371,3 +377,31 @@ def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_fir
         for (contact_id, occurrence), message_id in ids.items():
             assert stored[message_id] == (contact_id, occurrence, f"<{occurrence}.{tag}@shop.example>")
     assert len(stored) == 6
+
+
+def test_a_chunks_bodies_and_history_go_in_and_a_value_too_long_is_refused(database_url: str) -> None:
+    """What a tick writes for a chunk: bodies (packed or not), history lines, and a value that
+    does not fit its column refused as the INSERT refuses it, never cut short."""
+    store = Store(database_url)
+    store.create_schema()
+    now = utc("2026-11-20 12:00")
+    with store.session() as session:
+        contact_id = contact_store.ensure(session, ["lan@example.com"], now)["lan@example.com"]
+        rows = [_message_row(contact_id, "lan@example.com", f"cart-{n}", "a", now) for n in range(2)]
+        [first, second] = queueing.insert_messages(session, rows).values()
+        html = '<p>Giỏ hàng "của" bạn \\ vẫn đang chờ</p>' * 50
+        bodies = [(first, pack("Chào Lan"), pack(html)), (second, "text", "<p>x</p>")]
+        queueing.insert_contents(session, bodies)
+        lines = [(first, "queued", "queued by rule x"), (second, "queued", "y")]
+        queueing.record_history(session, lines, now)
+    with store.session() as session:
+        contents = [message_store.content(session, message_id) for message_id in (first, second)]
+        reasons = message_store.last_reasons(session, [first, second])
+    long_variant = {**_message_row(contact_id, "lan@example.com", "cart-9", "a", now), "variant": "v" * 41}
+    refused = store.engine.dialect.name == "postgresql"  # SQLite keeps any length
+    with store.session() as session, pytest.raises(Exception, match="too long") if refused else nullcontext():
+        queueing.insert_messages(session, [long_variant])
+    store.dispose()
+
+    assert [(c.text, c.html) for c in contents] == [("Chào Lan", html), ("text", "<p>x</p>")]
+    assert reasons == {first: "queued by rule x", second: "y"}

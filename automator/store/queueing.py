@@ -10,7 +10,7 @@ from sqlalchemy import Table, func, select
 from sqlmodel import Session
 
 from automator.store import execute_many, insert, table
-from automator.store.bulk import insert_columns
+from automator.store.bulk import copy_rows, insert_columns
 from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
@@ -34,7 +34,7 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
         return {}
     if session.get_bind().dialect.name == "postgresql":
         written = insert_columns(session, MESSAGES, rows, DEDUPE_KEY, ("id", "contact_id", "occurrence"))
-        return {(row.contact_id, row.occurrence): row.id for row in written}
+        return {(contact_id, occurrence): message_id for message_id, contact_id, occurrence in written}
     statement = insert(session, MESSAGES).on_conflict_do_nothing(index_elements=list(DEDUPE_KEY))
     if execute_many(session, statement, rows) == len(rows):
         last = session.execute(select(func.last_insert_rowid())).scalar_one()
@@ -53,7 +53,10 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
 def insert_contents(session: Session, contents: list[tuple[int, str | bytes, str | bytes]]) -> None:
     """The bodies of new messages: (message id, text, html) each, packed already or not."""
     rows = [{"message_id": message, "text_body": text, "html_body": html} for message, text, html in contents]
-    execute_many(session, CONTENT.insert(), rows)
+    if session.get_bind().dialect.name == "postgresql":
+        copy_rows(session, CONTENT, rows)
+    else:
+        execute_many(session, CONTENT.insert(), rows)
 
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import orjson
 from sqlmodel import Session
 
+from automator.store.bulk import driver_cursor
+
 
 class StagedEvent(Protocol):
     key: str
@@ -305,7 +307,7 @@ def _cursor(session: Session) -> Any:
     JSON through orjson: a batch's properties and attributes are most of what it sends."""
     from psycopg.types.json import set_json_dumps  # PostgreSQL's driver: an optional install
 
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver_cursor(session)
     set_json_dumps(_dumps, context=cursor)
     return cursor
 
