@@ -603,7 +603,10 @@ class Bench:
     def bare(self, mail: list[emails.OutgoingEmail], round_: int) -> Run:
         if self.args.transport == "file":
             outbox = self.outboxes / f"bare-{round_}"
-            return timed("bare file transport", lambda: asyncio.run(bare_file(outbox, mail)))
+            try:
+                return timed("bare file transport", lambda: asyncio.run(bare_file(outbox, mail)))
+            finally:
+                shutil.rmtree(outbox, ignore_errors=True)  # each round starts from an empty folder
         return timed(
             "bare aiosmtplib loop", lambda: asyncio.run(bare_smtp(self.port, mail, self.args.concurrency))
         )
@@ -620,7 +623,10 @@ class Bench:
             run = timed("automator dispatch", send, profile)
         finally:
             store.dispose()
-        self.check(report, outbox)
+        try:
+            self.check(report, outbox)
+        finally:
+            shutil.rmtree(outbox, ignore_errors=True)
         return run
 
     def check(self, report: TickReport, outbox: Path) -> None:
