@@ -62,10 +62,10 @@ def insert_columns(
     if not rows:
         return []
     columns, arrays = _columns(session, table, rows)
-    dialect = session.get_bind().dialect
-    cursor = driver_cursor(session)
-    cursor.execute(_unnest_insert(dialect, table, tuple(columns), skip_conflicts_on, returning), arrays)
-    return cursor.fetchall() if returning else []
+    connection = session.connection()
+    sql = _unnest_insert(connection.dialect, table, tuple(columns), skip_conflicts_on, returning)
+    result = connection.exec_driver_sql(sql, tuple(arrays))  # a tuple: one execution
+    return [tuple(row) for row in result] if returning else []
 
 
 def copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -75,13 +75,12 @@ def copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> Non
     if not rows:
         return
     columns, arrays = _columns(session, table, rows)
-    dialect = session.get_bind().dialect
-    names = ", ".join(dialect.identifier_preparer.quote(table.c[key].name) for key in columns)
+    connection = session.connection()
+    preparer = connection.dialect.identifier_preparer
+    names = ", ".join(preparer.quote(table.c[key].name) for key in columns)
     cursor = driver_cursor(session)
-    with cursor.copy(
-        f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types([_base_type(table.c[key], dialect) for key in columns])
+    with cursor.copy(f"COPY {preparer.format_table(table)} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([_base_type(table.c[key], connection.dialect) for key in columns])
         for row in zip(*arrays, strict=True):
             copy.write_row(row)
 
