@@ -288,55 +288,30 @@ def test_a_big_rule_is_committed_every_commit_every_messages(
     assert len(all_messages(store)) == 6
 
 
+@pytest.mark.parametrize(
+    "losing_before",
+    [
+        "insert_messages",  # a statement of SQLAlchemy's meets the lost connection
+        "insert_contents",  # the driver's own COPY of the bodies does
+    ],
+)
 def test_a_connection_lost_while_writing_fails_the_tick_once_and_the_next_tick_queues_it(
-    make_contact, make_event, engine, store, monkeypatch, caplog
+    make_contact, make_event, engine, store, monkeypatch, caplog, losing_before
 ):
     if store.engine.dialect.name != "postgresql":
         pytest.skip("a connection lost mid-transaction: PostgreSQL's server ends it")
     carts_and_orders(make_contact, make_event)
-    original = enqueue_module.queueing.insert_messages
-    lost: list[bool] = []
-
-    def losing_the_connection_once(session, rows):  # type: ignore[no-untyped-def]
-        if not lost:
-            lost.append(True)
-            session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
-        return original(session, rows)
-
-    monkeypatch.setattr(enqueue_module.queueing, "insert_messages", losing_the_connection_once)
-    now = utc("2026-11-20 03:00")
-    first = TickReport(now)
-
-    engine.evaluate(now, first)
-
-    errors = [rule.error for rule in first.rules.values() if rule.error]
-    assert errors and all("the next tick queues again" in error for error in errors)
-    assert not [record for record in caplog.records if "cannot queue" in record.getMessage()]
-    again = TickReport(now)
-    engine.evaluate(now, again)
-    assert len(all_messages(store)) == 6
-    assert all(rule.error is None for rule in again.rules.values())
-
-
-def test_a_connection_lost_while_copying_bodies_fails_the_tick_once(
-    make_contact, make_event, engine, store, monkeypatch, caplog
-):
-    """The bodies go in through the driver's own COPY: a connection lost there fails the
-    rules once too, not chunk after chunk."""
-    if store.engine.dialect.name != "postgresql":
-        pytest.skip("bodies are copied on PostgreSQL only")
-    carts_and_orders(make_contact, make_event)
-    original = enqueue_module.queueing.insert_contents
+    original = getattr(enqueue_module.queueing, losing_before)
     lost: list[int] = []
 
-    def losing_the_connection_once(session, contents):  # type: ignore[no-untyped-def]
+    def losing_the_connection_once(session, rows):  # type: ignore[no-untyped-def]
         if not lost:
             lost.append(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
             with store.engine.connect() as other:  # the server ends it, as a restart would
                 other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost[0]})
-        return original(session, contents)
+        return original(session, rows)
 
-    monkeypatch.setattr(enqueue_module.queueing, "insert_contents", losing_the_connection_once)
+    monkeypatch.setattr(enqueue_module.queueing, losing_before, losing_the_connection_once)
     now = utc("2026-11-20 03:00")
     first = TickReport(now)
 
