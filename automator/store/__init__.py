@@ -21,14 +21,12 @@ from sqlmodel import Session, create_engine
 
 from automator import tables  # noqa: F401  (registers the tables)
 from automator.errors import ConfigError
-from automator.store import postgres, sqlite
+from automator.store import locks, postgres, sqlite
 from automator.store.bulk import execute_many
 from automator.store.checkpoint import Checkpointer
 from automator.store.statements import insert, table
 
 __all__ = ["Store", "execute_many", "insert", "table"]
-
-EVALUATION_LOCK = 0x6175746F6D61746F + 1  # PostgreSQL advisory lock held while a process evaluates
 
 
 class Store:
@@ -84,11 +82,11 @@ class Store:
         process dies), an advisory lock on PostgreSQL; an in-memory database has one process."""
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as connection:
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": EVALUATION_LOCK})
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": locks.EVALUATION})
                 try:
                     yield
                 finally:
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": EVALUATION_LOCK})
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": locks.EVALUATION})
                     connection.commit()
             return
         database = self.engine.url.database

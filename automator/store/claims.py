@@ -8,7 +8,6 @@ are the batch forms a dispatcher runs, a few statements whatever the batch's siz
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -31,7 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
 from automator.status import Status
-from automator.store import Store, execute_many
+from automator.store import Store, execute_many, locks
 from automator.store.contacts import CONTACTS, Recipient
 from automator.store.messages import HISTORY, MESSAGES, STATUS_PER_ROW
 from automator.store.statements import listed, one_of
@@ -144,11 +143,6 @@ DAEMON = "daemon:"  # how the claims of `automator run` begin (see Dispatcher.ow
 # one database thus put back at once what a dead one left, and never what a live one sends.
 
 
-def owner_lock(owner: str) -> int:
-    """The advisory lock's key for `owner` (64 bits of a hash of its name)."""
-    return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=8).digest(), "big", signed=True)
-
-
 @contextmanager
 def owning(store: Store, owner: str) -> Iterator[None]:
     """Hold `owner`'s lock, on a connection of its own, while the block runs (PostgreSQL; on
@@ -157,13 +151,13 @@ def owning(store: Store, owner: str) -> Iterator[None]:
         yield
         return
     with store.engine.connect() as connection:
-        connection.execute(select(func.pg_advisory_lock(owner_lock(owner))))
+        connection.execute(select(func.pg_advisory_lock(locks.owner(owner))))
         connection.commit()
         try:
             yield
         finally:
             try:
-                connection.execute(select(func.pg_advisory_unlock(owner_lock(owner))))
+                connection.execute(select(func.pg_advisory_unlock(locks.owner(owner))))
                 connection.commit()
             except Exception:
                 connection.invalidate()  # closed, so the lock goes with it
@@ -173,10 +167,9 @@ def owning(store: Store, owner: str) -> Iterator[None]:
 # contact's messages at once waits for the other's claim to commit, then finds its messages
 # `sending` and counts them for the frequency cap. (Each would see none of the other's
 # otherwise, and both could send.) On SQLite the claim holds the write lock already.
-CONTACT_LOCKS = 0x61757463  # the first key of the advisory locks on contacts ("autc")
 _CONTACT_KEYS = func.unnest(bindparam("keys", type_=ARRAY(Integer))).table_valued("key").render_derived()
 _LOCK_CONTACTS = select(
-    func.count(func.pg_advisory_xact_lock(CONTACT_LOCKS, _CONTACT_KEYS.c.key))
+    func.count(func.pg_advisory_xact_lock(locks.CONTACTS, _CONTACT_KEYS.c.key))
 ).select_from(_CONTACT_KEYS)
 
 
@@ -205,7 +198,7 @@ def requeue_orphans(session: Session, owner: str, at: datetime, reason: str) -> 
     gone = [
         other
         for other in owners
-        if session.execute(select(func.pg_try_advisory_xact_lock(owner_lock(other)))).scalar()
+        if session.execute(select(func.pg_try_advisory_xact_lock(locks.owner(other)))).scalar()
     ]
     return _requeue(session, MESSAGES.c.claimed_by.in_(gone), at, reason) if gone else 0
 

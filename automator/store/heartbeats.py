@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from automator.store import Store, claims, table
+from automator.store import Store, claims, locks, table
 from automator.tables import Heartbeat
 
 HEARTBEATS = table(Heartbeat)
@@ -47,7 +47,7 @@ def gone(session: Session, daemons: Collection[str]) -> set[str]:
     return {
         daemon
         for daemon in daemons
-        if session.execute(select(func.pg_try_advisory_xact_lock(claims.owner_lock(_owner(daemon))))).scalar()
+        if session.execute(select(func.pg_try_advisory_xact_lock(locks.owner(_owner(daemon))))).scalar()
     }
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
+from automator.store import locks
+
 
 def configure(engine: Engine) -> None:
     """Set up each connection of a PostgreSQL engine as it opens."""
@@ -66,7 +68,6 @@ def compress_bodies_with_lz4(connection: Connection) -> None:
 # it): when it cannot be had, the rules keep their marks, and the next tick reads the late
 # rows from there again (what was queued meanwhile is left out by the dedupe test). SQLite
 # has one writer at a time: its ids follow the commits already.
-SEQUENCE_FENCE = 0x6175746F6D61746F + 2  # the advisory lock's key
 FENCED = ("event", "contact_date", "stage_change", "contact")
 FENCE_TRIES = 20
 FENCE_PAUSE = 0.025  # seconds between two tries: half a second in all
@@ -74,7 +75,7 @@ _FENCE_FUNCTION = f"""
 CREATE FUNCTION automator_sequence_fence() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({SEQUENCE_FENCE});
+    PERFORM pg_advisory_xact_lock_shared({locks.SEQUENCE_FENCE});
     RETURN NULL;
 END
 $$
@@ -111,7 +112,7 @@ def past_the_fence(session: Session) -> bool:
     for attempt in range(FENCE_TRIES):
         if attempt:
             time.sleep(FENCE_PAUSE)
-        taken = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SEQUENCE_FENCE})
+        taken = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": locks.SEQUENCE_FENCE})
         if taken.scalar():
             return True
     return False

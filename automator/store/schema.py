@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from automator import tables  # noqa: F401  (registers the tables)
 from automator.errors import ConfigError
-from automator.store import changes, postgres
+from automator.store import changes, locks, postgres
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -33,7 +33,6 @@ BASELINE = "0001"  # the schema automator made before migrations
 # The newest revision, known without Alembic (whose import costs every command that opens a
 # database a tenth of a second): tests/test_migrations.py checks it is Alembic's head.
 HEAD = "0011"
-SCHEMA_LOCK = 0x6175746F6D61746F  # PostgreSQL advisory lock held while the schema changes ("automato")
 
 
 class SchemaBehind(ConfigError):
@@ -151,6 +150,6 @@ def _exclusive(engine: Engine) -> Iterator[Connection]:
         if engine.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
         elif engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": locks.SCHEMA})
         yield connection
         connection.commit()
