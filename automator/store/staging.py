@@ -59,14 +59,16 @@ COPY_EVENTS = "COPY import_event (seq, key, contact_id, type, at, properties) FR
 # keeps times, by the INSERT.
 EVENT_TYPES = ["int4", "text", "int8", "text", "timestamptz", "json"]
 
+# The contacts of the batch's addresses that exist.
+CONTACTS_BY_EMAIL = "SELECT id, email FROM contact WHERE email = ANY(%(emails)b)"
+
 # The contact of each of the batch's addresses: the ones that exist, and, made for the
 # others, contacts in the first stage, with that move recorded.
-CONTACTS_FOR_EVENTS = """
-WITH existing AS MATERIALIZED (
-    SELECT id, email FROM contact WHERE email = ANY(%(emails)b)
+CONTACTS_FOR_EVENTS = f"""
+WITH existing AS MATERIALIZED ({CONTACTS_BY_EMAIL}
 ), created AS (
     INSERT INTO contact (email, stage, stage_entered_at, attributes, created_at, updated_at)
-    SELECT s.email, %(stage)s::text, %(entered)s::timestamp, '{}'::json, %(now)s, %(now)s
+    SELECT s.email, %(stage)s::text, %(entered)s::timestamp, '{{}}'::json, %(now)s, %(now)s
     FROM unnest(%(emails)b::text[]) AS s(email)
     WHERE s.email NOT IN (SELECT email FROM existing)
     ORDER BY s.email
@@ -81,9 +83,6 @@ UNION ALL
 SELECT id, email, false FROM existing
 """
 
-# What another writer made meanwhile: an address whose contact was made by a transaction
-# that committed while CONTACTS_FOR_EVENTS ran (its INSERT waited for it, and skipped it).
-CONTACTS_MADE_MEANWHILE = "SELECT id, email FROM contact WHERE email = ANY(%(emails)b)"
 
 # The batch's events in the file's order (each key's first line only: `copy_events` copies
 # no other); a key stored before is skipped.
@@ -239,7 +238,9 @@ def _contacts_for(
             created.append(email)
     if len(ids) < len(emails):
         missing = {"emails": [email for email in emails if email not in ids]}
-        ids.update((email, id_) for id_, email in cursor.execute(CONTACTS_MADE_MEANWHILE, missing))
+        # Made by a transaction that committed while CONTACTS_FOR_EVENTS ran (its INSERT
+        # waited for it, and skipped them).
+        ids.update((email, id_) for id_, email in cursor.execute(CONTACTS_BY_EMAIL, missing))
     return ids, created
 
 
