@@ -17,11 +17,12 @@ from automator.config import Settings
 from automator.errors import NotFoundError
 from automator.explaining import checks
 from automator.explaining.checks import Check
-from automator.explaining.moments import at, shown_in
+from automator.explaining.moments import at, shown_in, shown_zone
 from automator.explaining.occurrences import Occurrence, from_candidate, latest
 from automator.model import Rule
 from automator.status import Status
 from automator.store import Store, contacts, events, explained, messages, suppressions
+from automator.store.journeys import WENT, step_occurrence, stopped
 from automator.tables import Contact, Message
 
 WOULD_QUEUE, WOULD_HOLD, QUEUED, SENT, NOT_YET_DUE, NOT_ELIGIBLE = (
@@ -96,6 +97,7 @@ class _Explaining:
         self.session, self.settings, self.rule, self.contact, self.now = session, settings, rule, contact, now
         self.result = Explanation(rule.id, contact.email, now)
         self.failed: tuple[str, str] | None = None  # the verdict and reason of the first failing check
+        self.mine: list[Message] = []  # the contact's messages of the rule
 
     def add(self, check: Check, verdict: str = NOT_ELIGIBLE, reason: str | None = None) -> None:
         self.result.checks.append(check)
@@ -137,7 +139,7 @@ class _Explaining:
         limit = checks.limit(session, rule, contact_id, occurrence)
         if limit is not None:
             self.add(limit)
-        mine = [m for m in messages.for_contact(session, contact_id) if m.rule_id == rule.id]
+        self.mine = mine = [m for m in messages.for_contact(session, contact_id) if m.rule_id == rule.id]
         check, message = checks.dedupe(occurrence, mine)
         self.result.checks.append(check)
         suppressed = suppressions.get(session, contact.email)
@@ -157,7 +159,7 @@ class _Explaining:
         make it wait, not stop)."""
         result = self.result
         if message is not None:
-            result.verdict, result.reason = _of_message(message)
+            result.verdict, result.reason = self._messaged(message)
         elif self.failed is not None:
             result.verdict, result.reason = self.failed
         else:
@@ -170,6 +172,37 @@ class _Explaining:
             else:
                 result.verdict, result.reason = WOULD_QUEUE, self._waits(moment)
         return result
+
+    def _messaged(self, message: Message) -> tuple[str, str]:
+        """The verdict on an occurrence messaged already: its message's; for a journey, its
+        furthest step's, or once that one went, the next step's, as the tick's step lookup
+        finds it."""
+        steps = len(self.rule.journey)
+        if steps == 1:
+            return _of_message(message)
+        mine = {m.step: m for m in self.mine if m.occurrence == step_occurrence(message.occurrence, m.step)}
+        last = mine[max(mine)]
+        if last.status not in WENT or last.step == steps or last.sent_at is None:
+            verdict, reason = _of_message(last)
+            return verdict, f"step {last.step} of {steps}: {reason}"
+        following = last.step + 1
+        of = f"step {following} of {steps}"
+        ended = stopped(self.session, self.rule, self.contact.id or 0, last, shown_zone())
+        if ended:
+            return NOT_ELIGIBLE, f"the journey ended after step {last.step} of {steps}: {ended}"
+        due = last.sent_at + self.rule.step(following).delay
+        if due > self.now:
+            return NOT_YET_DUE, f"{of} due at {at(due)}"
+        found = explained.due_step(self.session, self.rule, following, self.contact.id or 0, self.now)
+        candidate = next((c for c in found if c.occurrence == message.occurrence), None)
+        if candidate is None:
+            return NOT_ELIGIBLE, f"too late: {of} was due at {at(due)}, max lateness passed"
+        if candidate.suppressed:
+            return NOT_ELIGIBLE, "address is suppressed"
+        if candidate.skip:
+            return NOT_ELIGIBLE, f"{of} would be {candidate.skip}; the journey goes on"
+        waits = self._waits(due)
+        return WOULD_QUEUE, f"{of}; {waits}" if waits else of
 
     def _waits(self, moment: datetime) -> str:
         quiet = checks.quiet_hours(self.settings, self.contact, moment, self.now)

@@ -257,6 +257,52 @@ def test_a_step_sent_late_counts_its_delay_from_when_it_was_sent(make_contact, m
     assert journey(store)[2] == (3, "sent", utc("2026-12-06 15:00"))
 
 
+def explained(cli, now: str) -> str:
+    """`automator explain`'s verdict for Lan and the welcome series at `now`."""
+    result = cli("explain", "welcome_series", "--contact", "lan@example.com", "--now", now)
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()[-1].removeprefix("verdict: ")
+
+
+def test_explain_follows_the_journey_to_its_next_step_as_the_tick_does(
+    make_contact, make_event, tick, cli, transport
+):
+    signed_up(make_contact, make_event)
+    tick(utc("2026-12-01 09:00"))
+
+    assert explained(cli, "2026-12-02T09:00Z") == "not yet due (step 2 of 4 due at 2026-12-03 09:00Z)"
+    assert explained(cli, "2026-12-03T09:30Z") == "would queue now: step 2 of 4"
+    assert explained(cli, "2026-12-05T09:30Z") == (
+        "not eligible: too late: step 2 of 4 was due at 2026-12-03 09:00Z, max lateness passed"
+    )
+    tick(utc("2026-12-03 09:30"))  # as explained: step 2 goes
+    assert subjects(transport) == ["Welcome 1", "Welcome 2"]
+    assert explained(cli, "2026-12-04T09:00Z") == "not yet due (step 3 of 4 due at 2026-12-06 09:30Z)"
+    tick(utc("2026-12-06 09:30"))
+    tick(utc("2026-12-07 09:30"))
+    assert explained(cli, "2026-12-08T09:00Z") == "sent (step 4 of 4: message 4 at 2026-12-07 09:30Z)"
+
+
+def test_explain_says_a_journey_ended_at_the_goal_or_will_skip_a_step(
+    make_contact, make_event, tick, cli, transport
+):
+    signed_up(make_contact, make_event, locale="en")
+    tick(utc("2026-12-01 09:00"))
+    tick(utc("2026-12-03 09:00"))
+
+    # Step 3 is for Vietnamese speakers: a tick at its time skips it, and the journey goes on.
+    assert explained(cli, "2026-12-06T09:00Z") == (
+        "not eligible: step 3 of 4 would be skipped: step 3's condition 1 (contact.locale eq 'vi')"
+        " does not hold; the journey goes on"
+    )
+    make_event("order_placed", utc("2026-12-04 10:00"), id="order-1", order_id="A-1", total=1, currency="VND")
+    assert explained(cli, "2026-12-06T09:00Z") == (
+        "not eligible: the journey ended after step 2 of 4: goal reached: order_placed at 2026-12-04 10:00Z"
+    )
+    tick(utc("2026-12-06 09:00"))
+    assert [s for s in subjects(transport) if s.startswith("Welcome")] == ["Welcome 1", "Welcome 2"]
+
+
 def test_contacts_show_says_where_the_contact_is_in_the_journey(make_contact, make_event, tick, cli):
     signed_up(make_contact, make_event)
     tick(utc("2026-12-01 09:00"))

@@ -26,3 +26,8 @@ def shown_in(zone: tzinfo | None) -> Iterator[None]:
         yield
     finally:
         _zone.reset(token)
+
+
+def shown_zone() -> tzinfo | None:
+    """The zone the explanation being made shows its times in (None: UTC)."""
+    return _zone.get()

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from automator.conditions import compile_condition
 from automator.model import AnyCondition, Rule
-from automator.store import table
+from automator.store import steps, table
 from automator.store.candidates import Candidate, Watermark, _candidate, _lookups
 from automator.store.windows import NO_CHANGES, fresh_until
 from automator.tables import Contact, Event
@@ -35,6 +35,17 @@ def due_occurrences(
             if candidate is not None:
                 found.append(candidate)
     return found
+
+
+def due_step(session: Session, rule: Rule, step: int, contact_id: int, now: datetime) -> list[Candidate]:
+    """The contact's journeys of the rule whose step `step` a tick at `now` with no
+    watermark yet would find due (the whole max-lateness window is read), through the
+    tick's own step lookup (`store.steps`)."""
+    delay = rule.step(step).delay
+    values = {"now": now, "sent_from": now - rule.lateness - delay, "sent_until": now - delay}
+    rows = steps.statement(rule, step).subquery("found")
+    found = session.execute(select(rows).where(rows.c.contact_id == contact_id), values)
+    return [steps.step_candidate(rule, step, row) for row in found]
 
 
 def holds(session: Session, cond: AnyCondition, contact_id: int, event_id: int | None, now: datetime) -> bool:

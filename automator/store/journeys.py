@@ -112,13 +112,13 @@ def positions(
         if current is None or not same_journey or row.step >= current.step:
             newest[row.rule_id] = row
     return [
-        _position(rule, newest[rule.id], _stopped(session, rule, contact_id, newest[rule.id], zone), zone)
+        _position(rule, newest[rule.id], stopped(session, rule, contact_id, newest[rule.id], zone), zone)
         for rule in journeys.values()
         if rule.id in newest
     ]
 
 
-def _stopped(session: Session, rule: Rule, contact_id: int, row: Any, zone: tzinfo | None) -> str | None:
+def stopped(session: Session, rule: Rule, contact_id: int, row: Any, zone: tzinfo | None) -> str | None:
     """Why a journey whose furthest step went out will go no further, though it has steps
     left: the contact reached the goal or had a cancel_if event since the journey began,
     or left the rule's stages (the next step is then never queued). None while it goes on."""

@@ -79,24 +79,29 @@ def batches(
     delay = rule.step(step).delay
     earliest = max(now - rule.lateness, mark.until - MARGIN)
     values = {"now": now, "sent_from": earliest - delay, "sent_until": now - delay}
-    conditions = rule.step(step).when
     for rows in session.execute(_statement(rule, step), values).partitions(size):
-        yield [
-            Candidate(
-                addressee(row),
-                row.occurrence,
-                row.occurred_at,
-                row.event_id,
-                bool(row.suppressed),
-                row.properties,
-                step=step,
-                due_at=row.before_sent_at + delay,
-                skip=_skip_reason(
-                    step, conditions, [row._mapping[f"holds_{n}"] for n in range(len(conditions))]
-                ),
-            )
-            for row in rows
-        ]
+        yield [step_candidate(rule, step, row) for row in rows]
+
+
+def step_candidate(rule: Rule, step: int, row: Any) -> Candidate:
+    """A row of step `step`'s lookup as a candidate, with why it is skipped (if it is)."""
+    conditions = rule.step(step).when
+    return Candidate(
+        addressee(row),
+        row.occurrence,
+        row.occurred_at,
+        row.event_id,
+        bool(row.suppressed),
+        row.properties,
+        step=step,
+        due_at=row.before_sent_at + rule.step(step).delay,
+        skip=_skip_reason(step, conditions, [row._mapping[f"holds_{n}"] for n in range(len(conditions))]),
+    )
+
+
+def statement(rule: Rule, step: int) -> Select[Any]:
+    """Step `step`'s lookup (binds `now`, `sent_from` and `sent_until`)."""
+    return _statement(rule, step)
 
 
 def with_first_step_skips(
