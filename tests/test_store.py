@@ -275,12 +275,20 @@ def test_on_postgresql_bodies_stay_text_which_it_compresses_itself() -> None:
     assert bind("<p>Chào Lan</p>") == "<p>Chào Lan</p>"
 
 
-def _queued(contact_id: int, occurrence: str, send_at: datetime, priority: int) -> dict[str, Any]:
-    """A queued message's row values."""
+def _queued(
+    contact_id: int,
+    occurrence: str,
+    send_at: datetime,
+    priority: int = 0,
+    email: str = "lan@example.com",
+    tag: str | None = None,
+) -> dict[str, Any]:
+    """A queued message's row values; `tag` tells apart the Message-IDs of rows written for
+    the same occurrence."""
     return {
         "rule_id": "abandoned_cart",
         "contact_id": contact_id,
-        "email": "lan@example.com",
+        "email": email,
         "occurrence": occurrence,
         "occurred_at": send_at,
         "status": "queued",
@@ -288,7 +296,7 @@ def _queued(contact_id: int, occurrence: str, send_at: datetime, priority: int) 
         "due_at": send_at,
         "send_at": send_at,
         "expires_at": send_at + timedelta(days=1),
-        "message_id": f"<{occurrence}@shop.example>",
+        "message_id": f"<{occurrence}.{tag}@shop.example>" if tag else f"<{occurrence}@shop.example>",
         "created_at": send_at,
     }
 
@@ -329,23 +337,6 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
     assert bodies == {("text", "<p>html</p>")}
 
 
-def _message_row(contact_id: int, email: str, occurrence: str, tag: str, now: datetime) -> dict[str, Any]:
-    """A queued message's row as a tick inserts it."""
-    return {
-        "rule_id": "abandoned_cart",
-        "contact_id": contact_id,
-        "email": email,
-        "occurrence": occurrence,
-        "occurred_at": now,
-        "status": "queued",
-        "due_at": now,
-        "send_at": now,
-        "expires_at": now + timedelta(days=1),
-        "message_id": f"<{occurrence}.{tag}@shop.example>",
-        "created_at": now,
-    }
-
-
 def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_first(database_url: str) -> None:
     store = Store(database_url)
     store.create_schema()
@@ -353,7 +344,7 @@ def test_inserted_messages_get_their_own_ids_whether_or_not_some_were_queued_fir
     emails = [f"c{number}@example.com" for number in range(6)]
 
     def row(email: str, occurrence: str, tag: str) -> dict[str, object]:
-        return _message_row(contact_ids[email], email, occurrence, tag, now)
+        return _queued(contact_ids[email], occurrence, now, email=email, tag=tag)
 
     with store.session() as session:
         contact_ids = contact_store.ensure(session, emails, now)
@@ -387,7 +378,7 @@ def test_a_chunks_bodies_and_history_go_in_and_a_value_too_long_is_refused(datab
     now = utc("2026-11-20 12:00")
     with store.session() as session:
         contact_id = contact_store.ensure(session, ["lan@example.com"], now)["lan@example.com"]
-        rows = [_message_row(contact_id, "lan@example.com", f"cart-{n}", "a", now) for n in range(2)]
+        rows = [_queued(contact_id, f"cart-{n}", now, tag="a") for n in range(2)]
         [first, second] = queueing.insert_messages(session, rows).values()
         html = '<p>Giỏ hàng "của" bạn \\ vẫn đang chờ</p>' * 50
         bodies = [(first, pack("Chào Lan"), pack(html)), (second, "text", "<p>x</p>")]
@@ -397,7 +388,7 @@ def test_a_chunks_bodies_and_history_go_in_and_a_value_too_long_is_refused(datab
     with store.session() as session:
         contents = [message_store.content(session, message_id) for message_id in (first, second)]
         reasons = message_store.last_reasons(session, [first, second])
-    long_variant = {**_message_row(contact_id, "lan@example.com", "cart-9", "a", now), "variant": "v" * 41}
+    long_variant = {**_queued(contact_id, "cart-9", now, tag="a"), "variant": "v" * 41}
     refused = store.engine.dialect.name == "postgresql"  # SQLite keeps any length
     with store.session() as session, pytest.raises(Exception, match="too long") if refused else nullcontext():
         queueing.insert_messages(session, [long_variant])
