@@ -41,11 +41,11 @@ def due_step(session: Session, rule: Rule, step: int, contact_id: int, now: date
     """The contact's journeys of the rule whose step `step` a tick at `now` with no
     watermark yet would find due (the whole max-lateness window is read), through the
     tick's own step lookup (`store.steps`)."""
-    delay = rule.step(step).delay
-    values = {"now": now, "sent_from": now - rule.lateness - delay, "sent_until": now - delay}
+    spec = rule.step(step)
+    values = {"now": now, "sent_from": now - rule.lateness - spec.delay, "sent_until": now - spec.delay}
     rows = steps.statement(rule, step).subquery("found")
     found = session.execute(select(rows).where(rows.c.contact_id == contact_id), values)
-    return [steps.step_candidate(rule, step, row) for row in found]
+    return [steps.step_candidate(step, spec, row) for row in found]
 
 
 def holds(session: Session, cond: AnyCondition, contact_id: int, event_id: int | None, now: datetime) -> bool:

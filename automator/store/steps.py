@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlmodel import Session
 
 from automator.conditions import compile_condition
-from automator.model import AnyCondition, Condition, DateTrigger, EventTrigger, HistoryCondition, Rule
+from automator.model import AnyCondition, Condition, DateTrigger, EventTrigger, HistoryCondition, Rule, Step
 from automator.status import Status
 from automator.store.candidates import (
     CONTACTS,
@@ -79,13 +79,14 @@ def batches(
     delay = rule.step(step).delay
     earliest = max(now - rule.lateness, mark.until - MARGIN)
     values = {"now": now, "sent_from": earliest - delay, "sent_until": now - delay}
-    for rows in session.execute(_statement(rule, step), values).partitions(size):
-        yield [step_candidate(rule, step, row) for row in rows]
+    for rows in session.execute(statement(rule, step), values).partitions(size):
+        yield [step_candidate(step, rule.step(step), row) for row in rows]
 
 
-def step_candidate(rule: Rule, step: int, row: Any) -> Candidate:
-    """A row of step `step`'s lookup as a candidate, with why it is skipped (if it is)."""
-    conditions = rule.step(step).when
+def step_candidate(step: int, spec: Step, row: Any) -> Candidate:
+    """A row of step `step`'s lookup (`spec` is that step of the rule) as a candidate, with
+    why it is skipped (if it is)."""
+    conditions = spec.when
     return Candidate(
         addressee(row),
         row.occurrence,
@@ -94,14 +95,9 @@ def step_candidate(rule: Rule, step: int, row: Any) -> Candidate:
         bool(row.suppressed),
         row.properties,
         step=step,
-        due_at=row.before_sent_at + rule.step(step).delay,
+        due_at=row.before_sent_at + spec.delay,
         skip=_skip_reason(step, conditions, [row._mapping[f"holds_{n}"] for n in range(len(conditions))]),
     )
-
-
-def statement(rule: Rule, step: int) -> Select[Any]:
-    """Step `step`'s lookup (binds `now`, `sent_from` and `sent_until`)."""
-    return _statement(rule, step)
 
 
 def with_first_step_skips(
@@ -138,8 +134,9 @@ def with_first_step_skips(
     ]
 
 
-def _statement(rule: Rule, step: int) -> Select[Any]:
-    """Step `step`'s lookup, built once per rule and step."""
+def statement(rule: Rule, step: int) -> Select[Any]:
+    """Step `step`'s lookup (it binds `now`, `sent_from` and `sent_until`), built once per
+    rule and step."""
     key = (rule.id, step, rule.model_dump_json())
     statement = _statements.get(key)
     if statement is None:
