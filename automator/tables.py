@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     extract,
     literal_column,
+    text,
     true,
 )
 from sqlalchemy.sql.expression import ColumnElement
@@ -226,6 +227,11 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = _time()
 
 
+# What a partial index of sent messages keeps: a query that compares `sent_at` with
+# anything implies it, on both databases, and may use the index.
+SENT_AT_SET = text("sent_at IS NOT NULL")
+
+
 class Message(SQLModel, table=True):
     """One email for one contact from one rule occurrence; (rule, contact, occurrence) is its
     dedupe key, unique in the table."""
@@ -244,7 +250,16 @@ class Message(SQLModel, table=True):
         Index("ix_message_rule_created_id", "rule_id", "created_at", "id"),
         Index("ix_message_rule_status", "rule_id", "status"),
         # A journey's sent steps by send time: the next step is due a delay after each.
-        Index("ix_message_rule_step_sent", "rule_id", "step", "sent_at"),
+        # Sent messages only: a claim then leaves it alone, and the record of a send adds an
+        # entry rather than moving one from among the unsent messages of its rule and step.
+        Index(
+            "ix_message_rule_step_sent",
+            "rule_id",
+            "step",
+            "sent_at",
+            sqlite_where=SENT_AT_SET,
+            postgresql_where=SENT_AT_SET,
+        ),
     )
 
     id: int | None = _id()

@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
+from automator.store import steps
 from tests.conftest import all_messages, history_of, utc
 
 WELCOME = """\
@@ -255,6 +257,28 @@ def test_a_step_sent_late_counts_its_delay_from_when_it_was_sent(make_contact, m
     tick(utc("2026-12-06 15:00"))
 
     assert journey(store)[2] == (3, "sent", utc("2026-12-06 15:00"))
+
+
+def test_a_later_steps_lookup_reads_the_index_of_sent_messages(project, store, database_url) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the plan of SQLite, which has no statistics to go by")
+    rule = project.rule("welcome_series")
+    now = utc("2026-12-03 09:00")
+    values = {"now": now, "sent_from": utc("2026-11-30 09:00"), "sent_until": utc("2026-12-01 09:00")}
+
+    with store.session() as session:
+        connection = session.connection()
+        event.listen(connection, "before_cursor_execute", as_plan, retval=True)
+        plan = [row[-1] for row in session.execute(steps.statement(rule, 2), values)]
+
+    # The steps before, by rule, step and send time: the index keeps sent messages only, and
+    # the lookup's bounds on the send time are what let SQLite use it.
+    used = "USING INDEX ix_message_rule_step_sent (rule_id=? AND step=? AND sent_at>? AND sent_at<?)"
+    assert used in plan[0], plan
+
+
+def as_plan(connection, cursor, statement, parameters, context, executemany):
+    return f"EXPLAIN QUERY PLAN {statement}", parameters
 
 
 def explained(cli, now: str) -> str:
