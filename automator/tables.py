@@ -104,6 +104,19 @@ def _time(nullable: bool = False, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
+def key_text(length: int | None = None) -> Any:
+    """The type of text that is compared rather than read (addresses, keys, rule ids,
+    statuses, stages): on PostgreSQL in the "C" collation, byte by byte.
+
+    A PostgreSQL database's own collation (C.UTF-8, en_US.UTF-8, ...) orders text through the
+    C library's locale functions, and every step down a B-tree of such text calls them: in
+    a tick, the message table's indexes on rule, status and occurrence made its INSERT cost
+    about twice what it does in "C". Where these values are sorted, byte order is their
+    natural order (addresses are kept in lower case). SQLite compares text byte by byte
+    already."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 def _id() -> Any:
     # BigInteger on PostgreSQL, INTEGER PRIMARY KEY (rowid alias) on SQLite.
     return Field(
@@ -114,12 +127,13 @@ def _id() -> Any:
 
 class Contact(SQLModel, table=True):
     id: int | None = _id()
-    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    email: str = Field(sa_column=Column(key_text(320), unique=True, nullable=False))
     first_name: str | None = None
     last_name: str | None = None
     locale: str | None = None
-    timezone: str | None = Field(default=None, index=True)  # local schedules group contacts by it
-    stage: str | None = Field(default=None, index=True)
+    # Local schedules group contacts by their zone.
+    timezone: str | None = Field(default=None, sa_type=key_text(), index=True)
+    stage: str | None = Field(default=None, sa_type=key_text(), index=True)
     stage_entered_at: datetime | None = _time(nullable=True)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _time()
@@ -140,7 +154,7 @@ class ContactDate(SQLModel, table=True):
 
     id: int | None = _id()
     contact_id: int = Field(foreign_key="contact.id")
-    name: str
+    name: str = Field(sa_type=key_text())
     value: datetime = _time()
 
 
@@ -159,7 +173,7 @@ class ContactTag(SQLModel, table=True):
     __tablename__ = "contact_tag"
 
     contact_id: int = Field(foreign_key="contact.id", primary_key=True)
-    tag: str = Field(primary_key=True)
+    tag: str = Field(sa_type=key_text(), primary_key=True)
     added_at: datetime = _time()
 
 
@@ -194,7 +208,7 @@ class StageChange(SQLModel, table=True):
     id: int | None = _id()
     contact_id: int = Field(foreign_key="contact.id", index=True)
     from_stage: str | None = None
-    to_stage: str
+    to_stage: str = Field(sa_type=key_text())
     at: datetime = _time()
     cause: str
 
@@ -212,16 +226,16 @@ class Event(SQLModel, table=True):
     )
 
     id: int | None = _id()
-    key: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
+    key: str = Field(sa_column=Column(key_text(200), unique=True, nullable=False))
     contact_id: int = Field(foreign_key="contact.id")
-    type: str
+    type: str = Field(sa_type=key_text())
     at: datetime = _time()
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime = _time()
 
 
 class Suppression(SQLModel, table=True):
-    email: str = Field(sa_column=Column(String(320), primary_key=True))
+    email: str = Field(sa_column=Column(key_text(320), primary_key=True))
     reason: str
     note: str = ""
     created_at: datetime = _time()
@@ -263,17 +277,17 @@ class Message(SQLModel, table=True):
     )
 
     id: int | None = _id()
-    rule_id: str
+    rule_id: str = Field(sa_type=key_text())
     contact_id: int = Field(foreign_key="contact.id")
     email: str  # found through its contact's index: one index less to write per message
-    occurrence: str
+    occurrence: str = Field(sa_type=key_text())
     occurred_at: datetime = _time()
     event_id: int | None = None
     # Its step of the rule's journey, from 1 (a rule without steps sends step 1 only), and
     # its variant when the step is an A/B test.
     step: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     variant: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
-    status: str
+    status: str = Field(sa_type=key_text())
     priority: int = 0
     due_at: datetime = _time()
     send_at: datetime = _time()
@@ -317,7 +331,7 @@ class MessageHistory(SQLModel, table=True):
     id: int | None = _id()
     message_id: int = Field(foreign_key="message.id", index=True)
     at: datetime = _time()
-    status: str
+    status: str = Field(sa_type=key_text())
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     actor: str = "automator"
 

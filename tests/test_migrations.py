@@ -17,12 +17,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.dialects import postgresql
 from sqlmodel import SQLModel
 
 from automator.store import Store, schema
 from tests.test_daemon import AUTOMATOR
 
 TODAY = "0001"  # the schema of the release before migrations
+A_CONTACT = (
+    "INSERT INTO contact (email, stage, attributes, created_at, updated_at)"
+    " VALUES ('lan@example.com', 'awareness', '{}', '2026-11-20 03:00:00', '2026-11-20 03:00:00')"
+)
 
 
 @pytest.fixture
@@ -183,8 +188,7 @@ def test_the_contact_change_log_is_kept_by_triggers_in_a_new_and_an_upgraded_dat
         Store(database_url).upgrade_schema()
     engine = create_engine(database_url)
     for statement in (
-        "INSERT INTO contact (email, stage, attributes, created_at, updated_at)"
-        " VALUES ('lan@example.com', 'awareness', '{}', '2026-11-20 03:00:00', '2026-11-20 03:00:00')",
+        A_CONTACT,
         'UPDATE contact SET attributes = \'{"vip": "yes"}\'',
         "UPDATE contact SET stage = 'consideration'",
         "UPDATE contact SET updated_at = '2026-11-20 04:00:00'",  # no rule reads it
@@ -235,3 +239,43 @@ def test_the_change_logs_trigger_plans_its_statements_at_each_call(postgres_serv
     engine.dispose()
 
     assert body.count("EXECUTE $statement$") == 3
+
+
+@pytest.mark.parametrize("made", ["new", "upgraded"])
+def test_key_text_is_in_the_c_collation_on_postgresql(postgres_server, made) -> None:
+    """The collation is no part of what autogenerate compares: asked of the database here."""
+    url = str(postgres_server.new_database(empty=True))
+    if made == "new":
+        Store(url).create_schema()
+    else:
+        at_revision(url, "0012")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text(A_CONTACT))
+        engine.dispose()
+        Store(url).upgrade_schema()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        collated = connection.execute(
+            text(
+                "SELECT table_name || '.' || column_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND collation_name IS NOT NULL"
+            )
+        ).all()
+        found = connection.execute(text("SELECT stage FROM contact WHERE email = 'lan@example.com'")).all()
+        # A change of a column's type drops its statistics: the upgrade gathers them again.
+        counted = connection.execute(
+            text("SELECT count(*) FROM pg_stats WHERE tablename = 'contact' AND attname = 'email'")
+        ).scalar()
+    engine.dispose()
+
+    dialect = postgresql.dialect()
+    declared = {
+        f"{table.name}.{column.name}"
+        for table in SQLModel.metadata.sorted_tables
+        for column in table.columns
+        if 'COLLATE "C"' in column.type.compile(dialect=dialect)
+    }
+    assert {"message.rule_id", "event.key", "contact.email"} <= declared
+    assert dict(collated) == dict.fromkeys(declared, "C")
+    assert (found, counted) == (([], 0) if made == "new" else ([("awareness",)], 1))

@@ -131,9 +131,9 @@ def _unnest_insert(
 
 
 def _base_type(column: Any, dialect: Any) -> str:
-    """The column's type without its length: an array cast to `varchar(n)[]` would cut a
-    longer value short, where the INSERT itself refuses it."""
-    return re.sub(r"\(.*\)", "", column.type.compile(dialect=dialect)).lower()
+    """The column's type without its length or collation: an array cast to `varchar(n)[]`
+    would cut a longer value short, where the INSERT itself refuses it."""
+    return re.sub(r"\(.*\)| COLLATE .*", "", column.type.compile(dialect=dialect)).lower()
 
 
 @dataclass(frozen=True)
