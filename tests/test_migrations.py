@@ -205,13 +205,7 @@ def test_the_contact_change_log_is_kept_by_triggers_in_a_new_and_an_upgraded_dat
 
 @pytest.mark.parametrize("made", ["new", "upgraded"])
 def test_message_bodies_are_compressed_by_lz4_on_postgresql(postgres_server, made) -> None:
-    url = str(postgres_server.new_database(empty=True))
-    if made == "new":
-        Store(url).create_schema()
-    else:
-        at_revision(url, "0008")
-        Store(url).upgrade_schema()
-    engine = create_engine(url)
+    engine = create_engine(made_on_postgresql(postgres_server, made, "0008"))
     with engine.connect() as connection:
         methods = connection.execute(
             text(
@@ -222,6 +216,23 @@ def test_message_bodies_are_compressed_by_lz4_on_postgresql(postgres_server, mad
     engine.dispose()
 
     assert sorted(methods) == [("html_body", "l"), ("text_body", "l")]
+
+
+def made_on_postgresql(postgres_server, made: str, revision: str, *statements: str) -> str:
+    """A PostgreSQL database's URL: its schema made new, or (`made` "upgraded") made at
+    `revision`, given the rows of `statements`, and upgraded."""
+    url = str(postgres_server.new_database(empty=True))
+    if made == "new":
+        Store(url).create_schema()
+        return url
+    at_revision(url, revision)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    engine.dispose()
+    Store(url).upgrade_schema()
+    return url
 
 
 def test_the_change_logs_trigger_plans_its_statements_at_each_call(postgres_server) -> None:
@@ -244,17 +255,7 @@ def test_the_change_logs_trigger_plans_its_statements_at_each_call(postgres_serv
 @pytest.mark.parametrize("made", ["new", "upgraded"])
 def test_key_text_is_in_the_c_collation_on_postgresql(postgres_server, made) -> None:
     """The collation is no part of what autogenerate compares: asked of the database here."""
-    url = str(postgres_server.new_database(empty=True))
-    if made == "new":
-        Store(url).create_schema()
-    else:
-        at_revision(url, "0012")
-        engine = create_engine(url)
-        with engine.begin() as connection:
-            connection.execute(text(A_CONTACT))
-        engine.dispose()
-        Store(url).upgrade_schema()
-    engine = create_engine(url)
+    engine = create_engine(made_on_postgresql(postgres_server, made, "0012", A_CONTACT))
     with engine.connect() as connection:
         collated = connection.execute(
             text(
