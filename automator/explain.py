@@ -7,7 +7,7 @@ re-checks, so that the explanation and the tick agree. Nothing is stored or sent
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -190,6 +190,7 @@ class _Explaining:
         ended = stopped(self.session, self.rule, self.contact.id or 0, last, shown_zone())
         if ended:
             return NOT_ELIGIBLE, f"the journey ended after step {last.step} of {steps}: {ended}"
+        self._going_on(message, last, following)
         due = last.sent_at + self.rule.step(following).delay
         if due > self.now:
             return NOT_YET_DUE, f"{of} due at {at(due)}"
@@ -203,6 +204,21 @@ class _Explaining:
             return NOT_ELIGIBLE, f"{of} would be {candidate.skip}; the journey goes on"
         waits = self._waits(due)
         return WOULD_QUEUE, f"{of}; {waits}" if waits else of
+
+    def _going_on(self, message: Message, last: Message, following: int) -> None:
+        """The checks of the journey's next step. The trigger's send time and the message it
+        has say how the journey began, no longer why this step would not go: they stay, as
+        facts (neither passed nor failed)."""
+        began = {"due", "already messaged"}
+        self.result.checks = [
+            replace(c, passed=None, saw=f"step 1: {c.saw}") if c.check in began else c
+            for c in self.result.checks
+        ]
+        event = self.session.get(events.Event, message.event_id) if message.event_id is not None else None
+        self.result.checks.append(checks.step_due(self.rule, last, following, self.now))
+        self.result.checks += checks.step_conditions(
+            self.session, self.rule, following, self.contact, event, self.now
+        )
 
     def _waits(self, moment: datetime) -> str:
         quiet = checks.quiet_hours(self.settings, self.contact, moment, self.now)

@@ -307,6 +307,29 @@ def test_explain_follows_the_journey_to_its_next_step_as_the_tick_does(
     assert explained(cli, "2026-12-08T09:00Z") == "sent (step 4 of 4: message 4 at 2026-12-07 09:30Z)"
 
 
+def test_explains_checks_follow_the_journey_to_its_next_step(make_contact, make_event, tick, cli) -> None:
+    signed_up(make_contact, make_event, locale="en")
+    tick(utc("2026-12-01 09:00"))
+    tick(utc("2026-12-03 09:30"))
+
+    def lines(now: str) -> list[str]:
+        result = cli("explain", "welcome_series", "--contact", "lan@example.com", "--now", now)
+        return [line.strip() for line in result.output.splitlines()]
+
+    late = lines("2026-12-08T09:40Z")
+    # How the journey began is a fact, no longer a reason: neither passed nor failed.
+    assert "· due: step 1: 2026-12-01 09:00Z" in late
+    assert "· already messaged: step 1: message 1, sent 2026-12-01 09:00Z" in late
+    assert (
+        "✗ step 3 due: 2026-12-06 09:30Z  (expected 3d after step 2 went (2026-12-03 09:30Z),"
+        " between 2026-12-07 09:40Z and 2026-12-08 09:40Z (max lateness 1d))"
+    ) in late
+    on_time = lines("2026-12-06T09:40Z")
+    assert "✓ step 3 due: 2026-12-06 09:30Z" in on_time
+    assert "✗ step 3 when contact.locale: en  (expected eq vi)" in on_time
+    assert on_time[-1].startswith("verdict: not eligible: step 3 of 4 would be skipped")
+
+
 def test_explain_says_a_journey_ended_at_the_goal_or_will_skip_a_step(
     make_contact, make_event, tick, cli, transport
 ):

@@ -6,7 +6,7 @@ of `enqueue`, its choice of a coupon, and the policies' arithmetic (`policies`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -77,10 +77,34 @@ def _value(value: Any) -> str:
 def due(rule: Rule, occurrence: Occurrence, now: datetime) -> Check:
     """The send time and the max-lateness window it must lie in."""
     moment = occurrence.occurred_at + rule.offset
-    window = (
-        f"between {at(now - rule.lateness)} and {at(now)} (max lateness {format_duration(rule.lateness)})"
+    return Check("due", now - rule.lateness <= moment <= now, at(moment), _window(rule, now))
+
+
+def step_due(rule: Rule, before: Message, step: int, now: datetime) -> Check:
+    """A journey's step after `before` (a step that went): due its delay after that one was
+    sent, in the same max-lateness window as the trigger's."""
+    assert before.sent_at is not None
+    moment = before.sent_at + rule.step(step).delay
+    after = f"{format_duration(rule.step(step).delay)} after step {before.step} went ({at(before.sent_at)})"
+    return Check(
+        f"step {step} due", now - rule.lateness <= moment <= now, at(moment), f"{after}, {_window(rule, now)}"
     )
-    return Check("due", now - rule.lateness <= moment <= now, at(moment), window)
+
+
+def step_conditions(
+    session: Session, rule: Rule, step: int, contact: Contact, event: Event | None, now: datetime
+) -> list[Check]:
+    """The `when` of a journey's step, tested as the step lookup tests it: one that does not
+    hold skips the step, and the journey goes on."""
+    found = []
+    for cond in rule.step(step).when:
+        check = condition(session, cond, contact, event, now)
+        found.append(replace(check, check=f"step {step} {check.check}"))
+    return found
+
+
+def _window(rule: Rule, now: datetime) -> str:
+    return f"between {at(now - rule.lateness)} and {at(now)} (max lateness {format_duration(rule.lateness)})"
 
 
 def stops(
