@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from automator.engine import Engine, TickReport
@@ -221,3 +222,26 @@ def test_messages_being_sent_count_for_the_frequency_cap_as_sent_now(
         )
 
     assert found == {first.contact_id: [SENT_AT + timedelta(1)], second.contact_id: [SENT_AT]}
+
+
+def test_a_claim_runs_without_parallel_workers_on_postgresql(
+    make_contact, make_event, engine: Engine, store: Store, database_url: str, monkeypatch
+) -> None:
+    """A claim's reads are small, whatever the planner makes of their hundreds of ids."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite plans no parallel workers")
+    shop(3, make_contact, make_event, engine)
+    seen: list[str] = []
+    lock_contacts = claims.lock_contacts
+
+    def locking(session: Any, contact_ids: Any) -> None:
+        seen.append(session.connection().exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar())
+        lock_contacts(session, contact_ids)
+
+    monkeypatch.setattr(claims, "lock_contacts", locking)
+    dispatch(engine, store, SENT_AT)
+    with store.session() as session:  # a transaction of another kind keeps the server's setting
+        after = session.connection().exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar()
+
+    assert seen and set(seen) == {"0"}
+    assert after != "0"

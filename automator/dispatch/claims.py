@@ -89,6 +89,7 @@ class Claims:
         whole batch. Their emails are built after it (`letters`): the write lock is held no
         longer than the claim needs."""
         with self.store.transaction() as session:
+            claims.without_parallel_workers(session)
             due = claims.due(session, now, limit, lock=True)
             claims.lock_contacts(session, {message.contact_id for message in due})
             facts = self.facts(session, due, now)

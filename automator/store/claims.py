@@ -173,6 +173,19 @@ _LOCK_CONTACTS = select(
 ).select_from(_CONTACT_KEYS)
 
 
+def without_parallel_workers(session: Session) -> None:
+    """On PostgreSQL, the statements of this transaction (a claim's) run in its own server
+    process, without parallel workers.
+
+    A claim reads a few hundred rows through indexes, but the planner prices a lookup by
+    hundreds of ids high enough to start workers for it (the frequency cap's read of the
+    batch's contacts, often): starting them costs tens of milliseconds for a millisecond's
+    work, and takes cores from the other dispatchers. A tick's lookups keep their workers:
+    over a first tick's millions of events, they may pay."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+
+
 def lock_contacts(session: Session, contact_ids: Collection[int]) -> None:
     """Hold, until this transaction ends, the claim locks of these contacts (PostgreSQL),
     taken in one order by every claim so that two claims never wait for each other."""
