@@ -190,8 +190,8 @@ class _Explaining:
         ended = stopped(self.session, self.rule, self.contact.id or 0, last, shown_zone())
         if ended:
             return NOT_ELIGIBLE, f"the journey ended after step {last.step} of {steps}: {ended}"
-        self._going_on(message, last, following)
         due = last.sent_at + self.rule.step(following).delay
+        self._going_on(message, last, following, due)
         if due > self.now:
             return NOT_YET_DUE, f"{of} due at {at(due)}"
         found = explained.due_step(self.session, self.rule, following, self.contact.id or 0, self.now)
@@ -205,7 +205,7 @@ class _Explaining:
         waits = self._waits(due)
         return WOULD_QUEUE, f"{of}; {waits}" if waits else of
 
-    def _going_on(self, message: Message, last: Message, following: int) -> None:
+    def _going_on(self, message: Message, last: Message, following: int, due: datetime) -> None:
         """The checks of the journey's next step. The trigger's send time and the message it
         has say how the journey began, no longer why this step would not go: they stay, as
         facts (neither passed nor failed)."""
@@ -215,7 +215,7 @@ class _Explaining:
             for c in self.result.checks
         ]
         event = self.session.get(events.Event, message.event_id) if message.event_id is not None else None
-        self.result.checks.append(checks.step_due(self.rule, last, following, self.now))
+        self.result.checks.append(checks.step_due(self.rule, last, following, due, self.now))
         self.result.checks += checks.step_conditions(
             self.session, self.rule, following, self.contact, event, self.now
         )

@@ -239,10 +239,7 @@ def test_the_change_logs_trigger_plans_its_statements_at_each_call(postgres_serv
     """PL/pgSQL keeps the plan of a static statement for the connection: made for the empty
     transition tables of a first UPDATE of no rows, it joined a later big one's rows by a
     nested loop (26 s for 20,000 contacts)."""
-    url = str(postgres_server.new_database(empty=True))
-    at_revision(url, "0010")
-    Store(url).upgrade_schema()
-    engine = create_engine(url)
+    engine = create_engine(made_on_postgresql(postgres_server, "upgraded", "0010"))
     with engine.connect() as connection:
         body = connection.execute(
             text("SELECT prosrc FROM pg_proc WHERE proname = 'contact_change_log'")

@@ -80,11 +80,9 @@ def due(rule: Rule, occurrence: Occurrence, now: datetime) -> Check:
     return Check("due", now - rule.lateness <= moment <= now, at(moment), _window(rule, now))
 
 
-def step_due(rule: Rule, before: Message, step: int, now: datetime) -> Check:
-    """A journey's step after `before` (a step that went): due its delay after that one was
-    sent, in the same max-lateness window as the trigger's."""
-    assert before.sent_at is not None
-    moment = before.sent_at + rule.step(step).delay
+def step_due(rule: Rule, before: Message, step: int, moment: datetime, now: datetime) -> Check:
+    """A journey's step after `before` (a step that went), due at `moment` (its delay after
+    that one was sent), in the same max-lateness window as the trigger's."""
     after = f"{format_duration(rule.step(step).delay)} after step {before.step} went ({at(before.sent_at)})"
     return Check(
         f"step {step} due", now - rule.lateness <= moment <= now, at(moment), f"{after}, {_window(rule, now)}"
