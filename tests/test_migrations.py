@@ -204,18 +204,18 @@ def test_the_contact_change_log_is_kept_by_triggers_in_a_new_and_an_upgraded_dat
 
 
 @pytest.mark.parametrize("made", ["new", "upgraded"])
-def test_message_bodies_are_compressed_by_lz4_on_postgresql(postgres_server, made) -> None:
+def test_message_bodies_are_compressed_by_lz4_and_kept_in_line_on_postgresql(postgres_server, made) -> None:
     engine = create_engine(made_on_postgresql(postgres_server, made, "0008"))
     with engine.connect() as connection:
         methods = connection.execute(
             text(
-                "SELECT attname, attcompression FROM pg_attribute"
+                "SELECT attname, attcompression, attstorage FROM pg_attribute"
                 " WHERE attrelid = 'message_content'::regclass AND attname LIKE '%_body'"
             )
         ).all()
     engine.dispose()
 
-    assert sorted(methods) == [("html_body", "l"), ("text_body", "l")]
+    assert sorted(methods) == [("html_body", "l", "m"), ("text_body", "l", "m")]
 
 
 def made_on_postgresql(postgres_server, made: str, revision: str, *statements: str) -> str:

@@ -262,6 +262,39 @@ def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tm
     assert due == {packed: ("Chào Lan", html), older: ("Older text", "<p>older</p>")}
 
 
+def test_on_postgresql_bodies_stay_in_their_row_unless_it_cannot_fit_a_page(postgres_server) -> None:
+    """A few kilobytes of HTML compress to just over TOAST's 2 kB: they stay in the row. A
+    body that cannot fit a page, compressed, still goes out to the TOAST table."""
+    store = Store(postgres_server.new_database())
+    now = utc("2026-11-20 12:00")
+    html = "<p>" + " ".join(f"Giỏ hàng {n * 7919 % 10007} của bạn vẫn đang chờ." for n in range(450)) + "</p>"
+    huge = "<p>" + "".join(f"{n * 7919 % 100003:x}" for n in range(40_000)) + "</p>"
+    with store.session() as session:
+        contact_id = contact_store.ensure(session, ["lan@example.com"], now)["lan@example.com"]
+        ids = [
+            message_store.enqueue(session, _queued(contact_id, occurrence, now), "queued", "Chào Lan", body)
+            for occurrence, body in (("few", html), ("huge", huge))
+        ]
+    with store.engine.connect() as connection:
+        compressed = connection.exec_driver_sql(
+            "SELECT message_id, pg_column_size(html_body), octet_length(html_body) FROM message_content"
+        ).all()
+        toast = connection.exec_driver_sql(
+            "SELECT reltoastrelid::regclass FROM pg_class WHERE relname = 'message_content'"
+        ).scalar()
+        toasted = connection.exec_driver_sql(f"SELECT count(DISTINCT chunk_id) FROM {toast}").scalar()
+    with store.session() as session:
+        read = [message_store.content(session, message_id).html for message_id in ids if message_id]
+    store.dispose()
+
+    assert [(i, 2100 < size < 4000 < length) for i, size, length in sorted(compressed)] == [
+        (ids[0], True),
+        (ids[1], False),
+    ]
+    assert toasted == 1  # the huge one's
+    assert read == [html, huge]
+
+
 def test_on_postgresql_bodies_stay_text_which_it_compresses_itself() -> None:
     dialect = postgresql.dialect()
     column = table(MessageContent).c.html_body
