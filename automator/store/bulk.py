@@ -85,6 +85,16 @@ def copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> Non
             copy.write_row(row)
 
 
+def add_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """New rows that cannot conflict (history lines, bodies: their ids are new): through COPY
+    on PostgreSQL (`copy_rows`), as one executemany on SQLite (which SQLite runs at the cost
+    of the inserts alone). On PostgreSQL an executemany runs the INSERT once per row."""
+    if session.get_bind().dialect.name == "postgresql":
+        copy_rows(session, table, rows)
+    else:
+        execute_many(session, table.insert(), rows)
+
+
 def driver_cursor(session: Session) -> Any:
     """A cursor of the database driver itself on the session's connection, inside its
     transaction (psycopg's, on PostgreSQL: binary parameters and COPY)."""

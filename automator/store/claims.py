@@ -30,7 +30,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
 from automator.status import Status
-from automator.store import Store, execute_many, locks
+from automator.store import Store, locks
+from automator.store.bulk import add_rows
 from automator.store.contacts import CONTACTS, Recipient
 from automator.store.messages import HISTORY, MESSAGES, STATUS_PER_ROW
 from automator.store.statements import listed, one_of
@@ -343,9 +344,9 @@ def mark_sent(session: Session, delivered: list[Due], now: datetime) -> list[int
 
 def _history(session: Session, lines: list[tuple[int, str]], at: datetime, status: str) -> None:
     """One history line per (message id, reason), all at `at` in `status`."""
-    execute_many(
+    add_rows(
         session,
-        HISTORY.insert(),
+        HISTORY,
         [
             {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
             for message_id, reason in lines

@@ -16,7 +16,8 @@ from sqlmodel import Session
 from automator.errors import StatusChanged
 from automator.packing import unpack
 from automator.status import Status, allowed
-from automator.store import coupons, execute_many, insert, table
+from automator.store import coupons, insert, table
+from automator.store.bulk import add_rows
 from automator.store.contacts import CONTACTS
 from automator.store.statements import listed, one_of, per_row
 from automator.tables import Message, MessageContent, MessageHistory
@@ -244,10 +245,10 @@ def _shared_values(values: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def record_each(
     session: Session, lines: list[tuple[int, str, str]], at: datetime, actor: str = "automator"
 ) -> None:
-    """History lines (message id, status, reason), all at `at`, in one statement."""
-    execute_many(
+    """History lines (message id, status, reason), all at `at`, at once (`bulk.add_rows`)."""
+    add_rows(
         session,
-        HISTORY.insert(),
+        HISTORY,
         [
             {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": actor}
             for message_id, status, reason in lines

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from automator.store import execute_many, insert, table
-from automator.store.bulk import copy_rows, insert_columns
+from automator.store.bulk import add_rows, insert_columns
 from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
@@ -52,11 +52,11 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
 
 def insert_contents(session: Session, contents: list[tuple[int, str | bytes, str | bytes]]) -> None:
     """The bodies of new messages: (message id, text, html) each, packed already or not."""
-    rows = [{"message_id": message, "text_body": text, "html_body": html} for message, text, html in contents]
-    if session.get_bind().dialect.name == "postgresql":
-        copy_rows(session, CONTENT, rows)
-    else:
-        execute_many(session, CONTENT.insert(), rows)
+    add_rows(
+        session,
+        CONTENT,
+        [{"message_id": m, "text_body": text, "html_body": html} for m, text, html in contents],
+    )
 
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
@@ -65,13 +65,4 @@ def record_history(session: Session, lines: list[tuple[int, str, str]], at: date
         {"message_id": message_id, "at": at, "status": status, "reason": reason, "actor": "automator"}
         for message_id, status, reason in lines
     ]
-    _insert_all(session, HISTORY, rows)
-
-
-def _insert_all(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Rows of new messages: on PostgreSQL as one statement (see `bulk.insert_columns`),
-    on SQLite as one executemany (which SQLite runs at the cost of the inserts alone)."""
-    if session.get_bind().dialect.name == "postgresql":
-        insert_columns(session, table, rows)
-    else:
-        execute_many(session, table.insert(), rows)
+    add_rows(session, HISTORY, rows)
