@@ -234,9 +234,9 @@ def test_a_claim_runs_without_parallel_workers_on_postgresql(
     seen: list[str] = []
     lock_contacts = claims.lock_contacts
 
-    def locking(session: Any, contact_ids: Any) -> None:
+    def locking(session: Any, contact_ids: Any) -> set[int]:
         seen.append(session.connection().exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar())
-        lock_contacts(session, contact_ids)
+        return lock_contacts(session, contact_ids)
 
     monkeypatch.setattr(claims, "lock_contacts", locking)
     dispatch(engine, store, SENT_AT)

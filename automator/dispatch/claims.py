@@ -91,7 +91,11 @@ class Claims:
         with self.store.transaction() as session:
             claims.without_parallel_workers(session)
             due = claims.due(session, now, limit, lock=True)
-            claims.lock_contacts(session, {message.contact_id for message in due})
+            more = len(due) == limit
+            busy = claims.lock_contacts(session, {message.contact_id for message in due})
+            if busy:  # in another claim: left for the next one
+                due = [message for message in due if message.contact_id not in busy]
+                more = True
             facts = self.facts(session, due, now)
             verdicts = recheck_batch(due, now, facts, self.settings)
             stopped = [(m, v) for m, v in zip(due, verdicts, strict=True) if v.status is not None]
@@ -101,7 +105,7 @@ class Claims:
             # Read on the claim's connection: another would find its cache out of date.
             bodies = messages.bodies(session, [message.id for message in taken])
         self.in_flight.update(message.id for message in taken)
-        return Taken(taken, bodies, outcomes, len(due) == limit)
+        return Taken(taken, bodies, outcomes, more)
 
     def letters(self, taken: Taken, now: datetime) -> tuple[list[Claimed], list[Change]]:
         """The claimed messages' emails, and the holds of those that must not be built
