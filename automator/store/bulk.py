@@ -86,11 +86,13 @@ def copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> Non
 
 
 def add_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """New rows that cannot conflict (history lines, bodies: their ids are new): through COPY
-    on PostgreSQL (`copy_rows`), as one executemany on SQLite (which SQLite runs at the cost
-    of the inserts alone). On PostgreSQL an executemany runs the INSERT once per row."""
+    """New rows that cannot conflict (history lines: their ids are new), at once: one
+    statement over an array per column on PostgreSQL (`insert_columns`), where an
+    executemany runs the INSERT once per row; one executemany on SQLite, which runs it at
+    the cost of the inserts alone. (A COPY would take two round trips to the server, and a
+    dispatcher records a few outcomes at a time, on its way to send the next email.)"""
     if session.get_bind().dialect.name == "postgresql":
-        copy_rows(session, table, rows)
+        insert_columns(session, table, rows)
     else:
         execute_many(session, table.insert(), rows)
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from automator.store import execute_many, insert, table
-from automator.store.bulk import add_rows, insert_columns
+from automator.store.bulk import add_rows, copy_rows, insert_columns
 from automator.tables import Message, MessageContent, MessageHistory
 
 MESSAGES = table(Message)
@@ -51,12 +51,14 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[
 
 
 def insert_contents(session: Session, contents: list[tuple[int, str | bytes, str | bytes]]) -> None:
-    """The bodies of new messages: (message id, text, html) each, packed already or not."""
-    add_rows(
-        session,
-        CONTENT,
-        [{"message_id": m, "text_body": text, "html_body": html} for m, text, html in contents],
-    )
+    """The bodies of new messages: (message id, text, html) each, packed already or not.
+    Through COPY on PostgreSQL: kilobytes each, which it takes at less cost than any
+    INSERT."""
+    rows = [{"message_id": message, "text_body": text, "html_body": html} for message, text, html in contents]
+    if session.get_bind().dialect.name == "postgresql":
+        copy_rows(session, CONTENT, rows)
+    else:
+        execute_many(session, CONTENT.insert(), rows)
 
 
 def record_history(session: Session, lines: list[tuple[int, str, str]], at: datetime) -> None:
