@@ -60,9 +60,9 @@ def keep_bodies_in_line(connection: Connection) -> None:
     """Message bodies stay in their row, compressed, unless the row could not fit a page
     (storage MAIN): by default PostgreSQL moves a value out to the table's TOAST table once
     the row passes 2 kB, and a message's bodies compress to just over that. Each message
-    then wrote three rows and two index entries more, and each read of its bodies went
-    through the TOAST table's index. Bodies written before stay where they are until they
-    are written again."""
+    then wrote its HTML as two more rows (chunks of 2 kB) with their index entries, and
+    each read of its bodies went through the TOAST table's index. Bodies written before
+    stay where they are until they are written again."""
     if connection.dialect.name != "postgresql":
         return
     columns = ", ".join(f"ALTER COLUMN {name} SET STORAGE MAIN" for name in BODIES)
