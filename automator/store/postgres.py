@@ -52,8 +52,7 @@ def compress_bodies_with_lz4(connection: Connection) -> None:
         "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
     ).scalar()
     if supported:
-        columns = ", ".join(f"ALTER COLUMN {name} SET COMPRESSION lz4" for name in BODIES)
-        connection.exec_driver_sql(f"ALTER TABLE message_content {columns}")
+        _alter_bodies(connection, "SET COMPRESSION lz4")
 
 
 def keep_bodies_in_line(connection: Connection) -> None:
@@ -63,9 +62,13 @@ def keep_bodies_in_line(connection: Connection) -> None:
     then wrote its HTML as two more rows (chunks of 2 kB) with their index entries, and
     each read of its bodies went through the TOAST table's index. Bodies written before
     stay where they are until they are written again."""
-    if connection.dialect.name != "postgresql":
-        return
-    columns = ", ".join(f"ALTER COLUMN {name} SET STORAGE MAIN" for name in BODIES)
+    if connection.dialect.name == "postgresql":
+        _alter_bodies(connection, "SET STORAGE MAIN")
+
+
+def _alter_bodies(connection: Connection, change: str) -> None:
+    """One ALTER TABLE making `change` to both body columns."""
+    columns = ", ".join(f"ALTER COLUMN {name} {change}" for name in BODIES)
     connection.exec_driver_sql(f"ALTER TABLE message_content {columns}")
 
 
