@@ -72,6 +72,27 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         return process
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        """On SQLite, from the stored text to an aware datetime in one step: the dispatcher
+        reads three times per due message, and the two generic steps (text to naive, then
+        naive to aware) cost ten times what `fromisoformat` does with the offset given."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        generic = super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                found = datetime.fromisoformat(value + "+00:00")
+            except (TypeError, ValueError):
+                found = None
+            if found is None or found.tzinfo is None:  # not the text SQLAlchemy writes
+                return generic(value) if generic is not None else None
+            return found
+
+        return process
+
 
 class PackedText(TypeDecorator[str]):
     """Text stored packed on SQLite (see `automator.packing`): bytes (packed already) are

@@ -12,13 +12,13 @@ import multiprocessing
 import threading
 import time
 from contextlib import nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import lz4.frame
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
@@ -29,7 +29,7 @@ from automator.store import claims as claim_store
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
 from automator.store.messages import Packed
-from automator.tables import Message, MessageContent, Suppression
+from automator.tables import Message, MessageContent, Suppression, UTCDateTime
 from tests.conftest import utc
 
 SUPPRESSIONS = table(Suppression)
@@ -429,3 +429,25 @@ def test_a_chunks_bodies_and_history_go_in_and_a_value_too_long_is_refused(datab
 
     assert [(c.text, c.html) for c in contents] == [("Chào Lan", html), ("text", "<p>x</p>")]
     assert reasons == {first: "queued by rule x", second: "y"}
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [
+        ("2026-11-20 05:00:00.000000", datetime(2026, 11, 20, 5, tzinfo=UTC)),
+        ("2026-11-20 05:00:00.250000", datetime(2026, 11, 20, 5, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-11-20 05:00:00", datetime(2026, 11, 20, 5, tzinfo=UTC)),  # by hand, in SQL
+        ("2026-11-20", datetime(2026, 11, 20, tzinfo=UTC)),  # a date alone
+    ],
+)
+def test_on_sqlite_stored_times_read_back_aware_in_utc(stored: str, read: datetime) -> None:
+    times = Table("times", MetaData(), Column("at", UTCDateTime()))
+    engine = create_engine("sqlite://")
+    with engine.begin() as connection:
+        times.create(connection)
+        connection.exec_driver_sql("INSERT INTO times VALUES (?), (NULL)", (stored,))
+        found = connection.execute(select(times.c.at)).scalars().all()
+    engine.dispose()
+
+    assert found == [read, None]
+    assert found[0].tzinfo is UTC
