@@ -46,7 +46,7 @@ class Engine:
 
     def dispatcher(self, kind: str = "tick", clock: Clock = utcnow) -> Dispatcher:
         """A dispatcher delivering through this engine's transport; `kind` names its claims."""
-        return Dispatcher(self.store, self.project, self.renderer, self.transport, kind, clock)
+        return Dispatcher(self.store, self.project, self.render_pool, self.transport, kind, clock)
 
     def close(self) -> None:
         """Stop the render workers, if any were started."""

@@ -16,12 +16,13 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from automator import emails
 from automator.errors import TemplateError
@@ -30,11 +31,16 @@ from automator.packing import pack
 from automator.templates import Rendered, Templates
 
 log = logging.getLogger("automator.rendering")
+T = TypeVar("T")
+R = TypeVar("R")
 
 POOL_MIN = 64  # fewer messages than this render in the calling process: the hop costs more
 # A chunk goes to the workers in slices this big; the slices no worker has taken yet when
 # the caller wants the results, the caller renders itself instead of waiting.
 SLICE = 32
+# `map` sends its items in slices this big: a slice's results come back while the next is
+# worked on.
+MAP_SLICE = 100
 
 
 @dataclass(frozen=True)
@@ -232,11 +238,32 @@ class RenderPool:
             return Rendering(self, jobs, done=self.fall_back(jobs))
         return Rendering(self, jobs, parts=parts)
 
-    def warm(self) -> None:
+    def map(self, function: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
+        """`function` over `items` in slices, on the workers (a top-level function, or a
+        `partial` of one, with arguments that pickle), the results in order: other per-message
+        work that needs no database, such as building the emails a claim sends, runs on
+        their cores too. Few items, or no workers, run here; a worker that dies leaves the
+        rest to this process, as a render does."""
+        if self.workers < 1 or len(items) < POOL_MIN:
+            return function(items)
+        slices = [items[start : start + MAP_SLICE] for start in range(0, len(items), MAP_SLICE)]
+        try:
+            pool = self._started()
+            parts = [pool.submit(function, part) for part in slices]
+            return [result for part in parts for result in part.result()]
+        except BrokenProcessPool:
+            log.exception("a render worker died; working in this process from now on")
+            self.close()
+            self.workers = 0
+            return function(items)
+
+    def warm(self) -> Future[int] | None:
         """Start the workers now rather than with the first big chunk (a second or so of
-        start-up each, on their own cores: the caller goes on meanwhile)."""
+        start-up each, on their own cores: the caller goes on meanwhile); returns a job that
+        is done once a worker is up (None without workers)."""
         if self.workers >= 1:
-            self._started().submit(int)  # a pool never stays broken: fall_back closes it
+            return self._started().submit(int)  # a pool never stays broken: fall_back closes it
+        return None
 
     def fall_back(self, jobs: list[RenderJob]) -> list[Result]:
         """A worker died: render these, and every later chunk, in this process."""

@@ -221,7 +221,7 @@ def daemon_process(
 ) -> None:
     """One daemon: open the store and the transport, say it is ready, wait for `go`, deliver
     what is due."""
-    from dispatch import NOW
+    from dispatch import NOW, children_cpu
 
     from automator.engine import Engine, TickReport
     from automator.project import load_project
@@ -242,14 +242,17 @@ def daemon_process(
 
     with store.session() as session:  # connected before the start, as a running daemon is
         session.execute(text("SELECT 1"))
+    warming = engine.render_pool.warm()  # its render workers, up as a daemon's are
+    if warming is not None:
+        warming.result()
     ready.put(os.getpid())
     go.wait()
-    cpu = time.process_time()
+    cpu = time.process_time() + children_cpu()
     sent = asyncio.run(deliver())
     outcomes: Counter[str] = Counter()
     for rule in report.rules.values():
         outcomes.update(rule.outcomes)
-    results.put(DaemonResult(sent, outcomes, time.process_time() - cpu))
+    results.put(DaemonResult(sent, outcomes, time.process_time() + children_cpu() - cpu))
     engine.close()
     store.dispose()
 

@@ -16,6 +16,7 @@ import socket
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlmodel import Session
@@ -26,10 +27,9 @@ from automator.config import Settings
 from automator.dispatch import letters
 from automator.dispatch.rechecks import Facts, Verdict, recheck_batch, window_start
 from automator.dispatch.rerender import Rerender
-from automator.errors import UnsafeHeaderError
 from automator.model import DateTrigger, EventTrigger
 from automator.project import Project
-from automator.rendering import Renderer
+from automator.rendering import RenderPool
 from automator.status import HoldKind, Status
 from automator.store import Store, claims, contacts, events, messages, suppressions
 from automator.store.claims import Due
@@ -73,11 +73,12 @@ class Batch:
 class Claims:
     """One dispatcher's claims; `owner` names them (`daemon:host:pid:…` or `tick:…`)."""
 
-    def __init__(self, store: Store, project: Project, renderer: Renderer, kind: str, clock: Clock) -> None:
+    def __init__(self, store: Store, project: Project, pool: RenderPool, kind: str, clock: Clock) -> None:
         self.store = store
         self.project = project
         self.settings: Settings = project.settings
-        self.rerender = Rerender(renderer)
+        self.pool = pool  # its workers build the emails
+        self.rerender = Rerender(pool.renderer)
         self.clock = clock  # the real time: leases outlive whatever time a tick acts as
         self.owner = f"{kind}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.in_flight: set[int] = set()  # claimed, outcome not recorded yet
@@ -108,26 +109,21 @@ class Claims:
         return Taken(taken, bodies, outcomes, more)
 
     def letters(self, taken: Taken, now: datetime) -> tuple[list[Claimed], list[Change]]:
-        """The claimed messages' emails, and the holds of those that must not be built
-        (`hold` writes them): a header that would carry a line break, or a stored body that
-        cannot be unpacked (held as a failed render: releasing it renders it again)."""
+        """The claimed messages' emails, built on the render workers, and the holds of those
+        that must not be built (`hold` writes them): a header that would carry a line break,
+        or a stored body that cannot be unpacked (see `letters.build_each`)."""
+        head = letters.Letterhead.of(self.settings)
+        made = self.pool.map(
+            partial(letters.build_each, head, now), [_letter(m, taken) for m in taken.messages]
+        )
         claimed: list[Claimed] = []
         held: list[Change] = []
-        released: dict[str, Any] = {"lease_until": None, "claimed_by": None}
-        for message in taken.messages:
-            try:
-                content = taken.bodies[message.id].unpacked()
-            except (RuntimeError, UnicodeDecodeError) as exc:  # lz4 says RuntimeError
-                reason = f"its stored body cannot be read ({exc}); releasing it renders it again"
-                values = {**released, "hold_kind": HoldKind.RENDER}
-                held.append(Change(message.id, Status.HELD, reason, values))
-                continue
-            try:
-                email = letters.build_stored(self.settings, message.contact, message, content, now)
+        for message, email in zip(taken.messages, made, strict=True):
+            if isinstance(email, letters.Refused):
+                values = {"lease_until": None, "claimed_by": None, "hold_kind": email.kind}
+                held.append(Change(message.id, Status.HELD, email.reason, values))
+            else:
                 claimed.append(Claimed(message, email))
-            except UnsafeHeaderError as exc:
-                values = {**released, "hold_kind": HoldKind.HEADER}
-                held.append(Change(message.id, Status.HELD, str(exc), values))
         return claimed, held
 
     def hold(self, held: list[Change], rule_of: dict[int, str], now: datetime) -> list[tuple[str, str]]:
@@ -219,6 +215,23 @@ class Claims:
                 session, self.clock(), "lease expired while sending; will be sent again (same Message-ID)"
             )
             return claims.requeue_orphans(session, self.owner, self.clock(), ORPHANED)
+
+
+def _letter(message: Due, taken: Taken) -> letters.Letter:
+    body = taken.bodies[message.id]
+    contact = message.contact
+    return letters.Letter(
+        message.id,
+        message.email,
+        message.subject,
+        message.message_id,
+        message.rule_id,
+        message.variant,
+        contact.first_name,
+        contact.last_name,
+        body.text,
+        body.html,
+    )
 
 
 def _change(message: Due, verdict: Verdict) -> Change:

@@ -14,7 +14,7 @@ from automator.clock import Clock, utcnow
 from automator.dispatch.claims import Batch, Claimed, Claims
 from automator.dispatch.outcomes import Outcomes
 from automator.project import Project
-from automator.rendering import Renderer
+from automator.rendering import RenderPool
 from automator.reports import TickReport
 from automator.store import Store
 from automator.store.claims import Due
@@ -38,12 +38,12 @@ class Dispatcher:
         self,
         store: Store,
         project: Project,
-        renderer: Renderer,
+        pool: RenderPool,
         transport: Transport,
         kind: str = "tick",
         clock: Clock = utcnow,
     ) -> None:
-        self.claims = Claims(store, project, renderer, kind, clock)
+        self.claims = Claims(store, project, pool, kind, clock)
         self.outcomes = Outcomes(store, project)
         self.transport = transport
 

@@ -4,11 +4,15 @@ same email, so support staff read exactly what goes out."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from automator import clicks, emails
 from automator.config import Settings
+from automator.errors import UnsafeHeaderError
+from automator.packing import unpack
+from automator.status import HoldKind
 from automator.store.messages import Content
 
 
@@ -38,8 +42,69 @@ class Stored(Protocol):
     def id(self) -> int | None: ...
 
 
+@dataclass(frozen=True)
+class Letterhead:
+    """What every email of a project takes from its settings: the sender, and what its
+    links are made of. Small, and it pickles: a render worker builds emails with it."""
+
+    sender: str
+    base_url: str
+    secret: str
+    track_clicks: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> Letterhead:
+        return cls(settings.sender, settings.base_url, settings.secret, settings.track_clicks)
+
+
+class Letter(NamedTuple):
+    """A claimed message as its email needs it, its bodies as stored (packed): a plain
+    tuple, cheap to send to a render worker. It is both the message and the contact that
+    `build_stored` takes."""
+
+    id: int
+    email: str
+    subject: str
+    message_id: str
+    rule_id: str
+    variant: str | None
+    first_name: str | None
+    last_name: str | None
+    text: bytes | str
+    html: bytes | str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a claimed message's email was not built: it is held, never sent."""
+
+    kind: HoldKind
+    reason: str
+
+
+def build_each(
+    head: Letterhead, now: datetime, letters: list[Letter]
+) -> list[emails.OutgoingEmail | Refused]:
+    """Each letter's email, or why it cannot have one: a stored body that cannot be
+    unpacked (held as a failed render: releasing it renders it again), or a header that
+    would carry a line break. Needs no database: the render workers run it for a claim."""
+    built: list[emails.OutgoingEmail | Refused] = []
+    for letter in letters:
+        try:
+            content = Content(unpack(letter.text), unpack(letter.html))
+        except (RuntimeError, UnicodeDecodeError) as exc:  # lz4 says RuntimeError
+            reason = f"its stored body cannot be read ({exc}); releasing it renders it again"
+            built.append(Refused(HoldKind.RENDER, reason))
+            continue
+        try:
+            built.append(build_stored(head, letter, letter, content, now))
+        except UnsafeHeaderError as exc:
+            built.append(Refused(HoldKind.HEADER, str(exc)))
+    return built
+
+
 def build_stored(
-    settings: Settings, contact: Named | None, message: Stored, content: Content, now: datetime
+    settings: Settings | Letterhead, contact: Named | None, message: Stored, content: Content, now: datetime
 ) -> emails.OutgoingEmail:
     """The email a stored message, with its contact and content, becomes when sent at `now`.
     Raises UnsafeHeaderError for a header that would carry a line break (the message is
@@ -60,7 +125,7 @@ def build_stored(
     )
 
 
-def _tracked(settings: Settings, message: Stored, html: str) -> str:
+def _tracked(settings: Settings | Letterhead, message: Stored, html: str) -> str:
     """With `track_clicks`, the HTML's links as signed redirects that count clicks (the
     message needs its id, which it has only once queued: so here, not at rendering). Without
     a secret nothing can be signed, and links stay as they are (docs/results.md)."""
