@@ -217,10 +217,10 @@ class DaemonResult:
 
 
 def daemon_process(
-    root: str, url: str, smtp: str, ready: Any, go: EventType, results: Any, batch: int
+    root: str, url: str, smtp: str, ready: Any, go: EventType, results: Any, batch: int, workers: int
 ) -> None:
-    """One daemon: open the store and the transport, say it is ready, wait for `go`, deliver
-    what is due."""
+    """One daemon with `workers` render workers: open the store and the transport, say it is
+    ready, wait for `go`, deliver what is due."""
     from dispatch import NOW, children_cpu
 
     from automator.engine import Engine, TickReport
@@ -228,7 +228,9 @@ def daemon_process(
     from automator.transports.smtp import SmtpTransport
     from automator.transports.smtp_settings import SmtpSettings
 
-    project = load_project(Path(root), {"AUTOMATOR_DATABASE_URL": url})
+    project = load_project(
+        Path(root), {"AUTOMATOR_DATABASE_URL": url, "AUTOMATOR_RENDER_WORKERS": str(workers)}
+    )
     store = project.open_store()
     engine = Engine(project, store, SmtpTransport(SmtpSettings.from_url(smtp)))
     dispatcher = engine.dispatcher(kind="daemon")
@@ -260,6 +262,7 @@ def daemon_process(
 @dataclass
 class DaemonsRun:
     daemons: int
+    workers: int  # render workers per daemon
     sent: int
     received: int
     seconds: float
@@ -289,11 +292,17 @@ def run_daemons(
     ready, results = context.Queue(), context.Queue()
     received_before, sink_cpu = sinks.received(), sinks.cpu()
     processes = []
+    # The daemons share the machine: their render workers share the cores the daemons leave,
+    # as an operator running several on one machine sets them (one per core but one is for
+    # a daemon alone on its machine).
+    workers = max(0, (os.cpu_count() or 1) // count - 1)
     for number in range(count):
         port = sinks.ports[number % len(sinks.ports)]
         smtp = f"smtp://127.0.0.1:{port}?timeout=30&pool_size={concurrency}&concurrency={concurrency}"
         processes.append(
-            context.Process(target=daemon_process, args=(str(root), url, smtp, ready, go, results, batch))
+            context.Process(
+                target=daemon_process, args=(str(root), url, smtp, ready, go, results, batch, workers)
+            )
         )
     for process in processes:
         process.start()
@@ -314,6 +323,7 @@ def run_daemons(
     outcomes["sent"] += sent
     return DaemonsRun(
         count,
+        workers,
         sent,
         sinks.received() - received_before,
         seconds,

@@ -814,7 +814,8 @@ def main_daemons(args: argparse.Namespace) -> int:
                     )
                     same = run.outcomes == expected and run.received == run.sent
                     print(
-                        f"{count} daemon(s): {run.sent} sent in {run.seconds:.2f} s ({run.rate:,.0f}/s); "
+                        f"{count} daemon(s), {run.workers} render worker(s) each: {run.sent} sent in "
+                        f"{run.seconds:.2f} s ({run.rate:,.0f}/s); "
                         f"CPU: daemons {run.cpu:.2f} s ({run.cpu / max(run.sent, 1) * 1000:.3f} ms per "
                         f"message), sinks {run.sink_cpu:.2f} s, PostgreSQL {shown(run.server_cpu)}; "
                         f"outcomes {'AGREE' if same else 'DISAGREE'}",
