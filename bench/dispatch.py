@@ -68,8 +68,8 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import select
 
-from automator import emails
-from automator.dispatch import BATCH, letters
+from automator import emails, letters
+from automator.dispatch import BATCH
 from automator.engine import Engine, TickReport
 from automator.importing import import_contacts, import_events
 from automator.model import Rule

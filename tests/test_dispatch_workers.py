@@ -4,6 +4,8 @@ there as it is in the dispatcher's own process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -80,3 +82,17 @@ def test_a_claims_emails_are_built_on_a_render_worker_and_refused_ones_held(
             "render",
         )
         assert outcomes["held: unreadable body"] == 1
+
+
+def test_what_a_render_worker_imports_to_build_emails_leaves_sqlalchemy_out() -> None:
+    """A worker holds the templates, not the store: building emails there must not cost it
+    SQLAlchemy's tens of megabytes."""
+    check = (
+        "import sys, automator.letters; print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in {'sqlalchemy', 'sqlmodel'} or m.startswith('automator.store')))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert found.stdout.strip() == "[]"

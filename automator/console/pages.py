@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, tzinfo
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from automator import letters
 from automator.console import display
 from automator.console.auth import Viewer
 from automator.console.state import Console, allowed, console_of, render
-from automator.dispatch import letters
 from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateError, UnsafeHeaderError
 from automator.explain import Explanation, explain
 from automator.model import Rule

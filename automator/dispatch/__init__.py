@@ -9,10 +9,11 @@ lost). Only the emails open in the transport at the crash can arrive twice.
 
 The parts, each on its own: `claims` (a batch read, re-checked and taken under a lease),
 `rechecks` (the pure decisions: suppressed, too late, cancelled, quiet hours, the cap),
-`rerender` (content that shows the send time follows a wait), `letters` (the email a
-message becomes), `outcomes` (sent, retried, failed; the rule's `then`), and `dispatcher`,
-which runs them in turn while the transport sends. Each works on a batch at a time: a
-claim's reads, verdicts and state changes are a few statements whatever its size.
+`rerender` (content that shows the send time follows a wait), `outcomes` (sent, retried,
+failed; the rule's `then`), and `dispatcher`, which runs them in turn while the transport
+sends. The email a message becomes is `automator.letters`, which the render workers and the
+console use too. Each works on a batch at a time: a claim's reads, verdicts and state
+changes are a few statements whatever its size.
 """
 
 from automator.dispatch.claims import LEASE

@@ -21,10 +21,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from automator import emails
+from automator import emails, letters
 from automator.clock import Clock
 from automator.config import Settings
-from automator.dispatch import letters
 from automator.dispatch.rechecks import Facts, Verdict, recheck_batch, window_start
 from automator.dispatch.rerender import Rerender
 from automator.model import DateTrigger, EventTrigger

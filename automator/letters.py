@@ -1,19 +1,23 @@
 """The email a message becomes when it is sent: its stored subject and bodies, its contact's
 name, the project's sender and an unsubscribe link. The console's message page shows this
-same email, so support staff read exactly what goes out."""
+same email, so support staff read exactly what goes out.
+
+Outside the dispatch package and the store, on purpose: the render workers build a claim's
+emails (`build_each`), and importing this module must not bring SQLAlchemy into them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from automator import clicks, emails
-from automator.config import Settings
 from automator.errors import UnsafeHeaderError
 from automator.packing import unpack
 from automator.status import HoldKind
-from automator.store.messages import Content
+
+if TYPE_CHECKING:
+    from automator.config import Settings
 
 
 class Named(Protocol):
@@ -23,6 +27,20 @@ class Named(Protocol):
     def first_name(self) -> str | None: ...
     @property
     def last_name(self) -> str | None: ...
+
+
+class Bodies(Protocol):
+    """A message's bodies, unpacked."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def html(self) -> str: ...
+
+
+class Unpacked(NamedTuple):
+    text: str
+    html: str
 
 
 class Stored(Protocol):
@@ -91,7 +109,7 @@ def build_each(
     built: list[emails.OutgoingEmail | Refused] = []
     for letter in letters:
         try:
-            content = Content(unpack(letter.text), unpack(letter.html))
+            content = Unpacked(unpack(letter.text), unpack(letter.html))
         except (RuntimeError, UnicodeDecodeError) as exc:  # lz4 says RuntimeError
             reason = f"its stored body cannot be read ({exc}); releasing it renders it again"
             built.append(Refused(HoldKind.RENDER, reason))
@@ -104,7 +122,7 @@ def build_each(
 
 
 def build_stored(
-    settings: Settings | Letterhead, contact: Named | None, message: Stored, content: Content, now: datetime
+    settings: Settings | Letterhead, contact: Named | None, message: Stored, content: Bodies, now: datetime
 ) -> emails.OutgoingEmail:
     """The email a stored message, with its contact and content, becomes when sent at `now`.
     Raises UnsafeHeaderError for a header that would carry a line break (the message is
