@@ -39,6 +39,8 @@ class Bodies(Protocol):
 
 
 class Unpacked(NamedTuple):
+    """A letter's bodies once unpacked."""
+
     text: str
     html: str
 
