@@ -252,10 +252,7 @@ class RenderPool:
             parts = [pool.submit(function, part) for part in slices]
             return [result for part in parts for result in part.result()]
         except BrokenProcessPool:
-            log.exception("a render worker died; working in this process from now on")
-            self.close()
-            self.workers = 0
-            return function(items)
+            return self._here_from_now_on(function, items)
 
     def warm(self) -> Future[int] | None:
         """Start the workers now rather than with the first big chunk (a second or so of
@@ -267,10 +264,14 @@ class RenderPool:
 
     def fall_back(self, jobs: list[RenderJob]) -> list[Result]:
         """A worker died: render these, and every later chunk, in this process."""
-        log.exception("a render worker died; rendering in this process from now on")
+        return self._here_from_now_on(self.renderer.store_each, jobs)
+
+    def _here_from_now_on(self, function: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
+        """A worker died: `function` over these items, and all later work, in this process."""
+        log.exception("a render worker died; working in this process from now on")
         self.close()
         self.workers = 0
-        return self.renderer.store_each(jobs)
+        return function(items)
 
     def close(self) -> None:
         if self._pool is not None:
