@@ -66,6 +66,7 @@ from statistics import median
 from typing import Any
 
 import aiosmtplib
+import floor
 from sqlalchemy import select
 
 from automator import emails, letters
@@ -621,7 +622,9 @@ class Bench:
             "bare aiosmtplib loop", lambda: asyncio.run(bare_smtp(self.port, mail, self.args.concurrency))
         )
 
-    def automator(self, round_: int, profile: Path | None) -> Run:
+    def automator(self, round_: int, profile: Path | None, recording: floor.Recording | None = None) -> Run:
+        """One timed dispatch of the whole queue; with `recording`, its statements are recorded
+        too (which slows it: that round is not one of the timed ones)."""
         store = fresh_store(self.project, self.work, self.queued)
         outbox = self.outboxes / f"outbox-{round_}"
         report = TickReport(NOW)
@@ -633,10 +636,11 @@ class Bench:
             warming.result()
 
         def send() -> int:
-            return asyncio.run(automator_dispatch(engine, report))
+            with recording.of(store.engine) if recording else nullcontext():
+                return asyncio.run(automator_dispatch(engine, report))
 
         try:
-            run = timed("automator dispatch", send, profile)
+            run = timed("automator dispatch" + (", recorded" if recording else ""), send, profile)
         finally:
             engine.close()
             store.dispose()
@@ -708,7 +712,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch", type=int, default=BATCH, help=f"messages claimed at a time (default {BATCH})"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="after the timed rounds, record the statements of one more dispatch and replay them "
+        "on a plain sqlite3 connection: the database's own time (see bench/floor.py)",
+    )
     args = parser.parse_args(argv)
+    if args.floor and args.daemons:
+        parser.error("--floor replays a SQLite store's statements; --daemons runs on PostgreSQL")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run", flush=True)
     if args.daemons:
         return main_daemons(args)
@@ -749,6 +761,10 @@ def main(argv: list[str] | None = None) -> int:
                     bare_runs.append(bench.bare(mail, round_))
                     profile = args.profile if round_ == 0 else None
                     automator_runs.append(bench.automator(round_, profile))
+                if args.floor:
+                    recording = floor.Recording()
+                    recorded = bench.automator(args.rounds, None, recording)
+                    replayed = floor.replay(recording, queued, work / "floor.db")
         finally:
             if outboxes != work:
                 shutil.rmtree(outboxes, ignore_errors=True)
@@ -761,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_name = "bare file transport" if args.transport == "file" else "bare aiosmtplib"
     print(f"{bare_name + ':':<21}{bare:,.0f} messages/s, {bare_ms:.3f} ms CPU per message")
     print(f"{'automator:':<21}{ours:,.0f} messages/s, {our_ms:.3f} ms CPU per message")
+    if args.floor:
+        floor.report(replayed, recorded.sent, ours)
     if args.transport == "file":
         met = ours >= GOAL_FILE_RATE and complete
         print(

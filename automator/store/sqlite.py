@@ -19,7 +19,7 @@ TEMP_IN_MEMORY = "automator_temp_in_memory"  # a connection's info: keep_temp_in
 def configure(engine: Engine) -> None:
     """Set up each connection of a SQLite file's engine as it opens, and put its temporary
     storage back as it returns to the pool."""
-    event.listen(engine, "connect", _pragmas)
+    event.listen(engine, "connect", lambda connection, _record: set_up(connection))
     event.listen(engine, "checkin", _temp_store_back)
 
 
@@ -33,7 +33,8 @@ def keep_temp_in_memory(connection: Connection) -> None:
     connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
 
 
-def _pragmas(connection: Any, _record: Any) -> None:
+def set_up(connection: Any) -> None:
+    """The settings of a new driver connection: the log, its checkpoints and the cache."""
     cursor = connection.cursor()
     cursor.execute("PRAGMA busy_timeout=10000")
     _use_wal(cursor)
