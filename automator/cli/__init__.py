@@ -32,11 +32,12 @@ from automator.cli import (
     suppressions,
     users,
 )
+from automator.cli.output import command_group
 from automator.cli.state import begin, make_transport
 
 __all__ = ["app", "make_transport"]
 
-app = typer.Typer(
+app = command_group(
     help="Marketing automation rules engine.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

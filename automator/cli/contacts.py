@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from automator.cli.options import ActorOption, NowOption, email_address, parse_now
-from automator.cli.output import print_import, reports_errors, say
+from automator.cli.output import command_group, print_import, reports_errors, say
 from automator.cli.state import state
 from automator.errors import NotFoundError
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from automator.store.journeys import Position
     from automator.tables import Contact, Message, StageChange, Suppression
 
-app = typer.Typer(help="Import and look up contacts.", no_args_is_help=True)
+app = command_group("Import and look up contacts.", no_args_is_help=True)
 
 SHOWN_MESSAGES = 20
 

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from automator.cli.options import parse_now
-from automator.cli.output import reports_errors, say, say_columns
+from automator.cli.output import command_group, reports_errors, say, say_columns
 from automator.cli.state import state
 
-app = typer.Typer(help="Coupon pools.", no_args_is_help=True)
+app = command_group("Coupon pools.", no_args_is_help=True)
 
 
 @app.command("import")

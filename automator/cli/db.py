@@ -6,15 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import typer
-
-from automator.cli.output import reports_errors, say
+from automator.cli.output import command_group, reports_errors, say
 from automator.cli.state import state
 
 if TYPE_CHECKING:
     from automator.store import Store
 
-app = typer.Typer(help="The database's schema: upgrade it, see its revision.", no_args_is_help=True)
+app = command_group("The database's schema: upgrade it, see its revision.", no_args_is_help=True)
 
 
 @contextmanager

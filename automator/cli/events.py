@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from automator.cli.options import NowOption, parse_now
-from automator.cli.output import print_import, reports_errors
+from automator.cli.output import command_group, print_import, reports_errors
 from automator.cli.state import state
 
-app = typer.Typer(help="Import events.", no_args_is_help=True)
+app = command_group("Import events.", no_args_is_help=True)
 
 
 @app.command("import")

@@ -12,11 +12,11 @@ from typing import Annotated
 import typer
 
 from automator.cli.options import ActorOption
-from automator.cli.output import reports_errors, say, say_columns
+from automator.cli.output import command_group, reports_errors, say, say_columns
 from automator.cli.state import state
 from automator.errors import AutomatorError, NotFoundError
 
-app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
+app = command_group("API keys for the HTTP API.", no_args_is_help=True)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SCOPES_HELP = "events:write, contacts:write or contacts:erase; repeat for several"

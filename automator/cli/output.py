@@ -1,5 +1,6 @@
-"""What commands print: text from the store or a file escaped so that it cannot act on the
-terminal (automator/display.py), and an AutomatorError as one line and exit code 1."""
+"""What commands print: their help as plain text, text from the store or a file escaped so
+that it cannot act on the terminal (automator/display.py), and an AutomatorError as one line
+and exit code 1."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ if TYPE_CHECKING:
     from automator.importing import ImportReport
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command_group(help: str, **options: Any) -> typer.Typer:
+    """A group of commands whose help and usage errors are click's plain text. Typer's rich
+    panels would import rich, markdown-it and pygments first: half the time of `automator
+    --help`, which a user reads in a terminal as well without them."""
+    return typer.Typer(help=help, rich_markup_mode=None, **options)
 
 
 def say(line: str, err: bool = False) -> None:

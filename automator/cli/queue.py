@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from automator.cli.options import ActorOption, NowOption, ReasonOption, parse_now
-from automator.cli.output import reports_errors, say
+from automator.cli.output import command_group, reports_errors, say
 from automator.cli.state import state
 from automator.display import printable_json, printable_text
 from automator.errors import AutomatorError, NotFoundError
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from automator.store.messages import Content
     from automator.tables import Coupon, Message, MessageHistory
 
-app = typer.Typer(help="See and manage queued messages.", no_args_is_help=True)
+app = command_group("See and manage queued messages.", no_args_is_help=True)
 
 
 @app.command("list")

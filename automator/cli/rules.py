@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from automator.cli.options import NowOption, email_address, parse_now
-from automator.cli.output import reports_errors, say
+from automator.cli.output import command_group, reports_errors, say
 from automator.cli.state import state
 from automator.display import printable_text
 from automator.errors import NotFoundError
@@ -97,7 +97,7 @@ def _undated_attributes(project: Project, session: Session) -> Iterator[str]:
             )
 
 
-rules_app = typer.Typer(help="List the rules, or turn one off and on.", invoke_without_command=True)
+rules_app = command_group("List the rules, or turn one off and on.", invoke_without_command=True)
 
 
 @rules_app.callback()

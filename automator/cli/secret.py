@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="The secret that signs unsubscribe links and console logins.", no_args_is_help=True)
+from automator.cli.output import command_group
+
+app = command_group("The secret that signs unsubscribe links and console logins.", no_args_is_help=True)
 
 
 @app.command("generate")

@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from automator.cli.options import NowOption, email_address, parse_now
-from automator.cli.output import reports_errors, say, say_columns
+from automator.cli.output import command_group, reports_errors, say, say_columns
 from automator.cli.state import state
 from automator.errors import AutomatorError, NotFoundError
 
-app = typer.Typer(help="Addresses that get nothing from any rule.", no_args_is_help=True)
+app = command_group("Addresses that get nothing from any rule.", no_args_is_help=True)
 
 
 @app.command("add")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from automator.cli.options import ActorOption
-from automator.cli.output import reports_errors, say, say_columns
+from automator.cli.output import command_group, reports_errors, say, say_columns
 from automator.cli.state import state
 from automator.display import printable
 from automator.errors import AutomatorError, NotFoundError
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from automator.tables import User
 
-app = typer.Typer(help="Who may log in to the support console.", no_args_is_help=True)
+app = command_group("Who may log in to the support console.", no_args_is_help=True)
 
 PasswordStdinOption = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
