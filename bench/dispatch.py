@@ -623,8 +623,8 @@ class Bench:
         )
 
     def automator(self, round_: int, profile: Path | None, recording: floor.Recording | None = None) -> Run:
-        """One timed dispatch of the whole queue; with `recording`, its statements are recorded
-        too (which slows it: that round is not one of the timed ones)."""
+        """One dispatch of the whole queue, timed. With `recording`, its statements are
+        recorded too, which slows it: such a run is left out of the reported figures."""
         store = fresh_store(self.project, self.work, self.queued)
         outbox = self.outboxes / f"outbox-{round_}"
         report = TickReport(NOW)
