@@ -23,12 +23,11 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
 import automator.store.sqlite as store_module
-from automator.packing import pack
+from automator.packing import pack, unpack
 from automator.store import Store, execute_many, insert, queueing, table
 from automator.store import claims as claim_store
 from automator.store import contacts as contact_store
 from automator.store import messages as message_store
-from automator.store.messages import Packed
 from automator.tables import Message, MessageContent, Suppression, UTCDateTime
 from tests.conftest import utc
 
@@ -252,8 +251,7 @@ def test_bodies_are_stored_packed_and_bodies_stored_as_text_before_still_read(tm
         contents = [message_store.content(session, message_id) for message_id in (packed, older)]
         due_ids = [m.id for m in claim_store.due(session, now, 10)]
         stored = message_store.bodies(session, due_ids)  # as stored, unpacked where the email is built
-        unpacked = {i: packed.unpacked() for i, packed in stored.items()}
-        due = {i: (c.text, c.html) for i, c in unpacked.items()}
+        due = {i: (unpack(packed.text), unpack(packed.html)) for i, packed in stored.items()}
     store.dispose()
 
     assert isinstance(raw.html_body, bytes) and len(raw.html_body) < len(html.encode()) / 10
@@ -361,7 +359,7 @@ def test_due_messages_come_by_priority_then_send_time_across_priorities(tmp_path
         every = [m.message_id for m in claim_store.due(session, now, 100)]
         due_ids = [m.id for m in claim_store.due(session, now, 100)]
         stored = message_store.bodies(session, due_ids).values()
-        bodies = {(c.text, c.html) for c in map(Packed.unpacked, stored)}
+        bodies = {(unpack(packed.text), unpack(packed.html)) for packed in stored}
     store.dispose()
 
     order = ["high-early", "high-late", "mid-a", "mid-b", "low-early", "none"]

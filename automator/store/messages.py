@@ -14,7 +14,6 @@ from sqlalchemy.types import NullType
 from sqlmodel import Session
 
 from automator.errors import StatusChanged
-from automator.packing import unpack
 from automator.status import Status, allowed
 from automator.store import coupons, insert, table
 from automator.store.bulk import add_rows
@@ -67,9 +66,6 @@ class Packed:
     text: bytes | str
     html: bytes | str
 
-    def unpacked(self) -> Content:
-        return Content(unpack(self.text), unpack(self.html))
-
 
 def content(session: Session, message_id: int) -> Content:
     """A message's bodies (empty before it is rendered)."""
@@ -92,7 +88,7 @@ def bodies(session: Session, message_ids: Collection[int]) -> dict[int, Packed]:
 
 _BODIES = select(
     CONTENT.c.message_id,
-    type_coerce(CONTENT.c.text_body, NullType()),  # as stored: unpacked by `Packed.unpacked`
+    type_coerce(CONTENT.c.text_body, NullType()),  # as stored: unpacked by `letters.build_each`
     type_coerce(CONTENT.c.html_body, NullType()),
 ).where(one_of(CONTENT.c.message_id, listed("ids", CONTENT.c.message_id)))
 
