@@ -41,7 +41,8 @@ class Engine:
         self.store = store
         self.transport = transport
         links = Links(self.settings.base_url, self.settings.secret)
-        self.renderer = Renderer(project.templates, links, self.settings.timezone)
+        packs = store.engine.dialect.name == "sqlite"  # see rendering.StoredContent
+        self.renderer = Renderer(project.templates, links, self.settings.timezone, packs)
         self.render_pool = RenderPool(self.renderer, self.settings.render_workers)
 
     def dispatcher(self, kind: str = "tick", clock: Clock = utcnow) -> Dispatcher:

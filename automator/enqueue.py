@@ -43,8 +43,8 @@ class Draft:
     properties: dict[str, Any] | str | None = None  # the triggering event's, for event rules
     sending: Variant | None = None  # what it sends: its step's, its variant's
     coupon: Any = None
-    text: bytes = b""  # packed (see automator.packing)
-    html: bytes = b""
+    text: bytes | str = b""  # as stored (see rendering.StoredContent)
+    html: bytes | str = b""
     outcome: str = "queued"
     reason: str = "queued"
 

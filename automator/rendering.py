@@ -81,12 +81,14 @@ class Failed:
 
 @dataclass(frozen=True)
 class StoredContent:
-    """A message's content as queueing stores it: the bodies are packed where they were
-    rendered, so a worker sends back a third of the bytes (see `automator.packing`)."""
+    """A message's content as queueing stores it. For SQLite the bodies are packed where
+    they were rendered, so a worker sends back a third of the bytes (see
+    `automator.packing`); PostgreSQL stores text and compresses it itself, so for it they
+    stay text, rather than be packed by the worker and unpacked again by the tick."""
 
     subject: str
-    text: bytes
-    html: bytes
+    text: bytes | str
+    html: bytes | str
 
 
 Result = StoredContent | Failed
@@ -123,10 +125,11 @@ class CouponFields(Protocol):
 class Renderer:
     """Renders jobs with a project's templates; dates in the contact's zone, else `zone`."""
 
-    def __init__(self, templates: Templates, links: Links, zone: str) -> None:
+    def __init__(self, templates: Templates, links: Links, zone: str, packs: bool = True) -> None:
         self.templates = templates
         self.links = links
         self.zone = zone
+        self.packs = packs  # whether `store_each` packs the bodies (see StoredContent)
 
     def job(
         self,
@@ -199,7 +202,7 @@ class Renderer:
 
     def store_each(self, jobs: list[RenderJob]) -> list[Result]:
         """Each job's content as it is stored."""
-        return [_stored(result) for result in self.render_each(jobs)]
+        return [_stored(result, self.packs) for result in self.render_each(jobs)]
 
     def _render_or_fail(self, job: RenderJob) -> Rendered | Failed:
         try:
@@ -208,9 +211,11 @@ class Renderer:
             return Failed(f"template error: {exc}")
 
 
-def _stored(result: Rendered | Failed) -> Result:
+def _stored(result: Rendered | Failed, packs: bool) -> Result:
     if isinstance(result, Failed):
         return result
+    if not packs:
+        return StoredContent(result.subject, result.text, result.html)
     return StoredContent(result.subject, pack(result.text), pack(result.html))
 
 
@@ -285,7 +290,7 @@ class RenderPool:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(str(templates.root), templates.timezone, links),
+                initargs=(str(templates.root), templates.timezone, links, self.renderer.packs),
             )
         return self._pool
 
@@ -336,9 +341,9 @@ def _decoded(value: dict[str, Any] | str | None) -> dict[str, Any]:
 _worker: Renderer | None = None  # the renderer of a worker process
 
 
-def _start_worker(root: str, timezone: str, links: Links) -> None:
+def _start_worker(root: str, timezone: str, links: Links, packs: bool) -> None:
     global _worker
-    _worker = Renderer(Templates(Path(root), timezone), links, timezone)
+    _worker = Renderer(Templates(Path(root), timezone), links, timezone, packs)
     threading.Thread(target=_exit_with_parent, name="automator-render-parent", daemon=True).start()
 
 

@@ -1,5 +1,6 @@
 """Rendering a big chunk on worker processes gives exactly what rendering in the tick's own
-process gives; a template error there holds only the message it happened in."""
+process gives, packed for SQLite and as text for PostgreSQL; a template error there holds
+only the message it happened in."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from automator.engine import Engine
-from automator.packing import unpack
+from automator.packing import pack, unpack
 from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool, StoredContent
 from tests.conftest import all_messages, cart, utc
 
@@ -69,6 +70,19 @@ def test_a_big_chunk_renders_on_workers_exactly_as_in_process(engine, pool) -> N
     assert "Lan 0" in unpack(in_workers[0].text) and "Anna 1" in unpack(in_workers[1].text)
     first = engine.renderer.render(jobs[0])
     assert (unpack(in_workers[0].text), unpack(in_workers[0].html)) == (first.text, first.html)
+
+
+def test_workers_pack_bodies_for_sqlite_and_leave_them_text_for_postgresql(engine, pool) -> None:
+    jobs = cart_jobs(engine, POOL_MIN + 6)
+
+    stored = pool.store_each(jobs)[0]
+
+    first = engine.renderer.render(jobs[0])
+    assert isinstance(stored, StoredContent)
+    if engine.store.engine.dialect.name == "sqlite":
+        assert (stored.text, stored.html) == (pack(first.text), pack(first.html))
+    else:  # PostgreSQL compresses text itself: packed, it would be unpacked again to store it
+        assert (stored.text, stored.html) == (first.text, first.html)
 
 
 def test_the_caller_renders_the_slices_no_worker_has_taken_yet(engine, pool) -> None:

@@ -4,7 +4,8 @@ fast many-row insert stores exactly what SQLAlchemy's own would; commands starte
 a new database all open it; a writing session's savepoints nest in its transaction, which
 commits only when told, and keep what they may undo in memory; a database made when the
 bodies were kept in the message row gets them moved, and its messages keep their content;
-bodies are stored packed, and bodies stored as text before still read."""
+bodies are stored packed, and bodies stored as text before still read; times go in as their
+UTC instant, and a time without a zone is refused."""
 
 from __future__ import annotations
 
@@ -449,3 +450,24 @@ def test_on_sqlite_stored_times_read_back_aware_in_utc(stored: str, read: dateti
 
     assert found == [read, None]
     assert found[0].tzinfo is UTC
+
+
+def test_times_go_in_as_their_utc_instant_and_a_naive_time_is_refused(database_url: str) -> None:
+    times = Table("times", MetaData(), Column("at", UTCDateTime()))
+    engine = create_engine(database_url)
+    in_hanoi = datetime(2026, 11, 20, 12, tzinfo=timezone(timedelta(hours=7)))
+    try:
+        with engine.begin() as connection:
+            times.create(connection)
+            rows = [{"at": in_hanoi}, {"at": utc("2026-11-20 05:00")}, {"at": None}]
+            connection.execute(times.insert(), rows)
+            found = connection.execute(select(times.c.at)).scalars().all()
+            stored = connection.exec_driver_sql("SELECT CAST(at AS VARCHAR(26)) FROM times").scalars().all()
+        with pytest.raises(Exception, match="naive datetime"), engine.begin() as connection:
+            connection.execute(times.insert(), [{"at": datetime(2026, 11, 20, 5)}])
+    finally:
+        engine.dispose()
+
+    assert found == [utc("2026-11-20 05:00"), utc("2026-11-20 05:00"), None]
+    assert all(at.tzinfo is UTC for at in found[:2])
+    assert [text[:19] if text else text for text in stored] == ["2026-11-20 05:00:00"] * 2 + [None]
