@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session
 
-from automator.store import execute_many, insert, table
+from automator.store import insert, table
+from automator.store.bulk import add_rows
 from automator.store.statements import one_of
 from automator.tables import Coupon
 
@@ -85,8 +86,9 @@ def existing_codes(session: Session, codes: set[str]) -> set[str]:
 
 
 def add_generated(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Store generated codes; each row names its message (one executemany, nothing read back)."""
-    execute_many(session, COUPONS.insert(), rows)
+    """Store generated codes; each row names its message (one statement, nothing read back:
+    `bulk.add_rows`). A code that exists already fails the whole insert."""
+    add_rows(session, COUPONS, rows)
 
 
 def for_message(session: Session, message_id: int) -> Coupon | None:
