@@ -4,7 +4,8 @@ every edit of a rule file, so its start-up is part of the edit loop.
 Runs `automator --help`, `automator check` and `automator rules` in the repository root (the
 shipped project) as a user would, each in a fresh process, and prints for each the median wall
 time of `--runs` runs (PASS or MISS against the goal; the process's CPU time beside it, the
-better guide on a busy machine) and the imports that cost the most, from `python -X importtime`:
+better guide on a busy machine), the floor under it (the libraries the command cannot do without,
+imported alone: see FLOORS) and the imports that cost the most, from `python -X importtime`:
 
     python bench/startup.py
 """
@@ -23,6 +24,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = (["--help"], ["check"], ["rules"])
+# What each command cannot start without: the command line's library, and for `check` and
+# `rules` the rule language's (YAML files validated by pydantic models) and, for `check`, the
+# templates' (Jinja2). Imported alone in a bare Python, they are a floor under the command's
+# start-up that no change to automator itself can go below.
+FLOORS = {
+    "--help": "import typer",
+    "check": "import typer, yaml, jinja2; from pydantic import BaseModel",
+    "rules": "import typer, yaml; from pydantic import BaseModel",
+}
 GOAL_S = 0.3
 # The console script as pip writes it, for a machine where it is not installed.
 LAUNCHER = "import sys; from automator.cli import app; sys.argv[0] = 'automator'; sys.exit(app())"
@@ -63,6 +73,16 @@ def run(arguments: list[str]) -> Run:
     return Run(wall, cpu)
 
 
+def floor(arguments: list[str]) -> Run:
+    """One run of a bare Python importing what `automator ARGUMENTS` cannot do without."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOORS[arguments[0]]], cwd=REPO, check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Run(wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+
 def imports(arguments: list[str]) -> list[Import]:
     """Every module `automator ARGUMENTS` imports, with its cost."""
     run = subprocess.run(
@@ -96,6 +116,9 @@ def report(arguments: list[str], count: int, top: int) -> bool:
     shown = " ".join(f"{r.wall_s:.3f}" for r in runs)
     print(f"automator {' '.join(arguments)}: median {median:.3f} s of {count} runs ({shown})")
     print(f"  goal ≤ {GOAL_S} s: {verdict}  (CPU time, median: {cpu:.3f} s)")
+    floors = [floor(arguments) for _ in range(count)]
+    least, least_cpu = statistics.median(f.wall_s for f in floors), statistics.median(f.cpu_s for f in floors)
+    print(f"  floor: `{FLOORS[arguments[0]]}` alone, median {least:.3f} s (CPU {least_cpu:.3f} s)")
     print(f"  top {top} imports by cumulative time (-X importtime):")
     heaviest = sorted(imports(arguments), key=lambda i: i.cumulative_s, reverse=True)[:top]
     for entry in heaviest:
