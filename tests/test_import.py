@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from automator.importing import files
 from automator.store import contacts as contact_store
 from tests.conftest import cart, utc, write_jsonl
 from tests.importing import cart_event, contact, stored_events, write_csv
@@ -348,6 +349,20 @@ def test_an_events_properties_are_stored_as_the_file_gives_them(cli, store, tmp_
     path = write_jsonl(tmp_path / "e.jsonl", [cart_event(properties=properties)])
     assert cli("events", "import", str(path)).stdout == "imported 1 events, rejected 0\n"
     assert [event.properties for event in stored_events(store, "lan@example.com")] == [properties]
+
+
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [
+        ('{"n": 1234567890123456789}', True),  # 19 digits
+        ('{"n": 123456789012345678}', False),  # 18
+        ('{"n": 12345678901234567.89}', False),  # 19 digits, split by the point
+        ('{"city": "Huế1234567890123456789"}', True),  # right after a character beyond ASCII
+        ('{"s": "\\ud800", "t": "\ud800"}', False),  # a lone surrogate, escaped and as it is
+    ],
+)
+def test_a_run_of_19_digits_is_found_wherever_it_is(text: str, long: bool) -> None:
+    assert files._has_long_number(text) is long  # such a line is decoded by the standard library
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])

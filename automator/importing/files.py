@@ -190,9 +190,16 @@ def _may_hold_control(text: str) -> bool:
 
 
 # A run of 19 digits: orjson reads an integer beyond 64 bits (from -9223372036854775809
-# down, or 18446744073709551616 up) as a float. (Written with its first digit apart, the
-# pattern is searched for that digit first: twice as fast.)
-_LONG_NUMBER = re.compile(r"[0-9][0-9]{18}")
+# down, or 18446744073709551616 up) as a float. A line's bytes are translated, each digit
+# to "0" and every other byte to ".", and searched for nineteen "0"s: a third of the time
+# of a regular expression's search, which took longer than orjson's decoding of the line.
+_DIGITS_TO_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _has_long_number(text: str) -> bool:
+    """Whether `text` holds a run of 19 digits (no byte of a character beyond ASCII is one)."""
+    return _LONG_RUN in text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZEROS)
 
 
 def _decoded(text: str) -> Any:
@@ -202,7 +209,7 @@ def _decoded(text: str) -> Any:
     the standard library, which keeps an integer beyond 64 bits exact. Raises
     `json.JSONDecodeError` (orjson's is a subclass)."""
     data = orjson.loads(text)
-    if _LONG_NUMBER.search(text) is None:
+    if not _has_long_number(text):
         return data
     try:
         return json.loads(text)
