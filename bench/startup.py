@@ -62,25 +62,25 @@ class Run:
     cpu_s: float
 
 
-def run(arguments: list[str]) -> Run:
-    """Run `automator ARGUMENTS` once, timed."""
+def timed(command: list[str]) -> Run:
+    """Run `command` once in the repository root, timed."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(automator(arguments), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return Run(wall, cpu)
 
 
+def run(arguments: list[str]) -> Run:
+    """Run `automator ARGUMENTS` once, timed."""
+    return timed(automator(arguments))
+
+
 def floor(arguments: list[str]) -> Run:
     """One run of a bare Python importing what `automator ARGUMENTS` cannot do without."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FLOORS[arguments[0]]], cwd=REPO, check=True, capture_output=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Run(wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return timed([sys.executable, "-c", FLOORS[arguments[0]]])
 
 
 def imports(arguments: list[str]) -> list[Import]:
