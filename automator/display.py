@@ -33,6 +33,12 @@ def _code(char: str) -> str:
     return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
+def has_control(text: str) -> bool:
+    """Whether `text` holds a character a terminal acts on (C0, DEL, C1, or one that
+    reorders the line), line breaks and tabs included."""
+    return _IN_LINE.search(text) is not None
+
+
 def printable(text: str) -> str:
     """One line of output with every control character shown as its escape."""
     return _IN_LINE.sub(lambda found: escape(found.group()), text)

@@ -9,11 +9,28 @@ from typing import Any
 from sqlmodel import Session
 
 from automator import contents
+from automator.display import has_control
 from automator.engine import Engine
 from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError, StatusChanged
 from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, Action, HoldKind, Status
 from automator.store import audit, messages
 from automator.tables import Contact, Message
+
+MAX_REASON = 500  # characters: a sentence or two, shown on the message's page and in its history
+
+
+def given_reason(text: str) -> str:
+    """A person's reason for an action as it is kept (the message's history, the audit log):
+    one line without control characters, of at most MAX_REASON characters, trimmed;
+    AutomatorError saying what is wrong otherwise."""
+    reason = text.strip()
+    if not reason:
+        raise AutomatorError("a reason is required (it is kept in the message's history)")
+    if len(reason) > MAX_REASON:
+        raise AutomatorError(f"a reason has at most {MAX_REASON} characters (this one has {len(reason)})")
+    if has_control(reason):
+        raise AutomatorError("a reason is one line of text, without line breaks, tabs or control characters")
+    return reason
 
 
 def hold(
@@ -26,6 +43,7 @@ def hold(
 ) -> Message:
     """Stop a queued message from going out until someone releases it; `kind` says whose hold
     it is (support may lift only support's)."""
+    reason = given_reason(reason)
     with engine.store.transaction() as session:
         message = _get(session, message_id, reason, HOLD, actor, now)
         _change(session, message, HOLD, now, reason, actor, hold_kind=kind)
@@ -44,6 +62,7 @@ def release(
     completed first. When that still fails, the attempt is recorded (the message stays held,
     with the new reason) and StateError says why, so nobody is told it is on its way.
     `only`: the kinds of hold this person may lift (None: any)."""
+    reason = given_reason(reason)
     with engine.store.transaction() as session:
         message = _get(session, message_id, reason, RELEASE, actor, now)
         if only is not None and message.hold_kind not in only:
@@ -83,6 +102,7 @@ def release(
 
 def cancel(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
     """Make sure a message is never sent."""
+    reason = given_reason(reason)
     with engine.store.transaction() as session:
         message = _get(session, message_id, reason, CANCEL, actor, now)
         rule = engine.project.ruleset.get(message.rule_id)
@@ -96,6 +116,7 @@ def cancel(engine: Engine, message_id: int, reason: str, actor: str, now: dateti
 def send_now(engine: Engine, message_id: int, reason: str, actor: str, now: datetime) -> Message:
     """Send a queued or held message at the next dispatch, past quiet hours and the cap
     (never past a suppression or a cancelling event)."""
+    reason = given_reason(reason)
     with engine.store.transaction() as session:
         message = _get(session, message_id, reason, SEND_NOW, actor, now)
         if message.hold_kind in NEEDS_COMPLETING:
@@ -122,8 +143,6 @@ def _get(
     session: Session, message_id: int, reason: str, action: Action, actor: str, now: datetime
 ) -> Message:
     """The message, once the action is known to apply to it (audited with the action)."""
-    if not reason.strip():
-        raise AutomatorError("a reason is required (it is kept in the message's history)")
     message = messages.get(session, message_id)
     if message is None:
         raise NotFoundError(f"message {message_id} does not exist")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -232,3 +233,31 @@ def test_a_script_in_an_email_template_does_not_run_in_the_preview(scripted_cons
     expect(preview.locator("#pwned2")).to_have_count(0)
     assert page.title() == "Message 1 · automator console"
     assert errors == []
+
+
+def test_the_time_zone_is_chosen_from_the_keyboard_and_applied_by_its_button(console, page) -> None:
+    log_in_page(page, console)
+    zone = page.get_by_label("Times in")
+    before = zone.input_value()
+
+    zone.focus()
+    for _ in range(3):  # each arrow moves the choice; none reloads the page under the keyboard
+        zone.press("ArrowDown")
+
+    chosen = zone.input_value()
+    assert chosen != before
+    assert page.evaluate("document.activeElement.name") == "zone"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/queue$"))
+    expect(page.get_by_label("Times in")).to_have_value(chosen)
+
+
+def test_a_long_word_wraps_instead_of_widening_the_page(console, page, make_contact) -> None:
+    contact = make_contact("long@example.com", first_name="W" * 3000)
+    log_in_page(page, console)
+
+    page.goto(f"{console}/contacts/{contact}")
+
+    expect(page.locator("h1")).to_contain_text("WWWW")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -471,6 +471,28 @@ def test_an_unknown_status_is_a_clear_error(admin) -> None:
     assert "unknown status &#39;lost&#39;" in admin.get("/queue?status=lost").text
 
 
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_a_day_at_the_end_of_the_calendar_is_a_clear_error(admin, day) -> None:
+    # The queue filters from the start of `since` to the end of `until` in the viewer's
+    # zone (Saigon, UTC+7): neither exists as a UTC time for these days.
+    queue = admin.get(f"/queue?since={day}&until={day}")
+    bulk = admin.get(f"/queue/bulk?action=hold&since={day}&until={day}")
+
+    assert queue.status_code == 200  # the page, unfiltered, with the error above it
+    assert bulk.status_code == 400
+    for response in (queue, bulk):
+        assert "dates are YYYY-MM-DD" in response.text
+
+
+@pytest.mark.parametrize("page", ["/messages/{}", "/contacts/{}", "/queue?before={}", "/queue?after={}"])
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**30])
+def test_a_number_beyond_any_rows_id_is_a_wrong_value_not_a_crash(admin, page, number) -> None:
+    response = admin.get(page.format(number))
+
+    assert response.status_code == 400
+    assert "has a wrong value" in response.text
+
+
 # ---------------------------------------------------------------- the message page
 
 
@@ -698,6 +720,42 @@ def test_holding_a_message_that_is_not_queued_is_a_clear_error(admin, queued, st
 
 def test_an_unknown_action_is_a_404(admin, queued) -> None:
     assert act(admin, f"/messages/{queued}/explode", reason="x").status_code == 404
+
+
+def test_an_action_on_a_number_beyond_any_rows_id_is_a_wrong_value(admin, lan) -> None:
+    assert act(admin, f"/messages/{10**30}/hold", reason="x").status_code == 400
+    assert act(admin, f"/contacts/{2**63}/suppress", reason="x").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("reason", "said"),
+    [
+        ("x" * 501, "a reason has at most 500 characters (this one has 501)"),
+        ("asked\r\nBcc: someone", "a reason is one line of text"),
+        ("\x1b[2Jall clear", "a reason is one line of text"),
+    ],
+)
+def test_a_reason_is_one_line_of_text_of_limited_length(support, queued, lan, store, reason, said) -> None:
+    held = act(support, f"/messages/{queued}/hold", reason=reason)
+    suppressed = act(support, f"/contacts/{lan}/suppress", reason=reason, kind="blocked")
+
+    for response in (held, suppressed):
+        assert response.status_code == 400
+        assert said in response.text
+    assert message(store, queued).status == "queued"
+    assert history(store, queued)[-1][0] == "queued"
+    with store.session() as session:
+        assert suppressions.get(session, "lan@example.com") is None
+
+
+def test_after_a_refused_action_the_time_zone_picker_returns_to_the_message(admin, queued) -> None:
+    act(admin, f"/messages/{queued}/cancel", reason="asked")
+    refused = act(admin, f"/messages/{queued}/hold", reason="asked again")
+
+    assert refused.status_code == 409
+    assert f'name="next" value="/messages/{queued}"' in refused.text
+    chosen = act(admin, "/preferences/timezone", zone="UTC", next=f"/messages/{queued}")
+    assert chosen.headers["location"] == f"/messages/{queued}"
 
 
 # ---------------------------------------------------------------- bulk actions
@@ -988,6 +1046,17 @@ def test_users_add_refuses_a_short_password(runner_in) -> None:
 
     assert result.exit_code == 1
     assert "at least 8 characters" in result.output
+
+
+def test_users_add_refuses_a_name_with_a_control_character(runner_in, store) -> None:
+    result = runner_in(
+        "users", "add", "esc\x1b[31mred", "--role", "support", "--password-stdin", input=f"{PASSWORD}\n"
+    )
+
+    assert result.exit_code == 1
+    assert "a user name cannot hold control characters (esc\\x1b[31mred)" in result.output
+    with store.session() as session:
+        assert users.listing(session) == []
 
 
 def test_users_add_refuses_a_name_in_use(runner_in) -> None:

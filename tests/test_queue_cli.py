@@ -533,3 +533,44 @@ def test_send_now_skips_quiet_hours_and_is_audited(engine, store, make_contact, 
     assert [(e.actor, e.action, e.reason) for e in entries] == [
         ("agent", "send now", "customer asked for the link")
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["queue", "show", str(2**63)],
+        ["queue", "hold", str(10**30), "--reason", "x"],
+        ["queue", "cancel", "0", "--reason", "x"],
+        ["queue", "list", "--limit", str(2**63)],
+        ["queue", "list", "--limit", "-5"],
+    ],
+)
+def test_a_number_beyond_any_rows_id_or_limit_is_a_usage_error(cli, args):
+    result = cli(*args)
+
+    assert result.exit_code == 2
+    assert "Invalid value for" in result.output
+
+
+@pytest.mark.parametrize(
+    ("reason", "said"),
+    [
+        ("x" * 501, "a reason has at most 500 characters (this one has 501)"),
+        ("on hold\r\nstatus: sent", "a reason is one line of text"),
+        ("\x1b[2Jall clear", "a reason is one line of text"),
+    ],
+)
+def test_a_reason_is_one_line_of_text_of_limited_length(
+    cli, store, make_contact, make_event, tick, reason, said
+):
+    from automator.store import messages
+
+    make_contact("lan@example.com", locale="vi", timezone="Asia/Ho_Chi_Minh")
+    make_event("cart_updated", utc("2026-11-20 13:00"), id="evt-1", **cart())
+    tick(utc("2026-11-20 14:30"))
+
+    result = cli("queue", "hold", "1", "--reason", reason, "--now", "2026-11-20T14:31:00Z")
+
+    assert (result.exit_code, said in result.stderr) == (1, True)
+    with store.session() as session:
+        assert messages.get(session, 1).status == "queued"

@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from automator.errors import AutomatorError
+from automator.ids import MAX_ID
 
 NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601).")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the message's history).")]
 ActorOption = Annotated[str, typer.Option("--by", help="Who acts (kept in the history).")]
+MessageId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The message's id.")]
 
 
 def parse_now(value: str | None) -> datetime:

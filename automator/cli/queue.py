@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from automator.cli.options import ActorOption, NowOption, ReasonOption, parse_now
+from automator.cli.options import ActorOption, MessageId, NowOption, ReasonOption, parse_now
 from automator.cli.output import command_group, reports_errors, say
 from automator.cli.state import state
 from automator.display import printable_json, printable_text
 from automator.errors import AutomatorError, NotFoundError
+from automator.ids import MAX_ID
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -35,7 +36,7 @@ def queue_list(
     ] = None,
     rule: Annotated[str | None, typer.Option(help="Rule id.")] = None,
     contact: Annotated[str | None, typer.Option(help="Contact email.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_ID, help="At most this many, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Messages, newest first; a journey's later step shows as `rule#2`, an A/B variant as
@@ -86,7 +87,7 @@ def _message_json(row: Message) -> dict[str, Any]:
 
 @app.command("show")
 @reports_errors
-def queue_show(message_id: int, html: Annotated[bool, typer.Option("--html")] = False) -> None:
+def queue_show(message_id: MessageId, html: Annotated[bool, typer.Option("--html")] = False) -> None:
     """A message's headers, body and full status history."""
     with state().store.session() as session:
         shown = _shown(session, message_id)
@@ -149,7 +150,9 @@ def _print_history(history: list[MessageHistory]) -> None:
 
 @app.command("hold")
 @reports_errors
-def queue_hold(message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None) -> None:
+def queue_hold(
+    message_id: MessageId, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+) -> None:
     """Keep a queued message from being sent until released."""
     from automator import support
 
@@ -160,7 +163,7 @@ def queue_hold(message_id: int, reason: ReasonOption, by: ActorOption = "cli", n
 @app.command("release")
 @reports_errors
 def queue_release(
-    message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+    message_id: MessageId, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
 ) -> None:
     """Let a held message be sent."""
     from automator import support
@@ -172,7 +175,7 @@ def queue_release(
 @app.command("cancel")
 @reports_errors
 def queue_cancel(
-    message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+    message_id: MessageId, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
 ) -> None:
     """Make sure a queued or held message is never sent."""
     from automator import support
@@ -184,7 +187,7 @@ def queue_cancel(
 @app.command("send-now")
 @reports_errors
 def queue_send_now(
-    message_id: int, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
+    message_id: MessageId, reason: ReasonOption, by: ActorOption = "cli", now: NowOption = None
 ) -> None:
     """Send a queued or held message at the next dispatch, past quiet hours and the cap."""
     from automator import support

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from automator.simulation.plan import RuleChanges
 
 PLAN_INPUT_ERROR = 2  # exit code: the rule set to compare cannot be had
+MAX_DAYS = 3660  # ten years; beyond the calendar's end a day cannot be counted at all
 
 
 @reports_errors
@@ -33,7 +34,9 @@ def simulate_command(
     start: Annotated[
         str | None, typer.Option("--from", help="Start at this time (ISO 8601; default: now).")
     ] = None,
-    days: Annotated[int, typer.Option("--days", min=1, help="How many days to run forward.")] = 7,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=MAX_DAYS, help="How many days to run forward.")
+    ] = 7,
     every: Annotated[str, typer.Option("--every", help="Time between ticks, e.g. 1h or 15m.")] = "1h",
     other_rules: Annotated[
         Path | None, typer.Option("--rules", help="Plan: compare with the rules in this folder.")

@@ -13,7 +13,7 @@ import typer
 from automator.cli.options import ActorOption
 from automator.cli.output import command_group, reports_errors, say, say_columns
 from automator.cli.state import state
-from automator.display import printable
+from automator.display import has_control, printable
 from automator.errors import AutomatorError, NotFoundError
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ def _check_new_user(name: str, role: str) -> None:
         raise AutomatorError("a user name cannot be empty or start or end with a space")
     if len(name) > users.NAME_KEPT:
         raise AutomatorError(f"a user name has at most {users.NAME_KEPT} characters")
+    if has_control(name):
+        raise AutomatorError(f"a user name cannot hold control characters ({printable(name)})")
 
 
 @app.command("list")

@@ -16,8 +16,9 @@ from fastapi.responses import RedirectResponse, Response
 from automator import support
 from automator.console.auth import Forbidden, Viewer
 from automator.console.pages import QueueQuery, show_contact, show_message
-from automator.console.state import allowed, console_of, current_viewer, query, render
+from automator.console.state import RowId, allowed, console_of, current_viewer, query, render
 from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError
+from automator.ids import MAX_ID
 from automator.status import HoldKind
 from automator.store import audit, contacts, suppressions
 from automator.store import console as console_queries
@@ -38,7 +39,7 @@ Reason = Annotated[str, Form()]
 @router.post("/messages/{message_id}/{action}")
 def message_action(
     request: Request,
-    message_id: int,
+    message_id: RowId,
     action: str,
     reason: Reason = "",
     viewer: Viewer = Depends(current_viewer),
@@ -95,6 +96,7 @@ def _confirmation(
         viewer,
         "bulk.html",
         status=400 if error else 200,
+        here=f"/queue/bulk{query(filters.as_dict(), action=action)}",  # also after a refused POST
         section="queue",
         action=bulk,
         chosen=chosen,
@@ -107,7 +109,7 @@ def _confirmation(
 def bulk_apply(
     request: Request,
     action: Annotated[str, Form()],
-    upto: Annotated[int, Form()],
+    upto: Annotated[int, Form(ge=0, le=MAX_ID)],
     reason: Reason = "",
     status: Annotated[str, Form()] = "",
     rule: Annotated[str, Form()] = "",
@@ -119,14 +121,14 @@ def bulk_apply(
     """Apply the action to the messages that were counted (none queued since)."""
     filters = QueueQuery(status, rule, q, since, until)
     bulk = _bulk_action(action)
-    if not reason.strip():
-        return _confirmation(request, viewer, action, filters, "a reason is required")
+    try:
+        reason = support.given_reason(reason)
+    except AutomatorError as exc:
+        return _confirmation(request, viewer, action, filters, str(exc))
     console = console_of(request)
     where = filters.selection(viewer)
     with console.store.session() as session:
-        touched = console_queries.apply(
-            session, where, bulk, upto, reason.strip(), viewer.name, console.clock()
-        )
+        touched = console_queries.apply(session, where, bulk, upto, reason, viewer.name, console.clock())
     back = query(filters.as_dict(), done=action, touched=touched)
     return RedirectResponse(f"/queue{back}", status_code=303)
 
@@ -140,7 +142,7 @@ def _bulk_action(name: str) -> console_queries.BulkAction:
 @router.post("/contacts/{contact_id}/suppress")
 def suppress(
     request: Request,
-    contact_id: int,
+    contact_id: RowId,
     reason: Reason = "",
     kind: Annotated[str, Form()] = "blocked",
     viewer: Viewer = Depends(allowed("suppress")),
@@ -153,7 +155,7 @@ def suppress(
 
 @router.post("/contacts/{contact_id}/unsuppress")
 def unsuppress(
-    request: Request, contact_id: int, reason: Reason = "", viewer: Viewer = Depends(allowed("unsuppress"))
+    request: Request, contact_id: RowId, reason: Reason = "", viewer: Viewer = Depends(allowed("unsuppress"))
 ) -> Response:
     """Let rules email this contact again."""
     return _change_suppression(request, viewer, contact_id, reason, None)
@@ -163,8 +165,10 @@ def _change_suppression(
     request: Request, viewer: Viewer, contact_id: int, reason: str, kind: str | None
 ) -> Response:
     console = console_of(request)
-    if not reason.strip():
-        return show_contact(request, viewer, contact_id, error="a reason is required", status=400)
+    try:
+        reason = support.given_reason(reason)
+    except AutomatorError as exc:
+        return show_contact(request, viewer, contact_id, error=str(exc), status=400)
     now = console.clock()
     with console.store.session() as session:
         contact = contacts.by_id(session, contact_id)
@@ -173,10 +177,10 @@ def _change_suppression(
         if kind is None:
             changed = suppressions.remove(session, contact.email)
         else:
-            changed = suppressions.add(session, contact.email, kind, reason.strip(), now)
+            changed = suppressions.add(session, contact.email, kind, reason, now)
         action = "unsuppress" if kind is None else f"suppress ({kind})"
         if changed:
-            audit.record(session, now, viewer.name, action, reason.strip(), contact_id=contact_id)
+            audit.record(session, now, viewer.name, action, reason, contact_id=contact_id)
     if not changed:
         state = "was not suppressed" if kind is None else "is already suppressed"
         return show_contact(request, viewer, contact_id, error=f"{contact.email} {state}", status=409)

@@ -39,11 +39,15 @@ def as_json(value: Any) -> str:
 
 
 def day_start(text: str, zone: ZoneInfo, days: int = 0) -> datetime | None:
-    """`2026-11-20` (a day in the viewer's zone), `days` later, as the UTC time it starts."""
+    """`2026-11-20` (a day in the viewer's zone), `days` later, as the UTC time it starts;
+    ValueError for text that is no such day."""
     if not text:
         return None
-    day = date.fromisoformat(text) + timedelta(days=days)
-    return datetime.combine(day, time(0), zone).astimezone(UTC)
+    try:
+        day = date.fromisoformat(text) + timedelta(days=days)
+        return datetime.combine(day, time(0), zone).astimezone(UTC)
+    except OverflowError:  # a day at the end of the calendar, or its start beyond it in UTC
+        raise ValueError(f"{text} is out of range") from None
 
 
 FILTERS = {"when": when, "as_json": as_json}

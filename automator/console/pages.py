@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from automator import letters
 from automator.console import display
 from automator.console.auth import Viewer
-from automator.console.state import Console, allowed, console_of, render
+from automator.console.state import Console, Cursor, RowId, allowed, console_of, render
 from automator.errors import AutomatorError, NotFoundError, RuleError, TemplateError, UnsafeHeaderError
 from automator.explain import Explanation, explain
 from automator.model import Rule
@@ -73,8 +73,8 @@ def queue_page(
     request: Request,
     viewer: Viewer = Depends(allowed("view")),
     filters: QueueQuery = Depends(),
-    before: int | None = None,
-    after: int | None = None,
+    before: Cursor = None,
+    after: Cursor = None,
     done: str = "",
     touched: int = 0,
 ) -> Response:
@@ -116,7 +116,7 @@ def _rule_ids(project: Project) -> list[str]:
 
 @router.get("/messages/{message_id}")
 def message_page(
-    request: Request, message_id: int, viewer: Viewer = Depends(allowed("view")), done: str = ""
+    request: Request, message_id: RowId, viewer: Viewer = Depends(allowed("view")), done: str = ""
 ) -> Response:
     return show_message(request, viewer, message_id, notice=NOTICES.get(done))
 
@@ -153,6 +153,7 @@ def show_message(
         viewer,
         "message.html",
         status=status,
+        here=f"/messages/{message_id}",  # also after a refused action, whose page is its POST's
         section="queue",
         message=message,
         content=content,
@@ -223,7 +224,7 @@ def contact_search(request: Request, q: str = "", viewer: Viewer = Depends(allow
 
 @router.get("/contacts/{contact_id}")
 def contact_page(
-    request: Request, contact_id: int, viewer: Viewer = Depends(allowed("view")), done: str = ""
+    request: Request, contact_id: RowId, viewer: Viewer = Depends(allowed("view")), done: str = ""
 ) -> Response:
     return show_contact(request, viewer, contact_id, notice=NOTICES.get(done))
 
@@ -263,6 +264,7 @@ def show_contact(
         viewer,
         "contact.html",
         status=status,
+        here=f"/contacts/{contact_id}",
         contact=contact,
         reasons=suppressions.REASONS,
         notice=notice,

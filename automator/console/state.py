@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import fastapi
 import jinja2
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
@@ -17,8 +18,14 @@ from automator.clock import Clock
 from automator.console import display
 from automator.console.auth import Forbidden, LoginRequired, Sessions, Viewer, is_current
 from automator.engine import Engine
+from automator.ids import MAX_ID
 from automator.project import Project
 from automator.store import Store, users
+
+# A row's id in a URL: a number beyond any id's range names no row, and is a wrong value
+# (400) rather than an error inside the database driver.
+RowId = Annotated[int, fastapi.Path(ge=1, le=MAX_ID)]
+Cursor = Annotated[int | None, fastapi.Query(ge=1, le=MAX_ID)]  # where a page of rows starts
 
 TEMPLATES = Path(__file__).parent / "templates"
 
