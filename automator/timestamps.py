@@ -24,7 +24,16 @@ def parse_timestamp(value: Any, zone: tzinfo | None = None) -> datetime:
         if zone is None:
             raise ValueError(f'"{value}" has no time zone offset (add Z or +07:00)')
         parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
+    return in_utc(parsed, value)
+
+
+def in_utc(moment: datetime, given: Any) -> datetime:
+    """An aware time in UTC; ValueError naming `given` (what was written) for one at the
+    calendar's edge whose UTC time falls outside it (0001-01-01 east of Greenwich)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f'"{given}" is out of range: its UTC time is before year 1 or after 9999') from None
 
 
 @functools.lru_cache(maxsize=1024)

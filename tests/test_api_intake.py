@@ -37,6 +37,14 @@ def event(number: int = 1, **fields: object) -> dict[str, object]:
     }
 
 
+def nested(depth: int) -> object:
+    """A list in a list…, `depth` lists deep."""
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.fixture
 def writer(make_key) -> dict[str, str]:
     return bearer(make_key("events:write", "contacts:write"))
@@ -104,6 +112,20 @@ def test_good_events_are_stored_beside_bad_ones_which_are_answered_by_index(clie
     assert event_count(store) == 2
 
 
+@pytest.mark.parametrize("at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+07:00"])
+def test_a_time_whose_utc_time_is_outside_the_calendar_is_rejected_beside_good_events(
+    client, writer, store, at
+) -> None:
+    response = client.post("/v1/events", json={"batch": [event(1, at=at), event(2)]}, headers=writer)
+
+    assert response.status_code == 207
+    [rejected] = response.json()["rejected"]
+    assert rejected["index"] == 0
+    assert rejected["errors"][0]["field"] == "at"
+    assert "is out of range" in rejected["errors"][0]["message"]
+    assert event_count(store) == 1
+
+
 def test_an_event_id_longer_than_the_store_keeps_is_rejected(client, writer, store) -> None:
     response = client.post("/v1/events", json=event(1, id="x" * 201), headers=writer)
 
@@ -149,15 +171,28 @@ def test_a_bad_contact_is_answered_with_its_field(client, writer) -> None:
         {"email": "minh@example.com", "timezone": "Mars/Olympus"},
         {"email": "an@example.com", "first_name": "An\nBcc: x@example.com"},
         {"first_name": "Nobody"},
+        {"email": "yen@example.com", "timezone": "Asia/Ho_Chi_Minh", "renews_at": "0001-01-01"},
+        {"email": "hoa@example.com", "first_name": "Hoa\x1b[2J", "city": "Huế\r\n"},
     ]
 
     response = client.post("/v1/contacts", json={"batch": batch}, headers=writer)
 
     assert response.status_code == 207
-    fields = {
-        item["index"]: [error["field"] for error in item["errors"]] for item in response.json()["rejected"]
+    rejected = {item["index"]: item["errors"] for item in response.json()["rejected"]}
+    fields = {index: [error["field"] for error in errors] for index, errors in rejected.items()}
+    assert fields == {
+        0: ["stage"],
+        1: ["timezone"],
+        2: ["first_name"],
+        3: ["email"],
+        4: ["renews_at"],
+        5: ["first_name", "city"],
     }
-    assert fields == {0: ["stage"], 1: ["timezone"], 2: [""], 3: ["email"]}
+    assert rejected[2][0]["message"].startswith("holds a line break (\\n): a contact's fields")
+    assert (
+        rejected[4][0]["message"]
+        == '"0001-01-01" is out of range: its UTC time is before year 1 or after 9999'
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,6 +200,19 @@ def test_a_bad_contact_is_answered_with_its_field(client, writer) -> None:
     [
         (b"{not json", 400, "the body is not JSON"),
         (b"\xff\xfe\xfa", 400, "the body is not JSON"),
+        # Not JSON, though Python's json reads them: stored, they broke the rules' queries.
+        (
+            json.dumps({"batch": [event(1), event(2, properties={"total": float("nan")})]}).encode(),
+            400,
+            "the body",
+        ),
+        (json.dumps(event(1, properties={"total": float("inf")})).encode(), 400, "the body is not JSON"),
+        (b'{"batch": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", 400, "the body is not JSON"),
+        (
+            json.dumps(event(1, properties={"deep": nested(31)})).encode(),
+            400,
+            "the body is not JSON: lists and objects nested more than 32 deep",
+        ),
         (b"[1, 2]", 422, 'the body is one event (a JSON object) or {"batch": [...]}'),
         (b'{"batch": {"id": "x"}}', 422, "batch: a list of at most 1000 events"),
         (
@@ -173,7 +221,17 @@ def test_a_bad_contact_is_answered_with_its_field(client, writer) -> None:
             "batch: at most 1000 events, this one holds 1001",
         ),
     ],
-    ids=["not-json", "not-utf8", "a-list", "batch-not-a-list", "batch-too-long"],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "nan",
+        "infinity",
+        "nested-100k",
+        "nested-33",
+        "a-list",
+        "batch-not-a-list",
+        "batch-too-long",
+    ],
 )
 def test_a_body_of_the_wrong_kind_is_refused_with_a_message(
     client, writer, store, body, status, says

@@ -316,6 +316,8 @@ def test_a_contact_created_by_an_event_starts_in_the_first_stage(cli, store, tmp
     [
         ("2026-11-20T10:00:00", "has no time zone offset (add Z or +07:00)"),
         ("20/11/2026 10:00", "is not an ISO 8601 time, e.g. 2026-11-20T10:00:00+07:00"),
+        ("9999-12-31T23:00:00-05:00", "is out of range: its UTC time is before year 1 or after 9999"),
+        ("0001-01-01T00:00:00+07:00", "is out of range: its UTC time is before year 1 or after 9999"),
     ],
 )
 def test_a_time_without_an_offset_or_not_iso_8601_is_rejected_with_a_clear_reason(
@@ -336,6 +338,57 @@ def test_a_line_that_is_not_json_is_rejected_with_its_line_number(cli, store, tm
     assert result.exit_code == 1
     assert result.stderr.startswith(f"rejected {path}:2: not valid JSON: ")
     assert result.stdout == "imported 2 events, rejected 1\n"
+
+
+def test_a_line_nested_too_deep_is_rejected_with_its_line_number(cli, store, tmp_path):
+    deep = '{"id": "evt-2", "type": "x", "email": "lan@example.com", "at": "2026-11-20T10:00:00Z", '
+    deep += '"properties": {"a": ' + "[" * 100 + "]" * 100 + "}}"
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id="evt-1"), deep, cart_event(id="evt-3")])
+
+    result = cli("events", "import", str(path))
+
+    assert result.stderr == f"rejected {path}:2: not valid JSON: lists and objects nested more than 32 deep\n"
+    assert result.stdout == "imported 2 events, rejected 1\n"
+
+
+def test_bytes_that_are_not_utf8_reject_their_record_and_the_others_are_imported(cli, store, tmp_path):
+    contacts_csv = tmp_path / "c.csv"
+    contacts_csv.write_bytes(
+        b"email,first_name\nbefore@example.com,B\nlatin@example.com,Jos\xe9\nafter@example.com,A\n"
+    )
+    events_jsonl = tmp_path / "e.jsonl"
+    good = [json.dumps(cart_event(id=f"evt-{n}")).encode() for n in (1, 3)]
+    events_jsonl.write_bytes(good[0] + b'\n{"note": "caf\xe9"}\n' + good[1] + b"\n")
+
+    imported = cli("contacts", "import", str(contacts_csv))
+    stored = cli("events", "import", str(events_jsonl))
+
+    assert imported.stderr == f"rejected {contacts_csv}:3: not UTF-8 text: byte 0xe9 at character 22\n"
+    assert imported.stdout == "imported 2 contacts, rejected 1\n"
+    assert contact(store, "after@example.com") is not None
+    assert contact(store, "latin@example.com") is None
+    assert stored.stderr == f"rejected {events_jsonl}:2: not UTF-8 text: byte 0xe9 at character 14\n"
+    assert [event.key for event in stored_events(store, "lan@example.com")] == ["evt-3", "evt-1"]
+
+
+def test_a_date_attribute_outside_the_calendar_in_utc_rejects_its_record(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,timezone,renews_at",
+        "east@example.com,Asia/Ho_Chi_Minh,0001-01-01",
+        "west@example.com,America/New_York,9999-12-31T23:00:00-05:00",
+        "fine@example.com,Asia/Ho_Chi_Minh,2027-01-01",
+    )
+
+    result = cli("contacts", "import", str(path))
+
+    assert result.stderr.splitlines() == [
+        f'rejected {path}:2: renews_at: "0001-01-01" is out of range: its UTC time is before year 1 or '
+        "after 9999",
+        f'rejected {path}:3: renews_at: "9999-12-31T23:00:00-05:00" is out of range: its UTC time is before '
+        "year 1 or after 9999",
+    ]
+    assert result.stdout == "imported 1 contacts, rejected 2\n"
 
 
 def test_an_events_properties_are_stored_as_the_file_gives_them(cli, store, tmp_path):

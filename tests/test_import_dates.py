@@ -20,6 +20,8 @@ from tests.importing import contact, write_csv
         ("17/05/90", "is not an ISO 8601 date; write YYYY-MM-DD"),
         ("1990/05/17", "is not an ISO 8601 date; write 1990-05-17"),
         ("2026-13-01", "is not a date (month 13, day 1)"),
+        ("1985-02-29", "is not a date: February 1985 has no day 29"),
+        ("2026-04-31T10:00:00Z", "is not a date: April 2026 has no day 31"),
         ("17/05/1990 10:30", "is not an ISO 8601 date; write YYYY-MM-DD (1990-05-17)"),
     ],
 )

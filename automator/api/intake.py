@@ -155,7 +155,18 @@ def _event(item: Any) -> EventData:
 
 
 def problems_of(exc: ValidationError) -> list[Problem]:
-    return [Problem(field, message) for field, message in field_errors(exc)]
+    """A model's errors by field. The check of a whole record for control characters names
+    each field in its one message (`first_name: holds a line break (\\n); what may be held`):
+    each is answered as its field's, with what may be held."""
+    found = []
+    for where, message in field_errors(exc):
+        parts = message.split("; ")
+        named = [_problem(part) for part in parts[:-1]]
+        if where or not named or not all(problem.field for problem in named):
+            found.append(Problem(where, message))
+            continue
+        found.extend(Problem(problem.field, f"{problem.message}: {parts[-1]}") for problem in named)
+    return found
 
 
 def _problem(text: str) -> Problem:

@@ -9,9 +9,10 @@ see it.
 
 from __future__ import annotations
 
+import calendar
 import re
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +29,7 @@ from automator.journey import Journey
 from automator.store import Store
 from automator.store import contacts as contact_store
 from automator.store.contacts import ContactData
+from automator.timestamps import in_utc
 
 
 def contact_data(record: ContactRecord, journey: Journey, default_zone: ZoneInfo) -> ContactData:
@@ -49,11 +51,11 @@ def _split(
     for name, value in extra.items():
         parsed = _iso_value(value)
         if isinstance(parsed, datetime):
-            moment = parse_timestamp(parsed, zone)
+            moment = _utc(name, parse_timestamp, value, zone)
             attributes[name], dates[name] = moment.isoformat(), moment
         elif isinstance(parsed, date):
             attributes[name] = parsed.isoformat()
-            dates[name] = datetime.combine(parsed, time(0), tzinfo=zone).astimezone(UTC)
+            dates[name] = _utc(name, in_utc, datetime.combine(parsed, time(0), tzinfo=zone), value)
             if not fields.get("timezone"):
                 zoneless[name] = parsed
         elif isinstance(value, str) and value.lower() in ("true", "false"):
@@ -61,6 +63,14 @@ def _split(
         else:
             attributes[name] = value
     return ContactData(email=email, fields=fields, attributes=attributes, dates=dates, zoneless=zoneless)
+
+
+def _utc(name: str, convert: Callable[..., datetime], *given: Any) -> datetime:
+    """`convert(*given)`, its ValueError (a time outside the calendar in UTC) naming the field."""
+    try:
+        return convert(*given)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _iso_value(value: Any) -> date | datetime | None:
@@ -100,7 +110,10 @@ def date_like(value: Any) -> str | None:
         plausible = 1 <= month <= 12 and 1 <= day <= 31
         if not plausible:
             return f'"{value}" is not a date (month {month}, day {day})'
-        return f'"{value}" is not an ISO 8601 date; write {int(found["y2"]):04d}-{month:02d}-{day:02d}'
+        iso = f"{int(found['y2']):04d}-{month:02d}-{day:02d}"
+        if value.strip().startswith(iso):  # written as ISO 8601 already: no such day exists
+            return f'"{value}" is not a date: {calendar.month_name[month]} {found["y2"]} has no day {day}'
+        return f'"{value}" is not an ISO 8601 date; write {iso}'
     first, second = int(found["a"]), int(found["b"])
     if not (1 <= first <= 31 and 1 <= second <= 31 and min(first, second) <= 12):
         return None

@@ -41,10 +41,12 @@ class RecordFile:
         self.path = path
         self.size = path.stat().st_size
         self._csv = suffix == ".csv"
+        # Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that
+        # reading goes on, and the record that holds them is refused (`not_utf8`).
         if self._csv:
-            self._handle: TextIO = path.open(newline="", encoding="utf-8-sig")
+            self._handle: TextIO = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
         else:
-            self._handle = path.open(encoding="utf-8")
+            self._handle = path.open(encoding="utf-8", errors="surrogateescape")
 
     def __enter__(self) -> RecordFile:
         return self
@@ -82,7 +84,8 @@ def _csv_records(path: Path, handle: TextIO) -> Iterator[Record]:
 
 def _csv_rows(path: Path, lines: _Lines) -> Iterator[tuple[int, list[str] | ImportRecordError]]:
     """(first line, values) for each record that is not blank. A record the csv module
-    refuses (a field over its size limit) is an error, and reading goes on after its end."""
+    refuses (a field over its size limit), or one with bytes that are not UTF-8, is an
+    error, and reading goes on after its end."""
     reader = csv.reader(lines)
     while True:
         lines.start_record()
@@ -94,7 +97,9 @@ def _csv_rows(path: Path, lines: _Lines) -> Iterator[tuple[int, list[str] | Impo
             lines.skip_rest_of_record()
             yield lines.first, ImportRecordError(str(path), lines.first, _csv_problem(exc))
             continue
-        if row:
+        if lines.undecodable is not None:
+            yield lines.first, ImportRecordError(str(path), lines.first, lines.undecodable)
+        elif row:
             yield lines.first, row
 
 
@@ -119,6 +124,7 @@ class _Lines:
         self.number = 0  # lines read so far
         self.first = 1  # the current record's first line
         self._record: list[str] = []
+        self.undecodable: str | None = None  # why the current record is not UTF-8 text
 
     def __iter__(self) -> _Lines:
         return self
@@ -127,11 +133,14 @@ class _Lines:
         line = next(self._handle)
         self.number += 1
         self._record.append(line)
+        if self.undecodable is None:
+            self.undecodable = not_utf8(line)
         return line
 
     def start_record(self) -> None:
         self.first = self.number + 1
         self._record = []
+        self.undecodable = None
 
     def skip_rest_of_record(self) -> None:
         """Read on to the end of the current record, which may lie lines further down."""
@@ -197,32 +206,70 @@ _DIGITS_TO_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in rang
 _LONG_RUN = b"0" * 19
 
 
-def _has_long_number(text: str) -> bool:
+def _has_long_number(text: str | bytes) -> bool:
     """Whether `text` holds a run of 19 digits (no byte of a character beyond ASCII is one)."""
-    return _LONG_RUN in text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZEROS)
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    return _LONG_RUN in raw.translate(_DIGITS_TO_ZEROS)
 
 
-def _decoded(text: str) -> Any:
-    """A line of JSON, decoded by orjson: a few times faster than the standard library, and
-    stricter (it refuses NaN, Infinity, lone surrogates and a number too large for a double,
-    as PostgreSQL's json does). A line that holds a long run of digits is decoded again by
-    the standard library, which keeps an integer beyond 64 bits exact. Raises
-    `json.JSONDecodeError` (orjson's is a subclass)."""
+_UNDECODED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as surrogateescape reads it
+
+
+def not_utf8(text: str) -> str | None:
+    """Why a line read with `surrogateescape` is not UTF-8 text (its first such byte), or None."""
+    if text.isascii() or (found := _UNDECODED.search(text)) is None:
+        return None
+    return f"not UTF-8 text: byte 0x{ord(found.group()) - 0xDC00:02x} at character {found.start() + 1}"
+
+
+MAX_DEPTH = 32  # lists and objects inside each other: an event's properties need a few
+
+
+def decoded_json(text: str | bytes) -> Any:
+    """JSON text (a line of a file, a request's body), decoded by orjson: a few times
+    faster than the standard library, and stricter (it refuses NaN, Infinity, lone
+    surrogates and a number too large for a double, as PostgreSQL's json does). Text that
+    holds a long run of digits is decoded again by the standard library, which keeps an
+    integer beyond 64 bits exact. Raises `json.JSONDecodeError` (orjson's is a subclass),
+    also for values nested deeper than MAX_DEPTH, which every later step would have to
+    walk (the standard library's encoder by recursion)."""
     data = orjson.loads(text)
-    if not _has_long_number(text):
-        return data
-    try:
-        return json.loads(text)
-    except ValueError as exc:  # an integer of more digits than Python converts
-        raise json.JSONDecodeError(str(exc), text, 0) from exc
+    if _has_long_number(text):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise json.JSONDecodeError(str(exc), str(text), 0) from exc
+    opened = (
+        text.count(b"[") + text.count(b"{") if isinstance(text, bytes) else text.count("[") + text.count("{")
+    )
+    if opened > MAX_DEPTH and _depth_over(data, MAX_DEPTH):
+        raise json.JSONDecodeError(f"lists and objects nested more than {MAX_DEPTH} deep", str(text)[:80], 0)
+    return data
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` deep in `value` (without recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if inner is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((each, depth + 1) for each in inner if isinstance(each, dict | list))
+    return False
 
 
 def _jsonl_records(path: Path, handle: TextIO) -> Iterator[Record]:
     for line, text in enumerate(handle, start=1):
         if not text or text.isspace():
             continue
+        if (undecodable := not_utf8(text)) is not None:
+            yield line, ImportRecordError(str(path), line, undecodable), False
+            continue
         try:
-            data = _decoded(text)
+            data = decoded_json(text)
         except json.JSONDecodeError as exc:
             yield line, ImportRecordError(str(path), line, f"not valid JSON: {exc.msg}"), False
             continue
