@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from automator.durations import parse_duration
 from automator.errors import ConfigError
+from automator.model_base import MAX_PRIORITY
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -100,7 +101,7 @@ class Settings(BaseModel):
     timezone: str = "UTC"
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap | None = FrequencyCap()
-    priorities: dict[str, int] = {}
+    priorities: dict[str, Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]] = {}
     api: ApiSettings = ApiSettings()
     contacts: ContactFields = ContactFields()
     events: dict[str, EventProperties] = {}

@@ -8,6 +8,10 @@ from datetime import timedelta
 _PART = re.compile(r"(\d+)([smhdw])")
 _WHOLE = re.compile(r"^(?:\d+[smhdw])+$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A hundred years: longer than any delay, window or cap a shop needs, and short enough that
+# a time that far from now is still on the calendar (a longer one broke every tick).
+MAX_DAYS = 36525
 
 
 def parse_duration(text: object) -> timedelta:
@@ -17,10 +21,10 @@ def parse_duration(text: object) -> timedelta:
     if isinstance(text, str):
         compact = text.strip().replace(" ", "")
         if _WHOLE.match(compact):
-            parts = {_UNITS[unit]: 0 for unit in _UNITS}
-            for amount, unit in _PART.findall(compact):
-                parts[_UNITS[unit]] += int(amount)
-            return timedelta(**parts)
+            seconds = sum(int(amount) * _SECONDS[unit] for amount, unit in _PART.findall(compact))
+            if seconds > MAX_DAYS * 86400:
+                raise ValueError(f'"{text}" is too long: at most {MAX_DAYS}d (a hundred years)')
+            return timedelta(seconds=seconds)
     shown = f'"{text}"' if isinstance(text, str) else repr(text)
     raise ValueError(f"{shown} is not a duration (use 1h, 30m, 3d)")
 

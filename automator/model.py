@@ -26,6 +26,7 @@ from pydantic import (
 
 from automator.model_base import CONTACT_COLUMNS as CONTACT_COLUMNS
 from automator.model_base import DEFAULT_STAGES as DEFAULT_STAGES
+from automator.model_base import MAX_PRIORITY
 from automator.model_base import OPERATORS as OPERATORS
 from automator.model_base import Duration as Duration
 from automator.model_base import Identifier as Identifier
@@ -256,7 +257,12 @@ class Rule(Strict):
     limit: Limit | None = Field(
         default=None, description="at most this many messages per contact, e.g. {max: 1, per: 7d}"
     )
-    priority: int = Field(default=0, description="higher goes first when the frequency cap lets only some go")
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description="higher goes first when the frequency cap lets only some go",
+    )
     max_lateness: Duration | None = Field(default=None, description="how late a message may still go out")
     then: Then = Field(default=Then(), description="what happens to the contact once the message is sent")
     enabled: bool = Field(default=True, description="false: the file is checked but the rule does not run")

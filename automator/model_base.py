@@ -13,6 +13,9 @@ from automator.durations import parse_duration
 DEFAULT_STAGES = ("awareness", "consideration", "conversion", "retention", "loyalty")
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# Priorities only rank rules against each other; the message's column is a 32-bit integer
+# on PostgreSQL, and a number beyond even SQLite's failed the rule at every tick.
+MAX_PRIORITY = 1_000_000
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists")

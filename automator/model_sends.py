@@ -170,7 +170,7 @@ class Limit(Strict):
 
     model_config = ConfigDict(title="limit")
 
-    max: int = Field(ge=1, description="messages of this rule per contact")
+    max: int = Field(ge=1, le=1_000_000, description="messages of this rule per contact")
     per: Duration = Field(description="in any span this long, e.g. 7d")
 
 

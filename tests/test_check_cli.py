@@ -40,6 +40,14 @@ MISTAKES = {
         CART, "delay: 1h", "delay: 1 hour",
         f'{CART}:$line: trigger.delay: "1 hour" is not a duration (use 1h, 30m, 3d)',
     ),
+    "a duration beyond a hundred years is refused at its line": (
+        CART, "delay: 1h", "delay: 1000000000d",
+        f'{CART}:$line: trigger.delay: "1000000000d" is too long: at most 36525d (a hundred years)',
+    ),
+    "a priority beyond any rank is refused at its line": (
+        CART, "priority: 20", "priority: 9223372036854775808",
+        f"{CART}:$line: priority: must be at most 1000000",
+    ),
     "an unknown field suggests the closest name": (
         CART, "priority: 20", "priorty: 20",
         f"{CART}:$line: priorty: unknown field (did you mean 'priority'?)",

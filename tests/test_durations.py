@@ -67,3 +67,14 @@ def test_durations_are_formatted_in_the_marketers_spelling(value, expected):
 def test_formatting_a_parsed_duration_reads_back_as_the_same_duration(text):
     value = parse_duration(text)
     assert parse_duration(format_duration(value)) == value
+
+
+@pytest.mark.parametrize("text", ["36526d", "5218w", "1000000000d", "99999999999999999999d", "36525d1s"])
+def test_a_duration_beyond_a_hundred_years_is_refused(text):
+    with pytest.raises(ValueError) as raised:
+        parse_duration(text)
+    assert str(raised.value) == f'"{text}" is too long: at most 36525d (a hundred years)'
+
+
+def test_a_hundred_years_is_still_a_duration():
+    assert parse_duration("36525d") == timedelta(days=36525)
