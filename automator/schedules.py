@@ -44,7 +44,10 @@ def firings(
 
 
 def last_fire(trigger: ScheduleTrigger, zone: ZoneInfo, now: datetime, earliest: datetime) -> datetime | None:
-    """The latest time the schedule fired in `[earliest, now]`, or None."""
+    """The latest time the schedule fired in `[earliest, now]`, or None.
+
+    When the clocks go back, an hour of local times comes twice. As cron does, a schedule
+    fires in it once, the first time: a firing in the repeated hour (`fold`) is not one."""
     if trigger.every is not None:
         periods = (now - EPOCH) // trigger.every
         latest = EPOCH + trigger.every * periods
@@ -56,6 +59,19 @@ def last_fire(trigger: ScheduleTrigger, zone: ZoneInfo, now: datetime, earliest:
     for _ in range(10_000):  # bounded: a minute-by-minute cron over a long lateness window
         if moment is None or moment > now:
             break
+        if moment.astimezone(zone).fold:
+            # APScheduler would give this repeated time again and again: go on from the end
+            # of the repeated hour.
+            moment = schedule.get_next_fire_time(None, _after_repeated_hour(moment, zone))
+            continue
         fired = moment
         moment = schedule.get_next_fire_time(moment, moment + timedelta(seconds=1))
     return None if fired is None else fired.astimezone(UTC)
+
+
+def _after_repeated_hour(moment: datetime, zone: ZoneInfo) -> datetime:
+    """The first whole minute after `moment` whose local time comes only once."""
+    step = moment.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while step.astimezone(zone).fold:  # at most the shift of the clocks: an hour, or two
+        step += timedelta(minutes=1)
+    return step

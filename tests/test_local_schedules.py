@@ -167,3 +167,36 @@ def test_crontab_weekday_numbers_count_from_sunday_as_in_cron(weekday, days):
         day.strftime("%a") for day in week if trigger.get_next_fire_time(None, day) == day.replace(hour=9)
     ]
     assert fired == days
+
+
+def test_a_schedule_in_the_hour_the_clocks_go_back_fires_once_as_in_cron() -> None:
+    from automator.model import ScheduleTrigger
+    from automator.schedules import last_fire
+
+    nightly = ScheduleTrigger.model_validate({"schedule": "30 1 * * *", "timezone": "contact"})
+    london = ZoneInfo("Europe/London")  # 02:00 BST on 25 October 2026 is 01:00 GMT: 01:30 comes twice
+
+    ticks = [utc("2026-10-24 22:00") + timedelta(minutes=15 * n) for n in range(25)]
+    fired = {last_fire(nightly, london, now, now - timedelta(hours=1)) for now in ticks} - {None}
+
+    assert fired == {utc("2026-10-25 00:30")}  # 01:30 BST, and not 01:30 GMT an hour later
+    every_20 = ScheduleTrigger.model_validate({"schedule": "*/20 * * * *", "timezone": "contact"})
+    assert last_fire(every_20, london, utc("2026-10-25 01:45"), utc("2026-10-24 22:00")) == utc(
+        "2026-10-25 00:40"
+    )  # 01:40 BST; 01:00, 01:20 and 01:40 GMT repeat it
+    assert last_fire(every_20, london, utc("2026-10-25 02:05"), utc("2026-10-25 01:00")) == utc(
+        "2026-10-25 02:00"
+    )  # 02:00 GMT comes once
+
+
+def test_a_long_look_back_over_an_autumn_night_still_finds_the_latest_firing() -> None:
+    from automator.model import ScheduleTrigger
+    from automator.schedules import last_fire
+
+    nightly = ScheduleTrigger.model_validate({"schedule": "30 1 * * *", "timezone": "contact"})
+    now = utc("2026-10-20 03:00")
+
+    # `explain` looks back 400 days, over the night of 26 October 2025.
+    assert last_fire(nightly, ZoneInfo("Europe/London"), now, now - timedelta(days=400)) == utc(
+        "2026-10-20 00:30"
+    )
