@@ -41,7 +41,8 @@ class _Policy(EmailPolicy):
 
 
 POLICY = _Policy(linesep="\r\n")  # what email.policy.SMTP is, plus the folding above
-MAX_LINE = 78  # RFC 5322's limit for a header line, without its CRLF (998 is the hard one)
+MAX_LINE = 78  # RFC 5322's limit for a header line, without its CRLF
+HARD_LINE = 998  # and the one no line may pass
 
 
 def new_message_id(sender: str) -> str:
@@ -248,7 +249,7 @@ def _recipient(name: str | None, address: str) -> str:
 def _named(name: str, address: str, header: str) -> str:
     """`Name <address>`, the name quoted as needed or RFC 2047-encoded when not ASCII, folded
     before the address when the line would be too long."""
-    if name.isascii():
+    if name.isascii() and _foldable(name, len(header) + 2):
         return _folded(formataddr((name, address)), len(header) + 2)
     encoded = _encoded(name, header)
     last = encoded.rpartition("\n")[2]
@@ -260,10 +261,17 @@ def _named(name: str, address: str, header: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _encoded(value: str, header: str) -> str:
     """RFC 2047 encoded words (folded at 78 characters) for non-ASCII text; ASCII as it is,
-    folded at its spaces when long."""
-    if value.isascii():
+    folded at its spaces when long, unless a word of it is too long for any line."""
+    if value.isascii() and _foldable(value, len(header) + 2):
         return _folded(value, len(header) + 2)
     return _encoded_words(value, len(header) + 2)
+
+
+def _foldable(text: str, column: int) -> bool:
+    """Whether folding `text` at its spaces keeps every line within RFC 5322's hard limit
+    (998 characters): a longer line (a word of 1,000 letters in a subject) is refused by
+    SMTP servers for good, and encoded words can be split anywhere."""
+    return column + 2 + max(len(word) for word in text.split(" ")) <= HARD_LINE
 
 
 WORD_BYTES = 45  # UTF-8 bytes in a whole encoded word: 60 base64 characters, a word of 72

@@ -165,6 +165,19 @@ def test_a_long_ascii_subject_is_folded_within_78_characters_and_reads_back() ->
     assert parsed(built)["Subject"] == subject
 
 
+def test_a_word_too_long_for_any_line_is_encoded_so_that_no_line_passes_998() -> None:
+    subject = "Your order ORD-" + "A" * 1200 + " has shipped"
+    name = "W" * 3000
+
+    built = email(subject=subject, to_name=name)
+
+    for header in (b"Subject", b"To"):
+        assert max(len(line) for line in header_lines(built, header)) <= 78
+    assert str(make_header(decode_header(str(message_from_bytes(built.data)["Subject"])))) == subject
+    to = str(message_from_bytes(built.data)["To"])
+    assert parseaddr(str(make_header(decode_header(to)))) == (name, "lan@example.com")
+
+
 def test_the_date_header_is_the_send_time() -> None:
     date = parsed(email(date=utc("2026-11-20 04:00")))["Date"].datetime
 
