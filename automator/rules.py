@@ -328,11 +328,11 @@ ENABLED_LINE = re.compile(r"^enabled:[ \t]*([^\s#]+)", re.MULTILINE)
 ID_LINE_END = re.compile(r"^id:[^\n]*(\n|$)", re.MULTILINE)
 
 
-def set_enabled(path: Path, enabled: bool) -> int | None:
+def set_enabled(path: Path, enabled: bool, shown: str | None = None) -> int | None:
     """Write `enabled:` in a rule file, changing only that value (or adding the line after
     `id:`), so comments and everything else stay as written. The line written, or None when
-    the file already says so."""
-    text = path.read_bytes().decode("utf-8")
+    the file already says so. `shown`: the file's name in an error (its path by default)."""
+    text = original = path.read_bytes().decode("utf-8")
     value = "true" if enabled else "false"
     found = ENABLED_LINE.search(text)
     if found:
@@ -349,8 +349,27 @@ def set_enabled(path: Path, enabled: bool) -> int | None:
         if id_line and not id_line.group(1):
             text, at = text + newline, at + len(newline)  # `id:` was the last line, without an end
         text = text[:at] + f"enabled: {value}{newline}" + text[at:]
+    _check_only_enabled_changed(shown or str(path), original, text, enabled)
     path.write_bytes(text.encode("utf-8"))
     return text[:at].count("\n") + 1
+
+
+def _check_only_enabled_changed(shown: str, before: str, after: str, enabled: bool) -> None:
+    """RuleError, and nothing written, unless `after` reads as `before` with `enabled` set:
+    a file in another layout (a YAML flow mapping, `{id: x, …}` on one line) would be broken
+    by the line written into it."""
+    old = yaml.safe_load(before)
+    try:
+        new = yaml.safe_load(after)
+    except yaml.YAMLError:
+        new = None
+    if not isinstance(old, dict) or new != {**old, "enabled": enabled}:
+        raise RuleError(
+            shown,
+            None,
+            "enabled",
+            f"cannot be written in this file's layout; write `enabled: {str(enabled).lower()}` by hand",
+        )
 
 
 SYMBOLS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "not_in": "not in"}

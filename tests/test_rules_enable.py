@@ -50,6 +50,24 @@ def test_an_unknown_id_is_a_clear_error(cli, project_dir):
     assert before == {path: path.read_bytes() for path in (project_dir / "rules").glob("*.yaml")}
 
 
+def test_a_rule_in_flow_style_is_left_as_it_is_with_a_clear_error(cli, project_dir):
+    flow = project_dir / "rules" / "flow.yaml"
+    text = (
+        "{id: flowrule, stages: [awareness], trigger: {event: signed_up}, send: {template: trial_ending}}\n"
+    )
+    flow.write_text(text, encoding="utf-8")
+
+    result = cli("rules", "disable", "flowrule")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: rules/flow.yaml: enabled: cannot be written in this file's layout; "
+        "write `enabled: false` by hand\n"
+    )
+    assert flow.read_text(encoding="utf-8") == text
+    assert cli("check").exit_code == 0
+
+
 def test_crlf_files_keep_their_line_ends(cli, project_dir):
     cart = project_dir / "rules" / "abandoned_cart.yaml"
     cart.write_bytes(cart.read_bytes().replace(b"\n", b"\r\n"))

@@ -143,7 +143,7 @@ def _switch(rule_id: str, enabled: bool) -> None:
         known = ", ".join(r.id for r in project.ruleset.rules)
         raise NotFoundError(f"no rule '{rule_id}' (rules: {known})")
     word = "enabled" if enabled else "disabled"
-    line = set_enabled(project.settings.project / rule.file, enabled)
+    line = set_enabled(project.settings.project / rule.file, enabled, rule.file)
     if line is None:
         say(f"{rule_id} is already {word} ({rule.file})")
     elif enabled:
