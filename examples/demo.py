@@ -337,8 +337,8 @@ def print_try_next() -> None:
         ("every message, newest first", "queue list"),
         ("Lan's abandoned-cart email, with its history", f"queue show {lan['id']}"),
         (
-            "render it again (sent already, so --force)",
-            f"preview abandoned_cart --contact {LAN} --now {sent_at:%Y-%m-%dT%H:%MZ} --force",
+            "render it again: it says when it was sent, then shows it",
+            f"preview abandoned_cart --contact {LAN} --now {sent_at:%Y-%m-%dT%H:%MZ}",
         ),
         ("validate rules/ and email_templates/ after an edit", "check"),
     ):
