@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from automator.display import has_control, printable
 from automator.model_base import CONTACT_COLUMNS as CONTACT_COLUMNS
 from automator.model_base import DEFAULT_STAGES as DEFAULT_STAGES
 from automator.model_base import MAX_PRIORITY
@@ -240,6 +241,17 @@ class Rule(Strict):
     id: Identifier = Field(description="the rule's identity, part of every message's dedupe key")
     name: str = Field(default="", description="shown to people; templates see it as rule.name")
     description: str = Field(default="", description="for people reading the file")
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        """A name goes into subjects and the console: a line break would end a header there."""
+        if has_control(value):
+            raise ValueError(
+                f"holds a control character or line break ({printable(value)}); a name is one line"
+            )
+        return value
+
     stages: list[Identifier] = Field(min_length=1, description="contacts whose current stage is one of these")
     trigger: Trigger = Field(
         description="what makes a message due: event, date, stage_entered, schedule or every"

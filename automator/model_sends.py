@@ -79,6 +79,11 @@ class Send(Strict):
                     f"variants: the weights given add up to {given}, "
                     "leaving nothing of 100 for the variants without one"
                 )
+            if given != 100 and all(variant.weight is not None for variant in self.variants.values()):
+                raise ValueError(
+                    f"variants: the weights add up to {given}; they are percent of the contacts, "
+                    "so they add up to 100"
+                )
         return self
 
     @property

@@ -48,6 +48,11 @@ MISTAKES = {
         CART, "priority: 20", "priority: 9223372036854775808",
         f"{CART}:$line: priority: must be at most 1000000",
     ),
+    "a rule's name with a line break is refused": (
+        CART, "name: Abandoned cart reminder", 'name: "Abandoned cart\\r\\nBcc: x@evil.test"',
+        f"{CART}:$line: name: holds a control character or line break "
+        "(Abandoned cart\\r\\nBcc: x@evil.test); a name is one line",
+    ),
     "an unknown field suggests the closest name": (
         CART, "priority: 20", "priorty: 20",
         f"{CART}:$line: priorty: unknown field (did you mean 'priority'?)",

@@ -124,6 +124,28 @@ def test_condition_limit_and_weight_mistakes_are_all_reported(project_dir, cli):
     ]
 
 
+@pytest.mark.parametrize(("a", "b", "total"), [(5, 105, 110), (5, 15, 20)])
+def test_weights_on_every_variant_add_up_to_100(project_dir, cli, a, b, total):
+    write(
+        project_dir,
+        "split.yaml",
+        f"""\
+        id: split
+        stages: {ALL}
+        trigger: {{event: cart_updated}}
+        send:
+          variants:
+            a: {{template: abandoned_cart, weight: {a}}}
+            b: {{template: abandoned_cart, weight: {b}}}
+        """,
+    )
+
+    assert report(cli) == [
+        f"rules/split.yaml:5: send.variants: the weights add up to {total}; "
+        "they are percent of the contacts, so they add up to 100",
+    ]
+
+
 def test_a_local_time_zone_needs_a_crontab_line_and_both_send_and_steps_is_one_too_many(project_dir, cli):
     write(
         project_dir,
