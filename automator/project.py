@@ -38,11 +38,10 @@ class Project:
 
     def lint(self, vocabulary: Vocabulary) -> list[TemplateError]:
         """Template lint (automator/template_lint.py) of every template a rule sends, enabled
-        or not, whose files parse; each problem once."""
+        or not: each of their files that parses, also beside one that does not (or is missing),
+        so that one run lists every problem; each problem once."""
         linted: list[tuple[str, str | None]] = []
         for rule in self.ruleset.rules:
-            if rule.id in self.broken_templates:
-                continue
             event_type = rule.trigger.event if isinstance(rule.trigger, EventTrigger) else None
             linted += [(template, event_type) for _, template in _templates_named(rule)]
         env = self.templates.env

@@ -123,6 +123,21 @@ def test_a_missing_template_part_is_reported(cli, project_dir):
     assert (result.exit_code, lines(result)) == (1, ["email_templates/renewal_offer/subject.txt: missing"])
 
 
+def test_a_missing_template_part_does_not_hide_the_problems_of_the_others(cli, project_dir):
+    folder = project_dir / "email_templates" / "renewal_offer"
+    (folder / "subject.txt").unlink()
+    (folder / "body.txt").write_text("Hi {{ nickname }}\n{{ unsubscribe_url }}\n", encoding="utf-8")
+
+    result = cli("check")
+
+    assert result.exit_code == 1
+    assert lines(result) == [
+        "email_templates/renewal_offer/subject.txt: missing",
+        "email_templates/renewal_offer/body.txt:1: nickname: undefined name (a template sees contact, "
+        "event, coupon, rule, trigger, unsubscribe_url, base_url, now, locale)",
+    ]
+
+
 def test_a_broken_rule_does_not_stop_the_others_from_loading(cli, cart_rule):
     edit(cart_rule, "delay: 1h", "delay: 1 hour")
     assert cli("check").exit_code == 1
