@@ -133,6 +133,26 @@ def test_an_identify_call_upserts_the_contact(client, writer, store) -> None:
     assert lan is not None and (lan.first_name, lan.attributes) == ("Lan", {"vip": True})
 
 
+def test_a_call_sent_to_the_other_kinds_endpoint_is_rejected(client, writer, store) -> None:
+    response = client.post("/v1/identify", json={**track(), "type": "track"}, headers=writer)
+
+    assert response.status_code == 207
+    assert response.json()["rejected"] == [
+        {
+            "index": 0,
+            "errors": [
+                {
+                    "field": "type",
+                    "message": "a 'track' call sent to /v1/identify: "
+                    "send it to its own endpoint or /v1/batch",
+                }
+            ],
+        }
+    ]
+    with store.session() as session:
+        assert contacts.by_email(session, "lan@example.com") is None
+
+
 def test_a_batch_takes_track_and_identify_and_rejects_the_rest_by_index(client, writer, store) -> None:
     batch = {
         "batch": [

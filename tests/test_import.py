@@ -213,6 +213,16 @@ def test_a_csv_row_with_too_many_columns_is_rejected(cli, store, tmp_path):
     assert contact(store, "minh@example.com") is not None
 
 
+def test_a_header_naming_a_column_twice_is_refused_before_any_row(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,first_name,email", "d1@example.com,D,d2@example.com")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stderr) == (1, f"error: {path}:1: the header row names email twice\n")
+    assert contact(store, "d1@example.com") is None
+    assert contact(store, "d2@example.com") is None
+
+
 def test_a_csv_saved_with_a_byte_order_mark_is_read(cli, store, tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("email,first_name\nlan@example.com,Lan\n", encoding="utf-8-sig")

@@ -47,7 +47,12 @@ def kind_of(call: Any, expected: str | None = None) -> str:
     """`track` or `identify`: the endpoint's, or (in a batch) the call's `type`."""
     if not isinstance(call, dict):
         raise NotMapped("", "a call is a JSON object")
-    kind = expected or call.get("type")
+    given = call.get("type")
+    if expected is not None and given not in (None, expected):
+        raise NotMapped(
+            "type", f"a {given!r} call sent to /v1/{expected}: send it to its own endpoint or /v1/batch"
+        )
+    kind = expected or given
     if kind not in KINDS:
         raise NotMapped("type", f"{kind!r} calls are not taken here: send track or identify")
     return str(kind)

@@ -73,6 +73,8 @@ def _csv_records(path: Path, handle: TextIO) -> Iterator[Record]:
             if isinstance(row, ImportRecordError):
                 raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
             header = [name.strip() for name in row]
+            if twice := sorted({name for name in header if name and header.count(name) > 1}):
+                raise AutomatorError(f"{path}:{line}: the header row names {', '.join(twice)} twice")
         elif isinstance(row, ImportRecordError):
             yield line, row, False
         elif len(row) > len(header):
