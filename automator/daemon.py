@@ -249,7 +249,16 @@ class Daemon:
         async with self.busy:
             now = self.clock()
             report = TickReport(now)
-            sent = await self.dispatcher.run(now, report, self.options.dispatch_batch, stop=self.stopping)
+            try:
+                sent = await self.dispatcher.run(now, report, self.options.dispatch_batch, stop=self.stopping)
+            except asyncio.CancelledError:
+                if not self.stopping.is_set():
+                    raise
+                # The shutdown's grace ran out (`drain`): an expected end, not a job's failure.
+                log.warning(
+                    "dispatch cut short by the shutdown; what it had in flight goes back to the queue"
+                )
+                return
             for rule in report.rules.values():
                 for outcome, count in rule.outcomes.items():
                     if outcome.startswith(("retrying", "failed")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -246,7 +247,7 @@ def test_sigterm_mid_batch_exits_0_promptly_and_leaves_nothing_sending(
 
 
 def test_sigterm_during_a_stalled_send_puts_the_message_back_within_the_grace(
-    project: Project, store: Store, carts_due, smtp_server
+    project: Project, store: Store, carts_due, smtp_server, caplog
 ) -> None:
     """In process, to shorten the 20 s grace: a send that outlasts it is abandoned, and its
     message goes back to the queue instead of staying `sending` until its lease expires."""
@@ -277,6 +278,9 @@ def test_sigterm_during_a_stalled_send_puts_the_message_back_within_the_grace(
     assert message.lease_until is None
     assert last.reason == "daemon stopped before the send finished; will be sent again"
     assert smtp_server.messages == []
+    # An expected end, said as such: no job "raised an exception" with a traceback.
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    assert any("dispatch cut short by the shutdown" in record.getMessage() for record in caplog.records)
 
 
 def test_sigint_stops_the_daemon_like_sigterm(start_daemon) -> None:
