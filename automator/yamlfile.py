@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from automator.display import printable
+
 
 class _LineLoader(yaml.SafeLoader):
     """A safe loader that records `dotted.path → line` for each mapping key and list item."""
@@ -33,14 +35,23 @@ def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     Raises yaml.YAMLError (with a mark) when the file does not parse.
     """
     text = path.read_text(encoding="utf-8")
-    loader = _LineLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        data = loader.construct_document(node)
-    finally:
-        loader.dispose()
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, {}
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses: no mark of its own
+        line = text.count("\n", 0, exc.position)
+        column = exc.position - text.rfind("\n", 0, exc.position) - 1
+        mark = yaml.Mark(str(path), exc.position, line, column, text, exc.position)
+        character = printable(chr(exc.character)) if isinstance(exc.character, int) else repr(exc.character)
+        raise yaml.MarkedYAMLError(
+            problem=f"holds a character YAML does not allow ({character})", problem_mark=mark
+        ) from exc
     lines: dict[str, int] = {}
     _walk(node, "", lines)
     return data, lines

@@ -53,6 +53,10 @@ MISTAKES = {
         f"{CART}:$line: name: holds a control character or line break "
         "(Abandoned cart\\r\\nBcc: x@evil.test); a name is one line",
     ),
+    "a raw control character in a rule file gives its line": (
+        CART, "name: Abandoned cart reminder", "name: Abandoned \x1b[2Jcart reminder",
+        f"{CART}:$line: not valid YAML: holds a character YAML does not allow (\\x1b)",
+    ),
     "an unknown field suggests the closest name": (
         CART, "priority: 20", "priorty: 20",
         f"{CART}:$line: priorty: unknown field (did you mean 'priority'?)",
