@@ -81,21 +81,38 @@ def read_journey(rules_dir: Path, display_root: Path) -> tuple[Journey | None, l
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown field (a journey has stages and moves)"
+            message = message.replace("Input should be", "must be", 1)
             if not where and message.startswith("stages: "):  # the check of the whole file
                 where, message = "stages", message.removeprefix("stages: ")
             problems.append(RuleError(shown, lines.get(where, 1), where or None, message))
         stages = data.get("stages") if isinstance(data, dict) else None
+        moves = data.get("moves") if isinstance(data, dict) else None
+        twice = isinstance(stages, list) and len(set(map(str, stages))) != len(stages)
+        if twice and all(problem.field != "stages" for problem in problems):  # unchecked past an error
+            problems.append(RuleError(shown, lines.get("stages", 1), "stages", "a stage is listed twice"))
+        if isinstance(stages, list) and isinstance(moves, dict):  # what else can be told
+            named = [stage for stage in stages if isinstance(stage, str)]
+            valid = {event: stage for event, stage in moves.items() if isinstance(stage, str)}
+            problems += _unknown_stages(valid, named, shown, lines)
         usable = isinstance(stages, list) and all(problem.field != "stages" for problem in problems)
         usable = usable and not any(str(problem.field).startswith("stages.") for problem in problems)
         return (Journey(stages=tuple(stages)) if usable and stages else None), problems
+    problems = _unknown_stages(parsed.moves, parsed.stages, shown, lines)
+    return Journey(stages=tuple(parsed.stages), moves=dict(parsed.moves)), problems
+
+
+def _unknown_stages(
+    moves: dict[str, str], stages: list[str], shown: str, lines: dict[str, int]
+) -> list[RuleError]:
+    """A problem for each move to a stage the journey does not have."""
     problems = []
-    for event, stage in parsed.moves.items():
-        if stage not in parsed.stages:
-            close = difflib.get_close_matches(stage, parsed.stages, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; stages are {', '.join(parsed.stages)}"
+    for event, stage in moves.items():
+        if stage not in stages:
+            close = difflib.get_close_matches(stage, stages, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; stages are {', '.join(stages)}"
             problems.append(
                 RuleError(
                     shown, lines.get(f"moves.{event}"), f"moves.{event}", f"unknown stage '{stage}'{hint}"
                 )
             )
-    return Journey(stages=tuple(parsed.stages), moves=dict(parsed.moves)), problems
+    return problems

@@ -192,3 +192,19 @@ def test_a_stage_listed_twice_in_the_journey_is_reported_once_at_its_field(cli, 
     assert [line.split(": ", 1)[1] for line in result.stdout.splitlines()] == [
         "stages: a stage is listed twice"
     ]
+
+
+def test_a_journey_that_does_not_validate_still_names_its_moves_to_unknown_stages(cli, project_dir):
+    journey = project_dir / "rules" / "journey.yaml"
+    edit(journey, "retention, loyalty]", "retention, retention, loyalty]")
+    edit(journey, "order_placed: retention", "order_placed: retension")
+    edit(journey, "signed_up: consideration", "signed_up: [consideration]")
+
+    result = cli("check")
+
+    assert result.exit_code == 1
+    assert [line.split(": ", 1)[1] for line in result.stdout.splitlines()] == [
+        "moves.signed_up: must be a valid string",
+        "stages: a stage is listed twice",
+        "moves.order_placed: unknown stage 'retension' (did you mean 'retention'?)",
+    ]
