@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import IO, Any
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from automator.clock import Clock, utcnow
 from automator.dispatch import BATCH
@@ -134,9 +135,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
-        self.release_orphans()
+        _once_more_if_cut_off(self.release_orphans)
         self.engine.render_pool.warm()  # the workers start while the first lookup runs
-        self.beat("started")
+        _once_more_if_cut_off(lambda: self.beat("started"))
         scheduler = self.schedule()
         scheduler.start()
         for server in servers:
@@ -148,7 +149,7 @@ class Daemon:
             # The web server stops accepting at once and finishes its requests meanwhile.
             await asyncio.gather(self.drain(scheduler), *(server.stop() for server in servers))
             self.engine.close()
-            self.beat("stopped")
+            _once_more_if_cut_off(lambda: self.beat("stopped"))
             log.info("daemon stopped", extra={"fields": {"daemon": self.name}})
 
     def schedule(self) -> AsyncIOScheduler:
@@ -272,6 +273,21 @@ class Daemon:
     def beat(self, what: str, tick_at: datetime | None = None) -> None:
         with self.engine.store.session() as session:
             heartbeats.beat(session, self.name, what, self.clock(), tick_at)
+
+
+def _once_more_if_cut_off(action: Callable[[], object]) -> None:
+    """`action`, run again once if the database cut its connection off (a restart, an
+    administrator's pg_terminate_backend): the pool opens a new one. The jobs live through
+    that by running again at their next turn; the steps of starting and stopping have none."""
+    try:
+        action()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning(
+            "the database cut the connection off; trying again", extra={"fields": {"error": str(exc.orig)}}
+        )
+        action()
 
 
 class HttpServer:

@@ -59,7 +59,8 @@ def printable_json(text: str) -> str:
 
 # `scheme://user:` (or `user:` without a scheme) up to the last @: the password of a URL
 # that does not parse could hold @ or / itself, so as much as may be it is masked.
-_USER_INFO = re.compile(r"^((?:[^:/@\s]*://)?[^:/@]*:).*@", re.DOTALL)
+_USER_INFO = re.compile(r"^((?:[^:/@\s]*://)?[^:/@]*:)(?!//).*@", re.DOTALL)
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
 
 
 def hide_password(url: str) -> str:
@@ -67,8 +68,8 @@ def hide_password(url: str) -> str:
 
     SQLAlchemy renders a URL it can read; one it cannot (a port that is not a number), or
     one whose password holds an unencoded @ (SQLAlchemy then reads the rest as the host),
-    has what lies between `user:` and its last @ masked instead. A URL without a password
-    is returned as it is."""
+    has what lies between `user:` and its last @ masked instead; a `password=` in the
+    query is masked too. A URL without a password is returned as it is."""
     from sqlalchemy import make_url  # here: the CLI prints through this module before any database
 
     try:
@@ -76,5 +77,7 @@ def hide_password(url: str) -> str:
     except Exception:  # SQLAlchemy raises several types for a URL it cannot read
         parsed = None
     if parsed is None or "@" in (parsed.host or ""):
-        return _USER_INFO.sub(r"\g<1>***@", url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+        shown = _USER_INFO.sub(r"\g<1>***@", url)
+    else:
+        shown = url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    return _QUERY_PASSWORD.sub(r"\g<1>***", shown)  # libpq also takes one as ?password=…

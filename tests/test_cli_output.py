@@ -149,6 +149,14 @@ def test_an_error_escapes_what_it_quotes(cli):
             "postgresqlx://automator:S3cret@Pa55@db.example.com/automator",
             "postgresqlx://automator:***@db.example.com/automator",
         ),
+        (  # the password as libpq also takes it, in the query; the URL does not parse
+            "postgresql+psycopg://automator@db.example.com:notaport/automator?password=S3cret-Pa55",
+            "postgresql+psycopg://automator@db.example.com:notaport/automator?password=***",
+        ),
+        (  # the same in a URL that parses
+            "postgres://automator@db.example.com/automator?sslmode=require&password=S3cret-Pa55",
+            "postgres://automator@db.example.com/automator?sslmode=require&password=***",
+        ),
     ],
 )
 def test_a_bad_database_url_is_reported_without_its_password(cli, monkeypatch, url, shown):

@@ -418,3 +418,32 @@ def test_a_listen_address_that_is_not_host_port_is_refused(cli) -> None:
 
     assert result.exit_code == 1
     assert 'error: --listen "localhost" is not HOST:PORT' in result.output
+
+
+def test_a_start_or_stop_step_cut_off_by_the_database_is_tried_once_more(caplog) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from automator.daemon import _once_more_if_cut_off
+
+    calls: list[int] = []
+
+    def cut_off_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise DBAPIError(
+                "INSERT INTO heartbeat …",
+                {},
+                Exception("terminating connection"),
+                connection_invalidated=True,
+            )
+
+    _once_more_if_cut_off(cut_off_once)
+
+    assert len(calls) == 2
+    assert any("the database cut the connection off" in record.getMessage() for record in caplog.records)
+
+    def refused() -> None:  # an error that is not a dropped connection is not hidden
+        raise DBAPIError("INSERT INTO heartbeat …", {}, Exception("permission denied"))
+
+    with pytest.raises(DBAPIError):
+        _once_more_if_cut_off(refused)

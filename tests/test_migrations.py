@@ -142,6 +142,74 @@ def test_db_current_says_when_an_upgrade_is_waiting_and_history_lists_the_revisi
     ]
 
 
+def test_a_schema_newer_than_this_automator_is_refused_not_called_behind(database_url, automator) -> None:
+    at_revision(database_url, "head")
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+
+    refused = automator("tick")
+    upgrade = automator("db", "upgrade")
+    current = automator("db", "current")
+
+    newer = (
+        f"error: the database's schema is at revision 0099, newer than this automator's ({schema.head()}): "
+        "a newer release made it; run that release"
+    )
+    assert (refused.returncode, refused.stderr.strip()) == (1, newer)
+    assert (upgrade.returncode, upgrade.stderr.strip()) == (1, newer)
+    assert (
+        current.stdout.strip()
+        == f"0099 (newer than this automator's {schema.head()}: run the release that made it)"
+    )
+
+
+def test_a_database_holding_another_applications_tables_is_not_taken_for_an_old_schema(
+    database_url, automator
+) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE contact (id integer PRIMARY KEY, foo text)"))
+        connection.execute(text("CREATE TABLE orders (id integer)"))
+    engine.dispose()
+
+    for args in (["tick"], ["db", "upgrade"], ["db", "current"]):
+        result = automator(*args)
+
+        assert result.returncode == 1, args
+        assert result.stderr.strip() == (
+            "error: the database holds tables named as automator's (contact) but not its schema: "
+            "give automator a database of its own"
+        )
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(
+    project_dir, environ, tmp_path
+) -> None:
+    from tests.smtp_server import free_port
+
+    unreachable = {
+        f"postgresql+psycopg://lan:Hunter2secret@127.0.0.1:{free_port()}/shop": "Connection refused",
+        f"postgresql+psycopg://lan:Hunter2@secret@127.0.0.1:{free_port()}/shop": (
+            "the URL's password holds an @ that is not written as %40"
+        ),
+        f"sqlite:///{tmp_path}/no/such/folder/automator.db": "unable to open database file",
+    }
+    for url, reason in unreachable.items():
+        env = {**os.environ, **environ, "AUTOMATOR_DATABASE_URL": url}
+        for args in (["status"], ["db", "current"], ["db", "upgrade"]):
+            result = subprocess.run(
+                [*AUTOMATOR, "--project", str(project_dir), *args], env=env, capture_output=True, text=True
+            )
+
+            assert result.returncode == 1, (url, args)
+            [line] = result.stderr.splitlines()
+            assert line.startswith("error: cannot connect to ")
+            assert reason in line
+            assert "Hunter2" not in line and "secret@" not in line
+
+
 def test_opening_an_up_to_date_store_takes_no_lock(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'automator.db'}"
     Store(url).create_schema()

@@ -48,12 +48,14 @@ def db_current() -> None:
     """The schema's revision, and whether an upgrade is waiting."""
     from automator.store import schema
 
-    with _unprepared() as store, store.engine.connect() as connection:
+    with _unprepared() as store, store.connect() as connection:
         revision = schema.revision_of(connection)
     if revision.current is None:
         say(f"no schema yet (any command makes it at {revision.head})")
     elif revision.up_to_date:
         say(f"{revision.current} (the newest)")
+    elif revision.ahead:
+        say(f"{revision.current} (newer than this automator's {revision.head}: run the release that made it)")
     else:
         say(f"{revision.current} (behind {revision.head}: run `automator db upgrade`)")
 

@@ -16,7 +16,8 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, event, make_url, text
+from sqlalchemy import Connection, Engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from automator import tables  # noqa: F401  (registers the tables)
@@ -46,6 +47,7 @@ class Store:
             # SQLAlchemy versions quote the URL in the exception's text too.
             shown = hide_password(url)
             raise ConfigError(f"database_url '{shown}': {str(exc).replace(url, shown)}") from exc
+        self._url = url
         self._checkpointer: Checkpointer | None = None
         if self.engine.dialect.name == "sqlite" and not in_memory:
             sqlite.configure(self.engine)
@@ -59,13 +61,32 @@ class Store:
         upgrade` brings it up to date). See `automator.store.schema`."""
         from automator.store import schema  # only for commands that open a database
 
-        schema.prepare(self.engine)
+        with self._reaching():
+            schema.prepare(self.engine)
 
     def upgrade_schema(self) -> tuple[str | None, str]:
         """Bring the schema to the newest revision; the revisions before and after."""
         from automator.store import schema
 
-        return schema.upgrade(self.engine)
+        with self._reaching():
+            return schema.upgrade(self.engine)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection of the engine's, a failure to connect said as `_reaching` says it."""
+        with self._reaching(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """A failure to connect (no server there, no such database, a login refused) as one
+        line naming the database, its password hidden, instead of the driver's traceback."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if exc.statement is not None:  # a statement failed, on a connection that was made
+                raise
+            raise ConfigError(f"cannot connect to {_shown(self._url)}: {_reason(self._url, exc)}") from exc
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -156,3 +177,18 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
+
+
+def _shown(url: str) -> str:
+    from automator.display import hide_password
+
+    return hide_password(url)
+
+
+def _reason(url: str, exc: DBAPIError) -> str:
+    """The driver's words for a failed connection, on one line, without the password."""
+    parsed = make_url(url)
+    if "@" in (parsed.host or ""):  # the driver would name the password's tail as the host
+        return "the URL's password holds an @ that is not written as %40"
+    said = " ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip())
+    return said.replace(parsed.password, "***") if parsed.password else said

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BASELINE = "0001"  # the schema automator made before migrations
+OWN_TABLES = frozenset({"contact", "event", "message"})  # in every revision, the baseline's too
 # The newest revision, known without Alembic (whose import costs every command that opens a
 # database a tenth of a second): tests/test_migrations.py checks it is Alembic's head.
 HEAD = "0014"
@@ -49,6 +50,11 @@ class Revision:
     @property
     def up_to_date(self) -> bool:
         return self.current == self.head
+
+    @property
+    def ahead(self) -> bool:
+        """Made by a newer automator (revisions are numbered in order)."""
+        return self.current is not None and self.current.isdigit() and int(self.current) > int(self.head)
 
 
 def config(connection: Connection | None = None) -> Config:
@@ -70,8 +76,15 @@ def revision_of(connection: Connection) -> Revision:
     """The database's revision: Alembic's mark, the baseline for tables made before
     migrations, or None for an empty database. Read as Alembic keeps it, without Alembic."""
     current = _stamped(connection)
-    if current is None and inspect(connection).get_table_names():
-        current = BASELINE
+    if current is None:
+        names = set(inspect(connection).get_table_names())
+        if names >= OWN_TABLES:
+            current = BASELINE
+        elif clash := sorted(names & set(SQLModel.metadata.tables)):
+            raise ConfigError(
+                f"the database holds tables named as automator's ({', '.join(clash)}) but not its "
+                "schema: give automator a database of its own"
+            )
     return Revision(current, HEAD)
 
 
@@ -105,6 +118,8 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 
     with _exclusive(engine) as connection:
         revision = revision_of(connection)
+        if revision.ahead:
+            raise behind(revision)
         if revision.current is None:
             _make(connection)
         else:
@@ -137,7 +152,13 @@ def history() -> list[tuple[str, str]]:
     return [(script.revision, (script.doc or "").splitlines()[0]) for script in scripts.walk_revisions()]
 
 
-def behind(revision: Revision) -> SchemaBehind:
+def behind(revision: Revision) -> ConfigError:
+    """Why this automator does not run on the database's schema, and what to do."""
+    if revision.ahead:
+        return ConfigError(
+            f"the database's schema is at revision {revision.current}, newer than this automator's "
+            f"({revision.head}): a newer release made it; run that release"
+        )
     return SchemaBehind(
         f"the database's schema is at revision {revision.current}, this automator needs {revision.head}: "
         "run `automator db upgrade` (back the database up first)"
