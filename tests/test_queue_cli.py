@@ -574,3 +574,24 @@ def test_a_reason_is_one_line_of_text_of_limited_length(
     assert (result.exit_code, said in result.stderr) == (1, True)
     with store.session() as session:
         assert messages.get(session, 1).status == "queued"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["explain", "abandoned_cart", "--contact", "lan@example.com", "--now", "0001-01-01T00:00Z"],
+            "--now",
+        ),
+        (["tick", "--now", "9999-12-31T23:59Z", "--force"], "--now"),
+        (["simulate", "--from", "9999-12-31T00:00Z", "--days", "7"], "--from"),
+    ],
+)
+def test_a_time_near_the_calendars_ends_is_refused_before_it_runs_off_it(cli, make_contact, args, said):
+    make_contact("lan@example.com")
+
+    result = cli(*args)
+
+    assert result.exit_code == 1
+    given = args[args.index(said) + 1]
+    assert result.stderr == f'error: {said} "{given}" is not between the years 1900 and 9000\n'

@@ -30,7 +30,7 @@ def coupons_import(
     codes, errors = read_coupon_codes(file)
     for error in errors:
         say(f"rejected {error}", err=True)
-    expires_at = parse_now(expires) if expires else None
+    expires_at = parse_now(expires, "--expires") if expires else None
     with state().store.session() as session:
         added = coupons.import_pool(session, pool, codes, percent_off, expires_at, datetime.now(UTC))
     say(f"pool {pool}: added {added} codes, {len(codes) - added} already known, rejected {len(errors)}")

@@ -16,16 +16,25 @@ ActorOption = Annotated[str, typer.Option("--by", help="Who acts (kept in the hi
 MessageId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The message's id.")]
 
 
-def parse_now(value: str | None) -> datetime:
+# The years a time given on the command line may fall in: rules add delays and windows of
+# up to a hundred years to it, and a time near the calendar's ends would run off it.
+YEARS = (1900, 9000)
+
+
+def parse_now(value: str | None, option: str = "--now") -> datetime:
     """`--now` (ISO 8601; without an offset it is UTC), or the current time."""
     if value is None:
         return datetime.now(UTC)
     from automator.timestamps import parse_timestamp
 
     try:
-        return parse_timestamp(value, UTC)
+        moment = parse_timestamp(value, UTC)
     except ValueError as exc:
-        raise AutomatorError(f'--now "{value}" is not an ISO 8601 time, e.g. 2026-11-20T11:00:00Z') from exc
+        example = "e.g. 2026-11-20T11:00:00Z"
+        raise AutomatorError(f'{option} "{value}" is not an ISO 8601 time, {example}') from exc
+    if not YEARS[0] <= moment.year < YEARS[1]:
+        raise AutomatorError(f'{option} "{value}" is not between the years {YEARS[0]} and {YEARS[1]}')
+    return moment
 
 
 def email_address(value: str) -> str:

@@ -51,7 +51,7 @@ def simulate_command(
     from automator.durations import parse_duration
     from automator.simulate import only_rules
 
-    at = parse_now(start)
+    at = parse_now(start, "--from")
     try:
         interval = parse_duration(every)
     except ValueError as exc:
