@@ -104,6 +104,16 @@ class _Explaining:
         if check.passed is False and self.failed is None:
             self.failed = (verdict, reason or f"{check.check}: {check.saw}")
 
+    @property
+    def stopping(self) -> str | None:
+        """The first failed check that the dispatcher also makes before it sends a queued
+        message (the address suppressed, a cancelling event, the goal reached, the contact's
+        stage changed), as `check: what it saw`; None when none failed."""
+        failed = [check for check in self.result.checks if check.passed is False]
+        events = [check for check in failed if check.check.startswith(("cancel_if ", "goal "))]
+        first = next(iter(events + [check for check in failed if check.check in STOPPING]), None)
+        return None if first is None else f"{first.check}: {first.saw}"
+
     def run(self, runs: bool) -> Explanation:
         session, rule, contact, now = self.session, self.rule, self.contact, self.now
         contact_id = contact.id or 0
@@ -139,14 +149,21 @@ class _Explaining:
         limit = checks.limit(session, rule, contact_id, occurrence)
         if limit is not None:
             self.add(limit)
-        self.mine = mine = [m for m in messages.for_contact(session, contact_id) if m.rule_id == rule.id]
+        # As of `now`: a message queued after it was not there yet.
+        ever = [m for m in messages.for_contact(session, contact_id) if m.rule_id == rule.id]
+        self.mine = mine = [m for m in ever if m.created_at <= now]
         check, message = checks.dedupe(occurrence, mine)
+        _, later = checks.dedupe(occurrence, [m for m in ever if m.created_at > now])
         self.result.checks.append(check)
         suppressed = suppressions.get(session, contact.email)
         self.add(
             checks.suppression(suppressed.reason if suppressed else None), reason="address is suppressed"
         )
-        if message is None:
+        if message is None and later is not None:
+            # The lookup reads the store as it is now, which holds the message queued since.
+            saw = f"message {later.id} was queued for it at {at(later.created_at)}, after this time"
+            self.add(Check("engine lookup", None, saw, "a due occurrence"))
+        elif message is None:
             # After a failed check the lookup finds nothing too: that agrees, it is no new reason.
             passed = True if found else (None if self.failed else False)
             self.add(Check("engine lookup", passed, _lookup_saw(found), "a due occurrence"))
@@ -160,6 +177,13 @@ class _Explaining:
         result = self.result
         if message is not None:
             result.verdict, result.reason = self._messaged(message)
+            stopping = self.stopping
+            if result.verdict == QUEUED and stopping is not None:
+                # The dispatcher checks these again before it sends, and does not send.
+                result.verdict, result.reason = (
+                    NOT_ELIGIBLE,
+                    f"{result.reason}, but {stopping}: it will not go",
+                )
         elif self.failed is not None:
             result.verdict, result.reason = self.failed
         else:
@@ -179,11 +203,11 @@ class _Explaining:
         finds it."""
         steps = len(self.rule.journey)
         if steps == 1:
-            return _of_message(message)
+            return _of_message(message, self.now)
         mine = {m.step: m for m in self.mine if m.occurrence == step_occurrence(message.occurrence, m.step)}
         last = mine[max(mine)]
         if last.status not in WENT or last.step == steps or last.sent_at is None:
-            verdict, reason = _of_message(last)
+            verdict, reason = _of_message(last, self.now)
             return verdict, f"step {last.step} of {steps}: {reason}"
         following = last.step + 1
         of = f"step {following} of {steps}"
@@ -231,7 +255,15 @@ class _Explaining:
         return ""
 
 
-def _of_message(message: Message) -> tuple[str, str]:
+STOPPING = frozenset({"suppression", "stage"})
+
+
+def _of_message(message: Message, now: datetime) -> tuple[str, str]:
+    if message.status == Status.SENT and message.sent_at is not None and message.sent_at > now:
+        return (
+            QUEUED,
+            f"message {message.id}, to go at {at(message.send_at)} (it went at {at(message.sent_at)})",
+        )
     if message.status == Status.SENT:
         return SENT, f"message {message.id} at {at(message.sent_at)}"
     if message.status == Status.QUEUED:

@@ -187,6 +187,44 @@ def test_explain_after_the_tick_names_the_message_sent(cli, make_contact, make_e
     assert explanation["reason"] == f"message {message.id} at 2026-11-20 03:30Z"
 
 
+def test_explain_as_of_a_time_before_the_send_says_what_was_so_then(
+    cli, make_contact, make_event, tick, store
+):
+    make_contact()
+    make_event("cart_updated", utc("2026-11-20 02:00"), **cart())
+    tick(utc("2026-11-20 03:30"))
+    [message] = all_messages(store)
+
+    before_the_tick = explained(cli, "abandoned_cart", "2026-11-20T03:10:00Z")
+
+    assert before_the_tick["verdict"] == "would queue now"  # message 1 was queued at 03:30
+    assert message.sent_at == utc("2026-11-20 03:30")
+
+
+def test_explain_says_a_queued_message_that_will_be_cancelled_will_not_go(
+    cli, make_contact, make_event, tick, store
+):
+    make_contact()
+    make_event("cart_updated", utc("2026-11-20 13:00"), **cart())
+    tick(utc("2026-11-20 15:00"))  # queued: it waits for the quiet hours to end at 01:00Z
+    make_event("order_placed", utc("2026-11-20 18:00"), id="order-1", order_id="A1", total=10, currency="USD")
+
+    explanation = explained(cli, "abandoned_cart", "2026-11-20T18:30:00Z")
+    preview = cli(
+        "preview", "abandoned_cart", "--contact", "lan@example.com", "--now", "2026-11-20T18:30:00Z"
+    )
+    tick(utc("2026-11-21 01:00"))
+
+    [message] = all_messages(store)
+    assert explanation["verdict"] == "not eligible"
+    assert explanation["reason"].startswith(
+        f"message {message.id}, to go at 2026-11-21 01:00Z, but cancel_if "
+    )
+    assert explanation["reason"].endswith(": it will not go")
+    assert preview.exit_code == 1
+    assert message.status == "cancelled"
+
+
 def test_explain_says_a_suppressed_address_gets_nothing(cli, make_contact, make_event, tick, store):
     make_contact()
     make_event("cart_updated", utc("2026-11-20 02:00"), **cart())
