@@ -80,6 +80,21 @@ def test_a_cart_reminder_followed_by_an_order_counts_as_converted_with_its_reven
     assert cart_reminder["total"]["revenue"] == {"VND": 1_250_000}
 
 
+def test_an_order_reported_twice_counts_its_revenue_once(make_contact, make_event, store, cli):
+    contact = make_contact("lan@example.com")
+    put_message(store, contact, "lan@example.com")
+    order = {"order_id": "LS-5090", "total": 1_340_000, "currency": "VND"}
+    make_event("order_placed", SENT_AT + timedelta(hours=1), id="evt-0195", **order)
+    make_event("order_placed", SENT_AT + timedelta(hours=1, minutes=1), id="evt-0196", **order)
+    make_event(
+        "order_placed", SENT_AT + timedelta(hours=2), id="evt-0197", **{**order, "order_id": "LS-5091"}
+    )
+
+    total = report(cli)["abandoned_cart"]["total"]
+
+    assert (total["converted"], total["revenue"]) == (1, {"VND": 2_680_000})  # LS-5090 once, LS-5091
+
+
 def test_an_order_after_the_goal_window_does_not_count(make_contact, make_event, store, cli):
     contact = make_contact("lan@example.com")
     put_message(store, contact, "lan@example.com")

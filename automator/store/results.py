@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, Text, and_, case, cast, exists, func, or_, select
 from sqlmodel import Session
 
 from automator.model import Rule
@@ -182,7 +182,8 @@ def _converted(rule: Rule, since: datetime | None) -> Any:
 
 
 def _revenue(rule: Rule, since: datetime | None) -> Any:
-    """The goal events' `total` per currency, each put down to the rule's last message before it."""
+    """The goal events' `total` per currency, each put down to the rule's last message before it,
+    an event reported twice once."""
     goal = EVENTS.alias("goal")
     between = MESSAGES.alias("between")
     last_touch = ~exists().where(
@@ -192,10 +193,19 @@ def _revenue(rule: Rule, since: datetime | None) -> Any:
         between.c.sent_at > MESSAGES.c.sent_at,
         between.c.sent_at < goal.c.at,
     )
+    # An order the shop reported twice (the same properties, another id a minute later)
+    # counts once: the goal event counted is the first of its twins.
+    twin = EVENTS.alias("twin")
+    first_report = ~exists().where(
+        twin.c.contact_id == goal.c.contact_id,
+        twin.c.type == goal.c.type,
+        or_(twin.c.at < goal.c.at, and_(twin.c.at == goal.c.at, twin.c.id < goal.c.id)),
+        cast(twin.c.properties, Text) == cast(goal.c.properties, Text),
+    )
     currency = goal.c.properties["currency"].as_string()
     query = (
         select(MESSAGES.c.step, MESSAGES.c.variant, currency, func.sum(goal.c.properties["total"].as_float()))
         .select_from(MESSAGES.join(goal, and_(*_goal_window(rule, MESSAGES, goal))))
-        .where(*_sent(since), _rule(rule), last_touch)
+        .where(*_sent(since), _rule(rule), last_touch, first_report)
     )
     return query.group_by(MESSAGES.c.step, MESSAGES.c.variant, currency)
