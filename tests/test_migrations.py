@@ -136,6 +136,7 @@ def test_db_current_says_when_an_upgrade_is_waiting_and_history_lists_the_revisi
     assert current.returncode == 0
     assert current.stdout.strip() == f"{TODAY} (behind {schema.head()}: run `automator db upgrade`)"
     assert history.stdout.splitlines()[0].startswith(f"{schema.head()}  ")  # the newest first
+    assert all(line.endswith(".") for line in history.stdout.splitlines())  # whole sentences
     assert history.stdout.splitlines()[-2:] == [
         "0002  A claim's owner on each message, a session version per console user, failed logins.",
         "0001  The schema as automator made it before migrations: every table, column and index.",

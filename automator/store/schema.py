@@ -12,6 +12,7 @@ advisory lock on PostgreSQL), so that the second finds the tables made instead o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,11 +146,18 @@ def _make(connection: Connection) -> None:
 
 
 def history() -> list[tuple[str, str]]:
-    """Every revision, the newest first, with the first line of what it says it changes."""
+    """Every revision, the newest first, with the first sentence of what it says it changes."""
     from alembic.script import ScriptDirectory
 
     scripts = ScriptDirectory.from_config(config())
-    return [(script.revision, (script.doc or "").splitlines()[0]) for script in scripts.walk_revisions()]
+    return [(script.revision, _first_sentence(script.doc or "")) for script in scripts.walk_revisions()]
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, its lines joined."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    ended = re.search(r"\.(\s|$)", paragraph)
+    return paragraph[: ended.start() + 1] if ended else paragraph
 
 
 def behind(revision: Revision) -> ConfigError:
