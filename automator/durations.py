@@ -7,8 +7,7 @@ from datetime import timedelta
 
 _PART = re.compile(r"(\d+)([smhdw])")
 _WHOLE = re.compile(r"^(?:\d+[smhdw])+$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 # A hundred years: longer than any delay, window or cap a shop needs, and short enough that
 # a time that far from now is still on the calendar (a longer one broke every tick).
 MAX_DAYS = 36525
@@ -35,8 +34,8 @@ def format_duration(value: timedelta) -> str:
     if seconds == 0:
         return "0s"
     out = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, seconds = divmod(seconds, size)
+    for unit in "dhms":  # weeks are written as days: 14d, not 2w
+        amount, seconds = divmod(seconds, _SECONDS[unit])
         if amount:
             out.append(f"{amount}{unit}")
     return "".join(out)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from automator.errors import RuleError
 from automator.model import DEFAULT_STAGES, Identifier
@@ -20,11 +20,13 @@ class _JourneyFile(BaseModel):
     stages: list[Identifier] = Field(default=list(DEFAULT_STAGES), min_length=1)
     moves: dict[Identifier, Identifier] = {}
 
-    @model_validator(mode="after")
-    def _distinct(self) -> _JourneyFile:
-        if len(set(self.stages)) != len(self.stages):
-            raise ValueError("stages: a stage is listed twice")
-        return self
+    @field_validator("stages")
+    @classmethod
+    def _distinct(cls, stages: list[str]) -> list[str]:
+        """A field's check, so that it is made (and told) beside a mistake in `moves`."""
+        if len(set(stages)) != len(stages):
+            raise ValueError("a stage is listed twice")
+        return stages
 
 
 @dataclass(frozen=True)
@@ -82,14 +84,9 @@ def read_journey(rules_dir: Path, display_root: Path) -> tuple[Journey | None, l
             if error["type"] == "extra_forbidden":
                 message = "unknown field (a journey has stages and moves)"
             message = message.replace("Input should be", "must be", 1)
-            if not where and message.startswith("stages: "):  # the check of the whole file
-                where, message = "stages", message.removeprefix("stages: ")
             problems.append(RuleError(shown, lines.get(where, 1), where or None, message))
         stages = data.get("stages") if isinstance(data, dict) else None
         moves = data.get("moves") if isinstance(data, dict) else None
-        twice = isinstance(stages, list) and len(set(map(str, stages))) != len(stages)
-        if twice and all(problem.field != "stages" for problem in problems):  # unchecked past an error
-            problems.append(RuleError(shown, lines.get("stages", 1), "stages", "a stage is listed twice"))
         if isinstance(stages, list) and isinstance(moves, dict):  # what else can be told
             named = [stage for stage in stages if isinstance(stage, str)]
             valid = {event: stage for event, stage in moves.items() if isinstance(stage, str)}

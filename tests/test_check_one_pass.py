@@ -204,7 +204,7 @@ def test_a_journey_that_does_not_validate_still_names_its_moves_to_unknown_stage
 
     assert result.exit_code == 1
     assert [line.split(": ", 1)[1] for line in result.stdout.splitlines()] == [
-        "moves.signed_up: must be a valid string",
         "stages: a stage is listed twice",
+        "moves.signed_up: must be a valid string",
         "moves.order_placed: unknown stage 'retension' (did you mean 'retention'?)",
     ]

@@ -86,7 +86,11 @@ class Store:
         except DBAPIError as exc:
             if exc.statement is not None:  # a statement failed, on a connection that was made
                 raise
-            raise ConfigError(f"cannot connect to {_shown(self._url)}: {_reason(self._url, exc)}") from exc
+            from automator.display import hide_password
+
+            raise ConfigError(
+                f"cannot connect to {hide_password(self._url)}: {_reason(self._url, exc)}"
+            ) from exc
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -177,12 +181,6 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
-
-
-def _shown(url: str) -> str:
-    from automator.display import hide_password
-
-    return hide_password(url)
 
 
 def _reason(url: str, exc: DBAPIError) -> str:
