@@ -36,28 +36,41 @@ def render(
 
 
 def complete(
-    renderer: Renderer, session: Session, rule: Rule, message: Message, contact: Contact, now: datetime
-) -> str:
-    """Attach the coupon and render; hold the message (never drop it) when either fails.
-    Returns the outcome: `queued`, or why it is held."""
+    renderer: Renderer,
+    session: Session,
+    rule: Rule,
+    message: Message,
+    contact: Contact,
+    now: datetime,
+    actor: str,
+    asked: str,
+) -> str | None:
+    """Attach the coupon and render a message someone releases (`actor`, for the reason
+    `asked`). None when it is ready to go; otherwise why it stays held, which its history
+    records with the person and their reason (never dropped)."""
     coupon = _coupon(session, rule, message, contact, now)
     spec = rule.sending(message.step, message.variant).coupon
     if spec is not None and coupon is None:
-        reason = f"coupon pool '{spec.pool}' is empty"
-        messages.change(session, message, Status.HELD, now, reason, hold_kind=HoldKind.COUPON)
-        return "held: coupon pool empty"
+        why = f"coupon pool '{spec.pool}' is empty"
+        return _still_held(session, message, now, HoldKind.COUPON, why, actor, asked)
     try:
         rendered = render(renderer, session, rule, message, contact, coupon)
     except TemplateError as exc:
-        reason = f"template error: {exc}"
-        messages.change(session, message, Status.HELD, now, reason, hold_kind=HoldKind.RENDER)
-        return "held: template error"
+        return _still_held(session, message, now, HoldKind.RENDER, f"template error: {exc}", actor, asked)
     messages.change(
         session, message, message.status, now, "rendered", subject=rendered.subject, hold_kind=None
     )
     assert message.id is not None
     messages.set_content(session, message.id, rendered.text, rendered.html)
-    return Status.QUEUED
+    return None
+
+
+def _still_held(
+    session: Session, message: Message, now: datetime, kind: HoldKind, why: str, actor: str, asked: str
+) -> str:
+    line = f"not released: {why} (asked: {asked})"
+    messages.change(session, message, Status.HELD, now, line, actor, hold_kind=kind)
+    return why
 
 
 def _coupon(

@@ -79,8 +79,10 @@ def release(
                 raise StateError(f"rule '{message.rule_id}' does not load; fix it before releasing")
             contact = session.get(Contact, message.contact_id)
             assert contact is not None
-            if contents.complete(engine.renderer, session, rule, message, contact, now) != Status.QUEUED:
-                still_held = messages.history(session, message_id)[-1].reason
+            still_held = contents.complete(
+                engine.renderer, session, rule, message, contact, now, actor, reason
+            )
+            if still_held is not None:
                 message.send_at = planned  # nothing changes but its history
         if still_held is None:
             lateness = rule.lateness if rule else None

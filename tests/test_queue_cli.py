@@ -305,6 +305,13 @@ def test_a_template_error_holds_the_message_with_file_and_line_until_fixed_and_r
         and "nickname" in line
         for line in history(cli, message["id"])
     )
+    early = cli("queue", "release", str(message["id"]), "--reason", "worth a try")
+    assert (early.exit_code, queue(cli)[0]["status"]) == (1, "held")
+    assert "still held: template error: email_templates/abandoned_cart/body.vi.txt:1" in early.stderr
+    assert any(  # the person's attempt is in the history, with their reason
+        " cli          not released: template error:" in line and line.endswith("(asked: worth a try)")
+        for line in history(cli, message["id"])
+    )
     edit(body, "Chào {{ contact.nickname }},", 'Chào {{ contact.first_name or "bạn" }},')
     assert cli("queue", "release", str(message["id"]), "--reason", "template fixed").exit_code == 0
     assert (queue(cli)[0]["status"], queue(cli)[0]["subject"]) == ("queued", VI_SUBJECT)

@@ -136,8 +136,11 @@ def test_releasing_while_the_pool_is_still_empty_keeps_the_offer_held(make_conta
 
     [still] = all_messages(store)
     assert (still.status, still.send_at) == ("held", held.send_at)
-    holds = [line.reason for line in history_of(store, held.id) if line.status == "held"]
-    assert holds == ["coupon pool 'renewal' is empty"] * 2  # the hold, and the attempt
+    holds = [(line.reason, line.actor) for line in history_of(store, held.id) if line.status == "held"]
+    assert holds == [
+        ("coupon pool 'renewal' is empty", "automator"),
+        ("not released: coupon pool 'renewal' is empty (asked: try again)", "support"),
+    ]
 
 
 def test_a_suppressed_subscriber_takes_no_code_from_the_pool(make_contact, store, tick, transport):
