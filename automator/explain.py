@@ -17,9 +17,9 @@ from automator.config import Settings
 from automator.errors import NotFoundError
 from automator.explaining import checks
 from automator.explaining.checks import Check
-from automator.explaining.moments import at, shown_in, shown_zone
 from automator.explaining.occurrences import Occurrence, from_candidate, latest
 from automator.model import Rule
+from automator.moments import at, shown_in, shown_zone
 from automator.status import Status
 from automator.store import Store, contacts, events, explained, messages, suppressions
 from automator.store.journeys import WENT, step_occurrence, stopped

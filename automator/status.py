@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from automator.moments import shown_zone
+from automator.timestamps import shown_at
+
 
 class Status(StrEnum):
     QUEUED = "queued"  # waits for its send time
@@ -92,8 +95,11 @@ SEND_NOW = Action("send now", "sent now", OPEN, Status.QUEUED)
 
 
 def what_happened(status: str, at: datetime | None) -> str:
-    """A message's status as a person reads it in an answer: 'was sent at 2026-11-20 10:02 UTC'."""
-    when = f" at {at.strftime('%Y-%m-%d %H:%M UTC')}" if at is not None else ""
+    """A message's status as a person reads it in an answer: 'was sent at 2026-11-20 10:02 UTC',
+    or in the zone the answer is shown in (`moments.shown_in`: the console's viewer's)."""
+    zone = shown_zone()
+    shown = shown_at(at, zone) if zone is not None else f"{at:%Y-%m-%d %H:%M} UTC"
+    when = f" at {shown}" if at is not None else ""
     return {
         Status.QUEUED: "is queued",
         Status.HELD: f"was held{when}",

@@ -718,6 +718,16 @@ def test_holding_a_message_that_is_not_queued_is_a_clear_error(admin, queued, st
     assert message(store, queued).status == "cancelled"
 
 
+def test_a_refused_action_says_when_in_the_viewers_zone(admin, queued) -> None:
+    act(admin, "/preferences/timezone", zone="Europe/Paris", next=f"/messages/{queued}")
+    act(admin, f"/messages/{queued}/hold", reason="asked")
+
+    response = act(admin, f"/messages/{queued}/hold", reason="asked again")
+
+    assert response.status_code == 409
+    assert f"message {queued} was held at 2026-11-20 16:05, before your hold" in response.text  # 15:05 UTC
+
+
 def test_an_unknown_action_is_a_404(admin, queued) -> None:
     assert act(admin, f"/messages/{queued}/explode", reason="x").status_code == 404
 

@@ -19,6 +19,7 @@ from automator.console.pages import QueueQuery, show_contact, show_message
 from automator.console.state import RowId, allowed, console_of, current_viewer, query, render
 from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError
 from automator.ids import MAX_ID
+from automator.moments import shown_in
 from automator.status import HoldKind
 from automator.store import audit, contacts, suppressions
 from automator.store import console as console_queries
@@ -51,7 +52,8 @@ def message_action(
         raise Forbidden(f"the {viewer.role} role cannot {permission}; ask an admin")
     console = console_of(request)
     try:
-        act(console.engine, message_id, reason, viewer.name, console.clock(), **_whose(viewer, action))
+        with shown_in(viewer.zone):  # "was held at 17:02" in the viewer's zone, as on the page
+            act(console.engine, message_id, reason, viewer.name, console.clock(), **_whose(viewer, action))
     except NotFoundError:
         raise
     except PermissionDenied as exc:

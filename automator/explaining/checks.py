@@ -15,10 +15,10 @@ from sqlmodel import Session
 from automator import policies
 from automator.config import Settings
 from automator.durations import format_duration
-from automator.explaining.moments import at
 from automator.explaining.occurrences import Occurrence
 from automator.model import AnyCondition, DateTrigger, HistoryCondition, Rule
 from automator.model_base import CONTACT_COLUMNS
+from automator.moments import at
 from automator.status import COUNTED
 from automator.store import claims, contacts, coupons, events, explained, journeys
 from automator.tables import Contact, Event, Message

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from automator.anniversaries import anniversary, local_year
-from automator.explaining.moments import at
 from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, StageTrigger
+from automator.moments import at
 from automator.schedules import last_fire
 from automator.store import contacts, events
 from automator.store.candidates import Candidate

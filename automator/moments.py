@@ -1,6 +1,7 @@
-"""How an explanation shows a time: in UTC ("2026-11-20 03:00Z") at the command line, in the
-viewer's zone on the console's contact page. The zone is set once for an explanation
-(`shown_in`), so that every check shows its times alike without each being handed it."""
+"""How an answer shows a time: in UTC ("2026-11-20 03:00Z") at the command line, in the
+viewer's zone on the console (an explanation, a refused action). The zone is set once for
+the answer being made (`shown_in`), so that every part of it shows its times alike
+without each being handed the zone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import datetime, tzinfo
 
 from automator.timestamps import shown_at
 
-_zone: ContextVar[tzinfo | None] = ContextVar("explained_in", default=None)
+_zone: ContextVar[tzinfo | None] = ContextVar("shown_in", default=None)
 
 
 def at(moment: datetime | None) -> str:
@@ -20,7 +21,7 @@ def at(moment: datetime | None) -> str:
 
 @contextmanager
 def shown_in(zone: tzinfo | None) -> Iterator[None]:
-    """Times shown in `zone` (None: UTC, "…Z") while the explanation is made."""
+    """Times shown in `zone` (None: UTC, "…Z") while the answer is made."""
     token = _zone.set(zone)
     try:
         yield
@@ -29,5 +30,5 @@ def shown_in(zone: tzinfo | None) -> Iterator[None]:
 
 
 def shown_zone() -> tzinfo | None:
-    """The zone the explanation being made shows its times in (None: UTC)."""
+    """The zone the answer being made shows its times in (None: UTC)."""
     return _zone.get()
