@@ -25,10 +25,11 @@ from automator.store import Store, contacts, events, explained, messages, suppre
 from automator.store.journeys import WENT, step_occurrence, stopped
 from automator.tables import Contact, Message
 
-WOULD_QUEUE, WOULD_HOLD, QUEUED, SENT, NOT_YET_DUE, NOT_ELIGIBLE = (
+WOULD_QUEUE, WOULD_HOLD, QUEUED, HELD, SENT, NOT_YET_DUE, NOT_ELIGIBLE = (
     "would queue now",
     "would be held",
     "queued",
+    "held",
     "sent",
     "not yet due",
     "not eligible",
@@ -49,7 +50,7 @@ class Explanation:
     @property
     def headline(self) -> str:
         """The verdict as one line: "sent (message 4 at …)", "not eligible: …"."""
-        if self.verdict in (QUEUED, SENT, NOT_YET_DUE):
+        if self.verdict in (QUEUED, HELD, SENT, NOT_YET_DUE):
             return f"{self.verdict} ({self.reason})"
         return f"{self.verdict}: {self.reason}" if self.reason else self.verdict
 
@@ -178,7 +179,7 @@ class _Explaining:
         if message is not None:
             result.verdict, result.reason = self._messaged(message)
             stopping = self.stopping
-            if result.verdict == QUEUED and stopping is not None:
+            if result.verdict in (QUEUED, HELD) and stopping is not None:
                 # The dispatcher checks these again before it sends, and does not send.
                 result.verdict, result.reason = (
                     NOT_ELIGIBLE,
@@ -203,11 +204,11 @@ class _Explaining:
         finds it."""
         steps = len(self.rule.journey)
         if steps == 1:
-            return _of_message(message, self.now)
+            return _of_message(self.session, message, self.now)
         mine = {m.step: m for m in self.mine if m.occurrence == step_occurrence(message.occurrence, m.step)}
         last = mine[max(mine)]
         if last.status not in WENT or last.step == steps or last.sent_at is None:
-            verdict, reason = _of_message(last, self.now)
+            verdict, reason = _of_message(self.session, last, self.now)
             return verdict, f"step {last.step} of {steps}: {reason}"
         following = last.step + 1
         of = f"step {following} of {steps}"
@@ -258,7 +259,16 @@ class _Explaining:
 STOPPING = frozenset({"suppression", "stage"})
 
 
-def _of_message(message: Message, now: datetime) -> tuple[str, str]:
+def _of_message(session: Session, message: Message, now: datetime) -> tuple[str, str]:
+    """The verdict of a message as of `now`: one sent or held after it was queued then."""
+    if message.status == Status.HELD:
+        assert message.id is not None
+        holds = [line for line in messages.history(session, message.id) if line.status == Status.HELD]
+        before = [line for line in holds if line.at <= now]
+        if not before:
+            held = f"held at {at(holds[0].at)}" if holds else "held since"
+            return QUEUED, f"message {message.id}, to go at {at(message.send_at)} ({held})"
+        return HELD, f"message {message.id}: {before[-1].reason}; it goes out once released"
     if message.status == Status.SENT and message.sent_at is not None and message.sent_at > now:
         return (
             QUEUED,

@@ -225,6 +225,34 @@ def test_explain_says_a_queued_message_that_will_be_cancelled_will_not_go(
     assert message.status == "cancelled"
 
 
+def test_explain_says_a_held_message_goes_out_once_released(cli, make_contact, make_event, tick, store):
+    make_contact()
+    make_event("cart_updated", utc("2026-11-20 13:00"), **cart())
+    tick(utc("2026-11-20 15:00"))  # queued: it waits for the quiet hours to end at 01:00Z
+    [message] = all_messages(store)
+    held = cli(
+        "queue", "hold", str(message.id), "--reason", "she asked us to wait", "--now", "2026-11-20T16:00:00Z"
+    )
+    assert held.exit_code == 0, held.output
+
+    before = explained(cli, "abandoned_cart", "2026-11-20T15:30:00Z")
+    after = explained(cli, "abandoned_cart", "2026-11-20T16:30:00Z")
+    preview = cli(
+        "preview", "abandoned_cart", "--contact", "lan@example.com", "--now", "2026-11-20T16:30:00Z"
+    )
+
+    assert (before["verdict"], before["reason"]) == (
+        "queued",
+        f"message {message.id}, to go at 2026-11-21 01:00Z (held at 2026-11-20 16:00Z)",
+    )
+    assert (after["verdict"], after["reason"]) == (
+        "held",
+        f"message {message.id}: she asked us to wait; it goes out once released",
+    )
+    assert preview.exit_code == 1
+    assert "would not get it: held (message" in preview.stderr
+
+
 def test_explain_says_a_suppressed_address_gets_nothing(cli, make_contact, make_event, tick, store):
     make_contact()
     make_event("cart_updated", utc("2026-11-20 02:00"), **cart())
