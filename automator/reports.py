@@ -19,6 +19,7 @@ class RuleReport:
     sent: int = 0
     waiting: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    waited: set[int] = field(default_factory=set)  # the messages a quiet-hours or cap wait moved
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from automator.store import Store
 from automator.store.copies import disposable_copy
 from automator.store.forecasts import Sent, sent_between
 
-# Each skipped-or-stopped outcome of a tick ("cancelled: superseded", "waiting: quiet
-# hours", …) counts under the word it starts with.
+# Each skipped-or-stopped outcome of a tick ("cancelled: superseded", "held: coupon pool
+# empty", …) counts under the word it starts with. "waited" counts messages, not waits: a
+# message made to wait when it was due counts once, on that day, however often it waits.
 COLUMNS = ("queued", "sent", "cancelled", "held", "suppressed", "skipped", "waited")
-OUTCOME_COLUMN = {"cancelled": "cancelled", "held": "held", "suppressed": "suppressed"}
-OUTCOME_COLUMN |= {"skipped": "skipped", "waiting": "waited"}
+OUTCOME_COLUMN = {"cancelled": "cancelled", "held": "held", "suppressed": "suppressed", "skipped": "skipped"}
 
 
 @dataclass
@@ -41,7 +41,9 @@ class DayCounts:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COLUMNS, 0))
     error: str | None = None  # the first error of the rule's ticks that day: its figures fall short
 
-    def add(self, report: RuleReport) -> None:
+    def add(self, report: RuleReport, waited_before: set[int]) -> None:
+        """Add a tick's figures; `waited_before`: the messages that waited on an earlier
+        tick of the forecast (a message counts as waiting once: when it was due)."""
         if report.error and self.error is None:
             self.error = report.error
         self.counts["queued"] += report.enqueued
@@ -50,6 +52,9 @@ class DayCounts:
             column = OUTCOME_COLUMN.get(outcome.split(":")[0].strip())
             if column is not None:
                 self.counts[column] += count
+        first = report.waited - waited_before
+        self.counts["waited"] += len(first)
+        waited_before |= first
 
     def as_dict(self) -> dict[str, Any]:
         return {"date": self.date.isoformat(), "rule": self.rule, **self.counts, "error": self.error}
@@ -148,9 +153,10 @@ def simulate_on(project: Project, url: str, start: datetime, end: datetime, ever
 async def _ticks(engine: Engine, start: datetime, end: datetime, every: timedelta) -> list[DayCounts]:
     zone = engine.settings.zone
     days: dict[tuple[date, str], DayCounts] = {}
+    waited: set[int] = set()
     for now in tick_times(start, end, every):
         report = await engine.tick(now)
         day = now.astimezone(zone).date()
         for rule in report.rules.values():
-            days.setdefault((day, rule.rule_id), DayCounts(day, rule.rule_id)).add(rule)
+            days.setdefault((day, rule.rule_id), DayCounts(day, rule.rule_id)).add(rule, waited)
     return list(days.values())

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import cart, statuses, utc
+from tests.conftest import all_messages, cart, history_of, statuses, utc
 
 START = utc("2026-11-20 00:00")
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")  # the shipped automator.toml's; quiet hours 14:00–01:00 UTC
@@ -61,9 +61,10 @@ def by_day(rows: list[dict]) -> dict[tuple[str, str], dict[str, int]]:
     }
 
 
-def real_ticks(cli, hours: int) -> dict[tuple[str, str], dict[str, int]]:
+def real_ticks(cli, store, hours: int) -> dict[tuple[str, str], dict[str, int]]:
     """Tick the real store hourly with `automator tick --now`, adding each tick's summary to
-    its day (in the project's zone), as simulate says it counts."""
+    its day (in the project's zone), as simulate says it counts; "waited" counts each
+    message whose history says it was made to wait, on the day it first waited."""
     days: dict[tuple[str, str], Counter[str]] = {}
     for hour in range(hours):
         now = START + timedelta(hours=hour)
@@ -75,7 +76,12 @@ def real_ticks(cli, hours: int) -> dict[tuple[str, str], dict[str, int]]:
             counts.update(queued=rule["enqueued"], sent=rule["sent"])
             for outcome, count in rule["skipped"].items():
                 word = outcome.split(":")[0]
-                counts["waited" if word == "waiting" else COLUMNS[word]] += count
+                if word != "waiting":
+                    counts[COLUMNS[word]] += count
+    for message in all_messages(store):
+        waits = [line.at for line in history_of(store, message.id) if line.reason.startswith("waiting")]
+        if waits:
+            days[(waits[0].astimezone(ZONE).date().isoformat(), message.rule_id)]["waited"] += 1
     columns = ("queued", "sent", "cancelled", "held", "suppressed", "skipped", "waited")
     return {key: {column: counts[column] for column in columns} for key, counts in days.items()}
 
@@ -85,7 +91,7 @@ def test_simulate_matches_what_real_ticks_then_do(shop, cli, store):
 
     assert statuses(store) == {}  # nothing was queued in the real store
     assert [row["error"] for row in forecast["days"] if row["error"]] == []
-    assert by_day(forecast["days"]) == real_ticks(cli, 48)
+    assert by_day(forecast["days"]) == real_ticks(cli, store, 48)
     totals = Counter()
     for row in forecast["days"]:
         totals.update({k: v for k, v in row.items() if isinstance(v, int)})
@@ -93,6 +99,20 @@ def test_simulate_matches_what_real_ticks_then_do(shop, cli, store):
     # dung is suppressed; binh's thank-you is queued (and held: its coupon has no pool).
     assert (totals["sent"], totals["suppressed"], totals["waited"]) == (5, 1, 1)
     assert totals["held"] >= 1
+
+
+def test_simulate_counts_a_message_that_waits_twice_once(cli, store, make_contact, make_event):
+    make_contact(timezone="Asia/Ho_Chi_Minh")
+    for number in range(5):  # five reminders due at once, at most two a day (the cap)
+        make_event("cart_updated", utc("2026-11-20 02:00"), id=f"c{number}", **cart(f"c{number}"))
+
+    forecast = simulated(cli, "abandoned_cart", "--days", "3")
+
+    days = by_day(forecast["days"])
+    sent = [days[(day, "abandoned_cart")]["sent"] for day in ("2026-11-20", "2026-11-21", "2026-11-22")]
+    waited = [days[(day, "abandoned_cart")]["waited"] for day in ("2026-11-20", "2026-11-21", "2026-11-22")]
+    # Three wait on the 20th; on the 21st one of them waits again, and is not counted again.
+    assert (sent, waited) == ([2, 2, 1], [3, 0, 0])
 
 
 def test_simulate_only_runs_the_rules_named(shop, cli):

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlmodel import Session
 
@@ -49,6 +49,14 @@ class Claimed:
     email: emails.OutgoingEmail
 
 
+class Outcome(NamedTuple):
+    """What became of a message a claim did not send: "waiting: quiet hours", "cancelled: …"."""
+
+    rule_id: str
+    outcome: str
+    message_id: int
+
+
 @dataclass
 class Taken:
     """What one claim did: the messages it took, what became of the others, and whether
@@ -56,7 +64,7 @@ class Taken:
 
     messages: list[Due]
     bodies: dict[int, Packed]  # of the messages it took, as stored
-    outcomes: list[tuple[str, str]]  # (rule, outcome) of each message it did not take
+    outcomes: list[Outcome]  # of each message it did not take
     more: bool
 
 
@@ -65,7 +73,7 @@ class Batch:
     """A claim's messages with their emails, ready to send."""
 
     claimed: list[Claimed]
-    outcomes: list[tuple[str, str]]  # (rule, outcome) of each message not sent
+    outcomes: list[Outcome]  # of each message not sent
     more: bool
 
 
@@ -125,12 +133,15 @@ class Claims:
                 claimed.append(Claimed(message, email))
         return claimed, held
 
-    def hold(self, held: list[Change], rule_of: dict[int, str], now: datetime) -> list[tuple[str, str]]:
+    def hold(self, held: list[Change], rule_of: dict[int, str], now: datetime) -> list[Outcome]:
         """Hold claimed messages whose email must not be built; returns their outcomes."""
         with self.store.session() as session:
             made = messages.change_many(session, held, now, expected=(Status.SENDING,))
         self.in_flight.difference_update(change.message_id for change in held)
-        return [(rule_of[change.message_id], HELD_OUTCOMES[change.values["hold_kind"]]) for change in made]
+        return [
+            Outcome(rule_of[change.message_id], HELD_OUTCOMES[change.values["hold_kind"]], change.message_id)
+            for change in made
+        ]
 
     def facts(self, session: Session, batch: list[Due], now: datetime) -> Facts:
         """Everything the re-checks of a batch need, read in a few queries for the whole batch.
@@ -164,9 +175,9 @@ class Claims:
 
     def write(
         self, session: Session, stopped: list[tuple[Due, Verdict]], facts: Facts, now: datetime
-    ) -> list[tuple[str, str]]:
+    ) -> list[Outcome]:
         """The verdicts that stop or delay messages, as compare-and-sets on `queued`, a few
-        statements for the batch; returns (rule, outcome) of each message changed. A wait
+        statements for the batch; returns the outcome of each message changed. A wait
         whose reason the history gives last already only moves the send time."""
         repeats = [m.id for m, v in stopped if v.repeat_quietly and v.until is not None]
         last = messages.last_reasons(session, repeats) if repeats else {}
@@ -178,7 +189,7 @@ class Claims:
         moved = [m for m, v in stopped if v.expires_at is not None and m.id in made]
         self.rerender.follow(session, moved, facts.rules, now)
         # Another dispatcher or a person changed the others since they were read.
-        return [(m.rule_id, v.outcome or "") for m, v in stopped if m.id in made]
+        return [Outcome(m.rule_id, v.outcome or "", m.id) for m, v in stopped if m.id in made]
 
     def lease_end(self) -> datetime:
         return self.clock() + LEASE

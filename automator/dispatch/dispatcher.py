@@ -115,10 +115,13 @@ class Dispatcher:
         if held:
             rule_of = {message.id: message.rule_id for message in taken.messages}
             outcomes = outcomes + await turns.claim(self.claims.hold, held, rule_of, now)
-        counted = Counter(outcomes)
+        counted = Counter((one.rule_id, one.outcome) for one in outcomes)
         with report.lock:  # the recording threads add to it too
             for (rule_id, outcome), count in counted.items():
                 report.rule(rule_id).outcomes[outcome] += count
+            for one in outcomes:
+                if one.outcome.startswith("waiting"):
+                    report.rule(one.rule_id).waited.add(one.message_id)
         return Batch(claimed, outcomes, taken.more)
 
     async def send(
