@@ -121,7 +121,7 @@ class _Explaining:
         self.add(
             Check("rule runs", runs, "yes" if runs else _why_not_running(rule), "enabled, templates parse")
         )
-        self.add(checks.stage(rule, contact))
+        self.add(checks.stage(session, rule, contact, now))
         found = explained.due_occurrences(session, rule, contact_id, now, self.settings.zone)
         occurrence = (
             from_candidate(rule, found[0])
@@ -168,7 +168,7 @@ class _Explaining:
             # After a failed check the lookup finds nothing too: that agrees, it is no new reason.
             passed = True if found else (None if self.failed else False)
             self.add(Check("engine lookup", passed, _lookup_saw(found), "a due occurrence"))
-        self.result.checks.extend(checks.journey(session, rule, contact_id))
+        self.result.checks.extend(checks.journey(session, rule, contact_id, now))
         return self.finish(message, moment)
 
     def finish(self, message: Message | None, moment: datetime | None = None) -> Explanation:
@@ -207,12 +207,12 @@ class _Explaining:
             return _of_message(self.session, message, self.now)
         mine = {m.step: m for m in self.mine if m.occurrence == step_occurrence(message.occurrence, m.step)}
         last = mine[max(mine)]
-        if last.status not in WENT or last.step == steps or last.sent_at is None:
+        if last.status not in WENT or last.step == steps or last.sent_at is None or last.sent_at > self.now:
             verdict, reason = _of_message(self.session, last, self.now)
             return verdict, f"step {last.step} of {steps}: {reason}"
         following = last.step + 1
         of = f"step {following} of {steps}"
-        ended = stopped(self.session, self.rule, self.contact.id or 0, last, shown_zone())
+        ended = stopped(self.session, self.rule, self.contact.id or 0, last, shown_zone(), self.now)
         if ended:
             return NOT_ELIGIBLE, f"the journey ended after step {last.step} of {steps}: {ended}"
         due = last.sent_at + self.rule.step(following).delay

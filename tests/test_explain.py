@@ -73,6 +73,19 @@ def test_explain_names_the_stage_when_the_contact_is_not_in_it(cli, make_contact
     assert all_messages(store) == []
 
 
+def test_explain_reads_the_stage_the_contact_was_in_then(cli, make_contact, make_event):
+    make_contact(_now=utc("2026-11-19 00:00"))
+    make_event("cart_updated", utc("2026-11-20 02:00"), **cart())
+    make_contact(stage="loyalty", _now=utc("2026-11-21 00:00"))
+
+    then = explained(cli, "abandoned_cart", "2026-11-20T03:30:00Z")
+    later = explained(cli, "abandoned_cart", "2026-11-21T03:30:00Z")
+
+    [stage] = [check for check in then["checks"] if check["check"] == "stage"]
+    assert (stage["passed"], stage["saw"]) == (True, "consideration (in loyalty since)")
+    assert failed(later)[0] == "stage"
+
+
 def test_explain_shows_a_false_condition_with_the_value_it_saw(cli, make_contact, make_event, tick, store):
     make_contact()
     make_event("cart_updated", utc("2026-11-20 02:00"), **cart(total=0))

@@ -350,6 +350,24 @@ def test_explain_says_a_journey_ended_at_the_goal_or_will_skip_a_step(
     assert [s for s in subjects(transport) if s.startswith("Welcome")] == ["Welcome 1", "Welcome 2"]
 
 
+def test_explain_as_of_an_earlier_time_reads_the_journey_and_the_stage_as_they_were(
+    make_contact, make_event, tick, cli
+):
+    signed_up(make_contact, make_event)
+    for moment in ("2026-12-01 09:00", "2026-12-03 09:30", "2026-12-06 09:30", "2026-12-07 09:30"):
+        tick(utc(moment))
+    make_event("order_placed", utc("2026-12-08 10:00"), id="order-1", order_id="A-1", total=1, currency="VND")
+    make_contact("lan@example.com", stage="loyalty", _now=utc("2026-12-08 11:00"))
+
+    result = cli("explain", "welcome_series", "--contact", "lan@example.com", "--now", "2026-12-04T09:00Z")
+
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert "✓ stage: consideration (in loyalty since)" in lines  # the sign-up moved her on
+    # Steps 3 and 4 went later, and the order that would have ended the journey came later.
+    assert "· journey: step 2 of 4 sent 2026-12-03 09:30Z; step 3 due about 2026-12-06 09:30Z" in lines
+    assert lines[-1] == "verdict: not yet due (step 3 of 4 due at 2026-12-06 09:30Z)"
+
+
 def test_contacts_show_says_where_the_contact_is_in_the_journey(make_contact, make_event, tick, cli):
     signed_up(make_contact, make_event)
     tick(utc("2026-12-01 09:00"))

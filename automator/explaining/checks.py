@@ -18,7 +18,7 @@ from automator.durations import format_duration
 from automator.explaining.occurrences import Occurrence
 from automator.model import AnyCondition, DateTrigger, HistoryCondition, Rule
 from automator.model_base import CONTACT_COLUMNS
-from automator.moments import at
+from automator.moments import at, shown_zone
 from automator.status import COUNTED
 from automator.store import claims, contacts, coupons, events, explained, journeys
 from automator.tables import Contact, Event, Message
@@ -34,10 +34,13 @@ class Check:
     expected: str = ""
 
 
-def stage(rule: Rule, contact: Contact) -> Check:
-    return Check(
-        "stage", contact.stage in rule.stages, contact.stage or "none", f"one of {', '.join(rule.stages)}"
-    )
+def stage(session: Session, rule: Rule, contact: Contact, now: datetime) -> Check:
+    """The contact's stage as of `now` (its stage history), and since when it differs."""
+    then = contacts.stage_at(session, contact, now)
+    saw = then or "none"
+    if then != contact.stage:
+        saw += f" (in {contact.stage or 'none'} since)"
+    return Check("stage", then in rule.stages, saw, f"one of {', '.join(rule.stages)}")
 
 
 def condition(
@@ -219,10 +222,10 @@ def coupon(session: Session, rule: Rule, contact_id: int) -> Check | None:
     return Check("coupon", True, f"{free} free code(s) in pool '{spec.pool}'{fallback}", "a free code")
 
 
-def journey(session: Session, rule: Rule, contact_id: int) -> list[Check]:
-    """For a journey: where the contact is in it."""
+def journey(session: Session, rule: Rule, contact_id: int, now: datetime) -> list[Check]:
+    """For a journey: where the contact was in it as of `now`."""
     if not rule.steps:
         return []
-    places = journeys.positions(session, [rule], contact_id, rule.id)
+    places = journeys.positions(session, [rule], contact_id, rule.id, shown_zone(), now)
     text = places[0].text if places else "not begun"
     return [Check("journey", None, text, f"{len(rule.journey)} steps")]

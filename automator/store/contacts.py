@@ -360,6 +360,19 @@ def stage_history(session: Session, contact_id: int) -> list[StageChange]:
     )
 
 
+def stage_at(session: Session, contact: Contact, at: datetime) -> str | None:
+    """The contact's stage at `at`, from its stage history: the one it last moved to by
+    then. Before anything is recorded of it (a contact imported today, with yesterday's
+    events), its stage now, as a tick would read it."""
+    moved = session.execute(
+        select(STAGES.c.to_stage)
+        .where(STAGES.c.contact_id == contact.id, STAGES.c.at <= at)
+        .order_by(STAGES.c.at.desc(), STAGES.c.id.desc())
+        .limit(1)
+    ).first()
+    return str(moved.to_stage) if moved is not None else contact.stage
+
+
 def dates(session: Session, contact_id: int) -> dict[str, datetime]:
     return {
         name: value

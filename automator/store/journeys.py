@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlmodel import Session
 
 from automator.model import Rule
 from automator.status import Status
 from automator.store import table
+from automator.store.contacts import stage_at
 from automator.tables import Contact, Event, Message, MessageHistory
 from automator.timestamps import shown_at
 
@@ -77,68 +78,76 @@ def positions(
     contact_id: int,
     rule_id: str | None = None,
     zone: tzinfo | None = None,
+    now: datetime | None = None,
 ) -> list[Position]:
     """The contact's place in each journey it has begun (or in `rule_id`'s alone), in the
-    order of `rules`; times in `zone` (the console's viewer's), else in UTC ("…Z")."""
+    order of `rules`; times in `zone` (the console's viewer's), else in UTC ("…Z"). With
+    `now` (explain's --now), as it was then: the messages queued by then, each in the
+    status its history gives at that moment."""
     journeys = {rule.id: rule for rule in rules if rule.steps and rule_id in (None, rule.id)}
     if not journeys:
         return []
-    last_reason = (
-        select(HISTORY.c.reason)
-        .where(HISTORY.c.message_id == MESSAGES.c.id)
-        .order_by(HISTORY.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(
-            MESSAGES.c.id,
-            MESSAGES.c.rule_id,
-            MESSAGES.c.step,
-            MESSAGES.c.status,
-            MESSAGES.c.occurrence,
-            MESSAGES.c.occurred_at,
-            MESSAGES.c.send_at,
-            MESSAGES.c.sent_at,
-            last_reason.label("reason"),
-        )
-        .where(MESSAGES.c.contact_id == contact_id, MESSAGES.c.rule_id.in_(list(journeys)))
-        .order_by(MESSAGES.c.id)
-    ).all()
+    lines = select(HISTORY.c.message_id).where(HISTORY.c.message_id == MESSAGES.c.id)
+    if now is not None:
+        lines = lines.where(HISTORY.c.at <= now)
+    last = lines.order_by(HISTORY.c.id.desc()).limit(1)
+    status: ColumnElement[Any] = MESSAGES.c.status
+    if now is not None:
+        status = func.coalesce(last.with_only_columns(HISTORY.c.status).scalar_subquery(), MESSAGES.c.status)
+    query = select(
+        MESSAGES.c.id,
+        MESSAGES.c.rule_id,
+        MESSAGES.c.step,
+        status.label("status"),
+        MESSAGES.c.occurrence,
+        MESSAGES.c.occurred_at,
+        MESSAGES.c.send_at,
+        MESSAGES.c.sent_at,
+        last.with_only_columns(HISTORY.c.reason).scalar_subquery().label("reason"),
+    ).where(MESSAGES.c.contact_id == contact_id, MESSAGES.c.rule_id.in_(list(journeys)))
+    if now is not None:
+        query = query.where(MESSAGES.c.created_at <= now)
     newest: dict[str, Any] = {}
-    for row in rows:  # the newest journey's furthest step, per rule
+    for row in session.execute(query.order_by(MESSAGES.c.id)).all():  # the newest journey's furthest step
+        if now is not None and row.sent_at is not None and row.sent_at > now:
+            row = row._replace(sent_at=None)  # it went later
         current = newest.get(row.rule_id)
         same_journey = current is not None and _base(current) == _base(row)
         if current is None or not same_journey or row.step >= current.step:
             newest[row.rule_id] = row
     return [
-        _position(rule, newest[rule.id], stopped(session, rule, contact_id, newest[rule.id], zone), zone)
+        _position(rule, furthest, stopped(session, rule, contact_id, furthest, zone, now), zone)
         for rule in journeys.values()
-        if rule.id in newest
+        if (furthest := newest.get(rule.id)) is not None
     ]
 
 
-def stopped(session: Session, rule: Rule, contact_id: int, row: Any, zone: tzinfo | None) -> str | None:
+def stopped(
+    session: Session, rule: Rule, contact_id: int, row: Any, zone: tzinfo | None, now: datetime | None = None
+) -> str | None:
     """Why a journey whose furthest step went out will go no further, though it has steps
     left: the contact reached the goal or had a cancel_if event since the journey began,
-    or left the rule's stages (the next step is then never queued). None while it goes on."""
+    or left the rule's stages (the next step is then never queued). None while it goes on.
+    With `now`, as it was then: the events by then, the stage then."""
     if row.status not in WENT or row.step >= len(rule.journey):
         return None
     kinds = rule.cancel_events
     if kinds:
-        found = session.execute(
-            select(EVENTS.c.type, EVENTS.c.at)
-            .where(EVENTS.c.contact_id == contact_id, EVENTS.c.type.in_(kinds), EVENTS.c.at > row.occurred_at)
-            .order_by(EVENTS.c.at)
-            .limit(1)
-        ).first()
+        query = select(EVENTS.c.type, EVENTS.c.at).where(
+            EVENTS.c.contact_id == contact_id, EVENTS.c.type.in_(kinds), EVENTS.c.at > row.occurred_at
+        )
+        if now is not None:
+            query = query.where(EVENTS.c.at <= now)
+        found = session.execute(query.order_by(EVENTS.c.at).limit(1)).first()
         if found is not None:
             goal = rule.stopping_goal
             what = "goal reached" if goal is not None and found.type == goal.event else "cancelled"
             return f"{what}: {found.type} at {shown_at(found.at, zone)}"
-    stage = session.execute(select(CONTACTS.c.stage).where(CONTACTS.c.id == contact_id)).scalar()
+    contact = session.get(Contact, contact_id)
+    assert contact is not None
+    stage = contact.stage if now is None else stage_at(session, contact, now)
     if stage not in rule.stages:
-        return f"left the rule's stages (now in {stage})"
+        return f"left the rule's stages ({'now' if now is None else 'then'} in {stage})"
     return None
 
 
