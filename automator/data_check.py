@@ -1,14 +1,16 @@
 """What `automator check` learns from the data: the vocabulary templates may use (declared in
 automator.toml, and with `--store` what the store's contacts and events carry), and warnings
-for conditions on attributes or values no contact has, which would match nobody."""
+for conditions on attributes or values no contact has, and for event types no event has,
+which would match nobody."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from automator.model import EventTrigger, Rule
-from automator.model_conditions import Condition
+from automator.model_conditions import Condition, HistoryCondition
 from automator.template_lint import CONTACT_FIELDS, Vocabulary
 
 if TYPE_CHECKING:
@@ -58,6 +60,38 @@ def condition_warnings(session: Session, rules: list[Rule], attributes: set[str]
             if texts and not vocabulary.holds_any(session, name, values):
                 shown = " or ".join(f"'{value}'" for value in values)
                 yield f"{at}: no contact has {name} {shown}"
+
+
+def event_type_warnings(session: Session, rules: list[Rule]) -> Iterator[str]:
+    """A warning for each event type a rule names (trigger, cancel_if, goal, history) that
+    no stored event has, most often a misspelling; none while the store holds no events."""
+    from automator.store import vocabulary
+
+    held = vocabulary.event_types(session)
+    if not held:
+        return
+    for rule in rules:
+        for where, name in _event_types(rule):
+            if name in held:
+                continue
+            close = difflib.get_close_matches(name, held, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            yield f"{rule.file}:{rule.line_of(where)}: {where}: no event in the store has type '{name}'{hint}"
+
+
+def _event_types(rule: Rule) -> Iterator[tuple[str, str]]:
+    """(field, event type) for each event type the rule names, the field as its file has it."""
+    trigger = rule.trigger
+    if isinstance(trigger, EventTrigger):
+        yield "trigger.event", trigger.event
+    for index, cancel in enumerate(trigger.cancel_if):
+        listed = f"trigger.cancel_if.{index}" in rule.lines  # a list, not one {event: …}
+        yield (f"trigger.cancel_if.{index}.event" if listed else "trigger.cancel_if.event"), cancel.event
+    if rule.goal is not None:
+        yield "goal.event", rule.goal.event
+    for where, condition in _conditions(rule):
+        if isinstance(condition, HistoryCondition):
+            yield f"{where}.history.event", condition.event
 
 
 def _conditions(rule: Rule) -> Iterator[tuple[str, object]]:
