@@ -208,9 +208,43 @@ def test_a_csv_row_with_too_many_columns_is_rejected(cli, store, tmp_path):
         tmp_path / "c.csv", "email,first_name", "lan@example.com,Lan,extra", "minh@example.com,Minh"
     )
     result = cli("contacts", "import", str(path))
-    assert (result.exit_code, result.stderr) == (1, f"rejected {path}:2: more values than header columns\n")
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"rejected {path}:2: 3 fields where the header has 2 columns; the ones past it belong to no column\n",
+    )
     assert contact(store, "lan@example.com") is None
     assert contact(store, "minh@example.com") is not None
+
+
+def test_a_csv_row_shorter_than_its_header_is_imported_with_a_warning(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv", "email,first_name,plan", "lan@example.com,Lan", "minh@example.com,Minh,pro"
+    )
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0,
+        "imported 2 contacts, rejected 0, 1 warning\n",
+        f"warning {path}:2: 2 fields where the header has 3 columns; the missing ones are empty\n",
+    )
+    lan = contact(store, "lan@example.com")
+    assert lan is not None and (lan.first_name, lan.attributes) == ("Lan", {})
+
+
+def test_an_events_csv_row_shorter_than_its_header_is_imported_with_a_warning(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "e.csv", "type,email,at,id", "order_placed,lan@example.com,2026-11-20T10:00:00Z"
+    )
+
+    result = cli("events", "import", str(path))
+
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0,
+        "imported 1 events, rejected 0, 1 warning\n",
+        f"warning {path}:2: 3 fields where the header has 4 columns; the missing ones are empty\n",
+    )
+    assert [event.type for event in stored_events(store, "lan@example.com")] == ["order_placed"]
 
 
 def test_a_header_naming_a_column_twice_is_refused_before_any_row(cli, store, tmp_path):

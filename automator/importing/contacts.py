@@ -137,7 +137,10 @@ def import_contacts(
     """Upsert the file's contacts by email; a later line for the same email wins."""
     tally = Tally(watcher)
     size = contact_store.batch_size(store.engine.dialect.name)
-    with RecordFile(path) as records, contact_store.loader(store, now, journey.first_stage) as upsert:
+    with (
+        RecordFile(path, tally.warn) as records,
+        contact_store.loader(store, now, journey.first_stage) as upsert,
+    ):
         batches = _batches(records, path, journey, default_zone, tally, size)
         for batch, _ in stored_in_order(batches, upsert, in_background(store)):
             tally.report.imported += len(batch)

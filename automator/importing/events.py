@@ -45,7 +45,7 @@ def import_events(
     """Store the file's events once per key, and apply the journey moves of the new ones."""
     tally = Tally(watcher)
     size = event_store.batch_size(store.engine.dialect.name)
-    with RecordFile(path) as records, event_store.loader(store, journey, now) as add:
+    with RecordFile(path, tally.warn) as records, event_store.loader(store, journey, now) as add:
         for batch, new in stored_in_order(_batches(records, path, tally, size), add, in_background(store)):
             tally.report.imported += new
             tally.report.duplicates += len(batch) - new

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +18,7 @@ import orjson
 
 from automator.errors import AutomatorError, ImportRecordError
 from automator.importing.records import all_clean_strings
+from automator.importing.report import RecordWarning
 
 # (line number, record or the error that stands for it, whether the record can hold no
 # control character at all: the quick path may then skip looking for one).
@@ -32,14 +33,16 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | ImportRecor
 
 
 class RecordFile:
-    """A .csv or .jsonl file open for reading, record by record."""
+    """A .csv or .jsonl file open for reading, record by record; `warn` hears of a CSV row
+    shorter than its header."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, warn: Callable[[RecordWarning], None] | None = None) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
             raise AutomatorError(f"{path}: use a .csv (with a header row) or .jsonl file")
         self.path = path
         self.size = path.stat().st_size
+        self._warn = warn
         self._csv = suffix == ".csv"
         # Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that
         # reading goes on, and the record that holds them is refused (`not_utf8`).
@@ -61,12 +64,17 @@ class RecordFile:
 
     def __iter__(self) -> Iterator[Record]:
         if self._csv:
-            return _csv_records(self.path, self._handle)
+            return _csv_records(self.path, self._handle, self._warn)
         return _jsonl_records(self.path, self._handle)
 
 
-def _csv_records(path: Path, handle: TextIO) -> Iterator[Record]:
-    """Each row after the header as a dict of its non-empty values, by the record's first line."""
+def _csv_records(
+    path: Path, handle: TextIO, warn: Callable[[RecordWarning], None] | None
+) -> Iterator[Record]:
+    """Each row after the header as a dict of its non-empty values, by the record's first line.
+    A row longer than the header is refused: its last fields belong to no column, and
+    dropping them would lose their data. A shorter one is read with the missing columns
+    empty, and `warn` hears of it: a field left out in the middle shifts the others."""
     header: list[str] | None = None
     for line, row in _csv_rows(path, _Lines(handle)):
         if header is None:
@@ -78,10 +86,24 @@ def _csv_records(path: Path, handle: TextIO) -> Iterator[Record]:
         elif isinstance(row, ImportRecordError):
             yield line, row, False
         elif len(row) > len(header):
-            yield line, ImportRecordError(str(path), line, "more values than header columns"), False
+            problem = f"{_row_against(row, header)}; the ones past it belong to no column"
+            yield line, ImportRecordError(str(path), line, problem), False
         else:
+            if len(row) < len(header) and warn is not None:
+                warn(
+                    RecordWarning(str(path), line, f"{_row_against(row, header)}; the missing ones are empty")
+                )
             record = {key: value for key, value in zip(header, row, strict=False) if key and value}
             yield line, record, all_clean_strings(record)
+
+
+def _row_against(row: list[str], header: list[str]) -> str:
+    """`2 fields where the header has 4 columns`."""
+    fields, columns = len(row), len(header)
+    return (
+        f"{fields} field{'' if fields == 1 else 's'} where the header has "
+        f"{columns} column{'' if columns == 1 else 's'}"
+    )
 
 
 def _csv_rows(path: Path, lines: _Lines) -> Iterator[tuple[int, list[str] | ImportRecordError]]:

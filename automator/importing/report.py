@@ -15,7 +15,8 @@ from automator.errors import ImportRecordError
 
 @dataclass(frozen=True)
 class RecordWarning:
-    """Something about a record that was imported all the same (a date that is not ISO 8601)."""
+    """Something about a record that does not stop its import: a date that is not ISO 8601,
+    a CSV row shorter than its header."""
 
     file: str
     record: int
