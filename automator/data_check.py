@@ -1,7 +1,7 @@
 """What `automator check` learns from the data: the vocabulary templates may use (declared in
 automator.toml, and with `--store` what the store's contacts and events carry), and warnings
 for conditions on attributes or values no contact has, and for event types no event has,
-which would match nobody."""
+which would match nobody, and for contacts' locales that a template has no version in."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from automator.model import EventTrigger, Rule
 from automator.model_conditions import Condition, HistoryCondition
 from automator.template_lint import CONTACT_FIELDS, Vocabulary
+from automator.templates import DEFAULT_LOCALE, Templates, language
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -77,6 +78,23 @@ def event_type_warnings(session: Session, rules: list[Rule]) -> Iterator[str]:
             close = difflib.get_close_matches(name, held, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             yield f"{rule.file}:{rule.line_of(where)}: {where}: no event in the store has type '{name}'{hint}"
+
+
+def locale_warnings(session: Session, rules: list[Rule], templates: Templates) -> Iterator[str]:
+    """A warning for each template and each locale contacts have that it has no version in:
+    those contacts get the default (English) version, which may not be what was meant."""
+    from automator.store import vocabulary
+
+    held = vocabulary.locales(session)
+    names = dict.fromkeys(name for rule in rules for name in rule.templates if templates.exists(name))
+    for name in names:
+        for locale, count in sorted(held.items()):
+            if templates.language_for(name, locale) != language(locale):
+                have = "1 contact has" if count == 1 else f"{count} contacts have"
+                yield (
+                    f"email_templates/{name}: {have} locale '{locale}', which has no version here; "
+                    f"they get the '{DEFAULT_LOCALE}' one"
+                )
 
 
 def _event_types(rule: Rule) -> Iterator[tuple[str, str]]:

@@ -117,3 +117,12 @@ def test_the_openapi_document_describes_every_endpoint_its_bodies_and_the_keys(c
     ]
     assert {"200", "207", "401", "403", "413", "422", "429"} <= set(events["responses"])
     assert set(document["components"]["securitySchemes"]) == {"bearer", "basic"}
+
+
+def test_the_openapi_document_says_what_a_locale_is(client) -> None:
+    schemas = client.get("/v1/openapi.json").json()["components"]["schemas"]
+    patterns = {
+        schemas[name]["properties"]["locale"]["anyOf"][0].get("pattern")
+        for name in ("Contact", "SegmentContext")
+    }
+    assert patterns == {r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"}

@@ -173,6 +173,7 @@ def test_a_bad_contact_is_answered_with_its_field(client, writer) -> None:
         {"first_name": "Nobody"},
         {"email": "yen@example.com", "timezone": "Asia/Ho_Chi_Minh", "renews_at": "0001-01-01"},
         {"email": "hoa@example.com", "first_name": "Hoa\x1b[2J", "city": "Huế\r\n"},
+        {"email": "tuan@example.com", "locale": "Vietnamese"},
     ]
 
     response = client.post("/v1/contacts", json={"batch": batch}, headers=writer)
@@ -187,12 +188,14 @@ def test_a_bad_contact_is_answered_with_its_field(client, writer) -> None:
         3: ["email"],
         4: ["renews_at"],
         5: ["first_name", "city"],
+        6: ["locale"],
     }
     assert rejected[2][0]["message"].startswith("holds a line break (\\n): a contact's fields")
     assert (
         rejected[4][0]["message"]
         == '"0001-01-01" is out of range: its UTC time is before year 1 or after 9999'
     )
+    assert rejected[6][0]["message"] == '"Vietnamese" is not a language tag (such as vi, en-GB or pt_BR)'
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,36 @@ def test_an_identify_call_upserts_the_contact(client, writer, store) -> None:
     assert lan is not None and (lan.first_name, lan.attributes) == ("Lan", {"vip": True})
 
 
+def test_an_identify_call_takes_the_locale_a_browser_sends(client, writer, store) -> None:
+    call = {"userId": "lan@example.com", "context": {"locale": "es-419"}}
+
+    assert client.post("/v1/identify", json=call, headers=writer).status_code == 200
+    with store.session() as session:
+        lan = contacts.by_email(session, "lan@example.com")
+    assert lan is not None and lan.locale == "es-419"
+
+
+def test_an_identify_call_with_a_locale_that_is_no_language_tag_is_rejected(client, writer, store) -> None:
+    call = {"userId": "lan@example.com", "traits": {"locale": "English (US)"}}
+
+    response = client.post("/v1/identify", json=call, headers=writer)
+
+    assert response.status_code == 207
+    assert response.json()["rejected"] == [
+        {
+            "index": 0,
+            "errors": [
+                {
+                    "field": "locale",
+                    "message": '"English (US)" is not a language tag (such as vi, en-GB or pt_BR)',
+                }
+            ],
+        }
+    ]
+    with store.session() as session:
+        assert contacts.by_email(session, "lan@example.com") is None
+
+
 def test_a_call_sent_to_the_other_kinds_endpoint_is_rejected(client, writer, store) -> None:
     response = client.post("/v1/identify", json={**track(), "type": "track"}, headers=writer)
 

@@ -1,6 +1,7 @@
 """`automator check --store` against what the database holds: an event type a rule names
 that no stored event has (a misspelling, most often) is a warning naming the rule's file,
-line and field, with the stored type it is closest to."""
+line and field, with the stored type it is closest to; so is a locale contacts have that a
+template has no version in."""
 
 from typing import Any
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from automator.store import vocabulary
-from tests.conftest import cart, utc
+from tests.conftest import REPO, cart, utc
 from tests.test_check_cli import edit
 
 # The event types the shipped rules name.
@@ -96,6 +97,37 @@ def test_a_store_without_events_says_nothing_of_event_types(cli, project_dir, ma
     edit(project_dir / "rules" / "abandoned_cart.yaml", "event: cart_updated", "event: cart_update")
 
     assert cli("check", "--store").stdout == "ok: 4 rules\n"
+
+
+TEMPLATES = sorted(path.name for path in (REPO / "email_templates").iterdir() if path.is_dir())
+
+
+def test_a_locale_no_template_has_a_version_in_is_counted_once_per_template(cli, make_contact):
+    for number, locale in enumerate(["fr", "fr", "fr-CA", "vi-VN", "en-GB", "EN", None]):
+        make_contact(f"c{number}@example.com", locale=locale)
+
+    assert cli("check", "--store").stdout.splitlines() == [
+        *(
+            f"warning: email_templates/{name}: {have} locale '{locale}', which has no version here; "
+            "they get the 'en' one"
+            for name in TEMPLATES
+            for have, locale in (("2 contacts have", "fr"), ("1 contact has", "fr-CA"))
+        ),
+        "ok: 4 rules",
+    ]
+
+
+def test_a_template_with_a_version_in_the_locale_is_not_named(cli, project_dir, make_contact):
+    make_contact("lan@example.com", locale="fr")
+    for name in TEMPLATES[1:]:
+        folder = project_dir / "email_templates" / name
+        (folder / "subject.fr.txt").write_text((folder / "subject.txt").read_text(encoding="utf-8"))
+
+    assert cli("check", "--store").stdout.splitlines() == [
+        f"warning: email_templates/{TEMPLATES[0]}: 1 contact has locale 'fr', which has no version here; "
+        "they get the 'en' one",
+        "ok: 4 rules",
+    ]
 
 
 @pytest.mark.sqlite_only

@@ -192,6 +192,32 @@ def test_an_unknown_time_zone_is_rejected_with_a_hint(cli, store, tmp_path):
     )
 
 
+@pytest.mark.parametrize("locale", ["vi", "en", "haw", "en-GB", "pt_BR", "zh-Hant-TW", "es-419"])
+def test_a_language_tag_is_taken_as_the_locale_as_given(cli, store, tmp_path, locale):
+    path = write_csv(tmp_path / "c.csv", "email,locale", f"lan@example.com,{locale}")
+    assert cli("contacts", "import", str(path)).exit_code == 0
+    assert contact(store, "lan@example.com").locale == locale
+
+
+@pytest.mark.parametrize("locale", ["fr FR", "english", "e", "en-", "en_GB_", "fr-a", "12", "en-toolongtag"])
+def test_a_locale_that_is_not_a_language_tag_is_rejected(cli, store, tmp_path, locale):
+    path = write_csv(tmp_path / "c.csv", "email,locale", f"lan@example.com,{locale}", "minh@example.com,vi")
+    result = cli("contacts", "import", str(path))
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f'rejected {path}:2: locale: "{locale}" is not a language tag (such as vi, en-GB or pt_BR)\n',
+    )
+    assert (contact(store, "lan@example.com"), contact(store, "minh@example.com").locale) == (None, "vi")
+
+
+def test_a_refused_locale_is_shown_with_its_invisible_characters_escaped(cli, store, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"email": "lan@example.com", "locale": "en\u202eGB"}])
+    result = cli("contacts", "import", str(path))
+    assert result.stderr == (
+        f'rejected {path}:1: locale: "en\\u202eGB" is not a language tag (such as vi, en-GB or pt_BR)\n'
+    )
+
+
 def test_an_unknown_stage_is_rejected_with_the_journeys_stages(cli, store, tmp_path):
     path = write_csv(tmp_path / "c.csv", "email,stage", "lan@example.com,shopping")
     result = cli("contacts", "import", str(path))

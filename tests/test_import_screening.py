@@ -164,6 +164,8 @@ CSV_CONTACTS = {
     "a time zone with space around": ("email,timezone", "lan@example.com, Asia/Bangkok"),
     "a name of spaces only": ("email,first_name", "lan@example.com,   "),
     "an unknown time zone": ("email,timezone", "lan@example.com,Asia/Saigon City"),
+    "a region's locale": ("email,locale", "lan@example.com,pt_BR"),
+    "a locale that is no language tag": ("email,locale", "lan@example.com,fr FR"),
     "an unknown stage": ("email,stage", "lan@example.com,shopping"),
     "a bad address": ("email,first_name", "lan-at-example.com,Lan"),
     "no address": ("first_name,plan", "Lan,pro"),

@@ -77,6 +77,13 @@ def test_a_locale_nobody_knows_still_renders_in_english(render_cart):
     assert "Total: ₫1,250,000" in rendered.text
 
 
+@pytest.mark.parametrize("locale", ["vi", "vi-VN", "vi_VN", "VI"])
+def test_a_locale_written_with_either_separator_picks_the_same_version(project, locale):
+    """Locales are kept as given (pt_BR is not rewritten pt-BR): the language, the first
+    subtag, picks the version, whichever separator follows it."""
+    assert project.templates.language_for("abandoned_cart", locale) == "vi"
+
+
 def test_a_contact_without_a_locale_gets_english(render_cart):
     assert render_cart(locale=None).subject == "You left something in your cart"
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from automator.api.limits import MAX_BODY
+from automator.importing.records import LANGUAGE_TAG
 
 MAX_ITEMS = 1000
 TYPE_PATTERN = r"^[A-Za-z0-9_]+$"
@@ -48,7 +49,7 @@ class Contact(BaseModel):
     email: str = Field(examples=["lan@example.com"])
     first_name: str | None = None
     last_name: str | None = None
-    locale: str | None = Field(None, examples=["vi"])
+    locale: str | None = Field(None, pattern=LANGUAGE_TAG, examples=["vi", "en-GB", "pt_BR"])
     timezone: str | None = Field(None, examples=["Asia/Ho_Chi_Minh"])
     stage: str | None = Field(None, examples=["consideration"])
 
@@ -61,7 +62,7 @@ class SegmentContext(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     traits: dict[str, Any] = Field({}, examples=[{"email": "lan@example.com"}])
-    locale: str | None = None
+    locale: str | None = Field(None, pattern=LANGUAGE_TAG)
     timezone: str | None = None
 
 

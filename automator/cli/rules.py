@@ -28,7 +28,8 @@ StoreOption = Annotated[
         "--store",
         help="Also look at the contacts and events in the database: a date trigger whose attribute "
         "holds text that is not a date (17/05/1990) never fires for them; a condition, or an event "
-        "type, that nothing in the store has matches nobody.",
+        "type, that nothing in the store has matches nobody; contacts whose locale a template has "
+        "no version in get the English one.",
     ),
 ]
 
@@ -68,8 +69,14 @@ def _store_exists(project: Project) -> bool:
 
 def _store_findings(project: Project, declared: Vocabulary) -> tuple[Vocabulary, list[str]]:
     """What the store adds to the template vocabulary, and its warnings: date attributes that
-    are not dates, conditions that match no contact, event types no event has."""
-    from automator.data_check import condition_warnings, event_type_warnings, stored_vocabulary
+    are not dates, conditions that match no contact, event types no event has, locales a
+    template has no version in."""
+    from automator.data_check import (
+        condition_warnings,
+        event_type_warnings,
+        locale_warnings,
+        stored_vocabulary,
+    )
 
     rules = project.ruleset.rules
     with state().store.session() as session:
@@ -77,6 +84,7 @@ def _store_findings(project: Project, declared: Vocabulary) -> tuple[Vocabulary,
         warnings = list(_undated_attributes(project, session))
         warnings += condition_warnings(session, rules, set(vocabulary.attributes))
         warnings += event_type_warnings(session, rules)
+        warnings += locale_warnings(session, rules, project.templates)
     return vocabulary, warnings
 
 

@@ -74,6 +74,17 @@ def known_zone(name: str) -> bool:
     return True
 
 
+# A language tag as contacts carry one: 2 or 3 letters for the language, then subtags of 2
+# to 8 letters or digits (script, region, variant) after "-" or "_": vi, en-GB, pt_BR,
+# zh-Hant-TW, es-419. Kept as given: a template's language is the first subtag either way.
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
+_LANGUAGE_TAG = re.compile(LANGUAGE_TAG)
+
+
+def is_language_tag(value: str) -> bool:
+    return _LANGUAGE_TAG.fullmatch(value) is not None
+
+
 _ANY_CONTROL = re.compile(f"[{CONTROL}]+")
 _CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]+")  # tab, LF and CR pass
 
@@ -144,6 +155,13 @@ class ContactRecord(BaseModel):
     @classmethod
     def _email(cls, value: Any) -> str:
         return normalize_email(value)
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if value and not is_language_tag(value):
+            raise ValueError(f'"{printable(value)}" is not a language tag (such as vi, en-GB or pt_BR)')
+        return value or None
 
     @field_validator("timezone")
     @classmethod

@@ -19,6 +19,7 @@ from automator.importing.records import (
     KNOWN_FIELDS,
     MAX_EVENT_ID,
     is_event_type,
+    is_language_tag,
     known_zone,
     normalize_email,
     parse_timestamp,
@@ -71,6 +72,8 @@ def contact(raw: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] |
         elif name != "email":
             attributes[name] = value
     if "timezone" in fields and not known_zone(fields["timezone"]):
+        return None
+    if "locale" in fields and not is_language_tag(fields["locale"]):
         return None
     try:
         return normalize_email(email), fields, attributes

@@ -1,6 +1,6 @@
-"""What the data in the store carries: the attribute names contacts have, the event types
-events have and the properties of each, and whether any contact holds a value. `automator
-check --store` checks templates and conditions against them."""
+"""What the data in the store carries: the attribute names and locales contacts have, the
+event types events have and the properties of each, and whether any contact holds a value.
+`automator check --store` checks templates and conditions against them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def attribute_names(session: Session) -> set[str]:
     """Every attribute name any contact has."""
     query = _keys(session, CONTACTS.c.attributes, CONTACTS)
     return {name for (name,) in session.execute(query)}
+
+
+def locales(session: Session) -> dict[str, int]:
+    """How many contacts have each locale (those without one are left out)."""
+    locale = CONTACTS.c.locale
+    query = select(locale, func.count()).where(locale.is_not(None)).group_by(locale)
+    return {name: count for name, count in session.execute(query)}
 
 
 def event_types(session: Session) -> set[str]:
