@@ -6,7 +6,7 @@ which would match nobody, and for contacts' locales that a template has no versi
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
 from automator.model import EventTrigger, Rule
@@ -63,9 +63,10 @@ def condition_warnings(session: Session, rules: list[Rule], attributes: set[str]
                 yield f"{at}: no contact has {name} {shown}"
 
 
-def event_type_warnings(session: Session, rules: list[Rule]) -> Iterator[str]:
+def event_type_warnings(session: Session, rules: list[Rule], declared: Collection[str]) -> Iterator[str]:
     """A warning for each event type a rule names (trigger, cancel_if, goal, history) that
-    no stored event has, most often a misspelling; none while the store holds no events."""
+    no stored event has and automator.toml does not declare (`[events.TYPE]`: one that has
+    not happened yet), most often a misspelling; none while the store holds no events."""
     from automator.store import vocabulary
 
     held = vocabulary.event_types(session)
@@ -73,7 +74,7 @@ def event_type_warnings(session: Session, rules: list[Rule]) -> Iterator[str]:
         return
     for rule in rules:
         for where, name in _event_types(rule):
-            if name in held:
+            if name in held or name in declared:
                 continue
             close = difflib.get_close_matches(name, held, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

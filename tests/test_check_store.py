@@ -92,6 +92,18 @@ def test_an_event_type_like_no_stored_one_is_named_alone(cli, project_dir, store
     )
 
 
+def test_an_event_type_declared_in_the_settings_is_not_named(cli, project_dir, stored_events):
+    edit(project_dir / "rules" / "abandoned_cart.yaml", "event: cart_updated", "event: wishlist_shared")
+    settings = project_dir / "automator.toml"
+    settings.write_text(
+        settings.read_text(encoding="utf-8")
+        + '\n[events.wishlist_shared]\nproperties = ["cart_id", "items", "currency", "total", "cart_url"]\n',
+        encoding="utf-8",
+    )
+
+    assert cli("check", "--store").stdout == "ok: 4 rules\n"
+
+
 def test_a_store_without_events_says_nothing_of_event_types(cli, project_dir, make_contact):
     make_contact("lan@example.com")
     edit(project_dir / "rules" / "abandoned_cart.yaml", "event: cart_updated", "event: cart_update")

@@ -83,7 +83,7 @@ def _store_findings(project: Project, declared: Vocabulary) -> tuple[Vocabulary,
         vocabulary = stored_vocabulary(session, declared, rules)
         warnings = list(_undated_attributes(project, session))
         warnings += condition_warnings(session, rules, set(vocabulary.attributes))
-        warnings += event_type_warnings(session, rules)
+        warnings += event_type_warnings(session, rules, declared.events)
         warnings += locale_warnings(session, rules, project.templates)
     return vocabulary, warnings
 
