@@ -273,6 +273,19 @@ def test_an_events_csv_row_shorter_than_its_header_is_imported_with_a_warning(cl
     assert [event.type for event in stored_events(store, "lan@example.com")] == ["order_placed"]
 
 
+def test_a_value_under_a_column_the_header_leaves_unnamed_rejects_its_row(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,,plan", "lan@example.com,,pro", "minh@example.com,vip,pro")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.stdout, result.stderr) == (
+        "imported 1 contacts, rejected 1\n",
+        f"rejected {path}:3: a value in column 2, which the header row leaves without a name\n",
+    )
+    assert contact(store, "lan@example.com").attributes == {"plan": "pro"}
+    assert contact(store, "minh@example.com") is None
+
+
 def test_a_header_naming_a_column_twice_is_refused_before_any_row(cli, store, tmp_path):
     path = write_csv(tmp_path / "c.csv", "email,first_name,email", "d1@example.com,D,d2@example.com")
 

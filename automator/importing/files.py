@@ -72,21 +72,27 @@ def _csv_records(
     path: Path, handle: TextIO, warn: Callable[[RecordWarning], None] | None
 ) -> Iterator[Record]:
     """Each row after the header as a dict of its non-empty values, by the record's first line.
-    A row longer than the header is refused: its last fields belong to no column, and
-    dropping them would lose their data. A shorter one is read with the missing columns
-    empty, and `warn` hears of it: a field left out in the middle shifts the others."""
+    A row longer than the header, or with a value under a column the header leaves unnamed,
+    is refused: those values belong to no column, and dropping them would lose their data.
+    A shorter one is read with the missing columns empty, and `warn` hears of it: a field
+    left out in the middle shifts the others."""
     header: list[str] | None = None
+    unnamed: list[int] = []
     for line, row in _csv_rows(path, _Lines(handle)):
         if header is None:
             if isinstance(row, ImportRecordError):
                 raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
             header = [name.strip() for name in row]
+            unnamed = [column for column, name in enumerate(header) if not name]
             if twice := sorted({name for name in header if name and header.count(name) > 1}):
                 raise AutomatorError(f"{path}:{line}: the header row names {', '.join(twice)} twice")
         elif isinstance(row, ImportRecordError):
             yield line, row, False
         elif len(row) > len(header):
             problem = f"{_row_against(row, header)}; the ones past it belong to no column"
+            yield line, ImportRecordError(str(path), line, problem), False
+        elif filled := [column + 1 for column in unnamed if column < len(row) and row[column]]:
+            problem = f"a value in column {filled[0]}, which the header row leaves without a name"
             yield line, ImportRecordError(str(path), line, problem), False
         else:
             if len(row) < len(header) and warn is not None:
