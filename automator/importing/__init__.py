@@ -11,7 +11,7 @@ and `events` run the imports; `report` counts and passes on what was found.
 
 from automator.importing.contacts import contact_data, import_contacts
 from automator.importing.events import event_key, import_events
-from automator.importing.files import read_coupon_codes, read_records
+from automator.importing.files import read_coupon_codes
 from automator.importing.records import ContactRecord, EventRecord, normalize_email, parse_timestamp
 from automator.importing.report import ImportReport, RecordWarning, Watcher
 
@@ -28,5 +28,4 @@ __all__ = [
     "normalize_email",
     "parse_timestamp",
     "read_coupon_codes",
-    "read_records",
 ]

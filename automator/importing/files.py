@@ -25,13 +25,6 @@ from automator.importing.report import RecordWarning
 Record = tuple[int, dict[str, Any] | ImportRecordError, bool]
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | ImportRecordError]]:
-    """(line number, record or error) for each record of a .csv or .jsonl file."""
-    with RecordFile(path) as records:
-        for line, record, _ in records:
-            yield line, record
-
-
 class RecordFile:
     """A .csv or .jsonl file open for reading, record by record; `warn` hears of a CSV row
     shorter than its header."""
