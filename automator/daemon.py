@@ -71,7 +71,8 @@ class SingleDaemonLock:
 
     def __init__(self, database_url: str) -> None:
         database = make_url(database_url).database or ""
-        self.path = Path(f"{database}.daemon.lock")
+        # Beside the file itself: a second path to it (a symlink) must find the same lock.
+        self.path = Path(f"{os.path.realpath(database)}.daemon.lock")
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import pytest
+from sqlalchemy import make_url
 
 from automator.daemon import Daemon, DaemonOptions
 from automator.engine import Engine
@@ -294,13 +295,22 @@ def test_sigint_stops_the_daemon_like_sigterm(start_daemon) -> None:
 
 
 @pytest.mark.sqlite_only  # one daemon per SQLite file
-def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(start_daemon, project_dir, daemon_env) -> None:
+@pytest.mark.parametrize("path", ["same", "symlink"])
+def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(
+    start_daemon, project_dir, daemon_env, database_url, tmp_path, path
+) -> None:
     first = start_daemon()
     first.wait_until(lambda: first.logged("daemon started"), STARTUP, "start")
+    env = dict(daemon_env)
+    if path == "symlink":  # another name for the same file
+        link = tmp_path / "elsewhere" / "link.db"
+        link.parent.mkdir()
+        link.symlink_to(make_url(database_url).database or "")
+        env["AUTOMATOR_DATABASE_URL"] = f"sqlite:///{link}"
 
     second = subprocess.run(
         [*AUTOMATOR, "--project", str(project_dir), "run"],
-        env=daemon_env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=STARTUP,
@@ -313,6 +323,15 @@ def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(start_daemon, proje
     )
     assert first.process.poll() is None  # the first one is unaffected
     assert first.stop()[0] == 0
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf"])
+@pytest.mark.parametrize("option", ["--tick-interval", "--dispatch-interval"])
+def test_an_interval_that_is_no_positive_number_of_seconds_is_refused(cli, option, value) -> None:
+    result = cli("run", option, value)
+
+    assert result.exit_code == 2
+    assert f"{value} is not between 0.1 and 86400 seconds" in result.stderr
 
 
 def test_status_shows_whether_a_daemon_is_running(start_daemon, cli) -> None:
