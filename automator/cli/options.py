@@ -45,3 +45,11 @@ def email_address(value: str) -> str:
         return normalize_email(value)
     except ValueError as exc:
         raise AutomatorError(str(exc)) from exc
+
+
+def seconds_between(value: float) -> float:
+    """A daemon's interval: at least a tenth of a second (zero or less would spin), at most
+    a day; `nan` and `inf` are no intervals either."""
+    if not 0.1 <= value <= 86_400:
+        raise typer.BadParameter(f"{value:g} is not between 0.1 and 86400 seconds")
+    return value

@@ -13,7 +13,7 @@ import typer
 
 from automator.cli.console import HOST as CONSOLE_HOST
 from automator.cli.console import PORT as CONSOLE_PORT
-from automator.cli.options import NowOption, parse_now
+from automator.cli.options import NowOption, parse_now, seconds_between
 from automator.cli.output import reports_errors, say
 from automator.cli.state import state
 from automator.display import printable
@@ -143,8 +143,12 @@ def _print_tick(report: TickReport) -> None:
 
 @reports_errors
 def run_daemon(
-    tick_interval: Annotated[float, typer.Option(help="Seconds between rule evaluations.")] = 60.0,
-    dispatch_interval: Annotated[float, typer.Option(help="Seconds between dispatch passes.")] = 2.0,
+    tick_interval: Annotated[
+        float, typer.Option(callback=seconds_between, help="Seconds between rule evaluations.")
+    ] = 60.0,
+    dispatch_interval: Annotated[
+        float, typer.Option(callback=seconds_between, help="Seconds between dispatch passes.")
+    ] = 2.0,
     dispatch_batch: Annotated[
         int, typer.Option(min=1, help="Messages claimed at a time (daemons sharing a database take turns).")
     ] = 500,
