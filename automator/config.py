@@ -20,6 +20,10 @@ from automator.model_base import MAX_PRIORITY
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+# sqlite:///automator.db, sqlite+pysqlite:///data/a.db?timeout=5: a file named by a path
+# that does not start at the root (sqlite:////var/lib/a.db does) or with a URI's "file:".
+_RELATIVE_SQLITE = re.compile(r"(?P<scheme>sqlite(?:\+\w+)?:///)(?P<path>(?!/|file:)[^?]+)(?P<query>\?.*)?")
+
 ENVIRONMENT = {
     "AUTOMATOR_DATABASE_URL": "database_url",
     "AUTOMATOR_OUTBOX": "outbox",
@@ -161,7 +165,14 @@ class Settings(BaseModel):
 
     @property
     def database(self) -> str:
-        return self.database_url or f"sqlite:///{(self.project / 'automator.db').resolve()}"
+        """The database's URL; a SQLite file named by a relative path is in the project, as
+        the default automator.db is, wherever the command runs from."""
+        if not self.database_url:
+            return f"sqlite:///{(self.project / 'automator.db').resolve()}"
+        relative = _RELATIVE_SQLITE.fullmatch(self.database_url)
+        if relative is None or relative["path"] == ":memory:":
+            return self.database_url
+        return f"{relative['scheme']}{(self.project / relative['path']).resolve()}{relative['query'] or ''}"
 
 
 def load_settings(project: Path, environ: dict[str, str] | None = None) -> Settings:

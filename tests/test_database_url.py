@@ -1,0 +1,55 @@
+"""Where a SQLite database named by a relative path is: in the project, as the default
+automator.db is, whichever directory the command runs from."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from automator.config import load_settings
+from tests.test_daemon import AUTOMATOR
+
+
+@pytest.mark.parametrize(
+    ("url", "database"),
+    [
+        ("sqlite:///automator.db", "sqlite:///{project}/automator.db"),
+        ("sqlite+pysqlite:///data/shop.db?timeout=5", "sqlite+pysqlite:///{project}/data/shop.db?timeout=5"),
+        ("sqlite:////var/lib/automator/shop.db", "sqlite:////var/lib/automator/shop.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("postgresql+psycopg://lan@127.0.0.1/shop", "postgresql+psycopg://lan@127.0.0.1/shop"),
+    ],
+)
+def test_a_relative_sqlite_path_is_in_the_project(tmp_path: Path, url: str, database: str) -> None:
+    settings = load_settings(tmp_path, {"AUTOMATOR_DATABASE_URL": url})
+
+    assert settings.database == database.format(project=tmp_path.resolve())
+
+
+@pytest.mark.sqlite_only
+def test_the_database_url_of_automator_toml_is_read_from_the_project_wherever_one_runs(
+    project_dir: Path, process_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = project_dir / "automator.toml"
+    text = settings.read_text(encoding="utf-8").replace(
+        '# database_url = "sqlite:///automator.db"', 'database_url = "sqlite:///shop.db"'
+    )
+    settings.write_text(text, encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {name: value for name, value in process_env.items() if name != "AUTOMATOR_DATABASE_URL"}
+
+    done = subprocess.run(
+        [*AUTOMATOR, "--project", str(project_dir), "db", "upgrade"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert (project_dir / "shop.db").exists()
+    assert list(elsewhere.iterdir()) == []
