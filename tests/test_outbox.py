@@ -208,3 +208,17 @@ def test_file_transport_reports_an_unwritable_outbox_for_each_email_of_a_batch(t
     outcomes = asyncio.run(FileTransport(tmp_path / "outbox").send_many([outgoing(1), outgoing(2)]))
 
     assert [type(outcome) for outcome in outcomes] == [TemporaryDeliveryError, TemporaryDeliveryError]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_write_to_a_full_disk_leaves_no_temporary_file(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    # The temporary file's name leads to a device whose every write fails: the disk is full.
+    (outbox / ".1_shop.example.eml.tmp").symlink_to("/dev/full")
+
+    [outcome] = asyncio.run(FileTransport(outbox).send_many([outgoing(1)]))
+
+    assert isinstance(outcome, TemporaryDeliveryError)
+    assert "No space left on device" in str(outcome)
+    assert list(outbox.iterdir()) == []

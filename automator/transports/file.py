@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -79,13 +80,19 @@ class FileTransport(Transport):
 
 
 def _write_file(folder: str, name: str, data: bytes) -> None:
-    """`data` as `folder/name`, through a temporary file beside it and a rename."""
+    """`data` as `folder/name`, through a temporary file beside it and a rename; a write that
+    fails (a full disk) takes its temporary file away with it."""
     temporary = f"{folder}/.{name}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, f"{folder}/{name}")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, f"{folder}/{name}")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
