@@ -192,7 +192,16 @@ def read_settings(project: Path, environ: dict[str, str] | None = None) -> tuple
     values: dict[str, Any] = {}
     problems: list[ConfigError] = []
     path = project / "automator.toml"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = ""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except OSError as exc:
+        problems.append(ConfigError(f"automator.toml: cannot be read: {exc.strerror}"))
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        problems.append(
+            ConfigError(f"automator.toml:{line}: not UTF-8 text: byte 0x{exc.object[exc.start]:02x}")
+        )
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -70,6 +70,8 @@ def read_journey(rules_dir: Path, display_root: Path) -> tuple[Journey | None, l
     shown = str(path.relative_to(display_root)) if path.is_relative_to(display_root) else str(path)
     try:
         data, lines = load_yaml(path)
+    except OSError as exc:
+        return None, [RuleError(shown, None, None, f"cannot be read: {exc.strerror}")]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         message = f"not valid YAML: {getattr(exc, 'problem', exc)}"

@@ -92,6 +92,8 @@ def load_rule(path: Path, journey: Journey | None, shown: str) -> Rule:
     """Parse and validate one rule file. Raises RuleErrors listing every problem found."""
     try:
         data, lines = load_yaml(path)
+    except OSError as exc:
+        raise RuleErrors([RuleError(shown, None, None, f"cannot be read: {exc.strerror}")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

@@ -89,7 +89,7 @@ def _trees(env: jinja2.Environment, file: str) -> dict[str, nodes.Template] | No
             continue
         try:
             trees[current] = _parsed(env, current, env.loader.get_source(env, current)[0])
-        except jinja2.TemplateError:
+        except (jinja2.TemplateError, UnicodeDecodeError, OSError):  # `Templates.check` reports it
             return None
         waiting.extend(other for other in meta.find_referenced_templates(trees[current]) if other)
     return trees

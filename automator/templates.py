@@ -196,7 +196,15 @@ class Templates:
                 )
             ]
         except jinja2.TemplateNotFound as exc:
+            if exc.name == name:  # found by the folder's listing, yet no file: a folder
+                return [TemplateError(f"email_templates/{name}", None, "cannot be read: not a file")]
             return [TemplateError(f"email_templates/{name}", None, f"includes missing template {exc.name}")]
+        except UnicodeDecodeError as exc:  # of this file or one it includes: the message says which byte
+            line = exc.object.count(b"\n", 0, exc.start) + 1
+            byte = f"byte 0x{exc.object[exc.start]:02x}"
+            return [TemplateError(f"email_templates/{name}", line, f"not UTF-8 text: {byte}")]
+        except OSError as exc:
+            return [TemplateError(f"email_templates/{name}", None, f"cannot be read: {exc.strerror}")]
         return []
 
     def reads_any(self, name: str, names: frozenset[str]) -> bool:

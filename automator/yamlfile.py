@@ -32,9 +32,18 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
 def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """Parse a YAML file; return its data and a map from dotted paths to line numbers.
 
-    Raises yaml.YAMLError (with a mark) when the file does not parse.
+    Raises yaml.YAMLError (with a mark) when the file does not parse or is not UTF-8 text,
+    OSError when it cannot be read (a folder, no permission).
     """
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start)
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1)
+        mark = yaml.Mark(str(path), exc.start, line, column, None, exc.start)
+        byte = raw[exc.start]
+        raise yaml.MarkedYAMLError(problem=f"not UTF-8 text: byte 0x{byte:02x}", problem_mark=mark) from exc
     try:
         loader = _LineLoader(text)
         try:

@@ -183,6 +183,63 @@ def test_check_never_shows_a_traceback(cli, cart_rule):
     assert "Traceback" not in result.output
 
 
+def spoil(path: Path) -> None:
+    """A byte that is not UTF-8 at the start of a new line 2."""
+    path.write_bytes(path.read_bytes().split(b"\n", 1)[0] + b"\n\xff rest\n")
+
+
+def folder_in_place(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("path", "spoiled", "reported"),
+    [
+        (
+            "rules/abandoned_cart.yaml",
+            spoil,
+            "rules/abandoned_cart.yaml:2: not valid YAML: not UTF-8 text: byte 0xff",
+        ),
+        (
+            "rules/abandoned_cart.yaml",
+            folder_in_place,
+            "rules/abandoned_cart.yaml: cannot be read: Is a directory",
+        ),
+        ("rules/journey.yaml", folder_in_place, "rules/journey.yaml: cannot be read: Is a directory"),
+        ("automator.toml", spoil, "automator.toml:2: not UTF-8 text: byte 0xff"),
+        ("automator.toml", folder_in_place, "automator.toml: cannot be read: Is a directory"),
+        (
+            "email_templates/renewal_offer/body.txt",
+            spoil,
+            "email_templates/renewal_offer/body.txt:2: not UTF-8 text: byte 0xff",
+        ),
+        (
+            "email_templates/renewal_offer/body.txt",
+            folder_in_place,
+            "email_templates/renewal_offer/body.txt: cannot be read: not a file",
+        ),
+    ],
+    ids=[
+        "rule-bytes",
+        "rule-folder",
+        "journey-folder",
+        "toml-bytes",
+        "toml-folder",
+        "template-bytes",
+        "template-folder",
+    ],
+)
+def test_a_file_that_cannot_be_read_as_text_is_one_line_naming_it(cli, project_dir, path, spoiled, reported):
+    spoiled(project_dir / path)
+
+    result = cli("check")
+
+    assert result.exit_code == 1
+    assert reported in lines(result)
+    assert "Traceback" not in result.output
+
+
 def test_a_bad_setting_is_one_readable_line(cli, project_dir):
     toml = project_dir / "automator.toml"
     line = edit(toml, 'timezone = "Asia/Ho_Chi_Minh"', 'timezone = "Asia/Saigon City"')
