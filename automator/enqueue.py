@@ -181,10 +181,12 @@ class Drafting:
         return send_at
 
 
-def skip(draft: Draft, outcome: str, reason: str, now: datetime) -> None:
-    """Record the draft as skipped by the rule's own terms: never rendered nor sent, and
-    "gone" now, so that a journey's next step counts its delay from here."""
-    draft.values["status"], draft.values["sent_at"] = Status.SKIPPED.value, now
+def skip(draft: Draft, outcome: str, reason: str, now: datetime, goes_on: bool = True) -> None:
+    """Record the draft as skipped by the rule's own terms: never rendered nor sent. A step
+    whose `when` does not hold is "gone" now, so that the journey's next step counts its
+    delay from here; a journey the `limit` does not let start (`goes_on` false) has no
+    time it went, and no later step follows it."""
+    draft.values["status"], draft.values["sent_at"] = Status.SKIPPED.value, now if goes_on else None
     draft.outcome, draft.reason = outcome, reason
 
 
@@ -205,7 +207,8 @@ def _apply_limit(session: Session, rule: Rule, drafts: list[Draft], now: datetim
         before = journeys.in_span(started.get(draft.values["contact_id"], []), due, limit.per)
         if len(before) >= limit.max:
             per, last = format_duration(limit.per), shown_at(max(before))
-            skip(draft, "skipped: limit", f"limit: at most {limit.max} per {per}; last on {last}", now)
+            why = f"limit: at most {limit.max} per {per}; last on {last}"
+            skip(draft, "skipped: limit", why, now, goes_on=False)
         else:
             started.setdefault(draft.values["contact_id"], []).append(due)
 

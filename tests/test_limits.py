@@ -135,3 +135,32 @@ def test_a_schedule_over_its_limit_writes_nothing_until_the_span_has_passed(
 
     deals = sorted((m.occurred_at, m.status) for m in all_messages(store) if m.rule_id == "daily_deal")
     assert deals == [(utc("2026-12-01 02:00"), "sent"), (utc("2026-12-08 02:00"), "sent")]
+
+
+JOURNEY = """\
+id: browse_series
+stages: [awareness, consideration]
+trigger: {event: product_viewed, delay: 1h}
+limit: {max: 1, per: 7d}
+steps:
+  - send: {template: browse}
+  - delay: 1d
+    send: {template: browse}
+"""
+
+
+def test_a_journey_the_limit_keeps_from_starting_sends_no_later_step(project_dir, make_event, store, cli):
+    (project_dir / "rules" / "browse_reminder.yaml").unlink()
+    (project_dir / "rules" / "browse_series.yaml").write_text(JOURNEY, encoding="utf-8")
+    make_event("product_viewed", utc("2026-12-01 09:00"), id="view-1")
+    make_event("product_viewed", utc("2026-12-01 15:00"), id="view-2")
+    for moment in ("2026-12-01T10:00Z", "2026-12-01T16:00Z", "2026-12-02T10:00Z", "2026-12-02T16:00Z"):
+        assert cli("tick", "--now", moment).exit_code == 0  # reads the rule files as they are now
+
+    series = sorted(
+        (m.occurrence, m.step, m.status) for m in all_messages(store) if m.rule_id == "browse_series"
+    )
+    shown = cli("contacts", "show", "lan@example.com").stdout
+
+    assert series == [("view-1", 1, "sent"), ("view-1#2", 2, "sent"), ("view-2", 1, "skipped")]
+    assert "browse_series: finished (step 2 of 2 sent 2026-12-02 10:00Z)" in shown

@@ -129,7 +129,7 @@ def stopped(
     left: the contact reached the goal or had a cancel_if event since the journey began,
     or left the rule's stages (the next step is then never queued). None while it goes on.
     With `now`, as it was then: the events by then, the stage then."""
-    if row.status not in WENT or row.step >= len(rule.journey):
+    if row.status not in WENT or row.step >= len(rule.journey) or row.sent_at is None:
         return None
     kinds = rule.cancel_events
     if kinds:
@@ -173,6 +173,8 @@ def describe(rule: Rule, row: Any, stopped: str | None = None, zone: tzinfo | No
     it goes no further though steps are left."""
     step, steps, status = row.step, len(rule.journey), row.status
     of = f"step {step} of {steps}"
+    if status == Status.SKIPPED and row.sent_at is None:  # the limit kept the journey from starting
+        return f"ended at {of}: {row.reason or status}"
     if status in WENT:
         went = f"{of} {status} {shown_at(row.sent_at, zone)}"
         if step == steps:
