@@ -46,6 +46,7 @@ class Explanation:
     checks: list[Check] = field(default_factory=list)
     verdict: str = NOT_ELIGIBLE
     reason: str = ""
+    step: int = 1  # of a journey: the step the verdict is about (what `preview` renders)
 
     @property
     def headline(self) -> str:
@@ -207,10 +208,11 @@ class _Explaining:
             return _of_message(self.session, message, self.now)
         mine = {m.step: m for m in self.mine if m.occurrence == step_occurrence(message.occurrence, m.step)}
         last = mine[max(mine)]
+        self.result.step = last.step
         if last.status not in WENT or last.step == steps or last.sent_at is None or last.sent_at > self.now:
             verdict, reason = _of_message(self.session, last, self.now)
             return verdict, f"step {last.step} of {steps}: {reason}"
-        following = last.step + 1
+        following = self.result.step = last.step + 1
         of = f"step {following} of {steps}"
         ended = stopped(self.session, self.rule, self.contact.id or 0, last, shown_zone(), self.now)
         if ended:

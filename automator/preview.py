@@ -38,7 +38,7 @@ def checked_preview(
     date is a NotFoundError naming what is missing, as with `preview`."""
     explanation = explain(store, settings, rule, email, now, runs)
     if explanation.eligible or force:
-        return explanation, preview(store, renderer, rule, email, now, settings.zone)
+        return explanation, preview(store, renderer, rule, email, now, settings.zone, explanation.step)
     if any(check.check == "trigger" and check.passed is False for check in explanation.checks):
         with store.session() as session:
             contact = contacts.by_email(session, email)
@@ -48,9 +48,16 @@ def checked_preview(
 
 
 def preview(
-    store: Store, renderer: Renderer, rule: Rule, email: str, now: datetime, zone: ZoneInfo = ZoneInfo("UTC")
+    store: Store,
+    renderer: Renderer,
+    rule: Rule,
+    email: str,
+    now: datetime,
+    zone: ZoneInfo = ZoneInfo("UTC"),
+    step: int = 1,
 ) -> Rendered:
-    """Render what `rule` would send `email` as of `now`, storing and sending nothing.
+    """Render what `rule` would send `email` as of `now` (for a journey, its `step`),
+    storing and sending nothing.
 
     Event rules use the contact's latest event of the trigger's type; date rules the
     contact's date attribute, a yearly one this year's date in the contact's zone (else
@@ -69,8 +76,8 @@ def preview(
             occurred_at=occurred_at,
             event_id=event_id,
             status="preview",
-            step=1,
-            variant=rule.step(1).send.choose(rule.id, contact.id or 0),
+            step=step,
+            variant=rule.step(step).send.choose(rule.id, contact.id or 0),
             due_at=occurred_at + rule.offset,
             send_at=max(now, occurred_at + rule.offset),
             expires_at=now,

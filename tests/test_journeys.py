@@ -307,6 +307,30 @@ def test_explain_follows_the_journey_to_its_next_step_as_the_tick_does(
     assert explained(cli, "2026-12-08T09:00Z") == "sent (step 4 of 4: message 4 at 2026-12-07 09:30Z)"
 
 
+def test_preview_renders_the_step_its_verdict_is_about(make_contact, make_event, tick, cli) -> None:
+    signed_up(make_contact, make_event)
+    tick(utc("2026-12-01 09:00"))
+
+    def previewed(now: str) -> tuple[str, str]:
+        result = cli("preview", "welcome_series", "--contact", "lan@example.com", "--now", now, "--force")
+        assert result.exit_code == 0, result.output
+        subject = next(line for line in result.stdout.splitlines() if line.startswith("Subject: "))
+        return result.stderr.strip().split(": ", 1)[1].removeprefix(
+            "lan@example.com would not get it: "
+        ), subject
+
+    assert previewed("2026-12-01T10:00Z") == (
+        "not yet due (step 2 of 4 due at 2026-12-03 09:00Z)",
+        "Subject: Welcome 2",
+    )
+    assert previewed("2026-12-03T09:30Z") == ("would queue now: step 2 of 4", "Subject: Welcome 2")
+    tick(utc("2026-12-03 09:30"))
+    tick(utc("2026-12-06 09:30"))
+    tick(utc("2026-12-07 09:30"))
+    verdict, subject = previewed("2026-12-08T09:00Z")
+    assert (verdict.split(":")[0], subject) == ("sent (step 4 of 4", "Subject: Welcome 4")
+
+
 def test_explains_checks_follow_the_journey_to_its_next_step(make_contact, make_event, tick, cli) -> None:
     signed_up(make_contact, make_event, locale="en")
     tick(utc("2026-12-01 09:00"))
