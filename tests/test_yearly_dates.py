@@ -4,6 +4,7 @@ in other years. On both stores."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,32 @@ def test_an_upgraded_database_has_the_month_day_and_zone_indexes(request, projec
         names = set(connection.execute(text(listing)).scalars())
     engine.dispose()
     assert {"ix_contact_date_name_month_day", "ix_contact_timezone"} <= names
+
+
+@pytest.mark.parametrize(
+    ("now", "verdict", "trigger"),
+    [
+        # A week before this year's birthday, last year's long past: this year's is coming.
+        ("2027-05-09T09:00:00Z", "not yet due", "birthday 2000-02-29"),
+        ("2027-05-17T09:00:00Z", "sent", "birthday 2000-02-29"),  # the day after: the one that went
+    ],
+)
+def test_explain_names_the_nearer_years_birthday_and_its_own_date(
+    make_contact, tick, cli, now, verdict, trigger
+):
+    make_contact("lan@example.com", first_name="Lan", birthday="1990-05-17")
+    make_contact("minh@example.com", first_name="Minh", birthday="2000-02-29")
+    for year in (2026, 2027):  # Lan's birthday at midnight waits for the quiet hours to end
+        tick(utc(f"{year}-05-16 17:00"))
+        tick(utc(f"{year}-05-17 01:00"))
+
+    lan = json.loads(
+        cli("explain", "birthday", "--contact", "lan@example.com", "--now", now, "--json").stdout
+    )
+    minh = json.loads(
+        cli("explain", "birthday", "--contact", "minh@example.com", "--now", now, "--json").stdout
+    )
+
+    assert lan["verdict"] == verdict
+    [seen] = [check["saw"] for check in minh["checks"] if check["check"] == "trigger"]
+    assert seen.startswith(trigger)  # the date as given, not as a UTC time on the day before

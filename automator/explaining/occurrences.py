@@ -84,13 +84,19 @@ def latest(
 
 
 def this_year(rule: Rule, trigger: DateTrigger, value: datetime, zone: ZoneInfo, now: datetime) -> Occurrence:
-    """A yearly date's occurrence as of now: the year's whose send time is the latest by
-    now, else the next one."""
+    """A yearly date's occurrence as of now: the latest one due by now while it may still
+    go (its max lateness not passed); else the nearer of the one before and the next, so
+    that a week before this year's birthday it is this year's, and a day after, this one."""
     year = local_year(now, zone)
     dated = [(anniversary(value, zone, y), y) for y in (year - 1, year, year + 1)]
     past = [(moment, y) for moment, y in dated if moment + rule.offset <= now]
-    moment, chosen = past[-1] if past else dated[0]
-    shown = f"{trigger.attribute} {value:%Y-%m-%d} → {chosen}'s: {at(moment)} ({zone.key})"
+    coming = [(moment, y) for moment, y in dated if moment + rule.offset > now]
+    moment, chosen = coming[0] if coming else past[-1]
+    if past and coming:
+        since, until = now - (past[-1][0] + rule.offset), coming[0][0] + rule.offset - now
+        if since <= rule.lateness or since < until:
+            moment, chosen = past[-1]
+    shown = f"{trigger.attribute} {value.astimezone(zone):%Y-%m-%d} → {chosen}'s: {at(moment)} ({zone.key})"
     return Occurrence(moment, shown, key=f"{trigger.attribute}@{chosen}")
 
 
