@@ -223,6 +223,16 @@ class Daemon:
     async def evaluate(self) -> None:
         if self.stopping.is_set():
             return
+        try:
+            await self._evaluate()
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+            # Stopped while it waited for a dispatch to finish, or while a tick ran on in its
+            # thread (each rule's queueing commits on its own): an expected end.
+            log.info("tick cut short by the shutdown")
+
+    async def _evaluate(self) -> None:
         async with self.busy:
             now = self.clock()
             started = time.monotonic()

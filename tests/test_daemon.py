@@ -257,7 +257,8 @@ def test_sigterm_during_a_stalled_send_puts_the_message_back_within_the_grace(
 
     async def stop_while_stalled() -> float:
         transport = SmtpTransport(SmtpSettings.from_url(smtp_server.url(timeout=30)))
-        options = DaemonOptions(dispatch_interval=0.05, shutdown_grace=0.5)
+        # Ticks come due while the send stalls: they wait for it, and the shutdown ends the wait.
+        options = DaemonOptions(tick_interval=0.1, dispatch_interval=0.05, shutdown_grace=0.5)
         running = asyncio.create_task(Daemon(Engine(project, store, transport), options).run())
         deadline = time.monotonic() + STARTUP
         while statuses(store).get("sending") != 1:
