@@ -49,6 +49,11 @@ def holding_the_first_claim_open(monkeypatch: pytest.MonkeyPatch) -> tuple[threa
     return claimed, release
 
 
+def outcomes(taken) -> list[tuple[str, str]]:
+    """(rule, outcome) of each message a claim did not take."""
+    return [(one.rule_id, one.outcome) for one in taken.outcomes]
+
+
 def test_a_second_claim_of_a_contact_waits_for_the_first_and_respects_the_cap(
     project: Project,
     store: Store,
@@ -89,7 +94,7 @@ def test_a_second_claim_of_a_contact_waits_for_the_first_and_respects_the_cap(
 
     assert len(results["first"].messages) == 2
     assert results["second"].messages == []
-    assert results["second"].outcomes == [("abandoned_cart", "waiting: frequency cap")]
+    assert outcomes(results["second"]) == [("abandoned_cart", "waiting: frequency cap")]
     engine.close()
 
 
@@ -132,6 +137,6 @@ def test_a_claim_leaves_a_contact_another_claim_holds_for_later_and_takes_the_ot
 
     assert [message.email for message in results["first"].messages] == ["lan@example.com"] * 2
     assert [message.email for message in beside.messages] == ["hoa@example.com"]
-    assert (beside.outcomes, beside.more, waited) == ([], True, False)
-    assert (after.messages, after.outcomes) == ([], [("abandoned_cart", "waiting: frequency cap")])
+    assert (outcomes(beside), beside.more, waited) == ([], True, False)
+    assert (after.messages, outcomes(after)) == ([], [("abandoned_cart", "waiting: frequency cap")])
     engine.close()

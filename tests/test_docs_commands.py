@@ -77,11 +77,13 @@ SKIPPED = {
 
 # Commands that the docs' order leads to a refusal, with the exit code and the error.
 REFUSED: dict[str, tuple[int, str]] = {
-    # `preview` says first whether the contact would get the message; the README shows it
-    # refusing one she no longer would get (she ordered since), then `--force`.
+    # `preview` says first whether the contact would get the message, as of --now. After
+    # `make demo` she got it ("sent (message 1 at 2026-11-04 05:00Z)"); in this short walk,
+    # one tick on the 20th, nothing was queued for her cart of the 4th by the 5th, and its
+    # lateness had passed. The README's next line renders it all the same (`--force`).
     "automator preview abandoned_cart --contact lan@example.com --now 2026-11-05T12:00:00Z": (
         1,
-        r"lan@example\.com would not get it: not eligible: stage: retention",
+        r"lan@example\.com would not get it: not eligible: too late: due at 2026-11-04 04:30Z",
     ),
 }
 
