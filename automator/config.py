@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from automator.display import undecodable
 from automator.durations import parse_duration
 from automator.errors import ConfigError
 from automator.model_base import MAX_PRIORITY
@@ -198,10 +199,8 @@ def read_settings(project: Path, environ: dict[str, str] | None = None) -> tuple
     except OSError as exc:
         problems.append(ConfigError(f"automator.toml: cannot be read: {exc.strerror}"))
     except UnicodeDecodeError as exc:
-        line = exc.object.count(b"\n", 0, exc.start) + 1
-        problems.append(
-            ConfigError(f"automator.toml:{line}: not UTF-8 text: byte 0x{exc.object[exc.start]:02x}")
-        )
+        line, _, problem = undecodable(exc)
+        problems.append(ConfigError(f"automator.toml:{line}: {problem}"))
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -81,3 +81,12 @@ def hide_password(url: str) -> str:
     else:
         shown = url if parsed.password is None else parsed.render_as_string(hide_password=True)
     return _QUERY_PASSWORD.sub(r"\g<1>***", shown)  # libpq also takes one as ?password=…
+
+
+def undecodable(exc: UnicodeDecodeError) -> tuple[int, int, str]:
+    """Where a file's bytes stop being UTF-8, from the error of decoding them whole: its
+    line and column (from 1) and what is wrong, "not UTF-8 text: byte 0xff"."""
+    data = exc.object
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - data.rfind(b"\n", 0, exc.start)
+    return line, column, f"not UTF-8 text: byte 0x{data[exc.start]:02x}"

@@ -20,6 +20,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from automator.display import undecodable
 from automator.errors import TemplateError
 from automator.formats import local_date, local_datetime, money, number
 
@@ -200,9 +201,8 @@ class Templates:
                 return [TemplateError(f"email_templates/{name}", None, "cannot be read: not a file")]
             return [TemplateError(f"email_templates/{name}", None, f"includes missing template {exc.name}")]
         except UnicodeDecodeError as exc:  # of this file or one it includes: the message says which byte
-            line = exc.object.count(b"\n", 0, exc.start) + 1
-            byte = f"byte 0x{exc.object[exc.start]:02x}"
-            return [TemplateError(f"email_templates/{name}", line, f"not UTF-8 text: {byte}")]
+            line, _, problem = undecodable(exc)
+            return [TemplateError(f"email_templates/{name}", line, problem)]
         except OSError as exc:
             return [TemplateError(f"email_templates/{name}", None, f"cannot be read: {exc.strerror}")]
         return []

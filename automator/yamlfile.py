@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from automator.display import printable
+from automator.display import printable, undecodable
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -39,11 +39,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start)
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1)
-        mark = yaml.Mark(str(path), exc.start, line, column, None, exc.start)
-        byte = raw[exc.start]
-        raise yaml.MarkedYAMLError(problem=f"not UTF-8 text: byte 0x{byte:02x}", problem_mark=mark) from exc
+        line, column, problem = undecodable(exc)
+        mark = yaml.Mark(str(path), exc.start, line - 1, column - 1, None, exc.start)
+        raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark) from exc
     try:
         loader = _LineLoader(text)
         try:
