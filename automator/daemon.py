@@ -1,10 +1,11 @@
 """`automator run`: the scheduler daemon.
 
 APScheduler (3.x, AsyncIOScheduler) evaluates the rules every `tick_interval` seconds and
-dispatches due messages every `dispatch_interval` seconds. With a listen address it also
-serves the web app (unsubscribe links, health) with uvicorn on the same event loop. On
-SIGTERM/SIGINT it stops claiming, lets in-flight sends finish (or puts them back in the
-queue), stops the web server, and exits.
+dispatches due messages every `dispatch_interval` seconds, the two independently of each
+other. With a listen address it also serves the web app (unsubscribe links, health) with
+uvicorn on the same event loop. On SIGTERM/SIGINT it stops claiming, ends a running tick at
+its next chunk, lets in-flight sends finish (or puts them back in the queue), stops the web
+server, and exits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from automator.dispatch import BATCH
 from automator.dispatch.claims import ORPHANED
 from automator.engine import Engine, TickReport
 from automator.errors import AutomatorError
+from automator.pipeline import Stopped
 from automator.store import claims, heartbeats
 
 log = logging.getLogger("automator.daemon")
@@ -122,7 +125,14 @@ class Daemon:
         self.clock = clock
         self.dispatcher = engine.dispatcher(kind="daemon", clock=clock)
         self.stopping = asyncio.Event()
-        self.busy = asyncio.Lock()
+        # Held while a tick runs, and while a dispatch runs: the shutdown waits for both. A
+        # tick does not wait for a dispatch, nor a dispatch for a tick: a slow or hung SMTP
+        # server must not stop the rules being evaluated, and a tick beside a dispatch is
+        # what two processes on one database do already (the claims, the frequency cap and
+        # the coupons take their own locks in the database).
+        self.ticking = asyncio.Lock()
+        self.sending = asyncio.Lock()
+        self.halt = threading.Event()  # the tick's thread stops at its next chunk
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
@@ -178,22 +188,23 @@ class Daemon:
         if not self.stopping.is_set():
             log.info("stopping", extra={"fields": {"signal": signum}})
             self.stopping.set()
+            self.halt.set()
 
     async def drain(self, scheduler: AsyncIOScheduler) -> None:
-        """Let the running job finish its batch (bounded by the grace), cancel it past that,
-        then put back anything still `sending`.
+        """Let the running jobs finish (a tick, a dispatch's batch; bounded by the grace),
+        cancel them past that, then put back anything still `sending`.
 
         The scheduler is shut down only afterwards: its shutdown cancels running jobs, which
         would abandon sends mid-batch and re-queue messages the server had already taken.
         """
-        try:
-            await asyncio.wait_for(self.busy.acquire(), self.options.shutdown_grace)
-        except TimeoutError:
-            scheduler.shutdown(wait=False)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.busy.acquire(), 5)  # the cancelled job unwinding
-        else:
-            scheduler.shutdown(wait=False)
+        scheduler.pause()  # no job starts from now on: one begun now would be cut off unstarted
+        idle = [asyncio.ensure_future(lock.acquire()) for lock in (self.ticking, self.sending)]
+        _, running = await asyncio.wait(idle, timeout=self.options.shutdown_grace)
+        scheduler.shutdown(wait=False)
+        if running:
+            await asyncio.wait(running, timeout=5)  # the cancelled jobs unwinding
+            for waiting in running:
+                waiting.cancel()
         self.release_in_flight()
 
     def release_orphans(self) -> None:
@@ -225,19 +236,19 @@ class Daemon:
             return
         try:
             await self._evaluate()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Stopped):
             if not self.stopping.is_set():
                 raise
-            # Stopped while it waited for a dispatch to finish, or while a tick ran on in its
-            # thread (each rule's queueing commits on its own): an expected end.
+            # Stopped between two chunks (what was not committed is undone, the next tick
+            # queues it), or cancelled past the grace: an expected end.
             log.info("tick cut short by the shutdown")
 
     async def _evaluate(self) -> None:
-        async with self.busy:
+        async with self.ticking:
             now = self.clock()
             started = time.monotonic()
             report = TickReport(now)
-            await asyncio.to_thread(self.engine.evaluate, now, report)
+            await asyncio.to_thread(self.engine.evaluate, now, report, self.halt)
             self.beat("tick", now)
             log.info(
                 "tick",
@@ -258,7 +269,7 @@ class Daemon:
     async def dispatch(self) -> None:
         if self.stopping.is_set():
             return
-        async with self.busy:
+        async with self.sending:
             now = self.clock()
             report = TickReport(now)
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -63,18 +64,20 @@ class Engine:
                 report.rule(rule.id).waiting = messages.waiting(session, rule.id, now)
         return report
 
-    def evaluate(self, now: datetime, report: TickReport) -> None:
+    def evaluate(self, now: datetime, report: TickReport, stop: threading.Event | None = None) -> None:
         """Enqueue every due occurrence of every rule, the highest priority first; a failing
         rule is reported and skipped.
 
         The rules' candidates are looked up one after the other in a thread of their own
         while the tick's thread queues them, as they are found: SQLite reads from its own
-        snapshot without blocking the writer, and the lookups' SQL runs without the GIL."""
+        snapshot without blocking the writer, and the lookups' SQL runs without the GIL.
+
+        `stop`, once set, ends the tick before its next chunk with `pipeline.Stopped`."""
         with self.store.evaluating(), _collecting_young_objects_only():
-            self._evaluate(now, report)
+            self._evaluate(now, report, stop)
             self._forget_seen_changes()
 
-    def _evaluate(self, now: datetime, report: TickReport) -> None:
+    def _evaluate(self, now: datetime, report: TickReport, stop: threading.Event | None) -> None:
         for rule in self.project.rules:
             report.rule(rule.id)  # the summary lists the rules in the project's order
         rules = sorted(self.project.rules, key=lambda rule: -priority(self.settings, rule))
@@ -82,7 +85,7 @@ class Engine:
         work = [(rule, lookup) for rule in rules for lookup in lookups_of(rule)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
             finder.submit(look_up_each, self.store, self.settings.zone, work, now)
-            pipeline = Pipeline(self.store, self.render_pool, self.settings, now)
+            pipeline = Pipeline(self.store, self.render_pool, self.settings, now, stop)
             try:
                 for rule, lookup in work:
                     pipeline.queue(Queueing(rule, lookup, report.rule(rule.id)))

@@ -7,6 +7,7 @@ builds one per tick."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,12 @@ AHEAD = 2
 # Messages written before the tick's transaction is committed, also within a rule (see
 # Writes): about half a second of the write lock at the pace of a big first tick.
 COMMIT_EVERY = 2000
+
+
+class Stopped(BaseException):
+    """The tick was asked to stop (its daemon is shutting down). A BaseException, so that
+    no rule's error handling takes it for the rule's failure: the tick ends where it is,
+    what is not committed is undone, and the next tick queues it."""
 
 
 @dataclass(eq=False)
@@ -104,11 +111,19 @@ class Pipeline:
     are written. A rule's watermark is kept with the commit of its last chunk (see Writes);
     its counts are reported as its chunks are committed."""
 
-    def __init__(self, store: Store, pool: RenderPool, settings: Settings, now: datetime) -> None:
+    def __init__(
+        self,
+        store: Store,
+        pool: RenderPool,
+        settings: Settings,
+        now: datetime,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.store = store
         self.pool = pool
         self.settings = settings
         self.now = now
+        self.stop = stop  # set: `Stopped` before the next chunk
         self.started: deque[tuple[Queueing, list[Candidate], Prepared | None]] = deque()
         self.writes = Writes(store)
         self._uncommitted: list[Queueing] = []  # rules with chunks in the open transaction
@@ -121,6 +136,7 @@ class Pipeline:
         try:
             if can_overlap(rule):
                 for chunk in queueing.lookup.chunks():
+                    self._go_on()
                     self.started.append((queueing, chunk, self.prepare_chunk(rule, chunk)))
                     queueing.in_flight += 1
                     if len(self.started) > AHEAD:
@@ -130,6 +146,7 @@ class Pipeline:
                 # time, after what is in flight.
                 self.drain()
                 for chunk in queueing.lookup.chunks():
+                    self._go_on()
                     self._written(queueing, self.enqueue_chunk(rule, chunk))
         except TransactionLost as exc:
             queueing.lookup.abandon()
@@ -141,6 +158,10 @@ class Pipeline:
             queueing.failed = True
         queueing.taken = True
         self._settle(queueing)
+
+    def _go_on(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
 
     def drain(self) -> None:
         while self.started:

@@ -221,12 +221,14 @@ def _stored(result: Rendered | Failed, packs: bool) -> Result:
 
 class RenderPool:
     """Renders chunks for storage on `workers` processes (None: one per core but one, the
-    caller's; 0: none, all in the calling process)."""
+    caller's; 0: none, all in the calling process). A daemon's tick and dispatch use it from
+    their own threads at once: the workers are started, and stopped, under a lock."""
 
     def __init__(self, renderer: Renderer, workers: int | None = None) -> None:
         self.renderer = renderer
         self.workers = (os.cpu_count() or 1) - 1 if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
+        self._starting = threading.Lock()
 
     def store_each(self, jobs: list[RenderJob]) -> list[Result]:
         return self.start(jobs).results()
@@ -279,20 +281,22 @@ class RenderPool:
         return function(items)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        with self._starting:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     def _started(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            templates, links = self.renderer.templates, self.renderer.links
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(str(templates.root), templates.timezone, links, self.renderer.packs),
-            )
-        return self._pool
+        with self._starting:
+            if self._pool is None:
+                templates, links = self.renderer.templates, self.renderer.links
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(str(templates.root), templates.timezone, links, self.renderer.packs),
+                )
+            return self._pool
 
 
 class Rendering:

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -29,7 +30,8 @@ import pytest
 from sqlalchemy import make_url
 
 from automator.daemon import Daemon, DaemonOptions
-from automator.engine import Engine
+from automator.engine import Engine, TickReport
+from automator.pipeline import Stopped
 from automator.project import Project
 from automator.store import Store, messages, suppressions
 from automator.store.messages import QueueFilter
@@ -168,6 +170,30 @@ def message_ids_received(server: LoopbackSmtpServer) -> dict[str, list[str]]:
     return found
 
 
+class InProcessDaemon:
+    """A daemon on the test's event loop, with a short grace (0.5 s) and quick ticks (0.1 s)
+    and dispatches (0.05 s), sending to `smtp_server` with a 30 s timeout."""
+
+    def __init__(self, project: Project, store: Store, smtp_server: LoopbackSmtpServer) -> None:
+        self.transport = SmtpTransport(SmtpSettings.from_url(smtp_server.url(timeout=30)))
+        options = DaemonOptions(tick_interval=0.1, dispatch_interval=0.05, shutdown_grace=0.5)
+        self.running = asyncio.create_task(Daemon(Engine(project, store, self.transport), options).run())
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        """Poll `condition` until it holds; fail if STARTUP passes or the daemon ends."""
+        deadline = time.monotonic() + STARTUP
+        while not condition():
+            assert not self.running.done(), f"the daemon ended before the {what}"
+            assert time.monotonic() < deadline, f"no {what} within {STARTUP:g} s"
+            await asyncio.sleep(0.05)
+
+    async def sigterm(self) -> None:
+        """SIGTERM (caught by the daemon's handler on this loop), and wait for it to end."""
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(self.running, STOP)
+        await asyncio.wait_for(self.transport.close(), STOP)
+
+
 @pytest.mark.sqlite_only  # the single-daemon lock re-queues at start-up; on PostgreSQL leases expire
 def test_a_daemon_killed_mid_batch_loses_nothing_and_resends_with_the_same_message_id(
     start_daemon, carts_due, smtp_server, store, daemon_env, capsys, record_property
@@ -256,18 +282,11 @@ def test_sigterm_during_a_stalled_send_puts_the_message_back_within_the_grace(
     smtp_server.mode, smtp_server.stall_seconds = "stall", 30
 
     async def stop_while_stalled() -> float:
-        transport = SmtpTransport(SmtpSettings.from_url(smtp_server.url(timeout=30)))
-        # Ticks come due while the send stalls: they wait for it, and the shutdown ends the wait.
-        options = DaemonOptions(tick_interval=0.1, dispatch_interval=0.05, shutdown_grace=0.5)
-        running = asyncio.create_task(Daemon(Engine(project, store, transport), options).run())
-        deadline = time.monotonic() + STARTUP
-        while statuses(store).get("sending") != 1:
-            assert not running.done() and time.monotonic() < deadline, "the message was never claimed"
-            await asyncio.sleep(0.05)
+        # Ticks run on while the send stalls; the shutdown waits for both, within the grace.
+        daemon = InProcessDaemon(project, store, smtp_server)
+        await daemon.until(lambda: statuses(store).get("sending") == 1, "claim of the message")
         started = time.monotonic()
-        os.kill(os.getpid(), signal.SIGTERM)  # caught by the daemon's handler on this loop
-        await asyncio.wait_for(running, STOP)
-        await asyncio.wait_for(transport.close(), STOP)
+        await daemon.sigterm()
         return time.monotonic() - started
 
     seconds = asyncio.run(stop_while_stalled())
@@ -283,6 +302,48 @@ def test_sigterm_during_a_stalled_send_puts_the_message_back_within_the_grace(
     # An expected end, said as such: no job "raised an exception" with a traceback.
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
     assert any("dispatch cut short by the shutdown" in record.getMessage() for record in caplog.records)
+
+
+def test_a_hung_smtp_server_does_not_stop_the_rules_being_evaluated(
+    project: Project, store: Store, carts_due, make_contact, make_event, smtp_server
+) -> None:
+    """A send that hangs holds the dispatch, not the ticks: a cart left while it hangs is
+    queued by the next tick, to go out once the server answers again."""
+    carts_due(1)
+    smtp_server.mode, smtp_server.stall_seconds = "stall", 30
+
+    async def cart_left_during_the_stall() -> dict[str, int]:
+        daemon = InProcessDaemon(project, store, smtp_server)
+        await daemon.until(lambda: statuses(store).get("sending") == 1, "claim of the message")
+        make_contact("late@example.com")
+        left = datetime.now(UTC) - timedelta(hours=2)
+        make_event("cart_updated", left, email="late@example.com", id="cart-late", **cart("late"))
+        await daemon.until(lambda: statuses(store).get("queued") == 1, "tick queueing the cart")
+        during = statuses(store)
+        await daemon.sigterm()
+        return during
+
+    assert asyncio.run(cart_left_during_the_stall()) == {"sending": 1, "queued": 1}
+    assert smtp_server.messages == []
+    assert statuses(store) == {"queued": 2}  # the hung one back in the queue at the stop
+
+
+def test_a_tick_told_to_stop_leaves_nothing_half_queued_for_the_next_tick(
+    engine: Engine, store: Store, carts_due
+) -> None:
+    """The daemon's shutdown sets the tick's stop: it ends before its next chunk, undoing
+    what it had not committed, and the next tick queues all of it."""
+    carts_due(3)
+    stop = threading.Event()
+    stop.set()
+    now = datetime.now(UTC)
+
+    with pytest.raises(Stopped):
+        engine.evaluate(now, TickReport(now), stop)
+    assert statuses(store) == {}
+
+    engine.evaluate(now, TickReport(now))
+    assert statuses(store) == {"queued": 3}
 
 
 def test_sigint_stops_the_daemon_like_sigterm(start_daemon) -> None:
