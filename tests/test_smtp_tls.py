@@ -226,7 +226,7 @@ def test_tls_is_verified_by_default() -> None:
     ("query", "problem"),
     [
         ("tls_verify=maybe", "option tls_verify='maybe' is not 1 or 0"),
-        ("tls_verify=", "option tls_verify='' is not 1 or 0"),
+        ("tls_verify=", "option tls_verify='' is not 1 or 0 (or true/false, yes/no, on/off)"),
         ("insecure_auth=perhaps", "option insecure_auth='perhaps' is not 1 or 0"),
         ("tls_ca=", "option tls_ca='' is not a path to a PEM file of CA certificates"),
         ("tls_ca=/nonexistent/ca.pem", "tls_ca=/nonexistent/ca.pem: no such file"),

@@ -354,7 +354,12 @@ def test_password_stays_out_of_the_settings_repr() -> None:
         ("smtp://relay.example:port", "port is not a number"),
         ("smtp://relay.example?timeout=soon", "option timeout='soon' is not a number of seconds"),
         ("smtp://relay.example?pool_size=two", "option pool_size='two' is not a whole number"),
-        ("smtp://relay.example?starttls=maybe", "option starttls='maybe' is not 1 or 0"),
+        (
+            "smtp://relay.example?starttls=maybe",
+            "option starttls='maybe' is not 1 or 0 (or true/false, yes/no, on/off)",
+        ),
+        ("smtp://relay.example?starttls=", "option starttls='' is not 1 or 0"),
+        ("smtp://relay.example?starttls=y", "option starttls='y' is not 1 or 0"),
         ("smtp://relay.example?tls=1", "unknown option 'tls'"),
         ("smtp://relay.example?concurrency=0", "concurrency must be at least 1"),
         ("smtps://relay.example?starttls=1", "cannot both be on"),
@@ -366,6 +371,39 @@ def test_bad_smtp_url_names_the_setting_and_the_fault(url: str, problem: str) ->
 
     assert str(caught.value).startswith("AUTOMATOR_SMTP_URL: ")
     assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "required"),
+    [
+        ("1", True),
+        ("true", True),
+        ("Yes", True),
+        ("ON", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+    ],
+)
+def test_starttls_takes_the_common_spellings_of_yes_and_no(value: str, required: bool) -> None:
+    assert SmtpSettings.from_url(f"smtp://relay.example?starttls={value}").start_tls is required
+
+
+@pytest.mark.parametrize("timeout", ["nan", "NaN", "inf", "-inf", "0", "-5"])
+def test_timeout_that_is_not_a_positive_number_of_seconds_is_refused(timeout: str) -> None:
+    with pytest.raises(
+        ConfigError, match="AUTOMATOR_SMTP_URL: .*timeout must be a number of seconds above 0"
+    ):
+        SmtpSettings.from_url(f"smtp://relay.example?timeout={timeout}")
+
+
+@pytest.mark.parametrize("rate_limit", ["nan", "inf", "-1"])
+def test_rate_limit_that_is_not_a_finite_rate_is_refused(rate_limit: str) -> None:
+    with pytest.raises(
+        ConfigError, match="AUTOMATOR_SMTP_URL: .*rate_limit must be a number of messages per second"
+    ):
+        SmtpSettings.from_url(f"smtp://relay.example?rate_limit={rate_limit}")
 
 
 def test_bad_smtp_url_error_does_not_show_the_password() -> None:

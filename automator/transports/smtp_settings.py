@@ -6,6 +6,7 @@ start-up, naming the option, instead of at the first send."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,11 @@ from automator.errors import ConfigError
 
 URL_SETTING = "AUTOMATOR_SMTP_URL"
 _DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
+# A flag's spellings, compared case-insensitively; an empty value is none of them, so that
+# `tls_verify=` cannot turn the certificate checks off by accident.
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
+_FLAG = "1 or 0 (or true/false, yes/no, on/off)"
 
 
 @dataclass(frozen=True)
@@ -116,14 +120,15 @@ def _is_loopback(host: str) -> bool:
 
 def _capacity_problem(settings: SmtpSettings) -> str | None:
     """Names the first timeout, pool or rate value that cannot work."""
-    if settings.timeout <= 0:
-        return f"timeout must be above 0 seconds, not {settings.timeout}"
+    if not 0 < settings.timeout < math.inf:  # NaN fails every comparison
+        return f"timeout must be a number of seconds above 0, not {settings.timeout}"
     if settings.pool_size < 1:
         return f"pool_size must be at least 1, not {settings.pool_size}"
     if settings.concurrency < 1:
         return f"concurrency must be at least 1, not {settings.concurrency}"
-    if settings.rate_limit < 0:
-        return f"rate_limit must be 0 (unlimited) or more, not {settings.rate_limit}"
+    if not 0 <= settings.rate_limit < math.inf:
+        rate = settings.rate_limit
+        return f"rate_limit must be a number of messages per second, 0 (unlimited) or more, not {rate}"
     return None
 
 
@@ -166,19 +171,13 @@ def _query_fields(query: str) -> dict[str, Any]:
 
 
 def _flag(value: str) -> bool:
-    """Reads a URL flag such as `starttls=1` or `starttls=false`."""
+    """Reads a URL flag such as `starttls=1` or `starttls=false`; anything else is an error
+    rather than a guess, since a flag may turn a security check off."""
     if value.lower() in _TRUE:
         return True
     if value.lower() in _FALSE:
         return False
     raise ValueError(value)
-
-
-def _explicit_flag(value: str) -> bool:
-    """Like `_flag`, but an empty value is an error: `tls_verify=` must not turn checks off."""
-    if not value:
-        raise ValueError(value)
-    return _flag(value)
 
 
 def _file_path(value: str) -> str:
@@ -190,9 +189,9 @@ def _file_path(value: str) -> str:
 
 # URL query option -> (SmtpSettings field, converter, what the value must be)
 _URL_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "starttls": ("start_tls", _flag, "1 or 0"),
-    "insecure_auth": ("insecure_auth", _flag, "1 or 0"),
-    "tls_verify": ("tls_verify", _explicit_flag, "1 or 0"),
+    "starttls": ("start_tls", _flag, _FLAG),
+    "insecure_auth": ("insecure_auth", _flag, _FLAG),
+    "tls_verify": ("tls_verify", _flag, _FLAG),
     "tls_ca": ("tls_ca", _file_path, "a path to a PEM file of CA certificates"),
     "timeout": ("timeout", float, "a number of seconds"),
     "pool_size": ("pool_size", int, "a whole number"),
