@@ -8,8 +8,10 @@ import os
 import re
 import tomllib
 from datetime import time, timedelta
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +26,13 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 # sqlite:///automator.db, sqlite+pysqlite:///data/a.db?timeout=5: a file named by a path
 # that does not start at the root (sqlite:////var/lib/a.db does) or with a URI's "file:".
 _RELATIVE_SQLITE = re.compile(r"(?P<scheme>sqlite(?:\+\w+)?:///)(?P<path>(?!/|file:)[^?]+)(?P<query>\?.*)?")
+
+# The sender's address as the From header and the SMTP envelope carry it: an ASCII dot-atom,
+# "@", and a host name (localhost too, for a test relay). An IDN domain goes in its xn-- form.
+_ATOM = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SENDER_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
+_SENDER_EXAMPLE = "Shop <news@shop.example>"
 
 ENVIRONMENT = {
     "AUTOMATOR_DATABASE_URL": "database_url",
@@ -130,6 +139,44 @@ class Settings(BaseModel):
         """AUTOMATOR_SECRET_PREVIOUS is one string: `old-one,older-one`."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        """The sender goes into the From header of every email as it is: a line break in it
+        would add headers, and a value that is not one address gets every message refused."""
+        if not value.isprintable():
+            raise ValueError(f"{value!r} holds a line break or another control character")
+        if len(getaddresses([value])) != 1:
+            raise ValueError(f"{value!r} is not one address; give one, such as {_SENDER_EXAMPLE}")
+        address = parseaddr(value)[1]
+        if not _SENDER_ADDRESS.fullmatch(address):
+            idn = "" if address.isascii() else " (write a domain that is not ASCII in its xn-- form)"
+            raise ValueError(
+                f"{value!r} is not an email address with an optional name, such as {_SENDER_EXAMPLE}{idn}"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        """Unsubscribe and click links are this URL followed by `/unsubscribe?…` or `/c/…`, so it
+        must be a whole http(s) URL with a host, and without a query or fragment to break them."""
+        example = "such as https://shop.example or https://shop.example/mail"
+        if any(char.isspace() or not char.isprintable() for char in value):
+            raise ValueError(f"{value!r} holds white space or a control character")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a URL ({exc})") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL, {example}")
+        if parts.query or parts.fragment or value.endswith(("?", "#")):
+            raise ValueError(
+                f"{value!r} has a query or a fragment, which would break the links added after it"
+            )
         return value
 
     @field_validator("timezone")
