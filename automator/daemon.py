@@ -37,7 +37,7 @@ from automator.dispatch.claims import ORPHANED
 from automator.engine import Engine, TickReport
 from automator.errors import AutomatorError
 from automator.pipeline import Stopped
-from automator.store import claims, heartbeats
+from automator.store import claims, heartbeats, sqlite
 
 log = logging.getLogger("automator.daemon")
 
@@ -73,13 +73,16 @@ class SingleDaemonLock:
     """
 
     def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
         database = make_url(database_url).database or ""
         # Beside the file itself: a second path to it (a symlink) must find the same lock.
         self.path = Path(f"{os.path.realpath(database)}.daemon.lock")
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock, or raise AutomatorError: another daemon holds it, or the database's
+        folder does not exist (it is not made here: a typo must not become a new database)."""
+        sqlite.require_folder(self.database_url)
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -203,7 +203,10 @@ def test_health_reports_the_queue_by_status(make_contact, make_event, tick, tran
 
 
 def test_health_answers_503_when_the_database_does_not(project, tmp_path) -> None:
-    unreachable = Store(f"sqlite:///{tmp_path / 'no-such-folder' / 'automator.db'}")
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    unreachable = Store(f"sqlite:///{folder / 'automator.db'}")
+    folder.rmdir()  # the database's folder went away after start-up (an unmounted disk)
     client = TestClient(create_app(project, unreachable))
 
     response = client.get("/health")

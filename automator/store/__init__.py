@@ -50,6 +50,7 @@ class Store:
         self._url = url
         self._checkpointer: Checkpointer | None = None
         if self.engine.dialect.name == "sqlite" and not in_memory:
+            sqlite.require_folder(url)
             sqlite.configure(self.engine)
             self._checkpointer = Checkpointer(self.engine)
             event.listen(self.engine, "commit", self._checkpointer.wake)

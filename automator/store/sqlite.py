@@ -5,15 +5,37 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, make_url
+
+from automator.errors import ConfigError
 
 WAL_SWITCH_TRIES = 20  # about ten seconds in all (see _use_wal)
 # The log file is reused from its start once it is all copied; this is the size it keeps
 # then (a big first tick or import would otherwise leave it at its largest for good).
 WAL_KEPT_BYTES = 256 * 1024 * 1024  # about the size at which SQLite checkpoints by itself
 TEMP_IN_MEMORY = "automator_temp_in_memory"  # a connection's info: keep_temp_in_memory set temp_store
+
+
+def require_folder(url: str) -> None:
+    """Refuse (ConfigError) a SQLite file whose folder does not exist. SQLite makes the file,
+    and nothing here makes its folder: a typo in the path (`/var/lib/automatr/…`) would
+    otherwise start a new, empty database that looks like a working one. The default
+    automator.db is in the project folder, which exists."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    folder = Path(database).parent
+    if not folder.is_dir():
+        from automator.display import hide_password
+
+        missing = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(
+            f"database_url '{hide_password(url)}': the database's folder {folder} {missing}; "
+            "create it, or correct the path (AUTOMATOR_DATABASE_URL or database_url in automator.toml)"
+        )
 
 
 def configure(engine: Engine) -> None:
