@@ -5,6 +5,8 @@ status and history. Time moves by passing `now`; the transport's timeout is shor
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +29,7 @@ from tests.smtp_server import (
     ReceivedMessage,
 )
 
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 CART_AT = utc("2026-11-20 03:00")
 DUE = utc("2026-11-20 04:00")  # an hour after the cart: 11:00 in Ho Chi Minh City
 
@@ -291,3 +294,33 @@ def test_the_message_id_header_arrives_on_one_line(project, store, smtp_server) 
 
     [received] = smtp_server.messages
     assert f"\r\nMessage-ID: {the_message(store).message_id}\r\n".encode() in received.raw
+
+
+def documented_log_lines() -> tuple[dict[str, str], str]:
+    """operations.md's table of log lines (each message's fields, as written) and its section
+    on the personal data in the log."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    table = dict(re.findall(r"^\| `([^`]+)` \| \w+ \| (.*) \|$", text, re.MULTILINE))
+    personal = text.partition("### Personal data in the log")[2].partition("\n## ")[0]
+    return table, personal
+
+
+@pytest.mark.usefixtures("cart_reminder")
+def test_the_recipients_address_in_the_log_of_a_failed_delivery_is_documented(
+    project, store, smtp_server, caplog
+) -> None:
+    smtp_server.mode = "reject"
+    with caplog.at_level(logging.INFO, logger="automator"):
+        deliver(project, store, smtp_server, DUE)
+
+    carrying = {
+        record.getMessage(): [
+            key for key, value in getattr(record, "fields", {}).items() if "lan@example.com" in str(value)
+        ]
+        for record in caplog.records
+        if "lan@example.com" in f"{record.getMessage()} {getattr(record, 'fields', {})}"
+    }
+    table, personal = documented_log_lines()
+    assert carrying == {"delivery failed": ["email", "error"]}
+    assert all(f"`{key}`" in table["delivery failed"] for key in carrying["delivery failed"])
+    assert "`delivery failed`" in personal
