@@ -16,6 +16,20 @@ from automator.store import Store
 from tests.test_daemon import AUTOMATOR
 
 
+def automator(
+    project_dir: Path, env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `automator` command on the project; one still running after a minute fails."""
+    return subprocess.run(
+        [*AUTOMATOR, "--project", str(project_dir), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "database"),
     [
@@ -45,14 +59,7 @@ def test_the_database_url_of_automator_toml_is_read_from_the_project_wherever_on
     elsewhere.mkdir()
     env = {name: value for name, value in process_env.items() if name != "AUTOMATOR_DATABASE_URL"}
 
-    done = subprocess.run(
-        [*AUTOMATOR, "--project", str(project_dir), "db", "upgrade"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = automator(project_dir, env, "db", "upgrade", cwd=elsewhere)
 
     assert done.returncode == 0, done.stderr
     assert (project_dir / "shop.db").exists()
@@ -82,13 +89,7 @@ def test_run_on_a_mistyped_sqlite_path_refuses_instead_of_starting_an_empty_data
     missing = tmp_path / "automatr"
     env = {**process_env, "AUTOMATOR_DATABASE_URL": f"sqlite:///{missing}/automator.db"}
 
-    done = subprocess.run(
-        [*AUTOMATOR, "--project", str(project_dir), "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = automator(project_dir, env, "run")
 
     assert done.returncode == 1
     assert done.stderr == (
@@ -104,13 +105,7 @@ def test_the_default_database_is_made_in_the_project_with_no_set_up(
 ) -> None:
     env = {name: value for name, value in process_env.items() if name != "AUTOMATOR_DATABASE_URL"}
 
-    done = subprocess.run(
-        [*AUTOMATOR, "--project", str(project_dir), "tick"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = automator(project_dir, env, "tick")
 
     assert done.returncode == 0, done.stderr
     assert (project_dir / "automator.db").exists()
