@@ -71,6 +71,11 @@ class TransactionLost(AutomatorError):
     error): everything written in it since its start is undone."""
 
 
+class DatabaseLocked(AutomatorError):
+    """Another process held the SQLite database's write lock for longer than a statement
+    waits for it: what was being written is rolled back, and trying again may succeed."""
+
+
 class DeliveryError(AutomatorError):
     """A transport could not deliver a message."""
 

@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from automator.config import Settings
 from automator.enqueue import Prepared, can_overlap, enqueue_chunk, finish, prepare
-from automator.errors import TransactionLost
+from automator.errors import DatabaseLocked, TransactionLost
 from automator.lookup import Lookup
 from automator.model import Rule
 from automator.rendering import RenderPool
@@ -76,9 +76,11 @@ class Writes:
     def savepoint(self) -> Iterator[Session]:
         """A savepoint of the transaction (begun first if need be); an error in it undoes
         it alone, unless the database rolled the whole transaction back by itself: then
-        `TransactionLost`, and the next savepoint begins a new transaction."""
+        `TransactionLost`, and the next savepoint begins a new transaction. DatabaseLocked
+        when another process kept the write lock past the busy timeout: the tick stops there,
+        rather than waiting that long again for each chunk, occurrence and rule after it."""
         if self._session is None:
-            self._session = self._store.writing()
+            self._session = self._begin()
         session = self._session
         try:
             with session.begin_nested():
@@ -88,6 +90,15 @@ class Writes:
                 raise
             self.close()
             raise TransactionLost(f"the database rolled the transaction back: {exc}") from exc
+
+    def _begin(self) -> Session:
+        try:
+            return self._store.writing()
+        except Exception as exc:
+            locked = self._store.locked(exc)
+            if locked is None:
+                raise
+            raise locked from exc
 
     def commit(self) -> None:
         """Commit what is written; raises when the database refuses (it is then undone)."""
@@ -151,6 +162,8 @@ class Pipeline:
         except TransactionLost as exc:
             queueing.lookup.abandon()
             self._undone(exc, queueing)
+        except DatabaseLocked:
+            raise  # the whole tick stops (see Writes.savepoint)
         except Exception as exc:  # one broken rule must never stop the others
             queueing.lookup.abandon()  # its lookup need not go on
             log.exception("rule %s failed", rule.id)
@@ -205,7 +218,7 @@ class Pipeline:
         try:
             with self.writes.savepoint() as session:
                 return list(write(session)), []
-        except TransactionLost:
+        except (TransactionLost, DatabaseLocked):
             raise
         except Exception:
             log.warning(
@@ -220,7 +233,7 @@ class Pipeline:
             try:
                 with self.writes.savepoint() as session:
                     outcomes += enqueue_chunk(self.pool, self.settings, session, rule, [candidate], self.now)
-            except TransactionLost:
+            except (TransactionLost, DatabaseLocked):
                 raise
             except Exception as exc:
                 log.exception(
@@ -290,6 +303,8 @@ class Pipeline:
                 self._keep_watermark(queueing.rule, queueing.lookup, summary)
             except TransactionLost as exc:
                 self._undone(exc, queueing)
+            except DatabaseLocked:
+                raise
             except Exception as exc:
                 log.exception("rule %s: its watermark could not be kept", queueing.rule.id)
                 queueing.report.error = _first_line(exc)

@@ -1,15 +1,16 @@
 """What commands print: their help as plain text, text from the store or a file escaped so
-that it cannot act on the terminal (automator/display.py), and an AutomatorError as one line
-and exit code 1."""
+that it cannot act on the terminal (automator/display.py), and an AutomatorError (or a
+database locked by another process) as one line and exit code 1."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
+from automator.cli.state import locked
 from automator.display import printable
 from automator.errors import AutomatorError
 
@@ -38,17 +39,28 @@ def say_columns(*values: object) -> None:
 
 
 def reports_errors(command: F) -> F:
-    """Turn an AutomatorError into one readable line and exit code 1 (no traceback)."""
+    """Turn an AutomatorError into one readable line and exit code 1 (no traceback). So is
+    a SQLite database that another process kept locked past the busy timeout: a condition
+    that passes, not a bug; its transaction was rolled back."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except AutomatorError as exc:
-            typer.secho(f"error: {printable(str(exc))}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
+            _report(exc)
+        except Exception as exc:
+            said = locked(exc)
+            if said is None:
+                raise
+            _report(said)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: AutomatorError) -> NoReturn:
+    typer.secho(f"error: {printable(str(exc))}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1) from None
 
 
 def print_import(report: ImportReport, noun: str) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from automator.engine import Engine
+    from automator.errors import DatabaseLocked
     from automator.project import Project
     from automator.store import Store
 
@@ -38,6 +39,10 @@ class State:
         from automator.engine import Engine
 
         return Engine(self.project, self.store, make_transport(self.project))
+
+    def locked(self, exc: BaseException) -> DatabaseLocked | None:
+        """`exc` as DatabaseLocked if it is the store's write lock waited for in vain."""
+        return None if self._store is None else self._store.locked(exc)
 
     def close(self) -> None:
         """Release the database (and its checkpoint thread) when the command is done."""
@@ -71,3 +76,8 @@ def begin(directory: Path) -> State:
 def state() -> State:
     assert _state is not None
     return _state
+
+
+def locked(exc: BaseException) -> DatabaseLocked | None:
+    """`exc` as DatabaseLocked if this invocation's store waited in vain for its write lock."""
+    return None if _state is None else _state.locked(exc)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from automator import tables  # noqa: F401  (registers the tables)
-from automator.errors import ConfigError
+from automator.errors import ConfigError, DatabaseLocked
 from automator.store import locks, postgres, sqlite
 from automator.store.bulk import execute_many
 from automator.store.checkpoint import Checkpointer
@@ -175,6 +175,19 @@ class Store:
             return bool(connection.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
         except Exception:
             return False
+
+    def locked(self, exc: BaseException) -> DatabaseLocked | None:
+        """`exc` said as DatabaseLocked if it is a SQLite file's write lock waited for in
+        vain (another process held it past the busy timeout), else None."""
+        if isinstance(exc, DatabaseLocked):
+            return exc
+        if self.engine.dialect.name != "sqlite" or not sqlite.is_locked(exc):
+            return None
+        waited = sqlite.busy_seconds(self.engine.url)
+        return DatabaseLocked(
+            f"the database {self.engine.url.database} is locked by another process "
+            f"(waited {waited:g} s); try again"
+        )
 
     def dispose(self) -> None:
         """Close the connections and stop the checkpoint thread. A store used again opens

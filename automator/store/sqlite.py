@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, event, make_url
 
 from automator.errors import ConfigError
 
+# How long a statement waits for another process's write lock before "database is locked";
+# the URL's own `?timeout=SECONDS` (the driver's connect argument) overrides it.
+BUSY_SECONDS = 10.0
 WAL_SWITCH_TRIES = 20  # about ten seconds in all (see _use_wal)
 # The log file is reused from its start once it is all copied; this is the size it keeps
 # then (a big first tick or import would otherwise leave it at its largest for good).
@@ -41,7 +44,8 @@ def require_folder(url: str) -> None:
 def configure(engine: Engine) -> None:
     """Set up each connection of a SQLite file's engine as it opens, and put its temporary
     storage back as it returns to the pool."""
-    event.listen(engine, "connect", lambda connection, _record: set_up(connection))
+    seconds = busy_seconds(engine.url)
+    event.listen(engine, "connect", lambda connection, _record: set_up(connection, seconds))
     event.listen(engine, "checkin", _temp_store_back)
 
 
@@ -55,10 +59,28 @@ def keep_temp_in_memory(connection: Connection) -> None:
     connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
 
 
-def set_up(connection: Any) -> None:
-    """The settings of a new driver connection: the log, its checkpoints and the cache."""
+def busy_seconds(url: URL) -> float:
+    """How long a connection of the database at `url` waits for another's write lock: the
+    URL's `timeout` when it gives one (sqlite:///automator.db?timeout=30), else BUSY_SECONDS."""
+    given = url.query.get("timeout")
+    return float(given if isinstance(given, str) else BUSY_SECONDS)
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is SQLite's "database is locked": another
+    connection kept the write lock past the busy timeout."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
+def set_up(connection: Any, busy: float = BUSY_SECONDS) -> None:
+    """The settings of a new driver connection: the wait for a lock, the log, its
+    checkpoints and the cache."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
     _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     # 16 MB per connection. A connection drops its cache whenever another one has written
