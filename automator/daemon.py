@@ -356,8 +356,11 @@ class HttpServer:
             from automator.web import create_app
 
             app = create_app(engine.project, engine.store, daemon.clock)
+        from automator.web.cutoff import BodyCutoff
+
+        self.cutoff = BodyCutoff(app)  # a stalled upload does not hold the shutdown (see there)
         config = uvicorn.Config(
-            app,
+            self.cutoff,
             log_config=None,  # our loggers (configure_logging), not uvicorn's own set-up
             access_log=False,  # request lines would carry unsubscribe tokens into the log
             lifespan="off",
@@ -373,8 +376,10 @@ class HttpServer:
         log.info(f"serving {self.what}", extra={"fields": {"listen": self.address}})
 
     async def stop(self) -> None:
-        """Stop accepting, let open requests finish (bounded), close the socket."""
+        """Stop accepting, let open requests finish (bounded; those whose body has not all
+        arrived at once), close the socket."""
         self.server.should_exit = True
+        self.cutoff.cut_off()
         if self.task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self.task, self.daemon.options.shutdown_grace + 1)

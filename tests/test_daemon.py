@@ -479,6 +479,29 @@ def test_the_daemon_serves_health_until_sigterm(start_daemon, carts_due, smtp_se
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
 
 
+def test_sigterm_answers_a_request_whose_body_stalls_and_exits_promptly(start_daemon, cli) -> None:
+    """A client that sent a POST's headers and part of its body, and then nothing, does not
+    hold the shutdown for the whole grace (20 s): it is answered 503 and closed."""
+    key = cli("keys", "create", "shop", "--scope", "events:write").output.splitlines()[-1]
+    port = free_port()
+    daemon = start_daemon("--listen", f"127.0.0.1:{port}")
+    daemon.wait_until(lambda: daemon.logged("serving http"), STARTUP, "serving http")
+    with socket.create_connection(("127.0.0.1", port), timeout=STOP) as client:
+        head = f"POST /v1/events HTTP/1.1\r\nHost: shop\r\nAuthorization: Bearer {key}\r\n"
+        client.sendall(f"{head}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{".encode())
+        # Answered once the request above is read (it came first on the same event loop).
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+
+        code, seconds = daemon.stop()
+        answer = client.recv(1000)
+
+    assert code == 0
+    assert seconds < 8  # the shutdown's own steps and slack, far from the 20 s grace
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert [line["level"] for line in daemon.lines() if line["level"] not in ("info", "debug")] == []
+    assert "Traceback" not in daemon.log.read_text(encoding="utf-8")
+
+
 def test_a_listen_address_in_use_is_a_clear_error(project_dir, daemon_env) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
