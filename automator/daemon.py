@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -23,12 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from automator.clock import Clock, utcnow
@@ -37,7 +34,7 @@ from automator.dispatch.claims import ORPHANED
 from automator.engine import Engine, TickReport
 from automator.errors import AutomatorError
 from automator.pipeline import Stopped
-from automator.store import claims, heartbeats, sqlite
+from automator.store import claims, heartbeats
 
 log = logging.getLogger("automator.daemon")
 
@@ -63,60 +60,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not colon or not port.isdigit() or int(port) > 65535:
         raise AutomatorError(f'--listen "{value}" is not HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080')
     return host, int(port)
-
-
-class SingleDaemonLock:
-    """An exclusive lock file beside a SQLite database: one daemon per SQLite file.
-
-    The OS releases it when the process dies, even by SIGKILL, so a crash never leaves a
-    stale lock behind.
-    """
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        database = make_url(database_url).database or ""
-        # Beside the file itself: a second path to it (a symlink) must find the same lock.
-        self.path = Path(f"{os.path.realpath(database)}.daemon.lock")
-        self.handle: IO[str] | None = None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise AutomatorError: another daemon holds it, or the database's
-        folder does not exist (it is not made here: a typo must not become a new database)."""
-        sqlite.require_folder(self.database_url)
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown pid"
-            handle.close()
-            raise AutomatorError(
-                f"another automator daemon ({holder}) is already running on this SQLite database; "
-                "stop it first (several daemons need PostgreSQL)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        self.handle = handle
-
-    def release(self) -> None:
-        if self.handle is not None:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
-            self.handle = None
-
-    def is_held(self) -> bool:
-        """Whether some process holds the lock now."""
-        if not self.path.exists():
-            return False
-        with self.path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
 
 
 class Daemon:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from automator.daemon import SingleDaemonLock
+from automator.daemon_lock import SingleDaemonLock
 from automator.store import heartbeats
 from tests.conftest import cart, statuses
 

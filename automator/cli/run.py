@@ -94,7 +94,7 @@ def _serving_daemons(settings: Settings, store: Store) -> list[str]:
     those whose heartbeat says running and is recent (a killed daemon's stays behind)."""
     from datetime import UTC
 
-    from automator.daemon import SingleDaemonLock
+    from automator.daemon_lock import SingleDaemonLock
     from automator.store import heartbeats
 
     if settings.database.startswith("sqlite"):
@@ -211,7 +211,7 @@ def _refuse_a_weak_secret(settings: Settings, listen: bool, console: bool) -> No
 def _single_daemon(database: str) -> Iterator[bool]:
     """On SQLite, hold the lock that keeps a second daemon off the file while this one runs
     (yields True); on PostgreSQL, which several daemons may share, take none (False)."""
-    from automator.daemon import SingleDaemonLock
+    from automator.daemon_lock import SingleDaemonLock
 
     if not database.startswith("sqlite"):
         yield False
@@ -269,7 +269,7 @@ class _Status:
 
 
 def _read_status(settings: Settings, store: Store) -> _Status:
-    from automator.daemon import SingleDaemonLock
+    from automator.daemon_lock import SingleDaemonLock
     from automator.store import heartbeats, messages, rulestate
 
     with store.session() as session:

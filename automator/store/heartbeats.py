@@ -3,7 +3,7 @@
 A daemon killed outright (SIGKILL, a crash, the machine) leaves its heartbeat saying
 `running`. On PostgreSQL a daemon holds a lock of its own while it runs (`alive`), which
 the server lets go with its connection however the process ends: `gone` tells the dead
-from the living. On SQLite the single-daemon lock file tells (`daemon.SingleDaemonLock`)."""
+from the living. On SQLite the single-daemon lock file tells (`daemon_lock.SingleDaemonLock`)."""
 
 from __future__ import annotations
 
