@@ -30,6 +30,7 @@ import pytest
 from sqlalchemy import make_url
 
 from automator.daemon import Daemon, DaemonOptions
+from automator.daemon_lock import SingleDaemonLock
 from automator.engine import Engine, TickReport
 from automator.pipeline import Stopped
 from automator.project import Project
@@ -357,17 +358,18 @@ def test_sigint_stops_the_daemon_like_sigterm(start_daemon) -> None:
 
 
 @pytest.mark.sqlite_only  # one daemon per SQLite file
-@pytest.mark.parametrize("path", ["same", "symlink"])
+@pytest.mark.parametrize("path", ["same", "symlink", "hard link"])
 def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(
     start_daemon, project_dir, daemon_env, database_url, tmp_path, path
 ) -> None:
     first = start_daemon()
     first.wait_until(lambda: first.logged("daemon started"), STARTUP, "start")
     env = dict(daemon_env)
-    if path == "symlink":  # another name for the same file
+    if path != "same":  # another name for the same file, in another folder
         link = tmp_path / "elsewhere" / "link.db"
         link.parent.mkdir()
-        link.symlink_to(make_url(database_url).database or "")
+        database = make_url(database_url).database or ""
+        link.symlink_to(database) if path == "symlink" else link.hardlink_to(database)
         env["AUTOMATOR_DATABASE_URL"] = f"sqlite:///{link}"
 
     second = subprocess.run(
@@ -385,6 +387,19 @@ def test_a_second_daemon_on_the_same_sqlite_refuses_to_start(
     )
     assert first.process.poll() is None  # the first one is unaffected
     assert first.stop()[0] == 0
+
+
+@pytest.mark.sqlite_only  # one daemon per SQLite file
+def test_status_sees_the_daemon_through_a_hard_link_to_its_database(store, database_url, tmp_path) -> None:
+    link = tmp_path / "link.db"
+    link.hardlink_to(make_url(database_url).database or "")
+    lock = SingleDaemonLock(database_url)
+    lock.acquire()
+    try:
+        assert SingleDaemonLock(f"sqlite:///{link}").is_held()
+    finally:
+        lock.release()
+    assert not SingleDaemonLock(f"sqlite:///{link}").is_held()
 
 
 @pytest.mark.parametrize("value", ["-5", "0", "nan", "inf"])
