@@ -11,6 +11,7 @@ from typing import IO
 from sqlalchemy.engine import make_url
 
 from automator.errors import AutomatorError
+from automator.store import sqlite
 
 
 class SingleDaemonLock:
@@ -24,6 +25,7 @@ class SingleDaemonLock:
     """
 
     def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
         database = make_url(database_url).database or ""
         self.in_memory = database in ("", ":memory:")  # no file: no other process can open it
         self.database = Path(os.path.realpath(database))
@@ -33,7 +35,9 @@ class SingleDaemonLock:
         self.file: tuple[int, int] | None = None  # the database file's (device, inode), when locked
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock, or raise AutomatorError: another daemon holds it, or the database's
+        folder does not exist (it is not made here: a typo must not become a new database)."""
+        sqlite.require_folder(self.database_url)
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

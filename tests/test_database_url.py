@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from automator.config import load_settings
-from automator.daemon import SingleDaemonLock
+from automator.daemon_lock import SingleDaemonLock
 from automator.errors import ConfigError
 from automator.store import Store
 from tests.test_daemon import AUTOMATOR
