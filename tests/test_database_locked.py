@@ -3,6 +3,8 @@ connection) past the busy timeout: a command says so in one line and writes noth
 daemon warns once per step and goes on when the lock is released. The URL's `?timeout=`
 shortens the wait to a fifth of a second."""
 
+# ruff: noqa: F811  (make_key, a fixture imported by name)
+
 from __future__ import annotations
 
 import asyncio
@@ -14,11 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from automator.daemon import Daemon, DaemonOptions
 from automator.engine import Engine
 from automator.store import Store
+from automator.web import create_app
 from tests.conftest import all_messages, cart, statuses, utc
+from tests.test_api_keys import bearer, make_key  # noqa: F401
 from tests.test_daemon import AUTOMATOR, STARTUP
 
 pytestmark = pytest.mark.sqlite_only  # about SQLite's write lock
@@ -107,3 +112,20 @@ def test_the_daemon_warns_once_per_step_while_locked_and_goes_on_once_released(
     ]
     assert [record.getMessage() for record in caplog.records] == ["tick", "dispatched"]
     assert statuses(store) == {"sent": 1}
+
+
+def test_the_api_on_a_locked_database_answers_503_and_logs_one_line(
+    project, store: Store, make_key, project_dir, caplog
+) -> None:
+    key = make_key("events:write")
+    event = {"id": "evt-1", "type": "cart_updated", "email": "lan@example.com", "at": "2026-11-20T03:00:00Z"}
+
+    with TestClient(create_app(project, store)) as client, write_locked(project_dir):
+        answer = client.post("/v1/events", json=event, headers=bearer(key))
+
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+    where = project_dir / "automator.db"
+    warned = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    failed = [(record.getMessage(), record.exc_info) for record in warned]
+    assert failed == [(f"API request failed: the database {where} {LOCKED}", None)]

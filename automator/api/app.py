@@ -78,7 +78,11 @@ def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI
 
     @app.exception_handler(OperationalError)
     async def database_busy(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("API request failed: the database did not answer", exc_info=exc)
+        locked = store.locked(exc)  # a passing condition, said in one line
+        if locked is not None:
+            log.warning(f"API request failed: {locked}")
+        else:
+            log.warning("API request failed: the database did not answer", exc_info=exc)
         detail = "the database is busy or unreachable: try again"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
