@@ -40,17 +40,18 @@ class Project:
         """Template lint (automator/template_lint.py) of every template a rule sends, enabled
         or not: each of their files that parses, also beside one that does not (or is missing),
         so that one run lists every problem; each problem once."""
-        linted: list[tuple[str, str | None]] = []
+        linted: list[tuple[str, str | None, str | None]] = []
         for rule in self.ruleset.rules:
             event_type = rule.trigger.event if isinstance(rule.trigger, EventTrigger) else None
-            linted += [(template, event_type) for _, template in _templates_named(rule)]
+            eventless = None if event_type else _eventless(rule)
+            linted += [(template, event_type, eventless) for _, template in _templates_named(rule)]
         env = self.templates.env
         key = template_lint.lint_key(env, linted, vocabulary)
         problems = template_lint.cached(key)
         if problems is None:
             problems = []
-            for template, event_type in linted:
-                found = template_lint.lint_template(env, template, event_type, vocabulary)
+            for template, event_type, eventless in linted:
+                found = template_lint.lint_template(env, template, event_type, vocabulary, eventless)
                 problems.extend(problem for problem in found if str(problem) not in map(str, problems))
             template_lint.keep(key, problems)
         return problems
@@ -127,6 +128,16 @@ def _templates_named(rule: Rule) -> list[tuple[str, str]]:
         for name, variant in (send.variants or {}).items():
             named.append((f"{where}.variants.{name}.template", variant.template))
     return named
+
+
+def _eventless(rule: Rule) -> str:
+    """How a template's lint names a rule whose trigger has no event, and that trigger:
+    `renewal_offer's trigger (rules/renewal_offer.yaml:6: trigger.date)`."""
+    kind = next(
+        key for key in ("date", "stage_entered", "schedule", "every") if getattr(rule.trigger, key, None)
+    )
+    field = f"trigger.{kind}"
+    return f"{rule.id}'s trigger ({rule.file}:{rule.line_of(field)}: {field})"
 
 
 def _priority_problems(settings: Settings, ruleset: RuleSet) -> list[AutomatorError]:

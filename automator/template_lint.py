@@ -3,7 +3,8 @@
 Templates are strict (an undefined name fails the render), but a render happens only when a
 message goes out. `automator check` reads each template's syntax tree instead, so a typo
 (`contact.frist_name`) is found before a rule is turned on: every top-level name must be in
-the render context, `contact.X` a field contacts have, `event.X` a property the trigger's
+the render context, `event` read only by the templates of event-triggered rules (the others'
+messages have none), `contact.X` a field contacts have, `event.X` a property the trigger's
 events carry (when that is known), and every HTML part needs its unsubscribe link.
 """
 
@@ -52,10 +53,16 @@ class Vocabulary:
 
 
 def lint_template(
-    env: jinja2.Environment, name: str, event_type: str | None, vocabulary: Vocabulary
+    env: jinja2.Environment,
+    name: str,
+    event_type: str | None,
+    vocabulary: Vocabulary,
+    eventless: str | None = None,
 ) -> list[TemplateError]:
     """Every problem in the files of template folder `name` and the layouts and includes they
-    reach. `event_type` is the rule's trigger event, or None for other triggers."""
+    reach. `event_type` is the rule's trigger event, or None for other triggers; `eventless`
+    names the rule and its trigger when that is not an event (a date, a stage, a schedule):
+    its messages have no `event`, so a template that reads one fails at every render."""
     assert env.loader is not None
     files = sorted(file for file in env.loader.list_templates() if file.startswith(f"{name}/"))
     errors: list[TemplateError] = []
@@ -65,6 +72,8 @@ def lint_template(
             continue  # a file that does not parse: `Templates.check` reports it
         for shown, tree in trees.items():
             errors.extend(_file_problems(env, shown, tree, event_type, vocabulary))
+            if eventless is not None:
+                errors.extend(_event_read(shown, tree, eventless))
         is_html_body = file.rsplit("/", 1)[-1].startswith("body") and file.endswith(".html")
         if is_html_body and not any(_reads_name(tree, "unsubscribe_url") for tree in trees.values()):
             errors.append(
@@ -128,6 +137,26 @@ def _file_problems(
             continue
         reported.add((scope, name))
         yield TemplateError(shown, line, f"{scope}.{name}: {_unknown(scope, name, allowed, event_type)}")
+
+
+def _event_read(file: str, tree: nodes.Template, eventless: str) -> Iterator[TemplateError]:
+    """`event` read (not assigned, nor tested with `is defined`) in a template of a rule whose
+    trigger gives its messages no event."""
+    if "event" not in _undeclared(tree) or _tests_defined(tree, "event"):
+        return
+    yield TemplateError(
+        f"email_templates/{file}",
+        _first_line(tree, "event"),
+        f"event: read here, but rule {eventless} has no event; only an event trigger gives a template one",
+    )
+
+
+def _tests_defined(tree: nodes.Template, name: str) -> bool:
+    """Whether the template tests `name is defined` (or `undefined`) itself."""
+    return any(
+        test.name in ("defined", "undefined") and isinstance(test.node, nodes.Name) and test.node.name == name
+        for test in tree.find_all(nodes.Test)
+    )
 
 
 def _sees() -> str:
@@ -204,11 +233,14 @@ def _distinct(errors: list[TemplateError]) -> list[TemplateError]:
     return kept
 
 
-def lint_key(env: jinja2.Environment, linted: list[tuple[str, str | None]], vocabulary: Vocabulary) -> str:
+def lint_key(
+    env: jinja2.Environment, linted: list[tuple[str, str | None, str | None]], vocabulary: Vocabulary
+) -> str:
     """What a project's lint depends on, as a digest: this module's code, how the
     environment parses (Jinja's version, its syntax, filters and tests), the names templates
-    may use, each template folder linted with its trigger's event type, the vocabulary, and
-    every file a template could reach (see `_template_files`)."""
+    may use, each template folder linted with its trigger's event type (or the eventless rule
+    that sends it), the vocabulary, and every file a template could reach (see
+    `_template_files`)."""
     hashed = hashlib.sha256()
     parts = [
         hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),

@@ -16,6 +16,11 @@ def edit(path: Path, old: str, new: str) -> int:
     return text[: text.index(old)].count("\n") + 1
 
 
+def line_of(path: Path, text: str) -> int:
+    content = path.read_text(encoding="utf-8")
+    return content[: content.index(text)].count("\n") + 1
+
+
 def test_a_misspelt_contact_field_fails_check_with_a_suggestion(cli, project_dir):
     body = project_dir / "email_templates" / "abandoned_cart" / "body.txt"
     line = edit(body, "contact.first_name", "contact.frist_name")
@@ -93,6 +98,39 @@ def test_event_properties_are_checked_only_when_declared(cli, project_dir):
     )
 
 
+def test_a_template_of_a_date_rule_that_reads_event_fails_check(cli, project_dir):
+    body = project_dir / "email_templates" / "renewal_offer" / "body.txt"
+    body.write_text(body.read_text(encoding="utf-8") + "Your order: {{ event.total }}\n", encoding="utf-8")
+    line = len(body.read_text(encoding="utf-8").splitlines())
+    trigger = line_of(project_dir / "rules" / "renewal_offer.yaml", "date: contact.renews_at")
+    result = cli("check")
+    assert (result.exit_code, result.stdout) == (
+        1,
+        f"email_templates/renewal_offer/body.txt:{line}: event: read here, but rule renewal_offer's "
+        f"trigger (rules/renewal_offer.yaml:{trigger}: trigger.date) has no event; only an event "
+        "trigger gives a template one\n",
+    )
+
+
+def test_a_schedule_rule_names_its_own_trigger_when_its_template_reads_event(cli, project_dir):
+    rule = project_dir / "rules" / "renewal_offer.yaml"
+    line = edit(rule, "  date: contact.renews_at\n  before: 30d", '  schedule: "0 9 * * mon"')
+    edit(project_dir / "email_templates" / "renewal_offer" / "subject.txt", "{{", "{{ event.order_id }} {{")
+    assert (
+        f"email_templates/renewal_offer/subject.txt:1: event: read here, but rule renewal_offer's "
+        f"trigger (rules/renewal_offer.yaml:{line}: trigger.schedule) has no event"
+    ) in cli("check").stdout
+
+
+def test_a_template_that_tests_whether_event_is_defined_may_read_it(cli, project_dir):
+    body = project_dir / "email_templates" / "renewal_offer" / "body.txt"
+    body.write_text(
+        body.read_text(encoding="utf-8") + "{% if event is defined %}{{ event.total }}{% endif %}\n",
+        encoding="utf-8",
+    )
+    assert cli("check").stdout == "ok: 4 rules\n"
+
+
 def test_with_store_the_properties_of_stored_events_are_known(cli, project_dir, make_contact, make_event):
     make_contact("lan@example.com")
     make_event("cart_updated", utc("2026-11-20 10:00"), **cart())
@@ -123,9 +161,9 @@ def test_check_lints_again_once_a_template_or_the_vocabulary_changes(cli, projec
     linted: list[str] = []
     original = template_lint.lint_template
 
-    def counting(env, name, event_type, vocabulary):  # type: ignore[no-untyped-def]
+    def counting(env, name, *args):  # type: ignore[no-untyped-def]
         linted.append(name)
-        return original(env, name, event_type, vocabulary)
+        return original(env, name, *args)
 
     monkeypatch.setattr(template_lint, "lint_template", counting)
     assert cli("check").stdout == "ok: 4 rules\n"
