@@ -373,23 +373,29 @@ class Rule(Strict):
         return self.lines.get("")
 
 
+# Every model of the rule language, with the fields a rule file may give it.
+PARTS: tuple[type[BaseModel], ...] = (
+    Rule,
+    EventTrigger,
+    DateTrigger,
+    StageTrigger,
+    ScheduleTrigger,
+    CancelIf,
+    CouponSpec,
+    Send,
+    Variant,
+    Step,
+    Goal,
+    Limit,
+    Then,
+)
+
+
 def field_names() -> set[str]:
     """Every field name of the rule language, for "did you mean" suggestions."""
-    names: set[str] = set()
-    for model in (
-        Rule,
-        EventTrigger,
-        DateTrigger,
-        StageTrigger,
-        ScheduleTrigger,
-        CancelIf,
-        CouponSpec,
-        Send,
-        Variant,
-        Step,
-        Goal,
-        Limit,
-        Then,
-    ):
-        names.update(name for name in model.model_fields if name not in ("file", "lines"))
-    return names
+    return {name for model in PARTS for name in model.model_fields if name not in ("file", "lines")}
+
+
+def field_owners(name: str) -> list[str]:
+    """The parts of a rule that have a field `name` (`event trigger`, `step`), by title."""
+    return [str(model.model_config.get("title")) for model in PARTS if name in model.model_fields]

@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from automator.durations import format_duration
 from automator.errors import RuleError
 from automator.journey import Journey
-from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, field_names
+from automator.model import (
+    DateTrigger,
+    EventTrigger,
+    Rule,
+    ScheduleTrigger,
+    StageTrigger,
+    field_names,
+    field_owners,
+)
 from automator.yamlfile import load_yaml
 
 
@@ -165,6 +173,8 @@ def _rule_error(shown: str, lines: dict[str, int], error: Any) -> RuleError:
     loc = [str(part) for part in error["loc"] if not str(part).endswith("-trigger")]
     path = ".".join(loc)
     if error["type"] == "extra_forbidden":
+        if loc[0] == "trigger" and len(loc) == 2 and loc[1] in TRIGGER_KEYS:
+            return RuleError(shown, _line(lines, path), path, _other_kinds_key(loc[1], lines))
         return RuleError(shown, _line(lines, path), path, _unknown_field(loc[-1], nested=len(loc) > 1))
     if error["type"] == "missing":
         return RuleError(shown, _line(lines, path), path, "is required")
@@ -231,11 +241,38 @@ PATTERN_HINTS = {
 
 
 def _unknown_field(name: str, nested: bool) -> str:
+    """`unknown field`, with the closest field name; never the name itself (a field of
+    another part of the rule, given here)."""
     if nested and name in Rule.model_fields:
         return f"unknown field here ({name} belongs at the top level of the rule)"
+    if name in field_names():
+        return f"unknown field here ({name} is a field of {', '.join(field_owners(name))})"
     close = difflib.get_close_matches(name, sorted(field_names()), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown field{hint}"
+
+
+# Each kind of trigger by the key that makes it that kind (as `model._trigger_kind` reads
+# them), and the fields it takes.
+TRIGGER_KINDS: dict[str, type[BaseModel]] = {
+    "event": EventTrigger,
+    "date": DateTrigger,
+    "stage_entered": StageTrigger,
+    "schedule": ScheduleTrigger,
+    "every": ScheduleTrigger,
+}
+TRIGGER_KEYS = frozenset(name for model in TRIGGER_KINDS.values() for name in model.model_fields)
+
+
+def _other_kinds_key(name: str, lines: dict[str, int]) -> str:
+    """A field of one kind of trigger given in another (`yearly` beside `event`): which kind
+    this trigger is, and which kinds take the field."""
+    kind = next((key for key in TRIGGER_KINDS if f"trigger.{key}" in lines and key != name), "")
+    takes = [key for key, model in TRIGGER_KINDS.items() if name in model.model_fields and key != "every"]
+    return (
+        f"not allowed with trigger.{kind}; {name} belongs to {' and '.join(takes)} triggers "
+        "(a trigger has one of event, date, stage_entered, schedule or every)"
+    )
 
 
 def _line(lines: dict[str, int], path: str) -> int | None:

@@ -65,6 +65,16 @@ MISTAKES = {
         CART, "latest_per: cart_id", "latest_pr: cart_id",
         f"{CART}:$line: trigger.latest_pr: unknown field (did you mean 'latest_per'?)",
     ),
+    "a date trigger's field beside an event says which triggers take it": (
+        CART, "delay: 1h", "delay: 1h\n  yearly: true",
+        f"{CART}:$next_line: trigger.yearly: not allowed with trigger.event; yearly belongs to date "
+        "triggers (a trigger has one of event, date, stage_entered, schedule or every)",
+    ),
+    "a field of another part of a rule never suggests itself": (
+        CART, "template: abandoned_cart", "template: abandoned_cart\n  delay: 1h",
+        f"{CART}:$next_line: send.delay: unknown field here (delay is a field of event trigger, "
+        "stage trigger, step)",
+    ),
     "an unknown stage suggests the closest and lists the journey": (
         CART, "stages: [consideration, conversion]", "stages: [consideration, convertion]",
         f"{CART}:$line: stages.1: unknown stage 'convertion' (did you mean 'conversion'?); {ALL_STAGES}",
