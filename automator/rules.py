@@ -192,12 +192,19 @@ def _plain(error: Any) -> str:
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         example = MAPPING_EXAMPLES.get(str(ctx.get("class_name")))
         return "must be a mapping of fields" + (f", e.g. {example}" if example else "")
+    if kind == "too_short":
+        return TOO_SHORT.get(str(error["loc"][-1]), f"needs at least {ctx.get('min_length')} item(s)")
     if kind in ("greater_than_equal", "less_than_equal"):
         bound = ctx.get("ge", ctx.get("le"))
         return f"must be at {'least' if kind == 'greater_than_equal' else 'most'} {bound}"
     message = str(error["msg"]).removeprefix("Value error, ")
     return re.sub(r"^Input should be\b", "must be", message)
 
+
+TOO_SHORT = {
+    "steps": "a journey needs at least one step, e.g. [{send: {template: welcome_1}}]",
+    "stages": "a rule targets at least one stage, e.g. [consideration]",
+}
 
 MAPPING_EXAMPLES = {
     "Send": "{template: welcome_1}",

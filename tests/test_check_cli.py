@@ -75,6 +75,14 @@ MISTAKES = {
         f"{CART}:$next_line: send.delay: unknown field here (delay is a field of event trigger, "
         "stage trigger, step)",
     ),
+    "a journey without steps says it needs one": (
+        CART, "send:\n  template: abandoned_cart", "steps: []",
+        f"{CART}:$line: steps: a journey needs at least one step, e.g. [{{send: {{template: welcome_1}}}}]",
+    ),
+    "a rule without stages says it needs one": (
+        CART, "stages: [consideration, conversion]", "stages: []",
+        f"{CART}:$line: stages: a rule targets at least one stage, e.g. [consideration]",
+    ),
     "an unknown stage suggests the closest and lists the journey": (
         CART, "stages: [consideration, conversion]", "stages: [consideration, convertion]",
         f"{CART}:$line: stages.1: unknown stage 'convertion' (did you mean 'conversion'?); {ALL_STAGES}",
