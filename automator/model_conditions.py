@@ -5,7 +5,7 @@ contact's tags and its history of events, as a rule file writes them (`- event.t
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -62,14 +62,27 @@ def _is_history(value: Any) -> bool:
     return isinstance(value, dict) and "event" in value
 
 
+class Numbered(NamedTuple):
+    """A condition as written with its place in the list, which its errors name."""
+
+    position: int
+    item: Any
+
+
 def _conditions(raw: Any) -> Any:
-    """`- event.total: {gte: 100}`, `- contact.plan: pro`, `- contact.tags: {contains: vip}`
-    or `- history: {event: order_placed, count: {gte: 2}}` → condition dicts."""
+    """A list of conditions, each numbered: every item is then read on its own (`_numbered`),
+    so that a mistake in one does not hide the mistakes of those after it."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise ValueError("when must be a list of conditions, e.g. - event.total: {gte: 100}")
-    return [_condition(item, index) for index, item in enumerate(raw)]
+    return [Numbered(index, item) for index, item in enumerate(raw)]
+
+
+def _numbered(value: Any) -> Any:
+    """`- event.total: {gte: 100}`, `- contact.plan: pro`, `- contact.tags: {contains: vip}`
+    or `- history: {event: order_placed, count: {gte: 2}}` → a condition dict."""
+    return _condition(value.item, value.position) if isinstance(value, Numbered) else value
 
 
 TAG_OPERATORS = ("contains", "not_contains")
@@ -155,4 +168,6 @@ def _history(test: Any, index: int) -> dict[str, Any]:
     return {"event": test["event"], "within": within, "op": op, "count": number}
 
 
-Conditions = Annotated[list[AnyCondition], BeforeValidator(_conditions)]
+Conditions = Annotated[
+    list[Annotated[AnyCondition, BeforeValidator(_numbered)]], BeforeValidator(_conditions)
+]

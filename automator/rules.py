@@ -229,6 +229,8 @@ def _named_in_message(path: str, message: str, lines: dict[str, int]) -> tuple[s
     elif step:
         return f"{step.group(1)}.{step.group(3)}", message.removeprefix(f"{step.group(1)}.{step.group(3)}: ")
     condition = re.match(r"condition (\d+): ", message)
+    if condition and re.search(r"(^|\.)when\.\d+$", path):
+        return path, message  # read on its own: the error is at the condition already
     if condition:
         where = path if path.endswith("when") else "when"
         return f"{where}.{int(condition.group(1)) - 1}", message

@@ -85,6 +85,43 @@ def test_every_journey_problem_is_listed(cli, project_dir):
     assert len(cli("check").stdout.splitlines()) == 2
 
 
+def test_a_bad_history_condition_does_not_hide_the_conditions_after_it(cli, project_dir):
+    line = edit(
+        project_dir / "rules" / "abandoned_cart.yaml",
+        "  - event.total: {gt: 0}",
+        "  - history: {event: order_placed, count: {gte: -1}}\n"
+        "  - event.total: {bigger: 0}\n"
+        "  - contact.tags: {has: vip}",
+    )
+    assert cli("check").stdout.splitlines() == [
+        f"rules/abandoned_cart.yaml:{line}: when.0: condition 1: history: count compares with a whole "
+        "number, 0 or more",
+        f"rules/abandoned_cart.yaml:{line + 1}: when.1: condition 2: unknown operator 'bigger' (use one "
+        "of eq, ne, gt, gte, lt, lte, in, not_in, exists)",
+        f"rules/abandoned_cart.yaml:{line + 2}: when.2: condition 3: contact.tags takes contains or "
+        "not_contains, e.g. {contains: vip}",
+    ]
+
+
+def test_every_bad_condition_of_a_step_is_reported_at_its_own_line(cli, project_dir):
+    line = edit(
+        project_dir / "rules" / "abandoned_cart.yaml",
+        "send:\n  template: abandoned_cart",
+        "steps:\n"
+        "  - send: {template: abandoned_cart}\n"
+        "  - delay: 1d\n"
+        "    send: {template: abandoned_cart}\n"
+        "    when:\n"
+        "      - history: {event: order_placed, times: 2}\n"
+        "      - contact.plan: {in: pro}",
+    )
+    assert cli("check").stdout.splitlines() == [
+        f"rules/abandoned_cart.yaml:{line + 5}: steps.1.when.0: condition 1: history: unknown field "
+        "'times' (use event, within, count)",
+        f"rules/abandoned_cart.yaml:{line + 6}: steps.1.when.1: condition 2: in needs a list",
+    ]
+
+
 def test_warnings_alone_exit_zero(cli, project_dir, make_contact):
     make_contact("lan@example.com", plan="pro")
     cart = project_dir / "rules" / "abandoned_cart.yaml"
