@@ -185,12 +185,15 @@ class ScheduleTrigger(Strict):
         if (self.schedule is None) == (self.every is None):
             raise ValueError("give either schedule (a crontab line) or every (a duration)")
         if self.schedule is not None:
-            from automator.crontab import cron
+            from automator.crontab import cron, never_fires
 
             try:
                 cron(self.schedule, ZoneInfo("UTC"))
             except ValueError as exc:
                 raise ValueError(f'schedule: "{self.schedule}" is not a crontab line ({exc})') from exc
+            why = never_fires(self.schedule)
+            if why is not None:
+                raise ValueError(f'schedule: "{self.schedule}" never fires ({why})')
         if self.every is not None and self.every < timedelta(minutes=1):
             raise ValueError("every: at least 1m")
         if self.timezone is not None and self.schedule is None:

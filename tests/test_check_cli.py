@@ -83,6 +83,10 @@ MISTAKES = {
         CART, "stages: [consideration, conversion]", "stages: []",
         f"{CART}:$line: stages: a rule targets at least one stage, e.g. [consideration]",
     ),
+    "a schedule on a day the month does not have never fires": (
+        "rules/renewal_offer.yaml", "  date: contact.renews_at\n  before: 30d", '  schedule: "0 9 31 4 *"',
+        'rules/renewal_offer.yaml:$line: trigger.schedule: "0 9 31 4 *" never fires (April has 30 days)',
+    ),
     "an unknown stage suggests the closest and lists the journey": (
         CART, "stages: [consideration, conversion]", "stages: [consideration, convertion]",
         f"{CART}:$line: stages.1: unknown stage 'convertion' (did you mean 'conversion'?); {ALL_STAGES}",

@@ -303,6 +303,37 @@ def test_cancel_if_within_is_refused_on_an_event_trigger(tmp_path):
     assert "within applies to date triggers only" in only_error(tmp_path).message
 
 
+NEVER = {
+    "0 9 31 4 *": "April has 30 days",
+    "0 9 30 2 *": "February has at most 29 days",
+    "0 9 31 apr,jun *": "April and June have 30 days",
+    "0 9 30-31 2 1": "February has at most 29 days",  # a weekday must match as well, not instead
+}
+
+
+@pytest.mark.parametrize(("schedule", "why"), NEVER.items(), ids=NEVER.keys())
+def test_a_schedule_on_a_day_no_month_has_is_refused(tmp_path, schedule, why):
+    write_rule(
+        tmp_path,
+        "yearly.yaml",
+        CART_RULE.replace("  event: cart_updated\n  delay: 1h\n", f'  schedule: "{schedule}"\n'),
+    )
+    error = only_error(tmp_path)
+    assert (error.field, error.message) == ("trigger.schedule", f'"{schedule}" never fires ({why})')
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 9 29 2 *", "0 9 29 2 mon", "0 9 30 2,4 *", "0 9 31 */2 *", "0 9 last 2 *"]
+)
+def test_a_schedule_that_fires_some_year_loads(tmp_path, schedule):
+    write_rule(
+        tmp_path,
+        "yearly.yaml",
+        CART_RULE.replace("  event: cart_updated\n  delay: 1h\n", f'  schedule: "{schedule}"\n'),
+    )
+    assert load(tmp_path).errors == []
+
+
 def test_a_schedule_trigger_needs_a_valid_crontab_line(tmp_path):
     write_rule(
         tmp_path,
