@@ -9,6 +9,8 @@ from textwrap import dedent
 
 import pytest
 
+from tests.conftest import REPO
+
 ALL = "[awareness, consideration, conversion, retention, loyalty]"
 
 
@@ -208,3 +210,23 @@ def test_several_files_with_mistakes_are_reported_together(project_dir, cli):
     assert len(lines) == 5
     assert "rules/nothing.yaml:1: send: give either send (one message) or steps (a journey)" in lines
     assert sum(line.startswith("rules/welcome_series.yaml:") for line in lines) == 4
+
+
+def test_a_steps_then_is_refused_as_docs_rules_md_says(cli, project_dir):
+    write(
+        project_dir,
+        "welcome_series.yaml",
+        f"""\
+        id: welcome_series
+        stages: {ALL}
+        trigger: {{event: signed_up}}
+        steps:
+          - send: {{template: abandoned_cart}}
+          - delay: 2d
+            send: {{template: abandoned_cart}}
+            then: {{tag: welcomed}}
+        """,
+    )
+    refused = "steps.1.then: unknown field here (then belongs at the top level of the rule)"
+    assert report(cli) == [f"rules/welcome_series.yaml:8: {refused}"]
+    assert f"`{refused}`" in (REPO / "docs" / "rules.md").read_text(encoding="utf-8")
