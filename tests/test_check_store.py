@@ -29,6 +29,13 @@ def test_the_shipped_rules_name_only_stored_event_types(cli, stored_events):
     assert cli("check", "--store").stdout == "ok: 4 rules\n"
 
 
+def test_the_shipped_project_declares_the_renewal_that_has_not_happened_yet(cli, make_event):
+    make_event("cart_updated", utc("2026-11-20 10:00"), **cart())  # as in the demo: no renewal yet
+    make_event("order_placed", utc("2026-11-20 11:00"), order_id="o1", total=90, currency="VND")
+    make_event("subscription_started", utc("2026-11-20 12:00"))
+    assert cli("check", "--store").stdout == "ok: 4 rules\n"
+
+
 @pytest.mark.parametrize(
     ("file", "old", "new", "field", "meant"),
     [
