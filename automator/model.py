@@ -206,6 +206,9 @@ class ScheduleTrigger(Strict):
         return timedelta(hours=6)
 
 
+EVENT_ONLY = "only event triggers can test event properties"
+
+
 def _trigger_kind(value: Any) -> str | None:
     if isinstance(value, BaseModel):
         value = value.model_dump()
@@ -304,10 +307,7 @@ class Rule(Strict):
             ]:
                 for index, cond in enumerate(conditions):
                     if isinstance(cond, Condition) and cond.scope == "event":
-                        raise ValueError(
-                            f"{where}condition {index + 1}: {cond.field}: "
-                            "only event triggers can test event properties"
-                        )
+                        raise ValueError(f"{where}condition {index + 1}: {cond.field}: {EVENT_ONLY}")
         return self
 
     @functools.cached_property

@@ -20,6 +20,7 @@ from automator.durations import format_duration
 from automator.errors import RuleError
 from automator.journey import Journey
 from automator.model import (
+    EVENT_ONLY,
     DateTrigger,
     EventTrigger,
     Rule,
@@ -303,7 +304,7 @@ def _journey_problems(
     for section, key in (("then", "move_to"), ("trigger", "stage_entered")):
         if isinstance(data.get(section), dict) and key in data[section]:
             named.append((f"{section}.{key}", data[section][key]))
-    problems = _send_or_steps(data, lines, shown)
+    problems = _send_or_steps(data, lines, shown) + _event_conditions(data, lines, shown)
     if journey is None:
         return problems
     for path, stage in named:
@@ -328,6 +329,26 @@ def _send_or_steps(data: dict[str, Any], lines: dict[str, int], shown: str) -> l
         message = "give either send (one message) or steps (a journey)"
         return [RuleError(shown, _line(lines, path), path, message)]
     return []
+
+
+def _event_conditions(data: dict[str, Any], lines: dict[str, int], shown: str) -> list[RuleError]:
+    """Every condition on `event.` in a rule whose trigger is not an event, read from the
+    file as it is: the model stops at the first, and only once every other field is valid."""
+    trigger = data.get("trigger")
+    if not isinstance(trigger, dict) or "event" in trigger:
+        return []
+    steps = data["steps"] if isinstance(data.get("steps"), list) else []
+    whens = [("when", data.get("when"))]
+    whens += [(f"steps.{n}.when", step.get("when")) for n, step in enumerate(steps) if isinstance(step, dict)]
+    problems = []
+    for where, conditions in whens:
+        for index, condition in enumerate(conditions if isinstance(conditions, list) else []):
+            field = next(iter(condition)) if isinstance(condition, dict) and len(condition) == 1 else None
+            if isinstance(field, str) and field.startswith("event."):
+                path = f"{where}.{index}"
+                message = f"condition {index + 1}: {field}: {EVENT_ONLY}"
+                problems.append(RuleError(shown, _line(lines, path), path, message))
+    return problems
 
 
 def _display(path: Path, root: Path) -> str:

@@ -122,6 +122,22 @@ def test_every_bad_condition_of_a_step_is_reported_at_its_own_line(cli, project_
     ]
 
 
+def test_every_event_condition_of_a_date_rule_is_reported_with_its_other_mistakes(cli, project_dir):
+    line = edit(
+        project_dir / "rules" / "renewal_offer.yaml",
+        "send:\n",
+        "when:\n  - event.total: {gt: 0}\n  - contact.plan: {bigger: 1}\n  - event.currency: VND\nsend:\n",
+    )
+    assert cli("check").stdout.splitlines() == [
+        f"rules/renewal_offer.yaml:{line + 1}: when.0: condition 1: event.total: only event triggers "
+        "can test event properties",
+        f"rules/renewal_offer.yaml:{line + 2}: when.1: condition 2: unknown operator 'bigger' (use one "
+        "of eq, ne, gt, gte, lt, lte, in, not_in, exists)",
+        f"rules/renewal_offer.yaml:{line + 3}: when.2: condition 3: event.currency: only event triggers "
+        "can test event properties",
+    ]
+
+
 def test_warnings_alone_exit_zero(cli, project_dir, make_contact):
     make_contact("lan@example.com", plan="pro")
     cart = project_dir / "rules" / "abandoned_cart.yaml"
