@@ -10,7 +10,7 @@ import pytest
 from automator.importing import files
 from automator.store import contacts as contact_store
 from tests.conftest import cart, utc, write_jsonl
-from tests.importing import cart_event, contact, stored_events, write_csv
+from tests.importing import cart_event, contact, event_keys, stored_events, write_csv
 
 
 def contact_dates(store, email):
@@ -294,6 +294,33 @@ def test_a_header_naming_a_column_twice_is_refused_before_any_row(cli, store, tm
     assert (result.exit_code, result.stderr) == (1, f"error: {path}:1: the header row names email twice\n")
     assert contact(store, "d1@example.com") is None
     assert contact(store, "d2@example.com") is None
+
+
+def test_a_csv_header_naming_the_fields_as_a_spreadsheet_does_is_read(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "Email,First Name,LAST_NAME,Plan", "lan@example.com,Lan,Nguyen,pro")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stdout) == (0, "imported 1 contacts, rejected 0\n")
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.last_name, lan.attributes) == ("Lan", "Nguyen", {"Plan": "pro"})
+
+
+def test_an_events_csv_header_in_capitals_is_read(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "e.csv", "ID,Type,Email,At", "evt-1,cart_updated,lan@example.com,2026-11-20T03:00:00Z"
+    )
+
+    assert cli("events", "import", str(path)).stdout == "imported 1 events, rejected 0\n"
+    assert event_keys(store, "lan@example.com") == ["evt-1"]
+
+
+def test_a_header_naming_a_field_twice_in_two_cases_is_refused(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,Email", "d1@example.com,d2@example.com")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stderr) == (1, f"error: {path}:1: the header row names email twice\n")
 
 
 def test_a_csv_saved_with_a_byte_order_mark_is_read(cli, store, tmp_path):

@@ -138,7 +138,7 @@ def import_contacts(
     tally = Tally(watcher)
     size = contact_store.batch_size(store.engine.dialect.name)
     with (
-        RecordFile(path, tally.warn) as records,
+        RecordFile(path, tally.warn, ("email", *KNOWN_FIELDS)) as records,
         contact_store.loader(store, now, journey.first_stage) as upsert,
     ):
         batches = _batches(records, path, journey, default_zone, tally, size)

@@ -19,7 +19,7 @@ from automator.errors import ImportRecordError
 from automator.importing import screening
 from automator.importing.files import RecordFile
 from automator.importing.overlap import in_background, stored_in_order
-from automator.importing.records import EventRecord, reason
+from automator.importing.records import EVENT_FIELDS, EventRecord, reason
 from automator.importing.report import ImportReport, Tally, Watcher
 from automator.journey import Journey
 from automator.store import Store
@@ -45,7 +45,10 @@ def import_events(
     """Store the file's events once per key, and apply the journey moves of the new ones."""
     tally = Tally(watcher)
     size = event_store.batch_size(store.engine.dialect.name)
-    with RecordFile(path, tally.warn) as records, event_store.loader(store, journey, now) as add:
+    with (
+        RecordFile(path, tally.warn, EVENT_FIELDS) as records,
+        event_store.loader(store, journey, now) as add,
+    ):
         for batch, new in stored_in_order(_batches(records, path, tally, size), add, in_background(store)):
             tally.report.imported += new
             tally.report.duplicates += len(batch) - new

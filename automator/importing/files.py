@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,15 +27,20 @@ Record = tuple[int, dict[str, Any] | ImportRecordError, bool]
 
 class RecordFile:
     """A .csv or .jsonl file open for reading, record by record; `warn` hears of a CSV row
-    shorter than its header."""
+    shorter than its header. A CSV header's column named as one of `fields` but for case,
+    spaces or hyphens (`Email`, `First Name`) is that field, as a spreadsheet or a shop's
+    export names it."""
 
-    def __init__(self, path: Path, warn: Callable[[RecordWarning], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, warn: Callable[[RecordWarning], None] | None = None, fields: Collection[str] = ()
+    ) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
             raise AutomatorError(f"{path}: use a .csv (with a header row) or .jsonl file")
         self.path = path
         self.size = path.stat().st_size
         self._warn = warn
+        self._fields = {_column_key(name): name for name in fields}
         self._csv = suffix == ".csv"
         # Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that
         # reading goes on, and the record that holds them is refused (`not_utf8`).
@@ -57,12 +62,12 @@ class RecordFile:
 
     def __iter__(self) -> Iterator[Record]:
         if self._csv:
-            return _csv_records(self.path, self._handle, self._warn)
+            return _csv_records(self.path, self._handle, self._warn, self._fields)
         return _jsonl_records(self.path, self._handle)
 
 
 def _csv_records(
-    path: Path, handle: TextIO, warn: Callable[[RecordWarning], None] | None
+    path: Path, handle: TextIO, warn: Callable[[RecordWarning], None] | None, fields: dict[str, str]
 ) -> Iterator[Record]:
     """Each row after the header as a dict of its non-empty values, by the record's first line.
     A row longer than the header, or with a value under a column the header leaves unnamed,
@@ -75,7 +80,7 @@ def _csv_records(
         if header is None:
             if isinstance(row, ImportRecordError):
                 raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
-            header = [name.strip() for name in row]
+            header = [fields.get(_column_key(name), name.strip()) for name in row]
             unnamed = [column for column, name in enumerate(header) if not name]
             if twice := sorted({name for name in header if name and header.count(name) > 1}):
                 raise AutomatorError(f"{path}:{line}: the header row names {', '.join(twice)} twice")
@@ -94,6 +99,11 @@ def _csv_records(
                 )
             record = {key: value for key, value in zip(header, row, strict=False) if key and value}
             yield line, record, all_clean_strings(record)
+
+
+def _column_key(name: str) -> str:
+    """A column's name as it is matched against a field's: `First Name` → `first_name`."""
+    return re.sub(r"[\s-]+", "_", name.strip()).lower()
 
 
 def _row_against(row: list[str], header: list[str]) -> str:
