@@ -246,6 +246,17 @@ def test_a_body_of_the_wrong_kind_is_refused_with_a_message(
     assert event_count(store) == 0
 
 
+def test_a_body_that_is_not_utf8_is_refused_with_where_its_first_other_byte_is(client, writer) -> None:
+    body = '{"email": "rene@example.com",\n "first_name": "René"}'.encode("latin-1")
+
+    response = client.post("/v1/contacts", content=body, headers=writer)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "the body is not JSON: not UTF-8 text: byte 0xe9 at line 2, column 20"
+    }
+
+
 def test_a_body_over_5_mb_is_refused_by_its_content_length(client, writer) -> None:
     body = b" " * (MAX_BODY + 1)
 

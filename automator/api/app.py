@@ -27,6 +27,7 @@ from automator.api.keys import KeyRing
 from automator.api.limits import MAX_BODY, BodyTooLarge, RateLimit, read_body
 from automator.api.schema import INTAKE_ANSWERS, MAX_ITEMS, answers, body
 from automator.clock import Clock, utcnow
+from automator.display import undecodable
 from automator.importing import normalize_email
 from automator.importing.files import decoded_json
 from automator.project import Project
@@ -182,8 +183,19 @@ async def _payload(request: Request) -> Any:
         ) from None
     try:
         return decoded_json(raw)  # as an import reads a line: no NaN, no endless nesting
-    except ValueError as exc:  # not UTF-8 too
-        raise HTTPException(400, f"the body is not JSON: {exc}") from None
+    except ValueError as exc:
+        raise HTTPException(400, f"the body is not JSON: {_not_utf8(raw) or exc}") from None
+
+
+def _not_utf8(raw: bytes) -> str | None:
+    """Where the body stops being UTF-8 (`not UTF-8 text: byte 0xe9 at line 1, column 40`),
+    as an import says it of a line; orjson says only that some character is a surrogate."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column, what = undecodable(exc)
+        return f"{what} at line {line}, column {column}"
+    return None
 
 
 def _items(data: Any, noun: str, own_field: str | None) -> Items:
