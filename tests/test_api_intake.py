@@ -135,6 +135,19 @@ def test_an_event_id_longer_than_the_store_keeps_is_rejected(client, writer, sto
     ]
 
 
+def test_an_email_that_is_not_text_is_answered_with_what_it_is(client, writer, store) -> None:
+    batch = [event(1, email=["lan@example.com"]), event(2, email=84901234567), event(3, email=None)]
+
+    response = client.post("/v1/events", json={"batch": batch}, headers=writer)
+
+    assert [item["errors"] for item in response.json()["rejected"]] == [
+        [{"field": "email", "message": "an email address is text, not a list"}],
+        [{"field": "email", "message": "an email address is text, not a number"}],
+        [{"field": "email", "message": "email is required"}],
+    ]
+    assert event_count(store) == 0
+
+
 def test_contacts_are_upserted_by_email_and_the_later_of_two_wins(client, writer, store) -> None:
     client.post("/v1/contacts", json={"email": "Lan@Example.com", "first_name": "Lan"}, headers=writer)
     batch = [

@@ -26,13 +26,24 @@ from automator.timestamps import parse_timestamp
 
 def normalize_email(value: Any) -> str:
     """An email address as the store keeps it (valid, lowercased), or ValueError saying why not."""
-    if not isinstance(value, str) or not value.strip():
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError("email is required")
+    if not isinstance(value, str):
+        raise ValueError(f"an email address is text, not {_json_kind(value)}")
     value = value.strip()
     plain = _PLAIN_ADDRESS.fullmatch(value)
     if plain and len(value) <= MAX_ADDRESS and (domain := _plain_domain(plain[2])) is not None:
         return f"{plain[1]}@{domain}".lower()
     return _normalize_email(value)
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value that is not text is, in a user's words."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 # An address of printable ASCII with a dot-atom before the @ and a host name after it, as
