@@ -450,6 +450,20 @@ def test_a_line_that_is_not_json_is_rejected_with_its_line_number(cli, store, tm
     assert result.stdout == "imported 2 events, rejected 1\n"
 
 
+def test_a_line_ended_by_a_comma_is_rejected_for_the_comma(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "e.jsonl", [json.dumps(cart_event(id="evt-1")) + ",", cart_event(id="evt-2")]
+    )
+
+    result = cli("events", "import", str(path))
+
+    assert result.stderr == (
+        f"rejected {path}:1: a comma after the JSON value: "
+        "a JSON Lines file holds one value per line, with no comma\n"
+    )
+    assert result.stdout == "imported 1 events, rejected 1\n"
+
+
 def test_a_line_nested_too_deep_is_rejected_with_its_line_number(cli, store, tmp_path):
     deep = '{"id": "evt-2", "type": "x", "email": "lan@example.com", "at": "2026-11-20T10:00:00Z", '
     deep += '"properties": {"a": ' + "[" * 100 + "]" * 100 + "}}"

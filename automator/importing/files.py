@@ -304,12 +304,27 @@ def _jsonl_records(path: Path, handle: TextIO) -> Iterator[Record]:
         try:
             data = decoded_json(text)
         except json.JSONDecodeError as exc:
-            yield line, ImportRecordError(str(path), line, f"not valid JSON: {exc.msg}"), False
+            yield line, ImportRecordError(str(path), line, _json_problem(text, exc)), False
             continue
         if not isinstance(data, dict):
             yield line, ImportRecordError(str(path), line, "each line must be a JSON object"), False
             continue
         yield line, data, not _may_hold_control(text)
+
+
+def _json_problem(text: str, exc: json.JSONDecodeError) -> str:
+    """Why a line is not JSON. A comma after a whole object, left from a JSON array turned
+    into lines, is named: the decoder's "unexpected content after document" does not say
+    that the object itself is fine."""
+    ended = text.rstrip()
+    if ended.endswith(","):
+        try:
+            decoded_json(ended[:-1])
+        except json.JSONDecodeError:
+            pass
+        else:
+            return "a comma after the JSON value: a JSON Lines file holds one value per line, with no comma"
+    return f"not valid JSON: {exc.msg}"
 
 
 def read_coupon_codes(path: Path) -> tuple[list[str], list[ImportRecordError]]:
