@@ -87,6 +87,15 @@ def test_an_event_without_an_id_is_known_again_by_its_content(client, writer, st
     assert event_count(store) == 1
 
 
+def test_events_with_a_blank_id_are_not_duplicates_of_each_other(client, writer, store) -> None:
+    client.post("/v1/events", json=event(1, id="  "), headers=writer)
+
+    response = client.post("/v1/events", json=event(2, id="  "), headers=writer)
+
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert event_count(store) == 2
+
+
 def test_good_events_are_stored_beside_bad_ones_which_are_answered_by_index(client, writer, store) -> None:
     batch = [
         event(1),

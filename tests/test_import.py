@@ -392,6 +392,14 @@ def test_an_identical_line_without_an_id_is_stored_once(cli, store, tmp_path):
     assert len(stored_events(store, "lan@example.com")) == 1
 
 
+def test_events_with_a_blank_id_are_known_by_their_content_not_the_blank(cli, store, tmp_path):
+    first, second = cart_event(id=" "), cart_event(id=" ", at="2026-11-20T11:00:00+07:00")
+    path = write_jsonl(tmp_path / "e.jsonl", [first, second, second])
+
+    assert cli("events", "import", str(path)).stdout == "imported 2 events, 1 already known, rejected 0\n"
+    assert len(stored_events(store, "lan@example.com")) == 2
+
+
 def test_the_same_moment_written_with_another_offset_is_the_same_event(cli, store, tmp_path):
     local, utc_form = cart_event(), cart_event(at="2026-11-20T03:00:00Z")
     del local["id"], utc_form["id"]

@@ -33,7 +33,7 @@ def event_key(record: EventRecord) -> str:
 
 
 def _key(id_: str | None, type_: str, email: str, at: datetime, properties: dict[str, Any]) -> str:
-    if id_:
+    if id_ and not id_.isspace():  # a blank id is none: as a key it made every other event a duplicate
         return id_
     canonical = json.dumps([type_, email, at.isoformat(), properties], sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
