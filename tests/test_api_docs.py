@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests import test_api_daemon, test_api_keys
-from tests.conftest import REPO
+from tests.conftest import REPO, all_messages
+from tests.test_api_keys import bearer
 
 DOC = REPO / "docs" / "api.md"
 ADDRESS = "127.0.0.1:8080"
-start_api, client = test_api_daemon.start_api, test_api_keys.client  # fixtures
+start_api, client, make_key = (
+    test_api_daemon.start_api,
+    test_api_keys.client,
+    test_api_keys.make_key,
+)  # fixtures
 FENCE = re.compile(r"^```\s*(\S*)\s*$")
 
 
@@ -126,3 +131,19 @@ def test_the_openapi_document_says_what_a_locale_is(client) -> None:
         for name in ("Contact", "SegmentContext")
     }
     assert patterns == {r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"}
+
+
+def test_the_readmes_event_brings_the_reminder_it_promises(client, make_key, cli, store) -> None:
+    """The README sends one event over HTTP and says that the abandoned-cart reminder goes out
+    an hour later: the event must hold what the reminder's template shows."""
+    (example,) = [found for found in examples(REPO / "README.md") if "/v1/events" in found.command]
+    sent = re.search(r"-d '(.*)'$", example.command)
+    assert sent is not None
+    answer = client.post("/v1/events", content=sent.group(1), headers=bearer(make_key("events:write")))
+    assert answer.json()["accepted"] == 1
+
+    cli("tick", "--now", "2026-11-20T04:00:00Z")
+
+    assert [(message.rule_id, message.status) for message in all_messages(store)] == [
+        ("abandoned_cart", "sent")
+    ]
