@@ -598,6 +598,19 @@ def test_a_missing_message_is_a_404(admin) -> None:
     assert "message 999 does not exist" in response.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/no-such-page", 404), ("GET", "/messages/1/hold", 405), ("DELETE", "/queue", 405)],
+)
+def test_an_unknown_page_or_method_is_a_console_page_not_json(admin, method, path, status) -> None:
+    response = admin.request(method, path)
+
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Back to the queue" in response.text
+    assert '"detail"' not in response.text
+
+
 # ---------------------------------------------------------------- actions on a message
 
 

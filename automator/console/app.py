@@ -10,9 +10,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from automator.clock import Clock, utcnow
 from automator.config import require_secret
@@ -119,14 +121,31 @@ def _handle_errors(app: FastAPI) -> None:
     async def invalid(request: Request, exc: Exception) -> Response:
         return _error_page(request, 400, "That request is missing something or has a wrong value.")
 
+    async def no_such_page(request: Request, exc: Exception) -> Response:
+        """An address or a method no route answers: the console's page, not FastAPI's JSON."""
+        assert isinstance(exc, HTTPException)
+        if exc.status_code not in UNROUTED:
+            return await http_exception_handler(request, exc)
+        response = _error_page(request, exc.status_code, UNROUTED[exc.status_code])
+        response.headers.update(exc.headers or {})  # 405's Allow
+        return response
+
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(AutomatorError, refused)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, no_such_page)
+
+
+UNROUTED = {
+    404: "There is no such page in the console.",
+    405: "This page does not take that kind of request; use the console's links and buttons.",
+}
 
 
 def _error_page(request: Request, status: int, text: str) -> Response:
     viewer = viewer_or_none(request)
-    title = {400: "Not done", 401: "Log in first", 403: "Not allowed", 404: "Not found"}[status]
+    titles = {400: "Not done", 401: "Log in first", 403: "Not allowed", 404: "Not found", 405: "Not done"}
+    title = titles[status]
     return render(request, viewer, "error.html", status=status, title=title, text=text)
