@@ -348,6 +348,14 @@ def test_support_cannot_open_the_bulk_confirmation(support, queued) -> None:
     assert support.get("/queue/bulk?action=hold").status_code == 403
 
 
+def test_a_refusal_says_in_words_what_support_cannot_do(support, queued, lan) -> None:
+    bulk = support.get("/queue/bulk?action=hold")
+    unsuppress = act(support, f"/contacts/{lan}/unsuppress", reason="customer asked")
+
+    assert "the support role cannot hold or cancel a whole selection; ask an admin" in bulk.text
+    assert "the support role cannot remove a suppression; ask an admin" in unsuppress.text
+
+
 def test_support_sees_no_admin_buttons(support, queued) -> None:
     page = support.get(f"/messages/{queued}").text
 

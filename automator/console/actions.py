@@ -80,7 +80,7 @@ def bulk_confirm(
     request: Request,
     action: str,
     filters: QueueQuery = Depends(),
-    viewer: Viewer = Depends(allowed("bulk")),
+    viewer: Viewer = Depends(allowed("hold or cancel a whole selection")),
 ) -> Response:
     """Say how many messages the action would touch, and ask for a reason."""
     return _confirmation(request, viewer, action, filters)
@@ -118,7 +118,7 @@ def bulk_apply(
     q: Annotated[str, Form()] = "",
     since: Annotated[str, Form()] = "",
     until: Annotated[str, Form()] = "",
-    viewer: Viewer = Depends(allowed("bulk")),
+    viewer: Viewer = Depends(allowed("hold or cancel a whole selection")),
 ) -> Response:
     """Apply the action to the messages that were counted (none queued since)."""
     filters = QueueQuery(status, rule, q, since, until)
@@ -157,7 +157,10 @@ def suppress(
 
 @router.post("/contacts/{contact_id}/unsuppress")
 def unsuppress(
-    request: Request, contact_id: RowId, reason: Reason = "", viewer: Viewer = Depends(allowed("unsuppress"))
+    request: Request,
+    contact_id: RowId,
+    reason: Reason = "",
+    viewer: Viewer = Depends(allowed("remove a suppression")),
 ) -> Response:
     """Let rules email this contact again."""
     return _change_suppression(request, viewer, contact_id, reason, None)

@@ -35,8 +35,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "suppress",
             "cancel",
             "send now",
-            "bulk",
-            "unsuppress",
+            "hold or cancel a whole selection",
+            "remove a suppression",
         }
     ),
 }
