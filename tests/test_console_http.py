@@ -713,6 +713,23 @@ def test_admin_cancels_a_message(admin, queued, store) -> None:
     assert audit_of(store, queued) == [("ada", "cancel", "please don't send me that again")]
 
 
+def test_a_cancelled_message_says_when_it_was_due_not_that_it_will_be_sent(admin, queued) -> None:
+    act(admin, f"/messages/{queued}/cancel", reason="customer asked")
+
+    page = admin.get(f"/messages/{queued}").text
+
+    assert "was due at" in page and "As it would have been sent" in page
+    assert "sends at" not in page and "As it will be sent" not in page
+
+
+def test_a_sent_message_is_shown_as_it_was_sent(admin, make_messages) -> None:
+    [sent] = make_messages(1, status="sent", sent_at=NOW)
+
+    page = admin.get(f"/messages/{sent}").text
+
+    assert "As it was sent" in page and "As it will be sent" not in page
+
+
 def test_admin_sends_a_message_now(admin, queued, store) -> None:
     response = act(admin, f"/messages/{queued}/send-now", reason="customer is waiting for it")
 
