@@ -796,6 +796,19 @@ def test_a_reason_is_one_line_of_text_of_limited_length(support, queued, lan, st
         assert suppressions.get(session, "lan@example.com") is None
 
 
+def test_a_refused_reason_stays_in_the_form_to_correct(support, admin, queued, lan) -> None:
+    typed = "customer wrote twice,\nasking us to wait"
+    pages = [
+        act(support, f"/messages/{queued}/hold", reason=typed),
+        act(support, f"/contacts/{lan}/suppress", reason=typed, kind="blocked"),
+        act(admin, "/queue/bulk", action="hold", upto=str(queued), reason=typed),
+    ]
+
+    for page in pages:
+        assert page.status_code == 400
+        assert f'maxlength="500">{html.escape(typed)}</textarea>' in page.text
+
+
 def test_after_a_refused_action_the_time_zone_picker_returns_to_the_message(admin, queued) -> None:
     act(admin, f"/messages/{queued}/cancel", reason="asked")
     refused = act(admin, f"/messages/{queued}/hold", reason="asked again")

@@ -60,7 +60,7 @@ def message_action(
         raise Forbidden(str(exc)) from exc
     except AutomatorError as exc:
         status = 409 if isinstance(exc, StateError) else 400
-        return show_message(request, viewer, message_id, error=str(exc), status=status)
+        return show_message(request, viewer, message_id, error=str(exc), status=status, reason=reason)
     return RedirectResponse(f"/messages/{message_id}?done={action}", status_code=303)
 
 
@@ -87,7 +87,12 @@ def bulk_confirm(
 
 
 def _confirmation(
-    request: Request, viewer: Viewer, action: str, filters: QueueQuery, error: str | None = None
+    request: Request,
+    viewer: Viewer,
+    action: str,
+    filters: QueueQuery,
+    error: str | None = None,
+    reason: str = "",
 ) -> Response:
     bulk = _bulk_action(action)
     where = filters.selection(viewer)
@@ -104,6 +109,7 @@ def _confirmation(
         chosen=chosen,
         filters=filters.as_dict(),
         error=error,
+        reason=reason,
     )
 
 
@@ -126,7 +132,7 @@ def bulk_apply(
     try:
         reason = support.given_reason(reason)
     except AutomatorError as exc:
-        return _confirmation(request, viewer, action, filters, str(exc))
+        return _confirmation(request, viewer, action, filters, str(exc), reason)
     console = console_of(request)
     where = filters.selection(viewer)
     with console.store.session() as session:
@@ -173,7 +179,7 @@ def _change_suppression(
     try:
         reason = support.given_reason(reason)
     except AutomatorError as exc:
-        return show_contact(request, viewer, contact_id, error=str(exc), status=400)
+        return show_contact(request, viewer, contact_id, error=str(exc), status=400, reason=reason)
     now = console.clock()
     with console.store.session() as session:
         contact = contacts.by_id(session, contact_id)

@@ -128,6 +128,7 @@ def show_message(
     notice: str | None = None,
     error: str | None = None,
     status: int = 200,
+    reason: str = "",
 ) -> Response:
     """A message as it will be sent (preview, text, headers), its contact, rule, coupon,
     status history and audit log, and the actions the viewer may take on it."""
@@ -171,6 +172,7 @@ def show_message(
         locked=[label.lower() for _, label, permission in _actions(message) if not viewer.can(permission)],
         notice=notice,
         error=error,
+        reason=reason,
     )
 
 
@@ -236,6 +238,7 @@ def show_contact(
     notice: str | None = None,
     error: str | None = None,
     status: int = 200,
+    reason: str = "",
 ) -> Response:
     """A contact's profile, stage and its history, events, messages, suppression, audit log."""
     console = console_of(request)
@@ -269,6 +272,7 @@ def show_contact(
         reasons=suppressions.REASONS,
         notice=notice,
         error=error,
+        reason=reason,
         **details,
     )
 

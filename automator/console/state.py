@@ -21,6 +21,7 @@ from automator.engine import Engine
 from automator.ids import MAX_ID
 from automator.project import Project
 from automator.store import Store, users
+from automator.support import MAX_REASON
 
 # A row's id in a URL: a number beyond any id's range names no row, and is a wrong value
 # (400) rather than an error inside the database driver.
@@ -55,6 +56,7 @@ def page_templates() -> jinja2.Environment:
     )
     env.filters.update(display.FILTERS)
     env.globals["query"] = query
+    env.globals["MAX_REASON"] = MAX_REASON
     return env
 
 
@@ -117,6 +119,7 @@ def render(
         "notice": None,
         "error": None,
         "contact_query": "",
+        "reason": "",  # the reason typed into a form that was refused, to correct rather than retype
         **context,
     }
     html = console.pages.get_template(template).render(values)
