@@ -261,3 +261,25 @@ def test_a_long_word_wraps_instead_of_widening_the_page(console, page, make_cont
 
     expect(page.locator("h1")).to_contain_text("WWWW")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.fixture
+def more_carts(busy_day: None, make_event: Callable[..., str], tick: Callable[..., Any]) -> None:
+    """Lan's evening carts: message numbers of two digits, beside long addresses. Ticked
+    before the browser starts (a tick cannot run beside Playwright's event loop)."""
+    for n in range(8):
+        make_event("cart_updated", EVENING_CART, email="lan@example.com", id=f"cart-{n}", **cart(f"c{n}"))
+    tick(EVENING_TICK)
+
+
+def test_a_message_number_stays_on_one_line_on_a_laptop_screen(more_carts, console, page) -> None:
+    log_in_page(page, console)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    for path in ("/queue", "/contacts?q=lan@example.com"):
+        page.goto(f"{console}{path}")
+        numbers = page.locator("table.messages tbody td:first-child a")
+        expect(numbers.last).to_be_visible()
+        lines = numbers.evaluate_all("all => all.map(a => [a.textContent, a.getClientRects().length])")
+        assert any(len(number) > 1 for number, _ in lines)
+        assert [number for number, rects in lines if rects != 1] == []

@@ -380,7 +380,7 @@ def test_the_queue_lists_messages_with_counts_by_status(admin, make_messages) ->
     assert re.search(r"s-queued\">queued</span> <b>3</b>", page)
     assert re.search(r"s-held\">held</span> <b>2</b>", page)
     assert re.search(r"s-sent\">sent</span> <b>1</b>", page)
-    assert page.count('<td><a href="/messages/') == 6
+    assert page.count('<td class="nowrap"><a href="/messages/') == 6
 
 
 def test_the_queue_filters_by_status(admin, make_messages) -> None:
@@ -431,7 +431,7 @@ def test_queue_counts_follow_the_filter(admin, make_messages) -> None:
 
 
 def listed(page: str) -> list[int]:
-    return [int(i) for i in re.findall(r'<td><a href="/messages/(\d+)">', page)]
+    return [int(i) for i in re.findall(r'<td class="nowrap"><a href="/messages/(\d+)">', page)]
 
 
 @pytest.mark.sqlite_only  # SQLite's dialect writes the OFFSET this counts
