@@ -651,6 +651,16 @@ def test_support_releases_a_held_message(support, queued, store) -> None:
     assert audit_of(store, queued)[-1] == ("sam", "release", "customer is fine with it")
 
 
+def test_going_back_to_the_page_after_a_hold_does_not_say_held_once_released(support, queued) -> None:
+    act(support, f"/messages/{queued}/hold", reason="wait")
+    act(support, f"/messages/{queued}/release", reason="customer is fine with it")
+
+    back = support.get(f"/messages/{queued}?done=hold").text
+
+    assert "Held." not in back
+    assert "Released: it is back in the queue." in support.get(f"/messages/{queued}?done=release").text
+
+
 @pytest.fixture
 def held_offer(make_contact: Callable[..., int], tick: Callable[..., Any], store: Store) -> int:
     """Lan's renewal offer, held: the coupon pool is empty; its id."""
@@ -970,6 +980,18 @@ def test_admin_unsuppresses_a_contact_with_a_reason(admin, lan, store) -> None:
         assert suppressions.get(session, "lan@example.com") is None
         [entry] = audit.for_contact(session, lan)
     assert (entry.actor, entry.action) == ("ada", "unsuppress")
+
+
+def test_going_back_to_the_page_after_a_suppression_does_not_say_suppressed_once_removed(
+    support, admin, lan
+) -> None:
+    act(support, f"/contacts/{lan}/suppress", reason="asked", kind="blocked")
+    act(admin, f"/contacts/{lan}/unsuppress", reason="asked to get mail again")
+
+    back = support.get(f"/contacts/{lan}?done=suppress").text
+
+    assert "Suppressed: this address gets nothing more" not in back
+    assert "Suppression removed" in support.get(f"/contacts/{lan}?done=unsuppress").text
 
 
 def test_suppressing_needs_a_reason(support, lan, store) -> None:

@@ -36,6 +36,10 @@ NOTICES = {
     "suppress": "Suppressed: this address gets nothing more from any rule.",
     "unsuppress": "Suppression removed: rules may email this address again.",
 }
+# The status each message action leaves a message in. Its notice shows only while the
+# message is still in it: the back button to the page after a hold must not say "Held."
+# above a message released since.
+LEAVES = {"hold": HOLD.to, "release": RELEASE.to, "cancel": CANCEL.to, "send-now": SEND_NOW.to}
 
 
 @router.get("/")
@@ -118,14 +122,14 @@ def _rule_ids(project: Project) -> list[str]:
 def message_page(
     request: Request, message_id: RowId, viewer: Viewer = Depends(allowed("view")), done: str = ""
 ) -> Response:
-    return show_message(request, viewer, message_id, notice=NOTICES.get(done))
+    return show_message(request, viewer, message_id, done=done)
 
 
 def show_message(
     request: Request,
     viewer: Viewer,
     message_id: int,
-    notice: str | None = None,
+    done: str = "",
     error: str | None = None,
     status: int = 200,
     reason: str = "",
@@ -149,6 +153,7 @@ def show_message(
     except UnsafeHeaderError as exc:  # held for it: the page says why instead of failing
         headers, unsafe = [], str(exc)
     rule = console.project.rule(message.rule_id)
+    notice = NOTICES[done] if done in LEAVES and message.status == LEAVES[done] else None
     return render(
         request,
         viewer,
@@ -228,14 +233,14 @@ def contact_search(request: Request, q: str = "", viewer: Viewer = Depends(allow
 def contact_page(
     request: Request, contact_id: RowId, viewer: Viewer = Depends(allowed("view")), done: str = ""
 ) -> Response:
-    return show_contact(request, viewer, contact_id, notice=NOTICES.get(done))
+    return show_contact(request, viewer, contact_id, done=done)
 
 
 def show_contact(
     request: Request,
     viewer: Viewer,
     contact_id: int,
-    notice: str | None = None,
+    done: str = "",
     error: str | None = None,
     status: int = 200,
     reason: str = "",
@@ -258,6 +263,9 @@ def show_contact(
                 session, console.project.ruleset.rules, contact_id, zone=viewer.zone
             ),
         }
+    # As for a message: a notice only while it still holds.
+    still = {"suppress": details["suppression"] is not None, "unsuppress": details["suppression"] is None}
+    notice = NOTICES[done] if still.get(done) else None
     details["explained_at"] = now = console.clock()
     details["explanations"] = [
         _why(console, rule, contact.email, now, viewer.zone) for rule in console.project.ruleset.rules
