@@ -195,7 +195,8 @@ def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(
         f"postgresql+psycopg://lan:Hunter2@secret@127.0.0.1:{free_port()}/shop": (
             "the URL's password holds an @ that is not written as %40"
         ),
-        f"sqlite:///{tmp_path}/no/such/folder/automator.db": "unable to open database file",
+        f"sqlite:///{tmp_path}": "unable to open database file",  # a folder, not a file
+        f"sqlite:///{tmp_path}/no/such/folder/automator.db": "folder",  # refused before connecting
     }
     for url, reason in unreachable.items():
         env = {**os.environ, **environ, "AUTOMATOR_DATABASE_URL": url}
@@ -206,8 +207,14 @@ def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(
 
             assert result.returncode == 1, (url, args)
             [line] = result.stderr.splitlines()
-            assert line.startswith("error: cannot connect to ")
-            assert reason in line
+            if reason == "folder":
+                assert line.endswith(
+                    f"folder {tmp_path}/no/such/folder does not exist; create it, or correct the path "
+                    "(AUTOMATOR_DATABASE_URL or database_url in automator.toml)"
+                ), line
+            else:
+                assert line.startswith("error: cannot connect to ")
+                assert reason in line
             assert "Hunter2" not in line and "secret@" not in line
 
 
