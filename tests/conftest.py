@@ -93,8 +93,11 @@ def environ(project_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatc
         "AUTOMATOR_OUTBOX": str(project_dir / "outbox"),
         "AUTOMATOR_SECRET": TEST_SECRET,
     }
-    for name in ("AUTOMATOR_SMTP_URL", "AUTOMATOR_FROM", "AUTOMATOR_TIMEZONE", "AUTOMATOR_SECRET_PREVIOUS"):
-        monkeypatch.delenv(name, raising=False)
+    # Every setting of the shell the tests run in goes, not a list of them that the next
+    # setting would miss (AUTOMATOR_SCREENSHOTS is the tests' own, not a setting).
+    for name in [name for name in os.environ if name.startswith("AUTOMATOR_")]:
+        if name != "AUTOMATOR_SCREENSHOTS":
+            monkeypatch.delenv(name)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values

@@ -21,6 +21,7 @@ import lz4.frame
 import pytest
 from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateTable
 
 import automator.store.sqlite as store_module
@@ -471,3 +472,23 @@ def test_times_go_in_as_their_utc_instant_and_a_naive_time_is_refused(database_u
     assert found == [utc("2026-11-20 05:00"), utc("2026-11-20 05:00"), None]
     assert all(at.tzinfo is UTC for at in found[:2])
     assert [text[:19] if text else text for text in stored] == ["2026-11-20 05:00:00"] * 2 + [None]
+
+
+def test_a_failed_statement_names_no_value_it_was_given(database_url: str) -> None:
+    """A database error reaches the log and the terminal with its SQL, never with the values
+    bound to it: those are addresses, names and event properties (see operations.md)."""
+    store = Store(database_url)
+    store.create_schema()
+    now = utc("2026-11-20 12:00")
+    with store.session() as session:
+        contact_id = contact_store.ensure(session, ["lan@example.com"], now)["lan@example.com"]
+    row = _queued(contact_id, "cart-1", now, email="lan@example.com", tag="a")
+    statement = table(Message).insert()
+    with store.session() as session:
+        session.execute(statement, [row])
+        with pytest.raises(IntegrityError) as raised:
+            session.execute(statement, [row])  # the same dedupe key again
+    store.dispose()
+
+    assert "INSERT INTO message" in str(raised.value)
+    assert "lan@example.com" not in str(raised.value)

@@ -39,7 +39,10 @@ class Store:
             in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
             # The connection used last comes back first: its cache is the warmest. A SQLite
             # connection drops its whole page cache when another one wrote since it last read.
-            self.engine: Engine = create_engine(parsed, **({} if in_memory else {"pool_use_lifo": True}))
+            # An error's text leaves out the values bound to its statement: they are
+            # addresses, names and event properties, and the text reaches the log.
+            options = {"hide_parameters": True, **({} if in_memory else {"pool_use_lifo": True})}
+            self.engine: Engine = create_engine(parsed, **options)
         except Exception as exc:  # SQLAlchemy raises several types for a bad URL
             from automator.display import hide_password
 

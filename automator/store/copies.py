@@ -65,7 +65,7 @@ def _sqlite_copy(path: str) -> Iterator[str]:
 @contextmanager
 def _postgres_copy(live: URL) -> Iterator[str]:
     name = f"{COPY_PREFIX}{secrets.token_hex(6)}"
-    admin = create_engine(live.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(live.set(database="postgres"), isolation_level="AUTOCOMMIT", hide_parameters=True)
     copy_url = live.set(database=name)
     try:
         try:
@@ -90,7 +90,7 @@ def _copy_tables(live: URL, copy: URL) -> None:
     each id sequence set past the copied ids."""
     from automator.store import schema
 
-    source, target = create_engine(live), create_engine(copy)
+    source, target = create_engine(live, hide_parameters=True), create_engine(copy, hide_parameters=True)
     try:
         schema.prepare(target)
         tables = MetaData()
