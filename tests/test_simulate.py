@@ -142,6 +142,25 @@ def test_simulate_prints_a_table_per_day_and_rule(shop, cli):
     assert row[2:4] == ["5", "3"]  # queued that day (local time): lan, chi, giang's three
 
 
+def test_simulate_leaves_out_days_with_nothing_and_ends_with_each_rules_totals(shop, cli):
+    forecast = simulated(cli, "--days", "3")
+    result = cli("simulate", "--from", START.isoformat(), "--days", "3")
+
+    assert result.exit_code == 0, result.output
+    rows = [row.split() for row in result.stdout.splitlines()[2:]]
+    dated = [row for row in rows if row[0] != "total"]
+    totals = {row[1]: [int(figure) for figure in row[2:]] for row in rows if row[0] == "total"}
+    columns = ("queued", "sent", "cancelled", "held", "suppressed", "skipped", "waited")
+    busy = [day for day in forecast["days"] if any(day[name] for name in columns)]
+    assert len(forecast["days"]) > len(busy) == len(dated) > 0  # the quiet days are left out
+    assert all(any(int(figure) for figure in row[2:]) for row in dated)
+    assert set(totals) == set(forecast["rules"])  # a rule that did nothing is still named
+    for rule, figures in totals.items():
+        days = [day for day in forecast["days"] if day["rule"] == rule]
+        assert figures == [sum(day[name] for day in days) for name in columns]
+    assert "2026-11-20 00:00 UTC to 2026-11-23 00:00 UTC, a tick every 1h" in result.stdout
+
+
 @pytest.mark.sqlite_only
 def test_simulate_leaves_the_sqlite_file_as_it_was_and_sends_nothing(
     shop, store, project_dir, process_env, smtp_server

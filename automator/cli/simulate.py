@@ -7,8 +7,9 @@ Nothing here opens the live store for writing: the forecast runs on a disposable
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from contextlib import nullcontext
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -128,15 +129,34 @@ def _only_known(project: Project, rules: list[str]) -> Project:
 
 
 def _print_forecast(forecast: Forecast) -> None:
-    hours = forecast.every.total_seconds() / 3600
+    """The days on which a rule did something, then each rule's total over the period: a
+    day of zeros for every rule would bury the few days that matter."""
+    from automator.durations import format_duration
+
+    columns = _columns()
     say(
-        f"simulated {forecast.start.isoformat()} to {forecast.end.isoformat()}, a tick every {hours:g}h, "
-        "on a copy of the store: nothing was sent or written; no new events assumed"
+        f"simulated {_minute(forecast.start)} to {_minute(forecast.end)}, a tick every "
+        f"{format_duration(forecast.every)}, on a copy of the store: nothing was sent or written; "
+        "no new events assumed"
     )
-    header = f"{'date':<12}{'rule':<26}" + "".join(f"{name:>11}" for name in _columns())
-    typer.echo(header)
-    for day in sorted(forecast.days, key=lambda d: (d.date, d.rule)):
-        say(f"{day.date.isoformat():<12}{day.rule:<26}" + "".join(f"{day.counts[n]:>11}" for n in _columns()))
+    width = max([len("rule"), *(len(rule) for rule in forecast.rules)]) + 2
+    typer.echo(f"{'date':<12}{'rule':<{width}}" + "".join(f"{name:>11}" for name in columns))
+    busy = [day for day in forecast.days if day.error or any(day.counts[name] for name in columns)]
+    for day in sorted(busy, key=lambda d: (d.date, d.rule)):
+        say(f"{day.date.isoformat():<12}{day.rule:<{width}}" + _figures(day.counts[n] for n in columns))
+    if not busy:
+        say("(no rule queued, sent or held anything on any day)")
+    for rule in forecast.rules:
+        totals = (sum(day.counts[name] for day in forecast.days if day.rule == rule) for name in columns)
+        say(f"{'total':<12}{rule:<{width}}" + _figures(totals))
+
+
+def _figures(figures: Iterable[int]) -> str:
+    return "".join(f"{figure:>11}" for figure in figures)
+
+
+def _minute(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _columns() -> tuple[str, ...]:
