@@ -18,7 +18,7 @@ PORT = 8081
 
 @reports_errors
 def console_command(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = HOST,
+    host: Annotated[str, typer.Option(metavar="<address>", help="Address to listen on.")] = HOST,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = PORT,
 ) -> None:
     """Serve the support console (users come from `automator users add`)."""

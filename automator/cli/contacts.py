@@ -55,7 +55,9 @@ def contacts_show(email: str) -> None:
 @reports_errors
 def contacts_erase(
     email: str,
-    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "right to erasure",
+    reason: Annotated[
+        str, typer.Option(metavar="<text>", help="Why (kept in the audit log).")
+    ] = "right to erasure",
     by: ActorOption = "cli",
 ) -> None:
     """Erase a contact's personal data (the right to erasure); its address stays only as a

@@ -21,7 +21,9 @@ def coupons_import(
     pool: str,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     percent_off: Annotated[int | None, typer.Option(help="Discount the codes give.")] = None,
-    expires: Annotated[str | None, typer.Option(help="Expiry of the codes (ISO 8601).")] = None,
+    expires: Annotated[
+        str | None, typer.Option(metavar="<time>", help="Expiry of the codes (ISO 8601).")
+    ] = None,
 ) -> None:
     """Add coupon codes (a CSV with a `code` column) to a pool."""
     from automator.importing import read_coupon_codes

@@ -23,7 +23,7 @@ UNKNOWN = 2  # the exit code for a rule or contact that does not exist
 @reports_errors
 def explain_command(
     rule: str,
-    contact: Annotated[str, typer.Option("--contact", help="The contact's email.")],
+    contact: Annotated[str, typer.Option("--contact", metavar="<email>", help="The contact's email.")],
     now: NowOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:

@@ -26,7 +26,7 @@ SCOPES_HELP = "events:write, contacts:write or contacts:erase; repeat for severa
 @reports_errors
 def keys_create(
     name: str,
-    scope: Annotated[list[str], typer.Option("--scope", help=SCOPES_HELP)],
+    scope: Annotated[list[str], typer.Option("--scope", metavar="<scope>", help=SCOPES_HELP)],
     by: ActorOption = "cli",
 ) -> None:
     """Make a key with these scopes; it is printed once, alone on the last line."""

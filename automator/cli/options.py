@@ -10,10 +10,35 @@ import typer
 from automator.errors import AutomatorError
 from automator.ids import MAX_ID
 
-NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601).")]
-ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the message's history).")]
-ActorOption = Annotated[str, typer.Option("--by", help="Who acts (kept in the history).")]
-MessageId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The message's id.")]
+NowOption = Annotated[
+    str | None, typer.Option("--now", metavar="<time>", help="Act as if it were this time (ISO 8601).")
+]
+ReasonOption = Annotated[
+    str, typer.Option("--reason", metavar="<text>", help="Why (kept in the message's history).")
+]
+ActorOption = Annotated[str, typer.Option("--by", metavar="<name>", help="Who acts (kept in the history).")]
+
+
+def _message_id(value: int) -> int:
+    """A message id as the store can hold one (a 64-bit integer from 1), checked here rather
+    than by a range that the help would print as `[1<=x<=9223372036854775807]`."""
+    if not 1 <= value <= MAX_ID:
+        raise typer.BadParameter(
+            f"{value} is no message id: they are numbers from 1 (`automator queue list`)"
+        )
+    return value
+
+
+def how_many(value: int) -> int:
+    """A count of rows to show: from 1 to what the database can count."""
+    if not 1 <= value <= MAX_ID:
+        raise typer.BadParameter(f"{value} is not a number of rows from 1")
+    return value
+
+
+MessageId = Annotated[
+    int, typer.Argument(metavar="ID", callback=_message_id, help="The message's number.", show_default=False)
+]
 
 
 # The years a time given on the command line may fall in: rules add delays and windows of

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from automator.cli.options import ActorOption, MessageId, NowOption, ReasonOption, parse_now
+from automator.cli.options import ActorOption, MessageId, NowOption, ReasonOption, how_many, parse_now
 from automator.cli.output import command_group, reports_errors, say
 from automator.cli.state import state
 from automator.display import printable_json, printable_text
 from automator.errors import AutomatorError, NotFoundError
-from automator.ids import MAX_ID
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -32,11 +31,16 @@ app = command_group("See and manage queued messages.", no_args_is_help=True)
 @reports_errors
 def queue_list(
     status: Annotated[
-        str | None, typer.Option(help="queued, held, sending, sent, failed, cancelled, suppressed, skipped")
+        str | None,
+        typer.Option(
+            metavar="<status>", help="queued, held, sending, sent, failed, cancelled, suppressed, skipped"
+        ),
     ] = None,
-    rule: Annotated[str | None, typer.Option(help="Rule id.")] = None,
-    contact: Annotated[str | None, typer.Option(help="Contact email.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_ID, help="At most this many, newest first.")] = 100,
+    rule: Annotated[str | None, typer.Option(metavar="<rule>", help="Rule id.")] = None,
+    contact: Annotated[str | None, typer.Option(metavar="<email>", help="Contact email.")] = None,
+    limit: Annotated[
+        int, typer.Option(metavar="<n>", callback=how_many, help="At most this many, newest first.")
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Messages, newest first; a journey's later step shows as `rule#2`, an A/B variant as

@@ -25,10 +25,12 @@ def report_command(
     since: Annotated[
         str | None,
         typer.Option(
-            "--since", help="Only messages sent since then: an ISO 8601 time, or a duration ago (30d)."
+            "--since",
+            metavar="<time|30d>",
+            help="Only messages sent since then: an ISO 8601 time, or a duration ago (30d).",
         ),
     ] = None,
-    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", metavar="<rule>", help="Only this rule.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     now: NowOption = None,
 ) -> None:

@@ -201,7 +201,7 @@ def _send(send: Send) -> str:
 @reports_errors
 def preview_command(
     rule: str,
-    contact: Annotated[str, typer.Option("--contact", help="The contact's email.")],
+    contact: Annotated[str, typer.Option("--contact", metavar="<email>", help="The contact's email.")],
     now: NowOption = None,
     html: Annotated[bool, typer.Option("--html", help="Print the HTML part instead of the text.")] = False,
     force: Annotated[

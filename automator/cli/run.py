@@ -144,26 +144,36 @@ def _print_tick(report: TickReport) -> None:
 @reports_errors
 def run_daemon(
     tick_interval: Annotated[
-        float, typer.Option(callback=seconds_between, help="Seconds between rule evaluations.")
+        float,
+        typer.Option(callback=seconds_between, metavar="<seconds>", help="Seconds between rule evaluations."),
     ] = 60.0,
     dispatch_interval: Annotated[
-        float, typer.Option(callback=seconds_between, help="Seconds between dispatch passes.")
+        float,
+        typer.Option(callback=seconds_between, metavar="<seconds>", help="Seconds between dispatch passes."),
     ] = 2.0,
     dispatch_batch: Annotated[
-        int, typer.Option(min=1, help="Messages claimed at a time (daemons sharing a database take turns).")
+        int,
+        typer.Option(
+            min=1, metavar="<n>", help="Messages claimed at a time (daemons sharing a database take turns)."
+        ),
     ] = 500,
-    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    log_format: Annotated[str, typer.Option(metavar="<text|json>", help="text or json")] = "text",
     listen: Annotated[
         str | None,
         typer.Option(
             envvar="AUTOMATOR_LISTEN",
+            metavar="<host:port>",
             help="Serve unsubscribe links and /health on HOST:PORT (e.g. 0.0.0.0:8080).",
         ),
     ] = None,
     console: Annotated[bool, typer.Option("--console", help="Also serve the support console.")] = False,
     console_listen: Annotated[
         str,
-        typer.Option(envvar="AUTOMATOR_CONSOLE_LISTEN", help="Where --console serves it (HOST:PORT)."),
+        typer.Option(
+            envvar="AUTOMATOR_CONSOLE_LISTEN",
+            metavar="<host:port>",
+            help="Where --console serves it (HOST:PORT).",
+        ),
     ] = CONSOLE_LISTEN,
 ) -> None:
     """Run the daemon: evaluate rules on a schedule and deliver due messages until SIGTERM."""

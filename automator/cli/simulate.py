@@ -31,19 +31,28 @@ MAX_DAYS = 3660  # ten years; beyond the calendar's end a day cannot be counted 
 
 @reports_errors
 def simulate_command(
-    rules: Annotated[list[str] | None, typer.Argument(help="Only these rules (default: all).")] = None,
+    rules: Annotated[
+        list[str] | None, typer.Argument(metavar="RULE...", help="Only these rules (default: all).")
+    ] = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="Start at this time (ISO 8601; default: now).")
+        str | None,
+        typer.Option("--from", metavar="<time>", help="Start at this time (ISO 8601; default: now)."),
     ] = None,
     days: Annotated[
-        int, typer.Option("--days", min=1, max=MAX_DAYS, help="How many days to run forward.")
+        int, typer.Option("--days", metavar="<n>", min=1, max=MAX_DAYS, help="How many days to run forward.")
     ] = 7,
-    every: Annotated[str, typer.Option("--every", help="Time between ticks, e.g. 1h or 15m.")] = "1h",
+    every: Annotated[
+        str, typer.Option("--every", metavar="<duration>", help="Time between ticks, e.g. 1h or 15m.")
+    ] = "1h",
     other_rules: Annotated[
-        Path | None, typer.Option("--rules", help="Plan: compare with the rules in this folder.")
+        Path | None,
+        typer.Option("--rules", metavar="<folder>", help="Plan: compare with the rules in this folder."),
     ] = None,
     against: Annotated[
-        str | None, typer.Option("--against", help="Plan: compare with rules/ at this git revision.")
+        str | None,
+        typer.Option(
+            "--against", metavar="<revision>", help="Plan: compare with rules/ at this git revision."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

@@ -18,8 +18,10 @@ app = command_group("Addresses that get nothing from any rule.", no_args_is_help
 @reports_errors
 def suppressions_add(
     email: str,
-    reason: Annotated[str, typer.Option(help="unsubscribed, bounced, complained or blocked")] = "blocked",
-    note: Annotated[str, typer.Option(help="Free text kept with the suppression.")] = "",
+    reason: Annotated[
+        str, typer.Option(metavar="<reason>", help="unsubscribed, bounced, complained or blocked")
+    ] = "blocked",
+    note: Annotated[str, typer.Option(metavar="<text>", help="Free text kept with the suppression.")] = "",
     now: NowOption = None,
 ) -> None:
     """Suppress an address: no rule sends it anything."""

@@ -32,7 +32,10 @@ PasswordStdinOption = Annotated[
 @reports_errors
 def users_add(
     name: str,
-    role: Annotated[str, typer.Option(help="support (view, hold, release, suppress) or admin (everything)")],
+    role: Annotated[
+        str,
+        typer.Option(metavar="<role>", help="support (view, hold, release, suppress) or admin (everything)"),
+    ],
     password_stdin: PasswordStdinOption = False,
     by: ActorOption = "cli",
 ) -> None:
