@@ -343,7 +343,7 @@ def test_a_file_that_is_neither_csv_nor_jsonl_is_refused(cli, tmp_path):
     result = cli("contacts", "import", str(path))
     assert (result.exit_code, result.stderr) == (
         1,
-        f"error: {path}: use a .csv (with a header row) or .jsonl file\n",
+        f"error: {path}: use a .csv (with a header row), .jsonl or .json file\n",
     )
 
 

@@ -29,7 +29,7 @@ SHOWN_MESSAGES = 20
 def contacts_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
 ) -> None:
-    """Upsert contacts from a .csv (header row) or .jsonl file, keyed by email."""
+    """Upsert contacts from a .csv (header row), .jsonl or .json file, keyed by email."""
     from automator.cli.progress import import_progress
     from automator.importing import import_contacts
 

@@ -1,4 +1,5 @@
-"""Import files read record by record: CSV with a header row, JSON Lines, and coupon codes.
+"""Import files read record by record: CSV with a header row, JSON Lines, a JSON array of
+objects, and coupon codes.
 
 A file is read as a stream, never whole, so that an import's memory does not grow with its
 file; `RecordFile.done` says how far it has got (for a progress bar).
@@ -26,28 +27,30 @@ Record = tuple[int, dict[str, Any] | ImportRecordError, bool]
 
 
 class RecordFile:
-    """A .csv or .jsonl file open for reading, record by record; `warn` hears of a CSV row
-    shorter than its header. A CSV header's column named as one of `fields` but for case,
-    spaces or hyphens (`Email`, `First Name`) is that field, as a spreadsheet or a shop's
-    export names it."""
+    """A .csv, .jsonl or .json file open for reading, record by record; `warn` hears of a CSV
+    row shorter than its header. A .json file that starts with `[` is one array of records
+    (as an export writes it, over many lines), any other JSON file a record per line. A CSV header's
+    column named as one of `fields` but for case, spaces or hyphens (`Email`, `First Name`)
+    is that field, as a spreadsheet or a shop's export names it."""
 
     def __init__(
         self, path: Path, warn: Callable[[RecordWarning], None] | None = None, fields: Collection[str] = ()
     ) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
-            raise AutomatorError(f"{path}: use a .csv (with a header row) or .jsonl file")
+            raise AutomatorError(f"{path}: use a .csv (with a header row), .jsonl or .json file")
         self.path = path
         self.size = path.stat().st_size
         self._warn = warn
         self._fields = {_column_key(name): name for name in fields}
         self._csv = suffix == ".csv"
+        self._json = suffix == ".json"  # JSON Lines, or one array of records
         # Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that
         # reading goes on, and the record that holds them is refused (`not_utf8`).
         if self._csv:
             self._handle: TextIO = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
-        else:
-            self._handle = path.open(encoding="utf-8", errors="surrogateescape")
+        else:  # a byte order mark is no part of the JSON (nor of the first line's record)
+            self._handle = path.open(encoding="utf-8-sig", errors="surrogateescape")
 
     def __enter__(self) -> RecordFile:
         return self
@@ -63,6 +66,8 @@ class RecordFile:
     def __iter__(self) -> Iterator[Record]:
         if self._csv:
             return _csv_records(self.path, self._handle, self._warn, self._fields)
+        if self._json and _first_character(self._handle) == "[":
+            return _array_records(self.path, self._handle)
         return _jsonl_records(self.path, self._handle)
 
 
@@ -296,20 +301,136 @@ def _depth_over(value: Any, limit: int) -> bool:
 
 def _jsonl_records(path: Path, handle: TextIO) -> Iterator[Record]:
     for line, text in enumerate(handle, start=1):
-        if not text or text.isspace():
-            continue
-        if (undecodable := not_utf8(text)) is not None:
-            yield line, ImportRecordError(str(path), line, undecodable), False
-            continue
-        try:
-            data = decoded_json(text)
-        except json.JSONDecodeError as exc:
-            yield line, ImportRecordError(str(path), line, _json_problem(text, exc)), False
-            continue
-        if not isinstance(data, dict):
-            yield line, ImportRecordError(str(path), line, "each line must be a JSON object"), False
-            continue
-        yield line, data, not _may_hold_control(text)
+        if text and not text.isspace():
+            yield _json_record(path, line, text, "each line must be a JSON object")
+
+
+def _json_record(path: Path, line: int, text: str, shape: str) -> Record:
+    """The record that `text` (a line, or an item of an array) holds, or why it holds none."""
+    if (undecodable := not_utf8(text)) is not None:
+        return line, ImportRecordError(str(path), line, undecodable), False
+    try:
+        data = decoded_json(text)
+    except json.JSONDecodeError as exc:
+        return line, ImportRecordError(str(path), line, _json_problem(text, exc)), False
+    if not isinstance(data, dict):
+        return line, ImportRecordError(str(path), line, shape), False
+    return line, data, not _may_hold_control(text)
+
+
+def _first_character(handle: TextIO) -> str:
+    """The file's first character that is not white space ('' for none); the file is
+    read again from its start."""
+    try:
+        while chunk := handle.read(4096):
+            if found := _NOT_SPACE.search(chunk):
+                return found.group()
+        return ""
+    finally:
+        handle.seek(0)
+
+
+def _array_records(path: Path, handle: TextIO) -> Iterator[Record]:
+    """Each item of the JSON array the file holds, by the line it starts on. The whole array
+    is read through once first: one whose text breaks off (a missing comma, a file cut
+    short) is refused before any record is imported, since where its next record starts
+    cannot be known, and importing the ones before would leave the rest behind unsaid."""
+    for _ in _ArrayItems(path, handle):
+        pass
+    handle.seek(0)
+    for line, text in _ArrayItems(path, handle):
+        yield _json_record(path, line, text, "each item of the array must be a JSON object")
+
+
+_NOT_SPACE = re.compile(r"[^ \t\r\n]")  # JSON's white space is these four
+_CHUNK = 1 << 20  # characters read at a time
+
+
+class _ArrayItems:
+    """(line, text) of each item of the JSON array in a file, read a chunk at a time: an item
+    longer than a chunk is read on until it is whole. Its items are decoded by the caller;
+    the array's own text (brackets, commas) is checked here, and an AutomatorError names
+    the line and column where it stops being a JSON array."""
+
+    def __init__(self, path: Path, handle: TextIO) -> None:
+        self._path = path
+        self._handle = handle
+        self._text = ""  # read and not yet passed, from `_at` on
+        self._at = 0
+        self._line, self._column = 1, 1  # of `_at`
+        self._decoder = json.JSONDecoder()
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        self._expect("[", "a JSON array starts with [")
+        if self._next() == "]":
+            self._pass(self._at + 1)
+        else:
+            while True:
+                yield self._item()
+                if self._expect(",]", "expected , or ] after an item of the array") == "]":
+                    break
+                if self._next() == "]":
+                    raise self._broken("a comma before the array's ]: an item is missing")
+        if self._next():
+            raise self._broken("more text after the array's ]: a .json file holds one array")
+
+    def _item(self) -> tuple[int, str]:
+        self._next()
+        while True:
+            try:
+                _, end = self._decoder.raw_decode(self._text, self._at)
+            except json.JSONDecodeError as exc:
+                if self._more():
+                    continue
+                self._pass(exc.pos)
+                raise self._broken(f"not valid JSON: {exc.msg}") from None
+            if end < len(self._text) or not self._more():  # a number may go on in the next chunk
+                break
+        line, text = self._line, self._text[self._at : end]
+        self._pass(end)
+        return line, text
+
+    def _expect(self, allowed: str, problem: str) -> str:
+        found = self._next()
+        if not found:
+            raise self._broken("the file ends before the array's ]: is it cut short?")
+        if found not in allowed:
+            raise self._broken(problem)
+        self._pass(self._at + 1)
+        return found
+
+    def _next(self) -> str:
+        """The next character that is not white space, not passed ('' at the file's end)."""
+        while True:
+            if found := _NOT_SPACE.search(self._text, self._at):
+                self._pass(found.start())
+                return found.group()
+            self._pass(len(self._text))
+            if not self._more():
+                return ""
+
+    def _more(self) -> bool:
+        """Read on, as much again as is held (so that a long item is decoded a few times at
+        most); False at the file's end."""
+        chunk = self._handle.read(max(_CHUNK, len(self._text) - self._at))
+        if not chunk:
+            return False
+        self._text, self._at = self._text[self._at :] + chunk, 0
+        return True
+
+    def _pass(self, end: int) -> None:
+        """Move on to `end`, counting lines and columns."""
+        passed = self._text[self._at : end]
+        if (lines := passed.count("\n")) > 0:
+            self._line += lines
+            self._column = len(passed) - passed.rindex("\n")
+        else:
+            self._column += len(passed)
+        self._at = end
+
+    def _broken(self, problem: str) -> AutomatorError:
+        where = f"{self._path}:{self._line}:{self._column}"
+        return AutomatorError(f"{where}: {problem}; nothing was imported from the file")
 
 
 def _json_problem(text: str, exc: json.JSONDecodeError) -> str:
