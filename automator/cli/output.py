@@ -63,15 +63,23 @@ def _report(exc: AutomatorError) -> NoReturn:
     raise typer.Exit(1) from None
 
 
+NO_RECORDS = 2  # exit code: the file held no record (1: some record was rejected)
+
+
 def print_import(report: ImportReport, noun: str) -> None:
     """An import's rejected records and warnings that it kept, one per line on stderr, then
-    its counts; exit code 1 when a record was rejected."""
+    its counts; exit code 1 when a record was rejected, NO_RECORDS when the file held none
+    (an export that came out empty is what a cron job wants to hear of)."""
     for error in report.errors:
         say(f"rejected {error}", err=True)
     for warning in report.warnings:
         say(f"warning {warning}", err=True)
+    if report.empty is not None:
+        say(f"error: {report.empty}", err=True)
     extra = f", {report.duplicates} already known" if report.duplicates else ""
     warned = f", {report.warned} warning{'s' if report.warned != 1 else ''}" if report.warned else ""
     typer.echo(f"imported {report.imported} {noun}{extra}, rejected {report.rejected}{warned}")
     if report.rejected:
         raise typer.Exit(1)
+    if report.empty is not None:
+        raise typer.Exit(NO_RECORDS)

@@ -145,7 +145,7 @@ def import_contacts(
         for batch, _ in stored_in_order(batches, upsert, in_background(store)):
             tally.report.imported += len(batch)
             tally.advanced(records.done, records.size)
-    return tally.report
+        return tally.ended(path, records.nothing)
 
 
 def _batches(

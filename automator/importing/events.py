@@ -53,7 +53,7 @@ def import_events(
             tally.report.imported += new
             tally.report.duplicates += len(batch) - new
             tally.advanced(records.done, records.size)
-    return tally.report
+        return tally.ended(path, records.nothing)
 
 
 def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[EventData]]:

@@ -63,6 +63,18 @@ class RecordFile:
         """Bytes read so far (read ahead by a buffer's length)."""
         return 0 if self._handle.closed else self._handle.buffer.tell()
 
+    def nothing(self) -> str:
+        """What the file holds instead of records, when it holds none: said to whoever
+        expected some (a cron job's export that came out empty)."""
+        if self.size == 0:
+            return "the file is empty"
+        first = _first_character(self._handle)
+        if not first:
+            return "only white space"
+        if self._csv:
+            return "only a header"
+        return "an empty JSON array" if self._json and first == "[" else "only white space"
+
     def __iter__(self) -> Iterator[Record]:
         if self._csv:
             return _csv_records(self.path, self._handle, self._warn, self._fields)
@@ -320,7 +332,8 @@ def _json_record(path: Path, line: int, text: str, shape: str) -> Record:
 
 def _first_character(handle: TextIO) -> str:
     """The file's first character that is not white space ('' for none); the file is
-    read again from its start."""
+    read again from its start afterwards."""
+    handle.seek(0)
     try:
         while chunk := handle.read(4096):
             if found := _NOT_SPACE.search(chunk):

@@ -7,7 +7,9 @@ in memory whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from automator.errors import ImportRecordError
@@ -46,6 +48,7 @@ class ImportReport:
     warned: int = 0
     errors: list[ImportRecordError] = field(default_factory=list)  # unless a Watcher took them
     warnings: list[RecordWarning] = field(default_factory=list)  # likewise
+    empty: str | None = None  # `contacts.csv: no records (only a header)`: the file held none
 
 
 class Tally:
@@ -72,3 +75,10 @@ class Tally:
     def advanced(self, done: int, total: int) -> None:
         if self._watcher is not None:
             self._watcher.advanced(done, total)
+
+    def ended(self, path: Path, nothing: Callable[[], str]) -> ImportReport:
+        """The report, saying so when the file held no record at all (`nothing` says what
+        it held instead)."""
+        if self.report.read == 0:
+            self.report.empty = f"{path}: no records ({nothing()})"
+        return self.report
