@@ -157,22 +157,24 @@ def test_an_email_that_is_not_text_is_answered_with_what_it_is(client, writer, s
     assert event_count(store) == 0
 
 
-def test_contacts_are_upserted_by_email_and_the_later_of_two_wins(client, writer, store) -> None:
+def test_contacts_are_upserted_by_email_and_a_later_one_is_merged_into_the_earlier(
+    client, writer, store
+) -> None:
     client.post("/v1/contacts", json={"email": "Lan@Example.com", "first_name": "Lan"}, headers=writer)
     batch = [
         {"email": "lan@example.com", "vip": "yes", "renews_at": "2027-01-15"},
         {"email": "minh@example.com", "first_name": "Minh", "stage": "retention"},
-        {"email": "lan@example.com", "vip": "no"},
+        {"email": "LAN@example.com", "vip": "no"},
     ]
 
     response = client.post("/v1/contacts", json={"batch": batch}, headers=writer)
 
-    assert response.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": 3, "duplicates": 0, "merged": 1, "rejected": []}
     with store.session() as session:
         lan = contacts.by_email(session, "lan@example.com")
         minh = contacts.by_email(session, "minh@example.com")
     assert lan is not None and minh is not None
-    assert (lan.first_name, lan.attributes) == ("Lan", {"vip": "no"})
+    assert (lan.first_name, lan.attributes) == ("Lan", {"vip": "no", "renews_at": "2027-01-15"})
     assert (minh.first_name, minh.stage) == ("Minh", "retention")
 
 

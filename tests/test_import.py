@@ -684,3 +684,34 @@ def test_a_renewal_offer_takes_one_code_from_the_pool(cli, make_contact, tmp_pat
     assert cli("coupons", "list").stdout == "renewal\tfree 2\ttaken 1\n"
     (message,) = json.loads(cli("queue", "list", "--json").stdout)
     assert (message["rule"], message["status"]) == ("renewal_offer", "sent")
+
+
+def test_two_lines_for_one_address_in_any_case_are_merged_and_counted_so(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,first_name,plan,city",
+        "Lan@Example.com,Lan,pro,",
+        "lan@example.com,,,Huế",
+    )
+
+    result = cli("contacts", "import", str(path))
+
+    assert result.stdout == (
+        "imported 2 contacts (1 merged into an earlier record for the same address), rejected 0\n"
+    )
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.attributes) == ("Lan", {"plan": "pro", "city": "Huế"})
+
+
+def test_a_date_in_a_merged_line_is_placed_in_the_time_zone_an_earlier_line_set(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"email": "lan@example.com", "timezone": "Europe/Paris"},
+            {"email": "lan@example.com", "trial_ends_at": "2026-12-01"},
+        ],
+    )
+
+    cli("contacts", "import", str(path))
+
+    assert contact_dates(store, "lan@example.com") == {"trial_ends_at": utc("2026-11-30 23:00")}

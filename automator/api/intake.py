@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
-from automator.importing import ContactRecord, EventRecord, contact_data, event_key
+from automator.importing import ContactRecord, EventRecord, contact_data, event_key, merged
 from automator.importing.records import field_errors
 from automator.journey import Journey
 from automator.store import Store
@@ -58,6 +58,7 @@ class Outcome:
 
     accepted: int = 0
     duplicates: int = 0
+    merged: int = 0  # of the accepted contacts, those merged into an earlier item for their address
     rejected: dict[int, list[Problem]] = field(default_factory=dict)
 
     def reject(self, index: int, *problems: Problem) -> None:
@@ -66,13 +67,16 @@ class Outcome:
     def add(self, other: Outcome) -> None:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
+        self.merged += other.merged
         for index, problems in other.rejected.items():
             self.reject(index, *problems)
 
     def as_dict(self) -> dict[str, Any]:
+        merged = {"merged": self.merged} if self.merged else {}
         return {
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            **merged,
             "rejected": [
                 {"index": index, "errors": [{"field": p.field, "message": p.message} for p in problems]}
                 for index, problems in sorted(self.rejected.items())
@@ -109,8 +113,8 @@ class Intake:
 
     def contacts(self, items: Sequence[tuple[int, Any]], now: datetime) -> Outcome:
         """(index, contact) pairs: the valid ones upserted by email, a later one for the same
-        address winning over an earlier one, as in an import."""
-        outcome, by_email = Outcome(), {}
+        address merged into an earlier one (its fields winning), as in an import."""
+        outcome, by_email = Outcome(), dict[str, ContactData]()
         for index, item in items:
             try:
                 data = self._contact(item)
@@ -120,6 +124,9 @@ class Intake:
             except ValueError as exc:
                 outcome.reject(index, _problem(str(exc)))
                 continue
+            if (earlier := by_email.get(data.email)) is not None:
+                data = merged(earlier, data)
+                outcome.merged += 1
             by_email[data.email] = data
             outcome.accepted += 1
         if by_email:

@@ -115,6 +115,11 @@ class Outcome(BaseModel):
 
     accepted: int
     duplicates: int
+    merged: int = Field(
+        0,
+        description="Of the accepted contacts, those for an address an earlier item had: merged "
+        "into it, their fields winning. Sent only when there are some.",
+    )
     rejected: list[Rejection]
 
 

@@ -77,6 +77,8 @@ def print_import(report: ImportReport, noun: str) -> None:
     if report.empty is not None:
         say(f"error: {report.empty}", err=True)
     extra = f", {report.duplicates} already known" if report.duplicates else ""
+    if report.merged:
+        extra += f" ({report.merged} merged into an earlier record for the same address)"
     warned = f", {report.warned} warning{'s' if report.warned != 1 else ''}" if report.warned else ""
     typer.echo(f"imported {report.imported} {noun}{extra}, rejected {report.rejected}{warned}")
     if report.rejected:

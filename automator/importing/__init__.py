@@ -9,7 +9,7 @@ takes plainly valid records past the models quickly; `files` reads CSV and JSONL
 and `events` run the imports; `report` counts and passes on what was found.
 """
 
-from automator.importing.contacts import contact_data, import_contacts
+from automator.importing.contacts import contact_data, import_contacts, merged
 from automator.importing.events import event_key, import_events
 from automator.importing.files import read_coupon_codes
 from automator.importing.records import ContactRecord, EventRecord, normalize_email, parse_timestamp
@@ -25,6 +25,7 @@ __all__ = [
     "event_key",
     "import_contacts",
     "import_events",
+    "merged",
     "normalize_email",
     "parse_timestamp",
     "read_coupon_codes",

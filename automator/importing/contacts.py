@@ -10,6 +10,7 @@ see it.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
@@ -63,6 +64,29 @@ def _split(
         else:
             attributes[name] = value
     return ContactData(email=email, fields=fields, attributes=attributes, dates=dates, zoneless=zoneless)
+
+
+def merged(earlier: ContactData, later: ContactData) -> ContactData:
+    """Two records for one address as one: what storing them one after the other stores (the
+    later one's fields and attributes over the earlier one's, which it does not name are
+    kept). A date without a time in the later one is placed in the time zone the earlier
+    one set, as it would be in the stored contact's."""
+    zone = earlier.fields.get("timezone") if not later.fields.get("timezone") else None
+    dates, zoneless = {**earlier.dates, **later.dates}, dict(earlier.zoneless)
+    for name, day in later.zoneless.items():
+        zoneless.pop(name, None)
+        if not zone:
+            zoneless[name] = day
+            continue
+        with contextlib.suppress(ValueError):  # 0001-01-01 east of UTC: left where the later put it
+            dates[name] = in_utc(datetime.combine(day, time(0), tzinfo=ZoneInfo(zone)), day)
+    for name in later.dates.keys() - later.zoneless.keys():
+        zoneless.pop(name, None)
+    for name in later.attributes.keys() - later.dates.keys():  # no longer a date
+        dates.pop(name, None)
+        zoneless.pop(name, None)
+    fields, attributes = {**earlier.fields, **later.fields}, {**earlier.attributes, **later.attributes}
+    return ContactData(later.email, fields, attributes, dates, zoneless)
 
 
 def _utc(name: str, convert: Callable[..., datetime], *given: Any) -> datetime:
@@ -134,7 +158,8 @@ def import_contacts(
     now: datetime,
     watcher: Watcher | None = None,
 ) -> ImportReport:
-    """Upsert the file's contacts by email; a later line for the same email wins."""
+    """Upsert the file's contacts by email; a later line for the same email is merged into
+    the earlier one, its fields winning."""
     tally = Tally(watcher)
     size = contact_store.batch_size(store.engine.dialect.name)
     with (
@@ -142,18 +167,21 @@ def import_contacts(
         contact_store.loader(store, now, journey.first_stage) as upsert,
     ):
         batches = _batches(records, path, journey, default_zone, tally, size)
-        for batch, _ in stored_in_order(batches, upsert, in_background(store)):
-            tally.report.imported += len(batch)
+        store_batch = lambda each: upsert(each[0])  # noqa: E731
+        for (_, taken), _stored in stored_in_order(batches, store_batch, in_background(store)):
+            tally.report.imported += taken
             tally.advanced(records.done, records.size)
         return tally.ended(path, records.nothing)
 
 
 def _batches(
     records: RecordFile, path: Path, journey: Journey, zone: ZoneInfo, tally: Tally, size: int
-) -> Iterator[list[ContactData]]:
+) -> Iterator[tuple[list[ContactData], int]]:
     """The valid contacts, `size` at a time, one per email (a later line for the same email
-    wins); each problem reported to `tally`."""
+    merged into the earlier one), with the number of records each batch holds; each problem
+    reported to `tally`."""
     batch: dict[str, ContactData] = {}
+    taken = 0
     for line, raw, clean in records:
         tally.report.read += 1
         data = _contact(raw, clean, path, line, journey, zone)
@@ -163,12 +191,16 @@ def _batches(
         for name, value in data.attributes.items():
             if name not in data.dates and (problem := date_like(value)):
                 tally.warn(RecordWarning(str(path), line, f"{name}: {problem}; kept as text"))
+        if (earlier := batch.get(data.email)) is not None:
+            data = merged(earlier, data)
+            tally.report.merged += 1
         batch[data.email] = data
+        taken += 1
         if len(batch) >= size:
-            yield list(batch.values())
-            batch = {}
+            yield list(batch.values()), taken
+            batch, taken = {}, 0
     if batch:
-        yield list(batch.values())
+        yield list(batch.values()), taken
 
 
 def _contact(

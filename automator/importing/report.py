@@ -44,6 +44,7 @@ class ImportReport:
     read: int = 0
     imported: int = 0
     duplicates: int = 0
+    merged: int = 0  # of those imported, contacts merged into an earlier record for their address
     rejected: int = 0
     warned: int = 0
     errors: list[ImportRecordError] = field(default_factory=list)  # unless a Watcher took them
