@@ -178,6 +178,34 @@ def test_contacts_are_upserted_by_email_and_a_later_one_is_merged_into_the_earli
     assert (minh.first_name, minh.stage) == ("Minh", "retention")
 
 
+def test_contact_keys_name_the_fields_whatever_their_case(client, writer, store) -> None:
+    response = client.post(
+        "/v1/contacts", json={"Email": "lan@example.com", "First_Name": "Lan", "plan": "pro"}, headers=writer
+    )
+
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    with store.session() as session:
+        lan = contacts.by_email(session, "lan@example.com")
+    assert lan is not None and (lan.first_name, lan.attributes) == ("Lan", {"plan": "pro"})
+
+
+def test_a_contact_with_an_empty_key_or_two_keys_for_one_field_is_rejected(client, writer, store) -> None:
+    batch = [
+        {"email": "an@example.com", "": "pro"},
+        {"email": "binh@example.com", "EMAIL": "binh@example.org"},
+    ]
+
+    response = client.post("/v1/contacts", json={"batch": batch}, headers=writer)
+
+    assert response.json()["rejected"] == [
+        {
+            "index": 0,
+            "errors": [{"field": "", "message": 'a field with an empty name (""): every field needs a name'}],
+        },
+        {"index": 1, "errors": [{"field": "", "message": "email and EMAIL both name the field email"}]},
+    ]
+
+
 def test_a_contact_may_have_an_attribute_called_batch(client, writer, store) -> None:
     response = client.post(
         "/v1/contacts", json={"email": "lan@example.com", "batch": "2026-A"}, headers=writer

@@ -715,3 +715,27 @@ def test_a_date_in_a_merged_line_is_placed_in_the_time_zone_an_earlier_line_set(
     cli("contacts", "import", str(path))
 
     assert contact_dates(store, "lan@example.com") == {"trial_ends_at": utc("2026-11-30 23:00")}
+
+
+def test_json_keys_name_the_fields_whatever_their_case_as_csv_headers_do(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl", [{"Email": "lan@example.com", "First Name": "Lan", "plan": "pro"}]
+    )
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stdout) == (0, "imported 1 contacts, rejected 0\n")
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.attributes) == ("Lan", {"plan": "pro"})
+
+
+def test_a_json_key_that_is_empty_is_refused_with_its_line(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl", [{"email": "an@example.com"}, {"email": "lan@example.com", "": "pro"}]
+    )
+
+    result = cli("contacts", "import", str(path))
+
+    assert result.exit_code == 1
+    assert result.stderr == f'rejected {path}:2: a field with an empty name (""): every field needs a name\n'
+    assert contact(store, "lan@example.com") is None

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import orjson
 
 from automator.errors import AutomatorError, ImportRecordError
-from automator.importing.records import all_clean_strings
+from automator.importing.records import all_clean_strings, field_key
 from automator.importing.report import RecordWarning
 
 # (line number, record or the error that stands for it, whether the record can hold no
@@ -42,7 +42,7 @@ class RecordFile:
         self.path = path
         self.size = path.stat().st_size
         self._warn = warn
-        self._fields = {_column_key(name): name for name in fields}
+        self._fields = {field_key(name): name for name in fields}
         self._csv = suffix == ".csv"
         self._json = suffix == ".json"  # JSON Lines, or one array of records
         # Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that
@@ -97,7 +97,7 @@ def _csv_records(
         if header is None:
             if isinstance(row, ImportRecordError):
                 raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
-            header = [fields.get(_column_key(name), name.strip()) for name in row]
+            header = [fields.get(field_key(name), name.strip()) for name in row]
             unnamed = [column for column, name in enumerate(header) if not name]
             if twice := sorted({name for name in header if name and header.count(name) > 1}):
                 raise AutomatorError(f"{path}:{line}: the header row names {', '.join(twice)} twice")
@@ -116,11 +116,6 @@ def _csv_records(
                 )
             record = {key: value for key, value in zip(header, row, strict=False) if key and value}
             yield line, record, all_clean_strings(record)
-
-
-def _column_key(name: str) -> str:
-    """A column's name as it is matched against a field's: `First Name` → `first_name`."""
-    return re.sub(r"[\s-]+", "_", name.strip()).lower()
 
 
 def _row_against(row: list[str], header: list[str]) -> str:

@@ -143,6 +143,32 @@ def _kind(run: str) -> str:
 KNOWN_FIELDS = ("first_name", "last_name", "locale", "timezone", "stage")
 
 
+@functools.lru_cache(maxsize=4096)  # a file's records repeat the same names
+def field_key(name: str) -> str:
+    """A name as it is matched against a field's: `First Name` → `first_name`."""
+    return re.sub(r"[\s-]+", "_", name.strip()).lower()
+
+
+_CONTACT_FIELDS = {field_key(name): name for name in ("email", *KNOWN_FIELDS)}
+
+
+def named_as_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A contact record whose keys that name one of its fields but for case, spaces or
+    hyphens (`Email`, `First Name`) are that field's, as a CSV header's columns are. A key
+    that is empty, or two that name one field, are a ValueError: the one would be an
+    attribute nobody can name, of the other two one would be lost."""
+    named: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value in data.items():
+        if not key.strip():
+            raise ValueError(f'a field with an empty name ("{printable(key)}"): every field needs a name')
+        name = _CONTACT_FIELDS.get(field_key(key), key)
+        if name in given:
+            raise ValueError(f"{printable(given[name])} and {printable(key)} both name the field {name}")
+        named[name], given[name] = value, key
+    return named
+
+
 class ContactRecord(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
@@ -160,7 +186,7 @@ class ContactRecord(BaseModel):
             control_characters(data),
             "a contact's fields and attributes may not hold line breaks, tabs or other control characters",
         )
-        return data
+        return named_as_fields(data) if isinstance(data, dict) else data
 
     @field_validator("email", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from automator.importing.records import (
     EVENT_FIELDS,
     KNOWN_FIELDS,
     MAX_EVENT_ID,
+    field_key,
     is_event_type,
     is_language_tag,
     known_zone,
@@ -27,6 +28,7 @@ from automator.importing.records import (
 
 _REQUIRED_EVENT_FIELDS = frozenset({"type", "email", "at"})
 _KNOWN = frozenset(KNOWN_FIELDS)
+_NAMES = frozenset(field_key(name) for name in ("email", *KNOWN_FIELDS))
 
 
 def event(raw: dict[str, Any]) -> tuple[str | None, str, str, datetime, dict[str, Any]] | None:
@@ -61,6 +63,8 @@ def contact(raw: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] |
     fields: dict[str, str] = {}
     attributes: dict[str, Any] = {}
     for name, value in raw.items():
+        if name not in _KNOWN and name != "email" and (not name.strip() or field_key(name) in _NAMES):
+            return None  # `First Name`, an empty name: the model's to rename or refuse
         if name in _KNOWN:
             if value is None:
                 continue
