@@ -16,8 +16,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+
+from automator.web import create_app
 from tests import test_api_daemon, test_api_keys
-from tests.conftest import REPO, all_messages
+from tests.conftest import REPO, all_messages, utc
 from tests.test_api_keys import bearer
 
 DOC = REPO / "docs" / "api.md"
@@ -143,6 +147,28 @@ def test_the_readmes_event_brings_the_reminder_it_promises(client, make_key, cli
     assert answer.json()["accepted"] == 1
 
     cli("tick", "--now", "2026-11-20T04:00:00Z")
+
+    assert [(message.rule_id, message.status) for message in all_messages(store)] == [
+        ("abandoned_cart", "sent")
+    ]
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/track", "/v1/batch"])
+def test_the_docs_segment_cart_brings_a_reminder_that_is_sent(
+    project, store, make_key, cli, endpoint
+) -> None:
+    """docs/api.md sends a Segment `Cart Updated` (alone, and in a batch): with the rules
+    shipped, the abandoned-cart reminder it brings an hour later must render and go out. A
+    call without a timestamp happens when it arrives: here, mid-morning in Hanoi."""
+    (example,) = [found for found in examples(DOC) if f"{ADDRESS}{endpoint}" in found.command]
+    sent = re.search(r"-d '(.*)'$", example.command)
+    assert sent is not None
+    key = make_key("events:write", "contacts:write")
+    with TestClient(create_app(project, store, clock=lambda: utc("2026-11-20 03:10"))) as client:
+        answer = client.post(endpoint, content=sent.group(1), headers=bearer(key))
+    assert answer.json()["accepted"] >= 1
+
+    cli("tick", "--now", "2026-11-20T04:15:00Z")
 
     assert [(message.rule_id, message.status) for message in all_messages(store)] == [
         ("abandoned_cart", "sent")
