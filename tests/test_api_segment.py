@@ -153,7 +153,7 @@ def test_an_identify_call_with_a_locale_that_is_no_language_tag_is_rejected(clie
             "index": 0,
             "errors": [
                 {
-                    "field": "locale",
+                    "field": "traits.locale",
                     "message": '"English (US)" is not a language tag (such as vi, en-GB or pt_BR)',
                 }
             ],
@@ -161,6 +161,37 @@ def test_an_identify_call_with_a_locale_that_is_no_language_tag_is_rejected(clie
     ]
     with store.session() as session:
         assert contacts.by_email(session, "lan@example.com") is None
+
+
+def test_a_track_calls_errors_name_the_segment_fields_it_sent(client, writer, store) -> None:
+    calls = [
+        track(timestamp="yesterday"),
+        track(messageId="m" * 201),
+        {**track(), "timestamp": None, "originalTimestamp": "last week"},
+        track(context={}, userId="not an address", properties={"email": "lan@", "total": 1}),
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=writer)
+
+    assert [
+        (rejection["index"], [error["field"] for error in rejection["errors"]])
+        for rejection in response.json()["rejected"]
+    ] == [(0, ["timestamp"]), (1, ["messageId"]), (2, ["originalTimestamp"]), (3, ["properties.email"])]
+
+
+def test_an_identify_calls_errors_name_the_segment_fields_it_sent(client, writer, store) -> None:
+    calls = [
+        {"type": "identify", "userId": "lan@example.com", "traits": {"firstName": "Lan\nBcc: x"}},
+        {"type": "identify", "userId": "lan@example.com", "context": {"timezone": "Mars/Olympus"}},
+        {"type": "identify", "userId": "lan@example.com", "traits": {"stage": "vip"}},
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=writer)
+
+    assert [
+        (rejection["index"], [error["field"] for error in rejection["errors"]])
+        for rejection in response.json()["rejected"]
+    ] == [(0, ["traits.firstName"]), (1, ["context.timezone"]), (2, ["traits.stage"])]
 
 
 def test_a_call_sent_to_the_other_kinds_endpoint_is_rejected(client, writer, store) -> None:

@@ -142,8 +142,11 @@ def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI
         else:
             raise HTTPException(422, f"the body is one {kind} call, a JSON object")
         outcome, events, contacts = _sort_calls(calls, kind, caller, settings.segment_events, clock)
-        outcome.add(await run_in_threadpool(intake.contacts, contacts, clock()))
-        outcome.add(await run_in_threadpool(intake.events, events, clock()))
+        sent = dict(calls)
+        stored = await run_in_threadpool(intake.contacts, contacts, clock())
+        outcome.add(_in_segment_terms(stored, sent, "identify"))
+        stored = await run_in_threadpool(intake.events, events, clock())
+        outcome.add(_in_segment_terms(stored, sent, "track"))
         return _answer(outcome)
 
     def segment_route(path: str, kind: str | None, model: type[BaseModel], what: str, *scopes: str) -> None:
@@ -235,6 +238,16 @@ def _sort_calls(
         except segment.NotMapped as exc:
             outcome.reject(index, Problem(exc.field, exc.message))
     return outcome, events, contacts
+
+
+def _in_segment_terms(outcome: Outcome, calls: dict[int, Any], kind: str) -> Outcome:
+    """The outcome with each rejected field named as the Segment call sent it (`timestamp`,
+    `messageId`, `traits.firstName`), not as the record it became names it."""
+    outcome.rejected = {
+        index: [Problem(segment.sent_field(p.field, calls[index], kind), p.message) for p in problems]
+        for index, problems in outcome.rejected.items()
+    }
+    return outcome
 
 
 def _answer(outcome: Outcome) -> JSONResponse:

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from automator.importing.records import field_key
+
 KINDS = ("track", "identify")
 NAMES = {"firstName": "first_name", "lastName": "last_name"}  # Segment's trait → automator's field
 
@@ -97,6 +99,11 @@ def event_type(name: str, names: Mapping[str, str]) -> str:
 
 
 def _email(call: dict[str, Any]) -> str:
+    return _address(call)[1]
+
+
+def _address(call: dict[str, Any]) -> tuple[str, str]:
+    """(where, the address): the first of the places an address may be sent in."""
     for where, found in (
         ("traits.email", _object(call, "traits").get("email")),
         ("context.traits.email", _object(_object(call, "context"), "traits").get("email")),
@@ -105,14 +112,38 @@ def _email(call: dict[str, Any]) -> str:
         if found not in (None, ""):
             if not isinstance(found, str):
                 raise NotMapped(where, "an email address is text")
-            return found
+            return where, found
     user = call.get("userId")
     if isinstance(user, str) and "@" in user:
-        return user
+        return "userId", user
     raise NotMapped(
         "context.traits.email",
         "no email address: send it in context.traits.email (or traits.email), or as the userId",
     )
+
+
+_TRACK_FIELDS = {"id": "messageId", "type": "event"}
+
+
+def sent_field(field: str, call: dict[str, Any], kind: str) -> str:
+    """The field of the Segment call that holds what its record has as `field` (an error
+    names the field the caller sent): a track's `at` is its `timestamp` (or
+    `originalTimestamp`), `id` its `messageId`; an identify's `first_name` is
+    `traits.firstName`, `locale` `context.locale` when the traits have none."""
+    head, dot, rest = field.partition(".")
+    if head == "email":
+        return _address(call)[0] + dot + rest
+    if not head:
+        return field
+    if kind == "track":
+        if head == "at":
+            return "timestamp" if call.get("timestamp") else "originalTimestamp"
+        return _TRACK_FIELDS.get(head, head) + dot + rest
+    traits = _object(call, "traits")
+    sent = next((name for name in traits if field_key(NAMES.get(name, name)) == field_key(head)), None)
+    if sent is None and head in ("locale", "timezone"):
+        return f"context.{head}"
+    return f"traits.{sent or head}{dot}{rest}"
 
 
 def _object(data: dict[str, Any], name: str) -> dict[str, Any]:
