@@ -72,7 +72,7 @@ class ApiSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    requests_per_second: float = Field(default=100.0, gt=0)
+    requests_per_second: float = Field(default=100.0, gt=0, allow_inf_nan=False)
     burst: int = Field(default=200, ge=1)
     segment_events: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = {}
 

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from automator.api.limits import MAX_BODY, RateLimit
-from automator.config import ApiSettings
+from automator.config import ApiSettings, load_settings
+from automator.errors import ConfigError
 from automator.store import contacts, events
 from automator.tables import Event
 from automator.web import create_app
@@ -340,6 +341,18 @@ def test_too_many_requests_for_a_key_are_refused_with_retry_after(make_key, proj
     assert [answer.status_code for answer in answers] == [200, 200, 429]
     assert answers[2].headers["Retry-After"] == "2"
     assert from_another_key.status_code == 200
+
+
+@pytest.mark.parametrize("rate", ["inf", "nan", "-inf"])
+def test_a_rate_that_is_no_finite_number_is_refused_naming_the_file_line_and_field(tmp_path, rate) -> None:
+    (tmp_path / "automator.toml").write_text(
+        f'timezone = "UTC"\n\n[api]\nrequests_per_second = {rate}\n', encoding="utf-8"
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path, {})
+
+    assert str(refused.value) == "automator.toml:4: api.requests_per_second: must be a finite number"
 
 
 def test_a_token_bucket_refills_at_its_rate() -> None:
