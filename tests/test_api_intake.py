@@ -7,6 +7,7 @@ through the real app in this process (tests/test_api_daemon.py does it over real
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 from collections.abc import Iterator
 
@@ -317,6 +318,48 @@ def test_a_body_over_5_mb_is_refused_by_its_content_length(client, writer) -> No
 
     assert response.status_code == 413
     assert response.json() == {"detail": "the body passes 5 MB: send smaller batches"}
+
+
+def test_a_gzip_body_is_decompressed(client, writer, store) -> None:
+    body = gzip.compress(json.dumps({"batch": [event(1), event(2)]}).encode())
+    headers = {**writer, "Content-Encoding": "gzip"}
+
+    response = client.post("/v1/events", content=body, headers=headers)
+
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert event_count(store) == 2
+
+
+def test_a_gzip_body_over_5_mb_once_decompressed_is_refused(client, writer) -> None:
+    body = gzip.compress(b" " * (MAX_BODY + 1))
+    assert len(body) < MAX_BODY // 100
+
+    response = client.post("/v1/events", content=body, headers={**writer, "Content-Encoding": "gzip"})
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "the body passes 5 MB once decompressed: send smaller batches"}
+
+
+def test_a_body_said_to_be_gzip_that_is_not_is_refused(client, writer) -> None:
+    sent = json.dumps(event(1)).encode()
+
+    response = client.post("/v1/events", content=sent, headers={**writer, "Content-Encoding": "gzip"})
+    cut = client.post(
+        "/v1/events", content=gzip.compress(sent)[:-12], headers={**writer, "Content-Encoding": "gzip"}
+    )
+
+    assert (response.status_code, cut.status_code) == (400, 400)
+    assert response.json()["detail"].startswith("the body is sent as gzip, but it is not gzip: ")
+    assert cut.json()["detail"] == (
+        "the body is sent as gzip, but its gzip data ends before the end of what it compresses"
+    )
+
+
+def test_a_body_in_another_content_encoding_is_refused_with_415(client, writer) -> None:
+    response = client.post("/v1/events", content=b"...", headers={**writer, "Content-Encoding": "br"})
+
+    assert response.status_code == 415
+    assert response.json() == {"detail": "Content-Encoding br is not taken: send the body as it is, or gzip"}
 
 
 def test_a_streamed_body_over_5_mb_is_refused_when_its_bytes_pass_the_limit(client, writer) -> None:

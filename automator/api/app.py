@@ -24,7 +24,7 @@ import automator
 from automator.api import schema, segment
 from automator.api.intake import Intake, Outcome, Problem
 from automator.api.keys import KeyRing
-from automator.api.limits import MAX_BODY, BodyTooLarge, RateLimit, read_body
+from automator.api.limits import MAX_BODY, BodyTooLarge, RateLimit, gunzipped, read_body
 from automator.api.schema import INTAKE_ANSWERS, MAX_ITEMS, answers, body
 from automator.clock import Clock, utcnow
 from automator.display import undecodable
@@ -178,12 +178,20 @@ def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI
 
 
 async def _payload(request: Request) -> Any:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise HTTPException(415, f"Content-Encoding {encoding} is not taken: send the body as it is, or gzip")
     try:
         raw = await read_body(request.headers.get("content-length"), request.stream())
+        if encoding != "identity":
+            raw = gunzipped(raw)
     except BodyTooLarge:
+        unzipped = " once decompressed" if encoding != "identity" else ""
         raise HTTPException(
-            413, f"the body passes {MAX_BODY // (1024 * 1024)} MB: send smaller batches"
+            413, f"the body passes {MAX_BODY // (1024 * 1024)} MB{unzipped}: send smaller batches"
         ) from None
+    except ValueError as exc:  # not gzip
+        raise HTTPException(400, f"the body is sent as gzip, but {exc}") from None
     try:
         return decoded_json(raw)  # as an import reads a line: no NaN, no endless nesting
     except ValueError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
@@ -63,3 +64,23 @@ async def read_body(declared: str | None, chunks: AsyncIterable[bytes], limit: i
         if len(body) > limit:
             raise BodyTooLarge
     return bytes(body)
+
+
+def gunzipped(raw: bytes, limit: int = MAX_BODY) -> bytes:
+    """A gzip body (`Content-Encoding: gzip`, as Segment's libraries may send) decompressed,
+    refused (BodyTooLarge) as soon as it passes `limit`: a few kilobytes of gzip can hold
+    gigabytes. ValueError for one that is not gzip, or is cut short."""
+    body = bytearray()
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body += inflater.decompress(raw, limit + 1 - len(body))
+        except zlib.error as exc:
+            raise ValueError(f"it is not gzip: {exc}") from None
+        if len(body) > limit:
+            raise BodyTooLarge
+        if not inflater.eof:
+            raise ValueError("its gzip data ends before the end of what it compresses")
+        raw = inflater.unused_data  # a further gzip member, as concatenated files make
+        if not raw:
+            return bytes(body)

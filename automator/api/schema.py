@@ -151,7 +151,8 @@ def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "The body is not JSON.",
         401: "No API key, an unknown one, or a revoked one.",
         403: "The key lacks the scope the endpoint needs.",
-        413: f"The body passes {MAX_BODY // (1024 * 1024)} MB.",
+        413: f"The body passes {MAX_BODY // (1024 * 1024)} MB (once decompressed, if sent as gzip).",
+        415: "The body's Content-Encoding is neither gzip nor none.",
         422: f"The body is not an item or a batch of at most {MAX_ITEMS}, or the address is not one.",
         429: "Too many requests for this key: try again after Retry-After seconds.",
         503: "The database is busy or unreachable: try again after Retry-After seconds.",
@@ -162,7 +163,7 @@ def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-INTAKE_ANSWERS = answers(207, 400, 401, 403, 413, 422, 429, 503)
+INTAKE_ANSWERS = answers(207, 400, 401, 403, 413, 415, 422, 429, 503)
 
 
 def add_request_models(document: dict[str, Any]) -> dict[str, Any]:
