@@ -163,6 +163,17 @@ def test_an_identify_call_with_a_locale_that_is_no_language_tag_is_rejected(clie
         assert contacts.by_email(session, "lan@example.com") is None
 
 
+def test_an_identify_calls_traits_name_the_fields_whatever_their_case(client, writer, store) -> None:
+    call = {"traits": {"Email": "Lan@Example.com", "First Name": "Lan", "plan": "pro"}}
+
+    response = client.post("/v1/identify", json=call, headers=writer)
+
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    with store.session() as session:
+        lan = contacts.by_email(session, "lan@example.com")
+    assert lan is not None and (lan.first_name, lan.attributes) == ("Lan", {"plan": "pro"})
+
+
 def test_a_track_calls_errors_name_the_segment_fields_it_sent(client, writer, store) -> None:
     calls = [
         track(timestamp="yesterday"),

@@ -80,7 +80,8 @@ def contact_of(call: dict[str, Any]) -> dict[str, Any]:
     """An identify call as a contact record, as `contacts import` reads one."""
     traits = _object(call, "traits")
     context = _object(call, "context")
-    contact = {NAMES.get(name, name): value for name, value in traits.items() if name != "email"}
+    address = _email_key(traits)
+    contact = {NAMES.get(name, name): value for name, value in traits.items() if name != address}
     for name in ("locale", "timezone"):
         if contact.get(name) is None and isinstance(context.get(name), str):
             contact[name] = context[name]
@@ -104,11 +105,13 @@ def _email(call: dict[str, Any]) -> str:
 
 def _address(call: dict[str, Any]) -> tuple[str, str]:
     """(where, the address): the first of the places an address may be sent in."""
-    for where, found in (
-        ("traits.email", _object(call, "traits").get("email")),
-        ("context.traits.email", _object(_object(call, "context"), "traits").get("email")),
-        ("properties.email", _object(call, "properties").get("email")),
+    for within, data in (
+        ("traits", _object(call, "traits")),
+        ("context.traits", _object(_object(call, "context"), "traits")),
+        ("properties", _object(call, "properties")),
     ):
+        name = _email_key(data)
+        where, found = f"{within}.{name}", data.get(name)
         if found not in (None, ""):
             if not isinstance(found, str):
                 raise NotMapped(where, "an email address is text")
@@ -120,6 +123,11 @@ def _address(call: dict[str, Any]) -> tuple[str, str]:
         "context.traits.email",
         "no email address: send it in context.traits.email (or traits.email), or as the userId",
     )
+
+
+def _email_key(data: dict[str, Any]) -> str:
+    """The key an address is under: `email`, or as a contact's field may be named (`Email`)."""
+    return "email" if "email" in data else next((key for key in data if field_key(key) == "email"), "email")
 
 
 _TRACK_FIELDS = {"id": "messageId", "type": "event"}
