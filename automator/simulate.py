@@ -40,6 +40,9 @@ class DayCounts:
     rule: str
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COLUMNS, 0))
     error: str | None = None  # the first error of the rule's ticks that day: its figures fall short
+    # Why the cancelled, held, suppressed and skipped ones were: each outcome as the ticks
+    # gave it ("held: coupon pool 'renewal' is empty") with its count.
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, report: RuleReport, waited_before: set[int]) -> None:
         """Add a tick's figures; `waited_before`: the messages that waited on an earlier
@@ -52,12 +55,19 @@ class DayCounts:
             column = OUTCOME_COLUMN.get(outcome.split(":")[0].strip())
             if column is not None:
                 self.counts[column] += count
+                self.reasons[outcome] = self.reasons.get(outcome, 0) + count
         first = report.waited - waited_before
         self.counts["waited"] += len(first)
         waited_before |= first
 
     def as_dict(self) -> dict[str, Any]:
-        return {"date": self.date.isoformat(), "rule": self.rule, **self.counts, "error": self.error}
+        return {
+            "date": self.date.isoformat(),
+            "rule": self.rule,
+            **self.counts,
+            "reasons": self.reasons,
+            "error": self.error,
+        }
 
 
 @dataclass

@@ -56,7 +56,9 @@ def simulated(cli, *args: str) -> dict:
 
 def by_day(rows: list[dict]) -> dict[tuple[str, str], dict[str, int]]:
     return {
-        (row["date"], row["rule"]): {k: v for k, v in row.items() if k not in ("date", "rule", "error")}
+        (row["date"], row["rule"]): {
+            k: v for k, v in row.items() if k not in ("date", "rule", "error", "reasons")
+        }
         for row in rows
     }
 
@@ -147,7 +149,8 @@ def test_simulate_leaves_out_days_with_nothing_and_ends_with_each_rules_totals(s
     result = cli("simulate", "--from", START.isoformat(), "--days", "3")
 
     assert result.exit_code == 0, result.output
-    rows = [row.split() for row in result.stdout.splitlines()[2:]]
+    table, _, why = result.stdout.partition("why (cancelled, held, suppressed, skipped):\n")
+    rows = [row.split() for row in table.splitlines()[2:]]
     dated = [row for row in rows if row[0] != "total"]
     totals = {row[1]: [int(figure) for figure in row[2:]] for row in rows if row[0] == "total"}
     columns = ("queued", "sent", "cancelled", "held", "suppressed", "skipped", "waited")
@@ -159,6 +162,11 @@ def test_simulate_leaves_out_days_with_nothing_and_ends_with_each_rules_totals(s
         days = [day for day in forecast["days"] if day["rule"] == rule]
         assert figures == [sum(day[name] for day in days) for name in columns]
     assert "2026-11-20 00:00 UTC to 2026-11-23 00:00 UTC, a tick every 1h" in result.stdout
+    reasons = Counter()
+    for day in busy:
+        reasons.update({(day["rule"], reason): n for reason, n in day["reasons"].items()})
+    assert reasons  # the shop's carts include a suppressed address
+    assert why.splitlines() == [f"  {rule}: {n} {reason}" for (rule, reason), n in sorted(reasons.items())]
 
 
 @pytest.mark.sqlite_only

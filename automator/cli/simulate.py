@@ -7,6 +7,7 @@ Nothing here opens the live store for writing: the forecast runs on a disposable
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
@@ -158,6 +159,14 @@ def _print_forecast(forecast: Forecast) -> None:
     for rule in forecast.rules:
         totals = (sum(day.counts[name] for day in forecast.days if day.rule == rule) for name in columns)
         say(f"{'total':<12}{rule:<{width}}" + _figures(totals))
+    reasons: Counter[tuple[str, str]] = Counter()
+    for day in forecast.days:
+        for reason, count in day.reasons.items():
+            reasons[day.rule, reason] += count
+    if reasons:
+        say("why (cancelled, held, suppressed, skipped):")
+    for (rule, reason), count in sorted(reasons.items()):
+        say(f"  {rule}: {count} {reason}")
 
 
 def _figures(figures: Iterable[int]) -> str:
