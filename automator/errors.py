@@ -111,5 +111,10 @@ class StatusChanged(StateError):
         super().__init__(f"message {message_id} {what_happened(status, at)}")
 
 
+class AlreadyDone(StateError):
+    """An action found its message already where the action leads (held, cancelled): most
+    often the second click of the same button. Nothing changed, and nothing needs to."""
+
+
 class PermissionDenied(AutomatorError):
     """The person's role does not allow this action on this object (support lifting an admin's hold)."""

@@ -11,7 +11,14 @@ from sqlmodel import Session
 from automator import contents
 from automator.display import has_control
 from automator.engine import Engine
-from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError, StatusChanged
+from automator.errors import (
+    AlreadyDone,
+    AutomatorError,
+    NotFoundError,
+    PermissionDenied,
+    StateError,
+    StatusChanged,
+)
 from automator.status import CANCEL, HOLD, NEEDS_COMPLETING, RELEASE, SEND_NOW, Action, HoldKind, Status
 from automator.store import audit, messages
 from automator.tables import Contact, Message
@@ -173,6 +180,8 @@ def _too_late(changed: StatusChanged, action: Action) -> StateError:
     """'message 45 was sent at 2026-11-20 10:02 UTC, before your cancel; only a queued or
     held message can be cancelled'."""
     before = "" if changed.status == Status.QUEUED else f", before your {action.name}"
+    if changed.status == action.to:  # e.g. a second click on Hold: what it asks for holds
+        return AlreadyDone(f"{changed}{before}; nothing changed")
     return StateError(f"{changed}{before}; {action.refusal()}")
 
 

@@ -283,3 +283,29 @@ def test_a_message_number_stays_on_one_line_on_a_laptop_screen(more_carts, conso
         lines = numbers.evaluate_all("all => all.map(a => [a.textContent, a.getClientRects().length])")
         assert any(len(number) > 1 for number, _ in lines)
         assert [number for number, rects in lines if rects != 1] == []
+
+
+def test_a_second_click_on_hold_while_the_first_is_answered_sends_nothing(console, page, engine) -> None:
+    lan = _only_message(engine, "lan@example.com")
+    log_in_page(page, console)
+    page.goto(f"{console}/messages/{lan}")
+    page.get_by_label("Reason").fill(REASON)
+    hold = page.get_by_role("button", name="Hold", exact=True)
+    box = hold.bounding_box()  # clicked again by the mouse: a locator would wait for the new page
+    assert box is not None
+    posts: list[str] = []
+
+    def click_again_while_answered(route: Any) -> None:
+        """The first POST reaches the console (the message is held); before its answer
+        arrives, the person clicks again."""
+        posts.append(route.request.url)
+        answer = route.fetch(max_redirects=0)
+        if len(posts) == 1:
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        route.fulfill(response=answer)
+
+    page.route(f"**/messages/{lan}/hold", click_again_while_answered)
+    hold.click()
+
+    expect(page.locator(".flash.notice")).to_have_text("Held. It will not be sent until someone releases it.")
+    assert posts == [f"{console}/messages/{lan}/hold"]

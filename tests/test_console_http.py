@@ -768,12 +768,12 @@ def test_holding_a_message_that_is_not_queued_is_a_clear_error(admin, queued, st
 
 def test_a_refused_action_says_when_in_the_viewers_zone(admin, queued) -> None:
     act(admin, "/preferences/timezone", zone="Europe/Paris", next=f"/messages/{queued}")
-    act(admin, f"/messages/{queued}/hold", reason="asked")
+    act(admin, f"/messages/{queued}/cancel", reason="asked")
 
     response = act(admin, f"/messages/{queued}/hold", reason="asked again")
 
     assert response.status_code == 409
-    assert f"message {queued} was held at 2026-11-20 16:05, before your hold" in response.text  # 15:05 UTC
+    assert f"message {queued} was cancelled at 2026-11-20 16:05, before your hold" in response.text  # 15:05Z
 
 
 def test_an_unknown_action_is_a_404(admin, queued) -> None:
@@ -916,6 +916,33 @@ def test_bulk_needs_a_reason(admin, make_messages, store) -> None:
     assert response.status_code == 400
     assert "a reason is required" in response.text
     assert message(store, one).status == "queued"
+
+
+def test_a_second_bulk_hold_of_the_same_selection_says_it_is_held_already(admin, make_messages) -> None:
+    make_messages(3)
+    confirm = admin.get("/queue/bulk?action=hold&status=queued")
+    upto = re.search(r'name="upto" value="(\d+)"', confirm.text)
+    assert upto is not None
+    form = {"csrf_token": token_in(confirm), "action": "hold", "status": "queued", "reason": "wrong price"}
+
+    first = admin.post("/queue/bulk", data={**form, "upto": upto.group(1)})
+    second = admin.post("/queue/bulk", data={**form, "upto": upto.group(1)})
+
+    assert "Held 3 messages." in admin.get(first.headers["location"]).text
+    shown = admin.get(second.headers["location"]).text
+    assert "Nothing changed: 3 messages of this selection are held already." in shown
+    assert "Held 0 messages" not in shown
+
+
+def test_a_second_click_on_hold_says_the_message_is_held_already(admin, queued, store) -> None:
+    first = act(admin, f"/messages/{queued}/hold", reason="asked")
+    second = act(admin, f"/messages/{queued}/hold", reason="asked")
+
+    assert first.status_code == 303
+    assert second.status_code == 200
+    assert f"Message {queued} was held at 2026-11-20 22:05, before your hold; nothing changed." in second.text
+    assert 'class="flash error"' not in second.text
+    assert [line[0] for line in history(store, queued)] == ["queued", "held"]
 
 
 # ---------------------------------------------------------------- contacts

@@ -230,17 +230,13 @@ SENT_AT = "2026-11-20 04:00 UTC"  # when the `sent` fixture's message went out
 # A person's action on a message it no longer applies to: the message (a fixture), the action
 # taken on it first, the action refused, and what the refusal says happened first.
 REFUSALS = {
-    "a held message cannot be held again": (
-        "queued", "hold", "hold",
-        "was held at 2026-11-20 16:00 UTC, before your hold; only a queued message can be held",
+    "a held message is not held again": (
+        "queued", "hold", "hold", "was held at 2026-11-20 16:00 UTC, before your hold; nothing changed",
     ),
-    "a queued message cannot be released": (
-        "queued", None, "release", "is queued; only a held message can be released",
-    ),
-    "a cancelled message cannot be cancelled again": (
+    "a queued message is not released": ("queued", None, "release", "is queued; nothing changed"),
+    "a cancelled message is not cancelled again": (
         "queued", "cancel", "cancel",
-        "was cancelled at 2026-11-20 16:00 UTC, before your cancel; "
-        "only a queued or held message can be cancelled",
+        "was cancelled at 2026-11-20 16:00 UTC, before your cancel; nothing changed",
     ),
     "a cancelled message cannot be sent now": (
         "queued", "cancel", "send-now",

@@ -17,7 +17,7 @@ from automator import support
 from automator.console.auth import Forbidden, Viewer
 from automator.console.pages import QueueQuery, show_contact, show_message
 from automator.console.state import RowId, allowed, console_of, current_viewer, query, render
-from automator.errors import AutomatorError, NotFoundError, PermissionDenied, StateError
+from automator.errors import AlreadyDone, AutomatorError, NotFoundError, PermissionDenied, StateError
 from automator.ids import MAX_ID
 from automator.moments import shown_in
 from automator.status import HoldKind
@@ -58,6 +58,8 @@ def message_action(
         raise
     except PermissionDenied as exc:
         raise Forbidden(str(exc)) from exc
+    except AlreadyDone as exc:  # a second click: say it is done, not that it failed
+        return show_message(request, viewer, message_id, notice=f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     except AutomatorError as exc:
         status = 409 if isinstance(exc, StateError) else 400
         return show_message(request, viewer, message_id, error=str(exc), status=status, reason=reason)
@@ -137,7 +139,9 @@ def bulk_apply(
     where = filters.selection(viewer)
     with console.store.session() as session:
         touched = console_queries.apply(session, where, bulk, upto, reason, viewer.name, console.clock())
-    back = query(filters.as_dict(), done=action, touched=touched)
+        # None touched, most often by a second click of the same button: say what holds.
+        already = console_queries.already_done(session, where, bulk, upto) if touched == 0 else 0
+    back = query(filters.as_dict(), done=action, touched=touched, already=already or None)
     return RedirectResponse(f"/queue{back}", status_code=303)
 
 

@@ -81,6 +81,7 @@ def queue_page(
     after: Cursor = None,
     done: str = "",
     touched: int = 0,
+    already: int = 0,
 ) -> Response:
     """Every message, newest first, filtered, counted by status, a page at a time."""
     console = console_of(request)
@@ -92,9 +93,7 @@ def queue_page(
     with console.store.session() as session:
         found = console_queries.page(session, where, before, after, PAGE_SIZE)
         counts = console_queries.counts_by_status(session, where)
-    notice = None
-    if done in BULK_DONE:
-        notice = f"{BULK_DONE[done]} {touched} message{'' if touched == 1 else 's'}."
+    notice = _bulk_notice(done, touched, already)
     return render(
         request,
         viewer,
@@ -112,6 +111,21 @@ def queue_page(
 
 
 BULK_DONE = {"hold": "Held", "cancel": "Cancelled"}
+
+
+def _bulk_notice(done: str, touched: int, already: int) -> str | None:
+    """'Held 3 messages.'; after a second click, what the first one did holds."""
+    if done not in BULK_DONE:
+        return None
+    if touched == 0 and already > 0:
+        are = "is" if already == 1 else "are"
+        done_already = f"{are} {BULK_DONE[done].lower()} already"
+        return f"Nothing changed: {_messages(already)} of this selection {done_already}."
+    return f"{BULK_DONE[done]} {_messages(touched)}."
+
+
+def _messages(count: int) -> str:
+    return f"{count:,} message{'' if count == 1 else 's'}"
 
 
 def _rule_ids(project: Project) -> list[str]:
@@ -133,6 +147,7 @@ def show_message(
     error: str | None = None,
     status: int = 200,
     reason: str = "",
+    notice: str | None = None,
 ) -> Response:
     """A message as it will be sent (preview, text, headers), its contact, rule, coupon,
     status history and audit log, and the actions the viewer may take on it."""
@@ -153,7 +168,8 @@ def show_message(
     except UnsafeHeaderError as exc:  # held for it: the page says why instead of failing
         headers, unsafe = [], str(exc)
     rule = console.project.rule(message.rule_id)
-    notice = NOTICES[done] if done in LEAVES and message.status == LEAVES[done] else None
+    if done in LEAVES and message.status == LEAVES[done]:
+        notice = NOTICES[done]
     return render(
         request,
         viewer,

@@ -8,7 +8,7 @@ on, never with OFFSET: page 20,000 of a million messages costs what page 1 costs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -230,6 +230,17 @@ def selection(session: Session, where: MessageFilter, action: BulkAction) -> Sel
     conditions = [*_conditions(session, where), MESSAGES.c.status.in_(action.applies_to)]
     count, upto = session.execute(select(func.count(), func.max(MESSAGES.c.id)).where(*conditions)).one()
     return Selection(count, upto)
+
+
+def already_done(session: Session, where: MessageFilter, action: BulkAction, upto: int) -> int:
+    """How many messages of the selection, up to id `upto`, are where `action` leads already
+    (whatever status the selection asked for: the held ones of a hold of the queued ones)."""
+    conditions = [
+        *_conditions(session, replace(where, status=None)),
+        MESSAGES.c.id <= upto,
+        MESSAGES.c.status == action.status,
+    ]
+    return session.execute(select(func.count()).where(*conditions)).scalar_one()
 
 
 def apply(
