@@ -4,12 +4,13 @@ in that zone, JSON attributes as their own text (Vietnamese stays Vietnamese).""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from jinja2 import pass_context
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 ZONES = sorted(zone for zone in available_timezones() if "/" in zone or zone == "UTC")
 
@@ -31,6 +32,25 @@ def when(context: Any, value: datetime | None) -> Markup:
     )
 
 
+# A time as the engine writes it into a history note: datetime.isoformat() of a UTC time.
+NOTED_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[+-]\d{2}:\d{2}|Z)")
+
+
+@pass_context
+def note(context: Any, text: str | None) -> Markup:
+    """A history note ("queued; waits until 2026-11-21T01:00:00+00:00 (quiet hours)") with
+    each time in it shown as `when` shows times; the rest as escaped text."""
+    text, parts, end = text or "", [], 0
+    for found in NOTED_TIME.finditer(text):
+        try:
+            at = datetime.fromisoformat(found.group())
+        except ValueError:  # a date-like text that is no time: left as it is
+            continue
+        parts += [escape(text[end : found.start()]), when(context, at)]
+        end = found.end()
+    return Markup("").join([*parts, escape(text[end:])])
+
+
 def as_json(value: Any) -> str:
     """A value as JSON, non-ASCII kept as is; strings bare."""
     if isinstance(value, str):
@@ -50,4 +70,4 @@ def day_start(text: str, zone: ZoneInfo, days: int = 0) -> datetime | None:
         raise ValueError(f"{text} is out of range") from None
 
 
-FILTERS = {"when": when, "as_json": as_json}
+FILTERS = {"when": when, "note": note, "as_json": as_json}
