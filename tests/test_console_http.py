@@ -479,17 +479,48 @@ def test_an_unknown_status_is_a_clear_error(admin) -> None:
     assert "unknown status &#39;lost&#39;" in admin.get("/queue?status=lost").text
 
 
-@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
-def test_a_day_at_the_end_of_the_calendar_is_a_clear_error(admin, day) -> None:
+@pytest.mark.parametrize(("field", "day"), [("since", "0001-01-01"), ("until", "9999-12-31")])
+def test_a_day_at_the_end_of_the_calendar_is_a_clear_error_naming_its_field(admin, field, day) -> None:
     # The queue filters from the start of `since` to the end of `until` in the viewer's
     # zone (Saigon, UTC+7): neither exists as a UTC time for these days.
-    queue = admin.get(f"/queue?since={day}&until={day}")
-    bulk = admin.get(f"/queue/bulk?action=hold&since={day}&until={day}")
+    queue = admin.get(f"/queue?{field}={day}")
+    bulk = admin.get(f"/queue/bulk?action=hold&{field}={day}")
 
     assert queue.status_code == 200  # the page, unfiltered, with the error above it
     assert bulk.status_code == 400
+    label = {"since": "Queued from", "until": "to"}[field]
     for response in (queue, bulk):
-        assert "dates are YYYY-MM-DD" in response.text
+        assert (
+            f"“{label}”: {day} is too close to the calendar&#39;s first or last day; "
+            "pick a day from 0001-01-02 to 9999-12-30"
+        ) in response.text
+
+
+def test_a_day_that_is_no_date_is_a_clear_error_naming_its_field(admin) -> None:
+    assert "“to”: “2026-11-31” is not a day written YYYY-MM-DD" in admin.get("/queue?until=2026-11-31").text
+
+
+def test_days_in_the_wrong_order_say_so(admin, make_messages) -> None:
+    make_messages(1)
+
+    page = admin.get("/queue?since=2026-11-21&until=2026-11-20").text
+
+    assert "“Queued from” (2026-11-21) is after “to” (2026-11-20): swap them" in page
+
+
+def test_the_same_day_from_and_to_is_that_day(admin, make_messages) -> None:
+    make_messages(1)  # queued at 22:00 on 2026-11-20 in Saigon
+
+    page = admin.get("/queue?since=2026-11-20&until=2026-11-20").text
+
+    assert "Reminder 0" in page and 'class="flash error"' not in page
+
+
+@pytest.mark.parametrize("days", ["-1", "0", "31"])
+def test_a_results_period_the_page_does_not_offer_is_named_not_replaced_silently(support, days) -> None:
+    page = support.get(f"/results?days={days}").text
+
+    assert f"“days” is 7, 30 or 90, not {days}: showing the last 30 days" in page
 
 
 @pytest.mark.parametrize("page", ["/messages/{}", "/contacts/{}", "/queue?before={}", "/queue?after={}"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -58,16 +58,22 @@ def as_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=1, default=str)
 
 
-def day_start(text: str, zone: ZoneInfo, days: int = 0) -> datetime | None:
+def day_start(text: str, zone: tzinfo, days: int = 0) -> datetime | None:
     """`2026-11-20` (a day in the viewer's zone), `days` later, as the UTC time it starts;
-    ValueError for text that is no such day."""
+    ValueError saying why for text that is no such day."""
     if not text:
         return None
     try:
-        day = date.fromisoformat(text) + timedelta(days=days)
-        return datetime.combine(day, time(0), zone).astimezone(UTC)
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"“{text}” is not a day written YYYY-MM-DD") from None
+    try:
+        return datetime.combine(day + timedelta(days=days), time(0), zone).astimezone(UTC)
     except OverflowError:  # a day at the end of the calendar, or its start beyond it in UTC
-        raise ValueError(f"{text} is out of range") from None
+        raise ValueError(f"{text} is too close to the calendar's first or last day; {EDGES}") from None
+
+
+EDGES = "pick a day from 0001-01-02 to 9999-12-30"  # days that start in UTC's calendar, in any zone
 
 
 FILTERS = {"when": when, "note": note, "as_json": as_json}

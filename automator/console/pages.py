@@ -64,12 +64,19 @@ class QueueQuery:
         """The store's filter; days are in the viewer's zone, `until` includes its day."""
         if self.status and self.status not in messages.STATUSES:
             raise AutomatorError(f"unknown status '{self.status}'")
-        try:
-            since = display.day_start(self.since, viewer.zone)
-            until = display.day_start(self.until, viewer.zone, days=1)
-        except ValueError:
-            raise AutomatorError("dates are YYYY-MM-DD") from None
+        since = _day("Queued from", self.since, viewer.zone)
+        until = _day("to", self.until, viewer.zone, days=1)
+        if since is not None and until is not None and since >= until:
+            raise AutomatorError(f"“Queued from” ({self.since}) is after “to” ({self.until}): swap them")
         return console_queries.MessageFilter(self.status or None, self.rule or None, self.q, since, until)
+
+
+def _day(field: str, text: str, zone: tzinfo, days: int = 0) -> datetime | None:
+    """The start of the day typed in the filter `field` (as the page labels it)."""
+    try:
+        return display.day_start(text, zone, days)
+    except ValueError as exc:
+        raise AutomatorError(f"“{field}”: {exc}") from None
 
 
 @router.get("/queue")

@@ -70,6 +70,7 @@ def results_page(request: Request, days: int = 30, viewer: Viewer = Depends(allo
     """Per rule, step and variant: sent, bounced, unsubscribed, converted, rate and revenue."""
     console = console_of(request)
     period = days if days in PERIODS else 30
+    error = None if days in PERIODS else f"“days” is 7, 30 or 90, not {days}: showing the last 30 days"
     now: datetime = console.clock()
     since = now - timedelta(days=period)
     rules = console.project.ruleset.rules
@@ -83,6 +84,7 @@ def results_page(request: Request, days: int = 30, viewer: Viewer = Depends(allo
         viewer,
         "results.html",
         section="results",
+        error=error,
         report=report,
         charts=charts,
         period=period,
