@@ -46,6 +46,17 @@ class HoldKind(StrEnum):
     RULE = "rule"  # its rule is disabled
 
 
+# Why a message is held, in words that follow "held": "held by support".
+HELD_WHY: dict[str, str] = {
+    HoldKind.ADMIN: "by an admin",
+    HoldKind.SUPPORT: "by support",
+    HoldKind.BULK: "by an admin's bulk hold",
+    HoldKind.COUPON: "until its coupon pool has a code",
+    HoldKind.RENDER: "for a template error",
+    HoldKind.HEADER: "for an unsafe header",
+    HoldKind.RULE: "while its rule is disabled",
+}
+
 # Holds that Release completes (renders, takes a coupon) before the message goes back.
 NEEDS_COMPLETING = frozenset({HoldKind.COUPON, HoldKind.RENDER})
 

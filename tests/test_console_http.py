@@ -816,6 +816,17 @@ def test_a_history_note_with_a_time_is_still_shown_as_text(admin, queued) -> Non
     assert "&lt;b&gt;wait&lt;/b&gt; until <time" in page and ">2026-11-22 08:00</time> &amp; see" in page
 
 
+def test_a_held_message_says_once_and_in_words_who_held_it(support, queued) -> None:
+    act(support, f"/messages/{queued}/hold", reason="asked")
+
+    page = support.get(f"/messages/{queued}").text
+    heading = page[page.index('<div class="heading">') : page.index('<div class="columns">')]
+
+    assert '<span class="badge s-held">held</span> <span class="muted">by support</span>' in heading
+    assert heading.count("held") == 2  # the badge's class and its word
+    assert '<span class="muted small">by support</span>' in support.get("/queue").text
+
+
 def test_a_refused_action_says_when_in_the_viewers_zone(admin, queued) -> None:
     act(admin, "/preferences/timezone", zone="Europe/Paris", next=f"/messages/{queued}")
     act(admin, f"/messages/{queued}/cancel", reason="asked")

@@ -20,6 +20,7 @@ from automator.console.auth import Forbidden, LoginRequired, Sessions, Viewer, i
 from automator.engine import Engine
 from automator.ids import MAX_ID
 from automator.project import Project
+from automator.status import HELD_WHY
 from automator.store import Store, users
 from automator.support import MAX_REASON
 
@@ -57,6 +58,7 @@ def page_templates() -> jinja2.Environment:
     env.filters.update(display.FILTERS)
     env.globals["query"] = query
     env.globals["MAX_REASON"] = MAX_REASON
+    env.globals["HELD_WHY"] = HELD_WHY
     return env
 
 
