@@ -26,8 +26,10 @@ from typer.testing import CliRunner
 from automator.cli import app as cli_app
 from automator.console import create_app
 from automator.console.auth import password_matches
+from automator.console.pages import FINAL
 from automator.engine import Engine
 from automator.project import load_project
+from automator.status import OPEN, Status
 from automator.store import Store, audit, contacts, coupons, messages, suppressions, users
 from automator.store.users import USERS
 from automator.tables import Message
@@ -769,6 +771,19 @@ def test_a_sent_message_is_shown_as_it_was_sent(admin, make_messages) -> None:
     page = admin.get(f"/messages/{sent}").text
 
     assert "As it was sent" in page and "As it will be sent" not in page
+
+
+def test_a_sent_message_says_why_it_has_no_actions(support, make_messages) -> None:
+    [sent] = make_messages(1, status="sent", sent_at=NOW)
+
+    page = support.get(f"/messages/{sent}").text
+
+    assert "Sent mail cannot be held or cancelled: it has gone out." in page
+    assert 'formaction="/messages/' not in page
+
+
+def test_every_status_without_actions_has_its_reason() -> None:
+    assert set(FINAL) == set(Status) - OPEN
 
 
 def test_admin_sends_a_message_now(admin, queued, store) -> None:

@@ -36,6 +36,15 @@ NOTICES = {
     "suppress": "Suppressed: this address gets nothing more from any rule.",
     "unsuppress": "Suppression removed: rules may email this address again.",
 }
+# Why no action applies to a message in a status (the page says so instead of nothing).
+FINAL = {
+    "sending": "It is being sent now: it can no longer be held or cancelled.",
+    "sent": "Sent mail cannot be held or cancelled: it has gone out.",
+    "failed": "It failed for good and is not retried: it cannot be held, released or cancelled.",
+    "cancelled": "It was cancelled and will never be sent: nothing more can be done to it.",
+    "suppressed": "Its address is suppressed, so it will never be sent: it cannot be held or cancelled.",
+    "skipped": "Its rule skipped it, so it will never be sent: it cannot be held or cancelled.",
+}
 # The status each message action leaves a message in. Its notice shows only while the
 # message is still in it: the back button to the page after a hold must not say "Held."
 # above a message released since.
@@ -198,6 +207,7 @@ def show_message(
         sending=_template(rule, message),
         actions=[action for action in _actions(message) if viewer.can(action[2])],
         locked=[label.lower() for _, label, permission in _actions(message) if not viewer.can(permission)],
+        final=FINAL.get(message.status),
         notice=notice,
         error=error,
         reason=reason,
