@@ -4,6 +4,8 @@ after logging in, however often the cookie was written since."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from automator.console import create_app
 from automator.console.auth import hash_password
 from automator.store import Store, messages, users
 from tests.conftest import utc
-from tests.logins import act, add_accounts, client_for, log_in, token_in
+from tests.logins import PASSWORD, act, add_accounts, client_for, log_in, token_in
 
 LOGIN_TIME = utc("2026-11-20 01:00")
 COOKIE = "automator_console"
@@ -250,3 +252,43 @@ def queued_message(store: Store, make_contact) -> int:
             },
             "queued",
         )
+
+
+def test_a_reason_typed_after_the_session_ended_is_kept_through_the_login(
+    browser, clock, queued_message, store
+):
+    sam = browser("sam")
+    page = sam.get(f"/messages/{queued_message}")
+    clock.tick(timedelta(hours=13))  # sam types the reason, comes back the next morning, clicks Hold
+    typed = "Khách hàng <b>gọi</b> điện: chờ đến thứ Hai"
+
+    refused = sam.post(
+        f"/messages/{queued_message}/hold",
+        data={"csrf_token": token_in(page), "back": f"/messages/{queued_message}", "reason": typed},
+    )
+
+    assert refused.status_code == 401
+    assert "Your session has ended: log in again. The reason you typed is kept" in refused.text
+    login = {"name": "sam", "password": PASSWORD, "csrf_token": token_in(refused)}
+    hidden = dict(re.findall(r'name="(next|draft)" value="([^"]*)"', refused.text))
+    assert hidden == {"next": f"/messages/{queued_message}", "draft": html.escape(typed)}
+    back = sam.post("/login", data={**login, "next": hidden["next"], "draft": typed})
+    assert back.headers["location"] == f"/messages/{queued_message}"
+    again = sam.get(back.headers["location"]).text
+    assert f">{html.escape(typed, quote=False)}</textarea>" in again
+    assert "></textarea>" in sam.get(back.headers["location"]).text  # filled in once, not ever after
+    with store.session() as session:
+        assert messages.get(session, queued_message).status == "queued"  # nothing done unasked
+
+
+def test_a_form_sent_after_the_session_ended_never_returns_to_another_site(browser, clock, queued_message):
+    sam = browser("sam")
+    page = sam.get(f"/messages/{queued_message}")
+    clock.tick(timedelta(hours=13))
+
+    refused = sam.post(
+        f"/messages/{queued_message}/hold",
+        data={"csrf_token": token_in(page), "back": "//evil.example/x", "reason": "asked"},
+    )
+
+    assert 'name="next" value="/queue"' in refused.text

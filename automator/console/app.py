@@ -26,6 +26,7 @@ from automator.engine import Engine
 from automator.errors import AutomatorError, NotFoundError
 from automator.project import Project
 from automator.store import Store
+from automator.support import MAX_REASON
 from automator.transports import Transport
 
 STATIC = Path(__file__).parent / "static"
@@ -107,7 +108,14 @@ def _handle_errors(app: FastAPI) -> None:
         if request.method == "GET":
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
-        return _error_page(request, 401, "Log in first.")
+        # A form sent after the session ended: log in, and find the reason typed in it kept.
+        form = await request.form()
+        back, reason = form.get("back"), form.get("reason")
+        draft = reason[:MAX_REASON] if isinstance(reason, str) else ""
+        text = "Your session has ended: log in again."
+        if draft.strip():
+            text += " The reason you typed is kept: it is filled in again, to send once more."
+        return login.login_page(request, back if isinstance(back, str) else "/queue", 401, text, draft)
 
     async def forbidden(request: Request, exc: Exception) -> Response:
         return _error_page(request, 403, str(exc))

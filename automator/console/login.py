@@ -21,6 +21,7 @@ from automator.console.auth import FAILURES_KEPT, Lockout, lockout, logged_in, p
 from automator.console.csrf import new_token
 from automator.console.state import console_of, local_path, render, viewer_or_none
 from automator.store import Store, audit, users
+from automator.support import MAX_REASON
 
 log = logging.getLogger("automator.console")
 
@@ -47,13 +48,21 @@ class Attempt:
 
 @router.get("/login")
 def login_form(request: Request, next: str = "/queue") -> Response:
-    """The login form. Its CSRF token lives in a session of its own until someone logs in."""
-    console = console_of(request)
     if viewer_or_none(request) is not None:
         return RedirectResponse(local_path(next), status_code=303)
+    return login_page(request, next)
+
+
+def login_page(
+    request: Request, next: str, status: int = 200, error: str | None = None, draft: str = ""
+) -> Response:
+    """The login form. Its CSRF token lives in a session of its own until someone logs in.
+    `draft`: a reason typed into a form whose session had ended, carried through the login
+    to be filled in again on the page it was typed on (`next`)."""
+    console = console_of(request)
     session = console.sessions.read(request)
     csrf = session.get("csrf") or new_token()
-    response = render(request, None, "login.html", csrf=csrf, next=local_path(next), name="")
+    response = _form_again(request, status, error, csrf=csrf, name="", next=next, draft=draft)
     # Whatever an ended session said about its login is dropped with it.
     console.sessions.write(request, response, {"csrf": csrf, "tz": session.get("tz")})
     return response
@@ -65,20 +74,21 @@ def login(
     name: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/queue",
+    draft: Annotated[str, Form(max_length=MAX_REASON)] = "",
 ) -> Response:
     console = console_of(request)
     session = console.sessions.read(request)
     attempt = Attempt(name.strip(), request.client.host if request.client else "unknown", console.clock())
     wait, locks = _claim(console.store, attempt)
     if wait is not None:
-        return _too_many(request, attempt, wait, csrf=session["csrf"], next=next)
+        return _too_many(request, attempt, wait, csrf=session["csrf"], next=next, draft=draft)
     with console.store.session() as db:
         user = users.get(db, attempt.name)
     # An unknown name is checked against a stand-in hash: it costs as long as a wrong password.
     if not password_matches(user.password_hash if user else None, password):
         _failed(console.store, attempt, locks)
         return _form_again(
-            request, 401, "Wrong name or password.", csrf=session["csrf"], name=name, next=next
+            request, 401, "Wrong name or password.", csrf=session["csrf"], name=name, next=next, draft=draft
         )
     assert user is not None
     with console.store.session() as db:
@@ -87,6 +97,8 @@ def login(
     response = RedirectResponse(local_path(next), status_code=303)
     # A fresh token at login: one seen before logging in is worth nothing after.
     fresh = {**logged_in(user, attempt.at), "csrf": new_token(), "tz": session.get("tz")}
+    if draft.strip():
+        fresh["draft"] = {"path": local_path(next), "reason": draft}
     console.sessions.write(request, response, fresh)
     return response
 
@@ -141,21 +153,33 @@ def _failed(store: Store, attempt: Attempt, locks: dict[str, Lockout]) -> None:
         )
 
 
-def _too_many(request: Request, attempt: Attempt, wait: timedelta, csrf: str, next: str) -> Response:
+def _too_many(
+    request: Request, attempt: Attempt, wait: timedelta, csrf: str, next: str, draft: str
+) -> Response:
     seconds = _seconds(wait)
     log.warning(
         "login refused: too many failures", extra={"fields": {**attempt.fields, "retry_after": seconds}}
     )
     when = f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
     text = f"Too many failed logins: try again in {when}."
-    response = _form_again(request, 429, text, csrf=csrf, name=attempt.name, next=next)
+    response = _form_again(request, 429, text, csrf=csrf, name=attempt.name, next=next, draft=draft)
     response.headers["Retry-After"] = str(seconds)
     return response
 
 
-def _form_again(request: Request, status: int, error: str, csrf: str, name: str, next: str) -> Response:
+def _form_again(
+    request: Request, status: int, error: str | None, csrf: str, name: str, next: str, draft: str
+) -> Response:
     return render(
-        request, None, "login.html", status=status, csrf=csrf, next=local_path(next), name=name, error=error
+        request,
+        None,
+        "login.html",
+        status=status,
+        csrf=csrf,
+        next=local_path(next),
+        name=name,
+        error=error,
+        draft=draft,
     )
 
 

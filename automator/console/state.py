@@ -124,8 +124,14 @@ def render(
         "reason": "",  # the reason typed into a form that was refused, to correct rather than retype
         **context,
     }
-    html = console.pages.get_template(template).render(values)
-    return HTMLResponse(html, status_code=status)
+    session = console.sessions.read(request) if viewer else {}
+    draft = session.pop("draft", None)  # the first page after a login takes it, or drops it
+    if isinstance(draft, dict) and draft.get("path") == values["here"] and not values["reason"]:
+        values["reason"] = draft.get("reason", "")
+    response = HTMLResponse(console.pages.get_template(template).render(values), status_code=status)
+    if draft is not None:
+        console.sessions.write(request, response, session)
+    return response
 
 
 def query(values: dict[str, Any], **changes: Any) -> str:
