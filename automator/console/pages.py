@@ -250,20 +250,16 @@ def _actions(message: Message) -> list[tuple[str, str, str]]:
 
 
 @router.get("/contacts")
-def contact_search(
-    request: Request, q: str = "", after: str = "", viewer: Viewer = Depends(allowed("view"))
-) -> Response:
-    """Find a contact by email or name: an exact address opens it, the start of one (or of
-    a name) lists matches, PAGE_SIZE at a time from the address `after`; one match opens it."""
+def contact_search(request: Request, q: str = "", viewer: Viewer = Depends(allowed("view"))) -> Response:
+    """Find a contact by email: an exact address opens it, the start of one lists matches."""
     console = console_of(request)
     text = q.strip()
     with console.store.session() as session:
-        exact = contacts.by_email(session, text) if text and not after else None
-        found = console_queries.contacts_matching(session, text, after, PAGE_SIZE + 1) if text else []
-    if exact is not None or (len(found) == 1 and not after):
+        exact = contacts.by_email(session, text) if text else None
+        found = [] if exact or not text else console_queries.contacts_by_email(session, text)
+    if exact is not None or len(found) == 1:
         return RedirectResponse(f"/contacts/{(exact or found[0]).id}", status_code=303)
-    found, more = found[:PAGE_SIZE], found[PAGE_SIZE - 1].email if len(found) > PAGE_SIZE else None
-    return render(request, viewer, "contacts.html", contact_query=text, found=found, more=more)
+    return render(request, viewer, "contacts.html", contact_query=text, found=found)
 
 
 @router.get("/contacts/{contact_id}")

@@ -189,28 +189,15 @@ def activity_since(session: Session, since: datetime) -> dict[str, RuleActivity]
     return activity
 
 
-def contacts_matching(session: Session, text: str, after: str = "", limit: int = 50) -> list[Contact]:
-    """Contacts whose address starts with `text`, or (without an '@') whose first name,
-    last name or full name does, in any case; in address order, from just after the
-    address `after` (keyset paging: the unique address is the key)."""
-    prefix = text.strip().lower()
-    matches = _starts_with(session, CONTACTS.c.email, prefix)
-    if "@" not in prefix:
-        full = func.coalesce(CONTACTS.c.first_name, "") + " " + func.coalesce(CONTACTS.c.last_name, "")
-        names = (CONTACTS.c.first_name, CONTACTS.c.last_name, full)
-        matches = or_(matches, *(_lower(session, name).startswith(prefix, autoescape=True) for name in names))
-    query = select(Contact).where(matches).order_by(CONTACTS.c.email).limit(limit)
-    if after:
-        query = query.where(CONTACTS.c.email > after)
+def contacts_by_email(session: Session, prefix: str, limit: int = 50) -> list[Contact]:
+    """Contacts whose address starts with `prefix`, in address order."""
+    query = (
+        select(Contact)
+        .where(_starts_with(session, CONTACTS.c.email, prefix.strip().lower()))
+        .order_by(CONTACTS.c.email)
+        .limit(limit)
+    )
     return list(session.execute(query).scalars())
-
-
-def _lower(session: Session, column: Any) -> Any:
-    """A name in lower case, Vietnamese letters too: SQLite's own lower() changes only ASCII,
-    so SQLite connections get Python's (store.sqlite.set_up)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return func.unicode_lower(column)
-    return func.lower(column)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,6 @@ def is_locked(exc: BaseException) -> bool:
 def set_up(connection: Any, busy: float = BUSY_SECONDS) -> None:
     """The settings of a new driver connection: the wait for a lock, the log, its
     checkpoints and the cache."""
-    connection.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
     cursor = connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
     _use_wal(cursor)
@@ -93,11 +92,6 @@ def set_up(connection: Any, busy: float = BUSY_SECONDS) -> None:
     cursor.execute("PRAGMA wal_autocheckpoint=50000")
     cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
     cursor.close()
-
-
-def _unicode_lower(text: str | None) -> str | None:
-    """lower() for every alphabet (SQLite's changes only A–Z): "Đức" → "đức"."""
-    return text.lower() if isinstance(text, str) else text
 
 
 def _temp_store_back(connection: Any, record: Any) -> None:
