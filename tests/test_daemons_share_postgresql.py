@@ -1,7 +1,8 @@
 """Several `automator run` daemons on one PostgreSQL share the queue: killed mid-batch, one
 of them loses nothing, and only what it had open in its transport can arrive twice, with
-its original Message-ID. The others put its claims back at once: its advisory lock went
-with its connection (see `store.claims.owning`), so they need not wait for its leases.
+its original Message-ID. The others put its claims back once its advisory lock is free (it
+went with its connection, see `store.claims.owning`) and the claims have gone `SILENCE`
+without a renewal, rather than wait for their five-minute leases.
 
 Like tests/test_daemon.py, real subprocesses on the real clock, a real SMTP server on
 127.0.0.1; every wait polls with a deadline.
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
-from automator.dispatch.claims import ORPHANED
+from automator.dispatch.claims import ORPHANED, SILENCE
+from automator.reports import TickReport
 from automator.store import Store, messages
 from tests.conftest import statuses
 from tests.test_daemon import (  # noqa: F401  (fixtures)
@@ -122,3 +126,45 @@ def test_three_daemons_on_one_postgresql_lose_nothing_when_one_is_killed_mid_bat
         for pid, d in daemons.items()
         if pid != victim
     )
+
+
+def test_a_live_dispatcher_whose_lock_connection_was_closed_keeps_its_claims(
+    engine, store, carts_due, database_url
+) -> None:
+    """A dispatcher's lock also goes free when the server closes the connection holding it
+    (pg_terminate_backend, idle_session_timeout, a firewall) while the dispatcher lives on and
+    sends: the others leave its claims alone while it renews them, and put them back only
+    once they have gone SILENCE without a renewal, as a dead dispatcher's do."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the dispatchers' locks are PostgreSQL's")
+    carts_due(6)
+    now = datetime.now(UTC)
+    engine.evaluate(now, TickReport(now))
+    assert statuses(store) == {"queued": 6}
+    clock = [now]
+    sender, other = (
+        engine.dispatcher("daemon", lambda: clock[0]),
+        engine.dispatcher("daemon", lambda: clock[0]),
+    )
+    with sender.claims.alive():
+        taken = sender.claims.take(now, 100).messages
+        with store.engine.connect() as admin:  # the server drops the sender's idle lock connection
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                )
+            )
+        assert len(taken) == 6 and statuses(store) == {"sending": 6}
+
+        clock[0] = now + SILENCE - timedelta(seconds=1)  # the sender renewed them just before
+        assert other.claims.recover_abandoned() == 0
+        clock[0] = now + SILENCE
+        sender.claims.renew()
+        clock[0] = now + 2 * SILENCE - timedelta(seconds=1)
+        assert other.claims.recover_abandoned() == 0
+        assert statuses(store) == {"sending": 6}
+
+        clock[0] = now + 2 * SILENCE + timedelta(seconds=1)  # no renewal since: as if it had died
+        assert other.claims.recover_abandoned() == 6
+    assert statuses(store) == {"queued": 6}

@@ -39,7 +39,13 @@ ORPHANED = (
     "the dispatcher that was sending it stopped before recording the outcome; "
     "will be sent again (same Message-ID)"
 )
-RENEW_AFTER = LEASE / 3  # a batch still going out keeps its claims this fresh
+# A batch still going out renews its claims this often. On PostgreSQL another dispatcher
+# puts back the claims of one whose lock is free only once they have gone SILENCE without a
+# renewal: a lock also goes free when the connection holding it is closed under a live
+# dispatcher (a DBA's pg_terminate_backend, idle_session_timeout, a firewall dropping an
+# idle connection), and that dispatcher is still sending them.
+RENEW_AFTER = timedelta(seconds=5)
+SILENCE = 6 * RENEW_AFTER
 HELD_OUTCOMES = {HoldKind.HEADER: "held: unsafe header", HoldKind.RENDER: "held: unreadable body"}
 
 
@@ -218,13 +224,15 @@ class Claims:
 
     def recover_abandoned(self) -> int:
         """Put back messages whose dispatcher stopped without recording their outcome: their
-        lease ran out or (on PostgreSQL) their dispatcher's process is gone. Returns how many
-        of the latter."""
+        lease ran out or (on PostgreSQL) their dispatcher's lock is free and they have not
+        been renewed for SILENCE. Returns how many of the latter."""
+        now = self.clock()
         with self.store.session() as session:
             claims.requeue_expired(
-                session, self.clock(), "lease expired while sending; will be sent again (same Message-ID)"
+                session, now, "lease expired while sending; will be sent again (same Message-ID)"
             )
-            return claims.requeue_orphans(session, self.owner, self.clock(), ORPHANED)
+            renewed_before = now - SILENCE + LEASE  # the lease end of a claim renewed SILENCE ago
+            return claims.requeue_orphans(session, self.owner, now, ORPHANED, renewed_before)
 
 
 def _letter(message: Due, taken: Taken) -> letters.Letter:

@@ -216,12 +216,17 @@ def _key(contact_id: int) -> int:
     return contact_id % 2_147_483_647
 
 
-def requeue_orphans(session: Session, owner: str, at: datetime, reason: str) -> int:
+def requeue_orphans(
+    session: Session, owner: str, at: datetime, reason: str, leases_ending_before: datetime
+) -> int:
     """Put back in the queue, on PostgreSQL, the messages in `sending` whose owner (another
-    than `owner`) holds no lock: its process is gone. Returns how many.
+    than `owner`) holds no lock and whose lease ends before `leases_ending_before`: their
+    owner is gone, and has not renewed them since. Returns how many.
 
-    The owner's lock is tried for this transaction only: two dispatchers looking at once
-    cannot both get it, and the owner, gone, never asks for it again."""
+    A free lock alone is no proof: it also goes free when the connection holding it is
+    closed under a live owner, which goes on sending and renewing them. The owner's lock is
+    tried for this transaction only: two dispatchers looking at once cannot both get it, and
+    the owner, gone, never asks for it again."""
     if session.get_bind().dialect.name != "postgresql":
         return 0
     owners = session.execute(
@@ -234,7 +239,10 @@ def requeue_orphans(session: Session, owner: str, at: datetime, reason: str) -> 
         for other in owners
         if session.execute(select(func.pg_try_advisory_xact_lock(locks.owner(other)))).scalar()
     ]
-    return _requeue(session, MESSAGES.c.claimed_by.in_(gone), at, reason) if gone else 0
+    if not gone:
+        return 0
+    silent = and_(MESSAGES.c.claimed_by.in_(gone), MESSAGES.c.lease_until < leases_ending_before)
+    return _requeue(session, silent, at, reason)
 
 
 def _requeue(session: Session, which: ColumnElement[bool], at: datetime, reason: str) -> int:
