@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from automator import template_lint
 from automator.config import Settings, load_settings, read_settings
-from automator.errors import AutomatorError, RuleError, TemplateError
+from automator.errors import AutomatorError, ConfigError, RuleError, TemplateError
 from automator.journey import Journey, read_journey
 from automator.model import EventTrigger, Rule
 from automator.rules import RuleSet, load_rules
@@ -76,6 +76,8 @@ def load_project(
         errors.extend(unusable)
     else:
         settings = load_settings(directory, environ)
+    if not settings.rules_dir.is_dir():
+        raise ConfigError(_not_a_project(directory))
     journey, journey_problems = read_journey(settings.rules_dir, directory)
     errors.extend(journey_problems)
     ruleset = load_rules(settings.rules_dir, journey, directory)
@@ -91,6 +93,18 @@ def load_project(
             broken.add(rule.id)
     errors.extend(_priority_problems(settings, ruleset))
     return Project(settings, journey or Journey(), ruleset, templates, errors, broken)
+
+
+def _not_a_project(directory: Path) -> str:
+    """Why `directory` is no project: a daemon started in the wrong folder would otherwise
+    run no rule at all, and `check` would say "ok: 0 rules"."""
+    if not directory.is_dir():
+        return f"the project folder {directory.resolve()} does not exist (give --project DIR)"
+    return (
+        f"{directory.resolve()} is not an automator project: it has no rules/ folder "
+        "(run in the project's folder, or give --project DIR; an empty rules/ folder is a project "
+        "without rules)"
+    )
 
 
 def _unloaded_template_problems(ruleset: RuleSet, templates: Templates) -> list[AutomatorError]:

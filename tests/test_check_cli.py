@@ -1,11 +1,17 @@
 """`automator check`: every rule file, journey.yaml and every template a rule uses, with one
 readable line per problem; and `--help` on the commands."""
 
+import subprocess
+import sys
 from pathlib import Path
 from string import Template
 
 import pytest
 
+SCRIPT = Path(sys.executable).with_name("automator")
+AUTOMATOR = (
+    [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from automator.cli import app; app()"]
+)
 ALL_STAGES = "stages are awareness, consideration, conversion, retention, loyalty"
 
 
@@ -298,3 +304,23 @@ def test_every_command_explains_itself_with_help(cli, command, mentions):
     result = cli(*command, "--help")
     assert result.exit_code == 0
     assert mentions in result.stdout
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("command", [["check"], ["tick"], ["run", "--tick-interval", "1"]])
+def test_a_folder_without_rules_is_no_project(command, tmp_path, process_env):
+    """A daemon started in the wrong folder ran no rule at all, and said nothing of it; `check`
+    there said "ok: 0 rules". (A process with a deadline: the daemon ran on before.)"""
+    elsewhere, missing = tmp_path / "elsewhere", tmp_path / "missing"
+    elsewhere.mkdir()
+
+    def automator(project: Path) -> subprocess.CompletedProcess[str]:
+        arguments = [*AUTOMATOR, "--project", str(project), *command]
+        return subprocess.run(arguments, env=process_env, capture_output=True, text=True, timeout=60)
+
+    wrong, gone = automator(elsewhere), automator(missing)
+
+    assert wrong.returncode == 1 and gone.returncode == 1
+    assert f"{elsewhere} is not an automator project: it has no rules/ folder" in wrong.stderr
+    assert f"the project folder {missing} does not exist" in gone.stderr
+    assert not (elsewhere / "automator.db").exists()  # nothing was made there either
