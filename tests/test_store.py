@@ -19,7 +19,7 @@ from typing import Any
 
 import lz4.frame
 import pytest
-from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select
+from sqlalchemy import Column, MetaData, Table, create_engine, func, inspect, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateTable
@@ -492,3 +492,21 @@ def test_a_failed_statement_names_no_value_it_was_given(database_url: str) -> No
 
     assert "INSERT INTO message" in str(raised.value)
     assert "lan@example.com" not in str(raised.value)
+
+
+def test_on_postgresql_a_pooled_connection_the_server_closed_is_replaced(database_url: str) -> None:
+    """The server may close an idle pooled connection (idle_session_timeout, a restart, a
+    firewall): the next statement gets a new one instead of failing on it."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to close a connection")
+    store = Store(database_url)
+    store.create_schema()
+    with store.session() as session:
+        before = session.execute(select(func.pg_backend_pid())).scalar_one()
+    with create_engine(database_url).connect() as admin:
+        admin.execute(select(func.pg_terminate_backend(before)))
+    with store.session() as session:
+        after = session.execute(select(func.pg_backend_pid())).scalar_one()
+    store.dispose()
+
+    assert after != before

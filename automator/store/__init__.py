@@ -42,6 +42,8 @@ class Store:
             # An error's text leaves out the values bound to its statement: they are
             # addresses, names and event properties, and the text reaches the log.
             options = {"hide_parameters": True, **({} if in_memory else {"pool_use_lifo": True})}
+            if parsed.get_backend_name() == "postgresql":
+                options.update(postgres.engine_options(parsed))
             self.engine: Engine = create_engine(parsed, **options)
         except Exception as exc:  # SQLAlchemy raises several types for a bad URL
             from automator.display import hide_password

@@ -15,10 +15,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import URL, Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
 from automator.store import locks
+
+CONNECT_TIMEOUT = 10  # seconds; a server that takes a connection and never answers hung commands 2 minutes
+
+
+def engine_options(url: URL) -> dict[str, Any]:
+    """A pooled connection is tested before it is used (one round trip): the server may have
+    closed it meanwhile (idle_session_timeout, a restart, a firewall dropping idle
+    connections), and a tick would fail on it. A connection attempt gives up after
+    CONNECT_TIMEOUT seconds unless the URL says otherwise (`?connect_timeout=`)."""
+    timeout = {} if "connect_timeout" in url.query else {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
+    return {"pool_pre_ping": True, **timeout}
 
 
 def configure(engine: Engine) -> None:
