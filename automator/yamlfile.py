@@ -9,9 +9,11 @@ import yaml
 
 from automator.display import printable, undecodable
 
-
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that records `dotted.path → line` for each mapping key and list item."""
+# libyaml's parser, where PyYAML was built with it, reads a rule file several times faster
+# than the pure-Python one; a file it refuses is read again by the pure-Python one, whose
+# error messages say more ("expected <block end>, but found '<block mapping start>'", where
+# libyaml says "did not find expected key").
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
@@ -43,12 +45,23 @@ def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         mark = yaml.Mark(str(path), exc.start, line - 1, column - 1, None, exc.start)
         raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark) from exc
     try:
-        loader = _LineLoader(text)
+        node, data = _parse(_FAST_LOADER, text, path)
+    except yaml.YAMLError:
+        node, data = _parse(yaml.SafeLoader, text, path)
+    if node is None:
+        return None, {}
+    lines: dict[str, int] = {}
+    _walk(node, "", lines)
+    return data, lines
+
+
+def _parse(loader_class: type[yaml.SafeLoader], text: str, path: Path) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree and its data; raises yaml.MarkedYAMLError naming the line."""
+    try:
+        loader = loader_class(text)
         try:
             node = loader.get_single_node()
-            if node is None:
-                return None, {}
-            data = loader.construct_document(node)
+            return node, None if node is None else loader.construct_document(node)
         finally:
             loader.dispose()
     except yaml.reader.ReaderError as exc:  # a character YAML refuses: no mark of its own
@@ -59,6 +72,3 @@ def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         raise yaml.MarkedYAMLError(
             problem=f"holds a character YAML does not allow ({character})", problem_mark=mark
         ) from exc
-    lines: dict[str, int] = {}
-    _walk(node, "", lines)
-    return data, lines

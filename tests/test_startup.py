@@ -25,16 +25,20 @@ finally:
 """
 
 
-def loaded(args: list[str], heavy: tuple[str, ...]) -> tuple[str, list[str]]:
-    """What `automator ARGS` printed, and which of the `heavy` modules it imported."""
-    probe = PROBE.replace("{heavy}", repr(set(heavy)))
-    result = subprocess.run(
-        [sys.executable, "-c", probe, "--project", str(REPO), *args],
+def automator(launcher: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run `automator --project REPO ARGS` by the Python code `launcher`."""
+    return subprocess.run(
+        [sys.executable, "-c", launcher, "--project", str(REPO), *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
     )
+
+
+def loaded(args: list[str], heavy: tuple[str, ...]) -> tuple[str, list[str]]:
+    """What `automator ARGS` printed, and which of the `heavy` modules it imported."""
+    result = automator(PROBE.replace("{heavy}", repr(set(heavy))), args)
     assert result.returncode == 0, result.stderr
     *printed, last = result.stdout.splitlines()
     assert last.startswith("loaded:"), result.stdout
@@ -53,3 +57,48 @@ def test_help_is_plain_text_printed_without_rich(args: list[str]) -> None:
     assert found == [], f"`automator {' '.join(args)}` imported {found}"
     assert printed.startswith("Usage: automator")
     assert "Options:" in printed and "╭" not in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "built"),
+    [
+        (["check"], ["check"]),
+        (["--project", "shop", "check", "--store"], ["check"]),
+        (["-p", "shop", "queue", "list"], ["queue"]),
+        (["--project=shop", "rules", "off", "x"], ["rules"]),
+        (["-pshop", "tick"], ["tick"]),
+        (["--project", "check", "tick"], ["tick"]),
+        (["--help"], None),
+        (["chek"], None),
+        ([], None),
+    ],
+)
+def test_run_as_a_program_the_app_builds_only_its_command(argv: list[str], built: list[str] | None) -> None:
+    from automator.cli import _named, app
+
+    lean = _named(app, argv)  # type: ignore[arg-type]
+
+    names = [info.name for info in (*lean.registered_commands, *lean.registered_groups)]
+    assert names == (built or [info.name for info in (*app.registered_commands, *app.registered_groups)])
+    assert len(app.registered_commands) + len(app.registered_groups) > 15  # the whole app is left whole
+
+
+WHOLE = (
+    "import sys, typer; from automator.cli import app; "
+    "typer.main.get_command(app).main(sys.argv[1:], prog_name='automator')"
+)
+LEAN = "import sys; from automator.cli import app; sys.argv[0] = 'automator'; app()"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["check", "--help"], ["queue", "list", "--help"], ["check", "--bogus"], ["chek"], ["rules"], ["--help"]],
+)
+def test_the_command_built_alone_answers_as_in_the_whole_app(args: list[str]) -> None:
+    def answer(launcher: str) -> tuple[int, str, str]:
+        result = automator(launcher, args)
+        return result.returncode, result.stdout, result.stderr
+
+    whole = answer(WHOLE)
+    assert answer(LEAN) == whole
+    assert whole[1] or whole[2]

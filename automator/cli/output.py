@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command_group(help: str, **options: Any) -> typer.Typer:
+def command_group(help: str, kind: type[typer.Typer] = typer.Typer, **options: Any) -> typer.Typer:
     """A group of commands whose help and usage errors are click's plain text. Typer's rich
     panels would import rich, markdown-it and pygments first: half the time of `automator
     --help`, which a user reads in a terminal as well without them."""
-    return typer.Typer(help=help, rich_markup_mode=None, **options)
+    return kind(help=help, rich_markup_mode=None, **options)
 
 
 def say(line: str, err: bool = False) -> None:
