@@ -3,7 +3,7 @@ every record is imported, or, when the array's text breaks off, none is, with th
 
 import json
 
-from automator.importing import files
+from automator.importing import json_arrays
 from tests.importing import cart_event, contact, event_keys, write_raw
 
 
@@ -35,7 +35,7 @@ def test_an_item_that_is_wrong_is_rejected_by_the_line_it_starts_on(cli, store, 
 
 
 def test_an_item_longer_than_a_read_is_read_whole(cli, store, tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "_CHUNK", 16)
+    monkeypatch.setattr(json_arrays, "_CHUNK", 16)
     events = [cart_event(id=f"evt-{number}", properties={"note": "x" * 100}) for number in range(4)]
     path = write_raw(tmp_path / "events.json", pretty(events))
 
