@@ -124,7 +124,8 @@ _DATE_LIKE = re.compile(
 def date_like(value: Any) -> str | None:
     """Why a text attribute that looks like a date is not taken for one, or None when it
     does not look like one (or is an ISO 8601 date, which is taken)."""
-    if not isinstance(value, str) or _iso_value(value) is not None:
+    # Every date this knows starts with a digit: most text is passed over on that alone.
+    if not isinstance(value, str) or not value.lstrip()[:1].isdigit() or _iso_value(value) is not None:
         return None
     found = _DATE_LIKE.fullmatch(value.strip())
     if found is None:

@@ -7,13 +7,15 @@ file; `RecordFile.done` says how far it has got (for a progress bar).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import re
 from collections.abc import Callable, Collection, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 
@@ -46,30 +48,38 @@ class RecordFile:
         self._fields = {field_key(name): name for name in fields}
         self._csv = suffix == ".csv"
         self._json = suffix == ".json"  # JSON Lines, or one array of records
-        # Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that
-        # reading goes on, and the record that holds them is refused (`not_utf8`).
-        if self._csv:
-            self._handle: TextIO = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
-        else:  # a byte order mark is no part of the JSON (nor of the first line's record)
-            self._handle = path.open(encoding="utf-8-sig", errors="surrogateescape")
+        # JSON Lines are decoded from their bytes (orjson checks that they are UTF-8);
+        # CSV and a JSON array are read as text, through `_text`.
+        self._bytes: BinaryIO = path.open("rb")
+        self._wrapper: TextIO | None = None
+
+    def _text(self) -> TextIO:
+        """The file as text from its start. Bytes that are not UTF-8 are read as lone
+        surrogates (`surrogateescape`), so that reading goes on, and the record that holds
+        them is refused (`not_utf8`); a byte order mark is no part of the first record."""
+        self._bytes.seek(0)
+        newline = "" if self._csv else None
+        # Kept here: a wrapper closes the file when it is collected.
+        self._wrapper = io.TextIOWrapper(self._bytes, "utf-8-sig", "surrogateescape", newline)
+        return self._wrapper
 
     def __enter__(self) -> RecordFile:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._handle.close()
+        self._bytes.close()
 
     @property
     def done(self) -> int:
         """Bytes read so far (read ahead by a buffer's length)."""
-        return 0 if self._handle.closed else self._handle.buffer.tell()
+        return 0 if self._bytes.closed else self._bytes.tell()
 
     def nothing(self) -> str:
         """What the file holds instead of records, when it holds none: said to whoever
         expected some (a cron job's export that came out empty)."""
         if self.size == 0:
             return "the file is empty"
-        first = _first_character(self._handle)
+        first = _first_character(self._bytes)
         if not first:
             return "only white space"
         if self._csv:
@@ -78,10 +88,10 @@ class RecordFile:
 
     def __iter__(self) -> Iterator[Record]:
         if self._csv:
-            return _csv_records(self.path, self._handle, self._warn, self._fields)
-        if self._json and _first_character(self._handle) == "[":
-            return _array_records(self.path, self._handle)
-        return _jsonl_records(self.path, self._handle)
+            return _csv_records(self.path, self._text(), self._warn, self._fields)
+        if self._json and _first_character(self._bytes) == "[":
+            return _array_records(self.path, self._text())
+        return _jsonl_records(self.path, self._bytes)
 
 
 def _csv_records(
@@ -232,16 +242,16 @@ def _csv_state_after(line: str, state: _CsvState) -> _CsvState:
 # string, so it is escaped there (\n, \u001b); DEL and C1 may be raw or escaped. A line
 # without any of these holds no control character once decoded. (An escaped backslash
 # before an `n` matches too: such a line is merely looked at closer.)
-_ESCAPED_CONTROL = re.compile(r"\\[bfnrt]|\\u00[0189][0-9a-fA-F]|\\u007[fF]|[\x7f-\x9f]")
-_RAW_CONTROL = re.compile("[\x7f-\x9f]")
+# In UTF-8, C1 is \xc2\x80 to \xc2\x9f.
+_CONTROL = re.compile(rb"\\[bfnrt]|\\u00[0189][0-9a-fA-F]|\\u007[fF]|\x7f|\xc2[\x80-\x9f]")
 
 
-def _may_hold_control(text: str) -> bool:
-    """Whether a line of JSON may decode to text with a control character in it (the
-    cheap tests first: most lines have no backslash, many are ASCII)."""
-    if "\\" in text:
-        return _ESCAPED_CONTROL.search(text) is not None
-    return not text.isascii() and _RAW_CONTROL.search(text) is not None
+def _may_hold_control(text: bytes) -> bool:
+    """Whether a line of JSON (its UTF-8) may decode to text with a control character in it
+    (the cheap tests first: most lines have no backslash, many are ASCII)."""
+    if b"\\" not in text and text.isascii():
+        return b"\x7f" in text
+    return _CONTROL.search(text) is not None
 
 
 # A run of 19 digits: orjson reads an integer beyond 64 bits (from -9223372036854775809
@@ -307,8 +317,25 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-def _jsonl_records(path: Path, handle: TextIO) -> Iterator[Record]:
-    for line, text in enumerate(handle, start=1):
+def _jsonl_records(path: Path, handle: BinaryIO) -> Iterator[Record]:
+    """Each line's record. A line that orjson decodes to an object, without a long number or
+    deep nesting to look at closer, is taken as it is: one decoding of its bytes, no text
+    made of them first. Any other goes the whole way (`_json_record`), which says what is
+    wrong with it."""
+    loads, error = orjson.loads, orjson.JSONDecodeError
+    for line, raw in enumerate(handle, start=1):
+        try:
+            data = loads(raw if line > 1 else raw.removeprefix(codecs.BOM_UTF8))
+        except error:
+            data = None
+        if (
+            type(data) is dict
+            and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
+            and not _has_long_number(raw)
+        ):
+            yield line, data, not _may_hold_control(raw)
+            continue
+        text = raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff" if line == 1 else "")
         if text and not text.isspace():
             yield _json_record(path, line, text, "each line must be a JSON object")
 
@@ -323,17 +350,23 @@ def _json_record(path: Path, line: int, text: str, shape: str) -> Record:
         return line, ImportRecordError(str(path), line, _json_problem(text, exc)), False
     if not isinstance(data, dict):
         return line, ImportRecordError(str(path), line, shape), False
-    return line, data, not _may_hold_control(text)
+    return line, data, not _may_hold_control(text.encode("utf-8", "surrogatepass"))
 
 
-def _first_character(handle: TextIO) -> str:
-    """The file's first character that is not white space ('' for none); the file is
-    read again from its start afterwards."""
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")  # JSON's white space is these four
+
+
+def _first_character(handle: BinaryIO) -> str:
+    """The file's first character that is not white space ('' for none; of one beyond
+    ASCII, its first byte), after a byte order mark; the file is read again from its start
+    afterwards."""
     handle.seek(0)
     try:
-        while chunk := handle.read(4096):
+        chunk = handle.read(4096).removeprefix(codecs.BOM_UTF8)
+        while chunk:
             if found := _NOT_SPACE.search(chunk):
-                return found.group()
+                return found.group().decode("latin-1")
+            chunk = handle.read(4096)
         return ""
     finally:
         handle.seek(0)
@@ -349,9 +382,6 @@ def _array_records(path: Path, handle: TextIO) -> Iterator[Record]:
     handle.seek(0)
     for line, text in ArrayItems(path, handle):
         yield _json_record(path, line, text, "each item of the array must be a JSON object")
-
-
-_NOT_SPACE = re.compile(r"[^ \t\r\n]")  # JSON's white space is these four
 
 
 def _json_problem(text: str, exc: json.JSONDecodeError) -> str:

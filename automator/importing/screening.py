@@ -11,6 +11,7 @@ the same results.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,9 @@ _REQUIRED_EVENT_FIELDS = frozenset({"type", "email", "at"})
 _KNOWN = frozenset(KNOWN_FIELDS)
 _NAMES = frozenset(field_key(name) for name in ("email", *KNOWN_FIELDS))
 
+# A file names the same few event types again and again: each is checked once.
+_event_type = functools.lru_cache(maxsize=1024)(is_event_type)
+
 
 def event(raw: dict[str, Any]) -> tuple[str | None, str, str, datetime, dict[str, Any]] | None:
     """(id, type, email, at, properties) of a plainly valid event record without a control
@@ -45,7 +49,7 @@ def event(raw: dict[str, Any]) -> tuple[str | None, str, str, datetime, dict[str
         or type(email) is not str
         or type(at) is not str
         or type(properties) is not dict
-        or not is_event_type(type_)
+        or not _event_type(type_)
     ):
         return None
     try:
@@ -58,28 +62,39 @@ def contact(raw: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] |
     """(email, known fields that are set, attributes) of a plainly valid contact record
     without a control character; None: let the model judge it."""
     email = raw.get("email")
-    if type(email) is not str:
+    names = _names(tuple(raw))
+    if type(email) is not str or names is None:
         return None
+    known, others = names
     fields: dict[str, str] = {}
-    attributes: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name not in _KNOWN and name != "email" and (not name.strip() or field_key(name) in _NAMES):
-            return None  # `First Name`, an empty name: the model's to rename or refuse
-        if name in _KNOWN:
-            if value is None:
-                continue
-            # The model strips known fields: one with space around it takes its way.
-            if type(value) is not str or value != value.strip():
-                return None
-            if value:
-                fields[name] = value
-        elif name != "email":
-            attributes[name] = value
+    for name in known:
+        value = raw[name]
+        if value is None:
+            continue
+        # The model strips known fields: one with space around it takes its way.
+        if type(value) is not str or value != value.strip():
+            return None
+        if value:
+            fields[name] = value
     if "timezone" in fields and not known_zone(fields["timezone"]):
         return None
-    if "locale" in fields and not is_language_tag(fields["locale"]):
+    if "locale" in fields and not _language_tag(fields["locale"]):
         return None
     try:
-        return normalize_email(email), fields, attributes
+        return normalize_email(email), fields, {name: raw[name] for name in others}
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=1024)  # a file's records name the same few sets of fields
+def _names(names: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
+    """A record's known fields but its email, and its attributes; None when a name is the
+    model's to rename or refuse (`First Name`, an empty name)."""
+    known = [name for name in names if name in _KNOWN]
+    others = [name for name in names if name not in _KNOWN and name != "email"]
+    if any(not name.strip() or field_key(name) in _NAMES for name in others):
+        return None
+    return known, others
+
+
+_language_tag = functools.lru_cache(maxsize=1024)(is_language_tag)
