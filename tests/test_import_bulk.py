@@ -86,6 +86,23 @@ def test_contacts_over_many_batches_keep_the_last_line_of_each_email(small_batch
         assert len(contact_store.ids_by_email(session, [f"c{n}@example.com" for n in range(7)])) == 7
 
 
+def test_an_address_again_in_a_later_batch_is_merged_as_in_the_same_batch(
+    small_batches, project, store, tmp_path
+):
+    before = write_csv(tmp_path / "before.csv", "email,first_name", "old@example.com,Old")
+    import_contacts(store, before, project.journey, project.settings.zone, NOW)
+    rows = ["Lan@Example.com,Lan,", "b@example.com,B,", "LAN@example.com,,pro"]  # one batch
+    rows += ["c@example.com,C,", "d@example.com,D,", "lan@EXAMPLE.COM,Lan Anh,"]  # the next
+    rows += ["old@example.com,Older,"]  # stored before the import: not merged
+    path = write_csv(tmp_path / "c.csv", "email,first_name,plan", *rows)
+
+    report = import_contacts(store, path, project.journey, project.settings.zone, NOW)
+
+    assert (report.read, report.imported, report.merged) == (7, 7, 2)
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.attributes) == ("Lan Anh", {"plan": "pro"})
+
+
 def test_a_reimported_stage_moves_the_contact_and_is_recorded(cli, store, tmp_path):
     cli("contacts", "import", str(write_csv(tmp_path / "a.csv", "email,stage", "lan@example.com,awareness")))
     cli("contacts", "import", str(write_csv(tmp_path / "b.csv", "email,stage", "lan@example.com,retention")))

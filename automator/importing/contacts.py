@@ -26,6 +26,7 @@ from automator.importing.files import RecordFile
 from automator.importing.overlap import in_background, stored_in_order
 from automator.importing.records import KNOWN_FIELDS, ContactRecord, parse_timestamp, reason
 from automator.importing.report import ImportReport, RecordWarning, Tally, Watcher
+from automator.importing.seen import SeenIds
 from automator.journey import Journey
 from automator.store import Store
 from automator.store import contacts as contact_store
@@ -160,8 +161,12 @@ def import_contacts(
     watcher: Watcher | None = None,
 ) -> ImportReport:
     """Upsert the file's contacts by email; a later line for the same email is merged into
-    the earlier one, its fields winning."""
+    the earlier one, its fields winning. Within a batch the two are merged before they are
+    stored; a later batch's record is stored over what the earlier one stored, which comes
+    to the same (`merged`), and counts as merged too, so that the count does not depend on
+    where the batches end (nor on their size, which differs between the stores)."""
     tally = Tally(watcher)
+    seen = SeenIds()
     size = contact_store.batch_size(store.engine.dialect.name)
     with (
         RecordFile(path, tally.warn, ("email", *KNOWN_FIELDS)) as records,
@@ -169,8 +174,9 @@ def import_contacts(
     ):
         batches = _batches(records, path, journey, default_zone, tally, size)
         store_batch = lambda each: upsert(each[0])  # noqa: E731
-        for (_, taken), _stored in stored_in_order(batches, store_batch, in_background(store)):
+        for (_, taken), ids in stored_in_order(batches, store_batch, in_background(store)):
             tally.report.imported += taken
+            tally.report.merged += seen.add_all(ids)
             tally.advanced(records.done, records.size)
         return tally.ended(path, records.nothing)
 

@@ -39,8 +39,9 @@ class ContactData:
 
 def upsert(
     session: Session, records: list[ContactData], now: datetime, first_stage: str | None = None
-) -> None:
-    """Insert new contacts and update existing ones (matched by email) in one batch.
+) -> list[int]:
+    """Insert new contacts and update existing ones (matched by email) in one batch; returns
+    their ids.
 
     A new contact without a stage starts in `first_stage` (the journey's first).
     """
@@ -65,22 +66,24 @@ def upsert(
     staged = {row["email"]: row["stage"] for row in new_rows}
     _record_stages(session, by_email, existing, ids, staged, now)
     _replace_dates(session, by_email, ids, existing.keys())
+    return list(ids.values())
 
 
 @contextmanager
 def loader(
     store: Store, now: datetime, first_stage: str | None
-) -> Iterator[Callable[[list[ContactData]], None]]:
+) -> Iterator[Callable[[list[ContactData]], list[int]]]:
     """`bulk_upsert` for each batch of an import: each in a transaction of its own, or, into
-    an empty SQLite store, all in one, with the indexes built at its end (`bulk.loading`)."""
+    an empty SQLite store, all in one, with the indexes built at its end (`bulk.loading`).
+    Returns the ids of a batch's contacts."""
     with loading(store.engine, CONTACTS, STAGES, DATES) as session:
         if session is not None:
             yield lambda batch: bulk_upsert(session, batch, now, first_stage)
             return
 
-        def upsert_batch(batch: list[ContactData]) -> None:
+        def upsert_batch(batch: list[ContactData]) -> list[int]:
             with store.transaction() as own:
-                bulk_upsert(own, batch, now, first_stage)
+                return bulk_upsert(own, batch, now, first_stage)
 
         yield upsert_batch
 
@@ -92,16 +95,16 @@ def batch_size(dialect: str) -> int:
 
 def bulk_upsert(
     session: Session, records: list[ContactData], now: datetime, first_stage: str | None = None
-) -> None:
+) -> list[int]:
     """`upsert` for an import's batch, in a write transaction (`loader`): on PostgreSQL
     through a staging table and one upsert (`staging`), elsewhere as `upsert`. One record
-    per email."""
+    per email; returns the contacts' ids."""
     if session.get_bind().dialect.name != "postgresql":
-        upsert(session, records, now, first_stage)
-        return
+        return upsert(session, records, now, first_stage)
     _in_stored_zones(session, records)
-    created = staging.copy_contacts(session, records, now, first_stage)
+    created, ids = staging.copy_contacts(session, records, now, first_stage)
     suppressions.suppress_returning(session, created, now)
+    return ids
 
 
 def _in_stored_zones(session: Session, records: list[ContactData]) -> None:

@@ -249,8 +249,9 @@ def _contacts_for(
 
 def copy_contacts(
     session: Session, records: Sequence[StagedContact], now: datetime, first_stage: str | None
-) -> list[str]:
-    """Upsert contacts by email (one record per email); returns the addresses of the new ones."""
+) -> tuple[list[str], list[int]]:
+    """Upsert contacts by email (one record per email); returns the addresses of the new
+    ones, and the ids of all."""
     cursor = _cursor(session)
     cursor.execute(BATCH_SETTINGS)
     cursor.execute(CONTACT_STAGING)
@@ -279,7 +280,7 @@ def copy_contacts(
     if updated:  # only a contact that was stored before can have dates indexed
         cursor.execute(DROP_CHANGED_DATES, _ids(updated))
     cursor.execute(ADD_DATES, _ids([(id_, email) for id_, email, _ in stored]))
-    return [email for _, email, new in stored if new]
+    return [email for _, email, new in stored if new], [id_ for id_, _, _ in stored]
 
 
 def _ids(contacts: list[tuple[int, str]]) -> dict[str, list[Any]]:
