@@ -5,8 +5,10 @@ and every good one is still imported. Files are read as streams and stored in ba
 memory does not grow with the file.
 
 `records` says what a valid record is (the pydantic models are the reference); `screening`
-takes plainly valid records past the models quickly; `files` reads CSV and JSONL; `contacts`
-and `events` run the imports; `report` counts and passes on what was found.
+takes plainly valid records past the models quickly; `files` reads CSV, JSON Lines and JSON
+arrays (`json_arrays` finds an array's items); `contacts` and `events` run the imports, with
+`overlap` storing a batch while the next is read and `seen` keeping the contacts written;
+`report` counts and passes on what was found.
 """
 
 from automator.importing.contacts import contact_data, import_contacts, merged
