@@ -122,25 +122,47 @@ def test_a_new_database_is_made_at_the_newest_revision_without_a_command(databas
     current = automator("db", "current")
 
     assert imported.returncode == 0, imported.stderr
-    assert current.stdout.strip() == f"{schema.head()} (the newest)"
+    assert (current.returncode, current.stdout.strip()) == (0, f"{schema.head()} (the newest)")
 
 
-def test_db_current_says_when_an_upgrade_is_waiting_and_history_lists_the_revisions(
-    database_url, automator
-) -> None:
+def test_db_current_fails_when_an_upgrade_is_waiting_and_says_what_to_run(database_url, automator) -> None:
     at_revision(database_url, TODAY)
 
     current = automator("db", "current")
-    history = automator("db", "history")
 
-    assert current.returncode == 0
+    assert current.returncode == 1  # a deploy script stops here
     assert current.stdout.strip() == f"{TODAY} (behind {schema.head()}: run `automator db upgrade`)"
-    assert history.stdout.splitlines()[0].startswith(f"{schema.head()}  ")  # the newest first
-    assert all(line.endswith(".") for line in history.stdout.splitlines())  # whole sentences
-    assert history.stdout.splitlines()[-2:] == [
+
+
+def test_db_history_lists_the_revisions_and_marks_the_databases(database_url, automator) -> None:
+    at_revision(database_url, TODAY)
+
+    history = automator("db", "history").stdout.splitlines()
+
+    assert history[0].startswith(f"{schema.head()}  ")  # the newest first
+    assert history[-2:] == [
         "0002  A claim's owner on each message, a session version per console user, failed logins.",
-        "0001  The schema as automator made it before migrations: every table, column and index.",
+        "0001  The schema as automator made it before migrations: every table, column and index.  (current)",
     ]
+    assert [line for line in history if line.endswith("(current)")] == [history[-1]]
+    assert all(line.removesuffix("  (current)").endswith(".") for line in history)  # whole sentences
+
+
+def test_db_history_lists_the_revisions_without_a_database_it_can_reach(project_dir, environ) -> None:
+    from tests.smtp_server import free_port
+
+    url = f"postgresql+psycopg://lan:Hunter2secret@127.0.0.1:{free_port()}/shop"
+    env = {**os.environ, **environ, "AUTOMATOR_DATABASE_URL": url}
+    result = subprocess.run(
+        [*AUTOMATOR, "--project", str(project_dir), "db", "history"], env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].startswith(f"{schema.head()}  ")
+    assert "(current)" not in result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith("warning: no revision marked (current): cannot connect to ")
+    assert "Hunter2" not in line
 
 
 def test_a_schema_newer_than_this_automator_is_refused_not_called_behind(database_url, automator) -> None:
@@ -154,6 +176,7 @@ def test_a_schema_newer_than_this_automator_is_refused_not_called_behind(databas
     upgrade = automator("db", "upgrade")
     current = automator("db", "current")
 
+    assert current.returncode == 1
     newer = (
         f"error: the database's schema is at revision 0099, newer than this automator's ({schema.head()}): "
         "a newer release made it; run that release"

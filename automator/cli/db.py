@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+import typer
+
 from automator.cli.output import command_group, reports_errors, say
 from automator.cli.state import state
+from automator.errors import AutomatorError
 
 if TYPE_CHECKING:
     from automator.store import Store
@@ -45,7 +48,9 @@ def db_upgrade() -> None:
 @app.command("current")
 @reports_errors
 def db_current() -> None:
-    """The schema's revision, and whether an upgrade is waiting."""
+    """The schema's revision, and whether an upgrade is waiting: exit code 1 when this
+    automator cannot run on it (behind, or made by a newer release), so a deploy script can
+    stop there."""
     from automator.store import schema
 
     with _unprepared() as store, store.connect() as connection:
@@ -56,15 +61,24 @@ def db_current() -> None:
         say(f"{revision.current} (the newest)")
     elif revision.ahead:
         say(f"{revision.current} (newer than this automator's {revision.head}: run the release that made it)")
+        raise typer.Exit(1)
     else:
         say(f"{revision.current} (behind {revision.head}: run `automator db upgrade`)")
+        raise typer.Exit(1)
 
 
 @app.command("history")
 @reports_errors
 def db_history() -> None:
-    """Every revision, the newest first, with what it changes."""
+    """Every revision, the newest first, with what it changes; the database's is marked
+    (current). The revisions ship with automator: they are listed without a database too."""
     from automator.store import schema
 
+    try:
+        with _unprepared() as store, store.connect() as connection:
+            current = schema.revision_of(connection).current
+    except AutomatorError as exc:
+        say(f"warning: no revision marked (current): {exc}", err=True)
+        current = None
     for revision, summary in schema.history():
-        say(f"{revision}  {summary}")
+        say(f"{revision}  {summary}" + ("  (current)" if revision == current else ""))
