@@ -93,7 +93,7 @@ def test_the_text_listing_shows_one_line_per_message_and_a_count(cli, queued):
     assert all(
         part in lines[0] for part in ("queued", "2026-11-21 01:00Z", "abandoned_cart", "lan@example.com")
     )
-    assert lines[1] == "1 messages"
+    assert lines[1] == "1 message"
 
 
 def test_the_newest_message_is_listed_first(cli, queued, shopper, make_event):
@@ -101,6 +101,19 @@ def test_the_newest_message_is_listed_first(cli, queued, shopper, make_event):
     make_event("cart_updated", utc("2026-11-20 15:30"), email=minh, id="cart-2", **cart("c2"))
     cli("tick", "--now", "2026-11-20T16:30:00Z")
     assert [message["email"] for message in queue(cli)] == ["minh@example.com", "lan@example.com"]
+
+
+def test_a_listing_cut_by_its_limit_says_how_many_more_match(cli, queued, shopper, make_event):
+    for n in range(2, 5):
+        email = shopper(f"shopper{n}@example.com")
+        make_event("cart_updated", utc("2026-11-20 15:30"), email=email, id=f"cart-{n}", **cart(f"c{n}"))
+    cli("tick", "--now", "2026-11-20T16:30:00Z")
+
+    cut = cli("queue", "list", "--limit", "3").stdout.splitlines()
+    whole = cli("queue", "list", "--limit", "4").stdout.splitlines()
+
+    assert len(cut) == 4 and cut[-1] == "3 of 4 messages shown (--limit 3; raise it to see more)"
+    assert len(whole) == 5 and whole[-1] == "4 messages"
 
 
 @pytest.fixture

@@ -39,7 +39,12 @@ def queue_list(
     rule: Annotated[str | None, typer.Option(metavar="<rule>", help="Rule id.")] = None,
     contact: Annotated[str | None, typer.Option(metavar="<email>", help="Contact email.")] = None,
     limit: Annotated[
-        int, typer.Option(metavar="<n>", callback=how_many, help="At most this many, newest first.")
+        int,
+        typer.Option(
+            metavar="<n>",
+            callback=how_many,
+            help="At most this many, newest first; the last line says how many more match.",
+        ),
     ] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -50,8 +55,15 @@ def queue_list(
 
     if status and status not in messages.STATUSES:
         raise AutomatorError(f"--status must be one of {', '.join(messages.STATUSES)}")
+    where = QueueFilter(status, rule, contact, limit)
     with state().store.session() as session:
-        rows = messages.listing(session, QueueFilter(status, rule, contact, limit))
+        rows = messages.listing(session, where)
+        # Only a full page may have left some out; counted up to a bound, not the whole table.
+        counted = (
+            messages.count_matching(session, where, _count_up_to(limit))
+            if len(rows) == limit and not as_json
+            else None
+        )
     if as_json:
         typer.echo(
             printable_json(json.dumps([_message_json(row) for row in rows], indent=2, ensure_ascii=False))
@@ -62,7 +74,23 @@ def queue_list(
             f"{row.id:>6}  {row.status:<10} {row.send_at:%Y-%m-%d %H:%M}Z  {_rule_column(row):<24} "
             f"{row.email:<28} {row.subject or '(not rendered)'}"
         )
-    typer.echo(f"{len(rows)} messages")
+    typer.echo(_shown_of(len(rows), counted, limit))
+
+
+COUNT_UP_TO = 10_000  # messages a listing counts, at least, to say how many it left out
+
+
+def _count_up_to(limit: int) -> int:
+    return max(COUNT_UP_TO, limit + 1)
+
+
+def _shown_of(shown: int, counted: int | None, limit: int) -> str:
+    """'41 messages', or what a full page left out: '3 of 41 messages shown (--limit 3; …)'.
+    `counted`: how many match, up to `_count_up_to(limit)` (None: not counted, all shown)."""
+    if counted is None or counted == shown:
+        return f"{shown} message" if shown == 1 else f"{shown} messages"
+    total = f"more than {counted - 1:,}" if counted >= _count_up_to(limit) else f"{counted:,}"
+    return f"{shown} of {total} messages shown (--limit {limit}; raise it to see more)"
 
 
 def _rule_column(row: Message) -> str:
