@@ -212,5 +212,26 @@ def test_health_answers_503_when_the_database_does_not(project, tmp_path) -> Non
     response = client.get("/health")
 
     assert response.status_code == 503
-    assert response.json()["status"] == "error"
-    assert "unable to open database file" in response.json()["error"]
+    assert response.json() == {"status": "error", "error": "database unavailable"}
+
+
+def test_health_says_the_database_is_unavailable_and_logs_the_drivers_words(project, caplog) -> None:
+    """The driver's words name the database's host, port and user (and can quote a
+    statement): they go to the log, in one line, and the answer says only what is wrong."""
+    from tests.smtp_server import free_port
+
+    port = free_port()  # nothing listens there
+    unreachable = Store(f"postgresql+psycopg://automator@127.0.0.1:{port}/shop?connect_timeout=5")
+    client = TestClient(create_app(project, unreachable))
+
+    with caplog.at_level("WARNING", logger="automator.web"):
+        response = client.get("/health")
+    unreachable.dispose()
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "error": "database unavailable"}
+    [record] = [r for r in caplog.records if r.name == "automator.web"]
+    assert record.getMessage() == "health check failed: database unavailable"
+    assert record.levelname == "WARNING" and record.exc_info is None  # an outage, not a bug
+    error = record.fields["error"]  # type: ignore[attr-defined]
+    assert f'"127.0.0.1", port {port} failed' in error and "\n" not in error

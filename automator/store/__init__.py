@@ -18,16 +18,17 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
 
 from automator import tables  # noqa: F401  (registers the tables)
-from automator.errors import ConfigError, DatabaseLocked
+from automator.errors import AutomatorError, ConfigError, DatabaseLocked
 from automator.store import locks, postgres, sqlite
 from automator.store.bulk import execute_many
 from automator.store.checkpoint import Checkpointer
 from automator.store.statements import insert, table
 
-__all__ = ["Store", "execute_many", "insert", "table"]
+__all__ = ["Store", "execute_many", "insert", "outage", "table"]
 
 
 class Store:
@@ -200,6 +201,32 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
+
+
+def outage(exc: BaseException) -> str | None:
+    """`exc` in one line, if it says that the database cannot be reached or used for now (a
+    connection refused or cut, a server shutting down or starting, a file that cannot be
+    opened, a lock waited for in vain, no connection free in the pool): the DB-API's
+    OperationalError and InterfaceError, raised by the driver or wrapped by SQLAlchemy, or
+    what such an error caused. None for anything else: a statement's own error or a bug,
+    which keeps its traceback."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain of causes is short; bounded all the same
+        if seen is None:
+            return None
+        if _operational(seen):
+            said = exc if isinstance(exc, AutomatorError) else getattr(seen, "orig", None) or seen
+            return " ".join(line.strip() for line in str(said).splitlines() if line.strip())
+        seen = seen.__cause__
+    return None
+
+
+def _operational(exc: BaseException) -> bool:
+    if isinstance(exc, (DatabaseLocked, PoolTimeout)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return any(kind.__name__ in ("OperationalError", "InterfaceError") for kind in type(exc).__mro__)
 
 
 def _reason(url: str, exc: DBAPIError) -> str:

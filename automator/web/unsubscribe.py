@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from email.utils import parseaddr
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -20,9 +19,10 @@ from automator import emails
 from automator.clock import Clock, utcnow
 from automator.config import require_secret
 from automator.project import Project
-from automator.store import Store, contacts, messages, suppressions
+from automator.store import Store, contacts, messages, outage, suppressions
 
 log = logging.getLogger("automator.web")
+UNAVAILABLE = "database unavailable"  # /health's error: fixed words, the detail is in the log
 
 
 PAGE = """<!doctype html>
@@ -149,10 +149,15 @@ def create_app(project: Project, store: Store, clock: Clock = utcnow) -> FastAPI
         try:
             with store.session() as session:
                 counts = messages.counts_by_status(session)
-        except Exception as exc:  # reported to whoever asked, and in the log
-            log.exception("health check failed")
-            body: dict[str, Any] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-            return JSONResponse(body, status_code=503)
+        except Exception as exc:
+            # The answer says what, the log why: the driver's words can name the database's
+            # host, its user and the statement, which a health check's caller need not see.
+            said = outage(exc)
+            if said is None:
+                log.exception("health check failed: database unavailable")
+            else:
+                log.warning("health check failed: database unavailable", extra={"fields": {"error": said}})
+            return JSONResponse({"status": "error", "error": UNAVAILABLE}, status_code=503)
         return JSONResponse({"status": "ok", "queue": counts})
 
     return app
