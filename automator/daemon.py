@@ -34,7 +34,7 @@ from automator.dispatch.claims import ORPHANED
 from automator.engine import Engine, TickReport
 from automator.errors import AutomatorError
 from automator.pipeline import Stopped
-from automator.store import claims, heartbeats
+from automator.store import claims, heartbeats, outage
 
 log = logging.getLogger("automator.daemon")
 
@@ -80,6 +80,9 @@ class Daemon:
         self.sending = asyncio.Lock()
         self.halt = threading.Event()  # the tick's thread stops at its next chunk
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        # Since when the steps fail for want of the database, and how many have (`_passing_outage`).
+        self.down_since: datetime | None = None
+        self.skipped = 0
 
     async def run(self) -> None:
         with heartbeats.alive(self.engine.store, self.name):  # so `status` tells if it is killed
@@ -181,7 +184,7 @@ class Daemon:
         if self.stopping.is_set():
             return
         try:
-            with self._passing_lock("tick"):
+            with self._passing_outage("tick"):
                 await self._evaluate()
         except (asyncio.CancelledError, Stopped):
             if not self.stopping.is_set():
@@ -221,7 +224,7 @@ class Daemon:
             report = TickReport(now)
             sent = 0
             try:
-                with self._passing_lock("dispatch"):
+                with self._passing_outage("dispatch"):
                     batch = self.options.dispatch_batch
                     sent = await self.dispatcher.run(now, report, batch, stop=self.stopping)
             except asyncio.CancelledError:
@@ -243,17 +246,31 @@ class Daemon:
                 log.info("dispatched", extra={"fields": {"sent": sent, "now": now.isoformat()}})
 
     @contextlib.contextmanager
-    def _passing_lock(self, step: str) -> Iterator[None]:
-        """A SQLite database that another process kept locked past the busy timeout fails
-        the step with one warning line: the lock passes, and the step's next turn tries
-        again (what the step wrote is rolled back or recovered as after any failure)."""
+    def _passing_outage(self, step: str) -> Iterator[None]:
+        """A step that fails because the database cannot be reached or used for now (a
+        PostgreSQL server down or restarting, a connection cut, a SQLite file another process
+        kept locked past the busy timeout) logs one warning line, `<step> skipped: <reason>`,
+        and its next turn tries again (what the step wrote is rolled back, or recovered as
+        after any failure). The first step that succeeds after such failures says once that
+        the database answers again. Any other error keeps its traceback."""
         try:
             yield
         except Exception as exc:
             locked = self.engine.store.locked(exc)
-            if locked is None:
+            said = str(locked) if locked is not None else outage(exc)
+            if said is None:
                 raise
-            log.warning(f"{step} skipped: {locked}")
+            log.warning(f"{step} skipped: {said}")
+            if self.down_since is None:
+                self.down_since = self.clock()
+            self.skipped += 1
+            return
+        if self.down_since is not None:
+            log.info(
+                "the database answers again",
+                extra={"fields": {"down_since": self.down_since.isoformat(), "skipped": self.skipped}},
+            )
+            self.down_since, self.skipped = None, 0
 
     def beat(self, what: str, tick_at: datetime | None = None) -> None:
         with self.engine.store.session() as session:

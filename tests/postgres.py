@@ -8,6 +8,7 @@ PostgreSQL refuses to run as root: when the tests run as root, the server runs a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -51,6 +52,10 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on its data (made by `start`) and port, as after an outage."""
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off"
             " -c full_page_writes=off -c max_connections=300"
@@ -92,12 +97,20 @@ class PostgresServer:
             db.execute(statement.encode())
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def running_server() -> Iterator[PostgresServer]:
+    """A new server, stopped at the end (unless a test left it stopped already)."""
     with tempfile.TemporaryDirectory(prefix="automator-pg-") as root:
         server = PostgresServer(Path(root))
         server.start()
         try:
             yield server
         finally:
-            server.stop()
+            with contextlib.suppress(subprocess.CalledProcessError):
+                server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_server() as server:
+        yield server

@@ -1,0 +1,69 @@
+"""A PostgreSQL server that goes away under a running daemon, and comes back: the daemon
+logs one line per step it skips, naming the step and the reason (no traceback: an outage is
+not a bug), says once that the database answers again, and goes on.
+
+The server is one of this module's own (the suite's is shared by every test): stopped as a
+crash or a failover stops it (`pg_ctl -m immediate`) and started again on the same port.
+Real subprocesses on the real clock; every wait polls the daemon's log with a deadline.
+"""
+
+# The daemon tests' fixtures are imported by name; pytest passes them to the tests as arguments.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres import PostgresServer, running_server
+from tests.test_daemon import (  # noqa: F401  (fixtures)
+    STARTUP,
+    daemon_env,
+    project_dir,
+    start_daemon,
+)
+
+OUTAGE = 20.0  # seconds to see the skipped steps, or the daemon back at work
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[PostgresServer]:
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> str:
+    if getattr(request, "param", "postgresql") == "sqlite":
+        pytest.skip("a database server's outage (SQLite's locked file: tests/test_database_locked.py)")
+    return str(request.getfixturevalue("own_server").new_database())
+
+
+def test_a_daemon_logs_one_line_per_step_skipped_while_postgresql_is_down(start_daemon, own_server) -> None:
+    daemon = start_daemon("--tick-interval", "2")
+    daemon.wait_until(lambda: daemon.logged("tick"), STARTUP, "the first tick")
+
+    def said(start: str) -> list[dict]:
+        return [line for line in daemon.lines() if line["message"].startswith(start)]
+
+    ticks = len(said("tick"))
+    daemon.wait_until(lambda: len(said("tick")) > ticks, STARTUP, "a tick")  # the next is 2 s away
+    own_server.stop()
+    daemon.wait_until(
+        lambda: len(said("dispatch skipped: ")) >= 5 and said("tick skipped: "), OUTAGE, "skipped steps"
+    )
+    own_server.resume()
+    daemon.wait_until(lambda: daemon.logged("the database answers again"), OUTAGE, "the database back")
+    ticks = len(said("tick"))
+    daemon.wait_until(lambda: len(said("tick")) > ticks, STARTUP, "a tick after the outage")
+
+    assert daemon.stop()[0] == 0
+    lines = daemon.lines()
+    assert [line for line in lines if "error" in line] == []  # no traceback
+    problems = [line for line in lines if line["level"] not in ("info", "debug")]
+    assert {line["message"].split(":")[0] for line in problems} == {"dispatch skipped", "tick skipped"}
+    assert all(line["level"] == "warning" for line in problems)
+    assert all("connection" in line["message"].lower() for line in problems)  # the driver's reason
+    [back] = said("the database answers again")
+    assert back["level"] == "info" and back["skipped"] == len(problems)
