@@ -37,6 +37,8 @@ from automator.pipeline import Stopped
 from automator.store import claims, heartbeats, outage
 
 log = logging.getLogger("automator.daemon")
+# How often a running daemon says so, and makes sure it holds its lock (`Daemon.heartbeat`).
+HEARTBEAT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,14 @@ class Daemon:
         self.sending = asyncio.Lock()
         self.halt = threading.Event()  # the tick's thread stops at its next chunk
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.lock: claims.OwnerLock | None = None  # held while it runs (`heartbeats.alive`)
         # Since when the steps fail for want of the database, and how many have (`_passing_outage`).
         self.down_since: datetime | None = None
         self.skipped = 0
 
     async def run(self) -> None:
-        with heartbeats.alive(self.engine.store, self.name):  # so `status` tells if it is killed
+        with heartbeats.alive(self.engine.store, self.name) as lock:  # so `status` tells if it is killed
+            self.lock = lock
             await self._run()
 
     async def _run(self) -> None:
@@ -131,6 +135,7 @@ class Daemon:
         scheduler.add_job(
             self.dispatch, "interval", seconds=self.options.dispatch_interval, id="dispatch", **every
         )
+        scheduler.add_job(self.heartbeat, "interval", seconds=HEARTBEAT_SECONDS, id="heartbeat", **every)
         return scheduler
 
     def stop(self, signum: int | None = None) -> None:
@@ -244,6 +249,23 @@ class Daemon:
                         )
             if sent:
                 log.info("dispatched", extra={"fields": {"sent": sent, "now": now.isoformat()}})
+
+    async def heartbeat(self) -> None:
+        """Say that the daemon is alive, and keep its lock: `status` and `tick` tell a live
+        daemon from a killed one by that lock, which the server lets go whenever it closes
+        the lock's connection, also under a live daemon (see `claims.OwnerLock`)."""
+        if self.stopping.is_set():
+            return
+        with self._passing_outage("heartbeat"):
+            await asyncio.to_thread(self._keep_alive)
+
+    def _keep_alive(self) -> None:
+        if self.lock is not None and self.lock.keep():
+            log.warning(
+                "took the daemon's lock again: the database had closed its connection",
+                extra={"fields": {"daemon": self.name}},
+            )
+        self.beat("running")
 
     @contextlib.contextmanager
     def _passing_outage(self, step: str) -> Iterator[None]:

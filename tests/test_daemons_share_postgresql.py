@@ -14,15 +14,17 @@ Like tests/test_daemon.py, real subprocesses on the real clock, a real SMTP serv
 from __future__ import annotations
 
 import signal
+import socket
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
+from automator.daemon import HEARTBEAT_SECONDS
 from automator.dispatch.claims import ORPHANED, SILENCE
 from automator.reports import TickReport
-from automator.store import Store, messages
+from automator.store import Store, heartbeats, messages
 from tests.conftest import statuses
 from tests.test_daemon import (  # noqa: F401  (fixtures)
     DELIVERY,
@@ -168,3 +170,44 @@ def test_a_live_dispatcher_whose_lock_connection_was_closed_keeps_its_claims(
         clock[0] = now + 2 * SILENCE + timedelta(seconds=1)  # no renewal since: as if it had died
         assert other.claims.recover_abandoned() == 6
     assert statuses(store) == {"queued": 6}
+
+
+def test_status_sees_again_a_daemon_whose_lock_connection_the_server_closed(
+    start_daemon, cli, store, database_url
+) -> None:
+    """The server closes a live daemon's lock connection (pg_terminate_backend,
+    idle_session_timeout): the lock goes with it, and `status` would call the daemon dead.
+    At its next heartbeat the daemon takes its lock again, and `status` sees it running."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the daemons' locks are PostgreSQL's (SQLite's is a file lock)")
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("tick"), STARTUP, "the first tick")
+    name = f"{socket.gethostname()}:{daemon.process.pid}"
+    running = f"daemon: running ({name})\n"
+    assert cli("status").output.startswith(running)
+
+    assert close_lock_connection(store, heartbeats.key(name)) == 1
+
+    daemon.wait_until(
+        lambda: cli("status").output.startswith(running),
+        HEARTBEAT_SECONDS + STARTUP,
+        "status seeing it again",
+    )
+    assert daemon.logged("took the daemon's lock again: the database had closed its connection")
+    assert daemon.stop()[0] == 0
+
+
+def close_lock_connection(store: Store, key: int) -> int:
+    """Have the server close the connection that holds the advisory lock `key`, as a DBA's
+    pg_terminate_backend does; how many it closed. (pg_locks shows a 64-bit key's high and
+    low halves as classid and objid.)"""
+    unsigned = key % 2**64
+    with store.engine.connect() as admin:
+        closed = admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND objsubid = 1 AND classid::bigint = :high AND objid::bigint = :low"
+            ),
+            {"high": unsigned >> 32, "low": unsigned % 2**32},
+        ).all()
+    return len(closed)

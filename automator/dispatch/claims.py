@@ -217,7 +217,7 @@ class Claims:
         with self.store.session() as session:
             return claims.requeue_claimed(session, ids, self.owner, self.clock(), reason)
 
-    def alive(self) -> AbstractContextManager[None]:
+    def alive(self) -> AbstractContextManager[claims.OwnerLock]:
         """Held while this dispatcher claims and sends: on PostgreSQL, other dispatchers can
         tell that its claims have someone to record them (`recover_abandoned`)."""
         return claims.owning(self.store, self.owner)

@@ -8,7 +8,8 @@ are the batch forms a dispatcher runs, a few statements whatever the batch's siz
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -16,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
+    Engine,
     Integer,
     Row,
     and_,
@@ -27,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from automator.status import Status
@@ -145,23 +149,85 @@ DAEMON = "daemon:"  # how the claims of `automator run` begin (see Dispatcher.ow
 
 
 @contextmanager
-def owning(store: Store, owner: str) -> Iterator[None]:
+def owning(store: Store, owner: str) -> Iterator[OwnerLock]:
     """Hold `owner`'s lock, on a connection of its own, while the block runs (PostgreSQL; on
     SQLite nothing: a daemon there is alone, its claims left by a crash go back at start-up)."""
-    if store.engine.dialect.name != "postgresql":
-        yield
-        return
-    with store.engine.connect() as connection:
-        connection.execute(select(func.pg_advisory_lock(locks.owner(owner))))
-        connection.commit()
+    lock = OwnerLock(store, owner)
+    lock.take()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+class OwnerLock:
+    """`owner`'s lock on PostgreSQL, held on a connection of its own (nothing on SQLite).
+
+    The server closes that connection, and lets the lock go, when the process ends, but also
+    under a live process: a DBA's pg_terminate_backend, idle_session_timeout, a restart, a
+    firewall dropping an idle connection. `keep` finds that out and takes the lock again,
+    so that a process that lives on is seen alive again. Its methods may be called from
+    different threads, one at a time."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        self.engine = store.engine if store.engine.dialect.name == "postgresql" else None
+        self.key = locks.owner(owner)
+        self.connection: Connection | None = None
+        self.turn = threading.Lock()
+
+    def take(self) -> None:
+        """Take the lock on a new connection, waiting for it if need be."""
+        if self.engine is None:
+            return
+        with self.turn:
+            self.connection = self._locked(self.engine, func.pg_advisory_lock)
+
+    def keep(self) -> bool:
+        """Make sure the lock is held: a round trip on its connection, and the lock taken
+        again on a new one if the server closed that (without waiting: a process that asks
+        whether the owner is gone holds it for a moment; the next `keep` tries again).
+        Whether it was taken again. Raises what the database raises while it is down."""
+        if self.engine is None:
+            return False
+        with self.turn:
+            if self.connection is not None:
+                try:
+                    self.connection.execute(select(1))
+                    self.connection.commit()
+                    return False
+                except DBAPIError:
+                    self.connection.invalidate()  # closed, so a lock it might hold goes with it
+                    self.connection.close()
+                    self.connection = None
+            self.connection = self._locked(self.engine, func.pg_try_advisory_lock)
+            return self.connection is not None
+
+    def _locked(self, engine: Engine, lock: Callable[[int], Any]) -> Connection | None:
+        """A new connection on which `lock` (pg_advisory_lock or pg_try_advisory_lock) took
+        the lock; None if it did not (pg_try_advisory_lock said false)."""
+        connection = engine.connect()
         try:
-            yield
-        finally:
+            taken = connection.execute(select(lock(self.key))).scalar()
+            connection.commit()
+        except Exception:
+            connection.close()
+            raise
+        if taken is False:
+            connection.close()
+            return None
+        return connection
+
+    def release(self) -> None:
+        with self.turn:
+            connection, self.connection = self.connection, None
+            if connection is None:
+                return
             try:
-                connection.execute(select(func.pg_advisory_unlock(locks.owner(owner))))
+                connection.execute(select(func.pg_advisory_unlock(self.key)))
                 connection.commit()
             except Exception:
                 connection.invalidate()  # closed, so the lock goes with it
+            connection.close()
 
 
 # On PostgreSQL, claims of the same contacts take turns: a claim holds its contacts' locks

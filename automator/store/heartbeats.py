@@ -35,8 +35,9 @@ def latest(session: Session) -> list[Heartbeat]:
     return list(session.execute(select(Heartbeat).order_by(HEARTBEATS.c.seen_at.desc())).scalars())
 
 
-def alive(store: Store, daemon: str) -> AbstractContextManager[None]:
-    """Held while the daemon runs: its lock on PostgreSQL (nothing on SQLite)."""
+def alive(store: Store, daemon: str) -> AbstractContextManager[claims.OwnerLock]:
+    """Held while the daemon runs: its lock on PostgreSQL (nothing on SQLite), which the
+    daemon keeps at each heartbeat (`OwnerLock.keep`)."""
     return claims.owning(store, _owner(daemon))
 
 
@@ -47,8 +48,13 @@ def gone(session: Session, daemons: Collection[str]) -> set[str]:
     return {
         daemon
         for daemon in daemons
-        if session.execute(select(func.pg_try_advisory_xact_lock(locks.owner(_owner(daemon))))).scalar()
+        if session.execute(select(func.pg_try_advisory_xact_lock(key(daemon)))).scalar()
     }
+
+
+def key(daemon: str) -> int:
+    """The key of the daemon's lock."""
+    return locks.owner(_owner(daemon))
 
 
 def _owner(daemon: str) -> str:
