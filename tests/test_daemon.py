@@ -433,6 +433,22 @@ def test_status_says_a_killed_daemon_is_not_running(start_daemon, cli) -> None:
     assert cli("status").output.startswith("daemon: not running\n")
 
 
+def test_a_future_tick_beside_a_killed_daemon_is_not_refused(start_daemon, cli) -> None:
+    """`tick` tells a live daemon from a killed one as `status` does: by its lock."""
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("tick"), STARTUP, "the first tick")
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    refused = cli("tick", "--now", tomorrow)  # acts on nothing: the project has no contact
+
+    daemon.stop(signal.SIGKILL, timeout=10)  # its heartbeat still says running
+    ticked = cli("tick", "--now", tomorrow)
+
+    assert (
+        refused.exit_code == 1 and f"a daemon serves this database ({socket.gethostname()}:" in refused.output
+    )
+    assert ticked.exit_code == 0, ticked.output
+
+
 def test_every_log_line_is_json_with_one_line_per_tick_and_per_delivery_failure(
     start_daemon, carts_due, smtp_server, store
 ) -> None:

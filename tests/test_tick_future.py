@@ -30,7 +30,8 @@ def over_smtp(monkeypatch, smtp_server):
 
 @pytest.fixture
 def daemon_serving(database_url, store):
-    """A daemon on the database: on SQLite the lock it holds, on PostgreSQL its heartbeat."""
+    """A daemon on the database: on SQLite the lock it holds, on PostgreSQL its heartbeat
+    and the lock it holds while it runs."""
     if database_url.startswith("sqlite"):
         lock = SingleDaemonLock(database_url)
         lock.acquire()
@@ -38,8 +39,9 @@ def daemon_serving(database_url, store):
         lock.release()
         return
     with store.session() as session:
-        heartbeats.beat(session, "daemon:host:1", "running", datetime.now(UTC), None)
-    yield
+        heartbeats.beat(session, "host:1", "running", datetime.now(UTC), None)
+    with heartbeats.alive(store, "host:1"):
+        yield
 
 
 def test_a_future_tick_over_smtp_refuses_and_points_to_simulate(lan_cart, over_smtp, cli, store):
@@ -81,10 +83,11 @@ def test_a_future_tick_on_a_quiet_database_with_the_outbox_acts(lan_cart, cli, s
     assert sum(statuses(store).values()) == 1
 
 
-def test_a_stale_heartbeat_is_no_daemon(lan_cart, cli, store, database_url):
+def test_a_fresh_heartbeat_without_its_lock_is_no_daemon(lan_cart, cli, store, database_url):
+    """A daemon killed outright leaves its heartbeat saying `running`, and lets its lock go."""
     if database_url.startswith("sqlite"):
         pytest.skip("on SQLite the daemon's lock tells, not its heartbeat")
     with store.session() as session:
-        heartbeats.beat(session, "daemon:gone:1", "running", datetime.now(UTC) - timedelta(hours=1), None)
+        heartbeats.beat(session, "gone:1", "running", datetime.now(UTC), None)
 
     assert cli("tick", "--now", TOMORROW).exit_code == 0

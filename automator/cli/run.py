@@ -20,6 +20,8 @@ from automator.display import printable
 from automator.errors import AutomatorError
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from automator.config import Settings
     from automator.daemon import Daemon
     from automator.engine import Engine, TickReport
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
 CONSOLE_LISTEN = f"{CONSOLE_HOST}:{CONSOLE_PORT}"  # where `run --console` serves it
 FUTURE_SLACK = timedelta(minutes=1)  # a --now this far ahead is a clock's drift, not the future
-HEARTBEAT_FRESH = timedelta(minutes=10)  # a daemon heard from since then still serves the database
 
 
 @reports_errors
@@ -90,19 +91,28 @@ def _ahead(span: timedelta) -> str:
 
 
 def _serving_daemons(settings: Settings, store: Store) -> list[str]:
-    """The daemons serving the database: on SQLite, the one holding its lock; on PostgreSQL,
-    those whose heartbeat says running and is recent (a killed daemon's stays behind)."""
-    from datetime import UTC
+    """The daemons serving the database, told as `status` tells them."""
+    with store.session() as session:
+        return _running_daemons(settings, store, session)
 
+
+def _running_daemons(settings: Settings, store: Store, session: Session) -> list[str]:
+    """The names of the daemons running now. A heartbeat outlives a killed daemon (SIGKILL, a
+    crash), its lock does not: on PostgreSQL the lock each daemon holds while it runs, on
+    SQLite the single-daemon lock (a daemon holding it before its first heartbeat is named
+    for its lock)."""
     from automator.daemon_lock import SingleDaemonLock
     from automator.store import heartbeats
 
+    running = [beat.daemon for beat in heartbeats.latest(session) if beat.state == "running"]
     if settings.database.startswith("sqlite"):
-        return ["the one holding its lock"] if SingleDaemonLock(settings.database).is_held() else []
-    with store.session() as session:
-        beats = heartbeats.latest(session)
-    recent = datetime.now(UTC) - HEARTBEAT_FRESH
-    return [beat.daemon for beat in beats if beat.state == "running" and beat.seen_at >= recent]
+        if not SingleDaemonLock(settings.database).is_held():
+            return []
+        return running[:1] or ["the one holding its lock"]
+    if store.engine.dialect.name == "postgresql":
+        dead = heartbeats.gone(session, running)
+        return [daemon for daemon in running if daemon not in dead]
+    return running
 
 
 def _run_tick(at: datetime) -> TickReport:
@@ -279,25 +289,15 @@ class _Status:
 
 
 def _read_status(settings: Settings, store: Store) -> _Status:
-    from automator.daemon_lock import SingleDaemonLock
-    from automator.store import heartbeats, messages, rulestate
+    from automator.store import messages, rulestate
 
     with store.session() as session:
         counts = messages.counts_by_status(session)
         oldest = messages.oldest_waiting(session)
-        beats = heartbeats.latest(session)
         states = rulestate.all_states(session)
-        running = [beat for beat in beats if beat.state == "running"]
-        if store.engine.dialect.name == "postgresql":
-            # Heartbeats outlive a killed daemon; its lock does not.
-            dead = heartbeats.gone(session, [beat.daemon for beat in running])
-            running = [beat for beat in running if beat.daemon not in dead]
-    if settings.database.startswith("sqlite"):
-        # Heartbeats outlive a killed daemon; on SQLite the lock file tells for sure.
-        held = SingleDaemonLock(settings.database).is_held()
-        running = running[:1] if held else []
+        running = _running_daemons(settings, store, session)
     ticks = [rule.last_tick_at for rule in states.values() if rule.last_tick_at]
-    return _Status([b.daemon for b in running], counts, max(ticks, default=None), oldest)
+    return _Status(running, counts, max(ticks, default=None), oldest)
 
 
 def _print_status(status: _Status) -> None:
