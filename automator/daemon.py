@@ -45,7 +45,7 @@ HEARTBEAT_SECONDS = 10.0
 class DaemonOptions:
     tick_interval: float = 60.0
     dispatch_interval: float = 2.0
-    dispatch_batch: int = BATCH  # messages claimed at a time
+    dispatch_batch: int = BATCH  # the most messages the dispatcher holds claimed at once
     shutdown_grace: float = 20.0
     # (host, port) to serve the web app on; None serves nothing.
     listen: tuple[str, int] | None = None

@@ -164,7 +164,10 @@ def run_daemon(
     dispatch_batch: Annotated[
         int,
         typer.Option(
-            min=1, metavar="<n>", help="Messages claimed at a time (daemons sharing a database take turns)."
+            min=1,
+            metavar="<n>",
+            help="Most messages this daemon holds claimed at once, the batch going out and the next "
+            "one claimed beside it together (daemons sharing a database split a burst in such batches).",
         ),
     ] = 500,
     log_format: Annotated[str, typer.Option(metavar="<text|json>", help="text or json")] = "text",

@@ -22,7 +22,7 @@ from automator.transports import Transport
 
 log = logging.getLogger("automator.dispatch")
 
-BATCH = 500
+BATCH = 500  # the most claims a dispatcher holds at once (see `deliver`)
 # While a batch waits on the server, the dispatcher wakes this often to keep its leases fresh.
 WAKE_SECONDS = 1.0
 # The outcomes that come in this long after a group's first go into its record with it,
@@ -74,8 +74,9 @@ class Dispatcher:
         sent = 0
         batch = await self.claim(turns, now, report, batch_size)
         # The next batch is claimed while one goes out, and starts going out once the transport
-        # is done with the one before, while that one has its last outcomes recorded: at most
-        # two batches are in flight, one of them in the transport.
+        # is done with the one before: one batch in the transport, the next claimed beside it.
+        # Together they never hold more than `batch_size` claims (`room`): the next claim waits
+        # until the one going out has half of them recorded, and takes what they leave.
         in_flight: list[asyncio.Future[int]] = []
         gone: asyncio.Future[None] | None = None  # the batch before has left the transport
         try:
@@ -87,9 +88,8 @@ class Dispatcher:
                 if not batch.more or (stop is not None and stop.is_set()):
                     batch = Batch([], [], False)
                     break
-                batch = await self.claim(turns, now, report, batch_size)
-                while len(in_flight) > 1:
-                    sent += await in_flight.pop(0)
+                sent += await self.room(turns, in_flight, batch_size)
+                batch = await self.claim(turns, now, report, max(1, batch_size - len(self.claims.in_flight)))
             while in_flight:
                 sent += await in_flight[0]
                 in_flight.pop(0)
@@ -100,6 +100,21 @@ class Dispatcher:
             ids = [item.message.id for item in batch.claimed]
             self.claims.in_flight.difference_update(ids)
             self.claims.give_back(ids, "dispatch stopped before sending")
+        return sent
+
+    async def room(self, turns: Turns, in_flight: list[asyncio.Future[int]], batch_size: int) -> int:
+        """Wait until the next claim may go beside the sending and this dispatcher still hold
+        no more than `batch_size` claims: until at most one batch is going out, with at least
+        half the batch size recorded (or none is going out). Returns how many the batches that
+        ended meanwhile sent. Bounded: each pass waits for a record, or for a batch to end."""
+        sent = 0
+        half = (batch_size + 1) // 2
+        for _ in range(10_000_000):
+            while in_flight and in_flight[0].done():
+                sent += in_flight.pop(0).result()
+            if not in_flight or (len(in_flight) == 1 and batch_size - len(self.claims.in_flight) >= half):
+                break
+            await turns.next_record(in_flight[0])
         return sent
 
     def give_back_in_flight(self, reason: str) -> int:
@@ -281,6 +296,7 @@ class Turns:
     def __init__(self, serial: bool) -> None:
         self.claims = asyncio.Lock()
         self.records = self.claims if serial else asyncio.Lock()
+        self.recorded = asyncio.Event()  # set at each record (`next_record`)
 
     async def claim(self, work: Callable[..., T], *args: Any) -> T:
         async with self.claims:
@@ -288,4 +304,17 @@ class Turns:
 
     async def record(self, work: Callable[..., T], *args: Any) -> T:
         async with self.records:
-            return await asyncio.to_thread(work, *args)
+            try:
+                return await asyncio.to_thread(work, *args)
+            finally:
+                self.recorded.set()
+
+    async def next_record(self, batch: asyncio.Future[int]) -> None:
+        """Until the next record is written, or `batch` has ended."""
+        self.recorded.clear()
+        waiting = asyncio.ensure_future(self.recorded.wait())
+        either: set[asyncio.Future[Any]] = {batch, waiting}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
