@@ -113,7 +113,7 @@ class Daemon:
             # The web server stops accepting at once and finishes its requests meanwhile.
             await asyncio.gather(self.drain(scheduler), *(server.stop() for server in servers))
             self.engine.close()
-            _once_more_if_cut_off(lambda: self.beat("stopped"))
+            _unless_out_of_reach("record the stop", lambda: self.beat("stopped"))
             log.info("daemon stopped", extra={"fields": {"daemon": self.name}})
 
     def schedule(self) -> AsyncIOScheduler:
@@ -159,7 +159,7 @@ class Daemon:
             await asyncio.wait(running, timeout=5)  # the cancelled jobs unwinding
             for waiting in running:
                 waiting.cancel()
-        self.release_in_flight()
+        _unless_out_of_reach("put back the messages in flight", self.release_in_flight)
 
     def release_orphans(self) -> None:
         """Put back what dead dispatchers left in `sending`, without waiting for its lease.
@@ -312,6 +312,20 @@ def _once_more_if_cut_off(action: Callable[[], object]) -> None:
             "the database cut the connection off; trying again", extra={"fields": {"error": str(exc.orig)}}
         )
         action()
+
+
+def _unless_out_of_reach(what: str, step: Callable[[], object]) -> None:
+    """A step of stopping, run once more if the database cut the connection off; if the
+    database cannot be reached at all, one warning line, and the stop goes on: there is no
+    next turn to wait for. (Claims left `sending` go back when another dispatcher finds their
+    owner gone, or their lease ends; a heartbeat left `running` is told by the lock.)"""
+    try:
+        _once_more_if_cut_off(step)
+    except Exception as exc:
+        said = outage(exc)
+        if said is None:
+            raise
+        log.warning(f"could not {what}: {said}")
 
 
 class HttpServer:

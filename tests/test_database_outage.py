@@ -1,7 +1,8 @@
 """A PostgreSQL server that goes away under a running daemon, and comes back: the daemon
 logs one line per step it skips, naming the step and the reason (no traceback: an outage is
 not a bug), says once that the database answers again, takes its lock again (the restart
-closed the connection that held it), and goes on.
+closed the connection that held it), and goes on. Stopped during the outage, it says what
+it could not do and exits 0.
 
 The server is one of this module's own (the suite's is shared by every test): stopped as a
 crash or a failover stops it (`pg_ctl -m immediate`) and started again on the same port.
@@ -81,3 +82,28 @@ def test_a_daemon_logs_one_line_per_step_skipped_while_postgresql_is_down(start_
     assert all("connection" in line["message"].lower() for line in problems)  # the driver's reason
     [back] = said("the database answers again")
     assert back["level"] == "info" and back["skipped"] == len(problems)
+
+
+def test_a_daemon_stopped_while_postgresql_is_down_exits_0_and_says_what_it_could_not_do(
+    start_daemon, own_server
+) -> None:
+    daemon = start_daemon()
+    daemon.wait_until(lambda: daemon.logged("tick"), STARTUP, "the first tick")
+    own_server.stop()
+    try:
+        daemon.wait_until(
+            lambda: any(line["message"].startswith("dispatch skipped: ") for line in daemon.lines()),
+            OUTAGE,
+            "a skipped dispatch",
+        )
+        code, _ = daemon.stop()
+    finally:
+        own_server.resume()
+
+    lines = daemon.lines()
+    assert code == 0, daemon.tail()
+    assert [line for line in lines if "error" in line] == []  # no traceback
+    assert [line["message"].split(":")[0] for line in lines if line["message"].startswith("could not")] == [
+        "could not record the stop"
+    ]
+    assert lines[-1]["message"] == "daemon stopped"
