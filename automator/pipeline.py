@@ -24,7 +24,7 @@ from automator.lookup import Lookup
 from automator.model import Rule
 from automator.rendering import RenderPool
 from automator.reports import RuleReport
-from automator.store import Store, rulestate
+from automator.store import Store, outage, rulestate
 from automator.store.candidates import Candidate
 
 log = logging.getLogger("automator.engine")  # the engine's log, as operators know it
@@ -280,7 +280,11 @@ class Pipeline:
         """The transaction could not be committed, or the database rolled it back: the
         rules written in it (and `also`) are reported as failed and keep their watermarks,
         so that the next tick queues what was undone."""
-        log.error("the tick's messages could not be committed", exc_info=exc)
+        said = outage(exc)  # the connection cut, the server gone: no bug, one line
+        if said is None:
+            log.error("the tick's messages could not be committed", exc_info=exc)
+        else:
+            log.warning(f"the tick's messages could not be committed: {said}")
         for queueing in [*self._uncommitted, *([also] if also and also not in self._uncommitted else [])]:
             queueing.failed = True
             queueing.uncommitted.clear()

@@ -14,11 +14,17 @@ Real subprocesses on the real clock; every wait polls the daemon's log with a de
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from automator.daemon import HEARTBEAT_SECONDS
+from automator.engine import TickReport
+from automator.pipeline import Writes
+from tests.conftest import cart, statuses, utc
 from tests.postgres import PostgresServer, running_server
 from tests.test_daemon import (  # noqa: F401  (fixtures)
     STARTUP,
@@ -107,3 +113,39 @@ def test_a_daemon_stopped_while_postgresql_is_down_exits_0_and_says_what_it_coul
         "could not record the stop"
     ]
     assert lines[-1]["message"] == "daemon stopped"
+
+
+def test_a_tick_whose_connection_is_cut_mid_write_says_so_in_one_line_and_the_next_queues_it(
+    engine, store, make_contact, make_event, caplog, monkeypatch
+) -> None:
+    """The server closes the connection a tick writes on (pg_terminate_backend, a restart):
+    what that transaction held is undone and the rule keeps its mark, so the next tick
+    queues it; the log says so in one line, with the server's reason, not a traceback."""
+    make_contact("lan@example.com", timezone="Asia/Ho_Chi_Minh")
+    make_event("cart_updated", utc("2026-11-20 03:00"), email="lan@example.com", id="cart-1", **cart())
+    begin = Writes._begin
+    cut: list[int] = []
+
+    def begin_then_cut(self: Writes) -> Any:
+        session = begin(self)
+        if not cut:  # the first write transaction only
+            cut.append(session.execute(select(func.pg_backend_pid())).scalar_one())
+            with store.engine.connect() as admin:
+                admin.execute(select(func.pg_terminate_backend(cut[0])))
+        return session
+
+    monkeypatch.setattr(Writes, "_begin", begin_then_cut)
+    now = utc("2026-11-20 04:00")
+    first = TickReport(now)
+    with caplog.at_level("INFO", logger="automator"):
+        engine.evaluate(now, first)
+    engine.evaluate(now, second := TickReport(now))
+
+    undone = [r.error for r in first.rules.values() if r.error]
+    assert cut and len(undone) == 1 and "not committed" in undone[0]  # the rule written first
+    assert [r.exc_info for r in caplog.records if r.levelno >= logging.WARNING] == [None]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.startswith("the tick's messages could not be committed: ")
+    assert warning.endswith(": terminating connection due to administrator command")  # the server's words
+    assert [r.error for r in second.rules.values() if r.error] == []
+    assert statuses(store) == {"queued": 1}

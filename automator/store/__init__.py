@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
 
 from automator import tables  # noqa: F401  (registers the tables)
-from automator.errors import AutomatorError, ConfigError, DatabaseLocked
+from automator.errors import ConfigError, DatabaseLocked
 from automator.store import locks, postgres, sqlite
 from automator.store.bulk import execute_many
 from automator.store.checkpoint import Checkpointer
@@ -215,7 +215,10 @@ def outage(exc: BaseException) -> str | None:
         if seen is None:
             return None
         if _operational(seen):
-            said = exc if isinstance(exc, AutomatorError) else getattr(seen, "orig", None) or seen
+            # Ours name the database (DatabaseLocked, a failed connection's ConfigError);
+            # otherwise the driver's words, without SQLAlchemy's statement and link.
+            ours = isinstance(exc, (DatabaseLocked, ConfigError))
+            said = exc if ours else getattr(seen, "orig", None) or seen
             return " ".join(line.strip() for line in str(said).splitlines() if line.strip())
         seen = seen.__cause__
     return None
