@@ -24,7 +24,9 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -164,6 +166,31 @@ class Contact(SQLModel, table=True):
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _time()
     updated_at: datetime = _time()
+
+
+class name_key(FunctionElement[str]):
+    """A name in lower case as the name indexes hold it, for a prefix to be looked up in
+    their order (see `automator.store.contacts.by_name`): byte order, so on PostgreSQL in
+    the "C" collation (the database's own would not order by prefix)."""
+
+    type = String()
+    name = "name_key"
+    inherit_cache = True
+
+
+@compiles(name_key)
+def _name_key(element: name_key, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(name_key, "postgresql")
+def _name_key_c(element: name_key, compiler: Any, **kw: Any) -> str:
+    return f'lower({compiler.process(element.clauses, **kw)}) COLLATE "C"'
+
+
+_contacts = Contact.__table__  # type: ignore[attr-defined]
+Index("ix_contact_first_name_key", name_key(_contacts.c.first_name))
+Index("ix_contact_last_name_key", name_key(_contacts.c.last_name))
 
 
 class ContactDate(SQLModel, table=True):

@@ -1042,6 +1042,52 @@ def test_searching_the_start_of_an_email_lists_the_matches(support, make_contact
     assert "minh@example.com" not in page
 
 
+def test_searching_a_name_lists_the_contacts_whose_first_or_last_name_starts_with_it(support, make_contact):
+    make_contact("lan@example.com", first_name="Lan", last_name="Nguyễn")
+    make_contact("duc@example.com", first_name="Đức", last_name="Nguyễn Văn")
+    make_contact("hoa@example.com", first_name="Hoa", last_name="Trần")
+
+    page = support.get("/contacts?q=NGUY").text
+
+    assert "lan@example.com" in page and "duc@example.com" in page
+    assert "hoa@example.com" not in page
+    assert "Lan Nguyễn" in page and "Đức Nguyễn Văn" in page  # as addresses are listed
+
+
+def test_searching_a_name_in_another_case_finds_letters_beyond_a_to_z(support, make_contact) -> None:
+    duc = make_contact("duc@example.com", first_name="Đức", last_name="Phạm")
+    emile = make_contact("emile@example.com", first_name="Émile", last_name="ÉTIENNE")
+    make_contact("dung@example.com", first_name="Dũng")  # a D, not a Đ
+
+    typed = {"đức": duc, "ĐỨC": duc, "đ": duc, "phạ": duc, "éMI": emile, "étienne": emile}
+    for text, found in typed.items():
+        assert support.get("/contacts", params={"q": text}).headers["location"] == f"/contacts/{found}"
+
+
+def test_a_name_search_says_when_more_contacts_match_than_it_lists(support, make_contact) -> None:
+    for n in range(51):
+        make_contact(f"tran{n:02d}@example.com", first_name="Trần")
+
+    page = support.get("/contacts", params={"q": "trần"}).text
+
+    assert page.count('<a href="/contacts/') == 50
+    assert "More contacts match than these 50" in page
+
+
+def test_a_name_typed_in_the_search_is_shown_as_text(support, make_contact) -> None:
+    make_contact("a@example.com", first_name="<b>x")
+    make_contact("b@example.com", first_name="<b>y")
+
+    page = support.get("/contacts", params={"q": "<b>"}).text
+
+    assert "&lt;b&gt;x" in page and "<b>x" not in page
+    assert "“&lt;b&gt;”" in page
+
+
+def test_the_search_box_says_names_work(support) -> None:
+    assert 'placeholder="Find a contact by email or name"' in support.get("/contacts").text
+
+
 def test_the_contact_page_shows_profile_stage_events_messages_and_suppression(
     support, queued, lan, make_event
 ):

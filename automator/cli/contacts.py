@@ -1,4 +1,5 @@
-"""`automator contacts …`: import contacts from a file, and show one with everything about it."""
+"""`automator contacts …`: import contacts from a file, find them by address or name, and
+show one with everything about it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from automator.cli.options import ActorOption, NowOption, email_address, parse_now
-from automator.cli.output import command_group, print_import, reports_errors, say
+from automator.cli.output import command_group, print_import, reports_errors, say, say_columns
 from automator.cli.state import state
 from automator.errors import NotFoundError
 
@@ -49,6 +50,24 @@ def contacts_show(email: str) -> None:
     _print_stages(card.stages)
     _print_journeys(card.journeys)
     _print_messages(card.contact.email, card.messages)
+
+
+@app.command("find")
+@reports_errors
+def contacts_find(text: str) -> None:
+    """Contacts whose email, or (without an @) first or last name, starts with TEXT, in any
+    case: one a line (email, name, stage), in address order, at most 50."""
+    from automator.store.console import contacts_matching
+
+    with state().store.session() as session:
+        found, more = contacts_matching(session, text)
+    for contact in found:
+        name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
+        say_columns(contact.email, name, contact.stage or "-")
+    if not found:
+        raise NotFoundError(f"no contact's email or name starts with {text!r}")
+    if more:
+        say(f"(more contacts match than these {len(found)}: type more of the address or name)", err=True)
 
 
 @app.command("erase")

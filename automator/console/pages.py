@@ -251,15 +251,16 @@ def _actions(message: Message) -> list[tuple[str, str, str]]:
 
 @router.get("/contacts")
 def contact_search(request: Request, q: str = "", viewer: Viewer = Depends(allowed("view"))) -> Response:
-    """Find a contact by email: an exact address opens it, the start of one lists matches."""
+    """Find a contact by email or name: an exact address opens it, the start of one (or of a
+    first or last name, in any case) lists the matches; a single match opens at once."""
     console = console_of(request)
     text = q.strip()
     with console.store.session() as session:
         exact = contacts.by_email(session, text) if text else None
-        found = [] if exact or not text else console_queries.contacts_by_email(session, text)
-    if exact is not None or len(found) == 1:
+        found, more = ([], False) if exact or not text else console_queries.contacts_matching(session, text)
+    if exact is not None or (len(found) == 1 and not more):
         return RedirectResponse(f"/contacts/{(exact or found[0]).id}", status_code=303)
-    return render(request, viewer, "contacts.html", contact_query=text, found=found)
+    return render(request, viewer, "contacts.html", contact_query=text, found=found, more=more)
 
 
 @router.get("/contacts/{contact_id}")

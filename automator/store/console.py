@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, distinct, func, or_, select, update
 from sqlmodel import Session
 
+from automator import casing
 from automator.status import CANCEL, HOLD, HoldKind, Status
-from automator.store import coupons, table
+from automator.store import contacts, coupons, table
 from automator.store.audit import AUDIT
 from automator.store.messages import HISTORY, MESSAGES
 from automator.tables import Contact, Message
@@ -189,15 +190,24 @@ def activity_since(session: Session, since: datetime) -> dict[str, RuleActivity]
     return activity
 
 
-def contacts_by_email(session: Session, prefix: str, limit: int = 50) -> list[Contact]:
-    """Contacts whose address starts with `prefix`, in address order."""
-    query = (
+def contacts_matching(session: Session, text: str, limit: int = 50) -> tuple[list[Contact], bool]:
+    """Contacts whose address starts with `text`, or (without an '@') whose first or last
+    name does, in any case: at most `limit`, in address order, and whether more match.
+    Each part is a range of an index (the address's, each name's in lower case)."""
+    prefix = casing.unicode_lower(text.strip())
+    by_address = (
         select(Contact)
-        .where(_starts_with(session, CONTACTS.c.email, prefix.strip().lower()))
+        .where(_starts_with(session, CONTACTS.c.email, prefix))
         .order_by(CONTACTS.c.email)
-        .limit(limit)
+        .limit(limit + 1)
     )
-    return list(session.execute(query).scalars())
+    found = {contact.id: contact for contact in session.execute(by_address).scalars()}
+    more = False
+    if "@" not in prefix:
+        named, more = contacts.by_name(session, prefix, limit)
+        found.update((contact.id, contact) for contact in named)
+    listed = sorted(found.values(), key=lambda contact: contact.email)
+    return listed[:limit], more or len(listed) > limit
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlmodel import Session
 
+from automator import casing
 from automator.store import Store, execute_many, insert, staging, suppressions, table
 from automator.store.bulk import loading
 from automator.store.statements import listed, one_of
-from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
+from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime, name_key
 from automator.timestamps import zone_named
 
 CONTACTS = table(Contact)
@@ -290,6 +291,39 @@ def ensure(
 def by_email(session: Session, email: str) -> Contact | None:
     found = session.execute(select(Contact).where(CONTACTS.c.email == email.strip().lower()))
     return found.scalars().first()
+
+
+def by_name(session: Session, prefix: str, limit: int) -> tuple[list[Contact], bool]:
+    """Contacts whose first or last name starts with `prefix` (in lower case), at most `limit`
+    from each name's index, and whether there are more.
+
+    Each spelling of the prefix (see `automator.casing`) is a range of a name index, read in
+    its order: a search costs what it finds, not what the table holds. A prefix cut short
+    reads up to CUT_READ names a spelling and keeps those that start with the whole of it."""
+    spellings, cut = casing.stored_spellings(prefix)
+    read = CUT_READ if cut else limit + 1
+    found: dict[int | None, Contact] = {}
+    more = False
+    for column in (CONTACTS.c.first_name, CONTACTS.c.last_name):
+        matched: dict[int | None, Contact] = {}
+        for spelling in spellings:
+            rows = list(session.execute(_name_range(column, spelling, read)).scalars())
+            more = more or len(rows) == read
+            matched.update((c.id, c) for c in rows if casing.starts_with(getattr(c, column.name), prefix))
+        more = more or len(matched) > limit
+        found.update(sorted(matched.items(), key=lambda item: item[1].email)[:limit])
+    return list(found.values()), more
+
+
+# Names a spelling of a prefix cut short (`automator.casing.MOST_SPELLINGS`) reads at most.
+CUT_READ = 1000
+
+
+def _name_range(column: Any, spelling: str, read: int) -> Any:
+    """The contacts whose lower-case `column` starts with `spelling`, in the index's order."""
+    key = name_key(column)
+    after = spelling[:-1] + chr(ord(spelling[-1]) + 1)
+    return select(Contact).where(key >= spelling, key < after).order_by(key).limit(read)
 
 
 def by_id(session: Session, contact_id: int) -> Contact | None:
