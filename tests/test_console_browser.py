@@ -309,3 +309,25 @@ def test_a_second_click_on_hold_while_the_first_is_answered_sends_nothing(consol
 
     expect(page.locator(".flash.notice")).to_have_text("Held. It will not be sent until someone releases it.")
     assert posts == [f"{console}/messages/{lan}/hold"]
+
+
+def test_a_reason_typed_after_the_session_cookie_is_gone_comes_back_after_the_login(
+    console, page, engine, store
+) -> None:
+    lan = _only_message(engine, "lan@example.com")
+    log_in_page(page, console)
+    page.goto(f"{console}/messages/{lan}")
+    page.get_by_label("Reason").fill(REASON)
+    page.context.clear_cookies()  # the cookie expired and the browser deleted it
+
+    page.get_by_role("button", name="Hold", exact=True).click()
+
+    ended = "Your session has ended: log in again. The reason you typed is kept"
+    expect(page.get_by_text(ended)).to_be_visible()
+    page.get_by_label("Name").fill("sam")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{console}/messages/{lan}")
+    expect(page.get_by_label("Reason")).to_have_value(REASON)
+    with store.session() as session:
+        assert messages.get(session, lan).status == "queued"  # not held: the agent looks and sends again

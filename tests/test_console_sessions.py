@@ -292,3 +292,54 @@ def test_a_form_sent_after_the_session_ended_never_returns_to_another_site(brows
     )
 
     assert 'name="next" value="/queue"' in refused.text
+
+
+@pytest.mark.parametrize(
+    "sent_from",
+    [{"Sec-Fetch-Site": "same-origin"}, {"Origin": "http://testserver"}],
+    ids=["sec-fetch-site", "origin"],
+)
+def test_a_reason_typed_after_the_session_cookie_is_gone_is_kept_through_the_login(
+    browser, queued_message, store, sent_from
+):
+    sam = browser("sam")
+    page = sam.get(f"/messages/{queued_message}")
+    sam.cookies.clear()  # the cookie expired and the browser deleted it, or sam cleared it
+    typed = "Khách hàng gọi điện: chờ đến thứ Hai"
+
+    refused = sam.post(
+        f"/messages/{queued_message}/hold",
+        data={"csrf_token": token_in(page), "back": f"/messages/{queued_message}", "reason": typed},
+        headers=sent_from,
+    )
+
+    assert refused.status_code == 401
+    assert "Your session has ended: log in again. The reason you typed is kept" in refused.text
+    hidden = dict(re.findall(r'name="(next|draft)" value="([^"]*)"', refused.text))
+    assert hidden == {"next": f"/messages/{queued_message}", "draft": typed}
+    login = {"name": "sam", "password": PASSWORD, "csrf_token": token_in(refused), **hidden}
+    back = sam.post("/login", data=login)
+    assert back.headers["location"] == f"/messages/{queued_message}"
+    assert f">{typed}</textarea>" in sam.get(back.headers["location"]).text
+    with store.session() as session:
+        assert messages.get(session, queued_message).status == "queued"  # nothing done unasked
+
+
+@pytest.mark.parametrize(
+    "sent_from",
+    [{}, {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, {"Origin": "null"}],
+    ids=["unsaid", "another-site", "opaque"],
+)
+def test_a_form_without_a_session_not_sent_from_the_console_is_still_refused(
+    console_app, queued_message, sent_from
+):
+    stranger = client_for(console_app)
+
+    refused = stranger.post(
+        f"/messages/{queued_message}/hold",
+        data={"csrf_token": "guessed", "back": f"/messages/{queued_message}", "reason": "planted"},
+        headers=sent_from,
+    )
+
+    assert refused.status_code == 403
+    assert "planted" not in refused.text

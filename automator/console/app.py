@@ -110,7 +110,7 @@ def _handle_errors(app: FastAPI) -> None:
             return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
         # A form sent after the session ended: log in, and find the reason typed in it kept.
         form = await request.form()
-        back, reason = form.get("back"), form.get("reason")
+        back, reason = form.get("back") or form.get("next"), form.get("reason") or form.get("draft")
         draft = reason[:MAX_REASON] if isinstance(reason, str) else ""
         text = "Your session has ended: log in again."
         if draft.strip():
