@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,51 @@ def test_a_reason_typed_after_the_session_cookie_is_gone_comes_back_after_the_lo
     expect(page.get_by_label("Reason")).to_have_value(REASON)
     with store.session() as session:
         assert messages.get(session, lan).status == "queued"  # not held: the agent looks and sends again
+
+
+ANSWER_WITHIN = 30  # seconds: console.js's
+# A form's request that never gets an answer, in the page: once a test sets `window.held`,
+# what console.js lets go out is counted and kept from leaving. Playwright waits for a
+# navigation under way before anything else it is asked, so a real request left unanswered
+# would leave the test no way to look at the page meanwhile.
+UNANSWERED = """
+window.held = false;
+window.sent = 0;
+window.addEventListener("submit", (event) => {
+  if (event.defaultPrevented || !window.held) return;
+  window.sent += 1;
+  event.preventDefault();
+});
+"""
+
+
+def test_a_form_whose_answer_never_comes_gives_its_buttons_back_with_a_word_on_why(
+    console, page, engine
+) -> None:
+    lan = _only_message(engine, "lan@example.com")
+    page.clock.install(time=NOW)
+    page.add_init_script(UNANSWERED)
+    log_in_page(page, console)
+    page.goto(f"{console}/messages/{lan}")
+    page.clock.pause_at(NOW + timedelta(minutes=5))  # from here the page's time moves as told
+    page.get_by_label("Reason").fill(REASON)
+    hold = page.get_by_role("button", name="Hold", exact=True)
+    page.evaluate("window.held = true")
+
+    hold.click()
+    expect(hold).to_be_disabled()
+    hold.click(force=True)  # a second click while waiting: sent once still
+    page.keyboard.press("Enter")
+    page.clock.run_for((ANSWER_WITHIN - 1) * 1000)
+    expect(hold).to_be_disabled()
+    page.clock.run_for(2 * 1000)
+
+    expect(hold).to_be_enabled()
+    expect(page.get_by_role("alert")).to_have_text(
+        f"The console has not answered within {ANSWER_WITHIN} seconds, so this may or may not have been "
+        "done. Reload the page to see, or try again."
+    )
+    assert page.evaluate("window.sent") == 1
+    page.evaluate("window.held = false")
+    hold.click()  # the console answers again
+    expect(page.locator(".flash.notice")).to_have_text("Held. It will not be sent until someone releases it.")
