@@ -24,12 +24,11 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from automator.name_keys import name_key
 from automator.packing import pack, unpack
 
 
@@ -166,26 +165,6 @@ class Contact(SQLModel, table=True):
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _time()
     updated_at: datetime = _time()
-
-
-class name_key(FunctionElement[str]):
-    """A name in lower case as the name indexes hold it, for a prefix to be looked up in
-    their order (see `automator.store.contacts.by_name`): byte order, so on PostgreSQL in
-    the "C" collation (the database's own would not order by prefix)."""
-
-    type = String()
-    name = "name_key"
-    inherit_cache = True
-
-
-@compiles(name_key)
-def _name_key(element: name_key, compiler: Any, **kw: Any) -> str:
-    return f"lower({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(name_key, "postgresql")
-def _name_key_c(element: name_key, compiler: Any, **kw: Any) -> str:
-    return f'lower({compiler.process(element.clauses, **kw)}) COLLATE "C"'
 
 
 _contacts = Contact.__table__  # type: ignore[attr-defined]

@@ -12,10 +12,11 @@ from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlmodel import Session
 
 from automator import casing
+from automator.name_keys import name_key
 from automator.store import Store, execute_many, insert, staging, suppressions, table
 from automator.store.bulk import loading
 from automator.store.statements import listed, one_of
-from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime, name_key
+from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 from automator.timestamps import zone_named
 
 CONTACTS = table(Contact)

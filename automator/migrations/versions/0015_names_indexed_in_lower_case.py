@@ -20,7 +20,7 @@ NAMES = {"ix_contact_first_name_key": "first_name", "ix_contact_last_name_key": 
 
 
 def _name_key(column: str) -> sa.TextClause:
-    """`automator.tables.name_key` as it is at this revision: the index's expression."""
+    """`automator.name_keys.name_key` as it is at this revision: the index's expression."""
     collated = ' COLLATE "C"' if op.get_bind().dialect.name == "postgresql" else ""
     return sa.text(f"lower({column}){collated}")
 
