@@ -42,13 +42,14 @@ __all__ = ["app", "make_transport"]
 
 class _Automator(typer.Typer):
     """The `automator` app. Run as a program, it builds only the command it was asked for:
-    typer turns every command of a group into a click command, its options' types into
-    pydantic adapters, before it parses anything, and for the 39 commands that was a fifth of
-    the start-up of `automator check` (bench/startup.py)."""
+    before it parses anything, typer turns every command of the app into a click command and
+    each option's type into a pydantic adapter, which `automator check` would otherwise pay
+    for all the commands it does not run (bench/startup.py)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args or "args" in kwargs:
             return super().__call__(*args, **kwargs)
+        # typer's own call on the lean copy: this method again would narrow it once more.
         return super(_Automator, _named(self, sys.argv[1:])).__call__(**kwargs)
 
 
