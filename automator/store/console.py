@@ -20,6 +20,7 @@ from automator.status import CANCEL, HOLD, HoldKind, Status
 from automator.store import contacts, coupons, table
 from automator.store.audit import AUDIT
 from automator.store.messages import HISTORY, MESSAGES
+from automator.store.statements import prefix_range
 from automator.tables import Contact, Message
 
 CONTACTS = table(Contact)
@@ -126,7 +127,7 @@ def _starts_with(session: Session, column: Any, prefix: str) -> ColumnElement[bo
     collations do not order that way, so it gets LIKE.
     """
     if session.get_bind().dialect.name == "sqlite":
-        return and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        return prefix_range(column, prefix)
     result: ColumnElement[bool] = column.startswith(prefix, autoescape=True)
     return result
 

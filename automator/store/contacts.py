@@ -15,7 +15,7 @@ from automator import casing
 from automator.name_keys import name_key
 from automator.store import Store, execute_many, insert, staging, suppressions, table
 from automator.store.bulk import loading
-from automator.store.statements import listed, one_of
+from automator.store.statements import listed, one_of, prefix_range
 from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 from automator.timestamps import zone_named
 
@@ -323,8 +323,7 @@ CUT_READ = 1000
 def _name_range(column: Any, spelling: str, read: int) -> Any:
     """The contacts whose lower-case `column` starts with `spelling`, in the index's order."""
     key = name_key(column)
-    after = spelling[:-1] + chr(ord(spelling[-1]) + 1)
-    return select(Contact).where(key >= spelling, key < after).order_by(key).limit(read)
+    return select(Contact).where(prefix_range(key, spelling)).order_by(key).limit(read)
 
 
 def by_id(session: Session, contact_id: int) -> Contact | None:

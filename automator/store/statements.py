@@ -1,14 +1,27 @@
 """What the store's query modules build their statements from: a model's table, an INSERT
 that can skip or update a conflicting row on both SQLite and PostgreSQL, a column that
-SQLite compares row by row instead of looking it up through an index, and an IN whose
-values are bound as one parameter."""
+SQLite compares row by row instead of looking it up through an index, an IN whose
+values are bound as one parameter, and a prefix match as a range of an index."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import JSON, BindParameter, Boolean, Dialect, String, Table, any_, bindparam, func, select
+from sqlalchemy import (
+    JSON,
+    BindParameter,
+    Boolean,
+    ColumnElement,
+    Dialect,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -97,6 +110,12 @@ def _in_json_array(element: one_of, compiler: SQLCompiler, **kw: Any) -> str:
     column, values = element.clauses.clauses
     array = func.json_each(values).table_valued("value")
     return compiler.process(column.in_(select(array.c.value)), **kw)
+
+
+def prefix_range(value: Any, prefix: str) -> ColumnElement[bool]:
+    """`value` starts with `prefix`, as a range (`>= prefix`, `<` the prefix with its last
+    letter the next one): an index of the value, in byte order, answers it by a range scan."""
+    return and_(value >= prefix, value < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
 def insert(session: Session, table: Table) -> Any:
