@@ -315,6 +315,41 @@ def test_an_events_csv_header_in_capitals_is_read(cli, store, tmp_path):
     assert event_keys(store, "lan@example.com") == ["evt-1"]
 
 
+def test_an_events_csv_carries_its_other_columns_as_properties(cli, store, tmp_path):
+    """As a contacts CSV's other columns are attributes: an order export imports as it is,
+    its values as text, an empty cell leaving its property out."""
+    path = write_csv(
+        tmp_path / "e.csv",
+        "id,type,email,at,Order ID,total",
+        "evt-1,order_placed,lan@example.com,2026-11-20T03:00:00Z,O-17,420000",
+        "evt-2,order_placed,minh@example.com,2026-11-20T04:00:00Z,,99",
+    )
+
+    assert cli("events", "import", str(path)).stdout == "imported 2 events, rejected 0\n"
+    [lan] = stored_events(store, "lan@example.com")
+    [minh] = stored_events(store, "minh@example.com")
+    assert (lan.key, lan.properties) == ("evt-1", {"Order ID": "O-17", "total": "420000"})
+    assert (minh.key, minh.properties) == ("evt-2", {"total": "99"})
+
+
+def test_an_events_csv_column_named_properties_rejects_its_rows(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "e.csv",
+        "type,email,at,properties",
+        'order_placed,lan@example.com,2026-11-20T03:00:00Z,"{}"',
+    )
+
+    result = cli("events", "import", str(path))
+
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "imported 0 events, rejected 1\n",
+        f"rejected {path}:2: properties: a CSV has no properties column; every column other than id, "
+        "type, email and at is a property, named by its header\n",
+    )
+    assert stored_events(store, "lan@example.com") == []
+
+
 def test_a_header_naming_a_field_twice_in_two_cases_is_refused(cli, store, tmp_path):
     path = write_csv(tmp_path / "c.csv", "email,Email", "d1@example.com,d2@example.com")
 

@@ -19,7 +19,8 @@ app = command_group("Import events.", no_args_is_help=True)
 def events_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], now: NowOption = None
 ) -> None:
-    """Import events from a .jsonl or .json file; an event id seen before is stored once."""
+    """Import events from a .jsonl, .json or .csv file (other columns are properties); an
+    event id seen before is stored once."""
     from automator.cli.progress import import_progress
     from automator.importing import import_events
 

@@ -1,7 +1,10 @@
-"""`events import`: events from a JSONL file, each stored once by its key.
+"""`events import`: events from a CSV, JSONL or JSON file, each stored once by its key.
 
 An event's key is the sender's id, or a hash of the whole event, so that a file imported
-twice (or an identical line twice) stores each event once.
+twice (or an identical line twice) stores each event once. In a CSV, every column other than
+id, type, email and at is one of the event's properties (its values text), as every column
+of a contacts CSV other than the contact's fields is an attribute: a shop's export of carts
+or orders imports as it is.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterat
     batch: list[EventData] = []
     for line, raw, clean in records:
         tally.report.read += 1
+        if records.is_csv and not isinstance(raw, ImportRecordError):
+            raw = csv_event(raw, path, line)
         data = _event(raw, clean, path, line)
         if isinstance(data, ImportRecordError):
             tally.reject(data)
@@ -71,6 +76,24 @@ def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterat
             batch = []
     if batch:
         yield batch
+
+
+# The fields of an event a CSV's columns name; every other column is a property.
+CSV_FIELDS = EVENT_FIELDS - {"properties"}
+
+
+def csv_event(row: dict[str, Any], path: Path, line: int) -> dict[str, Any] | ImportRecordError:
+    """A CSV row as an event record: its fields, and its other columns as the properties."""
+    if "properties" in row:
+        return ImportRecordError(
+            str(path),
+            line,
+            "properties: a CSV has no properties column; every column other than id, type, "
+            "email and at is a property, named by its header",
+        )
+    record = {key: value for key, value in row.items() if key in CSV_FIELDS}
+    properties = {key: value for key, value in row.items() if key not in CSV_FIELDS}
+    return {**record, "properties": properties} if properties else record
 
 
 def _event(

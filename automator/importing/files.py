@@ -70,6 +70,10 @@ class RecordFile:
         self._bytes.close()
 
     @property
+    def is_csv(self) -> bool:
+        return self._csv
+
+    @property
     def done(self) -> int:
         """Bytes read so far (read ahead by a buffer's length)."""
         return 0 if self._bytes.closed else self._bytes.tell()
