@@ -747,15 +747,22 @@ def timed(action: Callable[[], T]) -> tuple[T, Timing]:
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def open_project(work: Path, db: Database | Path, outbox: Path) -> tuple[Project, Store]:
-    """The shipped project with the bench's rules beside the shipped ones, in `work`, on the
-    database `db` (a path is a SQLite file's, as bench/simulate.py passes it)."""
+def write_project(work: Path) -> Path:
+    """The shipped project with the bench's rules beside the shipped ones, copied into
+    `work/project`; its folder."""
     folder = work / "project"
     shutil.copytree(REPO / "rules", folder / "rules")
     shutil.copytree(REPO / "email_templates", folder / "email_templates")
     shutil.copy(REPO / "automator.toml", folder / "automator.toml")
     for rule in BENCH_RULES.glob("*.yaml"):
         shutil.copy(rule, folder / "rules" / rule.name)
+    return folder
+
+
+def open_project(work: Path, db: Database | Path, outbox: Path) -> tuple[Project, Store]:
+    """The bench's project (`write_project`) in `work`, on the database `db` (a path is a
+    SQLite file's, as bench/simulate.py passes it)."""
+    folder = write_project(work)
     url = (SqliteFile(db) if isinstance(db, Path) else db).url
     environ = {"AUTOMATOR_DATABASE_URL": url, "AUTOMATOR_OUTBOX": str(outbox)}
     project = load_project(folder, environ)
