@@ -3,9 +3,10 @@ chunk, on every core.
 
 Rendering is most of the cost of queueing a message (Jinja's sandbox, Babel's formats), and
 it needs nothing but the facts and the templates, so a chunk is split over worker processes
-while the tick's own process does the SQL. Workers are started on first need, with the
-`spawn` method (a forked copy of a process holding database connections and threads is not
-safe), and kept for the life of the engine.
+while the tick's own process does the SQL. Workers are started with the `spawn` method (a
+forked copy of a process holding database connections and threads is not safe) when a daemon
+starts, or once a one-shot tick has done enough of their work to pay for their start (see
+RenderPool), and kept for the life of the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,6 +43,13 @@ SLICE = 32
 # `map` sends its items in slices this big: a slice's results come back while the next is
 # worked on.
 MAP_SLICE = 100
+# CPU seconds of work the workers could have taken (renders, email builds) that a pool nobody
+# warmed does in the calling process before it starts them. A worker costs its start (spawned,
+# it imports automator and loads the templates: a quarter of a second of a core when the
+# machine is idle, more when it is busy) and the pickling of its work both ways, and it
+# shares the cores with the calling process's threads: less work than this is done sooner,
+# and with less CPU, without one. See RenderPool.
+WORTH_A_WORKER = 1.0
 
 
 @dataclass(frozen=True)
@@ -222,12 +231,20 @@ def _stored(result: Rendered | Failed, packs: bool) -> Result:
 class RenderPool:
     """Renders chunks for storage on `workers` processes (None: one per core but one, the
     caller's; 0: none, all in the calling process). A daemon's tick and dispatch use it from
-    their own threads at once: the workers are started, and stopped, under a lock."""
+    their own threads at once: the workers are started, and stopped, under a lock.
+
+    A worker takes work only once it is up: until then the caller does it, rather than wait
+    for the worker's start. A daemon starts its workers with itself (`warm`). A pool nobody
+    warmed, a one-shot `automator tick`'s, starts them only once the caller has done
+    WORTH_A_WORKER of their work itself: a tick of a few thousand messages is over sooner
+    without them, a bigger one gets them for the rest."""
 
     def __init__(self, renderer: Renderer, workers: int | None = None) -> None:
         self.renderer = renderer
         self.workers = (os.cpu_count() or 1) - 1 if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
+        self._up: Future[int] | None = None  # done once a worker has started
+        self._worked_here = 0.0  # CPU seconds of the workers' kind of work done by the callers
         self._starting = threading.Lock()
 
     def store_each(self, jobs: list[RenderJob]) -> list[Result]:
@@ -235,11 +252,11 @@ class RenderPool:
 
     def start(self, jobs: list[RenderJob]) -> Rendering:
         """Start rendering; the caller collects the results when it needs them."""
-        if self.workers < 1 or len(jobs) < POOL_MIN:
-            return Rendering(self, jobs, done=self.renderer.store_each(jobs))
+        pool = self._ready(len(jobs))
+        if pool is None:
+            return Rendering(self, jobs, done=self._here(self.renderer.store_each, jobs))
         slices = [jobs[start : start + SLICE] for start in range(0, len(jobs), SLICE)]
         try:
-            pool = self._started()
             parts = [(part, pool.submit(_render_slice, part)) for part in slices]
         except BrokenProcessPool:
             return Rendering(self, jobs, done=self.fall_back(jobs))
@@ -249,25 +266,26 @@ class RenderPool:
         """`function` over `items` in slices, on the workers (a top-level function, or a
         `partial` of one, with arguments that pickle), the results in order: other per-message
         work that needs no database, such as building the emails a claim sends, runs on
-        their cores too. Few items, or no workers, run here; a worker that dies leaves the
+        their cores too. Few items, or no worker up, run here; a worker that dies leaves the
         rest to this process, as a render does."""
-        if self.workers < 1 or len(items) < POOL_MIN:
-            return function(items)
+        pool = self._ready(len(items))
+        if pool is None:
+            return self._here(function, items)
         slices = [items[start : start + MAP_SLICE] for start in range(0, len(items), MAP_SLICE)]
         try:
-            pool = self._started()
             parts = [pool.submit(function, part) for part in slices]
             return [result for part in parts for result in part.result()]
         except BrokenProcessPool:
             return self._here_from_now_on(function, items)
 
     def warm(self) -> Future[int] | None:
-        """Start the workers now rather than with the first big chunk (a second or so of
-        start-up each, on their own cores: the caller goes on meanwhile); returns a job that
-        is done once a worker is up (None without workers)."""
-        if self.workers >= 1:
-            return self._started().submit(int)  # a pool never stays broken: fall_back closes it
-        return None
+        """Start the workers now rather than when the work done here has come to
+        WORTH_A_WORKER (they start on their own cores: the caller goes on meanwhile); returns
+        a job that is done once a worker is up (None without workers)."""
+        if self.workers < 1:
+            return None
+        with self._starting:
+            return self._start()  # a pool never stays broken: fall_back closes it
 
     def fall_back(self, jobs: list[RenderJob]) -> list[Result]:
         """A worker died: render these, and every later chunk, in this process."""
@@ -282,21 +300,44 @@ class RenderPool:
 
     def close(self) -> None:
         with self._starting:
-            pool, self._pool = self._pool, None
+            pool, self._pool, self._up = self._pool, None, None
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
-    def _started(self) -> ProcessPoolExecutor:
+    def _ready(self, items: int) -> ProcessPoolExecutor | None:
+        """The pool, if these items are worth handing to it and a worker is up to take them;
+        None when the caller does them itself (the workers are started once that has come to
+        WORTH_A_WORKER)."""
+        if self.workers < 1 or items < POOL_MIN:
+            return None
         with self._starting:
-            if self._pool is None:
-                templates, links = self.renderer.templates, self.renderer.links
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_worker,
-                    initargs=(str(templates.root), templates.timezone, links, self.renderer.packs),
-                )
-            return self._pool
+            if self._up is None and self._worked_here >= WORTH_A_WORKER:
+                self._start()
+            return self._pool if self._up is not None and self._up.done() else None
+
+    def _here(self, function: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
+        """`function` over `items` in this thread, its CPU time counted if the workers could
+        have done it."""
+        started = time.thread_time()
+        try:
+            return function(items)
+        finally:
+            if len(items) >= POOL_MIN:
+                with self._starting:
+                    self._worked_here += time.thread_time() - started
+
+    def _start(self) -> Future[int]:
+        """Start the workers, under the lock, unless they are; the job done once one is up."""
+        if self._pool is None or self._up is None:
+            templates, links = self.renderer.templates, self.renderer.links
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(str(templates.root), templates.timezone, links, self.renderer.packs),
+            )
+            self._up = self._pool.submit(int)
+        return self._up
 
 
 class Rendering:

@@ -57,6 +57,9 @@ def test_a_claims_emails_are_built_on_a_render_worker_and_refused_ones_held(
                 update(CONTENT).where(CONTENT.c.message_id == broken).values(html_body=b"not LZ4")
             )
 
+    up = engine.render_pool.warm()  # as a daemon's: a pool nobody warmed starts late
+    assert up is not None
+    up.result(timeout=60)
     report = tick(utc("2026-11-20 04:00"))
 
     refused = {"shopper1@example.com", "shopper2@example.com"} if packed else {"shopper1@example.com"}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from automator import rendering
 from automator.engine import Engine
 from automator.packing import pack, unpack
 from automator.rendering import POOL_MIN, SLICE, Failed, RenderJob, RenderPool, StoredContent
@@ -26,9 +27,26 @@ NOW = utc("2026-11-20 05:00")
 
 @pytest.fixture
 def pool(engine: Engine) -> Iterator[RenderPool]:
+    """Two workers, started and up, as a daemon's are once it has warmed them."""
+    pool = RenderPool(engine.renderer, workers=2)
+    up = pool.warm()
+    assert up is not None
+    up.result(timeout=60)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def cold_pool(engine: Engine) -> Iterator[RenderPool]:
+    """Two workers nobody warmed, as a one-shot `automator tick`'s."""
     pool = RenderPool(engine.renderer, workers=2)
     yield pool
     pool.close()
+
+
+def process_ids(items: list[int]) -> list[int]:
+    """The process each item went through (a function the workers can import)."""
+    return [os.getpid() for _ in items]
 
 
 def cart_jobs(engine: Engine, count: int) -> list[RenderJob]:
@@ -62,9 +80,12 @@ class _Fields:
 def test_a_big_chunk_renders_on_workers_exactly_as_in_process(engine, pool) -> None:
     jobs = cart_jobs(engine, POOL_MIN + 6)
 
-    in_workers = pool.store_each(jobs)
+    rendering = pool.start(jobs)
+    for _, rendered in rendering._parts:
+        rendered.result(timeout=60)  # on a worker: the caller has none left to take
+    in_workers = rendering.results()
 
-    assert pool._pool is not None  # the chunk went to the workers
+    assert rendering.stolen == 0
     assert in_workers == engine.renderer.store_each(jobs)
     assert all(isinstance(result, StoredContent) for result in in_workers)
     assert "Lan 0" in unpack(in_workers[0].text) and "Anna 1" in unpack(in_workers[1].text)
@@ -88,7 +109,7 @@ def test_workers_pack_bodies_for_sqlite_and_leave_them_text_for_postgresql(engin
 def test_the_caller_renders_the_slices_no_worker_has_taken_yet(engine, pool) -> None:
     jobs = cart_jobs(engine, SLICE * 12)
 
-    rendering = pool.start(jobs)  # the workers are still starting: they take the first slices
+    rendering = pool.start(jobs)  # the workers take the first slices, one at a time each
     results = rendering.results()
 
     assert 0 < rendering.stolen < 12  # the caller took the last ones; the workers the first
@@ -109,9 +130,36 @@ def test_a_template_error_on_a_worker_fails_only_that_message(engine, pool) -> N
 
 
 def test_a_small_chunk_stays_in_process(engine, pool) -> None:
-    pool.store_each(cart_jobs(engine, POOL_MIN - 1))
+    assert pool.map(process_ids, list(range(POOL_MIN - 1))) == [os.getpid()] * (POOL_MIN - 1)
 
-    assert pool._pool is None
+
+def test_a_pool_nobody_warmed_works_here_while_that_costs_less_than_starting_a_worker(
+    engine, cold_pool
+) -> None:
+    items = list(range(POOL_MIN * 3))
+
+    assert cold_pool.map(process_ids, items) == [os.getpid()] * len(items)
+    assert cold_pool.store_each(cart_jobs(engine, POOL_MIN)) == engine.renderer.store_each(
+        cart_jobs(engine, POOL_MIN)
+    )
+
+    assert cold_pool._pool is None  # no worker was started
+
+
+def test_a_pool_starts_its_workers_once_the_work_done_here_pays_for_one_and_works_here_until_one_is_up(
+    cold_pool, monkeypatch
+) -> None:
+    monkeypatch.setattr(rendering, "WORTH_A_WORKER", 0.0)
+    items = list(range(POOL_MIN * 3))
+
+    first = cold_pool.map(process_ids, items)  # starts the workers; none is up yet
+    up = cold_pool.warm()  # started already: the job that is done once one is up
+    assert up is not None
+    up.result(timeout=60)
+    then = cold_pool.map(process_ids, items)
+
+    assert first == [os.getpid()] * len(items)
+    assert os.getpid() not in then
 
 
 def test_a_tick_with_many_due_carts_queues_them_all_through_the_workers(
@@ -146,9 +194,8 @@ if __name__ == "__main__":
     project_dir, db = Path(sys.argv[1]), sys.argv[2]
     project = load_project(project_dir, {"AUTOMATOR_DATABASE_URL": f"sqlite:///{db}"})
     engine = Engine(project, project.open_store(), FileTransport(project_dir / "outbox"))
-    pool = engine.render_pool._started()
-    pool.submit(time.time).result()  # the worker is up
-    print(*pool._processes, flush=True)
+    engine.render_pool.warm().result()  # the worker is up
+    print(*engine.render_pool._pool._processes, flush=True)
     time.sleep(60)
 """
 
