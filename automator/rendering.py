@@ -233,11 +233,12 @@ class RenderPool:
     caller's; 0: none, all in the calling process). A daemon's tick and dispatch use it from
     their own threads at once: the workers are started, and stopped, under a lock.
 
-    A worker takes work only once it is up: until then the caller does it, rather than wait
-    for the worker's start. A daemon starts its workers with itself (`warm`). A pool nobody
-    warmed, a one-shot `automator tick`'s, starts them only once the caller has done
-    WORTH_A_WORKER of their work itself: a tick of a few thousand messages is over sooner
-    without them, a bigger one gets them for the rest."""
+    A daemon starts its workers with itself (`warm`). A pool nobody warmed, a one-shot
+    `automator tick`'s, starts them only once the caller has done WORTH_A_WORKER of their
+    work itself: a tick of a few thousand messages is over sooner without them, a bigger one
+    gets them for the rest. Once started, they are handed the work even while they start: a
+    render's slices that no worker has taken yet when the caller needs them it renders
+    itself (`Rendering.results`), and meanwhile it goes on with its own work."""
 
     def __init__(self, renderer: Renderer, workers: int | None = None) -> None:
         self.renderer = renderer
@@ -305,7 +306,7 @@ class RenderPool:
             pool.shutdown(cancel_futures=True)
 
     def _ready(self, items: int) -> ProcessPoolExecutor | None:
-        """The pool, if these items are worth handing to it and a worker is up to take them;
+        """The pool, if these items are worth handing to it and its workers are started;
         None when the caller does them itself (the workers are started once that has come to
         WORTH_A_WORKER)."""
         if self.workers < 1 or items < POOL_MIN:
@@ -313,7 +314,7 @@ class RenderPool:
         with self._starting:
             if self._up is None and self._worked_here >= WORTH_A_WORKER:
                 self._start()
-            return self._pool if self._up is not None and self._up.done() else None
+            return self._pool if self._up is not None else None
 
     def _here(self, function: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
         """`function` over `items` in this thread, its CPU time counted if the workers could

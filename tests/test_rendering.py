@@ -146,20 +146,18 @@ def test_a_pool_nobody_warmed_works_here_while_that_costs_less_than_starting_a_w
     assert cold_pool._pool is None  # no worker was started
 
 
-def test_a_pool_starts_its_workers_once_the_work_done_here_pays_for_one_and_works_here_until_one_is_up(
-    cold_pool, monkeypatch
+def test_a_pool_starts_its_workers_once_the_work_done_here_pays_for_one(
+    engine, cold_pool, monkeypatch
 ) -> None:
-    monkeypatch.setattr(rendering, "WORTH_A_WORKER", 0.0)
+    monkeypatch.setattr(rendering, "WORTH_A_WORKER", 1e-9)  # any render done here pays for one
     items = list(range(POOL_MIN * 3))
 
-    first = cold_pool.map(process_ids, items)  # starts the workers; none is up yet
-    up = cold_pool.warm()  # started already: the job that is done once one is up
-    assert up is not None
-    up.result(timeout=60)
-    then = cold_pool.map(process_ids, items)
+    before = cold_pool.map(process_ids, items)
+    cold_pool.store_each(cart_jobs(engine, POOL_MIN))  # done here: the workers start
+    after = cold_pool.map(process_ids, items)  # waits for them, as the first work a daemon hands them
 
-    assert first == [os.getpid()] * len(items)
-    assert os.getpid() not in then
+    assert before == [os.getpid()] * len(items)
+    assert os.getpid() not in after
 
 
 def test_a_tick_with_many_due_carts_queues_them_all_through_the_workers(
