@@ -244,7 +244,7 @@ class RenderPool:
         self.renderer = renderer
         self.workers = (os.cpu_count() or 1) - 1 if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
-        self._up: Future[int] | None = None  # done once a worker has started
+        self._up: Future[int] | None = None  # with the pool: the job done once a worker is up
         self._worked_here = 0.0  # CPU seconds of the workers' kind of work done by the callers
         self._starting = threading.Lock()
 
@@ -267,8 +267,8 @@ class RenderPool:
         """`function` over `items` in slices, on the workers (a top-level function, or a
         `partial` of one, with arguments that pickle), the results in order: other per-message
         work that needs no database, such as building the emails a claim sends, runs on
-        their cores too. Few items, or no worker up, run here; a worker that dies leaves the
-        rest to this process, as a render does."""
+        their cores too. Few items, or workers not started, run here; a worker that dies
+        leaves the rest to this process, as a render does."""
         pool = self._ready(len(items))
         if pool is None:
             return self._here(function, items)
@@ -312,9 +312,9 @@ class RenderPool:
         if self.workers < 1 or items < POOL_MIN:
             return None
         with self._starting:
-            if self._up is None and self._worked_here >= WORTH_A_WORKER:
+            if self._pool is None and self._worked_here >= WORTH_A_WORKER:
                 self._start()
-            return self._pool if self._up is not None else None
+            return self._pool
 
     def _here(self, function: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
         """`function` over `items` in this thread, its CPU time counted if the workers could
@@ -329,7 +329,7 @@ class RenderPool:
 
     def _start(self) -> Future[int]:
         """Start the workers, under the lock, unless they are; the job done once one is up."""
-        if self._pool is None or self._up is None:
+        if self._up is None:
             templates, links = self.renderer.templates, self.renderer.links
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,

@@ -62,9 +62,10 @@ def import_events(
 def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[EventData]]:
     """The valid events, `size` at a time; each problem reported to `tally`."""
     batch: list[EventData] = []
+    regroup = records.is_csv  # a CSV's other columns are the properties (`csv_event`)
     for line, raw, clean in records:
         tally.report.read += 1
-        if records.is_csv and not isinstance(raw, ImportRecordError):
+        if regroup and not isinstance(raw, ImportRecordError):
             raw = csv_event(raw, path, line)
         data = _event(raw, clean, path, line)
         if isinstance(data, ImportRecordError):
