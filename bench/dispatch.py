@@ -532,9 +532,9 @@ async def bare_file(outbox: Path, mail: list[emails.OutgoingEmail]) -> int:
     return sum(outcome is None for outcome in outcomes)
 
 
-async def automator_dispatch(engine: Engine, report: TickReport) -> int:
+async def automator_dispatch(engine: Engine, report: TickReport, batch: int) -> int:
     try:
-        return await engine.dispatcher().run(NOW, report)
+        return await engine.dispatcher().run(NOW, report, batch)
     finally:
         await engine.transport.close()
 
@@ -637,7 +637,7 @@ class Bench:
 
         def send() -> int:
             with recording.of(store.engine) if recording else nullcontext():
-                return asyncio.run(automator_dispatch(engine, report))
+                return asyncio.run(automator_dispatch(engine, report, self.args.batch))
 
         try:
             run = timed("automator dispatch" + (", recorded" if recording else ""), send, profile)
@@ -710,7 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         "--sinks", type=int, help="with --daemons: SMTP sink processes (default: one per daemon)"
     )
     parser.add_argument(
-        "--batch", type=int, default=BATCH, help=f"messages claimed at a time (default {BATCH})"
+        "--batch",
+        type=int,
+        default=BATCH,
+        help=f"the most claims a dispatcher holds, in two claims of half (default {BATCH})",
     )
     parser.add_argument(
         "--floor",
