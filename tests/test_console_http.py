@@ -1064,6 +1064,14 @@ def test_searching_a_name_in_another_case_finds_letters_beyond_a_to_z(support, m
         assert support.get("/contacts", params={"q": text}).headers["location"] == f"/contacts/{found}"
 
 
+def test_searching_a_whole_name_finds_the_contact_in_either_order(support, make_contact) -> None:
+    duc = make_contact("duc@example.com", first_name="Đức", last_name="Phạm")
+    make_contact("duc.tran@example.com", first_name="Đức", last_name="Trần")
+
+    for text in ("Đức Ph", "phạm đức"):
+        assert support.get("/contacts", params={"q": text}).headers["location"] == f"/contacts/{duc}"
+
+
 def test_a_name_search_says_when_more_contacts_match_than_it_lists(support, make_contact) -> None:
     for n in range(51):
         make_contact(f"tran{n:02d}@example.com", first_name="Trần")

@@ -102,3 +102,39 @@ def test_contacts_find_prints_the_contacts_whose_name_starts_with_the_text(cli, 
 
     assert (found.exit_code, found.stdout) == (0, "lan@example.com\tLan Nguyễn\tconsideration\n")
     assert none.exit_code == 1 and "no contact's email or name starts with 'zed'" in none.stderr
+
+
+def test_a_whole_name_is_found_first_name_then_last_or_last_then_first(store, make_contact, statements):
+    make_contact("duc@example.com", first_name="Đức", last_name="Phạm")
+    make_contact("duc.nguyen@example.com", first_name="Đức", last_name="Nguyễn Văn")
+    make_contact("mary@example.com", first_name="Mary Ann", last_name="Smith")
+    make_contact("phuong@example.com", first_name="Phương")
+    statements.clear()
+
+    with store.session() as session:
+        typed = {
+            text: [c.email for c in contacts_matching(session, text)[0]]
+            for text in ("đức ph", "ĐỨC  P", "phạm đ", "đức nguyễn v", "nguyễn văn đ", "mary ann s", "đức x")
+        }
+    explained = plans(store, statements)
+
+    assert typed == {
+        "đức ph": ["duc@example.com"],
+        "ĐỨC  P": ["duc@example.com"],
+        "phạm đ": ["duc@example.com"],
+        "đức nguyễn v": ["duc.nguyen@example.com"],
+        "nguyễn văn đ": ["duc.nguyen@example.com"],
+        "mary ann s": ["mary@example.com"],
+        "đức x": [],
+    }
+    for plan in explained:
+        assert "SCAN contact" not in plan and "Seq Scan" not in plan, plan  # the whole table
+
+
+def test_contacts_find_takes_a_whole_name(cli, make_contact) -> None:
+    make_contact("lan@example.com", first_name="Lan", last_name="Nguyễn")
+    make_contact("lan.tran@example.com", first_name="Lan", last_name="Trần")
+
+    found = cli("contacts", "find", "Lan Ng")
+
+    assert (found.exit_code, found.stdout) == (0, "lan@example.com\tLan Nguyễn\tconsideration\n")

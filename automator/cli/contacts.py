@@ -55,8 +55,9 @@ def contacts_show(email: str) -> None:
 @app.command("find")
 @reports_errors
 def contacts_find(text: str) -> None:
-    """Contacts whose email, or (without an @) first or last name, starts with TEXT, in any
-    case: one a line (email, name, stage), in address order, at most 50."""
+    """Contacts whose email, or (without an @) first, last or whole name ("Lan Ng", "Nguyễn
+    L"), starts with TEXT, in any case: one a line (email, name, stage), in address order,
+    at most 50."""
     from automator.store.console import contacts_matching
 
     with state().store.session() as session:

@@ -192,8 +192,8 @@ def activity_since(session: Session, since: datetime) -> dict[str, RuleActivity]
 
 
 def contacts_matching(session: Session, text: str, limit: int = 50) -> tuple[list[Contact], bool]:
-    """Contacts whose address starts with `text`, or (without an '@') whose first or last
-    name does, in any case: at most `limit`, in address order, and whether more match.
+    """Contacts whose address starts with `text`, or (without an '@') whose first, last or
+    whole name does, in any case: at most `limit`, in address order, and whether more match.
     Each part is a range of an index (the address's, each name's in lower case)."""
     prefix = casing.unicode_lower(text.strip())
     by_address = (

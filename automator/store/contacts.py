@@ -295,25 +295,39 @@ def by_email(session: Session, email: str) -> Contact | None:
 
 
 def by_name(session: Session, prefix: str, limit: int) -> tuple[list[Contact], bool]:
-    """Contacts whose first or last name starts with `prefix` (in lower case), at most `limit`
-    from each name's index, and whether there are more.
+    """Contacts whose first or last name starts with `prefix` (in lower case), or whose whole
+    name does, first name then last or last then first ("đức ph" finds Đức Phạm, and so
+    does "phạm đ"): at most `limit` from each name's index, and whether there are more.
 
     Each spelling of the prefix (see `automator.casing`) is a range of a name index, read in
-    its order: a search costs what it finds, not what the table holds. A prefix cut short
-    reads up to CUT_READ names a spelling and keeps those that start with the whole of it."""
-    spellings, cut = casing.stored_spellings(prefix)
-    read = CUT_READ if cut else limit + 1
+    its order: a search costs what it finds, not what the table holds. A prefix cut short, or
+    of several words, reads up to CUT_READ names a spelling (of its first word, for several)
+    and keeps those whose name, or whole name, starts with the whole of it."""
+    prefix = " ".join(prefix.split())
+    words = prefix.split(" ")
+    spellings, cut = casing.stored_spellings(words[0])
+    read = CUT_READ if cut or len(words) > 1 else limit + 1
     found: dict[int | None, Contact] = {}
     more = False
-    for column in (CONTACTS.c.first_name, CONTACTS.c.last_name):
+    for column, other in ((CONTACTS.c.first_name, "last_name"), (CONTACTS.c.last_name, "first_name")):
         matched: dict[int | None, Contact] = {}
         for spelling in spellings:
             rows = list(session.execute(_name_range(column, spelling, read)).scalars())
             more = more or len(rows) == read
-            matched.update((c.id, c) for c in rows if casing.starts_with(getattr(c, column.name), prefix))
+            matched.update((c.id, c) for c in rows if _named(c, column.name, other, prefix))
         more = more or len(matched) > limit
         found.update(sorted(matched.items(), key=lambda item: item[1].email)[:limit])
     return list(found.values()), more
+
+
+def _named(contact: Contact, name: str, other: str, prefix: str) -> bool:
+    """Whether the contact's `name`, alone or followed by its `other` name, starts with
+    `prefix` (its words one space apart)."""
+    first, then = getattr(contact, name), getattr(contact, other)
+    if first is None:
+        return False
+    whole = " ".join(f"{first} {then or ''}".split())
+    return casing.starts_with(first, prefix) or casing.starts_with(whole, prefix)
 
 
 # Names a spelling of a prefix cut short (`automator.casing.MOST_SPELLINGS`) reads at most.
