@@ -116,6 +116,20 @@ def test_a_listing_cut_by_its_limit_says_how_many_more_match(cli, queued, shoppe
     assert len(whole) == 5 and whole[-1] == "4 messages"
 
 
+def test_a_json_listing_cut_by_its_limit_says_so_on_stderr(cli, queued, shopper, make_event):
+    for n in range(2, 4):
+        email = shopper(f"shopper{n}@example.com")
+        make_event("cart_updated", utc("2026-11-20 15:30"), email=email, id=f"cart-{n}", **cart(f"c{n}"))
+    cli("tick", "--now", "2026-11-20T16:30:00Z")
+
+    cut = cli("queue", "list", "--json", "--limit", "2")
+    whole = cli("queue", "list", "--json", "--limit", "3")
+
+    assert len(json.loads(cut.stdout)) == 2
+    assert cut.stderr == "2 of 3 messages shown (--limit 2; raise it to see more)\n"
+    assert len(json.loads(whole.stdout)) == 3 and whole.stderr == ""
+
+
 @pytest.fixture
 def two_rules(cli, shopper, make_event):
     """Lan has a queued cart reminder, Minh a queued thank-you for an order."""

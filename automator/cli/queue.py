@@ -43,7 +43,8 @@ def queue_list(
         typer.Option(
             metavar="<n>",
             callback=how_many,
-            help="At most this many, newest first; the last line says how many more match.",
+            help="At most this many, newest first; the last line (on stderr with --json) says how "
+            "many more match.",
         ),
     ] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -59,15 +60,13 @@ def queue_list(
     with state().store.session() as session:
         rows = messages.listing(session, where)
         # Only a full page may have left some out; counted up to a bound, not the whole table.
-        counted = (
-            messages.count_matching(session, where, _count_up_to(limit))
-            if len(rows) == limit and not as_json
-            else None
-        )
+        counted = messages.count_matching(session, where, _count_up_to(limit)) if len(rows) == limit else None
     if as_json:
         typer.echo(
             printable_json(json.dumps([_message_json(row) for row in rows], indent=2, ensure_ascii=False))
         )
+        if counted is not None and counted > len(rows):  # stdout stays the list a script reads
+            say(_shown_of(len(rows), counted, limit), err=True)
         return
     for row in rows:
         say(
