@@ -321,13 +321,10 @@ def by_name(session: Session, prefix: str, limit: int) -> tuple[list[Contact], b
 
 
 def _named(contact: Contact, name: str, other: str, prefix: str) -> bool:
-    """Whether the contact's `name`, alone or followed by its `other` name, starts with
-    `prefix` (its words one space apart)."""
+    """Whether the contact's `name` followed by its `other` name, words one space apart,
+    starts with `prefix` (words one space apart): a prefix of the name alone is one of it."""
     first, then = getattr(contact, name), getattr(contact, other)
-    if first is None:
-        return False
-    whole = " ".join(f"{first} {then or ''}".split())
-    return casing.starts_with(first, prefix) or casing.starts_with(whole, prefix)
+    return first is not None and casing.starts_with(" ".join(f"{first} {then or ''}".split()), prefix)
 
 
 # Names a spelling of a prefix cut short (`automator.casing.MOST_SPELLINGS`) reads at most.
