@@ -713,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         "--batch",
         type=int,
         default=BATCH,
-        help=f"the most claims a dispatcher holds, the batch going out and the next (default {BATCH})",
+        help=f"the most claims a dispatcher holds, in two claims of half (default {BATCH})",
     )
     parser.add_argument(
         "--floor",

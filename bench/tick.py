@@ -1221,6 +1221,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="times the incremental tick runs, undone in between; the median is reported",
     )
     parser.add_argument("--no-dispatch", action="store_true", help="skip timing the delivery")
+    parser.add_argument(
+        "--outbox",
+        type=Path,
+        help="folder the dispatch's outbox is made in (default: the bench's temporary folder); "
+        "/dev/shm keeps the cost of creating its files out of the dispatch's time",
+    )
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the ticks to this folder")
     args = parser.parse_args(argv)
     if args.database_url and not args.database_url.startswith("postgresql"):
@@ -1260,8 +1266,13 @@ def bench(args: argparse.Namespace, server: str | None) -> int:
         f"bench: {args.contacts:,} contacts, {args.events:,} events, seed {args.seed}, "
         f"now {NOW.isoformat()}, {database.describe()}"
     )
-    project, store = open_project(work, database, work / "outbox")
-    engine = Engine(project, store, FileTransport(work / "outbox"))
+    outbox = (
+        Path(tempfile.mkdtemp(prefix="automator-bench-outbox-", dir=args.outbox))
+        if args.outbox
+        else work / "outbox"
+    )
+    project, store = open_project(work, database, outbox)
+    engine = Engine(project, store, FileTransport(outbox))
     profiler = Profiler(args.profile)
     memory = TreeMemory()
     started = time.perf_counter()
@@ -1281,9 +1292,11 @@ def bench(args: argparse.Namespace, server: str | None) -> int:
         memory.close()
         store.dispose()
         if args.keep:
-            say(f"kept: {database} and {work}")
+            say(f"kept: {database} and {work}" + (f", outbox {outbox}" if args.outbox else ""))
         else:
             shutil.rmtree(work, ignore_errors=True)
+            if args.outbox:
+                shutil.rmtree(outbox, ignore_errors=True)
             database.remove()
     return 0
 

@@ -169,7 +169,7 @@ def run_daemon(
             help="Most messages this daemon holds claimed at once, the batch going out and the next "
             "one claimed beside it together (daemons sharing a database split a burst in such batches).",
         ),
-    ] = 500,
+    ] = 1000,
     log_format: Annotated[str, typer.Option(metavar="<text|json>", help="text or json")] = "text",
     listen: Annotated[
         str | None,

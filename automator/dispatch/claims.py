@@ -74,15 +74,6 @@ class Taken:
     more: bool
 
 
-@dataclass
-class Batch:
-    """A claim's messages with their emails, ready to send."""
-
-    claimed: list[Claimed]
-    outcomes: list[Outcome]  # of each message not sent
-    more: bool
-
-
 class Claims:
     """One dispatcher's claims; `owner` names them (`daemon:host:pid:…` or `tick:…`)."""
 

@@ -1,5 +1,6 @@
 """The dispatcher: claims batches of due messages, hands them to the transport, and records
-each outcome as the server answers, the next batch being claimed while one goes out."""
+each outcome as the server answers, the next batch being claimed and its emails built while
+one goes out."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from automator.clock import Clock, utcnow
-from automator.dispatch.claims import Batch, Claimed, Claims
+from automator.dispatch.claims import Claimed, Claims, Outcome, Taken
 from automator.dispatch.outcomes import Outcomes
 from automator.project import Project
 from automator.rendering import RenderPool
@@ -22,7 +23,7 @@ from automator.transports import Transport
 
 log = logging.getLogger("automator.dispatch")
 
-BATCH = 500  # the most claims a dispatcher holds at once (see `deliver`)
+BATCH = 1000  # the most claims a dispatcher holds at once, in two claims of half (see `deliver`)
 # While a batch waits on the server, the dispatcher wakes this often to keep its leases fresh.
 WAKE_SECONDS = 1.0
 # The outcomes that come in this long after a group's first go into its record with it,
@@ -72,41 +73,47 @@ class Dispatcher:
         """
         turns = Turns(serial=self.claims.store.engine.dialect.name == "sqlite")
         sent = 0
-        batch = await self.claim(turns, now, report, batch_size)
-        # The next batch is claimed while one goes out, and starts going out once the transport
-        # is done with the one before: one batch in the transport, the next claimed beside it.
-        # Together they never hold more than `batch_size` claims (`room`): the next claim waits
-        # until the one going out has half of them recorded, and takes what they leave.
+        half = (batch_size + 1) // 2
+        taken = await self.claim(turns, now, report, half)
+        # A claim takes at most half the batch size, so that the next one is claimed and its
+        # emails built while one goes out: the database claims while the render workers build
+        # and the transport sends. A batch starts going out once the transport is done with the
+        # one before. Together they never hold more than `batch_size` claims (`room`).
         in_flight: list[asyncio.Future[int]] = []
         gone: asyncio.Future[None] | None = None  # the batch before has left the transport
         try:
             for _ in range(100_000):
-                if batch.claimed:
+                if taken.messages:
                     after, gone = gone, asyncio.get_running_loop().create_future()
-                    going = self.send(batch.claimed, now, report, turns, after, gone)
+                    going = self.send(taken, now, report, turns, after, gone)
                     in_flight.append(asyncio.ensure_future(going))
-                if not batch.more or (stop is not None and stop.is_set()):
-                    batch = Batch([], [], False)
+                    # The stored bodies are the send's alone: let them go with its emails'
+                    # build rather than hold two batches of them through the next claim.
+                    taken = Taken(taken.messages, {}, [], taken.more)
+                if not taken.more or (stop is not None and stop.is_set()):
+                    taken = Taken([], {}, [], False)
                     break
                 sent += await self.room(turns, in_flight, batch_size)
-                batch = await self.claim(turns, now, report, max(1, batch_size - len(self.claims.in_flight)))
+                room = batch_size - len(self.claims.in_flight)
+                taken = await self.claim(turns, now, report, max(1, min(half, room)))
             while in_flight:
                 sent += await in_flight[0]
                 in_flight.pop(0)
         finally:
             for sending in in_flight:  # a claim failed, or a stop past the grace: the sends stop too
                 sending.cancel()
-        if batch.claimed:  # claimed but never sent (stopping): back to the queue now
-            ids = [item.message.id for item in batch.claimed]
+        if taken.messages:  # claimed but never sent (a claim failed after it): back to the queue now
+            ids = [message.id for message in taken.messages]
             self.claims.in_flight.difference_update(ids)
             self.claims.give_back(ids, "dispatch stopped before sending")
         return sent
 
     async def room(self, turns: Turns, in_flight: list[asyncio.Future[int]], batch_size: int) -> int:
         """Wait until the next claim may go beside the sending and this dispatcher still hold
-        no more than `batch_size` claims: until at most one batch is going out, with at least
-        half the batch size recorded (or none is going out). Returns how many the batches that
-        ended meanwhile sent. Bounded: each pass waits for a record, or for a batch to end."""
+        no more than `batch_size` claims: until at most one batch is claimed and not done,
+        leaving room for at least half the batch size (or none is). Returns how many the
+        batches that ended meanwhile sent. Bounded: each pass waits for a record, or for a
+        batch to end."""
         sent = 0
         half = (batch_size + 1) // 2
         for _ in range(10_000_000):
@@ -121,15 +128,25 @@ class Dispatcher:
         """Put back what this dispatcher claimed and has no outcome for yet (a stop)."""
         return self.claims.give_back(list(self.claims.in_flight), reason)
 
-    async def claim(self, turns: Turns, now: datetime, report: TickReport, limit: int) -> Batch:
-        """Claim a batch (in a worker thread, while the batch before is sent), then build
-        its emails (in a worker thread too, the database left to the recording meanwhile)."""
+    async def claim(self, turns: Turns, now: datetime, report: TickReport, limit: int) -> Taken:
+        """Claim a batch, in a worker thread, while the batch before is sent; its emails are
+        built as it goes out (`send`)."""
         taken = await turns.claim(self.claims.take, now, limit)
+        self.tally(taken.outcomes, report)
+        return taken
+
+    async def letters(self, taken: Taken, now: datetime, report: TickReport, turns: Turns) -> list[Claimed]:
+        """The emails of a claim's messages, built on the render workers from a worker thread,
+        and held those that must not be built (`Claims.letters`)."""
         claimed, held = await asyncio.to_thread(self.claims.letters, taken, now)
-        outcomes = taken.outcomes
         if held:
             rule_of = {message.id: message.rule_id for message in taken.messages}
-            outcomes = outcomes + await turns.claim(self.claims.hold, held, rule_of, now)
+            self.tally(await turns.claim(self.claims.hold, held, rule_of, now), report)
+        return claimed
+
+    @staticmethod
+    def tally(outcomes: list[Outcome], report: TickReport) -> None:
+        """Count what became of messages not sent in the tick's report."""
         counted = Counter((one.rule_id, one.outcome) for one in outcomes)
         with report.lock:  # the recording threads add to it too
             for (rule_id, outcome), count in counted.items():
@@ -137,28 +154,33 @@ class Dispatcher:
             for one in outcomes:
                 if one.outcome.startswith("waiting"):
                     report.rule(one.rule_id).waited.add(one.message_id)
-        return Batch(claimed, outcomes, taken.more)
 
     async def send(
         self,
-        claimed: list[Claimed],
+        taken: Taken,
         now: datetime,
         report: TickReport,
         turns: Turns,
         after: asyncio.Future[None] | None = None,
         gone: asyncio.Future[None] | None = None,
     ) -> int:
-        """Send claimed messages as one batch (the transport bounds its own concurrency),
-        once the batch before has left the transport (`after`), and record the outcomes as
-        the server gives them. `gone` is done when the transport is done with this batch:
-        one batch at a time in the transport keeps each connection's open emails to two.
-        Returns how many were sent."""
+        """Build the emails of claimed messages (while the batch before goes out), send them as
+        one batch (the transport bounds its own concurrency) once the batch before has left
+        the transport (`after`), and record the outcomes as the server gives them. `gone` is
+        done when the transport is done with this batch: one batch at a time in the transport
+        keeps each connection's open emails to two. Returns how many were sent."""
         try:
+            claimed = await self.letters(taken, now, report, turns)
+            del taken  # its stored bodies: built into the emails now
             if after is not None:
                 await after
-            answered = Answered(claimed)
+            # Only the transport holds the emails: a batch recorded after the transport is
+            # done with it (the file outbox's) lets them go first.
+            answered = Answered([item.message for item in claimed])
             emails = [item.email for item in claimed]
+            del claimed
             sending = asyncio.ensure_future(self.transport.send_many(emails, answered.add))
+            del emails
             sending.add_done_callback(lambda _: _settle(gone))
             return await self.record_as_answered(answered, sending, now, report, turns)
         finally:
@@ -198,17 +220,17 @@ class Dispatcher:
         return sent
 
     def record(
-        self, outcomes: list[tuple[Claimed, BaseException | None]], now: datetime, report: TickReport
+        self, outcomes: list[tuple[Due, BaseException | None]], now: datetime, report: TickReport
     ) -> int:
         """Record what the transport did with claimed messages; returns how many were sent."""
         delivered: list[Due] = []
         failures: list[tuple[Due, BaseException]] = []
-        for item, result in outcomes:
+        for message, result in outcomes:
             if result is None:
-                delivered.append(item.message)
+                delivered.append(message)
             else:
-                failures.append((item.message, result))
-            self.claims.in_flight.discard(item.message.id)
+                failures.append((message, result))
+            self.claims.in_flight.discard(message.id)
         failed = self.outcomes.failed(failures, now) if failures else []
         sent = Counter(message.rule_id for message in delivered)
         with report.lock:
@@ -233,15 +255,15 @@ class Answered:
     never runs more than one email ahead of the records (see `Transport.send_many`). A
     connection that waits says so (`waited_for`): the group is then written at once."""
 
-    def __init__(self, claimed: list[Claimed]) -> None:
-        self.claimed = claimed
-        self.outcomes: list[tuple[Claimed, BaseException | None]] = []
+    def __init__(self, messages: list[Due]) -> None:
+        self.messages = messages  # in the order of the emails given to the transport
+        self.outcomes: list[tuple[Due, BaseException | None]] = []
         self.arrived = asyncio.Event()
         self.waited_for = asyncio.Event()
         self.recorded = Record(self.waited_for)
 
     def add(self, index: int, outcome: BaseException | None) -> Record:
-        self.outcomes.append((self.claimed[index], outcome))
+        self.outcomes.append((self.messages[index], outcome))
         self.arrived.set()
         return self.recorded
 
@@ -256,7 +278,7 @@ class Answered:
         finally:
             waiting.cancel()
 
-    def take(self) -> tuple[list[tuple[Claimed, BaseException | None]], Record]:
+    def take(self) -> tuple[list[tuple[Due, BaseException | None]], Record]:
         """The outcomes so far and their record; the next ones go into a new one."""
         taken, recorded = self.outcomes, self.recorded
         self.outcomes, self.recorded = [], Record(self.waited_for)
