@@ -1237,6 +1237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--db is a SQLite file: not with --postgres or --database-url")
     if args.postgres and args.store:
         parser.error("--store keeps the store on the server: a throw-away server keeps nothing")
+    if args.outbox and not args.outbox.is_dir():
+        parser.error(f"--outbox {args.outbox}: no such folder (the bench makes its outbox inside it)")
     return args
 
 
