@@ -724,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.floor and args.daemons:
         parser.error("--floor replays a SQLite store's statements; --daemons runs on PostgreSQL")
+    if args.outbox and not args.outbox.is_dir():
+        parser.error(f"--outbox {args.outbox}: no such folder (the bench makes its outboxes inside it)")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run", flush=True)
     if args.daemons:
         return main_daemons(args)
