@@ -68,9 +68,10 @@ class Engine:
         """Enqueue every due occurrence of every rule, the highest priority first; a failing
         rule is reported and skipped.
 
-        The rules' candidates are looked up one after the other in a thread of their own
-        while the tick's thread queues them, as they are found: SQLite reads from its own
-        snapshot without blocking the writer, and the lookups' SQL runs without the GIL.
+        The rules' candidates are looked up in threads of their own (`Store.lookup_lanes`,
+        each taking the rules in turn) while the tick's thread queues them, in priority order,
+        as they are found: SQLite reads from its own snapshot without blocking the writer, and
+        the lookups' SQL runs without the GIL.
 
         `stop`, once set, ends the tick before its next chunk with `pipeline.Stopped`."""
         with self.store.evaluating(), _collecting_young_objects_only():
@@ -83,8 +84,10 @@ class Engine:
         rules = sorted(self.project.rules, key=lambda rule: -priority(self.settings, rule))
         # Each rule's trigger, then its journey's later steps, at the rule's priority.
         work = [(rule, lookup) for rule in rules for lookup in lookups_of(rule)]
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="automator-lookup") as finder:
-            finder.submit(look_up_each, self.store, self.settings.zone, work, now)
+        lanes = min(self.store.lookup_lanes, len(work)) or 1
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="automator-lookup") as finder:
+            for lane in range(lanes):  # each lane's first lookups are the highest in priority
+                finder.submit(look_up_each, self.store, self.settings.zone, work[lane::lanes], now)
             pipeline = Pipeline(self.store, self.render_pool, self.settings, now, stop)
             try:
                 for rule, lookup in work:

@@ -1,6 +1,6 @@
-"""Finding a tick's due occurrences: each rule's candidates are looked up in a thread of its
-own and handed to the tick's thread in chunks as they are found, so that queueing starts
-before the lookup ends."""
+"""Finding a tick's due occurrences: each rule's candidates are looked up in a lookup thread
+(`Store.lookup_lanes` of them, taking the rules in turn) and handed to the tick's thread in
+chunks as they are found, so that queueing starts before the lookup ends."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ class Lookup:
 
 
 def look_up_each(store: Store, zone: ZoneInfo, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
-    """Look up each rule's candidates in turn (the lookup thread's work); an error goes to the
+    """Look up each rule's candidates in turn (a lookup thread's work); an error goes to the
     rule's lookup, for the tick's thread to report with the rule."""
     try:
         with store.session() as session:

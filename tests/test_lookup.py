@@ -17,7 +17,7 @@ from automator import pipeline as pipeline_module
 from automator.engine import TickReport
 from automator.lookup import AHEAD_MAX, CHUNK_MIN, SPREAD, Lookup
 from automator.pipeline import Pipeline
-from automator.store import rulestate
+from automator.store import Store, rulestate
 from automator.store.candidates import Addressee, Candidate, Watermark
 from tests.conftest import all_messages, cart, utc
 
@@ -167,6 +167,37 @@ def test_a_rule_whose_lookup_fails_midway_keeps_its_watermark_and_the_others_run
     rules = sorted(message.rule_id for message in all_messages(store))
     assert rules.count("abandoned_cart") == 3
     assert rules.count("post_purchase_thank_you") == 3
+
+
+def test_rules_looked_up_at_once_are_queued_in_priority_order(
+    make_contact, make_event, engine, store, monkeypatch
+):
+    """On PostgreSQL a tick looks its rules up on several connections at once
+    (`Store.lookup_lanes`): a rule found after one below it in priority is still queued
+    before it."""
+    carts_and_orders(make_contact, make_event)
+    monkeypatch.setattr(Store, "lookup_lanes", property(lambda _store: 3))
+    orders_found = threading.Event()
+    original = lookup_module.look_up
+
+    def carts_after_orders(store, zone, rule, now, lookup, newest):  # type: ignore[no-untyped-def]
+        if rule.id == "abandoned_cart":  # priority 20, in another lane than the orders' (10)
+            assert orders_found.wait(timeout=10), "the orders were not looked up beside the carts"
+        original(store, zone, rule, now, lookup, newest)
+        if rule.id == "post_purchase_thank_you":
+            orders_found.set()
+
+    monkeypatch.setattr(lookup_module, "look_up", carts_after_orders)
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    assert report.rules["abandoned_cart"].error is None
+    assert [message.rule_id for message in sorted(all_messages(store), key=lambda message: message.id)] == [
+        *["abandoned_cart"] * 3,
+        *["post_purchase_thank_you"] * 3,
+    ]
 
 
 def test_collections_during_a_tick_leave_the_older_objects_aside_and_come_seldom(

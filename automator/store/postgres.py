@@ -20,6 +20,9 @@ from sqlalchemy.orm import Session
 
 from automator.store import locks
 
+# Rules whose candidates a tick looks up at once (`Store.lookup_lanes`): a tick then holds
+# as many connections for its lookups, and one for its writes.
+LOOKUP_LANES = 2
 CONNECT_TIMEOUT = 10  # seconds; a server that takes a connection and never answers hung commands 2 minutes
 
 
