@@ -17,7 +17,7 @@ from datetime import datetime
 from automator.clock import Clock, utcnow
 from automator.dispatch import Dispatcher
 from automator.enqueue import priority
-from automator.lookup import look_up_each
+from automator.lookup import NewestIds, look_up_each
 from automator.lookup import lookups as lookups_of
 from automator.memory import use_few_arenas
 from automator.pipeline import Pipeline, Queueing
@@ -85,9 +85,10 @@ class Engine:
         # Each rule's trigger, then its journey's later steps, at the rule's priority.
         work = [(rule, lookup) for rule in rules for lookup in lookups_of(rule)]
         lanes = min(self.store.lookup_lanes, len(work)) or 1
+        newest = NewestIds(self.store)
         with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="automator-lookup") as finder:
             for lane in range(lanes):  # each lane's first lookups are the highest in priority
-                finder.submit(look_up_each, self.store, self.settings.zone, work[lane::lanes], now)
+                finder.submit(look_up_each, self.store, self.settings.zone, work[lane::lanes], now, newest)
             pipeline = Pipeline(self.store, self.render_pool, self.settings, now, stop)
             try:
                 for rule, lookup in work:

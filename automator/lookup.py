@@ -105,12 +105,34 @@ class Lookup:
         return True
 
 
-def look_up_each(store: Store, zone: ZoneInfo, work: list[tuple[Rule, Lookup]], now: datetime) -> None:
+class NewestIds:
+    """The newest ids of the trigger tables (`rulestate.newest_ids`), read once per tick by
+    the first lookup thread to ask, and shared by the others: on PostgreSQL a reading goes
+    past the fence (`postgres.past_the_fence`), which two lookup threads would take in turn,
+    the second a FENCE_PAUSE later. A reading that fails is tried again by the next thread."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._read = False
+        self._value: dict[str, int] | None = None
+
+    def get(self) -> dict[str, int] | None:
+        with self._lock:
+            if not self._read:
+                with self._store.session() as session:
+                    self._value = rulestate.newest_ids(session)
+                self._read = True
+            return self._value
+
+
+def look_up_each(
+    store: Store, zone: ZoneInfo, work: list[tuple[Rule, Lookup]], now: datetime, newest_ids: NewestIds
+) -> None:
     """Look up each rule's candidates in turn (a lookup thread's work); an error goes to the
     rule's lookup, for the tick's thread to report with the rule."""
     try:
-        with store.session() as session:
-            newest = rulestate.newest_ids(session)
+        newest = newest_ids.get()
     except BaseException as exc:
         for _, lookup in work:
             lookup.fail(exc)

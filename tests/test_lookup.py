@@ -173,8 +173,8 @@ def test_rules_looked_up_at_once_are_queued_in_priority_order(
     make_contact, make_event, engine, store, monkeypatch
 ):
     """On PostgreSQL a tick looks its rules up on several connections at once
-    (`Store.lookup_lanes`): a rule found after one below it in priority is still queued
-    before it."""
+    (`Store.lookup_lanes`), from the newest ids read once: a rule found after one below it
+    in priority is still queued before it."""
     carts_and_orders(make_contact, make_event)
     monkeypatch.setattr(Store, "lookup_lanes", property(lambda _store: 3))
     orders_found = threading.Event()
@@ -188,12 +188,16 @@ def test_rules_looked_up_at_once_are_queued_in_priority_order(
             orders_found.set()
 
     monkeypatch.setattr(lookup_module, "look_up", carts_after_orders)
+    readings = []
+    newest_ids = rulestate.newest_ids
+    monkeypatch.setattr(rulestate, "newest_ids", lambda session: readings.append(1) or newest_ids(session))
     now = utc("2026-11-20 03:00")
     report = TickReport(now)
 
     engine.evaluate(now, report)
 
     assert report.rules["abandoned_cart"].error is None
+    assert len(readings) == 1  # the newest ids, read once for the three lookup threads
     assert [message.rule_id for message in sorted(all_messages(store), key=lambda message: message.id)] == [
         *["abandoned_cart"] * 3,
         *["post_purchase_thank_you"] * 3,
