@@ -166,7 +166,11 @@ class Pipeline:
             raise  # the whole tick stops (see Writes.savepoint)
         except Exception as exc:  # one broken rule must never stop the others
             queueing.lookup.abandon()  # its lookup need not go on
-            log.exception("rule %s failed", rule.id)
+            said = outage(exc)  # the database unreachable: no bug, one line
+            if said is None:
+                log.exception("rule %s failed", rule.id)
+            else:
+                log.warning("rule %s failed: %s", rule.id, said)
             queueing.report.error = _first_line(exc)
             queueing.failed = True
         queueing.taken = True

@@ -217,8 +217,9 @@ def outage(exc: BaseException) -> str | None:
     connection refused or cut, a server shutting down or starting, a file that cannot be
     opened, a lock waited for in vain, no connection free in the pool): the DB-API's
     OperationalError and InterfaceError, raised by the driver or wrapped by SQLAlchemy, or
-    what such an error caused. None for anything else: a statement's own error or a bug,
-    which keeps its traceback."""
+    what such an error caused. None for anything else: a statement's own error (SQLite's
+    "no such column" is an OperationalError too: `sqlite.at_fault`) or a bug, which keeps
+    its traceback."""
     seen: BaseException | None = exc
     for _ in range(10):  # a chain of causes is short; bounded all the same
         if seen is None:
@@ -238,7 +239,10 @@ def _operational(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return any(kind.__name__ in ("OperationalError", "InterfaceError") for kind in type(exc).__mro__)
+    if not any(kind.__name__ in ("OperationalError", "InterfaceError") for kind in type(exc).__mro__):
+        return False
+    # SQLite raises OperationalError for a statement's own faults too ("no such column").
+    return not sqlite.at_fault(getattr(exc, "orig", None) or exc)
 
 
 def _reason(url: str, exc: DBAPIError) -> str:

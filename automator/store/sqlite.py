@@ -66,6 +66,21 @@ def busy_seconds(url: URL) -> float:
     return float(given if isinstance(given, str) else BUSY_SECONDS)
 
 
+# SQLite's primary result codes that say the file cannot be used for now: another's write
+# lock (BUSY, LOCKED), no memory, a file it may not write, cannot read or write, a full
+# disk, a file it cannot open. SQLITE_ERROR and the others say the statement is at fault
+# ("no such column", a syntax error): a bug, or a schema out of step with the code.
+UNUSABLE_FOR_NOW = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+
+
+def at_fault(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's error about the statement itself rather than about the file
+    being unusable for now (see UNUSABLE_FOR_NOW). An error without SQLite's code (one made
+    by hand) is not taken to be the statement's."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return code is not None and code & 0xFF not in UNUSABLE_FOR_NOW
+
+
 def is_locked(exc: BaseException) -> bool:
     """Whether `exc` (or what it was raised from) is SQLite's "database is locked": another
     connection kept the write lock past the busy timeout."""
