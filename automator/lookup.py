@@ -109,21 +109,25 @@ class NewestIds:
     """The newest ids of the trigger tables (`rulestate.newest_ids`), read once per tick by
     the first lookup thread to ask, and shared by the others: on PostgreSQL a reading goes
     past the fence (`postgres.past_the_fence`), which two lookup threads would take in turn,
-    the second a FENCE_PAUSE later. A reading that fails is tried again by the next thread."""
+    the second a FENCE_PAUSE later. A reading that fails fails every thread that asks: the
+    database out of reach is waited for once per tick, not once per thread."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._read = False
-        self._value: dict[str, int] | None = None
+        self._read: tuple[dict[str, int] | None] | BaseException | None = None
 
     def get(self) -> dict[str, int] | None:
         with self._lock:
-            if not self._read:
-                with self._store.session() as session:
-                    self._value = rulestate.newest_ids(session)
-                self._read = True
-            return self._value
+            if self._read is None:
+                try:
+                    with self._store.session() as session:
+                        self._read = (rulestate.newest_ids(session),)
+                except BaseException as exc:
+                    self._read = exc
+            if isinstance(self._read, BaseException):
+                raise self._read
+            return self._read[0]
 
 
 def look_up_each(

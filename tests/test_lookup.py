@@ -204,6 +204,34 @@ def test_rules_looked_up_at_once_are_queued_in_priority_order(
     ]
 
 
+def test_newest_ids_that_cannot_be_read_fail_every_lookup_thread_at_once(
+    make_contact, make_event, engine, store, monkeypatch
+):
+    """The database out of reach at the start of a tick is waited for once, not once per
+    lookup thread: every rule fails with the one reading's error, and the next tick queues."""
+    carts_and_orders(make_contact, make_event)
+    monkeypatch.setattr(Store, "lookup_lanes", property(lambda _store: 3))
+    readings = []
+
+    def unreadable(session):  # type: ignore[no-untyped-def]
+        readings.append(1)
+        raise RuntimeError("the server is starting up")
+
+    monkeypatch.setattr(rulestate, "newest_ids", unreadable)
+    now = utc("2026-11-20 03:00")
+    report = TickReport(now)
+
+    engine.evaluate(now, report)
+
+    assert len(readings) == 1
+    assert {rule.rule_id for rule in report.rules.values() if "starting up" in (rule.error or "")} == {
+        rule.id for rule in engine.project.rules
+    }
+    monkeypatch.undo()
+    engine.evaluate(now, TickReport(now))
+    assert len(all_messages(store)) == 6
+
+
 def test_collections_during_a_tick_leave_the_older_objects_aside_and_come_seldom(
     make_contact, make_event, engine, monkeypatch
 ):
