@@ -1,9 +1,10 @@
 """How fast does automator deliver: into the file outbox (its own cost, nothing waits on a
 network), or over SMTP next to a bare aiosmtplib loop sending the same mail?
 
-The queue is a shop's abandoned carts as a dispatcher meets them: N messages rendered by the
-real templates (each contact has a name of its own, which every subject carries, so no
-header's encoding is found in a cache), due at a fixed NOW (05:00 UTC: noon in Hanoi, 05:00 in
+The queue is a shop's abandoned carts as a dispatcher meets them: N messages queued in the
+order of their carts' times, as ticks queue them (`--scattered`: in their shoppers' order),
+rendered by the real templates (each contact has a name of its own, which every subject
+carries, so no header's encoding is found in a cache), due at a fixed NOW (05:00 UTC: noon in Hanoi, 05:00 in
 London, midnight in New York), with quiet hours (21:00-08:00 in the contact's zone) and the
 frequency cap (2 per 24 h) on. Most may go now; the others exercise every re-check:
 
@@ -380,9 +381,15 @@ def open_project(work: Path, database_url: str | None = None) -> tuple[Project, 
     return project, project.open_store()
 
 
-def fill_store(project: Project, store: Store, shop: Shop, work: Path) -> dict[int, emails.OutgoingEmail]:
+def fill_store(
+    project: Project, store: Store, shop: Shop, work: Path, scattered: bool = False
+) -> dict[int, emails.OutgoingEmail]:
     """Import the contacts and events the way the CLI does, then queue one rendered message
-    per cart, as a tick queues them. Returns the email each message becomes when sent."""
+    per cart, as ticks queue them: in the order of the carts' times (each tick queues the
+    carts abandoned since the one before), so a message's id follows its send time. With
+    `scattered`, in the order of their shoppers instead: ids that do not follow the send
+    times, so that the messages of one batch sit on pages far apart. Returns the email each
+    message becomes when sent."""
     journey, zone = project.journey, project.settings.zone
     contacts_csv, events_jsonl = work / "contacts.csv", work / "events.jsonl"
     with contacts_csv.open("w", newline="", encoding="utf-8") as handle:
@@ -410,12 +417,14 @@ def fill_store(project: Project, store: Store, shop: Shop, work: Path) -> dict[i
             cart.event_id = keys[cart.key]
     engine = Engine(project, store, FileTransport(work / "unused"))
     try:
-        return queue(project, store, engine, shop)
+        return queue(project, store, engine, shop, scattered)
     finally:
         engine.close()
 
 
-def queue(project: Project, store: Store, engine: Engine, shop: Shop) -> dict[int, emails.OutgoingEmail]:
+def queue(
+    project: Project, store: Store, engine: Engine, shop: Shop, scattered: bool
+) -> dict[int, emails.OutgoingEmail]:
     rule = project.rule(RULE)
     assert rule is not None
     settings = project.settings
@@ -425,8 +434,9 @@ def queue(project: Project, store: Store, engine: Engine, shop: Shop) -> dict[in
     ]
     with store.session() as session:
         queueing.insert_messages(session, earlier)
-    for start in range(0, len(shop.carts), CHUNK):
-        chunk = shop.carts[start : start + CHUNK]
+    carts = shop.carts if scattered else sorted(shop.carts, key=lambda cart: cart.at)
+    for start in range(0, len(carts), CHUNK):
+        chunk = carts[start : start + CHUNK]
         values = [message_values(project, rule, cart) for cart in chunk]
         jobs = [
             engine.renderer.job(rule, cart.shopper, None, cart.at, send_at(cart), cart.properties)
@@ -721,6 +731,12 @@ def main(argv: list[str] | None = None) -> int:
         help="after the timed rounds, record the statements of one more dispatch and replay them "
         "on a plain sqlite3 connection: the database's own time (see bench/floor.py)",
     )
+    parser.add_argument(
+        "--scattered",
+        action="store_true",
+        help="queue the messages in their shoppers' order, not their carts' times: ids that do "
+        "not follow the send times (as when one tick queues a crowd whose local send times differ)",
+    )
     args = parser.parse_args(argv)
     if args.floor and args.daemons:
         parser.error("--floor replays a SQLite store's statements; --daemons runs on PostgreSQL")
@@ -737,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         project, store = open_project(work)
         started = time.perf_counter()
         shop = generate(args.messages, args.seed)
-        built = fill_store(project, store, shop, work)
+        built = fill_store(project, store, shop, work, args.scattered)
         store.dispose()
         rule = project.rule(RULE)
         assert rule is not None
@@ -812,7 +828,7 @@ def main_daemons(args: argparse.Namespace) -> int:
         project, store = open_project(work, databases.fresh_queued())
         started = time.perf_counter()
         shop = generate(args.messages, args.seed)
-        fill_store(project, store, shop, work)
+        fill_store(project, store, shop, work, args.scattered)
         store.dispose()
         databases.analyze_queued()
         rule = project.rule(RULE)
