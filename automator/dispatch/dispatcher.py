@@ -73,7 +73,7 @@ class Dispatcher:
         """
         turns = Turns(serial=self.claims.store.engine.dialect.name == "sqlite")
         sent = 0
-        half = (batch_size + 1) // 2
+        half = claim_size(batch_size)
         taken = await self.claim(turns, now, report, half)
         # A claim takes at most half the batch size, so that the next one is claimed and its
         # emails built while one goes out: the database claims while the render workers build
@@ -115,7 +115,7 @@ class Dispatcher:
         batches that ended meanwhile sent. Bounded: each pass waits for a record, or for a
         batch to end."""
         sent = 0
-        half = (batch_size + 1) // 2
+        half = claim_size(batch_size)
         for _ in range(10_000_000):
             while in_flight and in_flight[0].done():
                 sent += in_flight.pop(0).result()
@@ -240,6 +240,12 @@ class Dispatcher:
                 report.rule(rule_id).sent += count
         self.outcomes.sent(delivered, now)
         return len(delivered)
+
+
+def claim_size(batch_size: int) -> int:
+    """The most a claim takes: half the batch size (rounded up), so that one batch is
+    claimed while the one before goes out, and the two hold no more than `batch_size`."""
+    return (batch_size + 1) // 2
 
 
 def _settle(future: asyncio.Future[None] | None) -> None:
