@@ -87,9 +87,10 @@ class Dispatcher:
                     after, gone = gone, asyncio.get_running_loop().create_future()
                     going = self.send(taken, now, report, turns, after, gone)
                     in_flight.append(asyncio.ensure_future(going))
-                    # The stored bodies are the send's alone: let them go with its emails'
-                    # build rather than hold two batches of them through the next claim.
-                    taken = Taken(taken.messages, {}, [], taken.more)
+                    # The messages and their stored bodies are the send's alone: nothing here
+                    # gives them back once they may be on the wire, and the bodies go with
+                    # the emails' build rather than stay through the next claim.
+                    taken = Taken([], {}, [], taken.more)
                 if not taken.more or (stop is not None and stop.is_set()):
                     taken = Taken([], {}, [], False)
                     break
@@ -102,7 +103,7 @@ class Dispatcher:
         finally:
             for sending in in_flight:  # a claim failed, or a stop past the grace: the sends stop too
                 sending.cancel()
-        if taken.messages:  # claimed but never sent (a claim failed after it): back to the queue now
+        if taken.messages:  # claimed, never sent (the loop's bound ran out): back to the queue now
             ids = [message.id for message in taken.messages]
             self.claims.in_flight.difference_update(ids)
             self.claims.give_back(ids, "dispatch stopped before sending")
