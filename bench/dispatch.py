@@ -4,9 +4,9 @@ network), or over SMTP next to a bare aiosmtplib loop sending the same mail?
 The queue is a shop's abandoned carts as a dispatcher meets them: N messages queued in the
 order of their carts' times, as ticks queue them (`--scattered`: in their shoppers' order),
 rendered by the real templates (each contact has a name of its own, which every subject
-carries, so no header's encoding is found in a cache), due at a fixed NOW (05:00 UTC: noon in Hanoi, 05:00 in
-London, midnight in New York), with quiet hours (21:00-08:00 in the contact's zone) and the
-frequency cap (2 per 24 h) on. Most may go now; the others exercise every re-check:
+carries, so no header's encoding is found in a cache), due at a fixed NOW (05:00 UTC: noon in
+Hanoi, 05:00 in London, midnight in New York), with quiet hours (21:00-08:00 in the contact's
+zone) and the frequency cap (2 per 24 h) on. Most may go now; the others exercise every re-check:
 
 - about 2% of the addresses are suppressed, 1% of the messages are past their lateness and
   1% of the contacts are in a stage the rule does not target;
@@ -382,7 +382,7 @@ def open_project(work: Path, database_url: str | None = None) -> tuple[Project, 
 
 
 def fill_store(
-    project: Project, store: Store, shop: Shop, work: Path, scattered: bool = False
+    project: Project, store: Store, shop: Shop, work: Path, scattered: bool
 ) -> dict[int, emails.OutgoingEmail]:
     """Import the contacts and events the way the CLI does, then queue one rendered message
     per cart, as ticks queue them: in the order of the carts' times (each tick queues the
