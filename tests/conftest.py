@@ -13,13 +13,14 @@ from typing import Any
 
 import freezegun
 import pytest
+from sqlalchemy import event
 from typer.testing import CliRunner
 
 from automator.cli import app
 from automator.engine import Engine, TickReport
 from automator.importing import ContactRecord, EventRecord, contact_data, event_key
 from automator.project import Project, load_project
-from automator.store import Store, messages
+from automator.store import Store, candidates, messages, windows
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from automator.store.events import EventData
@@ -254,3 +255,17 @@ def write_note_template(project_dir: Path, name: str = "note") -> None:
     (folder / "subject.txt").write_text("A note", encoding="utf-8")
     (folder / "body.txt").write_text("Hello\n{{ unsubscribe_url }}\n", encoding="utf-8")
     (folder / "body.html").write_text("<p>Hello</p><a href='{{ unsubscribe_url }}'>x</a>", encoding="utf-8")
+
+
+def lookup_plan(store: Store, rule: Any, now: datetime, mark: Any) -> list[str]:
+    """The steps of SQLite's plan for a rule's lookup (`EXPLAIN QUERY PLAN`), with the
+    bounds of its windows for `now` and `mark`."""
+
+    def explained(connection, cursor, statement, parameters, context, executemany):
+        return f"EXPLAIN QUERY PLAN {statement}", parameters
+
+    with store.session() as session:
+        connection = session.connection()
+        event.listen(connection, "before_cursor_execute", explained, retval=True)
+        plan = session.execute(candidates._statement(rule), windows.values(rule, now, mark))
+        return [row[-1] for row in plan]

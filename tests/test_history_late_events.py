@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_messages, utc, write_note_template
+from automator.store import candidates
+from tests.conftest import all_messages, lookup_plan, utc, write_note_template
 
 REPEAT_BUYERS = """\
 id: repeat_buyers
@@ -71,3 +72,29 @@ def test_after_max_lateness_a_late_event_brings_nothing_back(make_contact, make_
     tick(utc("2026-11-21 06:00"))  # due at 04:00 the day before: more than a day late
 
     assert repeat_buyer_messages(store) == []
+
+
+def test_a_contact_both_changed_and_with_a_late_event_is_looked_at_once(
+    make_contact, make_event, tick, store
+):
+    make_contact("lan@example.com", stage="consideration")  # not a stage of the rule yet
+    order(make_event, ORDER_AT, 1)
+    tick(utc("2026-11-20 05:00"))
+    make_contact("lan@example.com", stage="retention")
+    order(make_event, utc("2026-11-01 10:00"), 2)
+
+    tick(utc("2026-11-20 06:00"))
+
+    assert repeat_buyer_messages(store) == ["A-1"]
+
+
+def test_the_late_events_are_read_from_the_newest_ids(project, store, database_url) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the plan of SQLite, which has no statistics to go by")
+    [rule] = [rule for rule in project.rules if rule.id == "repeat_buyers"]
+    steps = lookup_plan(store, rule, ORDER_AT, candidates.Watermark(until=ORDER_AT, seq=10, changes=1))
+
+    # One window for the changed contacts and those with new orders (two UNION ALLs), and
+    # the new orders found by their ids, not among all orders by type.
+    assert steps.count("UNION ALL") == 2, steps
+    assert "SEARCH history_new USING INTEGER PRIMARY KEY (rowid>?)" in steps, steps

@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from automator.importing import ContactRecord, contact_data
-from automator.store import candidates, changes, windows
+from automator.store import candidates, changes
 from automator.store import contacts as contact_store
 from automator.tables import ContactChange
 from tests import test_api_keys
-from tests.conftest import all_messages, cart, utc, write_jsonl
+from tests.conftest import all_messages, cart, lookup_plan, utc, write_jsonl
 from tests.importing import write_csv
 
 client, make_key = test_api_keys.client, test_api_keys.make_key  # fixtures
@@ -365,23 +365,13 @@ def test_the_lookup_of_changed_contacts_starts_from_the_change_log(project, stor
     if not database_url.startswith("sqlite"):
         pytest.skip("the plan of SQLite, which has no statistics to go by")
     [rule] = project.rules
-    mark = candidates.Watermark(until=DUE, seq=10, changes=1)
-
-    with store.session() as session:
-        connection = session.connection()
-        event.listen(connection, "before_cursor_execute", explained, retval=True)
-        plan = session.execute(candidates._statement(rule), windows.values(rule, DUE, mark))
-        steps = [row[-1] for row in plan]
+    steps = lookup_plan(store, rule, DUE, candidates.Watermark(until=DUE, seq=10, changes=1))
     changed_window = steps[len(steps) - steps[::-1].index("UNION ALL") :]
 
     # The changed contacts' ids, from the log, lead: never the time window.
     assert "rowid=?" in changed_window[0] or "contact_id=?" in changed_window[0], changed_window
     assert "SEARCH contact_change USING PRIMARY KEY (position>?)" in changed_window, changed_window
     assert not any("ix_event_type_at_contact" in step for step in changed_window), changed_window
-
-
-def explained(connection, cursor, statement, parameters, context, executemany):
-    return f"EXPLAIN QUERY PLAN {statement}", parameters
 
 
 def change_count(store) -> int:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
+    union,
     union_all,
 )
 from sqlalchemy.sql.selectable import CompoundSelect
@@ -53,6 +54,7 @@ from automator.store.occurrences import Candidate as Candidate
 from automator.store.occurrences import Watermark as Watermark
 from automator.store.occurrences import addressee as addressee
 from automator.store.sqltime import shifted
+from automator.store.statements import per_row
 from automator.tables import (
     Contact,
     ContactChange,
@@ -268,14 +270,16 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
     parts = windows.slices(rule, event.c.at, event.c.id, event.c.contact_id)
     kinds = sorted({cond.event for cond in rule.when if isinstance(cond, HistoryCondition)})
     if kinds:
-        # A fourth window: the old occurrences of contacts not changed since the mark but
-        # with a new event of a `history` condition's type (an import of last week's
-        # orders may make "ordered twice" true for an occurrence already due).
+        # The window of old occurrences also takes those of the contacts with a new event
+        # of a `history` condition's type (an import of last week's orders may make
+        # "ordered twice" true for an occurrence already due). One set of contacts, each
+        # once: the changed ones are read once, and their occurrences looked up by contact.
         new = EVENTS.alias("history_new")
-        arrived = event.c.contact_id.in_(
-            select(new.c.contact_id).where(new.c.id > windows.HISTORY_FROM, new.c.type.in_(kinds))
+        # Through the id's range: by its type SQLite would read every such event.
+        arrived = select(new.c.contact_id).where(
+            new.c.id > windows.HISTORY_FROM, per_row(new.c.type).in_(kinds)
         )
-        parts.append([*parts[2][:-1], ~windows.changed_since(rule, event.c.contact_id), arrived])
+        parts[2][-1] = event.c.contact_id.in_(union(windows.changed_contacts(rule), arrived))
     return windows.union(query, parts)
 
 
