@@ -28,12 +28,14 @@ NOW = "2026-11-20T05:00:00Z"  # tick.py's NOW: the generated events lie before i
 
 @dataclass(frozen=True)
 class Run:
-    """One import command: how long it took, what it printed, and its peak memory."""
+    """One import command: how long it took, what it printed, and its peak memory; and the
+    CPU time of the PostgreSQL server meanwhile, when it runs on this machine."""
 
     seconds: float
     cpu: float
     peak_mb: float
     output: str
+    server_cpu: float | None = None
 
 
 def generate(work: Path, contacts: int, events: int, seed: int) -> tuple[Path, Path]:
@@ -52,6 +54,7 @@ def generate(work: Path, contacts: int, events: int, seed: int) -> tuple[Path, P
 def run_cli(environ: dict[str, str], *args: str) -> Run:
     """`automator ARGS` in the repository's project, not on a terminal (the one-line summary)."""
     command = [sys.executable, "-c", "from automator.cli import app; app(prog_name='automator')"]
+    server_before = server_cpu()
     started = time.perf_counter()
     child = subprocess.Popen(
         [*command, "--project", str(REPO), *args],
@@ -67,7 +70,27 @@ def run_cli(environ: dict[str, str], *args: str) -> Run:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"bench: automator {' '.join(args)} failed:\n{output[-2000:]}")
-    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output.strip())
+    server_after = server_cpu()
+    server = None if server_before is None or server_after is None else server_after - server_before
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output.strip(), server)
+
+
+def server_cpu() -> float | None:
+    """CPU seconds of the PostgreSQL processes on this machine so far, or None when there
+    are none to read (a server elsewhere, or SQLite). A backend's time goes to the
+    postmaster's children's time when it ends, so the sum is the same before and after."""
+    total, found = 0, False
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found = True
+        # utime, stime, and the ended children's cutime, cstime (fields 14 to 17).
+        total += sum(int(value) for value in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def say(text: str) -> None:
@@ -82,6 +105,9 @@ def report(what: str, rows: int, run: Run, goal_rows_s: int) -> bool:
         f"peak RSS {run.peak_mb:,.0f} MB [goal >= {goal_rows_s:,} rows/s, <= {GOAL_PEAK_MB:g} MB: "
         f"{'PASS' if met else 'MISS'}]"
     )
+    if run.server_cpu is not None:
+        per_row = run.server_cpu / rows * 1e6
+        say(f"  the server's CPU meanwhile (on this machine): {run.server_cpu:.1f} s, {per_row:.0f} µs a row")
     say(f"  {run.output.splitlines()[-1] if run.output else '(no output)'}")
     return met
 
