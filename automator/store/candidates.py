@@ -30,7 +30,6 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
-    union,
     union_all,
 )
 from sqlalchemy.sql.selectable import CompoundSelect
@@ -267,19 +266,18 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         .join(contact, contact.c.id == event.c.contact_id)
         .where(*where)
     )
-    parts = windows.slices(rule, event.c.at, event.c.id, event.c.contact_id)
+    arrived = None
     kinds = sorted({cond.event for cond in rule.when if isinstance(cond, HistoryCondition)})
     if kinds:
         # The window of old occurrences also takes those of the contacts with a new event
         # of a `history` condition's type (an import of last week's orders may make
-        # "ordered twice" true for an occurrence already due). One set of contacts, each
-        # once: the changed ones are read once, and their occurrences looked up by contact.
+        # "ordered twice" true for an occurrence already due). Read through the id's range:
+        # by its type SQLite would read every such event.
         new = EVENTS.alias("history_new")
-        # Through the id's range: by its type SQLite would read every such event.
         arrived = select(new.c.contact_id).where(
             new.c.id > windows.HISTORY_FROM, per_row(new.c.type).in_(kinds)
         )
-        parts[2][-1] = event.c.contact_id.in_(union(windows.changed_contacts(rule), arrived))
+    parts = windows.slices(rule, event.c.at, event.c.id, event.c.contact_id, also=arrived)
     return windows.union(query, parts)
 
 

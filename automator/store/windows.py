@@ -50,7 +50,12 @@ def fresh_until(rule: Rule, now: datetime) -> datetime:
 
 
 def slices(
-    rule: Rule, column: Any, seq: Any, contact_id: Any, kind: tuple[Any, str] | None = None
+    rule: Rule,
+    column: Any,
+    seq: Any,
+    contact_id: Any,
+    kind: tuple[Any, str] | None = None,
+    also: Select[Any] | None = None,
 ) -> list[list[ColumnElement[bool]]]:
     """`column + offset` is due by now, not older than max lateness, and new since the mark:
     either its time came after the mark, or its row arrived since (a late event), or,
@@ -65,6 +70,7 @@ def slices(
 
     `kind` (column, value) is a test on the row's kind that an index starts with, next to
     the time: compared per row in the third window, which that index must not lead.
+    `also` (contact ids) adds contacts to the third window's changed ones, each read once.
     """
     indexed = [] if kind is None else [kind[0] == kind[1]]
     unindexed = [] if kind is None else [per_row(kind[0]) == kind[1]]
@@ -76,12 +82,12 @@ def slices(
             per_row(column) <= LATE_UNTIL,
             per_row(column) >= EARLIEST,
             seq <= SEQ,
-            changed_since(rule, contact_id),
+            changed_since(rule, contact_id, also),
         ],
     ]
 
 
-def changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
+def changed_since(rule: Rule, contact_id: Any, also: Select[Any] | None = None) -> ColumnElement[bool]:
     """The contact changed since the mark in a way that may turn the rule's verdict: the
     window is read from the change log, in position order, then the trigger's table by its
     contact's index, so that it costs what the changed contacts' occurrences cost, whatever
@@ -92,8 +98,9 @@ def changed_since(rule: Rule, contact_id: Any) -> ColumnElement[bool]:
     been when it last looked (they left a stage outside the rule's), or whose stage, fields
     or tags changed if the rule reads them: after a dispatch whose `then` moves and tags
     thousands of contacts, a rule reads again the occurrences of those it may now target,
-    not of all of them."""
-    return contact_id.in_(changed_contacts(rule))
+    not of all of them. `also` (contact ids) adds others, each read once with them."""
+    changed = changed_contacts(rule)
+    return contact_id.in_(changed if also is None else changed.union(also))
 
 
 def changed_contacts(rule: Rule) -> Select[Any]:
