@@ -99,12 +99,6 @@ def changed_since(rule: Rule, contact_id: Any, also: Select[Any] | None = None) 
     or tags changed if the rule reads them: after a dispatch whose `then` moves and tags
     thousands of contacts, a rule reads again the occurrences of those it may now target,
     not of all of them. `also` (contact ids) adds others, each read once with them."""
-    changed = changed_contacts(rule)
-    return contact_id.in_(changed if also is None else changed.union(also))
-
-
-def changed_contacts(rule: Rule) -> Select[Any]:
-    """The ids of the contacts `changed_since` looks again at (one row per change)."""
     contact = CONTACTS.alias("changed")
     named = {cond.field for cond in rule.when if isinstance(cond, Condition) and cond.scope == "contact"}
     could_turn = [
@@ -117,11 +111,12 @@ def changed_contacts(rule: Rule) -> Select[Any]:
         could_turn.append(CHANGES.c.fields)
     if "contact.tags" in named:
         could_turn.append(CHANGES.c.tags)
-    return (
+    changed = (
         select(CHANGES.c.contact_id)
         .join(contact, contact.c.id == CHANGES.c.contact_id)
         .where(CHANGES.c.position >= CHANGED_FROM, contact.c.stage.in_(rule.stages), or_(*could_turn))
     )
+    return contact_id.in_(changed if also is None else changed.union(also))
 
 
 def values(rule: Rule, now: datetime, mark: Watermark) -> dict[str, Any]:
