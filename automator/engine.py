@@ -6,12 +6,9 @@ caller; nothing here reads the clock.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime
 
 from automator.clock import Clock, utcnow
@@ -19,15 +16,13 @@ from automator.dispatch import Dispatcher
 from automator.enqueue import priority
 from automator.lookup import NewestIds, look_up_each
 from automator.lookup import lookups as lookups_of
-from automator.memory import use_few_arenas
+from automator.memory import collecting_young_objects_only, use_few_arenas
 from automator.pipeline import Pipeline, Queueing
 from automator.project import Project
 from automator.rendering import Links, Renderer, RenderPool
 from automator.reports import TickReport
 from automator.store import Store, changes, messages
 from automator.transports import Transport
-
-YOUNG_GARBAGE = 20_000  # objects a tick makes before the collector looks at them
 
 log = logging.getLogger("automator.engine")
 
@@ -74,7 +69,7 @@ class Engine:
         the lookups' SQL runs without the GIL.
 
         `stop`, once set, ends the tick before its next chunk with `pipeline.Stopped`."""
-        with self.store.evaluating(), _collecting_young_objects_only():
+        with self.store.evaluating(), collecting_young_objects_only():
             self._evaluate(now, report, stop)
             self._forget_seen_changes()
 
@@ -108,30 +103,3 @@ class Engine:
                 changes.prune(session, [rule.id for rule in self.project.rules])
         except Exception:
             log.warning("the contact change log could not be pruned", exc_info=True)
-
-
-@contextmanager
-def _collecting_young_objects_only() -> Iterator[None]:
-    """While a tick runs, Python's garbage collections scan only the objects made since it
-    started, and seldom.
-
-    A full collection scans every object the process holds (modules, rules, templates, a web
-    console's state), and one may fall in the middle of a tick. `gc.freeze` sets the older
-    objects aside; at the end of the tick they are collected as before. A tick's own objects
-    (its candidates, drafts and jobs) live until their chunk is written, and a young
-    collection every 700 new objects would scan them again and again: hence YOUNG_GARBAGE
-    new objects between collections.
-
-    When objects are frozen already (a tick running beside this one, or the process's own
-    choice), the collector is left as it is."""
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], YOUNG_GARBAGE), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()

@@ -2,6 +2,7 @@
 transaction with its indexes built at the end into an empty SQLite store), each problem
 passed on as it is found, a progress bar on a terminal and one summary line elsewhere."""
 
+import gc
 import os
 import pty
 import select
@@ -9,10 +10,12 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import inspect
 
+from automator import memory
 from automator.importing import import_contacts, import_events
 from automator.importing.overlap import stored_in_order
 from automator.store import contacts as contact_store
@@ -183,6 +186,34 @@ def test_a_batch_that_fails_to_be_stored_stops_the_import_after_the_ones_before(
     assert calls == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]  # in order, and none after the failure
     stored = event_keys(store, "lan@example.com")
     assert sorted(stored) == ([] if store.engine.dialect.name == "sqlite" else ["e0", "e1", "e2"])
+
+
+@pytest.mark.parametrize("kind", ["contacts", "events"])
+def test_an_import_collects_only_its_own_objects_and_seldom_while_it_runs(
+    kind, project, store, tmp_path, monkeypatch
+):
+    seen: list[tuple[int, int]] = []
+    module, name = (contact_store, "bulk_upsert") if kind == "contacts" else (event_store, "bulk_add")
+    real = getattr(module, name)
+
+    def noting_the_collector(*args):
+        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return real(*args)
+
+    monkeypatch.setattr(module, name, noting_the_collector)
+    before, threshold = gc.get_freeze_count(), gc.get_threshold()
+    if kind == "contacts":
+        path = write_csv(tmp_path / "c.csv", "email,first_name", "lan@example.com,Lan")
+        report = import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
+    else:
+        path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id="e1")])
+        report = import_events(store, path, project.journey, NOW)
+
+    assert report.imported == 1 and len(seen) == 1
+    frozen, young = seen[0]
+    assert frozen > before  # the process's older objects set aside while the file was stored
+    assert young >= memory.YOUNG_GARBAGE > threshold[0]
+    assert (gc.get_freeze_count(), gc.get_threshold()) == (before, threshold)  # and back after
 
 
 def test_stored_in_order_gives_each_batch_its_result_in_order_on_a_thread():

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from automator import engine as engine_module
 from automator import enqueue as enqueue_module
 from automator import lookup as lookup_module
+from automator import memory
 from automator import pipeline as pipeline_module
 from automator.engine import TickReport
 from automator.lookup import AHEAD_MAX, CHUNK_MIN, SPREAD, Lookup
@@ -257,7 +257,7 @@ def test_collections_during_a_tick_leave_the_older_objects_aside_and_come_seldom
     assert frozen_during and min(frozen_during) > before  # set aside while the tick ran
     assert gc.get_freeze_count() == before  # and back in the collector's reach after it
     # The tick's own objects are looked at seldom while it runs, as often as before after.
-    assert min(thresholds_during) >= engine_module.YOUNG_GARBAGE > threshold[0]
+    assert min(thresholds_during) >= memory.YOUNG_GARBAGE > threshold[0]
     assert gc.get_threshold() == threshold
 
 

@@ -28,6 +28,7 @@ from automator.importing.records import KNOWN_FIELDS, ContactRecord, parse_times
 from automator.importing.report import ImportReport, RecordWarning, Tally, Watcher
 from automator.importing.seen import SeenIds
 from automator.journey import Journey
+from automator.memory import collecting_young_objects_only
 from automator.store import Store
 from automator.store import contacts as contact_store
 from automator.store.contacts import ContactData
@@ -171,6 +172,7 @@ def import_contacts(
     with (
         RecordFile(path, tally.warn, ("email", *KNOWN_FIELDS)) as records,
         contact_store.loader(store, now, journey.first_stage) as upsert,
+        collecting_young_objects_only(),
     ):
         batches = _batches(records, path, journey, default_zone, tally, size)
         store_batch = lambda each: upsert(each[0])  # noqa: E731

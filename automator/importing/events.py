@@ -25,6 +25,7 @@ from automator.importing.overlap import in_background, stored_in_order
 from automator.importing.records import EVENT_FIELDS, EventRecord, reason
 from automator.importing.report import ImportReport, Tally, Watcher
 from automator.journey import Journey
+from automator.memory import collecting_young_objects_only
 from automator.store import Store
 from automator.store import events as event_store
 from automator.store.events import EventData
@@ -51,6 +52,7 @@ def import_events(
     with (
         RecordFile(path, tally.warn, EVENT_FIELDS) as records,
         event_store.loader(store, journey, now) as add,
+        collecting_young_objects_only(),
     ):
         for batch, new in stored_in_order(_batches(records, path, tally, size), add, in_background(store)):
             tally.report.imported += new
