@@ -18,9 +18,9 @@ from sqlalchemy import inspect
 from automator import memory
 from automator.importing import import_contacts, import_events
 from automator.importing.overlap import stored_in_order
+from automator.store import bulk, suppressions
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from automator.store import suppressions
 from tests.conftest import write_jsonl
 from tests.importing import cart_event, contact, event_keys, stored_events, write_csv
 
@@ -134,17 +134,63 @@ def test_an_erased_address_that_is_imported_again_is_suppressed(project, store, 
         assert suppressions.get(session, "minh@example.com") is None
 
 
+def schema_of(connection, *tables):
+    """Each table's indexes (those on expressions too, which SQLAlchemy does not reflect on
+    SQLite) and foreign keys, by name."""
+    if connection.dialect.name == "sqlite":
+        listed = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? ORDER BY name"
+    else:
+        listed = "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY indexname"
+    keys = inspect(connection)
+    return {
+        table: (
+            [name for (name,) in connection.exec_driver_sql(listed, (table,))],
+            sorted(key["name"] or "" for key in keys.get_foreign_keys(table)),
+        )
+        for table in tables
+    }
+
+
 def event_indexes(store):
     with store.engine.connect() as connection:
-        return sorted(index["name"] for index in inspect(connection).get_indexes("event"))
+        return schema_of(connection, "event")["event"][0]
 
 
-@pytest.mark.sqlite_only
-def test_a_load_into_an_empty_sqlite_store_ends_with_every_index(small_batches, project, store, tmp_path):
-    before = event_indexes(store)
-    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
-    assert import_events(store, path, project.journey, NOW).imported == 10
-    assert event_indexes(store) == before and before
+LOADED = {"events": ("event",), "contacts": ("contact", "stage_change", "contact_date")}
+
+
+@pytest.mark.parametrize("kind", ["contacts", "events"])
+def test_a_load_into_an_empty_table_builds_its_indexes_and_keys_at_the_end(
+    kind, small_batches, project, store, tmp_path, monkeypatch
+):
+    tables = LOADED[kind]
+    with store.engine.connect() as connection:
+        before = schema_of(connection, *tables)
+    during, sessions = [], set()
+    module, name = (contact_store, "bulk_upsert") if kind == "contacts" else (event_store, "bulk_add")
+    real = getattr(module, name)
+
+    def noting_the_schema(session, *args):
+        during.append(schema_of(session.connection(), *tables))
+        sessions.add(id(session))
+        return real(session, *args)
+
+    monkeypatch.setattr(module, name, noting_the_schema)
+    if kind == "contacts":
+        lines = [f"c{n}@example.com,C{n},2026-0{n % 9 + 1}-01" for n in range(10)]
+        path = write_csv(tmp_path / "c.csv", "email,first_name,birthday", *lines)
+        report = import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
+    else:
+        path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
+        report = import_events(store, path, project.journey, NOW)
+
+    assert report.imported == 10 and len(during) == 4 and len(sessions) == 1  # one transaction
+    with store.engine.connect() as connection:
+        assert schema_of(connection, *tables) == before
+    # While it loaded, fewer indexes were kept up, and on PostgreSQL no foreign key.
+    for table in tables:
+        assert set(during[0][table][0]) < set(before[table][0])
+        assert during[0][table][1] == ([] if store.engine.dialect.name == "postgresql" else before[table][1])
 
 
 def import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch) -> list[list[str]]:
@@ -166,26 +212,54 @@ def import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch) ->
     return calls
 
 
-@pytest.mark.sqlite_only
-def test_a_load_that_fails_leaves_an_empty_sqlite_store_as_it_was(
+def test_a_load_that_fails_leaves_an_empty_store_as_it_was(
     small_batches, project, store, tmp_path, monkeypatch
 ):
-    before = event_indexes(store)
+    with store.engine.connect() as connection:
+        before = schema_of(connection, "event")
 
     calls = import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch)
 
     assert [len(keys) for keys in calls] == [3, 3]  # nothing stored after the failure
-    assert (event_keys(store, "lan@example.com"), event_indexes(store)) == ([], before)
+    assert event_keys(store, "lan@example.com") == []
+    with store.engine.connect() as connection:
+        assert schema_of(connection, "event") == before
 
 
 def test_a_batch_that_fails_to_be_stored_stops_the_import_after_the_ones_before(
     small_batches, project, store, tmp_path, monkeypatch
 ):
+    earlier = write_jsonl(tmp_path / "earlier.jsonl", [cart_event(id="x1", email="hoa@example.com")])
+    import_events(store, earlier, project.journey, NOW)  # into a table with rows: batch by batch
+
     calls = import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch)
 
     assert calls == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]  # in order, and none after the failure
-    stored = event_keys(store, "lan@example.com")
-    assert sorted(stored) == ([] if store.engine.dialect.name == "sqlite" else ["e0", "e1", "e2"])
+    assert sorted(event_keys(store, "lan@example.com")) == ["e0", "e1", "e2"]
+
+
+def test_a_postgresql_table_in_use_is_loaded_batch_by_batch(
+    small_batches, project, store, tmp_path, monkeypatch
+):
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's load waits for the write lock as any writer does")
+    monkeypatch.setattr(bulk, "LOAD_LOCK_WAIT", "100ms")
+    sessions = set()
+    real = event_store.bulk_add
+
+    def noting_the_session(session, *args):
+        sessions.add(id(session))
+        return real(session, *args)
+
+    monkeypatch.setattr(event_store, "bulk_add", noting_the_session)
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(7)])
+    with store.engine.connect() as reader:
+        reader.exec_driver_sql("SELECT count(*) FROM event")  # a transaction reading the table, open
+
+        report = import_events(store, path, project.journey, NOW)
+
+        assert (report.imported, len(sessions)) == (7, 3)  # three batches, each committed alone
+        assert event_keys(store, "lan@example.com") == [f"e{n}" for n in reversed(range(7))]
 
 
 @pytest.mark.parametrize("kind", ["contacts", "events"])

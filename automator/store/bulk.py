@@ -1,7 +1,8 @@
 """Many rows at once. `execute_many`: an INSERT of many rows of plain values, with the
 parameters prepared here in one pass over the rows rather than by SQLAlchemy's general
 per-row handling, which costs more than SQLite's insert of the row itself. `loading`: an
-import's transactions, with the indexes of an empty SQLite table built at the end.
+import's transactions, with the indexes (and on PostgreSQL the foreign keys) of an empty
+table made again at the end.
 
 The compiled statements are kept by SQLAlchemy's own cache key, from a private method
 (`_generate_cache_key`): tests/test_store.py checks that the rows stored are the ones
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Table, select
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
+
+from automator.store import locks
 
 
 def execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> int:
@@ -200,29 +204,43 @@ def _plan(statement: Any, dialect: Any, columns: tuple[str, ...]) -> _Plan | Non
 
 
 LOAD_CACHE_KIB = 32 * 1024  # a bulk load's page cache on SQLite (a connection's is 16 MB)
+LOAD_LOCK_WAIT = "2s"  # how long a PostgreSQL load waits for its tables before it goes batch by batch
 
 
 @contextmanager
 def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | None]:
-    """A bulk load into `table` (and the tables `beside` it). Into an empty table of a SQLite
-    file: one write transaction for the whole load (its session is yielded), with the
-    tables' non-unique indexes dropped at its start and built again at its end, and a bigger
-    page cache meanwhile. Keeping an index up row by row costs an insert at a random place
-    of its B-tree per row, most of a load's time once the index outgrows the cache; building
-    it at the end is one sort.
+    """A bulk load into `table` (and the tables `beside` it). Into an empty table: one
+    transaction for the whole load (its session is yielded), with the tables' non-unique
+    indexes dropped at its start and built again at its end, and on PostgreSQL their foreign
+    keys too, checked again at the end in one join. Keeping an index up row by row costs an
+    insert at a random place of its B-tree per row, and a foreign key a lookup of the row it
+    names: most of a load's time on SQLite once the index outgrows the cache, and two thirds
+    of PostgreSQL's for an event. Building an index at the end is one sort. (PostgreSQL's
+    manual advises the same for a first load: "Populating a Database".)
 
-    Other connections go on reading the table as it was (empty, with its indexes) and wait
-    to write; a load that fails leaves it so. Anything else (a table with rows, PostgreSQL)
-    yields None: each batch then takes a transaction of its own."""
+    A load that fails leaves the tables as they were. Meanwhile, on SQLite, other
+    connections go on reading the table as it was (empty, with its indexes) and wait to
+    write; on PostgreSQL, whose index drop locks the tables, they wait to read them too.
+    Anything else (a table with rows, a PostgreSQL table in use for LOAD_LOCK_WAIT) yields
+    None: each batch then takes a transaction of its own."""
     session = _empty_for_loading(engine, table)
     if session is None:
         yield None
         return
+    tables = (table, *beside)
     with session:
+        if engine.dialect.name == "postgresql":
+            restore = _set_aside_on_postgresql(session, tables)
+            yield session
+            cursor = driver_cursor(session)
+            for statement in restore:
+                cursor.execute(statement)
+            session.commit()
+            return
         connection = session.connection()
         cache = connection.exec_driver_sql("PRAGMA cache_size").scalar()
         connection.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
-        deferred = [index for each in (table, *beside) for index in each.indexes if not index.unique]
+        deferred = [index for each in tables for index in each.indexes if not index.unique]
         try:
             for index in deferred:
                 index.drop(connection)
@@ -236,16 +254,72 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
 
 
 def _empty_for_loading(engine: Engine, table: Table) -> Session | None:
-    """A session holding a SQLite file's write lock, when `table` is empty; else None."""
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+    """A session whose transaction has `table` to itself, when the table is empty; else None.
+    On SQLite it holds the file's write lock; on PostgreSQL the insert fence's shared lock
+    (taken before the table's, as each insert takes it: a tick holding the fence waits for
+    no lock of a load's) and the table's exclusive lock, waited for LOAD_LOCK_WAIT at most."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         return None
     session = Session(engine, expire_on_commit=False)
     try:
-        session.connection().exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
+        connection = session.connection()
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
+        elif session.execute(select(1).select_from(table).limit(1)).first() is None:
+            session.rollback()  # a look only: a lock kept from it would be upgraded below
+            connection = session.connection()
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOAD_LOCK_WAIT}'")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({locks.SEQUENCE_FENCE})")
+            name = connection.dialect.identifier_preparer.format_table(table)
+            connection.exec_driver_sql(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+            connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
+        else:
+            session.close()
+            return None
         if session.execute(select(1).select_from(table).limit(1)).first() is None:
             return session
+    except OperationalError as exc:
+        session.close()
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return None
+        raise
     except BaseException:
         session.close()
         raise
     session.close()
     return None
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's error when lock_timeout passes
+
+# The tables' indexes that no constraint needs (neither unique nor a primary key), and
+# their foreign keys, each with the statement that makes it again.
+_DEFERRED_INDEXES = """
+SELECT format('DROP INDEX %%I.%%I', n.nspname, i.relname), pg_get_indexdef(i.oid)
+FROM pg_index AS x JOIN pg_class AS i ON i.oid = x.indexrelid JOIN pg_namespace AS n ON n.oid = i.relnamespace
+WHERE x.indrelid = %(table)s::regclass AND NOT x.indisunique AND NOT x.indisprimary
+ORDER BY i.relname
+"""
+_DEFERRED_KEYS = """
+SELECT format('ALTER TABLE %%s DROP CONSTRAINT %%I', conrelid::regclass, conname),
+    format('ALTER TABLE %%s ADD CONSTRAINT %%I %%s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype = 'f'
+ORDER BY conname
+"""
+
+
+def _set_aside_on_postgresql(session: Session, tables: tuple[Table, ...]) -> list[str]:
+    """Drop the tables' non-unique indexes and foreign keys; returns the statements that make
+    them again, and then refresh the tables' statistics (the next tick plans its lookups by
+    them, and autovacuum would come a minute later)."""
+    cursor = driver_cursor(session)
+    preparer = session.get_bind().dialect.identifier_preparer
+    restore: list[str] = []
+    for table in tables:
+        name = preparer.format_table(table)
+        for query in (_DEFERRED_INDEXES, _DEFERRED_KEYS):
+            for drop, create in cursor.execute(query, {"table": name}).fetchall():
+                cursor.execute(drop)
+                restore.append(create)
+    restore.append(f"ANALYZE {', '.join(preparer.format_table(table) for table in tables)}")
+    return restore

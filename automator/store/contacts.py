@@ -76,7 +76,7 @@ def loader(
     store: Store, now: datetime, first_stage: str | None
 ) -> Iterator[Callable[[list[ContactData]], list[int]]]:
     """`bulk_upsert` for each batch of an import: each in a transaction of its own, or, into
-    an empty SQLite store, all in one, with the indexes built at its end (`bulk.loading`).
+    an empty contact table, all in one, with the indexes built at its end (`bulk.loading`).
     Returns the ids of a batch's contacts."""
     with loading(store.engine, CONTACTS, STAGES, DATES) as session:
         if session is not None:
