@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy
 from sqlalchemy import inspect
 
 from automator import memory
@@ -21,7 +22,8 @@ from automator.importing.overlap import stored_in_order
 from automator.store import bulk, suppressions
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from tests.conftest import write_jsonl
+from automator.tables import Contact, StageChange
+from tests.conftest import utc, write_jsonl
 from tests.importing import cart_event, contact, event_keys, stored_events, write_csv
 
 NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
@@ -114,6 +116,55 @@ def test_a_reimported_stage_moves_the_contact_and_is_recorded(cli, store, tmp_pa
         history = [(c.from_stage, c.to_stage, c.cause) for c in contact_store.stage_history(session, lan.id)]
     assert history == [(None, "awareness", "import"), ("awareness", "retention", "import")]
     assert lan.stage == "retention"
+
+
+def test_journey_moves_follow_the_events_order_in_a_batch_and_the_files_across_batches(
+    small_batches, project, store, make_contact, tmp_path
+):
+    made = utc("2026-11-01 00:00")
+    make_contact("lan@example.com", stage="awareness", _now=made)
+    make_contact("minh@example.com", stage=None, _now=made)
+    make_contact("hoa@example.com", stage="retention", _now=made)
+    lan, minh, hoa = "lan@example.com", "minh@example.com", "hoa@example.com"
+    lines = [
+        # The first batch: Lan's three moves, by time and then key.
+        cart_event(id="o1", type="order_placed", email=lan, at="2026-11-20T03:00:00Z"),
+        cart_event(id="k1", type="checkout_started", email=lan, at="2026-11-20T01:00:00Z"),
+        cart_event(id="c1", email=lan, at="2026-11-20T01:00:00Z"),
+        # The second: a contact without a stage moves; none moves backward or without a move.
+        cart_event(id="c2", email=minh, at="2026-11-20T01:00:00Z"),
+        cart_event(id="c3", email=hoa, at="2026-11-20T01:00:00Z"),
+        cart_event(id="v1", type="page_viewed", email=minh, at="2026-11-20T00:00:00Z"),
+        # The third: a move after an earlier batch's; a key stored before moves nobody.
+        cart_event(id="c4", email=lan, at="2026-11-20T04:00:00Z"),
+        cart_event(id="o2", type="order_placed", email=minh, at="2026-11-20T02:00:00Z"),
+        cart_event(id="c1", type="order_placed", email=hoa, at="2026-11-19T00:00:00Z"),
+    ]
+    path = write_jsonl(tmp_path / "e.jsonl", lines)
+
+    report = import_events(store, path, project.journey, NOW)
+
+    assert (report.imported, report.duplicates) == (8, 1)
+    with store.session() as session:
+        rows = session.execute(
+            sqlalchemy.select(StageChange.from_stage, StageChange.to_stage, StageChange.at, StageChange.cause)
+            .where(StageChange.cause.like("event %"))
+            .order_by(StageChange.id)
+        ).all()
+        contacts = session.execute(sqlalchemy.select(Contact)).scalars()
+        stages = {each.email: (each.stage, each.stage_entered_at) for each in contacts}
+    assert [tuple(row) for row in rows] == [
+        ("awareness", "consideration", utc("2026-11-20 01:00"), "event cart_updated (c1)"),
+        ("consideration", "conversion", utc("2026-11-20 01:00"), "event checkout_started (k1)"),
+        ("conversion", "retention", utc("2026-11-20 03:00"), "event order_placed (o1)"),
+        (None, "consideration", utc("2026-11-20 01:00"), "event cart_updated (c2)"),
+        ("consideration", "retention", utc("2026-11-20 02:00"), "event order_placed (o2)"),
+    ]
+    assert stages == {
+        lan: ("retention", utc("2026-11-20 03:00")),
+        minh: ("retention", utc("2026-11-20 02:00")),
+        hoa: ("retention", made),
+    }
 
 
 def test_an_erased_address_that_is_imported_again_is_suppressed(project, store, tmp_path):

@@ -88,9 +88,8 @@ def bulk_add(session: Session, records: list[EventData], journey: Journey, now: 
 
     Returns how many events were new."""
     if session.get_bind().dialect.name == "postgresql":
-        new, moving, created = staging.copy_events(session, records, now, journey.first_stage, journey.moves)
+        new, created = staging.copy_events(session, records, now, journey)
         suppressions.suppress_returning(session, created, now)
-        _apply_moves(session, moving, journey)
         return new
     ids = contacts.ensure(session, sorted({record.email for record in records}), now, journey.first_stage)
     first: dict[str, EventData] = {}

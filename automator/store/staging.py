@@ -12,13 +12,14 @@ a change), one that stopped being a date leaves the date index.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 from sqlmodel import Session
 
+from automator.journey import Journey
 from automator.store.bulk import driver_cursor
 
 
@@ -88,14 +89,56 @@ SELECT id, email, false FROM existing
 
 
 # The batch's events in the file's order (each key's first line only: `copy_events` copies
-# no other); a key stored before is skipped. Only the keys come back: the client has the
-# rest of each event already, and reading back a row's time costs more than its key.
+# no other); a key stored before is skipped. The stored events of the types that move
+# contacts along the journey then move them, as `events._apply_moves` does: in the events'
+# order (time, then key), each to its event's stage when that is further than the stage
+# the contact has reached, every move a row of `stage_change`, each moved contact's row
+# written once. Done here, a batch sends nothing back but its count: neither its keys nor
+# its contacts' stages go to the client and back.
 INSERT_EVENTS = """
-INSERT INTO event (key, contact_id, type, at, properties, received_at)
-SELECT key, contact_id, type, at AT TIME ZONE 'UTC', properties, %(now)s FROM import_event
-ORDER BY seq
-ON CONFLICT (key) DO NOTHING
-RETURNING key
+WITH stored AS (
+    INSERT INTO event (key, contact_id, type, at, properties, received_at)
+    SELECT key, contact_id, type, at AT TIME ZONE 'UTC', properties, %(now)s FROM import_event
+    ORDER BY seq
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key, contact_id, type, at
+), moving AS (
+    SELECT s.contact_id, s.key, s.at, s.type, m.stage AS target, m.rank
+    FROM stored AS s
+    JOIN unnest(%(move_types)b::text[], %(move_stages)b::text[], %(move_ranks)b::int4[])
+        AS m(type, stage, rank) ON m.type = s.type
+), rising AS (
+    -- An event can move its contact only past the stages of the contact's events before it.
+    SELECT * FROM (
+        SELECT moving.*, max(rank) OVER (
+            PARTITION BY contact_id ORDER BY at, key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+        ) AS passed
+        FROM moving
+    ) AS ranked
+    WHERE passed IS NULL OR rank > passed
+), changes AS (
+    -- ...and past the contact's stage: its row read for those events only.
+    SELECT r.contact_id, r.key, r.at, r.type, r.target, c.stage AS current
+    FROM rising AS r
+    JOIN contact AS c ON c.id = r.contact_id
+    LEFT JOIN unnest(%(stages)b::text[], %(ranks)b::int4[]) AS j(stage, rank) ON j.stage = c.stage
+    WHERE r.rank > COALESCE(j.rank, -1)
+), recorded AS (
+    INSERT INTO stage_change (contact_id, from_stage, to_stage, at, cause)
+    SELECT contact_id,
+        COALESCE(lag(target) OVER (PARTITION BY contact_id ORDER BY at, key), current),
+        target, at, 'event ' || type || ' (' || key || ')'
+    FROM changes
+    ORDER BY at, key
+), moved AS (
+    UPDATE contact AS c SET stage = f.target, stage_entered_at = f.at
+    FROM (
+        SELECT DISTINCT ON (contact_id) contact_id, target, at FROM changes
+        ORDER BY contact_id, at DESC, key DESC
+    ) AS f
+    WHERE c.id = f.contact_id
+)
+SELECT count(*) FROM stored
 """
 
 CONTACT_STAGING = """
@@ -195,21 +238,18 @@ WHERE c.id = ANY(%(ids)b) AND c.id = m.id
 
 
 def copy_events(
-    session: Session,
-    records: Sequence[StagedEvent],
-    now: datetime,
-    first_stage: str | None,
-    moving: Collection[str],
-) -> tuple[int, list[dict[str, Any]], list[str]]:
-    """Store the events whose key is new, creating contacts for unknown addresses; returns
-    how many were stored, the stored ones of the `moving` types (key, contact_id, type, at),
-    and the addresses of the contacts made."""
+    session: Session, records: Sequence[StagedEvent], now: datetime, journey: Journey
+) -> tuple[int, list[str]]:
+    """Store the events whose key is new, creating contacts for unknown addresses, and apply
+    the journey moves of the stored ones; returns how many were stored, and the addresses
+    of the contacts made."""
     cursor = _cursor(session)
     cursor.execute(BATCH_SETTINGS)
-    ids, created = _contacts_for(cursor, sorted({record.email for record in records}), now, first_stage)
+    emails = sorted({record.email for record in records})
+    ids, created = _contacts_for(cursor, emails, now, journey.first_stage)
     cursor.execute(EVENT_STAGING)
     cursor.execute("TRUNCATE import_event")
-    first: dict[str, tuple[StagedEvent, int]] = {}
+    first: set[str] = set()
     with cursor.copy(COPY_EVENTS) as copy:
         copy.set_types(EVENT_TYPES)
         for seq, record in enumerate(records):
@@ -217,15 +257,23 @@ def copy_events(
                 continue
             # An address without a contact is one erased since `_contacts_for` looked.
             if (contact_id := ids.get(record.email)) is not None:
-                first[record.key] = record, contact_id
+                first.add(record.key)
                 copy.write_row((seq, record.key, contact_id, record.type, record.at, record.properties))
-    inserted = cursor.execute(INSERT_EVENTS, {"now": _naive(now)}).fetchall()
-    stored = []
-    for (key,) in inserted:
-        record, contact_id = first[key]
-        if record.type in moving:
-            stored.append({"key": key, "contact_id": contact_id, "type": record.type, "at": record.at})
-    return len(inserted), stored, created
+    (stored,) = cursor.execute(INSERT_EVENTS, {"now": _naive(now), **_journey(journey)}).fetchone()
+    return stored, created
+
+
+def _journey(journey: Journey) -> dict[str, list[Any]]:
+    """The journey's stages and moves as the arrays INSERT_EVENTS joins: each stage's rank,
+    and each moving event type's stage and its rank."""
+    moves = sorted(journey.moves.items())
+    return {
+        "stages": list(journey.stages),
+        "ranks": list(range(len(journey.stages))),
+        "move_types": [event_type for event_type, _ in moves],
+        "move_stages": [stage for _, stage in moves],
+        "move_ranks": [journey.rank(stage) for _, stage in moves],
+    }
 
 
 def _contacts_for(
