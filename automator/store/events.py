@@ -61,9 +61,10 @@ def add(session: Session, records: list[EventData], journey: Journey, now: datet
 @contextmanager
 def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[list[EventData]], int]]:
     """`bulk_add` for each batch of an import: each in a transaction of its own, or, into an
-    empty event table, all in one, with the indexes built at its end (`bulk.loading`).
+    empty event table, all in one, with its indexes and those of the stage changes the
+    events' moves record built at its end (`bulk.loading`).
     Returns how many of a batch's events were new."""
-    with bulk.loading(store.engine, EVENTS) as session:
+    with bulk.loading(store.engine, EVENTS, table(StageChange)) as session:
         if session is not None:
             yield lambda batch: bulk_add(session, batch, journey, now)
             return
