@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 from automator import memory
 from automator.importing import import_contacts, import_events
 from automator.importing.overlap import stored_in_order
-from automator.store import bulk, suppressions
+from automator.store import Store, bulk, suppressions
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from automator.tables import Contact, StageChange
@@ -311,6 +311,29 @@ def test_a_postgresql_table_in_use_is_loaded_batch_by_batch(
 
         assert (report.imported, len(sessions)) == (7, 3)  # three batches, each committed alone
         assert event_keys(store, "lan@example.com") == [f"e{n}" for n in reversed(range(7))]
+
+
+def test_a_postgresql_user_that_does_not_own_the_tables_loads_batch_by_batch(
+    small_batches, project, store, tmp_path
+):
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no users")
+    with store.engine.begin() as connection:  # as the owner: a user that may only write the tables
+        connection.exec_driver_sql(
+            "DO $$ BEGIN CREATE ROLE automator_writer LOGIN;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        for grant in ("ALL ON ALL TABLES IN SCHEMA public", "ALL ON ALL SEQUENCES IN SCHEMA public"):
+            connection.exec_driver_sql(f"GRANT {grant} TO automator_writer")
+    writer = Store(store.engine.url.set(username="automator_writer").render_as_string(hide_password=False))
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(7)])
+    try:
+        report = import_events(writer, path, project.journey, NOW)
+    finally:
+        writer.dispose()
+
+    assert report.imported == 7
+    assert event_keys(store, "lan@example.com") == [f"e{n}" for n in reversed(range(7))]
 
 
 @pytest.mark.parametrize("kind", ["contacts", "events"])

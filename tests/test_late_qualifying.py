@@ -355,7 +355,9 @@ def test_the_change_log_keeps_only_what_a_rule_has_not_looked_at(lan, make_conta
 
     tick(utc("2026-11-20 04:25"))
 
-    assert change_count(store) == 1  # the newest stays: positions go on from it
+    # On SQLite the newest stays, for positions to go on from it; PostgreSQL's positions are
+    # transaction ids, and none needs to stay.
+    assert change_count(store) == (1 if store.engine.dialect.name == "sqlite" else 0)
     make_contact(lan, first_name="Lan")
     with store.session() as session:
         assert session.execute(select(ContactChange.position)).scalars().all()[-1] >= 1

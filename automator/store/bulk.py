@@ -223,11 +223,11 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
     write; on PostgreSQL, whose index drop locks the tables, they wait to read them too.
     Anything else (a table with rows, a PostgreSQL table in use for LOAD_LOCK_WAIT) yields
     None: each batch then takes a transaction of its own."""
-    session = _empty_for_loading(engine, table)
+    tables = (table, *beside)
+    session = _empty_for_loading(engine, tables)
     if session is None:
         yield None
         return
-    tables = (table, *beside)
     with session:
         if engine.dialect.name == "postgresql":
             restore = _set_aside_on_postgresql(session, tables)
@@ -253,11 +253,14 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
         session.commit()
 
 
-def _empty_for_loading(engine: Engine, table: Table) -> Session | None:
-    """A session whose transaction has `table` to itself, when the table is empty; else None.
-    On SQLite it holds the file's write lock; on PostgreSQL the insert fence's shared lock
-    (taken before the table's, as each insert takes it: a tick holding the fence waits for
-    no lock of a load's) and the table's exclusive lock, waited for LOAD_LOCK_WAIT at most."""
+def _empty_for_loading(engine: Engine, tables: tuple[Table, ...]) -> Session | None:
+    """A session whose transaction has the tables to itself, when the first is empty; else
+    None. On SQLite it holds the file's write lock. On PostgreSQL, where the session's user
+    must own the tables (to drop their indexes: a user that only writes them loads batch by
+    batch), the insert fence's shared lock (taken before the tables', as each insert takes
+    it: a tick holding the fence waits for no lock of a load's) and the tables' exclusive
+    locks, waited for LOAD_LOCK_WAIT at most."""
+    table = tables[0]
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         return None
     session = Session(engine, expire_on_commit=False)
@@ -265,18 +268,18 @@ def _empty_for_loading(engine: Engine, table: Table) -> Session | None:
         connection = session.connection()
         if engine.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, until the commit
-        elif session.execute(select(1).select_from(table).limit(1)).first() is None:
+        elif _is_empty(session, table) and _owned(session, tables):
             session.rollback()  # a look only: a lock kept from it would be upgraded below
             connection = session.connection()
             connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOAD_LOCK_WAIT}'")
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({locks.SEQUENCE_FENCE})")
-            name = connection.dialect.identifier_preparer.format_table(table)
-            connection.exec_driver_sql(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+            names = ", ".join(connection.dialect.identifier_preparer.format_table(each) for each in tables)
+            connection.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
             connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
         else:
             session.close()
             return None
-        if session.execute(select(1).select_from(table).limit(1)).first() is None:
+        if _is_empty(session, table):
             return session
     except OperationalError as exc:
         session.close()
@@ -291,6 +294,23 @@ def _empty_for_loading(engine: Engine, table: Table) -> Session | None:
 
 
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's error when lock_timeout passes
+
+
+def _is_empty(session: Session, table: Table) -> bool:
+    return session.execute(select(1).select_from(table).limit(1)).first() is None
+
+
+def _owned(session: Session, tables: tuple[Table, ...]) -> bool:
+    """Whether the session's user owns every one of the tables (or is a superuser)."""
+    preparer = session.get_bind().dialect.identifier_preparer
+    names = [preparer.format_table(table) for table in tables]
+    owned = driver_cursor(session).execute(
+        "SELECT bool_and(pg_has_role(current_user, relowner, 'USAGE')) FROM pg_class"
+        " WHERE oid = ANY(%(names)s::regclass[])",
+        {"names": names},
+    )
+    return bool(owned.fetchone()[0])
+
 
 # The tables' indexes that no constraint needs (neither unique nor a primary key), and
 # their foreign keys, each with the statement that makes it again.

@@ -161,9 +161,13 @@ def position(session: Session) -> int:
 def prune(session: Session, rule_ids: Collection[str]) -> int:
     """Forget the changes that every one of these rules has looked at (those before the
     oldest of their marks); how many. A rule with no mark yet looks at none (its first tick
-    covers the whole lateness window). The newest position stays, so that SQLite's next one
-    follows it. The rows of a journey's later steps (`<rule>#<step>`, see
-    `rulestate.state_key`) never read the log: they are not among `rule_ids`, and left out."""
+    covers the whole lateness window). On SQLite the newest position stays, so that the next
+    one follows it. On PostgreSQL a position is the id of the transaction that wrote it, and
+    the next transaction's is higher whatever stays: every change before the oldest mark
+    goes, the newest transaction's too (a first load is one transaction, whose moves logged
+    a change for each contact they moved). The rows of a journey's later steps
+    (`<rule>#<step>`, see `rulestate.state_key`) never read the log: they are not among
+    `rule_ids`, and left out."""
     rule_ids = [rule_id for rule_id in rule_ids if "#" not in rule_id]
     oldest_mark = session.execute(
         select(func.min(RULE_STATES.c.change_position)).where(RULE_STATES.c.rule_id.in_(rule_ids))
@@ -171,7 +175,12 @@ def prune(session: Session, rule_ids: Collection[str]) -> int:
     first, newest = session.execute(select(func.min(CHANGES.c.position), func.max(CHANGES.c.position))).one()
     if first is None:
         return 0
-    until = newest if oldest_mark is None else min(oldest_mark, newest)
+    if oldest_mark is None:
+        until = newest
+    elif session.get_bind().dialect.name == "postgresql":
+        until = oldest_mark
+    else:
+        until = min(oldest_mark, newest)
     if first >= until:
         return 0  # nothing to forget: no write
     return int(session.execute(delete(CHANGES).where(CHANGES.c.position < until)).rowcount)  # type: ignore[attr-defined]
