@@ -208,6 +208,29 @@ def event_indexes(store):
 
 
 LOADED = {"events": ("event", "stage_change"), "contacts": ("contact", "stage_change", "contact_date")}
+STORED_BY = {"contacts": (contact_store, "bulk_upsert"), "events": (event_store, "bulk_add")}
+
+
+def on_each_batch(kind, monkeypatch, note):
+    """`note(session)` as each batch of an import of `kind` is stored, before it is."""
+    module, name = STORED_BY[kind]
+    real = getattr(module, name)
+
+    def noting(session, *args):
+        note(session)
+        return real(session, *args)
+
+    monkeypatch.setattr(module, name, noting)
+
+
+def import_records(kind, count, store, project, tmp_path):
+    """An import of `count` contacts (each with a date attribute) or cart events."""
+    if kind == "contacts":
+        lines = [f"c{n}@example.com,C{n},2026-0{n % 9 + 1}-01" for n in range(count)]
+        path = write_csv(tmp_path / "c.csv", "email,first_name,birthday", *lines)
+        return import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(count)])
+    return import_events(store, path, project.journey, NOW)
 
 
 @pytest.mark.parametrize("kind", ["contacts", "events"])
@@ -218,22 +241,13 @@ def test_a_load_into_an_empty_table_builds_its_indexes_and_keys_at_the_end(
     with store.engine.connect() as connection:
         before = schema_of(connection, *tables)
     during, sessions = [], set()
-    module, name = (contact_store, "bulk_upsert") if kind == "contacts" else (event_store, "bulk_add")
-    real = getattr(module, name)
 
-    def noting_the_schema(session, *args):
+    def note(session):
         during.append(schema_of(session.connection(), *tables))
         sessions.add(id(session))
-        return real(session, *args)
 
-    monkeypatch.setattr(module, name, noting_the_schema)
-    if kind == "contacts":
-        lines = [f"c{n}@example.com,C{n},2026-0{n % 9 + 1}-01" for n in range(10)]
-        path = write_csv(tmp_path / "c.csv", "email,first_name,birthday", *lines)
-        report = import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
-    else:
-        path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
-        report = import_events(store, path, project.journey, NOW)
+    on_each_batch(kind, monkeypatch, note)
+    report = import_records(kind, 10, store, project, tmp_path)
 
     assert report.imported == 10 and len(during) == 4 and len(sessions) == 1  # one transaction
     with store.engine.connect() as connection:
@@ -296,13 +310,7 @@ def test_a_postgresql_table_in_use_is_loaded_batch_by_batch(
         pytest.skip("SQLite's load waits for the write lock as any writer does")
     monkeypatch.setattr(bulk, "LOAD_LOCK_WAIT", "100ms")
     sessions = set()
-    real = event_store.bulk_add
-
-    def noting_the_session(session, *args):
-        sessions.add(id(session))
-        return real(session, *args)
-
-    monkeypatch.setattr(event_store, "bulk_add", noting_the_session)
+    on_each_batch("events", monkeypatch, lambda session: sessions.add(id(session)))
     path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(7)])
     with store.engine.connect() as reader:
         reader.exec_driver_sql("SELECT count(*) FROM event")  # a transaction reading the table, open
@@ -341,21 +349,10 @@ def test_an_import_collects_only_its_own_objects_and_seldom_while_it_runs(
     kind, project, store, tmp_path, monkeypatch
 ):
     seen: list[tuple[int, int]] = []
-    module, name = (contact_store, "bulk_upsert") if kind == "contacts" else (event_store, "bulk_add")
-    real = getattr(module, name)
-
-    def noting_the_collector(*args):
-        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
-        return real(*args)
-
-    monkeypatch.setattr(module, name, noting_the_collector)
+    on_each_batch(kind, monkeypatch, lambda _: seen.append((gc.get_freeze_count(), gc.get_threshold()[0])))
     before, threshold = gc.get_freeze_count(), gc.get_threshold()
-    if kind == "contacts":
-        path = write_csv(tmp_path / "c.csv", "email,first_name", "lan@example.com,Lan")
-        report = import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
-    else:
-        path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id="e1")])
-        report = import_events(store, path, project.journey, NOW)
+
+    report = import_records(kind, 1, store, project, tmp_path)
 
     assert report.imported == 1 and len(seen) == 1
     frozen, young = seen[0]

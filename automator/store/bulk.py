@@ -329,9 +329,9 @@ ORDER BY conname
 
 
 def _set_aside_on_postgresql(session: Session, tables: tuple[Table, ...]) -> list[str]:
-    """Drop the tables' non-unique indexes and foreign keys; returns the statements that make
-    them again, and then refresh the tables' statistics (the next tick plans its lookups by
-    them, and autovacuum would come a minute later)."""
+    """Drop the tables' non-unique indexes and foreign keys; returns the statements to run at
+    the load's end: those that make them again, then an ANALYZE of the tables (the next tick
+    plans its lookups by their statistics, and autovacuum would come a minute later)."""
     cursor = driver_cursor(session)
     preparer = session.get_bind().dialect.identifier_preparer
     restore: list[str] = []

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from automator.journey import Journey
 from automator.store import Store, bulk, contacts, execute_many, insert, staging, suppressions, table
 from automator.store.statements import listed, one_of
-from automator.tables import Contact, Event, StageChange
+from automator.tables import Contact, Event
 
 EVENTS = table(Event)
 CONTACTS = table(Contact)
@@ -64,7 +64,7 @@ def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[
     empty event table, all in one, with its indexes and those of the stage changes the
     events' moves record built at its end (`bulk.loading`).
     Returns how many of a batch's events were new."""
-    with bulk.loading(store.engine, EVENTS, table(StageChange)) as session:
+    with bulk.loading(store.engine, EVENTS, contacts.STAGES) as session:
         if session is not None:
             yield lambda batch: bulk_add(session, batch, journey, now)
             return
@@ -151,7 +151,7 @@ def _apply_moves(session: Session, rows: list[dict[str, Any]], journey: Journey)
     if session.get_bind().dialect.name == "postgresql":
         staging.move_contacts(session, changes, final)
     else:
-        execute_many(session, table(StageChange).insert(), changes)
+        execute_many(session, contacts.STAGES.insert(), changes)
         session.execute(
             update(CONTACTS)
             .where(CONTACTS.c.id == bindparam("cid"))
