@@ -345,6 +345,38 @@ def test_a_postgresql_user_that_does_not_own_the_tables_loads_batch_by_batch(
 
 
 @pytest.mark.parametrize("kind", ["contacts", "events"])
+def test_a_postgresql_statement_timeout_does_not_end_a_load_at_its_index_builds(
+    kind, small_batches, project, store, tmp_path, monkeypatch
+):
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no statement_timeout")
+    module, name = STORED_BY[kind]
+    real = getattr(module, name)
+
+    def stored_then_timed(session, *args):
+        """Each batch stored with no limit, then a limit of 1 ms for what follows in the
+        load's transaction: as a server-wide statement_timeout would be for an index build
+        over millions of rows."""
+        connection = session.connection()
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        stored = real(session, *args)
+        connection.exec_driver_sql("SET LOCAL statement_timeout = '1ms'")
+        return stored
+
+    monkeypatch.setattr(module, name, stored_then_timed)
+    tables = LOADED[kind]
+    with store.engine.connect() as connection:
+        before = schema_of(connection, *tables)
+
+    report = import_records(kind, 10, store, project, tmp_path)
+
+    assert report.imported == 10
+    with store.engine.connect() as connection:
+        assert schema_of(connection, *tables) == before  # every index and key built again
+        assert connection.exec_driver_sql(f"SELECT count(*) FROM {tables[0]}").scalar() == 10
+
+
+@pytest.mark.parametrize("kind", ["contacts", "events"])
 def test_an_import_collects_only_its_own_objects_and_seldom_while_it_runs(
     kind, project, store, tmp_path, monkeypatch
 ):

@@ -233,6 +233,10 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
             restore = _set_aside_on_postgresql(session, tables)
             yield session
             cursor = driver_cursor(session)
+            # Building an index over the whole load takes as long as the load is big: a
+            # statement_timeout set for the server or the user would end it there, and the
+            # whole load with it.
+            cursor.execute("SET LOCAL statement_timeout = 0")
             for statement in restore:
                 cursor.execute(statement)
             session.commit()
