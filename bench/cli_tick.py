@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import machine
 from tick import NOW, say, write_project
 
 GOAL_S = 6.0  # at 200k contacts / 1M events (issue 17)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         build_store(args)
     work = Path(tempfile.mkdtemp(prefix="automator-bench-cli-tick-"))
     outbox = (args.outbox or work) / f"outbox-{os.getpid()}"
-    say(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
+    say(machine.describe())
     say(f"bench: automator tick --now {NOW.isoformat()} on {describe(saved)}; outbox {outbox}")
     try:
         project = write_project(work)

@@ -68,6 +68,7 @@ from typing import Any
 
 import aiosmtplib
 import floor
+import machine
 from sqlalchemy import select
 
 from automator import emails, letters
@@ -742,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--floor replays a SQLite store's statements; --daemons runs on PostgreSQL")
     if args.outbox and not args.outbox.is_dir():
         parser.error(f"--outbox {args.outbox}: no such folder (the bench makes its outboxes inside it)")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run", flush=True)
+    print(machine.describe(), flush=True)
     if args.daemons:
         return main_daemons(args)
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import machine
 from tick import REPO, Shop, history_events, write_contacts, write_jsonl
 
 GOAL_SQLITE_ROWS_S = 20_000
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     files.mkdir(parents=True, exist_ok=True)
     url = args.database_url or f"sqlite:///{work / 'bench.db'}"
     postgres = url.startswith("postgresql")
-    say(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
+    say(machine.describe())
     say(f"bench: {args.contacts:,} contacts, {args.events:,} events, seed {args.seed}, {url.split('@')[-1]}")
     try:
         contacts_csv, events_jsonl = generate(files, args.contacts, args.events, args.seed)

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import machine
 from sqlalchemy import Row, create_engine, delete, func, insert, inspect, make_url, select, text
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
@@ -1282,7 +1283,7 @@ def bench(args: argparse.Namespace, server: str | None) -> int:
     else:
         database = PostgresDatabase(server)
     rng = random.Random(args.seed)
-    say(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
+    say(machine.describe())
     say(
         f"bench: {args.contacts:,} contacts, {args.events:,} events, seed {args.seed}, "
         f"now {NOW.isoformat()}, {database.describe()}"
