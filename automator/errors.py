@@ -57,6 +57,11 @@ class ImportRecordError(AutomatorError):
     def __str__(self) -> str:
         return f"{self.file}:{self.record}: {self.message}"
 
+    def __reduce__(self) -> tuple[type[ImportRecordError], tuple[str, int, str]]:
+        """Pickled by what makes it (an import's reading process sends it): an exception is
+        pickled by its `args`, here the whole text, which this constructor does not take."""
+        return ImportRecordError, (self.file, self.record, self.message)
+
 
 class NotFoundError(AutomatorError):
     """A contact, message or rule asked for by name or id does not exist."""

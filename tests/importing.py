@@ -3,14 +3,19 @@ holds afterwards."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from automator.importing import import_events
 from automator.store import Store
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
+from automator.store.staging import EventCopy
 from automator.tables import Contact, Event
-from tests.conftest import cart
+from tests.conftest import cart, write_jsonl
 
 
 def write_csv(path: Path, *rows: str) -> Path:
@@ -51,3 +56,22 @@ def stored_events(store: Store, email: str) -> list[Event]:
 
 def event_keys(store: Store, email: str) -> list[str]:
     return [event.key for event in stored_events(store, email)]
+
+
+def import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch) -> list[list[str]]:
+    """Import ten events in batches of three (`small_batches`) with the second batch's store
+    failing ("disk full"); the keys of each batch the store was given."""
+    calls: list[list[str]] = []
+    real = event_store.bulk_add
+
+    def failing(session, batch, journey, now):
+        calls.append(batch.keys if isinstance(batch, EventCopy) else [record.key for record in batch])
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(session, batch, journey, now)
+
+    monkeypatch.setattr(event_store, "bulk_add", failing)
+    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
+    with pytest.raises(OSError, match="disk full"):
+        import_events(store, path, project.journey, datetime(2026, 11, 20, 5, tzinfo=UTC))
+    return calls

@@ -24,7 +24,14 @@ from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from automator.tables import Contact, StageChange
 from tests.conftest import utc, write_jsonl
-from tests.importing import cart_event, contact, event_keys, stored_events, write_csv
+from tests.importing import (
+    cart_event,
+    contact,
+    event_keys,
+    import_failing_at_the_second_batch,
+    stored_events,
+    write_csv,
+)
 
 NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 
@@ -258,23 +265,36 @@ def test_a_load_into_an_empty_table_builds_its_indexes_and_keys_at_the_end(
         assert during[0][table][1] == ([] if store.engine.dialect.name == "postgresql" else before[table][1])
 
 
-def import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch) -> list[list[str]]:
-    """Import ten events in batches of three (`small_batches`) with the second batch's store
-    failing ("disk full"); the keys of each batch the store was given."""
-    calls: list[list[str]] = []
-    real = event_store.bulk_add
+def test_events_keep_every_character_of_their_keys_and_properties(project, store, tmp_path):
+    """PostgreSQL copies an event as a line of text, where a backslash, a tab and a line
+    end mean something: each arrives as it was sent, and SQLite stores the same."""
+    properties = {
+        "note": 'line one\nline two\ttabbed \\ "quoted" \\n not a line end',
+        "path": "C:\\shop\\carts",
+        "text": "Huế, Lê Lợi \u00e9 \U0001f600",
+        "big": 2**70,
+        "nested": {"list": [1, 2.5, None, True, "a\\tb"]},
+    }
+    lines = [
+        cart_event(id="k\\1", properties=properties, at="2026-11-20T10:00:00.123456+07:00"),
+        cart_event(id="k\\t2", properties={"x": "\\N"}, at="2026-11-19T23:59:59-05:00"),
+    ]
+    path = write_jsonl(tmp_path / "e.jsonl", lines)
 
-    def failing(session, batch, journey, now):
-        calls.append([record.key for record in batch])
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real(session, batch, journey, now)
+    report = import_events(store, path, project.journey, NOW)
 
-    monkeypatch.setattr(event_store, "bulk_add", failing)
-    path = write_jsonl(tmp_path / "e.jsonl", [cart_event(id=f"e{n}") for n in range(10)])
-    with pytest.raises(OSError, match="disk full"):
-        import_events(store, path, project.journey, NOW)
-    return calls
+    assert report.imported == 2
+    first, second = sorted(stored_events(store, "lan@example.com"), key=lambda event: event.key)
+    assert (first.key, first.properties, first.at.astimezone(UTC)) == (
+        "k\\1",
+        properties,
+        datetime(2026, 11, 20, 3, 0, 0, 123456, UTC),
+    )
+    assert (second.key, second.properties, second.at.astimezone(UTC)) == (
+        "k\\t2",
+        {"x": "\\N"},
+        datetime(2026, 11, 20, 4, 59, 59, tzinfo=UTC),
+    )
 
 
 def test_a_load_that_fails_leaves_an_empty_store_as_it_was(

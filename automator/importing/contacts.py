@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from automator.errors import ImportRecordError
 from automator.importing import screening
 from automator.importing.files import RecordFile
-from automator.importing.overlap import in_background, stored_in_order
+from automator.importing.overlap import in_background, reading, stored_in_order
 from automator.importing.records import KNOWN_FIELDS, ContactRecord, parse_timestamp, reason
 from automator.importing.report import ImportReport, RecordWarning, Tally, Watcher
 from automator.importing.seen import SeenIds
@@ -169,22 +169,23 @@ def import_contacts(
     tally = Tally(watcher)
     seen = SeenIds()
     size = contact_store.batch_size(store.engine.dialect.name)
+    fields, apart = ("email", *KNOWN_FIELDS), in_background(store)
     with (
-        RecordFile(path, tally.warn, ("email", *KNOWN_FIELDS)) as records,
+        reading(_batches, path, fields, tally, size, journey, default_zone, apart=apart) as file,
         contact_store.loader(store, now, journey.first_stage) as upsert,
         collecting_young_objects_only(),
     ):
-        batches = _batches(records, path, journey, default_zone, tally, size)
         store_batch = lambda each: upsert(each[0])  # noqa: E731
-        for (_, taken), ids in stored_in_order(batches, store_batch, in_background(store)):
+        background = apart and not file.apart
+        for (_, taken), ids in stored_in_order(file.batches, store_batch, background):
             tally.report.imported += taken
             tally.report.merged += seen.add_all(ids)
-            tally.advanced(records.done, records.size)
-        return tally.ended(path, records.nothing)
+            tally.advanced(file.done, file.size)
+        return tally.ended(path, file.nothing)
 
 
 def _batches(
-    records: RecordFile, path: Path, journey: Journey, zone: ZoneInfo, tally: Tally, size: int
+    records: RecordFile, path: Path, tally: Tally, size: int, journey: Journey, zone: ZoneInfo
 ) -> Iterator[tuple[list[ContactData], int]]:
     """The valid contacts, `size` at a time, one per email (a later line for the same email
     merged into the earlier one), with the number of records each batch holds; each problem

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from automator.errors import ImportRecordError
 from automator.importing import screening
 from automator.importing.files import RecordFile
-from automator.importing.overlap import in_background, stored_in_order
+from automator.importing.overlap import in_background, reading, stored_in_order
 from automator.importing.records import EVENT_FIELDS, EventRecord, reason
 from automator.importing.report import ImportReport, Tally, Watcher
 from automator.journey import Journey
@@ -48,17 +48,25 @@ def import_events(
 ) -> ImportReport:
     """Store the file's events once per key, and apply the journey moves of the new ones."""
     tally = Tally(watcher)
-    size = event_store.batch_size(store.engine.dialect.name)
+    dialect = store.engine.dialect.name
+    size, apart = event_store.batch_size(dialect), in_background(store)
     with (
-        RecordFile(path, tally.warn, EVENT_FIELDS) as records,
+        reading(_prepared_batches, path, EVENT_FIELDS, tally, size, dialect, apart=apart) as file,
         event_store.loader(store, journey, now) as add,
         collecting_young_objects_only(),
     ):
-        for batch, new in stored_in_order(_batches(records, path, tally, size), add, in_background(store)):
+        for batch, new in stored_in_order(file.batches, add, apart and not file.apart):
             tally.report.imported += new
             tally.report.duplicates += len(batch) - new
-            tally.advanced(records.done, records.size)
-        return tally.ended(path, records.nothing)
+            tally.advanced(file.done, file.size)
+        return tally.ended(path, file.nothing)
+
+
+def _prepared_batches(
+    records: RecordFile, path: Path, tally: Tally, size: int, dialect: str
+) -> Iterator[event_store.Batch]:
+    """`_batches`, each as the store takes it (`events.prepared`): made where the file is read."""
+    return map(event_store.prepared(dialect), _batches(records, path, tally, size))
 
 
 def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[EventData]]:

@@ -30,6 +30,9 @@ class EventData:
     properties: dict[str, Any]
 
 
+Batch = list[EventData] | staging.EventCopy  # an import's batch: see `prepared`
+
+
 def add(session: Session, records: list[EventData], journey: Journey, now: datetime) -> int:
     """Store events once per key (re-imports are no-ops) and apply their journey moves.
 
@@ -59,7 +62,7 @@ def add(session: Session, records: list[EventData], journey: Journey, now: datet
 
 
 @contextmanager
-def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[list[EventData]], int]]:
+def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[Batch], int]]:
     """`bulk_add` for each batch of an import: each in a transaction of its own, or, into an
     empty event table, all in one, with its indexes and those of the stage changes the
     events' moves record built at its end (`bulk.loading`).
@@ -69,11 +72,17 @@ def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[
             yield lambda batch: bulk_add(session, batch, journey, now)
             return
 
-        def add_batch(batch: list[EventData]) -> int:
+        def add_batch(batch: Batch) -> int:
             with store.transaction() as own:
                 return bulk_add(own, batch, journey, now)
 
         yield add_batch
+
+
+def prepared(dialect: str) -> Callable[[list[EventData]], Batch]:
+    """What an import makes of a batch where it reads the file, before `bulk_add` stores it:
+    on PostgreSQL the rows of its COPY (`staging.EventCopy`), elsewhere the batch itself."""
+    return staging.event_copy if dialect == "postgresql" else lambda batch: batch
 
 
 def batch_size(dialect: str) -> int:
@@ -81,17 +90,19 @@ def batch_size(dialect: str) -> int:
     return 10_000 if dialect == "postgresql" else 5_000
 
 
-def bulk_add(session: Session, records: list[EventData], journey: Journey, now: datetime) -> int:
+def bulk_add(session: Session, records: Batch, journey: Journey, now: datetime) -> int:
     """`add` for an import's batch, in a write transaction (`loader`): on SQLite the keys
     already stored are looked up first and only the new events inserted, in one executemany
     (the transaction holds the write lock, so the lookup stays true); on PostgreSQL they go
-    through a staging table (`staging`).
+    through a staging table (`staging`), copied as the import wrote them (`prepared`).
 
     Returns how many events were new."""
     if session.get_bind().dialect.name == "postgresql":
-        new, created = staging.copy_events(session, records, now, journey)
+        batch = records if isinstance(records, staging.EventCopy) else staging.event_copy(records)
+        new, created = staging.copy_events(session, batch, now, journey)
         suppressions.suppress_returning(session, created, now)
         return new
+    assert isinstance(records, list), "an EventCopy is for PostgreSQL"
     ids = contacts.ensure(session, sorted({record.email for record in records}), now, journey.first_stage)
     first: dict[str, EventData] = {}
     for record in records:

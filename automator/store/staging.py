@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -47,27 +48,32 @@ class StagedContact(Protocol):
 # the square of its size. The batch's sorts and hashes stay in memory.
 BATCH_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL random_page_cost = 1.1"
 
+# A batch's events, by address; and the contact of each address, by the batch's own
+# statements (`CONTACTS_FOR_EVENTS`), which the events' INSERT joins.
 EVENT_STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS import_event (
-    seq integer NOT NULL, key text NOT NULL, contact_id bigint NOT NULL, type text NOT NULL,
+    seq integer NOT NULL, key text NOT NULL, email text NOT NULL, type text NOT NULL,
     at timestamptz NOT NULL, properties json NOT NULL
-) ON COMMIT DROP
+) ON COMMIT DROP;
+CREATE TEMPORARY TABLE IF NOT EXISTS import_event_contact (
+    email text PRIMARY KEY, contact_id bigint NOT NULL
+) ON COMMIT DROP;
+TRUNCATE import_event, import_event_contact
 """
 
-# In COPY's binary format: the server then reads a number or a time as it is, rather than
-# parsing its text, and psycopg writes each row in a few microseconds less too (a batch's
-# COPY costs each side half of what the text format did).
-COPY_EVENTS = "COPY import_event (seq, key, contact_id, type, at, properties) FROM STDIN (FORMAT BINARY)"
-# The columns' types, told rather than guessed per value; psycopg writes the JSON ones. An
-# event's time is copied as it is (aware), and kept in UTC without the zone, as `event.at`
-# keeps times, by the INSERT.
-EVENT_TYPES = ["int4", "text", "int8", "text", "timestamptz", "json"]
+# In COPY's text format, as `EventCopy` writes it: the rows are written where the file is
+# read, before the batch reaches the connection that stores it. An event's time is copied
+# as it is (aware, ISO 8601), and kept in UTC without the zone, as `event.at` keeps times,
+# by the INSERT.
+COPY_EVENTS = "COPY import_event (seq, key, email, type, at, properties) FROM STDIN"
 
 # The contacts of the batch's addresses that exist.
 CONTACTS_BY_EMAIL = "SELECT id, email FROM contact WHERE email = ANY(%(emails)b)"
 
-# The contact of each of the batch's addresses: the ones that exist, and, made for the
-# others, contacts in the first stage, with that move recorded.
+# The contact of each of the batch's addresses, kept in `import_event_contact`: the ones
+# that exist, and, made for the others, contacts in the first stage, with that move
+# recorded. Returns how many addresses it found a contact for, and the addresses it made
+# one for.
 CONTACTS_FOR_EVENTS = f"""
 WITH existing AS MATERIALIZED ({CONTACTS_BY_EMAIL}
 ), created AS (
@@ -81,15 +87,26 @@ WITH existing AS MATERIALIZED ({CONTACTS_BY_EMAIL}
 ), staged AS (
     INSERT INTO stage_change (contact_id, from_stage, to_stage, at, cause)
     SELECT id, NULL, stage, %(now)s, 'created by an event' FROM created WHERE stage IS NOT NULL
+), known AS (
+    INSERT INTO import_event_contact (email, contact_id)
+    SELECT email, id FROM existing UNION ALL SELECT email, id FROM created
+    RETURNING email
 )
-SELECT id, email, true FROM created
-UNION ALL
-SELECT id, email, false FROM existing
+SELECT (SELECT count(*) FROM known), ARRAY(SELECT email FROM created ORDER BY email)
+"""
+
+# Contacts made by a transaction that committed while CONTACTS_FOR_EVENTS ran (its INSERT
+# waited for it, and skipped them).
+CONTACTS_COMMITTED_MEANWHILE = f"""
+INSERT INTO import_event_contact (email, contact_id)
+SELECT email, id FROM ({CONTACTS_BY_EMAIL}) AS found
+ON CONFLICT (email) DO NOTHING
 """
 
 
-# The batch's events in the file's order (each key's first line only: `copy_events` copies
-# no other); a key stored before is skipped. The stored events of the types that move
+# The batch's events in the file's order (each key's first line only: `EventCopy` copies
+# no other; an address without a contact is one erased since CONTACTS_FOR_EVENTS looked, and
+# its events are skipped); a key stored before is skipped. The stored events of the types that move
 # contacts along the journey then move them, as `events._apply_moves` does: in the events'
 # order (time, then key), each to its event's stage when that is further than the stage
 # the contact has reached, every move a row of `stage_change`, each moved contact's row
@@ -98,8 +115,9 @@ SELECT id, email, false FROM existing
 INSERT_EVENTS = """
 WITH stored AS (
     INSERT INTO event (key, contact_id, type, at, properties, received_at)
-    SELECT key, contact_id, type, at AT TIME ZONE 'UTC', properties, %(now)s FROM import_event
-    ORDER BY seq
+    SELECT e.key, c.contact_id, e.type, e.at AT TIME ZONE 'UTC', e.properties, %(now)s
+    FROM import_event AS e JOIN import_event_contact AS c ON c.email = e.email
+    ORDER BY e.seq
     ON CONFLICT (key) DO NOTHING
     RETURNING key, contact_id, type, at
 ), moving AS (
@@ -237,28 +255,60 @@ WHERE c.id = ANY(%(ids)b) AND c.id = m.id
 """
 
 
-def copy_events(
-    session: Session, records: Sequence[StagedEvent], now: datetime, journey: Journey
-) -> tuple[int, list[str]]:
+@dataclass(frozen=True)
+class EventCopy:
+    """A batch of events as `copy_events` sends them: the rows of COPY_EVENTS (each key's
+    first line only), the keys they hold and the batch's addresses. Made where the file is
+    read (`importing.events`), so that the connection storing the batch before it is not
+    kept waiting while its rows are written: Python writes an event's row in a few
+    microseconds, about as long as the server takes to store it."""
+
+    rows: bytes
+    keys: list[str]
+    emails: list[str]
+    count: int  # events in the batch, its keys' later lines included
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def event_copy(records: Sequence[StagedEvent]) -> EventCopy:
+    """The batch's events as COPY_EVENTS reads them, in its text format: a tab between
+    values, a backslash before a backslash (in JSON, one comes before every escaped
+    character), and no tab or line end in a value (imported text holds none; JSON escapes
+    those within a property)."""
+    lines: list[str] = []
+    keys: list[str] = []
+    first: set[str] = set()
+    for seq, record in enumerate(records):
+        key = record.key
+        if key in first:  # a key's first line is the one stored
+            continue
+        first.add(key)
+        keys.append(key)
+        properties, at = _copy_text(_dumps(record.properties).decode()), record.at.isoformat()
+        lines.append(
+            f"{seq}\t{_copy_text(key)}\t{_copy_text(record.email)}\t{_copy_text(record.type)}\t{at}\t{properties}\n"
+        )
+    emails = sorted({record.email for record in records})
+    return EventCopy("".join(lines).encode(), keys, emails, len(records))
+
+
+def _copy_text(value: str) -> str:
+    """A value as COPY's text format writes it: its backslashes doubled."""
+    return value.replace("\\", "\\\\") if "\\" in value else value
+
+
+def copy_events(session: Session, batch: EventCopy, now: datetime, journey: Journey) -> tuple[int, list[str]]:
     """Store the events whose key is new, creating contacts for unknown addresses, and apply
     the journey moves of the stored ones; returns how many were stored, and the addresses
     of the contacts made."""
     cursor = _cursor(session)
     cursor.execute(BATCH_SETTINGS)
-    emails = sorted({record.email for record in records})
-    ids, created = _contacts_for(cursor, emails, now, journey.first_stage)
     cursor.execute(EVENT_STAGING)
-    cursor.execute("TRUNCATE import_event")
-    first: set[str] = set()
+    created = _contacts_for(cursor, batch.emails, now, journey.first_stage)
     with cursor.copy(COPY_EVENTS) as copy:
-        copy.set_types(EVENT_TYPES)
-        for seq, record in enumerate(records):
-            if record.key in first:  # a key's first line is the one stored
-                continue
-            # An address without a contact is one erased since `_contacts_for` looked.
-            if (contact_id := ids.get(record.email)) is not None:
-                first.add(record.key)
-                copy.write_row((seq, record.key, contact_id, record.type, record.at, record.properties))
+        copy.write(batch.rows)
     (stored,) = cursor.execute(INSERT_EVENTS, {"now": _naive(now), **_journey(journey)}).fetchone()
     return stored, created
 
@@ -276,23 +326,15 @@ def _journey(journey: Journey) -> dict[str, list[Any]]:
     }
 
 
-def _contacts_for(
-    cursor: Any, emails: list[str], now: datetime, first_stage: str | None
-) -> tuple[dict[str, int], list[str]]:
-    """The contact id of each address, making the missing contacts; and the addresses made."""
+def _contacts_for(cursor: Any, emails: list[str], now: datetime, first_stage: str | None) -> list[str]:
+    """Keep the contact id of each address in `import_event_contact`, making the missing
+    contacts; returns the addresses made."""
     entered = _naive(now) if first_stage else None
     values = {"emails": emails, "stage": first_stage, "entered": entered, "now": _naive(now)}
-    ids, created = {}, []
-    for id_, email, new in cursor.execute(CONTACTS_FOR_EVENTS, values):
-        ids[email] = id_
-        if new:
-            created.append(email)
-    if len(ids) < len(emails):
-        missing = {"emails": [email for email in emails if email not in ids]}
-        # Made by a transaction that committed while CONTACTS_FOR_EVENTS ran (its INSERT
-        # waited for it, and skipped them).
-        ids.update((email, id_) for id_, email in cursor.execute(CONTACTS_BY_EMAIL, missing))
-    return ids, created
+    known, created = cursor.execute(CONTACTS_FOR_EVENTS, values).fetchone()
+    if known < len(emails):
+        cursor.execute(CONTACTS_COMMITTED_MEANWHILE, {"emails": emails})
+    return list(created)
 
 
 def copy_contacts(

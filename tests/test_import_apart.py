@@ -1,0 +1,198 @@
+"""A big import file read in a process of its own (`importing.overlap.reading`) on
+PostgreSQL: the same report, rows and order as when it is read in the importing process,
+every problem told with its line, and the reading process's end, whatever it is, felt by
+the importer."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from automator.errors import AutomatorError, ImportRecordError
+from automator.importing import events as event_import
+from automator.importing import import_contacts, import_events, overlap
+from automator.importing.files import RecordFile
+from automator.importing.report import ImportReport, Tally
+from automator.store import contacts as contact_store
+from automator.store import events as event_store
+from tests.conftest import write_jsonl
+from tests.importing import cart_event, contact, event_keys, import_failing_at_the_second_batch, write_csv
+
+NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def every_file_big(monkeypatch):
+    """Every file read apart where a store reads big ones apart, in batches of three."""
+    monkeypatch.setattr(overlap, "APART_FROM_BYTES", 0)
+    monkeypatch.setattr(contact_store, "batch_size", lambda dialect: 3)
+    monkeypatch.setattr(event_store, "batch_size", lambda dialect: 3)
+
+
+@pytest.fixture
+def read_where(monkeypatch) -> list[bool]:
+    """Whether each import's file was read in a process of its own."""
+    where: list[bool] = []
+    real = overlap.reading
+
+    def noting(*args, **kwargs):
+        with real(*args, **kwargs) as file:
+            where.append(file.apart)
+            yield file
+
+    patched = contextmanager(noting)
+    monkeypatch.setattr(event_import, "reading", patched)
+    monkeypatch.setattr("automator.importing.contacts.reading", patched)
+    return where
+
+
+def test_events_read_apart_are_stored_as_read_here_with_each_problem_on_its_line(
+    every_file_big, read_where, project, store, tmp_path
+):
+    lines = [
+        cart_event(id="e1"),
+        cart_event(id="e2", email="hoa@example.com"),
+        cart_event(id="e1"),  # a duplicate of line 1
+        cart_event(id="e3", email="not an address"),
+        cart_event(id="e4"),
+        cart_event(id="e5", email="hoa@example.com"),
+        cart_event(id="e6"),
+    ]
+    path = write_jsonl(tmp_path / "e.jsonl", lines)
+    seen: list[tuple[int, int]] = []
+
+    class Watching:
+        def __init__(self):
+            self.problems: list[str] = []
+
+        def advanced(self, done, total):
+            seen.append((done, total))
+
+        def rejected(self, error):
+            self.problems.append(str(error))
+
+        def warned(self, warning):
+            self.problems.append(str(warning))
+
+    watcher = Watching()
+    report = import_events(store, path, project.journey, NOW, watcher)
+
+    apart = store.engine.dialect.name == "postgresql"
+    assert read_where == [apart]
+    assert (report.read, report.imported, report.duplicates, report.rejected) == (7, 5, 1, 1)
+    reason = 'email: email "not an address" is not valid: An email address must have an @-sign.'
+    assert watcher.problems == [f"{path}:4: {reason}"]
+    assert event_keys(store, "lan@example.com") == ["e6", "e4", "e1"]  # newest first, e1's first line
+    assert event_keys(store, "hoa@example.com") == ["e5", "e2"]
+    size = path.stat().st_size
+    assert seen and seen[-1] == (size, size) and all(total == size for _, total in seen)
+
+
+def test_contacts_read_apart_keep_merges_warnings_and_rejections(
+    every_file_big, read_where, project, store, tmp_path
+):
+    path = write_csv(
+        tmp_path / "c.csv",
+        "email,first_name,birthday",
+        "lan@example.com,Lan,1990-05-17",
+        "hoa@example.com,Hoa,17/05/1990",  # looks like a date: kept as text, with a warning
+        "bad address,X,",
+        "minh@example.com,Minh,",
+        "lan@example.com,Lan Anh,",  # merged into line 2's contact, in the next batch
+    )
+
+    report = import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
+
+    assert read_where == [store.engine.dialect.name == "postgresql"]
+    assert (report.read, report.imported, report.merged, report.rejected, report.warned) == (5, 4, 1, 1, 1)
+    assert [error.record for error in report.errors] == [4]
+    assert [(warning.record, warning.message.split(":")[0]) for warning in report.warnings] == [
+        (3, "birthday")
+    ]
+    lan = contact(store, "lan@example.com")
+    assert lan is not None and lan.first_name == "Lan Anh" and lan.attributes["birthday"] == "1990-05-17"
+    hoa = contact(store, "hoa@example.com")
+    assert hoa is not None and hoa.attributes["birthday"] == "17/05/1990"
+
+
+def test_an_import_that_stops_ends_its_reading_process(every_file_big, project, store, tmp_path, monkeypatch):
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads its files in the importing process")
+
+    calls = import_failing_at_the_second_batch(store, project, tmp_path, monkeypatch)
+
+    assert calls == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]
+    assert multiprocessing.active_children() == []  # the reader, reading ahead, was ended
+
+
+# What a reading process runs is named by its module: these stand for a reader that fails,
+# dies, or rejects every record.
+
+
+def _failing_after_one(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[Any]]:
+    yield ["first"]
+    raise ValueError(f"{path}: the disk went away")
+
+
+def _dying(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[Any]]:
+    os._exit(3)  # as a process the kernel kills for its memory ends: nothing said, nothing sent
+    yield []
+
+
+def _rejecting(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[Any]]:
+    for line, record, _ in records:
+        tally.report.read += 1
+        tally.reject(ImportRecordError(str(path), line, f"refused {record['n']}"))
+        yield [line]
+
+
+def read_apart(read, path: Path) -> tuple[list[Any], Tally]:
+    """The batches `read` gives for `path` when read in a process of its own, and the tally
+    told of what it found."""
+    tally = Tally(None)
+    with overlap.reading(read, path, (), tally, 3, apart=True) as file:
+        assert file.apart
+        return list(file.batches), tally
+
+
+@pytest.fixture
+def big_enough(monkeypatch, tmp_path) -> Path:
+    monkeypatch.setattr(overlap, "APART_FROM_BYTES", 0)
+    monkeypatch.setattr(overlap, "WATCH_EVERY", 0.05)
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(3)), encoding="utf-8")
+    return path
+
+
+def test_a_reading_process_s_error_is_raised_by_the_importer_after_the_batches_before(big_enough):
+    tally = Tally(None)
+    with overlap.reading(_failing_after_one, big_enough, (), tally, 3, apart=True) as file:
+        assert file.apart and next(file.batches) == ["first"]
+        with pytest.raises(ValueError, match=f"{big_enough}: the disk went away"):
+            next(file.batches)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_reading_process_that_dies_is_an_error_not_a_wait(big_enough):
+    with pytest.raises(AutomatorError, match=r"ended \(exit code 3\) before the file's end"):
+        read_apart(_dying, big_enough)
+
+
+def test_a_reading_process_s_rejections_reach_the_importer_with_their_lines(big_enough):
+    got, tally = read_apart(_rejecting, big_enough)
+
+    assert got == [[1], [2], [3]]
+    assert tally.report.read == 3 and tally.report.rejected == 3
+    assert [str(error) for error in tally.report.errors] == [
+        f"{big_enough}:{n + 1}: refused {n}" for n in range(3)
+    ]
+    assert isinstance(tally.report, ImportReport)
