@@ -1,8 +1,9 @@
 """Times `automator contacts import` and `automator events import` as a user runs them: the
 CLI in a process of its own, on files made by tick.py's generator, into an empty store.
 
-Prints rows/s for each and the command's peak resident memory (the child's own VmHWM, from
-wait4's rusage), and whether they meet the goals.
+Prints rows/s for each and the command's peak resident memory (with its reading process on
+PostgreSQL: the peaks of the processes alive at once, read from /proc as they run, and at
+least the largest one's from wait4's rusage), and whether they meet the goals.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import machine
-from tick import REPO, Shop, history_events, write_contacts, write_jsonl
+from tick import REPO, Shop, TreeMemory, history_events, write_contacts, write_jsonl
 
 GOAL_SQLITE_ROWS_S = 20_000
 GOAL_POSTGRES_ROWS_S = 50_000
@@ -56,6 +57,7 @@ def run_cli(environ: dict[str, str], *args: str) -> Run:
     """`automator ARGS` in the repository's project, not on a terminal (the one-line summary)."""
     command = [sys.executable, "-c", "from automator.cli import app; app(prog_name='automator')"]
     server_before = server_cpu()
+    memory = TreeMemory()  # the command, and its reading process on PostgreSQL
     started = time.perf_counter()
     child = subprocess.Popen(
         [*command, "--project", str(REPO), *args],
@@ -68,12 +70,15 @@ def run_cli(environ: dict[str, str], *args: str) -> Run:
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
+    memory.close()
+    # The processes alive at once at their peaks; wait4's figure is the largest one's.
+    peak_mb = max(memory.children_mb()[0], usage.ru_maxrss / 1024)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"bench: automator {' '.join(args)} failed:\n{output[-2000:]}")
     server_after = server_cpu()
     server = None if server_before is None or server_after is None else server_after - server_before
-    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output.strip(), server)
+    return Run(seconds, usage.ru_utime + usage.ru_stime, peak_mb, output.strip(), server)
 
 
 def server_cpu() -> float | None:

@@ -607,18 +607,23 @@ def goal(met: bool, text: str) -> str:
 
 class TreeMemory:
     """Peak resident memory of this process and of every process it started (the render
-    workers, multiprocessing's resource tracker): each process's own peak (VmHWM), read from
-    /proc by a thread every SAMPLE_S seconds and at every report while the process lives.
+    workers, multiprocessing's resource tracker, an import's reading process): each
+    process's own peak (VmHWM), read from /proc by a thread every SAMPLE_S seconds and at
+    every report while the process lives.
 
-    The tree's figure is the sum of the peaks, which need not have come at the same moment:
-    an upper bound of what the tree held at once. A child that ended between two looks is
-    counted at its last look; getrusage(RUSAGE_CHILDREN) gives the largest ended child's
-    peak, which the report shows too as a check."""
+    The tree's figure is this process's peak and, at the look where it was most, the sum of
+    the peaks of the children alive then. The peaks need not have come at the same moment:
+    an upper bound of what the tree held at once. Children that never lived at the same
+    time (an import's reading process, ended before the render workers start) are not
+    added up. A child that ended between two looks is counted at its last look;
+    getrusage(RUSAGE_CHILDREN) gives the largest ended child's peak, which the report shows
+    too as a check."""
 
     SAMPLE_S = 0.2
 
     def __init__(self) -> None:
         self._peaks: dict[int, float] = {}  # child pid -> its peak, MB
+        self._together = 0.0  # the most the children alive at one look held at their peaks, MB
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="bench-memory", daemon=True)
@@ -633,11 +638,15 @@ class TreeMemory:
             self.look()
 
     def look(self) -> None:
+        alive = 0.0
         for pid in _descendants(os.getpid()):
             peak = _peak_mb(pid)
             if peak is not None:
                 with self._lock:
                     self._peaks[pid] = max(self._peaks.get(pid, 0.0), peak)
+                    alive += self._peaks[pid]
+        with self._lock:
+            self._together = max(self._together, alive)
 
     def main_mb(self) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -645,7 +654,7 @@ class TreeMemory:
     def children_mb(self) -> tuple[float, int]:
         self.look()
         with self._lock:
-            return sum(self._peaks.values()), len(self._peaks)
+            return self._together, len(self._peaks)
 
     def tree_mb(self) -> float:
         return self.main_mb() + self.children_mb()[0]
@@ -654,7 +663,7 @@ class TreeMemory:
         children, count = self.children_mb()
         ended = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         return (
-            f"main process {self.main_mb():,.0f} MB, {count} child process(es) {children:,.0f} MB "
+            f"main process {self.main_mb():,.0f} MB, {count} child process(es) {children:,.0f} MB at once "
             f"(largest ended child {ended:,.0f} MB), whole tree <= {self.main_mb() + children:,.0f} MB"
         )
 

@@ -1,4 +1,4 @@
-"""A big import file read in a process of its own (`importing.overlap.reading`) on
+"""A big events file read in a process of its own (`importing.overlap.reading`) on
 PostgreSQL: the same report, rows and order as when it is read in the importing process,
 every problem told with its line, and the reading process's end, whatever it is, felt by
 the importer."""
@@ -13,19 +13,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from automator.errors import AutomatorError, ImportRecordError
 from automator.importing import events as event_import
-from automator.importing import import_contacts, import_events, overlap
+from automator.importing import import_events, overlap
 from automator.importing.files import RecordFile
 from automator.importing.report import ImportReport, Tally
-from automator.store import contacts as contact_store
 from automator.store import events as event_store
 from tests.conftest import write_jsonl
-from tests.importing import cart_event, contact, event_keys, import_failing_at_the_second_batch, write_csv
+from tests.importing import cart_event, event_keys, import_failing_at_the_second_batch
 
 NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 
@@ -34,7 +32,6 @@ NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 def every_file_big(monkeypatch):
     """Every file read apart where a store reads big ones apart, in batches of three."""
     monkeypatch.setattr(overlap, "APART_FROM_BYTES", 0)
-    monkeypatch.setattr(contact_store, "batch_size", lambda dialect: 3)
     monkeypatch.setattr(event_store, "batch_size", lambda dialect: 3)
 
 
@@ -51,7 +48,6 @@ def read_where(monkeypatch) -> list[bool]:
 
     patched = contextmanager(noting)
     monkeypatch.setattr(event_import, "reading", patched)
-    monkeypatch.setattr("automator.importing.contacts.reading", patched)
     return where
 
 
@@ -95,33 +91,6 @@ def test_events_read_apart_are_stored_as_read_here_with_each_problem_on_its_line
     assert event_keys(store, "hoa@example.com") == ["e5", "e2"]
     size = path.stat().st_size
     assert seen and seen[-1] == (size, size) and all(total == size for _, total in seen)
-
-
-def test_contacts_read_apart_keep_merges_warnings_and_rejections(
-    every_file_big, read_where, project, store, tmp_path
-):
-    path = write_csv(
-        tmp_path / "c.csv",
-        "email,first_name,birthday",
-        "lan@example.com,Lan,1990-05-17",
-        "hoa@example.com,Hoa,17/05/1990",  # looks like a date: kept as text, with a warning
-        "bad address,X,",
-        "minh@example.com,Minh,",
-        "lan@example.com,Lan Anh,",  # merged into line 2's contact, in the next batch
-    )
-
-    report = import_contacts(store, path, project.journey, ZoneInfo("UTC"), NOW)
-
-    assert read_where == [store.engine.dialect.name == "postgresql"]
-    assert (report.read, report.imported, report.merged, report.rejected, report.warned) == (5, 4, 1, 1, 1)
-    assert [error.record for error in report.errors] == [4]
-    assert [(warning.record, warning.message.split(":")[0]) for warning in report.warnings] == [
-        (3, "birthday")
-    ]
-    lan = contact(store, "lan@example.com")
-    assert lan is not None and lan.first_name == "Lan Anh" and lan.attributes["birthday"] == "1990-05-17"
-    hoa = contact(store, "hoa@example.com")
-    assert hoa is not None and hoa.attributes["birthday"] == "17/05/1990"
 
 
 def test_an_import_that_stops_ends_its_reading_process(every_file_big, project, store, tmp_path, monkeypatch):

@@ -169,15 +169,16 @@ def import_contacts(
     tally = Tally(watcher)
     seen = SeenIds()
     size = contact_store.batch_size(store.engine.dialect.name)
-    fields, apart = ("email", *KNOWN_FIELDS), in_background(store)
+    # Read in this process: a reading process of its own sends each contact pickled, which
+    # cost more than it saved (see `overlap`), and its memory grew with the file.
+    fields = ("email", *KNOWN_FIELDS)
     with (
-        reading(_batches, path, fields, tally, size, journey, default_zone, apart=apart) as file,
+        reading(_batches, path, fields, tally, size, journey, default_zone, apart=False) as file,
         contact_store.loader(store, now, journey.first_stage) as upsert,
         collecting_young_objects_only(),
     ):
         store_batch = lambda each: upsert(each[0])  # noqa: E731
-        background = apart and not file.apart
-        for (_, taken), ids in stored_in_order(file.batches, store_batch, background):
+        for (_, taken), ids in stored_in_order(file.batches, store_batch, in_background(store)):
             tally.report.imported += taken
             tally.report.merged += seen.add_all(ids)
             tally.advanced(file.done, file.size)

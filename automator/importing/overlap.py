@@ -3,15 +3,18 @@
 Reading and validating a batch is the importer's work, storing it the database server's
 (and, on SQLite, the importer's too): done one after the other, each waits for the other.
 
-On PostgreSQL a big file is read in a process of its own (`reading`), which sends its
-batches (an event batch already written as the rows of its COPY: `staging.EventCopy`), with
-what it found wrong in them, to the importing process, which stores them. Reading in a
+On PostgreSQL a big file of events is read in a process of its own (`reading`), which sends
+its batches, already written as the rows of their COPY (`staging.EventCopy`), with what it
+found wrong in them, to the importing process, which stores them. Reading in a
 thread instead (`stored_in_order` with `background`: the store on a thread of its own,
 waiting on the server with the GIL released) made the two take turns at the interpreter:
 the store's thread, woken by the server's answer, waited for the reading thread to give up
 the GIL before it could send the next statement, many times a batch, and the server sat
 idle meanwhile. A small file is read in the importing process, the batch stored on a thread
-of its own: starting another process costs more than it saves.
+of its own: starting another process costs more than it saves. So are contacts: sent as
+pickled objects (their COPY needs the stored contacts' zones first), they cost the storing
+process as much to read back as they saved it, and the reading process's memory grew with
+the file.
 
 Either way the batches are stored one at a time and in the file's order, so that an import
 does what it did in one thread: the first line of an event key wins, a later contact line
@@ -69,9 +72,9 @@ def in_background(store: Store) -> bool:
     return store.engine.dialect.name == "postgresql"
 
 
-# A file this big or bigger is read in a process of its own: about 100,000 contacts or
-# 30,000 events, past which that process's start (a second on a slow machine: it imports
-# the importer's modules) pays for itself.
+# A file this big or bigger is read in a process of its own: about 30,000 events, past
+# which that process's start (a second on a slow machine: it imports the importer's
+# modules) pays for itself.
 APART_FROM_BYTES = 8 * 1024 * 1024
 AHEAD = 2  # batches the reading process may have sent that are not stored yet
 WATCH_EVERY = 1.0  # seconds between two looks at whether the reading process still runs

@@ -38,10 +38,6 @@ class ContactData:
     # for a new contact or one without a zone).
     zoneless: dict[str, date] = field(default_factory=dict)
 
-    def __reduce__(self) -> tuple[type[ContactData], tuple[Any, ...]]:
-        """Pickled as its fields in order, as `events.EventData` is."""
-        return ContactData, (self.email, self.fields, self.attributes, self.dates, self.zoneless)
-
 
 def upsert(
     session: Session, records: list[ContactData], now: datetime, first_stage: str | None = None
