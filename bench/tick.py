@@ -611,19 +611,20 @@ class TreeMemory:
     process's own peak (VmHWM), read from /proc by a thread every SAMPLE_S seconds and at
     every report while the process lives.
 
-    The tree's figure is this process's peak and, at the look where it was most, the sum of
-    the peaks of the children alive then. The peaks need not have come at the same moment:
-    an upper bound of what the tree held at once. Children that never lived at the same
-    time (an import's reading process, ended before the render workers start) are not
-    added up. A child that ended between two looks is counted at its last look;
-    getrusage(RUSAGE_CHILDREN) gives the largest ended child's peak, which the report shows
-    too as a check."""
+    The tree's figure is, at the look where it was most, this process's peak so far and the
+    peaks of the children alive then, added up. The peaks need not have come at the same
+    moment: an upper bound of what the tree held at once. Processes that never lived at the
+    same time (an import's reading process, ended before the render workers start) are not
+    added up, nor is this process's peak in a tick added to a reading process's. A child
+    that ended between two looks is counted at its last look; getrusage(RUSAGE_CHILDREN)
+    gives the largest ended child's peak, which the report shows too as a check."""
 
     SAMPLE_S = 0.2
 
     def __init__(self) -> None:
         self._peaks: dict[int, float] = {}  # child pid -> its peak, MB
         self._together = 0.0  # the most the children alive at one look held at their peaks, MB
+        self._tree = 0.0  # the most this process's peak and theirs came to at one look, MB
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="bench-memory", daemon=True)
@@ -647,6 +648,7 @@ class TreeMemory:
                     alive += self._peaks[pid]
         with self._lock:
             self._together = max(self._together, alive)
+            self._tree = max(self._tree, self.main_mb() + alive)
 
     def main_mb(self) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -657,14 +659,16 @@ class TreeMemory:
             return self._together, len(self._peaks)
 
     def tree_mb(self) -> float:
-        return self.main_mb() + self.children_mb()[0]
+        self.look()
+        with self._lock:
+            return self._tree
 
     def report(self) -> str:
         children, count = self.children_mb()
         ended = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         return (
             f"main process {self.main_mb():,.0f} MB, {count} child process(es) {children:,.0f} MB at once "
-            f"(largest ended child {ended:,.0f} MB), whole tree <= {self.main_mb() + children:,.0f} MB"
+            f"(largest ended child {ended:,.0f} MB), whole tree <= {self.tree_mb():,.0f} MB"
         )
 
 
