@@ -105,12 +105,12 @@ ON CONFLICT (email) DO NOTHING
 
 
 # The batch's events in the file's order (each key's first line only: `EventCopy` copies
-# no other; an address without a contact is one erased since CONTACTS_FOR_EVENTS looked, and
-# its events are skipped); a key stored before is skipped. The stored events of the types that move
-# contacts along the journey then move them, as `events._apply_moves` does: in the events'
-# order (time, then key), each to its event's stage when that is further than the stage
-# the contact has reached, every move a row of `stage_change`, each moved contact's row
-# written once. Done here, a batch sends nothing back but its count: neither its keys nor
+# no other; an address without a contact is one erased since CONTACTS_FOR_EVENTS looked,
+# and its events are skipped); a key stored before is skipped. The stored events of the
+# types that move contacts along the journey then move them, as `events._apply_moves`
+# does: in the events' order (time, then key), each to its event's stage when that is
+# further than the stage the contact has reached, every move a row of `stage_change`, each
+# moved contact's row written once. Done here, a batch sends nothing back but its count: neither its keys nor
 # its contacts' stages go to the client and back.
 INSERT_EVENTS = """
 WITH stored AS (
@@ -259,9 +259,8 @@ WHERE c.id = ANY(%(ids)b) AND c.id = m.id
 class EventCopy:
     """A batch of events as `copy_events` sends them: the rows of COPY_EVENTS (each key's
     first line only), the keys they hold and the batch's addresses. Made where the file is
-    read (`importing.events`), so that the connection storing the batch before it is not
-    kept waiting while its rows are written: Python writes an event's row in a few
-    microseconds, about as long as the server takes to store it."""
+    read (`importing.events`), so that the process storing the batch before it does not
+    write them: about 5 µs of Python an event, during which the server would sit idle."""
 
     rows: bytes
     keys: list[str]
