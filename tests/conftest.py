@@ -20,10 +20,10 @@ from automator.cli import app
 from automator.engine import Engine, TickReport
 from automator.importing import ContactRecord, EventRecord, contact_data, event_key
 from automator.project import Project, load_project
+from automator.staged import EventData
 from automator.store import Store, candidates, messages, windows
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from automator.store.events import EventData
 from automator.store.messages import QueueFilter
 from automator.tables import Message, MessageHistory
 from automator.testing import RecordingTransport

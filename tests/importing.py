@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from automator.importing import import_events
+from automator.staged import EventCopy
 from automator.store import Store
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from automator.store.staging import EventCopy
 from automator.tables import Contact, Event
 from tests.conftest import cart, write_jsonl
 

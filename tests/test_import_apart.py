@@ -1,5 +1,5 @@
-"""A big events file read in a process of its own (`importing.overlap.reading`) on
-PostgreSQL: the same report, rows and order as when it is read in the importing process,
+"""A big events or contacts file read in a process of its own (`importing.overlap.reading`)
+on PostgreSQL: the same report, rows and order as when it is read in the importing process,
 every problem told with its line, and the reading process's end, whatever it is, felt by
 the importer."""
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,13 +19,15 @@ from typing import Any
 import pytest
 
 from automator.errors import AutomatorError, ImportRecordError
+from automator.importing import contacts as contact_import
 from automator.importing import events as event_import
-from automator.importing import import_events, overlap
+from automator.importing import import_contacts, import_events, overlap
 from automator.importing.files import RecordFile
 from automator.importing.report import ImportReport, Tally
+from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from tests.conftest import write_jsonl
-from tests.importing import cart_event, event_keys, import_failing_at_the_second_batch
+from tests.conftest import utc, write_jsonl
+from tests.importing import cart_event, contact, event_keys, import_failing_at_the_second_batch, write_csv
 
 NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 
@@ -33,6 +37,7 @@ def every_file_big(monkeypatch):
     """Every file read apart where a store reads big ones apart, in batches of three."""
     monkeypatch.setattr(overlap, "APART_FROM_BYTES", 0)
     monkeypatch.setattr(event_store, "batch_size", lambda dialect: 3)
+    monkeypatch.setattr(contact_store, "batch_size", lambda dialect: 3)
 
 
 @pytest.fixture
@@ -48,6 +53,7 @@ def read_where(monkeypatch) -> list[bool]:
 
     patched = contextmanager(noting)
     monkeypatch.setattr(event_import, "reading", patched)
+    monkeypatch.setattr(contact_import, "reading", patched)
     return where
 
 
@@ -91,6 +97,62 @@ def test_events_read_apart_are_stored_as_read_here_with_each_problem_on_its_line
     assert event_keys(store, "hoa@example.com") == ["e5", "e2"]
     size = path.stat().st_size
     assert seen and seen[-1] == (size, size) and all(total == size for _, total in seen)
+
+
+def test_contacts_read_apart_are_stored_as_read_here_dates_in_their_stored_zones(
+    every_file_big, read_where, project, store, tmp_path
+):
+    """The reading process writes a batch's rows but for the dates given without a time of
+    records that name no zone: the importer places those in the stored contact's zone first."""
+    first = write_csv(tmp_path / "first.csv", "email,timezone", "bob@example.com,America/New_York")
+    later = write_csv(
+        tmp_path / "later.csv",
+        "email,first_name,last_name,timezone,birthday,plan",
+        "bob@example.com,Bob,,,1988-12-03,",  # a date alone: midnight in New York
+        "lan@example.com,Lan,O\\Brien,,,pro",
+        "not an address,X,,,,",
+        "lan@example.com,,Nguyễn,,,\\N",  # merged into line 3's record
+        "hoa@example.com,Hoa,,Asia/Tokyo,1990-01-01,",  # its own zone: placed where read
+        "new@example.com,,,,1990-01-01,",  # new: the project's zone (Asia/Ho_Chi_Minh)
+        "kim@example.com,Kim,,,,basic",
+    )
+
+    assert import_contacts(store, first, project.journey, project.settings.zone, NOW).imported == 1
+    report = import_contacts(store, later, project.journey, project.settings.zone, NOW)
+
+    assert read_where == [store.engine.dialect.name == "postgresql"] * 2
+    assert (report.read, report.imported, report.merged, report.rejected) == (7, 6, 1, 1)
+    assert [str(error) for error in report.errors] == [
+        f'{later}:4: email: email "not an address" is not valid: An email address must have an @-sign.'
+    ]
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.last_name, lan.attributes) == ("Lan", "Nguyễn", {"plan": "\\N"})
+    with store.session() as session:
+        birthdays = {
+            email: contact_store.dates(session, contact(store, email).id).get("birthday")
+            for email in ("bob@example.com", "hoa@example.com", "new@example.com", "kim@example.com")
+        }
+    assert birthdays == {
+        "bob@example.com": utc("1988-12-03 05:00"),
+        "hoa@example.com": utc("1989-12-31 15:00"),
+        "new@example.com": utc("1989-12-31 17:00"),
+        "kim@example.com": None,
+    }
+    assert contact(store, "bob@example.com").timezone == "America/New_York"
+
+
+def test_the_reading_process_imports_no_database_library():
+    """What a reading process imports to read a file: neither the store nor the database's
+    libraries, which would double its memory."""
+    modules = ("automator.importing.contacts", "automator.importing.events", "automator.importing.overlap")
+    code = (
+        f"import sys, {', '.join(modules)}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'sqlmodel', 'psycopg')"
+        " or m.startswith('automator.store')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert loaded.strip() == "[]"
 
 
 def test_an_import_that_stops_ends_its_reading_process(every_file_big, project, store, tmp_path, monkeypatch):

@@ -297,6 +297,29 @@ def test_events_keep_every_character_of_their_keys_and_properties(project, store
     )
 
 
+def test_contacts_keep_every_character_of_their_fields_and_attributes(project, store, tmp_path):
+    """PostgreSQL copies a contact as a line of text too, where a backslash and `\\N` (NULL)
+    mean something: each arrives as it was sent, and SQLite stores the same."""
+    attributes = {
+        "note": 'a \\ "quoted" \\n not a line end',
+        "path": "C:\\shop",
+        "text": "Huế, Lê Lợi \u00e9 \U0001f600",
+        "big": 2**70,
+        "nested": {"list": [1, 2.5, None, True, "a\\tb"]},
+        "renews_at": "2026-12-20T09:30:00+07:00",
+    }
+    record = {"email": "lan@example.com", "first_name": "O\\Brien", "last_name": "\\N", **attributes}
+    path = write_jsonl(tmp_path / "c.jsonl", [record])
+
+    assert import_contacts(store, path, project.journey, project.settings.zone, NOW).imported == 1
+
+    stored = contact(store, "lan@example.com")
+    assert (stored.first_name, stored.last_name, stored.locale) == ("O\\Brien", "\\N", None)
+    assert stored.attributes == {**attributes, "renews_at": "2026-12-20T02:30:00+00:00"}
+    with store.session() as session:
+        assert contact_store.dates(session, stored.id) == {"renews_at": utc("2026-12-20 02:30")}
+
+
 def test_a_load_that_fails_leaves_an_empty_store_as_it_was(
     small_batches, project, store, tmp_path, monkeypatch
 ):

@@ -28,8 +28,7 @@ from automator.importing import events as event_import
 from automator.importing.files import RecordFile
 from automator.importing.records import _normalize_email, reason
 from automator.journey import Journey
-from automator.store.contacts import ContactData
-from automator.store.events import EventData
+from automator.staged import ContactData, EventData
 from tests.importing import cart_event, write_csv
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from automator.importing import EventRecord, event_key
+from automator.staged import EventData
 from automator.store import events as event_store
-from automator.store.events import EventData
 from tests.conftest import all_messages, cart, utc
 
 

@@ -18,10 +18,10 @@ from automator.engine import Engine
 from automator.errors import UnsafeHeaderError
 from automator.importing import ContactRecord, EventRecord, contact_data, event_key
 from automator.project import Project, load_project
+from automator.staged import EventData
 from automator.store import Store
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from automator.store.events import EventData
 from automator.testing import RecordingTransport
 from tests.conftest import all_messages, utc
 from tests.logins import add_accounts, client_for, log_in

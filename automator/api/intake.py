@@ -32,11 +32,10 @@ from sqlmodel import Session
 from automator.importing import ContactRecord, EventRecord, contact_data, event_key, merged
 from automator.importing.records import field_errors
 from automator.journey import Journey
+from automator.staged import ContactData, EventData
 from automator.store import Store
 from automator.store import contacts as contact_store
 from automator.store import events as event_store
-from automator.store.contacts import ContactData
-from automator.store.events import EventData
 
 TRIES = 8
 PAUSE = 0.02  # seconds: the longest pause before the second try, doubled before each next

@@ -5,6 +5,9 @@ every good one is still imported. An attribute that is an ISO 8601 date or time 
 as a date (date triggers read it); one that only looks like a date (`17/05/1990`) is kept as
 text, and the import warns about it with its line and field, since a date rule would never
 see it.
+
+An import's reading process (`overlap.reading`) imports this module and runs `_batches`: the
+store, and the database's libraries with it, are imported by `import_contacts` alone.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -29,10 +32,11 @@ from automator.importing.report import ImportReport, RecordWarning, Tally, Watch
 from automator.importing.seen import SeenIds
 from automator.journey import Journey
 from automator.memory import collecting_young_objects_only
-from automator.store import Store
-from automator.store import contacts as contact_store
-from automator.store.contacts import ContactData
+from automator.staged import ContactCopy, ContactData, contact_copy
 from automator.timestamps import in_utc
+
+if TYPE_CHECKING:
+    from automator.store import Store
 
 
 def contact_data(record: ContactRecord, journey: Journey, default_zone: ZoneInfo) -> ContactData:
@@ -166,23 +170,33 @@ def import_contacts(
     stored; a later batch's record is stored over what the earlier one stored, which comes
     to the same (`merged`), and counts as merged too, so that the count does not depend on
     where the batches end (nor on their size, which differs between the stores)."""
+    from automator.store import contacts as contact_store  # not at the top: see the module's docstring
+
     tally = Tally(watcher)
     seen = SeenIds()
-    size = contact_store.batch_size(store.engine.dialect.name)
-    # Read in this process: a reading process of its own sends each contact pickled, which
-    # cost more than it saved (see `overlap`), and its memory grew with the file.
-    fields = ("email", *KNOWN_FIELDS)
+    dialect = store.engine.dialect.name
+    size, apart = contact_store.batch_size(dialect), in_background(store)
+    fields, more = ("email", *KNOWN_FIELDS), (journey, default_zone, dialect)
     with (
-        reading(_batches, path, fields, tally, size, journey, default_zone, apart=False) as file,
+        reading(_prepared_batches, path, fields, tally, size, *more, apart=apart) as file,
         contact_store.loader(store, now, journey.first_stage) as upsert,
         collecting_young_objects_only(),
     ):
         store_batch = lambda each: upsert(each[0])  # noqa: E731
-        for (_, taken), ids in stored_in_order(file.batches, store_batch, in_background(store)):
+        for (_, taken), ids in stored_in_order(file.batches, store_batch, apart and not file.apart):
             tally.report.imported += taken
             tally.report.merged += seen.add_all(ids)
             tally.advanced(file.done, file.size)
         return tally.ended(path, file.nothing)
+
+
+def _prepared_batches(
+    records: RecordFile, path: Path, tally: Tally, size: int, journey: Journey, zone: ZoneInfo, dialect: str
+) -> Iterator[tuple[list[ContactData] | ContactCopy, int]]:
+    """`_batches`, each as the store takes it: on PostgreSQL the rows of its COPY, made where
+    the file is read."""
+    for batch, taken in _batches(records, path, tally, size, journey, zone):
+        yield (contact_copy(batch) if dialect == "postgresql" else batch), taken
 
 
 def _batches(

@@ -5,6 +5,9 @@ twice (or an identical line twice) stores each event once. In a CSV, every colum
 id, type, email and at is one of the event's properties (its values text), as every column
 of a contacts CSV other than the contact's fields is an attribute: a shop's export of carts
 or orders imports as it is.
+
+An import's reading process (`overlap.reading`) imports this module and runs `_batches`: the
+store, and the database's libraries with it, are imported by `import_events` alone.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -26,9 +29,10 @@ from automator.importing.records import EVENT_FIELDS, EventRecord, reason
 from automator.importing.report import ImportReport, Tally, Watcher
 from automator.journey import Journey
 from automator.memory import collecting_young_objects_only
-from automator.store import Store
-from automator.store import events as event_store
-from automator.store.events import EventData
+from automator.staged import EventCopy, EventData, event_copy
+
+if TYPE_CHECKING:
+    from automator.store import Store
 
 
 def event_key(record: EventRecord) -> str:
@@ -47,6 +51,8 @@ def import_events(
     store: Store, path: Path, journey: Journey, now: datetime, watcher: Watcher | None = None
 ) -> ImportReport:
     """Store the file's events once per key, and apply the journey moves of the new ones."""
+    from automator.store import events as event_store  # not at the top: see the module's docstring
+
     tally = Tally(watcher)
     dialect = store.engine.dialect.name
     size, apart = event_store.batch_size(dialect), in_background(store)
@@ -64,9 +70,11 @@ def import_events(
 
 def _prepared_batches(
     records: RecordFile, path: Path, tally: Tally, size: int, dialect: str
-) -> Iterator[event_store.Batch]:
-    """`_batches`, each as the store takes it (`events.prepared`): made where the file is read."""
-    return map(event_store.prepared(dialect), _batches(records, path, tally, size))
+) -> Iterator[list[EventData] | EventCopy]:
+    """`_batches`, each as the store takes it: on PostgreSQL the rows of its COPY, made where
+    the file is read."""
+    batches = _batches(records, path, tally, size)
+    return map(event_copy, batches) if dialect == "postgresql" else batches
 
 
 def _batches(records: RecordFile, path: Path, tally: Tally, size: int) -> Iterator[list[EventData]]:

@@ -3,18 +3,18 @@
 Reading and validating a batch is the importer's work, storing it the database server's
 (and, on SQLite, the importer's too): done one after the other, each waits for the other.
 
-On PostgreSQL a big file of events is read in a process of its own (`reading`), which sends
-its batches, already written as the rows of their COPY (`staging.EventCopy`), with what it
-found wrong in them, to the importing process, which stores them. Reading in a
+On PostgreSQL a big file is read in a process of its own (`reading`), which sends its
+batches, already written as the rows of their COPY (`staged.EventCopy`, `staged.ContactCopy`),
+with what it found wrong in them, to the importing process, which stores them. Reading in a
 thread instead (`stored_in_order` with `background`: the store on a thread of its own,
 waiting on the server with the GIL released) made the two take turns at the interpreter:
 the store's thread, woken by the server's answer, waited for the reading thread to give up
 the GIL before it could send the next statement, many times a batch, and the server sat
 idle meanwhile. A small file is read in the importing process, the batch stored on a thread
-of its own: starting another process costs more than it saves. So are contacts: sent as
-pickled objects (their COPY needs the stored contacts' zones first), they cost the storing
-process as much to read back as they saved it, and the reading process's memory grew with
-the file.
+of its own: starting another process costs more than it saves. A batch crosses as the bytes
+of its COPY: sent as pickled objects, it cost the storing process as much to read back as
+reading the file had. The reading process imports neither the store nor the database's
+libraries (`staged` holds what it makes), which would double its memory.
 
 Either way the batches are stored one at a time and in the file's order, so that an import
 does what it did in one thread: the first line of an event key wins, a later contact line
@@ -32,13 +32,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from automator.errors import AutomatorError
 from automator.importing.files import RecordFile
 from automator.importing.report import ImportReport, Tally
 from automator.memory import collecting_young_objects_only
-from automator.store import Store
+
+if TYPE_CHECKING:
+    from automator.store import Store
 
 Batch = TypeVar("Batch")
 Stored = TypeVar("Stored")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from typing import Any
 
 from sqlalchemy import String, bindparam, delete, func, select, update
@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from automator import casing
 from automator.name_keys import name_key
+from automator.staged import ContactCopy, ContactData, contact_copy
 from automator.store import Store, execute_many, insert, staging, suppressions, table
 from automator.store.bulk import loading
 from automator.store.statements import listed, one_of, prefix_range
@@ -23,20 +24,6 @@ CONTACTS = table(Contact)
 DATES = table(ContactDate)
 STAGES = table(StageChange)
 TAGS = table(ContactTag)
-
-
-@dataclass
-class ContactData:
-    """One contact as imported: known fields, JSON-ready attributes and parsed date attributes."""
-
-    email: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    attributes: dict[str, Any] = field(default_factory=dict)
-    dates: dict[str, datetime] = field(default_factory=dict)
-    # Dates given without a time, in a record that names no time zone: midnight in the
-    # zone the stored contact has (`dates` holds them at midnight in the project's zone,
-    # for a new contact or one without a zone).
-    zoneless: dict[str, date] = field(default_factory=dict)
 
 
 def upsert(
@@ -71,10 +58,11 @@ def upsert(
     return list(ids.values())
 
 
+Batch = list[ContactData] | ContactCopy  # an import's batch, as the import wrote it
+
+
 @contextmanager
-def loader(
-    store: Store, now: datetime, first_stage: str | None
-) -> Iterator[Callable[[list[ContactData]], list[int]]]:
+def loader(store: Store, now: datetime, first_stage: str | None) -> Iterator[Callable[[Batch], list[int]]]:
     """`bulk_upsert` for each batch of an import: each in a transaction of its own, or, into
     an empty contact table, all in one, with the indexes built at its end (`bulk.loading`).
     Returns the ids of a batch's contacts."""
@@ -83,7 +71,7 @@ def loader(
             yield lambda batch: bulk_upsert(session, batch, now, first_stage)
             return
 
-        def upsert_batch(batch: list[ContactData]) -> list[int]:
+        def upsert_batch(batch: Batch) -> list[int]:
             with store.transaction() as own:
                 return bulk_upsert(own, batch, now, first_stage)
 
@@ -95,21 +83,21 @@ def batch_size(dialect: str) -> int:
     return 10_000 if dialect == "postgresql" else 5_000
 
 
-def bulk_upsert(
-    session: Session, records: list[ContactData], now: datetime, first_stage: str | None = None
-) -> list[int]:
+def bulk_upsert(session: Session, records: Batch, now: datetime, first_stage: str | None = None) -> list[int]:
     """`upsert` for an import's batch, in a write transaction (`loader`): on PostgreSQL
     through a staging table and one upsert (`staging`), elsewhere as `upsert`. One record
     per email; returns the contacts' ids."""
-    if session.get_bind().dialect.name != "postgresql":
-        return upsert(session, records, now, first_stage)
-    _in_stored_zones(session, records)
+    if isinstance(records, list):
+        if session.get_bind().dialect.name != "postgresql":
+            return upsert(session, records, now, first_stage)
+        records = contact_copy(records)
+    _in_stored_zones(session, [record for _, record in records.unplaced])
     created, ids = staging.copy_contacts(session, records, now, first_stage)
     suppressions.suppress_returning(session, created, now)
     return ids
 
 
-def _in_stored_zones(session: Session, records: list[ContactData]) -> None:
+def _in_stored_zones(session: Session, records: Sequence[ContactData]) -> None:
     """Place the records' dates without a time at midnight in their stored contacts' zones
     (a `birthday` column imported alone for contacts whose zone an earlier import set)."""
     zoneless = {record.email: record for record in records if record.zoneless}

@@ -13,6 +13,7 @@ from sqlalchemy import Select, bindparam, select, update
 from sqlmodel import Session
 
 from automator.journey import Journey
+from automator.staged import EventCopy, EventData, event_copy
 from automator.store import Store, bulk, contacts, execute_many, insert, staging, suppressions, table
 from automator.store.statements import listed, one_of
 from automator.tables import Contact, Event
@@ -21,16 +22,7 @@ EVENTS = table(Event)
 CONTACTS = table(Contact)
 
 
-@dataclass
-class EventData:
-    key: str
-    type: str
-    email: str
-    at: datetime
-    properties: dict[str, Any]
-
-
-Batch = list[EventData] | staging.EventCopy  # an import's batch: see `prepared`
+Batch = list[EventData] | EventCopy  # an import's batch, as the import wrote it
 
 
 def add(session: Session, records: list[EventData], journey: Journey, now: datetime) -> int:
@@ -79,12 +71,6 @@ def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[
         yield add_batch
 
 
-def prepared(dialect: str) -> Callable[[list[EventData]], Batch]:
-    """What an import makes of a batch where it reads the file, before `bulk_add` stores it:
-    on PostgreSQL the rows of its COPY (`staging.EventCopy`), elsewhere the batch itself."""
-    return staging.event_copy if dialect == "postgresql" else lambda batch: batch
-
-
 def batch_size(dialect: str) -> int:
     """Events per `bulk_add`: a COPY pays off over more rows than an executemany."""
     return 10_000 if dialect == "postgresql" else 5_000
@@ -94,11 +80,11 @@ def bulk_add(session: Session, records: Batch, journey: Journey, now: datetime) 
     """`add` for an import's batch, in a write transaction (`loader`): on SQLite the keys
     already stored are looked up first and only the new events inserted, in one executemany
     (the transaction holds the write lock, so the lookup stays true); on PostgreSQL they go
-    through a staging table (`staging`), copied as the import wrote them (`prepared`).
+    through a staging table (`staging`), copied as the import wrote them (`EventCopy`).
 
     Returns how many events were new."""
     if session.get_bind().dialect.name == "postgresql":
-        batch = records if isinstance(records, staging.EventCopy) else staging.event_copy(records)
+        batch = records if isinstance(records, EventCopy) else event_copy(records)
         new, created = staging.copy_events(session, batch, now, journey)
         suppressions.suppress_returning(session, created, now)
         return new

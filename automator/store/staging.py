@@ -11,33 +11,15 @@ a change), one that stopped being a date leaves the date index.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
-import orjson
 from sqlmodel import Session
 
 from automator.journey import Journey
+from automator.staged import CONTACT_FIELDS, ContactCopy, EventCopy, contact_rows, json_bytes, naive_utc
 from automator.store.bulk import driver_cursor
-
-
-class StagedEvent(Protocol):
-    key: str
-    type: str
-    email: str
-    at: datetime
-    properties: dict[str, Any]
-
-
-class StagedContact(Protocol):
-    email: str
-    fields: dict[str, Any]
-    attributes: dict[str, Any]
-    dates: dict[str, datetime]
-
 
 # Every statement reaches the store's rows through the batch's own keys (`= ANY(%(emails)b)`,
 # the arrays sent in binary, which psycopg writes several times faster than as text), so
@@ -166,11 +148,8 @@ CREATE TEMPORARY TABLE IF NOT EXISTS import_contact (
 ) ON COMMIT DROP
 """
 
-COPY_CONTACTS = (
-    "COPY import_contact (seq, email, first_name, last_name, locale, timezone, stage, attributes, dates)"
-    " FROM STDIN (FORMAT BINARY)"
-)
-CONTACT_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb"]
+# In COPY's text format, as `ContactCopy` writes it, where the file is read.
+COPY_CONTACTS = f"COPY import_contact (seq, email, {', '.join(CONTACT_FIELDS)}, attributes, dates) FROM STDIN"
 
 # The contacts that exist are updated (their old stage read beside them), the others
 # inserted, and each change of stage recorded; returns every contact's id, and whether it
@@ -255,49 +234,6 @@ WHERE c.id = ANY(%(ids)b) AND c.id = m.id
 """
 
 
-@dataclass(frozen=True)
-class EventCopy:
-    """A batch of events as `copy_events` sends them: the rows of COPY_EVENTS (each key's
-    first line only), the keys they hold and the batch's addresses. Made where the file is
-    read (`importing.events`), so that the process storing the batch before it does not
-    write them: about 5 µs of Python an event, during which the server would sit idle."""
-
-    rows: bytes
-    keys: list[str]
-    emails: list[str]
-    count: int  # events in the batch, its keys' later lines included
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def event_copy(records: Sequence[StagedEvent]) -> EventCopy:
-    """The batch's events as COPY_EVENTS reads them, in its text format: a tab between
-    values, a backslash before a backslash (in JSON, one comes before every escaped
-    character), and no tab or line end in a value (imported text holds none; JSON escapes
-    those within a property)."""
-    lines: list[str] = []
-    keys: list[str] = []
-    first: set[str] = set()
-    for seq, record in enumerate(records):
-        key = record.key
-        if key in first:  # a key's first line is the one stored
-            continue
-        first.add(key)
-        keys.append(key)
-        properties, at = _copy_text(_dumps(record.properties).decode()), record.at.isoformat()
-        lines.append(
-            f"{seq}\t{_copy_text(key)}\t{_copy_text(record.email)}\t{_copy_text(record.type)}\t{at}\t{properties}\n"
-        )
-    emails = sorted({record.email for record in records})
-    return EventCopy("".join(lines).encode(), keys, emails, len(records))
-
-
-def _copy_text(value: str) -> str:
-    """A value as COPY's text format writes it: its backslashes doubled."""
-    return value.replace("\\", "\\\\") if "\\" in value else value
-
-
 def copy_events(session: Session, batch: EventCopy, now: datetime, journey: Journey) -> tuple[int, list[str]]:
     """Store the events whose key is new, creating contacts for unknown addresses, and apply
     the journey moves of the stored ones; returns how many were stored, and the addresses
@@ -308,7 +244,7 @@ def copy_events(session: Session, batch: EventCopy, now: datetime, journey: Jour
     created = _contacts_for(cursor, batch.emails, now, journey.first_stage)
     with cursor.copy(COPY_EVENTS) as copy:
         copy.write(batch.rows)
-    (stored,) = cursor.execute(INSERT_EVENTS, {"now": _naive(now), **_journey(journey)}).fetchone()
+    (stored,) = cursor.execute(INSERT_EVENTS, {"now": naive_utc(now), **_journey(journey)}).fetchone()
     return stored, created
 
 
@@ -328,8 +264,8 @@ def _journey(journey: Journey) -> dict[str, list[Any]]:
 def _contacts_for(cursor: Any, emails: list[str], now: datetime, first_stage: str | None) -> list[str]:
     """Keep the contact id of each address in `import_event_contact`, making the missing
     contacts; returns the addresses made."""
-    entered = _naive(now) if first_stage else None
-    values = {"emails": emails, "stage": first_stage, "entered": entered, "now": _naive(now)}
+    entered = naive_utc(now) if first_stage else None
+    values = {"emails": emails, "stage": first_stage, "entered": entered, "now": naive_utc(now)}
     known, created = cursor.execute(CONTACTS_FOR_EVENTS, values).fetchone()
     if known < len(emails):
         cursor.execute(CONTACTS_COMMITTED_MEANWHILE, {"emails": emails})
@@ -337,33 +273,19 @@ def _contacts_for(cursor: Any, emails: list[str], now: datetime, first_stage: st
 
 
 def copy_contacts(
-    session: Session, records: Sequence[StagedContact], now: datetime, first_stage: str | None
+    session: Session, batch: ContactCopy, now: datetime, first_stage: str | None
 ) -> tuple[list[str], list[int]]:
     """Upsert contacts by email (one record per email); returns the addresses of the new
-    ones, and the ids of all."""
+    ones, and the ids of all. The dates of `batch.unplaced` must have been placed."""
     cursor = _cursor(session)
     cursor.execute(BATCH_SETTINGS)
     cursor.execute(CONTACT_STAGING)
     cursor.execute("TRUNCATE import_contact")
     with cursor.copy(COPY_CONTACTS) as copy:
-        copy.set_types(CONTACT_TYPES)
-        for seq, record in enumerate(records):
-            fields = record.fields
-            dates = {name: _naive(value).isoformat() for name, value in record.dates.items()}
-            copy.write_row(
-                (
-                    seq,
-                    record.email,
-                    fields.get("first_name"),
-                    fields.get("last_name"),
-                    fields.get("locale"),
-                    fields.get("timezone"),
-                    fields.get("stage"),
-                    record.attributes,
-                    dates,
-                )
-            )
-    values = {"emails": [record.email for record in records], "now": _naive(now), "stage": first_stage}
+        copy.write(batch.rows)
+        if batch.unplaced:
+            copy.write(contact_rows(batch.unplaced))
+    values = {"emails": batch.emails, "now": naive_utc(now), "stage": first_stage}
     stored = cursor.execute(UPSERT_CONTACTS, values).fetchall()
     updated = [(id_, email) for id_, email, new in stored if not new]
     if updated:  # only a contact that was stored before can have dates indexed
@@ -388,11 +310,12 @@ def move_contacts(
         "ids": [change["contact_id"] for change in changes],
         "from": [change["from_stage"] for change in changes],
         "to": [change["to_stage"] for change in changes],
-        "at": [_naive(change["at"]) for change in changes],
+        "at": [naive_utc(change["at"]) for change in changes],
         "causes": [change["cause"] for change in changes],
     }
     cursor.execute(RECORD_MOVES, recorded)
-    ids, stages, since = zip(*((cid, stage, _naive(at)) for cid, (stage, at) in moves.items()), strict=True)
+    moved = ((contact_id, stage, naive_utc(at)) for contact_id, (stage, at) in moves.items())
+    ids, stages, since = zip(*moved, strict=True)
     cursor.execute(MOVE_CONTACTS, {"ids": list(ids), "stages": list(stages), "since": list(since)})
 
 
@@ -402,19 +325,5 @@ def _cursor(session: Session) -> Any:
     from psycopg.types.json import set_json_dumps  # PostgreSQL's driver: an optional install
 
     cursor = driver_cursor(session)
-    set_json_dumps(_dumps, context=cursor)
+    set_json_dumps(json_bytes, context=cursor)
     return cursor
-
-
-def _dumps(value: Any) -> bytes:
-    """JSON text; the standard library's for what orjson refuses (an integer beyond 64 bits,
-    which an import file may hold, kept exact)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value).encode()
-
-
-def _naive(moment: datetime) -> datetime:
-    """As PostgreSQL's `timestamp` columns keep times: UTC without the zone."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
