@@ -13,7 +13,9 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
+from automator.staged import naive_utc
 from automator.store import insert, table
+from automator.store.bulk import driver_cursor
 from automator.store.statements import listed, one_of
 from automator.tables import Suppression
 
@@ -57,10 +59,27 @@ def get(session: Session, email: str) -> Suppression | None:
     return session.get(Suppression, email) or session.get(Suppression, hashed(email))
 
 
+# `suppress_returning` on PostgreSQL, for addresses as the store keeps them (stripped,
+# lowercased): each hashed by the server as `hashed` does, the addresses sent as one binary
+# array. An import's batch makes thousands of contacts, and hashing their addresses in Python
+# and sending the hashes as text cost the importing process more than the rest of a batch.
+_RETURNING_ERASED = f"""
+INSERT INTO suppression (email, reason, note, created_at)
+SELECT a.email, '{ERASED}', 'erased before, arrived again', %(now)s
+FROM unnest(%(emails)b::text[]) AS a(email)
+JOIN suppression AS s ON s.email = '{HASHED}' || encode(sha256(convert_to(a.email, 'UTF8')), 'hex')
+ON CONFLICT (email) DO NOTHING
+"""
+
+
 def suppress_returning(session: Session, emails: Collection[str], now: datetime) -> None:
-    """Suppress by their address the erased addresses among `emails` (contacts being made):
-    the rule lookups find a suppression by the contact's address, never by its hash."""
+    """Suppress by their address the erased addresses among `emails` (contacts being made,
+    their addresses as the store keeps them): the rule lookups find a suppression by the
+    contact's address, never by its hash."""
     if not emails:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        driver_cursor(session).execute(_RETURNING_ERASED, {"emails": list(emails), "now": naive_utc(now)})
         return
     hashes = {hashed(email): email for email in emails}
     erased = one_of(SUPPRESSIONS.c.email, hashes)
