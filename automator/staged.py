@@ -84,14 +84,14 @@ CONTACT_FIELDS = ("first_name", "last_name", "locale", "timezone", "stage")
 class ContactCopy:
     """A batch of contacts (one record per address) as `staging.copy_contacts` sends them:
     the rows of its COPY, and the batch's addresses in its order. Made where the file is
-    read, as `EventCopy`. A record with a date given without a time, in a record that names
-    no time zone, is kept as it is (`unplaced`, with its place in the batch): its date is
-    placed in the stored contact's zone (`contacts._in_stored_zones`) before its row is
-    written (`contact_rows`)."""
+    read, as `EventCopy`. A date given without a time, in a record that names no time zone,
+    is in its row at midnight in the project's zone, and listed in `zoneless` (with the
+    record's place in the batch and its address): the store places it in the stored
+    contact's zone, if it has one, before the batch is stored (`contacts.bulk_upsert`)."""
 
     rows: bytes
-    unplaced: list[tuple[int, ContactData]]
     emails: list[str]
+    zoneless: list[tuple[int, str, dict[str, date]]]
 
     def __len__(self) -> int:
         return len(self.emails)
@@ -100,17 +100,8 @@ class ContactCopy:
 def contact_copy(records: Sequence[ContactData]) -> ContactCopy:
     """The batch's contacts in COPY's text format (as `event_copy`: a contact's text holds no
     tab or line end, and JSON escapes them)."""
-    placed: list[tuple[int, ContactData]] = []
-    unplaced: list[tuple[int, ContactData]] = []
-    for seq, record in enumerate(records):
-        (unplaced if record.zoneless else placed).append((seq, record))
-    return ContactCopy(contact_rows(placed), unplaced, [record.email for record in records])
-
-
-def contact_rows(records: list[tuple[int, ContactData]]) -> bytes:
-    """COPY rows of contacts, each with its place in the batch."""
     lines: list[str] = []
-    for seq, record in records:
+    for seq, record in enumerate(records):
         fields = [record.fields.get(name) for name in CONTACT_FIELDS]
         dates = {name: naive_utc(value).isoformat() for name, value in record.dates.items()}
         values = [
@@ -121,7 +112,8 @@ def contact_rows(records: list[tuple[int, ContactData]]) -> bytes:
             _copy_text(json_bytes(dates).decode()),
         ]
         lines.append("\t".join(values) + "\n")
-    return "".join(lines).encode()
+    zoneless = [(seq, record.email, record.zoneless) for seq, record in enumerate(records) if record.zoneless]
+    return ContactCopy("".join(lines).encode(), [record.email for record in records], zoneless)
 
 
 _COPY_NULL = "\\N"  # NULL in COPY's text format

@@ -102,8 +102,9 @@ def test_events_read_apart_are_stored_as_read_here_with_each_problem_on_its_line
 def test_contacts_read_apart_are_stored_as_read_here_dates_in_their_stored_zones(
     every_file_big, read_where, project, store, tmp_path
 ):
-    """The reading process writes a batch's rows but for the dates given without a time of
-    records that name no zone: the importer places those in the stored contact's zone first."""
+    """The reading process writes a batch's rows, a date given without a time in a record
+    that names no zone at midnight in the project's zone: the importer places it in the
+    stored contact's zone, when it has one."""
     first = write_csv(tmp_path / "first.csv", "email,timezone", "bob@example.com,America/New_York")
     later = write_csv(
         tmp_path / "later.csv",
@@ -114,7 +115,7 @@ def test_contacts_read_apart_are_stored_as_read_here_dates_in_their_stored_zones
         "lan@example.com,,Nguyễn,,,\\N",  # merged into line 3's record
         "hoa@example.com,Hoa,,Asia/Tokyo,1990-01-01,",  # its own zone: placed where read
         "new@example.com,,,,1990-01-01,",  # new: the project's zone (Asia/Ho_Chi_Minh)
-        "kim@example.com,Kim,,,,basic",
+        "kim@example.com,Kim,O\\Brien,,,basic",
     )
 
     assert import_contacts(store, first, project.journey, project.settings.zone, NOW).imported == 1
@@ -139,6 +140,9 @@ def test_contacts_read_apart_are_stored_as_read_here_dates_in_their_stored_zones
         "kim@example.com": None,
     }
     assert contact(store, "bob@example.com").timezone == "America/New_York"
+    kim = contact(store, "kim@example.com")
+    assert (kim.first_name, kim.last_name, kim.attributes) == ("Kim", "O\\Brien", {"plan": "basic"})
+    assert contact(store, "new@example.com").id < kim.id  # made in the file's order
 
 
 def test_the_reading_process_imports_no_database_library():

@@ -330,6 +330,31 @@ def test_contacts_keep_every_character_of_their_fields_and_attributes(project, s
         assert contact_store.dates(session, stored.id) == {"renews_at": utc("2026-12-20 02:30")}
 
 
+def test_text_copied_on_a_connection_in_another_encoding_arrives_as_it_was(project, store, tmp_path):
+    """The COPY rows are written as UTF-8 where the file is read: a connection whose client
+    encoding is another (PGCLIENTENCODING=LATIN1) stores them as they were all the same."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no client encoding")
+    latin = Store(f"{store.engine.url.render_as_string(hide_password=False)}?client_encoding=LATIN1")
+    with latin.connect() as connection:
+        assert connection.exec_driver_sql("SHOW client_encoding").scalar() == "LATIN1"
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"email": "lan@example.com", "last_name": "Lê", "city": "Huế"}]
+    )
+    events = write_jsonl(tmp_path / "e.jsonl", [cart_event(properties={"note": "Trần Hưng Đạo"})])
+    try:
+        import_contacts(latin, contacts, project.journey, project.settings.zone, NOW)
+        import_events(latin, events, project.journey, NOW)
+    finally:
+        latin.dispose()
+
+    stored = contact(store, "lan@example.com")
+    assert (stored.last_name, stored.attributes) == ("Lê", {"city": "Huế"})
+    assert [event.properties for event in stored_events(store, "lan@example.com")] == [
+        {"note": "Trần Hưng Đạo"}
+    ]
+
+
 def test_a_load_that_fails_leaves_an_empty_store_as_it_was(
     small_batches, project, store, tmp_path, monkeypatch
 ):

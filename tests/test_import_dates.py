@@ -2,12 +2,18 @@
 imported as text, with a warning naming its line and field, and `automator check --store`
 says which date rules will never fire for the contacts holding such text."""
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
+from automator.importing import import_contacts
 from automator.importing.contacts import date_like
 from automator.store import contacts
 from tests.conftest import utc
 from tests.importing import contact, write_csv
+
+NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -121,4 +127,27 @@ def test_a_date_imported_alone_is_midnight_in_the_zone_the_contact_already_has(c
         }
         assert contacts.dates(session, contact(store, "new@example.com").id) == {
             "birthday": utc("1989-12-31 17:00")
+        }
+
+
+def test_the_calendar_s_first_day_stays_where_the_import_put_it_when_its_stored_zone_cannot_hold_it(
+    project, store, tmp_path
+):
+    """0001-01-01 at midnight in Tokyo is a time before year 1 in UTC: a project west of
+    Greenwich takes it, and a contact stored in Tokyo keeps it where the project put it,
+    rather than failing the whole import."""
+    west = ZoneInfo("America/New_York")
+    first = write_csv(tmp_path / "first.csv", "email,timezone", "yuki@example.com,Asia/Tokyo")
+    later = write_csv(
+        tmp_path / "later.csv", "email,founded,joined", "yuki@example.com,0001-01-01,2020-01-01"
+    )
+
+    import_contacts(store, first, project.journey, west, NOW)
+    report = import_contacts(store, later, project.journey, west, NOW)
+
+    assert (report.imported, report.rejected) == (1, 0)
+    with store.session() as session:
+        assert contacts.dates(session, contact(store, "yuki@example.com").id) == {
+            "founded": datetime(1, 1, 1, tzinfo=west).astimezone(UTC),  # New York's local mean time
+            "joined": utc("2019-12-31 15:00"),
         }

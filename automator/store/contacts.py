@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlmodel import Session
@@ -18,7 +20,7 @@ from automator.store import Store, execute_many, insert, staging, suppressions, 
 from automator.store.bulk import loading
 from automator.store.statements import listed, one_of, prefix_range
 from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
-from automator.timestamps import zone_named
+from automator.timestamps import in_utc, zone_named
 
 CONTACTS = table(Contact)
 DATES = table(ContactDate)
@@ -91,8 +93,9 @@ def bulk_upsert(session: Session, records: Batch, now: datetime, first_stage: st
         if session.get_bind().dialect.name != "postgresql":
             return upsert(session, records, now, first_stage)
         records = contact_copy(records)
-    _in_stored_zones(session, [record for _, record in records.unplaced])
-    created, ids = staging.copy_contacts(session, records, now, first_stage)
+    zones = _stored_zones(session, [email for _, email, _ in records.zoneless])
+    redated = [(seq, _placed(days, zones[email])) for seq, email, days in records.zoneless if email in zones]
+    created, ids = staging.copy_contacts(session, records, now, first_stage, redated)
     suppressions.suppress_returning(session, created, now)
     return ids
 
@@ -101,19 +104,31 @@ def _in_stored_zones(session: Session, records: Sequence[ContactData]) -> None:
     """Place the records' dates without a time at midnight in their stored contacts' zones
     (a `birthday` column imported alone for contacts whose zone an earlier import set)."""
     zoneless = {record.email: record for record in records if record.zoneless}
-    if not zoneless:
-        return
-    zones = session.execute(
+    for email, zone in _stored_zones(session, zoneless).items():
+        record = zoneless[email]
+        record.dates.update(_placed(record.zoneless, zone))
+
+
+def _stored_zones(session: Session, emails: Collection[str]) -> dict[str, ZoneInfo]:
+    """The time zones of the stored contacts among these addresses that have one."""
+    if not emails:
+        return {}
+    rows = session.execute(
         select(CONTACTS.c.email, CONTACTS.c.timezone).where(
-            one_of(CONTACTS.c.email, zoneless), CONTACTS.c.timezone.is_not(None)
+            one_of(CONTACTS.c.email, emails), CONTACTS.c.timezone.is_not(None)
         )
     )
-    for email, name in zones:
-        zone = zone_named(name)
-        if zone is not None:
-            record = zoneless[email]
-            for attribute, day in record.zoneless.items():
-                record.dates[attribute] = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    return {email: zone for email, name in rows if (zone := zone_named(name)) is not None}
+
+
+def _placed(days: dict[str, date], zone: ZoneInfo) -> dict[str, datetime]:
+    """Dates given without a time, at midnight in `zone`; but for one whose UTC time falls
+    outside the calendar (0001-01-01 east of Greenwich), which stays where the import put it."""
+    placed: dict[str, datetime] = {}
+    for name, day in days.items():
+        with contextlib.suppress(ValueError):
+            placed[name] = in_utc(datetime.combine(day, time(0), tzinfo=zone), day)
+    return placed
 
 
 def _update_existing(

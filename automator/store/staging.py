@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session
 
 from automator.journey import Journey
-from automator.staged import CONTACT_FIELDS, ContactCopy, EventCopy, contact_rows, json_bytes, naive_utc
+from automator.staged import CONTACT_FIELDS, ContactCopy, EventCopy, json_bytes, naive_utc
 from automator.store.bulk import driver_cursor
 
 # Every statement reaches the store's rows through the batch's own keys (`= ANY(%(emails)b)`,
@@ -46,8 +46,8 @@ TRUNCATE import_event, import_event_contact
 # In COPY's text format, as `EventCopy` writes it: the rows are written where the file is
 # read, before the batch reaches the connection that stores it. An event's time is copied
 # as it is (aware, ISO 8601), and kept in UTC without the zone, as `event.at` keeps times,
-# by the INSERT.
-COPY_EVENTS = "COPY import_event (seq, key, email, type, at, properties) FROM STDIN"
+# by the INSERT. The rows are UTF-8 whatever the connection's encoding (PGCLIENTENCODING).
+COPY_EVENTS = "COPY import_event (seq, key, email, type, at, properties) FROM STDIN (ENCODING 'UTF8')"
 
 # The contacts of the batch's addresses that exist.
 CONTACTS_BY_EMAIL = "SELECT id, email FROM contact WHERE email = ANY(%(emails)b)"
@@ -149,7 +149,16 @@ CREATE TEMPORARY TABLE IF NOT EXISTS import_contact (
 """
 
 # In COPY's text format, as `ContactCopy` writes it, where the file is read.
-COPY_CONTACTS = f"COPY import_contact (seq, email, {', '.join(CONTACT_FIELDS)}, attributes, dates) FROM STDIN"
+CONTACT_COLUMNS = f"seq, email, {', '.join(CONTACT_FIELDS)}, attributes, dates"
+COPY_CONTACTS = f"COPY import_contact ({CONTACT_COLUMNS}) FROM STDIN (ENCODING 'UTF8')"
+
+# Dates given without a time, placed in their stored contacts' zones (`contacts.bulk_upsert`),
+# over those the batch's rows hold (at midnight in the project's zone).
+REDATE_CONTACTS = """
+UPDATE import_contact AS s SET dates = s.dates || f.dates::jsonb
+FROM unnest(%(seqs)b::int4[], %(dates)b::text[]) AS f(seq, dates)
+WHERE s.seq = f.seq
+"""
 
 # The contacts that exist are updated (their old stage read beside them), the others
 # inserted, and each change of stage recorded; returns every contact's id, and whether it
@@ -273,18 +282,27 @@ def _contacts_for(cursor: Any, emails: list[str], now: datetime, first_stage: st
 
 
 def copy_contacts(
-    session: Session, batch: ContactCopy, now: datetime, first_stage: str | None
+    session: Session,
+    batch: ContactCopy,
+    now: datetime,
+    first_stage: str | None,
+    redated: Sequence[tuple[int, dict[str, datetime]]] = (),
 ) -> tuple[list[str], list[int]]:
-    """Upsert contacts by email (one record per email); returns the addresses of the new
-    ones, and the ids of all. The dates of `batch.unplaced` must have been placed."""
+    """Upsert contacts by email (one record per email), with the dates `redated` gives
+    (by the record's place in the batch) over those of its row; returns the addresses of
+    the new contacts, and the ids of all."""
     cursor = _cursor(session)
     cursor.execute(BATCH_SETTINGS)
     cursor.execute(CONTACT_STAGING)
     cursor.execute("TRUNCATE import_contact")
     with cursor.copy(COPY_CONTACTS) as copy:
         copy.write(batch.rows)
-        if batch.unplaced:
-            copy.write(contact_rows(batch.unplaced))
+    if redated:
+        dates = [
+            json_bytes({name: naive_utc(value).isoformat() for name, value in placed.items()}).decode()
+            for _, placed in redated
+        ]
+        cursor.execute(REDATE_CONTACTS, {"seqs": [seq for seq, _ in redated], "dates": dates})
     values = {"emails": batch.emails, "now": naive_utc(now), "stage": first_stage}
     stored = cursor.execute(UPSERT_CONTACTS, values).fetchall()
     updated = [(id_, email) for id_, email, new in stored if not new]

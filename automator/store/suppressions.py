@@ -15,7 +15,6 @@ from sqlmodel import Session
 
 from automator.staged import naive_utc
 from automator.store import insert, table
-from automator.store.bulk import driver_cursor
 from automator.store.statements import listed, one_of
 from automator.tables import Suppression
 
@@ -79,7 +78,11 @@ def suppress_returning(session: Session, emails: Collection[str], now: datetime)
     if not emails:
         return
     if session.get_bind().dialect.name == "postgresql":
-        driver_cursor(session).execute(_RETURNING_ERASED, {"emails": list(emails), "now": naive_utc(now)})
+        # Through SQLAlchemy's connection, which passes the SQL to psycopg as it is: an
+        # error reaches the caller as SQLAlchemy's, as every other statement's does (the
+        # API retries a deadlock).
+        values = {"emails": list(emails), "now": naive_utc(now)}
+        session.connection().exec_driver_sql(_RETURNING_ERASED, values)
         return
     hashes = {hashed(email): email for email in emails}
     erased = one_of(SUPPRESSIONS.c.email, hashes)
