@@ -103,17 +103,22 @@ def contact_copy(records: Sequence[ContactData]) -> ContactCopy:
     lines: list[str] = []
     for seq, record in enumerate(records):
         fields = [record.fields.get(name) for name in CONTACT_FIELDS]
-        dates = {name: naive_utc(value).isoformat() for name, value in record.dates.items()}
         values = [
             str(seq),
             _copy_text(record.email),
             *(_COPY_NULL if value is None else _copy_text(value) for value in fields),
             _copy_text(json_bytes(record.attributes).decode()),
-            _copy_text(json_bytes(dates).decode()),
+            _copy_text(dates_json(record.dates)),
         ]
         lines.append("\t".join(values) + "\n")
     zoneless = [(seq, record.email, record.zoneless) for seq, record in enumerate(records) if record.zoneless]
     return ContactCopy("".join(lines).encode(), [record.email for record in records], zoneless)
+
+
+def dates_json(dates: dict[str, datetime]) -> str:
+    """A contact's date attributes as its staged `dates` column holds them: a JSON object of
+    naive UTC times, which the statements that index them cast to `timestamp`."""
+    return json_bytes({name: naive_utc(value).isoformat() for name, value in dates.items()}).decode()
 
 
 _COPY_NULL = "\\N"  # NULL in COPY's text format

@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session
 
 from automator.journey import Journey
-from automator.staged import CONTACT_FIELDS, ContactCopy, EventCopy, json_bytes, naive_utc
+from automator.staged import CONTACT_FIELDS, ContactCopy, EventCopy, dates_json, json_bytes, naive_utc
 from automator.store.bulk import driver_cursor
 
 # Every statement reaches the store's rows through the batch's own keys (`= ANY(%(emails)b)`,
@@ -298,10 +298,7 @@ def copy_contacts(
     with cursor.copy(COPY_CONTACTS) as copy:
         copy.write(batch.rows)
     if redated:
-        dates = [
-            json_bytes({name: naive_utc(value).isoformat() for name, value in placed.items()}).decode()
-            for _, placed in redated
-        ]
+        dates = [dates_json(placed) for _, placed in redated]
         cursor.execute(REDATE_CONTACTS, {"seqs": [seq for seq, _ in redated], "dates": dates})
     values = {"emails": batch.emails, "now": naive_utc(now), "stage": first_stage}
     stored = cursor.execute(UPSERT_CONTACTS, values).fetchall()

@@ -22,6 +22,7 @@ SUPPRESSIONS = table(Suppression)
 REASONS = ("unsubscribed", "bounced", "complained", "blocked")
 ERASED = "erased"  # the reason of a hashed suppression
 HASHED = "sha256:"
+RETURNED = "erased before, arrived again"  # the note of an erased address's suppression by address
 
 
 def hashed(email: str) -> str:
@@ -64,7 +65,7 @@ def get(session: Session, email: str) -> Suppression | None:
 # and sending the hashes as text cost the importing process more than the rest of a batch.
 _RETURNING_ERASED = f"""
 INSERT INTO suppression (email, reason, note, created_at)
-SELECT a.email, '{ERASED}', 'erased before, arrived again', %(now)s
+SELECT a.email, '{ERASED}', '{RETURNED}', %(now)s
 FROM unnest(%(emails)b::text[]) AS a(email)
 JOIN suppression AS s ON s.email = '{HASHED}' || encode(sha256(convert_to(a.email, 'UTF8')), 'hex')
 ON CONFLICT (email) DO NOTHING
@@ -87,7 +88,7 @@ def suppress_returning(session: Session, emails: Collection[str], now: datetime)
     hashes = {hashed(email): email for email in emails}
     erased = one_of(SUPPRESSIONS.c.email, hashes)
     found = session.execute(select(SUPPRESSIONS.c.email).where(erased)).scalars()
-    add_many(session, [(hashes[value], "erased before, arrived again") for value in found], ERASED, now)
+    add_many(session, [(hashes[value], RETURNED) for value in found], ERASED, now)
 
 
 def listing(session: Session) -> list[Suppression]:
