@@ -144,7 +144,9 @@ def test_journey_moves_follow_the_events_order_in_a_batch_and_the_files_across_b
         cart_event(id="v1", type="page_viewed", email=minh, at="2026-11-20T00:00:00Z"),
         # The third: a move after an earlier batch's; a key stored before moves nobody.
         cart_event(id="c4", email=lan, at="2026-11-20T04:00:00Z"),
-        cart_event(id="o2", type="order_placed", email=minh, at="2026-11-20T02:00:00Z"),
+        # Minh's order is earlier than the second batch's cart: a batch's moves come after
+        # those of the batches before it, whatever their times.
+        cart_event(id="o2", type="order_placed", email=minh, at="2026-11-20T00:30:00Z"),
         cart_event(id="c1", type="order_placed", email=hoa, at="2026-11-19T00:00:00Z"),
     ]
     path = write_jsonl(tmp_path / "e.jsonl", lines)
@@ -165,11 +167,11 @@ def test_journey_moves_follow_the_events_order_in_a_batch_and_the_files_across_b
         ("consideration", "conversion", utc("2026-11-20 01:00"), "event checkout_started (k1)"),
         ("conversion", "retention", utc("2026-11-20 03:00"), "event order_placed (o1)"),
         (None, "consideration", utc("2026-11-20 01:00"), "event cart_updated (c2)"),
-        ("consideration", "retention", utc("2026-11-20 02:00"), "event order_placed (o2)"),
+        ("consideration", "retention", utc("2026-11-20 00:30"), "event order_placed (o2)"),
     ]
     assert stages == {
         lan: ("retention", utc("2026-11-20 03:00")),
-        minh: ("retention", utc("2026-11-20 02:00")),
+        minh: ("retention", utc("2026-11-20 00:30")),
         hoa: ("retention", made),
     }
 
