@@ -47,7 +47,7 @@ class Collected:
     """A watcher that keeps what it is told."""
 
     def __init__(self):
-        self.problems, self.progress = [], []
+        self.problems, self.progress, self.steps = [], [], []
 
     def advanced(self, done, total):
         self.progress.append((done, total))
@@ -57,6 +57,9 @@ class Collected:
 
     def warned(self, warning):
         self.problems.append(f"warning {warning}")
+
+    def finishing(self, step):
+        self.steps.append(step)
 
 
 def test_events_over_many_batches_are_each_stored_once_in_the_files_order(
@@ -73,6 +76,7 @@ def test_events_over_many_batches_are_each_stored_once_in_the_files_order(
     assert event_keys(store, "lan@example.com") == ["e7", "e6", "e4", "e3", "e2", "e1", "e0"]
     assert stored_events(store, "lan@example.com")[5].at == datetime(2026, 11, 20, 1, tzinfo=UTC)
     assert watcher.progress[-1] == (path.stat().st_size, path.stat().st_size)
+    assert watcher.steps == ["building indexes"]  # a first load's end, told before it starts
 
 
 def test_without_a_watcher_the_report_keeps_every_problem(project, store, tmp_path):
@@ -512,5 +516,6 @@ def test_an_import_on_a_terminal_shows_a_progress_bar(process_env, project_dir, 
     os.close(leader)
     text = shown.decode(errors="replace")
     assert "importing contacts" in text and "━" in text
+    assert "building indexes" in text  # a first load's end, shown while it runs
     assert f"rejected {path}:3: email:" in text and f"warning {path}:2: birthday:" in text
     assert result.stdout.decode() == "imported 1 contacts, rejected 1, 1 warning\n"

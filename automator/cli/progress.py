@@ -29,6 +29,9 @@ class ImportLines:
     def warned(self, warning: RecordWarning) -> None:
         self._print(f"warning {warning}")
 
+    def finishing(self, step: str) -> None:
+        pass
+
     def _print(self, line: str) -> None:
         say(line, err=True)
 
@@ -42,6 +45,12 @@ class ImportBar(ImportLines):
 
     def advanced(self, done: int, total: int) -> None:
         self._progress.update(self._task, completed=min(done, total), total=total)
+
+    def finishing(self, step: str) -> None:
+        """What the load does once its file is read, in place of the bar's name: at 100 %
+        and still running, the bar would look stuck."""
+        self._progress.update(self._task, description=step)
+        self._progress.refresh()  # now: the step may take long, or be over before the next refresh
 
     def _print(self, line: str) -> None:
         self._progress.console.print(printable(line), markup=False, highlight=False, soft_wrap=True)
@@ -67,7 +76,7 @@ def import_progress(path: Path, noun: str) -> Iterator[ImportLines]:
     )
 
     columns = (
-        TextColumn(f"importing {noun}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -75,6 +84,7 @@ def import_progress(path: Path, noun: str) -> Iterator[ImportLines]:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(noun, total=path.stat().st_size)
+        name = f"importing {noun}"
+        task = progress.add_task(name, total=path.stat().st_size)
         yield ImportBar(progress, task)
-        progress.update(task, completed=path.stat().st_size)
+        progress.update(task, completed=path.stat().st_size, description=name)

@@ -179,7 +179,7 @@ def import_contacts(
     fields, more = ("email", *KNOWN_FIELDS), (journey, default_zone, dialect)
     with (
         reading(_prepared_batches, path, fields, tally, size, *more, apart=apart) as file,
-        contact_store.loader(store, now, journey.first_stage) as upsert,
+        contact_store.loader(store, now, journey.first_stage, tally.finishing) as upsert,
         collecting_young_objects_only(),
     ):
         store_batch = lambda each: upsert(each[0])  # noqa: E731

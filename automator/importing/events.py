@@ -58,7 +58,7 @@ def import_events(
     size, apart = event_store.batch_size(dialect), in_background(store)
     with (
         reading(_prepared_batches, path, EVENT_FIELDS, tally, size, dialect, apart=apart) as file,
-        event_store.loader(store, journey, now) as add,
+        event_store.loader(store, journey, now, tally.finishing) as add,
         collecting_young_objects_only(),
     ):
         for batch, new in stored_in_order(file.batches, add, apart and not file.apart):

@@ -38,6 +38,11 @@ class Watcher(Protocol):
 
     def warned(self, warning: RecordWarning) -> None: ...
 
+    def finishing(self, step: str) -> None:
+        """The file is read and stored, and the load does `step` before it ends: a first
+        load into an empty table builds its indexes then, for as long as the load is big.
+        (Optional: an import tells it to the watchers that have it.)"""
+
 
 @dataclass
 class ImportReport:
@@ -76,6 +81,12 @@ class Tally:
     def advanced(self, done: int, total: int) -> None:
         if self._watcher is not None:
             self._watcher.advanced(done, total)
+
+    def finishing(self, step: str) -> None:
+        # A watcher written before it was told of this step goes on working without it.
+        told = getattr(self._watcher, "finishing", None)
+        if told is not None:
+            told(step)
 
     def ended(self, path: Path, nothing: Callable[[], str]) -> ImportReport:
         """The report, saying so when the file held no record at all (`nothing` says what

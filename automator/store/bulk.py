@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -204,11 +204,14 @@ def _plan(statement: Any, dialect: Any, columns: tuple[str, ...]) -> _Plan | Non
 
 
 LOAD_CACHE_KIB = 32 * 1024  # a bulk load's page cache on SQLite (a connection's is 16 MB)
+BUILDING_INDEXES = "building indexes"  # a load's end, as a progress bar names it
 LOAD_LOCK_WAIT = "2s"  # how long a PostgreSQL load waits for its tables before it goes batch by batch
 
 
 @contextmanager
-def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | None]:
+def loading(
+    engine: Engine, table: Table, *beside: Table, announce: Callable[[str], None] = lambda step: None
+) -> Iterator[Session | None]:
     """A bulk load into `table` (and the tables `beside` it). Into an empty table: one
     transaction for the whole load (its session is yielded), with the tables' non-unique
     indexes dropped at its start and built again at its end, and on PostgreSQL their foreign
@@ -222,7 +225,8 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
     connections go on reading the table as it was (empty, with its indexes) and wait to
     write; on PostgreSQL, whose index drop locks the tables, they wait to read them too.
     Anything else (a table with rows, a PostgreSQL table in use for LOAD_LOCK_WAIT) yields
-    None: each batch then takes a transaction of its own."""
+    None: each batch then takes a transaction of its own. `announce` hears of the index
+    builds before they start (an import's progress bar says so)."""
     tables = (table, *beside)
     session = _empty_for_loading(engine, tables)
     if session is None:
@@ -232,6 +236,7 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
         if engine.dialect.name == "postgresql":
             restore = _set_aside_on_postgresql(session, tables)
             yield session
+            announce(BUILDING_INDEXES)
             cursor = driver_cursor(session)
             # Building an index over the whole load takes as long as the load is big: a
             # statement_timeout set for the server or the user would end it there, and the
@@ -252,6 +257,7 @@ def loading(engine: Engine, table: Table, *beside: Table) -> Iterator[Session | 
         finally:
             # Back before the indexes are built: their sort takes as much memory again.
             connection.exec_driver_sql(f"PRAGMA cache_size={cache}")
+        announce(BUILDING_INDEXES)
         for index in deferred:
             index.create(connection)
         session.commit()

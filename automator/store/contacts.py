@@ -64,11 +64,13 @@ Batch = list[ContactData] | ContactCopy  # an import's batch, as the import wrot
 
 
 @contextmanager
-def loader(store: Store, now: datetime, first_stage: str | None) -> Iterator[Callable[[Batch], list[int]]]:
+def loader(
+    store: Store, now: datetime, first_stage: str | None, announce: Callable[[str], None] = lambda step: None
+) -> Iterator[Callable[[Batch], list[int]]]:
     """`bulk_upsert` for each batch of an import: each in a transaction of its own, or, into
-    an empty contact table, all in one, with the indexes built at its end (`bulk.loading`).
-    Returns the ids of a batch's contacts."""
-    with loading(store.engine, CONTACTS, STAGES, DATES) as session:
+    an empty contact table, all in one, with the indexes built at its end (`bulk.loading`,
+    which `announce`s them). Returns the ids of a batch's contacts."""
+    with loading(store.engine, CONTACTS, STAGES, DATES, announce=announce) as session:
         if session is not None:
             yield lambda batch: bulk_upsert(session, batch, now, first_stage)
             return

@@ -54,12 +54,14 @@ def add(session: Session, records: list[EventData], journey: Journey, now: datet
 
 
 @contextmanager
-def loader(store: Store, journey: Journey, now: datetime) -> Iterator[Callable[[Batch], int]]:
+def loader(
+    store: Store, journey: Journey, now: datetime, announce: Callable[[str], None] = lambda step: None
+) -> Iterator[Callable[[Batch], int]]:
     """`bulk_add` for each batch of an import: each in a transaction of its own, or, into an
     empty event table, all in one, with its indexes and those of the stage changes the
-    events' moves record built at its end (`bulk.loading`).
+    events' moves record built at its end (`bulk.loading`, which `announce`s them).
     Returns how many of a batch's events were new."""
-    with bulk.loading(store.engine, EVENTS, contacts.STAGES) as session:
+    with bulk.loading(store.engine, EVENTS, contacts.STAGES, announce=announce) as session:
         if session is not None:
             yield lambda batch: bulk_add(session, batch, journey, now)
             return
