@@ -1,6 +1,7 @@
 """A throw-away PostgreSQL for the tests: one server per test session, started from Debian's
 `postgresql-15` binaries (`make test` installs them when missing) on 127.0.0.1 at a free
-port, with fsync off, and stopped at the end. Each test gets a database of its own.
+port, with fsync off, and stopped at the end, or by its watcher when the test session ends
+without stopping it (killed). Each test gets a database of its own.
 
 PostgreSQL refuses to run as root: when the tests run as root, the server runs as the
 `postgres` user the Debian package creates, in a folder that user owns.
@@ -12,6 +13,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from itertools import count
@@ -24,6 +26,17 @@ from tests.smtp_server import free_port
 BINARIES = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 START_SECONDS = 60
 TEMPLATE = "automator_template"
+
+# Run beside the test session, in a session of its own (a signal to the tests' process
+# group does not reach it): it waits for its stdin to close, which happens when the tests'
+# process exits however it exits, even by SIGKILL; then it stops the server (argv[2:]) and
+# removes its folder (argv[1]). After a clean stop the tests end it first.
+WATCHER = """
+import shutil, subprocess, sys
+sys.stdin.buffer.read()
+subprocess.run(sys.argv[2:], capture_output=True, timeout=60)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
 
 
 class PostgresServer:
@@ -43,10 +56,13 @@ class PostgresServer:
         self._template_made = False
 
     def _run(self, *args: str) -> None:
+        subprocess.run(self._command(*args), check=True, capture_output=True, timeout=START_SECONDS)
+
+    def _command(self, *args: str) -> list[str]:
         command = [str(self.bin / args[0]), *args[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=START_SECONDS)
+        return command
 
     def start(self) -> None:
         if os.geteuid() == 0:
@@ -63,7 +79,16 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._run(*self._stop)
+
+    @property
+    def _stop(self) -> tuple[str, ...]:
+        return ("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def watcher(self) -> subprocess.Popen[bytes]:
+        """A process that stops the server and removes its folder once this one exits (`WATCHER`)."""
+        command = [sys.executable, "-c", WATCHER, str(self.root), *self._command(*self._stop)]
+        return subprocess.Popen(command, stdin=subprocess.PIPE, start_new_session=True)
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -102,12 +127,15 @@ def running_server() -> Iterator[PostgresServer]:
     """A new server, stopped at the end (unless a test left it stopped already)."""
     with tempfile.TemporaryDirectory(prefix="automator-pg-") as root:
         server = PostgresServer(Path(root))
-        server.start()
+        watcher = server.watcher()
         try:
+            server.start()
             yield server
         finally:
             with contextlib.suppress(subprocess.CalledProcessError):
                 server.stop()
+            watcher.kill()
+            watcher.wait()
 
 
 @pytest.fixture(scope="session")
