@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -111,15 +111,24 @@ def _in_stored_zones(session: Session, records: Sequence[ContactData]) -> None:
         record.dates.update(_placed(record.zoneless, zone))
 
 
+# `_stored_zones` on PostgreSQL: the addresses sent as one binary array, which psycopg
+# writes several times faster than a text one, whose every element it quotes (`staging`).
+_ZONES_BY_EMAIL = "SELECT email, timezone FROM contact WHERE email = ANY(%(emails)b) AND timezone IS NOT NULL"
+
+
 def _stored_zones(session: Session, emails: Collection[str]) -> dict[str, ZoneInfo]:
     """The time zones of the stored contacts among these addresses that have one."""
     if not emails:
         return {}
-    rows = session.execute(
-        select(CONTACTS.c.email, CONTACTS.c.timezone).where(
-            one_of(CONTACTS.c.email, emails), CONTACTS.c.timezone.is_not(None)
+    rows: Iterable[Any]
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.connection().exec_driver_sql(_ZONES_BY_EMAIL, {"emails": list(emails)})
+    else:
+        rows = session.execute(
+            select(CONTACTS.c.email, CONTACTS.c.timezone).where(
+                one_of(CONTACTS.c.email, emails), CONTACTS.c.timezone.is_not(None)
+            )
         )
-    )
     return {email: zone for email, name in rows if (zone := zone_named(name)) is not None}
 
 
