@@ -161,3 +161,43 @@ def test_a_multi_line_record_is_reported_at_its_first_line(cli, tmp_path):
     path = write_raw(tmp_path / "x.csv", 'email,note\n"lan-at-example.com","two\nlines"\n')
     result = cli("contacts", "import", str(path))
     assert result.stderr.startswith(f"rejected {path}:2: ")
+
+
+# Names too long to index
+
+
+def test_a_name_too_long_to_index_rejects_its_record_and_the_others_are_imported(cli, store, tmp_path):
+    """A first or last name, or an attribute's name, of more than 200 characters: the
+    store indexes them, and PostgreSQL refuses an index entry over 2,704 bytes, which
+    failed the whole first load there, with a traceback and nothing stored."""
+    scrambled = "".join(chr(ord("a") + (n * 7919) % 26) for n in range(3000))  # compresses badly
+    lines = [
+        {"email": "lan@example.com", "last_name": "Nguyen"},
+        {"email": "big@example.com", "last_name": scrambled},
+        {"email": "date@example.com", "d" * 201: "2026-12-01"},
+        {"email": "ok@example.com", "last_name": "n" * 200, "d" * 200: "2026-12-01"},
+        {"email": "minh@example.com", "last_name": "Tran"},
+    ]
+    path = write_jsonl(tmp_path / "contacts.jsonl", lines)
+    result = cli("contacts", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"rejected {path}:2: last_name: 3000 characters: at most 200\n"
+        f'rejected {path}:3: a field\'s name of 201 characters ("dddddddddddddddddddd…"): at most 200\n'
+    )
+    assert result.stdout == "imported 3 contacts, rejected 2\n"
+    assert contact(store, "big@example.com") is None and contact(store, "date@example.com") is None
+    assert contact(store, "ok@example.com").last_name == "n" * 200
+    assert contact(store, "minh@example.com").last_name == "Tran"
+
+
+def test_an_event_type_too_long_to_index_rejects_the_event(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "events.jsonl",
+        [cart_event(id="e1"), cart_event(id="e2", type="t" * 6000), cart_event(id="e3", type="t" * 200)],
+    )
+    result = cli("events", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == f"rejected {path}:2: type: 6000 characters: at most 200\n"
+    assert result.stdout == "imported 2 events, rejected 1\n"
+    assert event_keys(store, "lan@example.com") == ["e3", "e1"]

@@ -83,6 +83,8 @@ EVENTS = {
     "an id that is a number": cart_event(id=5),
     "a type that is a number": cart_event(type=7),
     "a type with a dash": cart_event(type="cart-updated"),
+    "a type of 200 characters": cart_event(type="t" * 200),
+    "a type over 200 characters": cart_event(type="t" * 201),
     "an address without @": cart_event(email="lan"),
     "an empty address": cart_event(email=""),
     "no address at all": cart_event(email=None),
@@ -170,6 +172,9 @@ CSV_CONTACTS = {
     "no address": ("first_name,plan", "Lan,pro"),
     "a date that is not ISO": ("email,birthday", "lan@example.com,17/05/1990"),
     "a tab in an attribute": ("email,city", 'lan@example.com,"Hu\tế"'),
+    "a name of 200 characters": ("email,last_name", "lan@example.com," + "n" * 200),
+    "a name over 200 characters": ("email,first_name", "lan@example.com," + "n" * 201),
+    "an attribute's name over 200 characters": ("email," + "d" * 201, "lan@example.com,2026-12-01"),
 }
 
 
@@ -194,6 +199,8 @@ JSON_CONTACTS = {
     "an address that is a number": {"email": 5},
     "a line break in a nested attribute": {"email": "lan@example.com", "address": {"lines": ["Huế\n"]}},
     "an escape in an attribute's name": {"email": "lan@example.com", "note\x1b": "hello"},
+    "an attribute's name of 200 characters": {"email": "lan@example.com", "d" * 200: "2026-12-01"},
+    "an attribute's name over 200 characters": {"email": "lan@example.com", "d" * 201: 5},
 }
 
 

@@ -53,6 +53,10 @@ _ATOM = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9.-]+)")
 MAX_ADDRESS = 254  # email_validator's limit on the whole address
 MAX_EVENT_ID = 200  # the length of event.key, where an event's id is kept
+# A contact's first and last name, an attribute's name, an event's type: the store indexes
+# them, and PostgreSQL refuses an index entry over 2,704 bytes (a value that long would fail
+# its whole batch there). Far more than any name needs, and short enough in any script.
+MAX_NAME = 200
 
 
 @functools.lru_cache(maxsize=4096)
@@ -162,6 +166,9 @@ def named_as_fields(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if not key.strip():
             raise ValueError(f'a field with an empty name ("{printable(key)}"): every field needs a name')
+        if len(key) > MAX_NAME:
+            shown = f"{printable(key[:20])}…"
+            raise ValueError(f'a field\'s name of {len(key)} characters ("{shown}"): at most {MAX_NAME}')
         name = _CONTACT_FIELDS.get(field_key(key), key)
         if name in given:
             raise ValueError(f"{printable(given[name])} and {printable(key)} both name the field {name}")
@@ -192,6 +199,13 @@ class ContactRecord(BaseModel):
     @classmethod
     def _email(cls, value: Any) -> str:
         return normalize_email(value)
+
+    @field_validator("first_name", "last_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value and len(value) > MAX_NAME:
+            raise ValueError(f"{len(value)} characters: at most {MAX_NAME}")
+        return value
 
     @field_validator("locale")
     @classmethod
@@ -256,13 +270,16 @@ class EventRecord(BaseModel):
     @field_validator("type")
     @classmethod
     def _type(cls, value: str) -> str:
+        if len(value) > MAX_NAME:
+            raise ValueError(f"{len(value)} characters: at most {MAX_NAME}")
         if not is_event_type(value):
             raise ValueError(f'"{value}" is not an event type (letters, digits and _)')
         return value
 
 
 def is_event_type(value: str) -> bool:
-    return value.replace("_", "").isalnum()
+    """Letters, digits and _, at most MAX_NAME of them."""
+    return len(value) <= MAX_NAME and value.replace("_", "").isalnum()
 
 
 def field_errors(exc: ValidationError) -> list[tuple[str, str]]:

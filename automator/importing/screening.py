@@ -19,6 +19,7 @@ from automator.importing.records import (
     EVENT_FIELDS,
     KNOWN_FIELDS,
     MAX_EVENT_ID,
+    MAX_NAME,
     field_key,
     is_event_type,
     is_language_tag,
@@ -72,7 +73,7 @@ def contact(raw: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] |
         if value is None:
             continue
         # The model strips known fields: one with space around it takes its way.
-        if type(value) is not str or value != value.strip():
+        if type(value) is not str or value != value.strip() or len(value) > MAX_NAME:
             return None
         if value:
             fields[name] = value
@@ -92,7 +93,7 @@ def _names(names: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
     model's to rename or refuse (`First Name`, an empty name)."""
     known = [name for name in names if name in _KNOWN]
     others = [name for name in names if name not in _KNOWN and name != "email"]
-    if any(not name.strip() or field_key(name) in _NAMES for name in others):
+    if any(not name.strip() or len(name) > MAX_NAME or field_key(name) in _NAMES for name in others):
         return None
     return known, others
 
