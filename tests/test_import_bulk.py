@@ -336,6 +336,25 @@ def test_contacts_keep_every_character_of_their_fields_and_attributes(project, s
         assert contact_store.dates(session, stored.id) == {"renews_at": utc("2026-12-20 02:30")}
 
 
+def test_attributes_keep_their_numbers_as_the_file_wrote_them(project, store, tmp_path):
+    """Made and then updated by an import, on both stores: PostgreSQL's `jsonb` would
+    rewrite a float that is a whole number as an integer (1e16, 1.5e300) and lose the sign
+    of -0.0. The stored attributes keep their order, a later record's values in place."""
+    first = {"email": "lan@example.com", "score": 1e16, "big": 1.5e300, "zero": -0.0, "plan": "pro"}
+    later = {"email": "lan@example.com", "plan": "max", "small": 1e-300, "count": 3}
+    for name, record in (("first", first), ("later", later)):
+        path = write_jsonl(tmp_path / f"{name}.jsonl", [record])
+        assert import_contacts(store, path, project.journey, project.settings.zone, NOW).imported == 1
+        stored = contact(store, "lan@example.com").attributes
+        assert [(key, repr(value)) for key, value in stored.items()] == [
+            ("score", "1e+16"),
+            ("big", "1.5e+300"),
+            ("zero", "-0.0"),
+            ("plan", repr(record["plan"])),
+            *([("small", "1e-300"), ("count", "3")] if record is later else []),
+        ]
+
+
 def test_text_copied_on_a_connection_in_another_encoding_arrives_as_it_was(project, store, tmp_path):
     """The COPY rows are written as UTF-8 where the file is read: a connection whose client
     encoding is another (PGCLIENTENCODING=LATIN1) stores them as they were all the same."""

@@ -144,7 +144,7 @@ SELECT count(*) FROM stored
 CONTACT_STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS import_contact (
     seq integer NOT NULL, email text NOT NULL, first_name text, last_name text, locale text,
-    timezone text, stage text, attributes jsonb NOT NULL, dates jsonb NOT NULL
+    timezone text, stage text, attributes json NOT NULL, dates jsonb NOT NULL
 ) ON COMMIT DROP
 """
 
@@ -160,10 +160,26 @@ FROM unnest(%(seqs)b::int4[], %(dates)b::text[]) AS f(seq, dates)
 WHERE s.seq = f.seq
 """
 
+# A stored contact's attributes with a record's over them. Through `jsonb`, whose `||` does
+# it at a third of the cost, when neither holds a number that `jsonb` would rewrite: one in
+# exponent form (1e16 would be read back as an integer, 1.5e300 as 301 digits) or -0.0;
+# else as `json`, whose values keep the text they were written with, as SQLite keeps them.
+# (The pattern may also match inside a string, which only takes the slower way.)
+MERGED_ATTRIBUTES = """CASE
+    WHEN c.attributes::text || s.attributes::text ~ '[0-9][eE]|-0\\.0*[^0-9]' THEN (
+        SELECT COALESCE(json_object_agg(key, value), '{}'::json) FROM (
+            SELECT key, value FROM json_each(c.attributes) WHERE (s.attributes -> key) IS NULL
+            UNION ALL
+            SELECT key, value FROM json_each(s.attributes)
+        ) AS merged
+    )
+    ELSE (c.attributes::jsonb || s.attributes::jsonb)::json
+END"""
+
 # The contacts that exist are updated (their old stage read beside them), the others
 # inserted, and each change of stage recorded; returns every contact's id, and whether it
 # is new, by address.
-UPSERT_CONTACTS = """
+UPSERT_CONTACTS = f"""
 WITH old AS (
     SELECT id, email, stage FROM contact WHERE email = ANY(%(emails)b)
 ), updated AS (
@@ -177,7 +193,7 @@ WITH old AS (
             WHEN s.stage IS NOT NULL AND s.stage IS DISTINCT FROM old.stage THEN %(now)s
             ELSE c.stage_entered_at
         END,
-        attributes = (c.attributes::jsonb || s.attributes)::json,
+        attributes = {MERGED_ATTRIBUTES},
         updated_at = %(now)s
     FROM import_contact AS s JOIN old ON old.email = s.email
     WHERE c.email = ANY(%(emails)b) AND c.id = old.id
@@ -190,7 +206,7 @@ WITH old AS (
     SELECT s.email, s.first_name, s.last_name, s.locale, s.timezone,
         COALESCE(s.stage, %(stage)s::text),
         CASE WHEN COALESCE(s.stage, %(stage)s::text) IS NOT NULL THEN %(now)s END,
-        s.attributes::json, %(now)s, %(now)s
+        s.attributes, %(now)s, %(now)s
     FROM import_contact AS s
     WHERE s.email NOT IN (SELECT email FROM old)
     ORDER BY s.seq
@@ -211,7 +227,7 @@ DROP_CHANGED_DATES = """
 DELETE FROM contact_date AS d
 USING import_contact AS s JOIN unnest(%(ids)b::bigint[], %(emails)b::text[]) AS c(id, email)
     ON c.email = s.email
-WHERE d.contact_id = ANY(%(ids)b) AND d.contact_id = c.id AND s.attributes ? d.name
+WHERE d.contact_id = ANY(%(ids)b) AND d.contact_id = c.id AND (s.attributes -> d.name) IS NOT NULL
     AND ((s.dates ->> d.name) IS NULL OR (s.dates ->> d.name)::timestamp <> d.value)
 """
 
