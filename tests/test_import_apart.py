@@ -36,8 +36,8 @@ NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 def every_file_big(monkeypatch):
     """Every file read apart where a store reads big ones apart, in batches of three."""
     monkeypatch.setattr(overlap, "APART_FROM_BYTES", 0)
-    monkeypatch.setattr(event_store, "batch_size", lambda dialect: 3)
-    monkeypatch.setattr(contact_store, "batch_size", lambda dialect: 3)
+    monkeypatch.setattr(event_store, "batch_size", lambda: 3)
+    monkeypatch.setattr(contact_store, "batch_size", lambda: 3)
 
 
 @pytest.fixture

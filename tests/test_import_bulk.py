@@ -39,8 +39,8 @@ NOW = datetime(2026, 11, 20, 5, tzinfo=UTC)
 @pytest.fixture
 def small_batches(monkeypatch):
     """Three records a batch, so that a few lines cross batch boundaries."""
-    monkeypatch.setattr(contact_store, "batch_size", lambda dialect: 3)
-    monkeypatch.setattr(event_store, "batch_size", lambda dialect: 3)
+    monkeypatch.setattr(contact_store, "batch_size", lambda: 3)
+    monkeypatch.setattr(event_store, "batch_size", lambda: 3)
 
 
 class Collected:
@@ -178,6 +178,40 @@ def test_journey_moves_follow_the_events_order_in_a_batch_and_the_files_across_b
         minh: ("retention", utc("2026-11-20 00:30")),
         hoa: ("retention", made),
     }
+
+
+def test_both_stores_move_contacts_in_batches_that_end_in_the_same_places(project, store, tmp_path):
+    """Where a batch ends shows in the moves: each batch's are in time order, after those of
+    the batches before it. The stores once ended their batches at 5,000 and 10,000 events,
+    and stored different stage changes for the same file."""
+    viewed = [
+        {"id": f"v{n}", "type": "page_viewed", "email": "ann@example.com", "at": "2026-11-01T00:00:00Z"}
+        for n in range(4_999)
+    ]
+    x = "x@example.com"
+    path = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            *viewed,
+            cart_event(id="x-late", type="order_placed", email=x, at="2026-11-02T00:00:00Z"),
+            # The 5,001st event, past where SQLite's batches ended, and earlier in time.
+            cart_event(id="x-early", type="checkout_started", email=x, at="2026-11-01T12:00:00Z"),
+        ],
+    )
+
+    assert import_events(store, path, project.journey, NOW).imported == len(viewed) + 2
+
+    with store.session() as session:
+        rows = session.execute(
+            sqlalchemy.select(StageChange.from_stage, StageChange.to_stage, StageChange.cause)
+            .where(StageChange.cause.like("event %"))
+            .order_by(StageChange.id)
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("awareness", "conversion", "event checkout_started (x-early)"),
+        ("conversion", "retention", "event order_placed (x-late)"),
+    ]
+    assert contact(store, x).stage_entered_at == utc("2026-11-02 00:00")
 
 
 def test_an_erased_address_that_is_imported_again_is_suppressed(project, store, tmp_path):

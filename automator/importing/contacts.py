@@ -175,7 +175,7 @@ def import_contacts(
     tally = Tally(watcher)
     seen = SeenIds()
     dialect = store.engine.dialect.name
-    size, apart = contact_store.batch_size(dialect), in_background(store)
+    size, apart = contact_store.batch_size(), in_background(store)
     fields, more = ("email", *KNOWN_FIELDS), (journey, default_zone, dialect)
     with (
         reading(_prepared_batches, path, fields, tally, size, *more, apart=apart) as file,

@@ -55,7 +55,7 @@ def import_events(
 
     tally = Tally(watcher)
     dialect = store.engine.dialect.name
-    size, apart = event_store.batch_size(dialect), in_background(store)
+    size, apart = event_store.batch_size(), in_background(store)
     with (
         reading(_prepared_batches, path, EVENT_FIELDS, tally, size, dialect, apart=apart) as file,
         event_store.loader(store, journey, now, tally.finishing) as add,
