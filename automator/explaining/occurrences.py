@@ -15,7 +15,7 @@ from automator.model import DateTrigger, EventTrigger, Rule, ScheduleTrigger, St
 from automator.moments import at
 from automator.schedules import last_fire
 from automator.store import contacts, events
-from automator.store.candidates import Candidate
+from automator.store.candidates import Candidate, once_per_value
 from automator.tables import Contact, Message
 from automator.timestamps import zone_named
 
@@ -59,8 +59,8 @@ def latest(
         if event is None:
             return f"no {trigger.event} event by {at(now)}"
         key = event.key
-        if trigger.once_per and event.properties.get(trigger.once_per) is not None:
-            key = str(event.properties[trigger.once_per])
+        if trigger.once_per and (once := once_per_value(event.properties.get(trigger.once_per))) is not None:
+            key = once
         return Occurrence(event.at, _describe(rule, event.at, event.key), event.id, key)
     if isinstance(trigger, DateTrigger):
         value = contacts.dates(session, contact_id).get(trigger.attribute)

@@ -168,8 +168,9 @@ def import_contacts(
     """Upsert the file's contacts by email; a later line for the same email is merged into
     the earlier one, its fields winning. Within a batch the two are merged before they are
     stored; a later batch's record is stored over what the earlier one stored, which comes
-    to the same (`merged`), and counts as merged too, so that the count does not depend on
-    where the batches end (nor on their size, which differs between the stores)."""
+    to the same fields and attributes (`merged`; not the same stage changes: two are
+    recorded), and counts as merged too, so that the count does not depend on where the
+    batches end."""
     from automator.store import contacts as contact_store  # not at the top: see the module's docstring
 
     tally = Tally(watcher)

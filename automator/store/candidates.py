@@ -228,6 +228,21 @@ def _cancelled(rule: Rule, contact_id: Any, after: Any) -> ColumnElement[bool]:
     )
 
 
+# A `once_per` value is the occurrence its message keeps, in the message table's unique index,
+# which PostgreSQL refuses an entry of over 2,704 bytes: a longer value than this (a URL, say)
+# leaves its event an occurrence of its own, its key, as an event without the property has.
+ONCE_PER_LENGTH = 200
+
+
+def once_per_value(value: Any) -> str | None:
+    """The occurrence a `once_per` property's value names, as the lookups take it; None when
+    the event is its own occurrence (no value, or one too long)."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= ONCE_PER_LENGTH else None
+
+
 def _not_messaged(rule: Rule, contact_id: Any, occurrence: Any) -> ColumnElement[bool]:
     return ~exists().where(
         MESSAGES.c.rule_id == rule.id,
@@ -240,7 +255,8 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
     event, contact = EVENTS.alias("e"), CONTACTS.alias("c")
     occurrence: Any = event.c.key
     if trigger.once_per:
-        occurrence = func.coalesce(event.c.properties[trigger.once_per].as_string(), event.c.key)
+        once = event.c.properties[trigger.once_per].as_string()
+        occurrence = func.coalesce(case((func.length(once) <= ONCE_PER_LENGTH, once)), event.c.key)
     # The subqueries are tied to the contact's row, not the event's contact_id (the same
     # value): SQLite then runs them only for events whose contact passed the stage and `when`
     # conditions, which reject most; tied to the event, they ran for every event in the window.

@@ -1,0 +1,48 @@
+"""A `once_per` value too long for the message table's unique index (PostgreSQL refuses an
+entry of over 2,704 bytes): its event is an occurrence of its own, on both stores, and the
+rest of the tick's messages are queued. It once failed on PostgreSQL at every tick."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from automator.store.candidates import ONCE_PER_LENGTH
+from tests.conftest import all_messages, utc, write_note_template
+
+ORDERS = """\
+id: orders
+stages: [retention, loyalty]
+trigger: {event: order_placed, once_per: order_id, delay: 1h}
+send: {template: note}
+max_lateness: 1d
+"""
+
+
+@pytest.fixture(autouse=True)
+def orders_rule(project_dir: Path) -> None:
+    (project_dir / "rules" / "orders.yaml").write_text(ORDERS, encoding="utf-8")
+    write_note_template(project_dir)
+
+
+def test_a_once_per_value_too_long_to_index_makes_its_event_its_own_occurrence(
+    make_contact, make_event, tick, store
+):
+    make_contact("lan@example.com", stage="retention")
+    make_contact("mai@example.com", stage="retention")
+    scrambled = "".join(chr(ord("a") + (n * 7919) % 26) for n in range(3000))  # compresses badly
+    at = utc("2026-11-20 03:00")
+    make_event("order_placed", at, email="lan@example.com", id="o1", order_id=scrambled)
+    make_event("order_placed", at, email="lan@example.com", id="o2", order_id="x" * ONCE_PER_LENGTH)
+    make_event("order_placed", at, email="mai@example.com", id="o3", order_id="A-3")
+
+    report = tick(utc("2026-11-20 05:00"))
+
+    assert report.rules["orders"].error is None
+    sent = sorted((message.email, message.occurrence) for message in all_messages(store))
+    assert sent == [
+        ("lan@example.com", "o1"),
+        ("lan@example.com", "x" * ONCE_PER_LENGTH),
+        ("mai@example.com", "A-3"),
+    ]
