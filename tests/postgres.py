@@ -30,12 +30,16 @@ TEMPLATE = "automator_template"
 # Run beside the test session, in a session of its own (a signal to the tests' process
 # group does not reach it): it waits for its stdin to close, which happens when the tests'
 # process exits however it exits, even by SIGKILL; then it stops the server (argv[2:]) and
-# removes its folder (argv[1]). After a clean stop the tests end it first.
+# removes its folder (argv[1]). Three times, a second apart: a `pg_ctl start` the tests
+# were running goes on without them, and may write its log into the folder once it is gone.
+# After a clean stop the tests end it first.
 WATCHER = """
-import shutil, subprocess, sys
+import shutil, subprocess, sys, time
 sys.stdin.buffer.read()
-subprocess.run(sys.argv[2:], capture_output=True, timeout=60)
-shutil.rmtree(sys.argv[1], ignore_errors=True)
+for attempt in range(3):
+    subprocess.run(sys.argv[2:], capture_output=True, timeout=60)
+    shutil.rmtree(sys.argv[1], ignore_errors=True)
+    time.sleep(1)
 """
 
 
