@@ -255,7 +255,7 @@ def test_the_time_zone_is_chosen_from_the_keyboard_and_applied_by_its_button(con
 
 
 def test_a_long_word_wraps_instead_of_widening_the_page(console, page, make_contact) -> None:
-    contact = make_contact("long@example.com", first_name="W" * 3000)
+    contact = make_contact("long@example.com", first_name="W" * 200)  # the longest a name may be
     log_in_page(page, console)
 
     page.goto(f"{console}/contacts/{contact}")
