@@ -160,10 +160,11 @@ FROM unnest(%(seqs)b::int4[], %(dates)b::text[]) AS f(seq, dates)
 WHERE s.seq = f.seq
 """
 
-# A stored contact's attributes with a record's over them. Through `jsonb`, whose `||` does
-# it at a third of the cost, when neither holds a number that `jsonb` would rewrite: one in
-# exponent form (1e16 would be read back as an integer, 1.5e300 as 301 digits) or -0.0;
-# else as `json`, whose values keep the text they were written with, as SQLite keeps them.
+# A stored contact's attributes with a record's over them. Through `jsonb`, whose `||` makes
+# a batch's upsert about a quarter cheaper, when neither holds a number that `jsonb` would
+# rewrite: one in exponent form (1e16 would be read back as an integer, 1.5e300 as 301
+# digits) or -0.0; else as `json`, whose values keep the text they were written with, as
+# SQLite keeps them.
 # (The pattern may also match inside a string, which only takes the slower way.)
 MERGED_ATTRIBUTES = """CASE
     WHEN c.attributes::text || s.attributes::text ~ '[0-9][eE]|-0\\.0*[^0-9]' THEN (
