@@ -267,6 +267,11 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         ~_cancelled(rule, contact.c.id, event.c.at),
         _not_messaged(rule, contact.c.id, occurrence),
     ]
+    if trigger.once_per:
+        # A SQLite store may hold a message queued under a value longer than that, from before
+        # such an event was its own occurrence: it is this event's message all the same.
+        long_value = func.coalesce(func.length(once), 0) > ONCE_PER_LENGTH
+        where.append(or_(~long_value, _not_messaged(rule, contact.c.id, once)))
     if trigger.latest_per:
         where.append(~_newer_of_same(event, contact.c.id, trigger.latest_per))
     query = (
