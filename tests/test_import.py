@@ -306,6 +306,50 @@ def test_a_csv_header_naming_the_fields_as_a_spreadsheet_does_is_read(cli, store
     assert (lan.first_name, lan.last_name, lan.attributes) == ("Lan", "Nguyen", {"Plan": "pro"})
 
 
+def test_an_export_naming_its_address_column_email_address_is_read(cli, store, tmp_path):
+    """As Mailchimp's export names it; without the alias every row was rejected for lacking
+    an email."""
+    path = write_csv(tmp_path / "c.csv", "Email Address,First Name,Plan", "lan@example.com,Lan,pro")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stdout) == (0, "imported 1 contacts, rejected 0\n")
+    lan = contact(store, "lan@example.com")
+    assert (lan.first_name, lan.attributes) == ("Lan", {"Plan": "pro"})
+
+
+def test_an_email_column_leaves_an_email_address_column_an_attribute(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "email,Email Address", "lan@example.com,lan.old@example.com")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stdout) == (0, "imported 1 contacts, rejected 0\n")
+    assert contact(store, "lan@example.com").attributes == {"Email Address": "lan.old@example.com"}
+    assert contact(store, "lan.old@example.com") is None
+
+
+def test_two_columns_that_could_each_be_the_address_are_refused_before_any_row(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "E-mail,Email Address", "d1@example.com,d2@example.com")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"error: {path}:1: the header row: E-mail and Email Address could each be the email address: "
+        "name one of them email\n",
+    )
+    assert contact(store, "d1@example.com") is None
+
+
+def test_an_events_csv_naming_its_address_column_e_mail_is_read(cli, store, tmp_path):
+    path = write_csv(
+        tmp_path / "e.csv", "id,type,E-mail,at", "evt-1,cart_updated,lan@example.com,2026-11-20T03:00:00Z"
+    )
+
+    assert cli("events", "import", str(path)).stdout == "imported 1 events, rejected 0\n"
+    assert event_keys(store, "lan@example.com") == ["evt-1"]
+
+
 def test_an_events_csv_header_in_capitals_is_read(cli, store, tmp_path):
     path = write_csv(
         tmp_path / "e.csv", "ID,Type,Email,At", "evt-1,cart_updated,lan@example.com,2026-11-20T03:00:00Z"

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 
+from automator.display import printable
 from automator.errors import AutomatorError, ImportRecordError
 from automator.importing.json_arrays import ArrayItems
 from automator.importing.records import all_clean_strings, field_key
@@ -113,6 +114,8 @@ def _csv_records(
             if isinstance(row, ImportRecordError):
                 raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
             header = [fields.get(field_key(name), name.strip()) for name in row]
+            if "email" in fields.values():
+                header = _email_named(path, line, row, header)
             unnamed = [column for column, name in enumerate(header) if not name]
             if twice := sorted({name for name in header if name and header.count(name) > 1}):
                 raise AutomatorError(f"{path}:{line}: the header row names {', '.join(twice)} twice")
@@ -131,6 +134,27 @@ def _csv_records(
                 )
             record = {key: value for key, value in zip(header, row, strict=False) if key and value}
             yield line, record, all_clean_strings(record)
+
+
+# How exports name the address column when not `email` (Mailchimp's `Email Address`), as
+# `field_key` writes them; one of them is `email` in a header that has no column of that name.
+EMAIL_ALIASES = frozenset({"e_mail", "email_address", "e_mail_address"})
+
+
+def _email_named(path: Path, line: int, row: list[str], header: list[str]) -> list[str]:
+    """The header with its one address column named otherwise (`E-mail`, `Email Address`)
+    taken as `email`, when none is named so; two such columns are refused, as neither can be
+    taken for the address without a guess. A header with an `email` column keeps the others
+    as what they are (attributes or properties)."""
+    if "email" in header:
+        return header
+    aliases = [column for column, name in enumerate(row) if field_key(name) in EMAIL_ALIASES]
+    if len(aliases) > 1:
+        named = " and ".join(printable(row[column].strip()) for column in aliases)
+        raise AutomatorError(
+            f"{path}:{line}: the header row: {named} could each be the email address: name one of them email"
+        )
+    return [("email" if column in aliases else name) for column, name in enumerate(header)]
 
 
 def _row_against(row: list[str], header: list[str]) -> str:
