@@ -208,9 +208,13 @@ BUILDING_INDEXES = "building indexes"  # a load's end, as a progress bar names i
 LOAD_LOCK_WAIT = "2s"  # how long a PostgreSQL load waits for its tables before it goes batch by batch
 
 
+def unannounced(step: str) -> None:
+    """Hears of a load's steps for a load that nobody watches."""
+
+
 @contextmanager
 def loading(
-    engine: Engine, table: Table, *beside: Table, announce: Callable[[str], None] = lambda step: None
+    engine: Engine, table: Table, *beside: Table, announce: Callable[[str], None] = unannounced
 ) -> Iterator[Session | None]:
     """A bulk load into `table` (and the tables `beside` it). Into an empty table: one
     transaction for the whole load (its session is yielded), with the tables' non-unique

@@ -17,7 +17,7 @@ from automator import casing
 from automator.name_keys import name_key
 from automator.staged import ContactCopy, ContactData, contact_copy
 from automator.store import Store, execute_many, insert, staging, suppressions, table
-from automator.store.bulk import loading
+from automator.store.bulk import loading, unannounced
 from automator.store.statements import listed, one_of, prefix_range
 from automator.tables import Contact, ContactDate, ContactTag, StageChange, UTCDateTime
 from automator.timestamps import in_utc, zone_named
@@ -65,7 +65,7 @@ Batch = list[ContactData] | ContactCopy  # an import's batch, as the import wrot
 
 @contextmanager
 def loader(
-    store: Store, now: datetime, first_stage: str | None, announce: Callable[[str], None] = lambda step: None
+    store: Store, now: datetime, first_stage: str | None, announce: Callable[[str], None] = unannounced
 ) -> Iterator[Callable[[Batch], list[int]]]:
     """`bulk_upsert` for each batch of an import: each in a transaction of its own, or, into
     an empty contact table, all in one, with the indexes built at its end (`bulk.loading`,

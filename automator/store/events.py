@@ -55,7 +55,7 @@ def add(session: Session, records: list[EventData], journey: Journey, now: datet
 
 @contextmanager
 def loader(
-    store: Store, journey: Journey, now: datetime, announce: Callable[[str], None] = lambda step: None
+    store: Store, journey: Journey, now: datetime, announce: Callable[[str], None] = bulk.unannounced
 ) -> Iterator[Callable[[Batch], int]]:
     """`bulk_add` for each batch of an import: each in a transaction of its own, or, into an
     empty event table, all in one, with its indexes and those of the stage changes the
