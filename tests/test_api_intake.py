@@ -191,6 +191,36 @@ def test_contact_keys_name_the_fields_whatever_their_case(client, writer, store)
     assert lan is not None and (lan.first_name, lan.attributes) == ("Lan", {"plan": "pro"})
 
 
+def test_a_contact_may_name_its_email_email_address_as_mailchimp_does(client, writer, store) -> None:
+    batch = [
+        {"email_address": "lan@example.com", "first_name": "Lan"},
+        {"email": "minh@example.com", "Email Address": "minh@example.org"},
+        {"e-mail": "binh@example.com", "email_address": "binh@example.org"},
+    ]
+
+    response = client.post("/v1/contacts", json={"batch": batch}, headers=writer)
+
+    assert response.json()["rejected"] == [
+        {
+            "index": 2,
+            "errors": [
+                {
+                    "field": "",
+                    "message": "e-mail and email_address could each be the email address: "
+                    "name one of them email",
+                }
+            ],
+        }
+    ]
+    with store.session() as session:
+        lan = contacts.by_email(session, "lan@example.com")
+        minh = contacts.by_email(session, "minh@example.com")
+        binh = contacts.by_email(session, "binh@example.com")
+    assert lan is not None and lan.first_name == "Lan"
+    assert minh is not None and minh.attributes == {"Email Address": "minh@example.org"}
+    assert binh is None
+
+
 def test_a_contact_with_an_empty_key_or_two_keys_for_one_field_is_rejected(client, writer, store) -> None:
     batch = [
         {"email": "an@example.com", "": "pro"},

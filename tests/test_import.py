@@ -808,6 +808,27 @@ def test_json_keys_name_the_fields_whatever_their_case_as_csv_headers_do(cli, st
     assert (lan.first_name, lan.attributes) == ("Lan", {"plan": "pro"})
 
 
+def test_a_json_contact_may_name_its_email_email_address(cli, store, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"email_address": "lan@example.com", "first_name": "Lan"},
+            {"E-mail": "minh@example.com", "Email Address": "minh@example.org"},
+        ],
+    )
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "imported 1 contacts, rejected 1\n",
+        f"rejected {path}:2: E-mail and Email Address could each be the email address: "
+        "name one of them email\n",
+    )
+    assert contact(store, "lan@example.com").first_name == "Lan"
+    assert contact(store, "minh@example.com") is None
+
+
 def test_a_json_key_that_is_empty_is_refused_with_its_line(cli, store, tmp_path):
     path = write_jsonl(
         tmp_path / "c.jsonl", [{"email": "an@example.com"}, {"email": "lan@example.com", "": "pro"}]

@@ -19,10 +19,9 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 
-from automator.display import printable
 from automator.errors import AutomatorError, ImportRecordError
 from automator.importing.json_arrays import ArrayItems
-from automator.importing.records import all_clean_strings, field_key
+from automator.importing.records import all_clean_strings, email_alias, field_key
 from automator.importing.report import RecordWarning
 
 # (line number, record or the error that stands for it, whether the record can hold no
@@ -136,25 +135,14 @@ def _csv_records(
             yield line, record, all_clean_strings(record)
 
 
-# How exports name the address column when not `email` (Mailchimp's `Email Address`), as
-# `field_key` writes them; one of them is `email` in a header that has no column of that name.
-EMAIL_ALIASES = frozenset({"e_mail", "email_address", "e_mail_address"})
-
-
 def _email_named(path: Path, line: int, row: list[str], header: list[str]) -> list[str]:
     """The header with its one address column named otherwise (`E-mail`, `Email Address`)
-    taken as `email`, when none is named so; two such columns are refused, as neither can be
-    taken for the address without a guess. A header with an `email` column keeps the others
-    as what they are (attributes or properties)."""
-    if "email" in header:
-        return header
-    aliases = [column for column, name in enumerate(row) if field_key(name) in EMAIL_ALIASES]
-    if len(aliases) > 1:
-        named = " and ".join(printable(row[column].strip()) for column in aliases)
-        raise AutomatorError(
-            f"{path}:{line}: the header row: {named} could each be the email address: name one of them email"
-        )
-    return [("email" if column in aliases else name) for column, name in enumerate(header)]
+    taken as `email`, when none is named so (`records.email_alias`)."""
+    try:
+        alias = email_alias(row)
+    except ValueError as exc:
+        raise AutomatorError(f"{path}:{line}: the header row: {exc}") from None
+    return [("email" if given == alias else name) for given, name in zip(row, header, strict=True)]
 
 
 def _row_against(row: list[str], header: list[str]) -> str:

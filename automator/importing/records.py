@@ -154,22 +154,42 @@ def field_key(name: str) -> str:
 
 
 _CONTACT_FIELDS = {field_key(name): name for name in ("email", *KNOWN_FIELDS)}
+# How exports name the address when not `email` (Mailchimp's `Email Address`, its API's
+# `email_address`), as `field_key` writes them: one of them is the email of a record or a
+# CSV header that names no `email`.
+EMAIL_ALIASES = frozenset({"e_mail", "email_address", "e_mail_address"})
+
+
+def email_alias(names: Iterable[str]) -> str | None:
+    """The one name of `names` that stands for the email, when none is `email` itself (but
+    for case, spaces or hyphens) and one is an alias of it; a ValueError when two are: neither
+    can be taken for the address without a guess."""
+    names = list(names)
+    if any(field_key(name) == "email" for name in names):
+        return None
+    aliases = [name for name in names if field_key(name) in EMAIL_ALIASES]
+    if len(aliases) > 1:
+        named = " and ".join(printable(name.strip()) for name in aliases)
+        raise ValueError(f"{named} could each be the email address: name one of them email")
+    return aliases[0] if aliases else None
 
 
 def named_as_fields(data: dict[str, Any]) -> dict[str, Any]:
     """A contact record whose keys that name one of its fields but for case, spaces or
-    hyphens (`Email`, `First Name`) are that field's, as a CSV header's columns are. A key
-    that is empty, or two that name one field, are a ValueError: the one would be an
-    attribute nobody can name, of the other two one would be lost."""
+    hyphens (`Email`, `First Name`) are that field's, as a CSV header's columns are, and whose
+    one `email_alias` is its email. A key that is empty, or two that name one field, are a
+    ValueError: the one would be an attribute nobody can name, of the other two one would be
+    lost."""
     named: dict[str, Any] = {}
     given: dict[str, str] = {}
+    alias = email_alias(data)
     for key, value in data.items():
         if not key.strip():
             raise ValueError(f'a field with an empty name ("{printable(key)}"): every field needs a name')
         if len(key) > MAX_NAME:
             shown = f"{printable(key[:20])}…"
             raise ValueError(f'a field\'s name of {len(key)} characters ("{shown}"): at most {MAX_NAME}')
-        name = _CONTACT_FIELDS.get(field_key(key), key)
+        name = "email" if key == alias else _CONTACT_FIELDS.get(field_key(key), key)
         if name in given:
             raise ValueError(f"{printable(given[name])} and {printable(key)} both name the field {name}")
         named[name], given[name] = value, key
