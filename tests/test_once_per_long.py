@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from automator.explain import SENT, explain
 from automator.store.candidates import ONCE_PER_LENGTH
 from tests.conftest import all_messages, utc, write_note_template
 
@@ -49,25 +50,28 @@ def test_a_once_per_value_too_long_to_index_makes_its_event_its_own_occurrence(
     ]
 
 
-@pytest.mark.sqlite_only
 def test_a_message_stored_under_a_long_value_still_counts_for_its_event(
-    make_contact, make_event, tick, store
+    make_contact, make_event, tick, store, project
 ):
-    """SQLite once queued a long value's message under the value itself. The event is now its
-    own occurrence, and that older message must keep it from being queued a second time."""
+    """An older release queued a long value's message under the value itself (SQLite any,
+    PostgreSQL one short enough to index). The event is now its own occurrence, and that
+    message must keep it from being queued a second time, in the tick and in `explain`."""
     make_contact("lan@example.com", stage="retention")
-    scrambled = "".join(chr(ord("a") + (n * 7919) % 26) for n in range(3000))
-    make_event("order_placed", utc("2026-11-20 03:00"), email="lan@example.com", id="o1", order_id=scrambled)
+    value = "".join(chr(ord("a") + (n * 7919) % 26) for n in range(ONCE_PER_LENGTH + 100))
+    make_event("order_placed", utc("2026-11-20 03:00"), email="lan@example.com", id="o1", order_id=value)
     tick(utc("2026-11-20 05:00"))
     with store.engine.begin() as connection:  # as the older release stored it
-        connection.execute(text("UPDATE message SET occurrence = :value"), {"value": scrambled})
+        connection.execute(text("UPDATE message SET occurrence = :value"), {"value": value})
     # Back into the rule's stages from outside them: the next tick looks at her events again.
     make_contact("lan@example.com", stage="awareness", _now=utc("2026-11-20 05:20"))
     make_contact("lan@example.com", stage="retention", _now=utc("2026-11-20 05:30"))
 
     report = tick(utc("2026-11-20 06:00"))
+    [orders] = [rule for rule in project.rules if rule.id == "orders"]
+    explained = explain(store, project.settings, orders, "lan@example.com", utc("2026-11-20 06:00"))
 
     assert report.rules["orders"].error is None
-    assert [(message.email, message.occurrence) for message in all_messages(store)] == [
-        ("lan@example.com", scrambled)
-    ]
+    [message] = all_messages(store)
+    assert (message.email, message.occurrence) == ("lan@example.com", value)
+    assert explained.verdict == SENT
+    assert explained.reason.startswith(f"message {message.id} ")

@@ -31,13 +31,16 @@ class Occurrence:
     shown: str
     event_id: int | None = None
     key: str | None = None
+    # A `once_per` value too long to name the occurrence, under which an older release may
+    # have queued its message: the lookups count that message too (`_event_query`).
+    long_value: str | None = None
 
     def messaged_by(self, message: Message) -> bool:
         """Whether `message` (of the rule, for the contact) is this occurrence's first step."""
         if message.step != 1:
             return False
         if self.key is not None:
-            return message.occurrence == self.key
+            return message.occurrence in (self.key, self.long_value)
         return message.occurred_at == self.occurred_at
 
 
@@ -58,10 +61,11 @@ def latest(
         event = events.latest(session, contact_id, trigger.event, now)
         if event is None:
             return f"no {trigger.event} event by {at(now)}"
-        key = event.key
-        if trigger.once_per and (once := once_per_value(event.properties.get(trigger.once_per))) is not None:
-            key = once
-        return Occurrence(event.at, _describe(rule, event.at, event.key), event.id, key)
+        key, long_value = event.key, None
+        if trigger.once_per and (value := event.properties.get(trigger.once_per)) is not None:
+            once = once_per_value(value)
+            key, long_value = (key, str(value)) if once is None else (once, None)
+        return Occurrence(event.at, _describe(rule, event.at, event.key), event.id, key, long_value)
     if isinstance(trigger, DateTrigger):
         value = contacts.dates(session, contact_id).get(trigger.attribute)
         if value is None:

@@ -268,8 +268,8 @@ def _event_query(rule: Rule, trigger: EventTrigger) -> Query:
         _not_messaged(rule, contact.c.id, occurrence),
     ]
     if trigger.once_per:
-        # A SQLite store may hold a message queued under a value longer than that, from before
-        # such an event was its own occurrence: it is this event's message all the same.
+        # A store may hold a message an older release queued under a longer value (SQLite any,
+        # PostgreSQL one of up to about 2,700 bytes): it is this event's message all the same.
         long_value = func.coalesce(func.length(once), 0) > ONCE_PER_LENGTH
         where.append(or_(~long_value, _not_messaged(rule, contact.c.id, once)))
     if trigger.latest_per:
