@@ -206,7 +206,7 @@ def test_a_contact_may_name_its_email_email_address_as_mailchimp_does(client, wr
             "errors": [
                 {
                     "field": "",
-                    "message": "e-mail and email_address could each be the email address: "
+                    "message": '"e-mail" and "email_address" could each be the email address: '
                     "name one of them email",
                 }
             ],

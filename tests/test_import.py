@@ -335,10 +335,21 @@ def test_two_columns_that_could_each_be_the_address_are_refused_before_any_row(c
 
     assert (result.exit_code, result.stderr) == (
         1,
-        f"error: {path}:1: the header row: E-mail and Email Address could each be the email address: "
+        f'error: {path}:1: the header row: "E-mail" and "Email Address" could each be the email address: '
         "name one of them email\n",
     )
     assert contact(store, "d1@example.com") is None
+
+
+def test_an_address_column_named_twice_is_said_to_be_named_twice(cli, store, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "Email Address, Email Address", "d1@example.com,d2@example.com")
+
+    result = cli("contacts", "import", str(path))
+
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"error: {path}:1: the header row names Email Address twice\n",
+    )
 
 
 def test_an_events_csv_naming_its_address_column_e_mail_is_read(cli, store, tmp_path):
@@ -822,7 +833,7 @@ def test_a_json_contact_may_name_its_email_email_address(cli, store, tmp_path):
     assert (result.exit_code, result.stdout, result.stderr) == (
         1,
         "imported 1 contacts, rejected 1\n",
-        f"rejected {path}:2: E-mail and Email Address could each be the email address: "
+        f'rejected {path}:2: "E-mail" and "Email Address" could each be the email address: '
         "name one of them email\n",
     )
     assert contact(store, "lan@example.com").first_name == "Lan"

@@ -113,11 +113,11 @@ def _csv_records(
             if isinstance(row, ImportRecordError):
                 raise AutomatorError(f"{row.file}:{row.record}: the header row: {row.message}")
             header = [fields.get(field_key(name), name.strip()) for name in row]
-            if "email" in fields.values():
-                header = _email_named(path, line, row, header)
             unnamed = [column for column, name in enumerate(header) if not name]
             if twice := sorted({name for name in header if name and header.count(name) > 1}):
                 raise AutomatorError(f"{path}:{line}: the header row names {', '.join(twice)} twice")
+            if "email" in fields.values():
+                header = _email_named(path, line, row, header)
         elif isinstance(row, ImportRecordError):
             yield line, row, False
         elif len(row) > len(header):

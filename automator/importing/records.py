@@ -169,7 +169,7 @@ def email_alias(names: Iterable[str]) -> str | None:
         return None
     aliases = [name for name in names if field_key(name) in EMAIL_ALIASES]
     if len(aliases) > 1:
-        named = " and ".join(printable(name.strip()) for name in aliases)
+        named = " and ".join(f'"{printable(name)}"' for name in aliases)
         raise ValueError(f"{named} could each be the email address: name one of them email")
     return aliases[0] if aliases else None
 
