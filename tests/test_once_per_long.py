@@ -22,6 +22,11 @@ max_lateness: 1d
 """
 
 
+def scrambled(length: int) -> str:
+    """Letters that compress badly, so that the store keeps them at about their length."""
+    return "".join(chr(ord("a") + (n * 7919) % 26) for n in range(length))
+
+
 @pytest.fixture(autouse=True)
 def orders_rule(project_dir: Path) -> None:
     (project_dir / "rules" / "orders.yaml").write_text(ORDERS, encoding="utf-8")
@@ -33,9 +38,9 @@ def test_a_once_per_value_too_long_to_index_makes_its_event_its_own_occurrence(
 ):
     make_contact("lan@example.com", stage="retention")
     make_contact("mai@example.com", stage="retention")
-    scrambled = "".join(chr(ord("a") + (n * 7919) % 26) for n in range(3000))  # compresses badly
+    long_value = scrambled(3000)
     at = utc("2026-11-20 03:00")
-    make_event("order_placed", at, email="lan@example.com", id="o1", order_id=scrambled)
+    make_event("order_placed", at, email="lan@example.com", id="o1", order_id=long_value)
     make_event("order_placed", at, email="lan@example.com", id="o2", order_id="x" * ONCE_PER_LENGTH)
     make_event("order_placed", at, email="mai@example.com", id="o3", order_id="A-3")
 
@@ -57,7 +62,7 @@ def test_a_message_stored_under_a_long_value_still_counts_for_its_event(
     PostgreSQL one short enough to index). The event is now its own occurrence, and that
     message must keep it from being queued a second time, in the tick and in `explain`."""
     make_contact("lan@example.com", stage="retention")
-    value = "".join(chr(ord("a") + (n * 7919) % 26) for n in range(ONCE_PER_LENGTH + 100))
+    value = scrambled(ONCE_PER_LENGTH + 100)
     make_event("order_placed", utc("2026-11-20 03:00"), email="lan@example.com", id="o1", order_id=value)
     tick(utc("2026-11-20 05:00"))
     with store.engine.begin() as connection:  # as the older release stored it
